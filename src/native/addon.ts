@@ -1,0 +1,55 @@
+/**
+ * Typed face of the native addon (native/*.c). Nothing else in synhold loads
+ * the .node file; everything above this goes through NetlinkSocket or FileLock.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeSocketHandle {
+  readonly portId: number;
+  readonly fd: number;
+}
+
+export interface NativeAddon {
+  open(protocol: number, netnsPath: string | null, rcvbuf: number): NativeSocketHandle;
+  send(handle: NativeSocketHandle, data: Buffer): number;
+  recv(handle: NativeSocketHandle): Buffer | null;
+  watch(handle: NativeSocketHandle, onReadable: (status: number) => void): void;
+  setRef(handle: NativeSocketHandle, ref: boolean): void;
+  setsockopt(handle: NativeSocketHandle, level: number, name: number, value: number): void;
+  close(handle: NativeSocketHandle): void;
+  tryLock(path: string): number;
+  unlock(fd: number): void;
+}
+
+/** Errors thrown by the addon carry the positive errno and the failing step. */
+export interface NativeError extends Error {
+  errno: number;
+  syscall: string;
+}
+
+export function isNativeError(e: unknown): e is NativeError {
+  return e instanceof Error && typeof (e as Partial<NativeError>).errno === 'number';
+}
+
+let cached: NativeAddon | undefined;
+
+/** Finds build/Release/synhold_native.node from both src/ (ts) and dist/src/ (js) layouts. */
+export function native(): NativeAddon {
+  if (cached) return cached;
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [
+    join(here, '..', '..', 'build', 'Release', 'synhold_native.node'),
+    join(here, '..', '..', '..', 'build', 'Release', 'synhold_native.node'),
+  ];
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) {
+    throw new Error(
+      `synhold's native addon is not built (looked in ${candidates.join(', ')}); run \`npm ci\` or \`npx node-gyp rebuild\``,
+    );
+  }
+  cached = createRequire(import.meta.url)(found) as NativeAddon;
+  return cached;
+}
