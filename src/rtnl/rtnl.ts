@@ -1,0 +1,35 @@
+/**
+ * A route-netlink connection, optionally inside a network namespace. Every
+ * kernel-object function (links, qdiscs, filters) takes one of these.
+ */
+import { NETLINK_ROUTE, NetlinkSocket, type OpenOptions } from '../netlink/socket.js';
+
+export class Rtnl {
+  readonly sock: NetlinkSocket;
+  /** The namespace this connection is bound to, if not the caller's own. */
+  readonly netns?: string;
+
+  private constructor(sock: NetlinkSocket, netns?: string) {
+    this.sock = sock;
+    if (netns !== undefined) this.netns = netns;
+  }
+
+  /** Opens NETLINK_ROUTE in the current namespace or in `opts.netns` (a name under /run/netns or a path). */
+  static open(opts: OpenOptions = {}): Rtnl {
+    return new Rtnl(NetlinkSocket.open(NETLINK_ROUTE, opts), opts.netns);
+  }
+
+  close(): void {
+    this.sock.close();
+  }
+}
+
+/** Opens a connection, runs `fn`, and always closes it. */
+export async function withRtnl<T>(opts: OpenOptions, fn: (rt: Rtnl) => Promise<T>): Promise<T> {
+  const rt = Rtnl.open(opts);
+  try {
+    return await fn(rt);
+  } finally {
+    rt.close();
+  }
+}

@@ -1,0 +1,11 @@
+/**
+ * What a qdisc, classifier or action module provides: its kernel name and how
+ * its TCA_OPTIONS (or TCA_ACT_OPTIONS) payload is encoded and decoded.
+ */
+export interface TcKind<Options> {
+  /** The kernel's name: `plug`, `u32`, `mirred`. */
+  readonly kind: string;
+  /** TCA_OPTIONS payload, or undefined to send none. */
+  encodeOptions(options: Options): Buffer | undefined;
+  decodeOptions(payload: Buffer): unknown;
+}
