@@ -1,0 +1,90 @@
+/**
+ * The one interface every hold backend (plug, nfqueue, drop) implements.
+ *
+ * A backend has two lives: setup time (install/uninstall the steering that
+ * brings new SYNs to the hold, atomically) and hold time (hold, then release).
+ * Holds run in the holder process (src/protect/holder.ts), which owns the hold
+ * for its whole duration and releases it if its owner dies.
+ */
+import type { Rtnl } from '../rtnl/rtnl.js';
+import type { BackendName, SetupConfig } from '../protect/config.js';
+
+export interface BackendContext {
+  rt: Rtnl;
+  /** The network namespace everything happens in (undefined: our own). */
+  netns?: string;
+}
+
+/** What a backend holds and has let through, as the kernel counts it. */
+export interface HoldCounters {
+  /** Packets held right now. */
+  heldPackets: number;
+  heldBytes?: number;
+  /** Packets lost because the hold was full, since setup. */
+  drops: number;
+  /** Packets that went through the hold path since setup. */
+  packets?: number;
+}
+
+export interface ReleaseResult {
+  /** Packets let go at release (what was held). */
+  released: number;
+  /** Drops during this hold (limit or queue overflow). */
+  drops: number;
+}
+
+export interface ActiveHold {
+  release(): Promise<ReleaseResult>;
+}
+
+export interface HoldBackend<State = unknown> {
+  readonly name: BackendName;
+  /** One line on what holding costs a client, for status and docs. */
+  readonly cost: string;
+  /** Installs the steering; on failure removes whatever it created and rethrows. */
+  install(cfg: SetupConfig, ctx: BackendContext): Promise<State>;
+  /** Removes what install created, and nothing else. Releases first. */
+  uninstall(state: State, ctx: BackendContext): Promise<void>;
+  /** Whether what install created is still in place (setup's idempotency check). */
+  verify(state: State, ctx: BackendContext): Promise<string | undefined>;
+  /** Starts holding new SYNs. */
+  hold(state: State, ctx: BackendContext): Promise<ActiveHold>;
+  /** Releases with no holder (recovery after a crash); a no-op when nothing is held. */
+  forceRelease(state: State, ctx: BackendContext): Promise<void>;
+  counters(state: State, ctx: BackendContext): Promise<HoldCounters>;
+}
+
+/** Runs steps, remembering how to undo each; on failure undoes them in reverse and rethrows. */
+export class UndoStack {
+  private readonly undos: { what: string; fn: () => Promise<void> }[] = [];
+
+  push(what: string, fn: () => Promise<void>): void {
+    this.undos.push({ what, fn });
+  }
+
+  /** Undoes everything, newest first; errors are collected, not thrown, so every step gets its turn. */
+  async unwind(): Promise<string[]> {
+    const errors: string[] = [];
+    while (this.undos.length) {
+      const u = this.undos.pop()!;
+      try {
+        await u.fn();
+      } catch (e) {
+        errors.push(`undo ${u.what}: ${(e as Error).message}`);
+      }
+    }
+    return errors;
+  }
+}
+
+/** Wraps an install: anything pushed on the stack is undone if `fn` throws. */
+export async function atomically<T>(fn: (undo: UndoStack) => Promise<T>): Promise<T> {
+  const undo = new UndoStack();
+  try {
+    return await fn(undo);
+  } catch (e) {
+    const errors = await undo.unwind();
+    if (errors.length && e instanceof Error) e.message += `; cleanup also failed: ${errors.join('; ')}`;
+    throw e;
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * The plug backend: new SYNs are steered into an sch_plug qdisc, which holds
+ * them in the kernel and lets them go on release. Nothing is lost and the
+ * client never retransmits: a held connection waits exactly as long as the hold.
+ *
+ * Two topologies:
+ *
+ * egress (default; clients on this host, e.g. SmartStack on lo) - the seed's:
+ *
+ *     dev lo root  prio 5301: bands 4, default priomap -> bands 1..3 as before
+ *                  └─ 5301:4  plug 5302:   (reached only through the filters)
+ *     filters on 5301:  u32 "SYN, not ACK, to a protected port" -> flowid 5301:4
+ *
+ *   What it does to other traffic: lo's default root (noqueue: no queue at all)
+ *   becomes a prio qdisc, so every loopback packet takes the qdisc lock and is
+ *   queued in one of three pfifo bands exactly as pfifo_fast would map it. On lo
+ *   the queue drains at once, so nothing waits, but it is a root lock on a path
+ *   that had none. The ingress topology below touches nothing but matching SYNs.
+ *
+ * ingress (clients elsewhere: external load balancers) - what the seed named
+ * as its unsolved drawback, since a qdisc can only hold egress traffic:
+ *
+ *     dev eth0  clsact (or an existing ingress/clsact qdisc is reused)
+ *               ingress filter u32 "SYN to a protected port" -> mirred egress redirect dev synhold-ifbN
+ *     dev synhold-ifbN (IFB)  root plug 5302:
+ *
+ *   The IFB device sends held packets back into eth0's receive path on release.
+ *   Only matching SYNs are redirected; all other traffic is untouched.
+ */
+import { SynholdError } from '../netlink/errors.js';
+import { addIfb, deleteLink, getLink, setLinkUp } from '../rtnl/link.js';
+import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
+import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
+import { addQdisc, deleteQdisc, listQdiscs } from '../rtnl/tc/qdisc.js';
+import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
+import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
+import { ETH_P_IP, ETH_P_IPV6 } from '../rtnl/tc/tcmsg.js';
+import { Plug, type PlugRef } from '../plug/plug.js';
+import { matchTuples, type SetupConfig } from '../protect/config.js';
+import { atomically, type BackendContext, type HoldBackend, type HoldCounters } from './backend.js';
+
+export const PRIO_MAJOR = 0x5301;
+export const PLUG_MAJOR = 0x5302;
+/** Filter priorities on a shared ingress hook: high numbers, out of the way of the user's own. */
+export const INGRESS_PRIO_V4 = 0xc001;
+export const INGRESS_PRIO_V6 = 0xc002;
+
+export interface FilterRecord {
+  dev: string;
+  parent: number;
+  prio: number;
+  protocol: number;
+}
+
+export interface PlugState {
+  direction: 'egress' | 'ingress';
+  dev: string;
+  plug: { dev: string; parent: number; handle: number };
+  /** Exactly what setup created, so teardown removes that and nothing else. */
+  created: {
+    rootPrio?: { dev: string };
+    hook?: { dev: string; kind: 'clsact' };
+    ifb?: string;
+    filters: FilterRecord[];
+  };
+  /** The root qdisc's kind before setup, for teardown's restore check. */
+  previousRoot?: string;
+}
+
+function ifbName(ifindex: number): string {
+  return `synhold-ifb${ifindex}`.slice(0, 15);
+}
+
+function plugRef(s: PlugState): PlugRef {
+  return { dev: s.plug.dev, parent: s.plug.parent, handle: s.plug.handle };
+}
+
+async function addSynFilters(
+  ctx: BackendContext,
+  cfg: SetupConfig,
+  dev: string,
+  parent: number,
+  prios: { v4: number; v6: number },
+  target: { classid: number } | { redirectTo: number },
+): Promise<FilterRecord[]> {
+  const records: FilterRecord[] = [];
+  for (const t of matchTuples(cfg)) {
+    const protocol = t.family === 'ipv4' ? ETH_P_IP : ETH_P_IPV6;
+    const prio = t.family === 'ipv4' ? prios.v4 : prios.v6;
+    const keys = synMatchKeys(t);
+    const options =
+      'classid' in target
+        ? { keys, classid: target.classid }
+        : { keys, actions: [{ kind: 'mirred', options: { eaction: 'egress_redirect', ifindex: target.redirectTo } }] };
+    await addFilter(ctx.rt, { dev, parent, prio, protocol, kind: 'u32', options });
+    if (!records.some((r) => r.prio === prio)) records.push({ dev, parent, prio, protocol });
+  }
+  return records;
+}
+
+async function installEgress(cfg: SetupConfig, ctx: BackendContext): Promise<PlugState> {
+  const root = (await listQdiscs(ctx.rt, cfg.dev)).find((q) => q.parent === TC_H_ROOT);
+  // A root with handle 0: is the kernel's default (noqueue, pfifo_fast, mq...):
+  // replacing it loses nothing and deleting ours brings it back. A configured
+  // root is somebody's traffic policy; synhold will not replace it.
+  if (root && root.handle !== 0) {
+    throw new SynholdError(
+      'ERR_ROOT_QDISC_IN_USE',
+      `dev ${cfg.dev} already has a configured root qdisc (${root.kind} ${formatHandle(root.handle)}); ` +
+        'synhold will not replace it - remove it, or use --direction ingress or --backend nfqueue',
+    );
+  }
+  return atomically(async (undo) => {
+    const prioHandle = makeHandle(PRIO_MAJOR, 0);
+    await addQdisc(ctx.rt, {
+      dev: cfg.dev,
+      parent: TC_H_ROOT,
+      handle: prioHandle,
+      kind: 'prio',
+      options: { bands: 4, priomap: DEFAULT_PRIOMAP },
+    });
+    undo.push('root prio', () => deleteQdisc(ctx.rt, { dev: cfg.dev, parent: TC_H_ROOT }));
+    const state: PlugState = {
+      direction: 'egress',
+      dev: cfg.dev,
+      plug: { dev: cfg.dev, parent: makeHandle(PRIO_MAJOR, 4), handle: makeHandle(PLUG_MAJOR, 0) },
+      created: { rootPrio: { dev: cfg.dev }, filters: [] },
+    };
+    if (root) state.previousRoot = root.kind;
+    // Deleting the root prio takes the plug and the filters with it.
+    await new Plug(ctx.rt, plugRef(state)).attach(cfg.limit);
+    state.created.filters = await addSynFilters(ctx, cfg, cfg.dev, prioHandle, { v4: 1, v6: 2 }, { classid: makeHandle(PRIO_MAJOR, 4) });
+    return state;
+  });
+}
+
+async function installIngress(cfg: SetupConfig, ctx: BackendContext): Promise<PlugState> {
+  const link = await getLink(ctx.rt, cfg.dev);
+  const ifb = ifbName(link.index);
+  return atomically(async (undo) => {
+    const ifbLink = await addIfb(ctx.rt, ifb);
+    undo.push(`ifb ${ifb}`, () => deleteLink(ctx.rt, ifb));
+    await setLinkUp(ctx.rt, ifb, true);
+    const state: PlugState = {
+      direction: 'ingress',
+      dev: cfg.dev,
+      plug: { dev: ifb, parent: TC_H_ROOT, handle: makeHandle(PLUG_MAJOR, 0) },
+      created: { ifb, filters: [] },
+    };
+    await new Plug(ctx.rt, plugRef(state)).attach(cfg.limit);
+
+    const hook = (await listQdiscs(ctx.rt, cfg.dev)).find((q) => q.parent === TC_H_INGRESS);
+    let parent: number;
+    if (!hook) {
+      await addQdisc(ctx.rt, { dev: cfg.dev, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' });
+      undo.push('clsact', () => deleteQdisc(ctx.rt, { dev: cfg.dev, parent: TC_H_CLSACT }));
+      state.created.hook = { dev: cfg.dev, kind: 'clsact' };
+      parent = makeHandle(0xffff, TC_H_MIN_INGRESS);
+    } else {
+      // Somebody's ingress or clsact qdisc: hang our filters on it at priorities of our own.
+      parent = hook.kind === 'clsact' ? makeHandle(0xffff, TC_H_MIN_INGRESS) : makeHandle(0xffff, 0);
+      const taken = (await listFilters(ctx.rt, cfg.dev, parent)).filter((f) => f.prio === INGRESS_PRIO_V4 || f.prio === INGRESS_PRIO_V6);
+      if (taken.length) {
+        throw new SynholdError('ERR_FILTER_PRIO_IN_USE', `dev ${cfg.dev} already has filters at priorities ${INGRESS_PRIO_V4}/${INGRESS_PRIO_V6}; is synhold already set up?`);
+      }
+    }
+    const prios = { v4: INGRESS_PRIO_V4, v6: INGRESS_PRIO_V6 };
+    try {
+      state.created.filters = await addSynFilters(ctx, cfg, cfg.dev, parent, prios, { redirectTo: ifbLink.index });
+    } catch (e) {
+      if (!state.created.hook) {
+        for (const prio of [prios.v4, prios.v6]) await deleteFilter(ctx.rt, { dev: cfg.dev, parent, prio }).catch(() => undefined);
+      }
+      throw e;
+    }
+    return state;
+  });
+}
+
+export const plugBackend: HoldBackend<PlugState> = {
+  name: 'plug',
+  cost: 'new connections wait for the hold (no retransmit, no loss up to the byte limit)',
+
+  install(cfg, ctx) {
+    return cfg.direction === 'ingress' ? installIngress(cfg, ctx) : installEgress(cfg, ctx);
+  },
+
+  async uninstall(s, ctx) {
+    // Release before deleting: deleting a plug drops what it holds.
+    await this.forceRelease(s, ctx).catch(() => undefined);
+    const c = s.created;
+    for (const f of c.filters) {
+      if (!c.rootPrio && !c.hook) await deleteFilter(ctx.rt, f).catch(ignoreGone);
+    }
+    if (c.hook) await deleteQdisc(ctx.rt, { dev: c.hook.dev, parent: TC_H_CLSACT }).catch(ignoreGone);
+    if (c.rootPrio) await deleteQdisc(ctx.rt, { dev: c.rootPrio.dev, parent: TC_H_ROOT }).catch(ignoreGone);
+    if (c.ifb) await deleteLink(ctx.rt, c.ifb).catch(ignoreGone);
+  },
+
+  async verify(s, ctx) {
+    const qdiscs = await listQdiscs(ctx.rt, s.plug.dev).catch(() => []);
+    if (!qdiscs.some((q) => q.handle === s.plug.handle && q.kind === 'plug')) return `the plug qdisc on dev ${s.plug.dev} is gone`;
+    for (const f of s.created.filters) {
+      const present = await listFilters(ctx.rt, f.dev, f.parent).catch(() => []);
+      if (!present.some((p) => p.prio === f.prio && p.kind === 'u32')) return `the steering filter at prio ${f.prio} on dev ${f.dev} is gone`;
+    }
+    return undefined;
+  },
+
+  async hold(s, ctx) {
+    const plug = new Plug(ctx.rt, plugRef(s));
+    const before = await plug.stats();
+    await plug.buffer();
+    return {
+      async release() {
+        // Read what is held just before letting it go: that is what this hold delayed.
+        const atRelease = await plug.stats().catch(() => undefined);
+        await plug.releaseIndefinite();
+        return { released: atRelease?.heldPackets ?? 0, drops: (atRelease?.drops ?? before.drops) - before.drops };
+      },
+    };
+  },
+
+  async forceRelease(s, ctx) {
+    await new Plug(ctx.rt, plugRef(s)).releaseIndefinite();
+  },
+
+  async counters(s, ctx): Promise<HoldCounters> {
+    const st = await new Plug(ctx.rt, plugRef(s)).stats();
+    return { heldPackets: st.heldPackets, heldBytes: st.heldBytes, drops: st.drops, packets: st.packets };
+  },
+};
+
+function ignoreGone(e: unknown): void {
+  // Teardown is idempotent: an object already gone is what we wanted.
+  const errno = (e as { errno?: number }).errno;
+  if (errno === 2 || errno === 19 || errno === 22) return;
+  throw e;
+}

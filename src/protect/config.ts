@@ -1,0 +1,135 @@
+/**
+ * What `synhold setup` is asked to protect, validated before anything touches
+ * the kernel, so bad input changes nothing.
+ */
+import { isIPv4 } from 'node:net';
+import { SynholdError } from '../netlink/errors.js';
+import { parsePrefix, type Prefix } from '../rtnl/tc/cls_u32.js';
+import { DEFAULT_PLUG_LIMIT } from '../plug/plug.js';
+
+export type BackendName = 'plug' | 'nfqueue' | 'drop';
+export type BackendChoice = BackendName | 'auto';
+export type Direction = 'egress' | 'ingress';
+
+export interface SetupConfig {
+  ports: number[];
+  /** Only SYNs to these destinations (default: any local address). */
+  addresses: Prefix[];
+  /** Only SYNs from these sources (the seed's link-local mode; default: any). */
+  sources: Prefix[];
+  dev: string;
+  direction: Direction;
+  /** Plug byte limit / NFQUEUE length. */
+  limit: number;
+  queueNum: number;
+  backend: BackendChoice;
+}
+
+export class ConfigError extends SynholdError {
+  constructor(message: string) {
+    super('ERR_BAD_INPUT', message);
+  }
+}
+
+export const DEFAULT_QUEUE_NUM = 7001;
+
+export function parsePort(s: string | number): number {
+  const n = typeof s === 'number' ? s : /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new ConfigError(`port "${s}" is not in 1..65535`);
+  return n;
+}
+
+export function parseAddress(s: string): Prefix {
+  try {
+    return parsePrefix(s);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
+export function parseSize(s: string): number {
+  const m = /^(\d+)\s*(k|kb|kib|m|mb|mib|b)?$/i.exec(s.trim());
+  if (!m) throw new ConfigError(`"${s}" is not a size (e.g. 65536, 64k, 1m)`);
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const n = Number(m[1]) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1);
+  if (n < 1 || n > 0xffffffff) throw new ConfigError(`size ${s} is out of range`);
+  return n;
+}
+
+/** `250ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds (as timeout(1)). */
+export function parseDuration(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
+  if (!m) throw new ConfigError(`"${s}" is not a duration (e.g. 500ms, 2s, 1m)`);
+  const v = Number(m[1]);
+  const ms = m[2] === 'ms' ? v : m[2] === 'm' ? v * 60_000 : v * 1000;
+  if (!Number.isFinite(ms) || ms <= 0) throw new ConfigError(`duration ${s} must be positive`);
+  return Math.round(ms);
+}
+
+export function validateDevice(dev: string): string {
+  if (!dev || Buffer.byteLength(dev) > 15 || /[\s/:]/.test(dev)) throw new ConfigError(`"${dev}" is not a valid interface name`);
+  return dev;
+}
+
+export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): SetupConfig {
+  if (c.ports.length === 0) throw new ConfigError('at least one --port is needed');
+  const ports = [...new Set(c.ports.map(parsePort))].sort((a, b) => a - b);
+  const direction = c.direction ?? 'egress';
+  if (direction !== 'egress' && direction !== 'ingress') throw new ConfigError(`--direction must be egress or ingress, not "${String(direction)}"`);
+  const backend = c.backend ?? 'auto';
+  if (!['auto', 'plug', 'nfqueue', 'drop'].includes(backend)) throw new ConfigError(`--backend must be auto, plug, nfqueue or drop, not "${backend}"`);
+  const queueNum = c.queueNum ?? DEFAULT_QUEUE_NUM;
+  if (!Number.isInteger(queueNum) || queueNum < 0 || queueNum > 65535) throw new ConfigError(`queue number ${queueNum} is not in 0..65535`);
+  const dev = validateDevice(c.dev ?? 'lo');
+  if (direction === 'ingress' && dev === 'lo') {
+    throw new ConfigError('--direction ingress needs a real interface (on lo, new connections are egress traffic: use the default)');
+  }
+  const addresses = c.addresses ?? [];
+  const sources = c.sources ?? [];
+  const families = (ps: Prefix[]) => new Set(ps.map((p) => (isIPv4(p.address) ? 4 : 6)));
+  if (addresses.length && sources.length) {
+    const a = families(addresses);
+    const s = families(sources);
+    if (![...a].some((f) => s.has(f))) throw new ConfigError('--address and --source name different IP families: nothing could match');
+  }
+  return {
+    ports,
+    addresses,
+    sources,
+    dev,
+    direction,
+    limit: c.limit ?? DEFAULT_PLUG_LIMIT,
+    queueNum,
+    backend,
+  };
+}
+
+/** The (family, dport, dst, src) tuples a config protects: one u32 match or iptables rule each. */
+export interface MatchTuple {
+  family: 'ipv4' | 'ipv6';
+  dport: number;
+  dst?: Prefix;
+  src?: Prefix;
+}
+
+export function matchTuples(c: SetupConfig): MatchTuple[] {
+  const out: MatchTuple[] = [];
+  const fam = (p: Prefix): 'ipv4' | 'ipv6' => (isIPv4(p.address) ? 'ipv4' : 'ipv6');
+  const dsts: (Prefix | undefined)[] = c.addresses.length ? c.addresses : [undefined];
+  const srcs: (Prefix | undefined)[] = c.sources.length ? c.sources : [undefined];
+  for (const port of c.ports) {
+    for (const dst of dsts) {
+      for (const src of srcs) {
+        if (dst && src && fam(dst) !== fam(src)) continue;
+        const families: ('ipv4' | 'ipv6')[] = dst ? [fam(dst)] : src ? [fam(src)] : ['ipv4', 'ipv6'];
+        for (const family of families) {
+          const t: MatchTuple = { family, dport: port };
+          if (dst) t.dst = dst;
+          if (src) t.src = src;
+          out.push(t);
+        }
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,165 @@
+/**
+ * The holder: a small process that owns one hold from start to release.
+ *
+ * Why a separate process: the plug outlives whoever set it, so a crash of the
+ * process that plugged would leave every new connection hanging. The holder is
+ * forked by `synhold protect` (or `synhold plug`) with an IPC channel; the
+ * moment its owner dies, even by kill -9, the kernel closes the channel, the
+ * holder sees 'disconnect' and releases (a millisecond, not a timeout). It also
+ * releases at the max-hold deadline whatever else happens, and on SIGTERM or
+ * SIGINT (that is how `synhold release` ends a manual hold). Conversely, the
+ * owner watches the holder and releases itself if the holder dies first.
+ *
+ * The holder keeps the hold lock (flock) for the whole hold, so holds are
+ * serialised: a second protect waits for the first to release, and one
+ * caller's release can never cut another's reload short.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { backendFor } from '../backends/index.js';
+import { Rtnl } from '../rtnl/rtnl.js';
+import { SynholdError } from '../netlink/errors.js';
+import { FileLock } from './lock.js';
+import { StateStore } from './state.js';
+
+export interface HolderArgs {
+  netns?: string;
+  maxHoldMs: number;
+  lockWaitMs: number;
+  /** 'ipc': release when the owner goes away. 'none': a manual hold, released by SIGTERM or max-hold. */
+  owner: 'ipc' | 'none';
+}
+
+export type HolderMessage =
+  | { type: 'held'; since: number; deadline: number; backend: string }
+  | { type: 'released'; durationMs: number; released: number; drops: number; reason: string }
+  | { type: 'error'; code: string; message: string };
+
+export type ReleaseReason = string;
+
+/** Child side: hold, wait for a reason to release, release, exit. */
+export async function runHolder(args: HolderArgs): Promise<number> {
+  const send = (m: HolderMessage) => {
+    if (process.connected) process.send?.(m);
+  };
+  const store = StateStore.for(args.netns);
+  store.ensure();
+  const setup = store.readSetup();
+  if (!setup) {
+    send({ type: 'error', code: 'ERR_NOT_SET_UP', message: 'synhold is not set up here; run `synhold setup --port P` first' });
+    return 1;
+  }
+  const lock = await FileLock.acquire(store.holdLockPath, args.lockWaitMs);
+  if (!lock) {
+    const h = store.readHold();
+    send({ type: 'error', code: 'ERR_BUSY', message: `another hold is in progress${h ? ` (holder pid ${h.holderPid})` : ''} and did not end within ${args.lockWaitMs} ms` });
+    return 1;
+  }
+  const backend = backendFor(setup.backend);
+  const ctx = args.netns ? { rt: Rtnl.open({ netns: args.netns }), netns: args.netns } : { rt: Rtnl.open() };
+  let release!: (reason: ReleaseReason) => void;
+  const released = new Promise<ReleaseReason>((r) => (release = r));
+  // Arm every release path before holding, so none can be missed.
+  process.on('SIGTERM', () => release('SIGTERM'));
+  process.on('SIGINT', () => release('SIGINT'));
+  process.on('SIGHUP', () => release('SIGHUP'));
+  if (args.owner === 'ipc') {
+    process.on('disconnect', () => release('owner gone'));
+    process.on('message', (m: { type?: string; reason?: string }) => {
+      if (m?.type === 'release') release(m.reason ?? 'released');
+    });
+  }
+  let hold;
+  try {
+    hold = await backend.hold(setup.backendState, ctx);
+  } catch (e) {
+    send({ type: 'error', code: (e as SynholdError).code ?? 'ERR_HOLD', message: (e as Error).message });
+    ctx.rt.close();
+    lock.release();
+    return 1;
+  }
+  const since = Date.now();
+  const t0 = process.hrtime.bigint();
+  const deadline = since + args.maxHoldMs;
+  const maxTimer = setTimeout(() => release('max-hold reached'), args.maxHoldMs);
+  store.writeHold({ holderPid: process.pid, ...(process.ppid && args.owner === 'ipc' ? { ownerPid: process.ppid } : {}), backend: setup.backend, since, deadline });
+  send({ type: 'held', since, deadline, backend: setup.backend });
+  if (args.owner === 'none' && process.connected) process.disconnect();
+
+  const reason = await released;
+  clearTimeout(maxTimer);
+  let result = { released: 0, drops: 0 };
+  let failure: Error | undefined;
+  // Retry: a release must not be lost to one failed request.
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      result = await hold.release();
+      failure = undefined;
+      break;
+    } catch (e) {
+      failure = e as Error;
+    }
+  }
+  const durationMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  store.removeHold();
+  const byWatchdog = reason === 'owner gone' || reason === 'max-hold reached';
+  store.recordHold({ startedAt: new Date(since).toISOString(), durationMs, released: result.released, drops: result.drops, reason }, byWatchdog);
+  if (failure) send({ type: 'error', code: 'ERR_RELEASE', message: failure.message });
+  else send({ type: 'released', durationMs, released: result.released, drops: result.drops, reason });
+  ctx.rt.close();
+  lock.release();
+  if (process.connected) process.disconnect();
+  return failure ? 1 : 0;
+}
+
+/** Parent side of a holder. */
+export interface HolderHandle {
+  readonly child: ChildProcess;
+  /** Resolves once the hold is on. */
+  held: Promise<Extract<HolderMessage, { type: 'held' }>>;
+  /** Asks for release and resolves with the holder's account of it. */
+  release(reason: string): Promise<Extract<HolderMessage, { type: 'released' }>>;
+  /** Resolves when the holder process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const HOLDER_MAIN = fileURLToPath(new URL('./holder-main.js', import.meta.url));
+
+export function startHolder(args: HolderArgs): HolderHandle {
+  const child = fork(HOLDER_MAIN, [JSON.stringify(args)], {
+    // A manual hold outlives `synhold plug`: it must not keep that command's
+    // stdout open (a pipe reading it would wait for the release).
+    stdio: args.owner === 'ipc' ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'ignore', 'ignore', 'ipc'],
+    // Its own process group and session: a Ctrl-C aimed at the reload command's
+    // group, or a kill of protect's group, must not take the holder down first.
+    detached: true,
+    serialization: 'json',
+  });
+  const waiters: ((m: HolderMessage) => void)[] = [];
+  child.on('message', (m: HolderMessage) => waiters.forEach((w) => w(m)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const next = <T extends HolderMessage['type']>(type: T): Promise<Extract<HolderMessage, { type: T }>> =>
+    new Promise((resolve, reject) => {
+      const onMsg = (m: HolderMessage) => {
+        if (m.type === type) resolve(m as Extract<HolderMessage, { type: T }>);
+        else if (m.type === 'error') reject(new SynholdError(m.code, m.message));
+      };
+      waiters.push(onMsg);
+      void exited.then(({ code, signal }) => reject(new SynholdError('ERR_HOLDER_DIED', `the holder process exited (${signal ?? `code ${code}`}) before it ${type === 'held' ? 'held' : 'released'}`)));
+    });
+  const held = next('held');
+  held.catch(() => undefined);
+  return {
+    child,
+    held,
+    release(reason) {
+      const done = next('released');
+      if (child.connected) child.send({ type: 'release', reason });
+      else if (child.exitCode === null) child.kill('SIGTERM');
+      return done;
+    },
+    exited,
+  };
+}

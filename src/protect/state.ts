@@ -1,0 +1,154 @@
+/**
+ * synhold's own record of what it set up and what it is holding.
+ *
+ * sch_plug has no dump operation: the kernel cannot say whether a plug is
+ * plugged, so this record is the only place that knows. It lives under /run
+ * (tmpfs: gone after a reboot, as is every qdisc), one directory per network
+ * namespace, because `ip netns exec` shares /run between namespaces.
+ *
+ *   setup.json  the config and what the backend created (written by setup)
+ *   hold.json   present while a hold is on: holder pid, since when, deadline
+ *   stats.json  totals and the last hold, for status and metrics
+ *   hold.lock   flock(2)ed by the holder for the whole hold: serialises holds
+ *   setup.lock  flock(2)ed by setup and teardown
+ */
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { netnsPath } from '../netlink/socket.js';
+import type { BackendName, SetupConfig } from './config.js';
+
+export interface SetupRecord {
+  version: 1;
+  config: SetupConfig;
+  backend: BackendName;
+  /** Why auto chose this backend (or "requested"). */
+  backendReason: string;
+  backendState: unknown;
+  createdAt: string;
+}
+
+export interface HoldRecord {
+  holderPid: number;
+  ownerPid?: number;
+  backend: BackendName;
+  /** Epoch milliseconds. */
+  since: number;
+  /** Epoch milliseconds at which the holder releases whatever happens. */
+  deadline: number;
+}
+
+export interface LastHold {
+  startedAt: string;
+  durationMs: number;
+  released: number;
+  drops: number;
+  reason: string;
+}
+
+export interface StatsRecord {
+  holds: number;
+  releasedTotal: number;
+  dropsTotal: number;
+  /** Holds released by a watchdog path (owner died, max-hold, recovery). */
+  watchdogReleases: number;
+  lastHold?: LastHold;
+}
+
+/** The directory for a namespace: SYNHOLD_RUN_DIR (default /run/synhold) / ns-<inode of the netns>. */
+export function stateDir(netns?: string): string {
+  const base = process.env.SYNHOLD_RUN_DIR ?? '/run/synhold';
+  const ino = statSync(netns ? netnsPath(netns) : '/proc/self/ns/net').ino;
+  return join(base, `ns-${ino}`);
+}
+
+function readJson<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/** Written to a temporary name and renamed: a reader never sees half a file. */
+function writeJson(path: string, value: unknown): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+export class StateStore {
+  constructor(readonly dir: string) {}
+
+  static for(netns?: string): StateStore {
+    return new StateStore(stateDir(netns));
+  }
+
+  ensure(): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  get holdLockPath(): string {
+    return join(this.dir, 'hold.lock');
+  }
+
+  get setupLockPath(): string {
+    return join(this.dir, 'setup.lock');
+  }
+
+  readSetup(): SetupRecord | undefined {
+    return readJson<SetupRecord>(join(this.dir, 'setup.json'));
+  }
+
+  writeSetup(r: SetupRecord): void {
+    this.ensure();
+    writeJson(join(this.dir, 'setup.json'), r);
+  }
+
+  removeSetup(): void {
+    rmSync(join(this.dir, 'setup.json'), { force: true });
+  }
+
+  readHold(): HoldRecord | undefined {
+    return readJson<HoldRecord>(join(this.dir, 'hold.json'));
+  }
+
+  writeHold(r: HoldRecord): void {
+    this.ensure();
+    writeJson(join(this.dir, 'hold.json'), r);
+  }
+
+  removeHold(): void {
+    rmSync(join(this.dir, 'hold.json'), { force: true });
+  }
+
+  readStats(): StatsRecord {
+    return readJson<StatsRecord>(join(this.dir, 'stats.json')) ?? { holds: 0, releasedTotal: 0, dropsTotal: 0, watchdogReleases: 0 };
+  }
+
+  /** Adds one finished hold to the totals. */
+  recordHold(h: LastHold, byWatchdog: boolean): void {
+    this.ensure();
+    const s = this.readStats();
+    s.holds += 1;
+    s.releasedTotal += h.released;
+    s.dropsTotal += h.drops;
+    if (byWatchdog) s.watchdogReleases += 1;
+    s.lastHold = h;
+    writeJson(join(this.dir, 'stats.json'), s);
+  }
+
+  /** Removes the whole directory (teardown). */
+  removeAll(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
