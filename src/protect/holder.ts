@@ -121,6 +121,8 @@ export interface HolderHandle {
   release(reason: string): Promise<Extract<HolderMessage, { type: 'released' }>>;
   /** Resolves when the holder process has exited. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The holder's release report, once it sent one (also for releases it did on its own: max-hold). */
+  readonly releasedInfo: Extract<HolderMessage, { type: 'released' }> | undefined;
 }
 
 const HOLDER_MAIN = fileURLToPath(new URL('./holder-main.js', import.meta.url));
@@ -136,7 +138,11 @@ export function startHolder(args: HolderArgs): HolderHandle {
     serialization: 'json',
   });
   const waiters: ((m: HolderMessage) => void)[] = [];
-  child.on('message', (m: HolderMessage) => waiters.forEach((w) => w(m)));
+  let releasedInfo: Extract<HolderMessage, { type: 'released' }> | undefined;
+  child.on('message', (m: HolderMessage) => {
+    if (m.type === 'released') releasedInfo = m;
+    waiters.forEach((w) => w(m));
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -161,5 +167,8 @@ export function startHolder(args: HolderArgs): HolderHandle {
       return done;
     },
     exited,
+    get releasedInfo() {
+      return releasedInfo;
+    },
   };
 }

@@ -26,6 +26,8 @@ async function withSetupLock<T>(store: StateStore, fn: () => Promise<T>): Promis
   try {
     return await fn();
   } finally {
+    // A failed first setup leaves no trace, not even the lock file's directory.
+    if (!store.readSetup() && !store.readHold()) store.removeAll();
     lock.release();
   }
 }

@@ -1,0 +1,37 @@
+/** Human renderings of the data objects the CLI also prints as JSON. */
+import type { StatusReport } from '../protect/setup.js';
+
+function prefixes(ps: { address: string; prefixLength: number }[]): string {
+  return ps.map((p) => `${p.address}/${p.prefixLength}`).join(', ');
+}
+
+export function formatStatus(s: StatusReport): string {
+  if (!s.setUp) return `synhold: not set up${s.netns ? ` in netns ${s.netns}` : ''}`;
+  const c = s.config!;
+  const lines = [`synhold: set up${s.netns ? ` in netns ${s.netns}` : ''}, backend ${s.backend} (${s.backendReason})`];
+  lines.push(
+    `  protecting: new tcp connections to port ${c.ports.join(', ')} on dev ${c.dev} (${c.direction})` +
+      `${c.addresses.length ? `, to ${prefixes(c.addresses)}` : ', any local address'}` +
+      `${c.sources.length ? `, from ${prefixes(c.sources)} only` : ''}`,
+  );
+  if (s.held && s.hold) {
+    lines.push(`  state: HOLDING for ${s.hold.heldForMs} ms (holder pid ${s.hold.holderPid}; released at the latest in ${Math.max(0, s.hold.deadline - Date.now())} ms)`);
+  } else {
+    lines.push('  state: not holding');
+  }
+  if (s.counters) {
+    lines.push(
+      `  kernel: ${s.counters.heldPackets} packets held now${s.counters.heldBytes !== undefined ? ` (${s.counters.heldBytes} bytes)` : ''}, ` +
+        `${s.counters.drops} dropped since setup${s.counters.packets !== undefined ? `, ${s.counters.packets} passed through the hold path` : ''}`,
+    );
+  }
+  const st = s.stats;
+  if (st.lastHold) {
+    const h = st.lastHold;
+    lines.push(`  last hold: ${h.durationMs.toFixed(1)} ms at ${h.startedAt}, ${h.released} released, ${h.drops} dropped (${h.reason})`);
+  }
+  lines.push(`  totals: ${st.holds} holds, ${st.releasedTotal} released, ${st.dropsTotal} dropped, ${st.watchdogReleases} released by a watchdog`);
+  if (s.cost) lines.push(`  cost of a hold: ${s.cost}`);
+  if (s.problem) lines.push(`  PROBLEM: ${s.problem}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,253 @@
+#!/usr/bin/env node
+/**
+ * The synhold command line. Results go to stdout (human text, or one JSON
+ * document with --json); diagnostics go to stderr, one line per problem.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { SynholdError } from '../netlink/errors.js';
+import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../protect/config.js';
+import { setup, status, teardown, type StatusReport } from '../protect/setup.js';
+import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect, recoverRelease } from '../protect/protect.js';
+import { startHolder } from '../protect/holder.js';
+import { pidAlive, StateStore } from '../protect/state.js';
+import { formatStatus } from './format.js';
+
+/** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
+export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4 } as const;
+
+const USAGE = `usage: synhold [--netns NAME] COMMAND [OPTIONS]
+
+Hold new TCP connections while a server reloads, so none is refused or reset.
+
+commands:
+  setup --port P [--port P ...] [--address A ...] [--source A ...] [--dev DEV]
+        [--direction egress|ingress] [--limit BYTES] [--backend auto|plug|nfqueue|drop]
+        [--queue-num N]                 install the steering (idempotent, atomic)
+  plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
+  release                               stop holding and let held connections through
+  protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D] [--verbose] -- CMD [ARGS...]
+                                        hold while CMD runs; release as soon as the reload is done
+  status [--json]                       setup, backend, held or not, counters, last hold
+  teardown                              remove everything setup created
+
+global options:
+  --netns NAME    act inside network namespace NAME (as ip -n NAME)
+  --json          machine-readable output on stdout
+  -h, --help      this text;  --version
+
+exit status: 0 ok, 1 failed, 2 bad usage or input, 3 not set up, 4 busy;
+protect: CMD's status, 124 timeout, 125 synhold failed, 126 cannot run CMD, 127 CMD not found, 128+N signal N.
+Durations: 500ms, 2s, 1m. Sizes: 65536, 64k, 1m.`;
+
+class UsageError extends ConfigError {}
+
+function parse<T extends ParseArgsConfig['options']>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options: { ...options, json: { type: 'boolean' }, netns: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace(/\. To specify a positional.*$/, ''));
+  }
+}
+
+interface Globals {
+  json: boolean;
+  netns?: string;
+}
+
+function out(g: Globals, value: unknown, human: string): void {
+  process.stdout.write(g.json ? `${JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n` : `${human}\n`);
+}
+
+function scopeOf(g: Globals): { netns?: string } {
+  return g.netns ? { netns: g.netns } : {};
+}
+
+async function cmdSetup(args: string[], g: Globals): Promise<number> {
+  const { values: v } = parse(args, {
+    port: { type: 'string', multiple: true },
+    address: { type: 'string', multiple: true },
+    source: { type: 'string', multiple: true },
+    dev: { type: 'string' },
+    direction: { type: 'string' },
+    limit: { type: 'string' },
+    backend: { type: 'string' },
+    'queue-num': { type: 'string' },
+  });
+  mergeGlobals(g, v);
+  const cfg: SetupConfig = normalizeConfig({
+    ports: (v.port ?? []).map((p) => parsePort(p)),
+    addresses: (v.address ?? []).map(parseAddress),
+    sources: (v.source ?? []).map(parseAddress),
+    ...(v.dev ? { dev: v.dev } : {}),
+    ...(v.direction ? { direction: v.direction as SetupConfig['direction'] } : {}),
+    ...(v.limit ? { limit: parseSize(v.limit) } : {}),
+    ...(v.backend ? { backend: v.backend as SetupConfig['backend'] } : {}),
+    ...(v['queue-num'] ? { queueNum: Number(v['queue-num']) } : {}),
+  });
+  const r = await setup(cfg, scopeOf(g));
+  const what = `${cfg.ports.join(',')} on dev ${cfg.dev} (${cfg.direction})`;
+  out(g, { action: r.action, backend: r.backend, backendReason: r.backendReason, config: r.record.config }, `synhold: ${r.action}: holding backend ${r.backend} for tcp port ${what} - ${r.backendReason}`);
+  return EXIT.ok;
+}
+
+function mergeGlobals(g: Globals, v: { json?: boolean | undefined; netns?: string | undefined; help?: boolean | undefined }): void {
+  if (v.json) g.json = true;
+  if (v.netns) g.netns = v.netns;
+  if (v.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(EXIT.ok);
+  }
+}
+
+async function cmdPlug(args: string[], g: Globals): Promise<number> {
+  const { values: v } = parse(args, { 'max-hold': { type: 'string' }, 'lock-wait': { type: 'string' } });
+  mergeGlobals(g, v);
+  const maxHoldMs = v['max-hold'] ? parseDuration(v['max-hold']) : DEFAULT_MAX_HOLD_MS;
+  const store = StateStore.for(g.netns);
+  if (!store.readSetup()) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
+  const h = startHolder({ ...scopeOf(g), maxHoldMs, lockWaitMs: v['lock-wait'] ? parseDuration(v['lock-wait']) : 0, owner: 'none' });
+  const held = await h.held;
+  h.child.unref();
+  out(g, { held: true, holderPid: h.child.pid, backend: held.backend, since: held.since, deadline: held.deadline }, `synhold: holding (${held.backend}, holder pid ${h.child.pid}); released by \`synhold release\` or in ${maxHoldMs} ms at the latest`);
+  return EXIT.ok;
+}
+
+async function cmdRelease(args: string[], g: Globals): Promise<number> {
+  const { values: v } = parse(args, {});
+  mergeGlobals(g, v);
+  const store = StateStore.for(g.netns);
+  if (!store.readSetup()) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
+  const hold = store.readHold();
+  let how = 'nothing was held';
+  if (hold && pidAlive(hold.holderPid)) {
+    process.kill(hold.holderPid, 'SIGTERM');
+    const until = Date.now() + 2000;
+    while (pidAlive(hold.holderPid) && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
+    how = `released by holder pid ${hold.holderPid}`;
+  }
+  // Whatever the record says, make sure the kernel is not holding (a holder may have died).
+  if (!hold || pidAlive(hold.holderPid) === false) await recoverRelease(g.netns);
+  if (hold && !how.startsWith('released')) how = `holder pid ${hold.holderPid} was gone; released directly`;
+  const last = store.readStats().lastHold;
+  out(g, { released: true, how, lastHold: last }, `synhold: ${how}${last && hold ? ` (held ${last.durationMs.toFixed(1)} ms, ${last.released} packets released, ${last.drops} dropped)` : ''}`);
+  return EXIT.ok;
+}
+
+async function cmdProtect(args: string[], g: Globals): Promise<number> {
+  const dd = args.indexOf('--');
+  if (dd < 0 || dd === args.length - 1) throw new UsageError('protect needs the command after --, e.g. synhold protect -- haproxy -f CFG -p PID -D -sf $(cat PID)');
+  const command = args.slice(dd + 1);
+  const { values: v } = parse(args.slice(0, dd), {
+    timeout: { type: 'string' },
+    'max-hold': { type: 'string' },
+    ready: { type: 'string' },
+    'lock-wait': { type: 'string' },
+    verbose: { type: 'boolean', short: 'v' },
+  });
+  mergeGlobals(g, v);
+  let ready: { host: string; port: number } | undefined;
+  if (v.ready) {
+    const m = /^tcp:(\[[^\]]+\]|[^:]+):(\d+)$/.exec(v.ready);
+    if (!m) throw new UsageError(`--ready "${v.ready}" is not tcp:HOST:PORT`);
+    ready = { host: m[1]!.replace(/^\[|\]$/g, ''), port: parsePort(m[2]!) };
+  }
+  const r = await protect({
+    command,
+    ...scopeOf(g),
+    ...(v.timeout ? { timeoutMs: parseDuration(v.timeout) } : {}),
+    maxHoldMs: v['max-hold'] ? parseDuration(v['max-hold']) : DEFAULT_MAX_HOLD_MS,
+    lockWaitMs: v['lock-wait'] ? parseDuration(v['lock-wait']) : 30_000,
+    ...(ready ? { ready } : {}),
+    ...(v.verbose ? { log: (l: string) => process.stderr.write(`synhold: ${l}\n`) } : {}),
+  });
+  const cmd = r.command.error ? `could not run: ${r.command.error}` : r.command.signal ? `killed by ${r.command.signal}` : `exited ${r.command.exitCode}`;
+  const summary =
+    `synhold: held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})` +
+    `; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
+  if (g.json) out(g, r, '');
+  process.stderr.write(`${summary}\n`);
+  return r.exitCode;
+}
+
+async function cmdStatus(args: string[], g: Globals): Promise<number> {
+  const { values: v } = parse(args, {});
+  mergeGlobals(g, v);
+  const s: StatusReport = await status(scopeOf(g));
+  out(g, s, formatStatus(s));
+  return s.setUp ? EXIT.ok : EXIT.notSetUp;
+}
+
+async function cmdTeardown(args: string[], g: Globals): Promise<number> {
+  const { values: v } = parse(args, {});
+  mergeGlobals(g, v);
+  const r = await teardown(scopeOf(g));
+  out(g, r, r.removed ? `synhold: removed (${r.backend})` : 'synhold: nothing was set up');
+  return EXIT.ok;
+}
+
+const COMMANDS: Record<string, (args: string[], g: Globals) => Promise<number>> = {
+  setup: cmdSetup,
+  plug: cmdPlug,
+  release: cmdRelease,
+  protect: cmdProtect,
+  status: cmdStatus,
+  teardown: cmdTeardown,
+};
+
+function exitCodeFor(e: unknown, command: string): number {
+  const code = (e as SynholdError).code;
+  if (command === 'protect') return EXIT_FAILED;
+  if (e instanceof ConfigError || code === 'ERR_BAD_INPUT' || code === 'ERR_BAD_ADDRESS' || code === 'ERR_BAD_PORT' || code === 'ERR_BAD_DEVICE') return EXIT.usage;
+  if (code === 'ERR_NOT_SET_UP') return EXIT.notSetUp;
+  if (code === 'ERR_BUSY') return EXIT.busy;
+  return EXIT.failed;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const g: Globals = { json: false };
+  let i = 0;
+  // Global options before the command.
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') g.json = true;
+    else if (a === '--netns') g.netns = argv[++i];
+    else if (a.startsWith('--netns=')) g.netns = a.slice(8);
+    else if (a === '-h' || a === '--help') {
+      process.stdout.write(`${USAGE}\n`);
+      return EXIT.ok;
+    } else if (a === '--version') {
+      const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+      process.stdout.write(`synhold ${pkg.version}\n`);
+      return EXIT.ok;
+    } else break;
+  }
+  const command = argv[i];
+  const run = command ? COMMANDS[command] : undefined;
+  if (!run) {
+    process.stderr.write(command ? `synhold: unknown command "${command}"\n${USAGE}\n` : `${USAGE}\n`);
+    return EXIT.usage;
+  }
+  if (g.netns === '') {
+    process.stderr.write('synhold: --netns needs a name\n');
+    return EXIT.usage;
+  }
+  try {
+    return await run(argv.slice(i + 1), g);
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`synhold ${command}: ${msg}\n`);
+    if (process.env.SYNHOLD_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    return exitCodeFor(e, command!);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`synhold: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exitCode = EXIT_FAILED;
+  },
+);
