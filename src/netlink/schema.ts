@@ -151,7 +151,11 @@ export interface RawAttribute {
 type ScalarKind = 'u8' | 'u16' | 'u32' | 's32' | 'be16' | 'be32';
 
 export type AttrSpec =
-  | { type: number; kind: ScalarKind | 'u64' | 'string' | 'binary' | 'flag'; multi?: boolean }
+  | { type: number; kind: ScalarKind | 'u64' | 'flag'; multi?: boolean }
+  /** NUL-terminated on the wire unless `noNul` (some attributes, e.g. IFLA_INFO_KIND as ip sends it, carry none). */
+  | { type: number; kind: 'string'; multi?: boolean; noNul?: boolean }
+  /** Opaque bytes; `nestedFlag` marks them NLA_F_NESTED on the wire (a nest decoded by another module). */
+  | { type: number; kind: 'binary'; multi?: boolean; nestedFlag?: boolean }
   | { type: number; kind: 'struct'; struct: StructCodec<readonly FieldSpec[]>; multi?: boolean }
   | { type: number; kind: 'nested'; set: () => AttributeSet<AttrSpecMap>; multi?: boolean; nestedFlag?: boolean }
   /** Nested attributes whose types are positions 1..N (TCA_ACT_TAB, TCA_STAB_DATA...). */
@@ -231,10 +235,10 @@ export function defineAttributes<const M extends AttrSpecMap>(name: string, spec
     switch (s.kind) {
       case 'string':
         if (typeof v !== 'string') throw new EncodeError(what, 'expected a string');
-        return encodeAttr(s.type, Buffer.from(`${v}\0`, 'utf8'));
+        return encodeAttr(s.type, Buffer.from(s.noNul ? v : `${v}\0`, 'utf8'));
       case 'binary':
         if (!Buffer.isBuffer(v)) throw new EncodeError(what, 'expected a Buffer');
-        return encodeAttr(s.type, v);
+        return encodeAttr(s.type | (s.nestedFlag ? NLA_F_NESTED : 0), v);
       case 'flag':
         return encodeAttr(s.type, Buffer.alloc(0));
       case 'u64': {

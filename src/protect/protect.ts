@@ -168,6 +168,10 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     const pollMs = opts.pollMs ?? 1;
     let reason: string | undefined;
     let readyOk = !opts.ready;
+    // Two settled polls in a row: one dump of the listening table is not an
+    // atomic snapshot (a socket can be skipped between batches), and releasing
+    // while the old listener still exists is exactly the failure we prevent.
+    let settledPolls = 0;
     while (!reason) {
       if (interrupted) {
         reason = `synhold got ${interrupted}`;
@@ -183,9 +187,10 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
         break;
       }
       const now = await watcher.list(ports);
-      const settled = reloadSettled(before, now);
+      const settled = reloadSettled(before, now, ports);
+      settledPolls = settled.settled ? settledPolls + 1 : 0;
       if (!readyOk && opts.ready && (settled.settled || commandExit)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
-      if (settled.settled && readyOk) {
+      if (settledPolls >= 2 && readyOk) {
         reason = settled.reason;
         break;
       }

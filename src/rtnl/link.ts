@@ -29,7 +29,8 @@ export const ifinfomsg = defineStruct('ifinfomsg', [
 
 /** IFLA_INFO_* nested in IFLA_LINKINFO */
 export const iflaLinkInfo = defineAttributes('ifla_info', {
-  kind: { type: 1, kind: 'string' },
+  // iproute2 sends the kind without a NUL; the kernel accepts both.
+  kind: { type: 1, kind: 'string', noNul: true },
   data: { type: 2, kind: 'binary' },
   xstats: { type: 3, kind: 'binary' },
   slaveKind: { type: 4, kind: 'string' },
@@ -105,10 +106,15 @@ export async function listLinks(rt: Rtnl): Promise<LinkInfo[]> {
   return replies.filter((r) => r.type === RTM_NEWLINK).map((r) => toLinkInfo(r.payload));
 }
 
+/** The RTM_NEWLINK body that creates an IFB device. */
+export function encodeNewIfb(name: string): Buffer {
+  validateName(name);
+  return Buffer.concat([ifinfomsg.encode({}), iflaAttrs.encode({ ifname: name, linkinfo: { kind: 'ifb' } })]);
+}
+
 /** Creates an IFB device. Equivalent to: `ip link add NAME type ifb`. Fails with EEXIST if it exists. */
 export async function addIfb(rt: Rtnl, name: string): Promise<LinkInfo> {
-  validateName(name);
-  const body = Buffer.concat([ifinfomsg.encode({}), iflaAttrs.encode({ ifname: name, linkinfo: { kind: 'ifb' } })]);
+  const body = encodeNewIfb(name);
   await rt.sock.request(RTM_NEWLINK, body, {
     op: 'RTM_NEWLINK',
     object: `dev ${name} type ifb`,

@@ -15,7 +15,8 @@ export const ACTION_KINDS: ReadonlyMap<string, TcKind<never>> = new Map<string, 
 /** TCA_ACT_* inside one entry of an action list */
 export const tcaActAttrs = defineAttributes('tca_act', {
   kind: { type: 1, kind: 'string' },
-  options: { type: 2, kind: 'binary' },
+  // iproute2 marks the kind-specific options as a nest; the kernel accepts either.
+  options: { type: 2, kind: 'binary', nestedFlag: true },
   index: { type: 3, kind: 'u32' },
   stats: { type: 4, kind: 'binary' },
   pad: { type: 5, kind: 'binary' },

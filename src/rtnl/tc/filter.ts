@@ -76,18 +76,27 @@ function filterHint(kind: string | undefined): (e: NetlinkError) => string | und
   };
 }
 
-/** Adds a filter. Equivalent to: `tc filter add dev DEV parent P protocol PROTO prio N KIND ...`. */
-export async function addFilter(rt: Rtnl, f: FilterSpec): Promise<void> {
+/** The RTM_NEWTFILTER body for a device already resolved to its index. */
+export function encodeFilterRequest(ifindex: number, f: Omit<FilterSpec, 'dev'>): Buffer {
   const k = FILTER_KINDS.get(f.kind);
   if (!k) throw new SynholdError('ERR_UNKNOWN_KIND', `synhold cannot encode filter kind "${f.kind}"`);
-  const ifindex = await linkIndex(rt, f.dev);
   const attrs: TcaValues = { kind: f.kind };
   const opts = k.encodeOptions(f.options as never);
   if (opts !== undefined) attrs.options = opts;
-  const body = Buffer.concat([
+  return Buffer.concat([
     tcmsg.encode({ family: AF_UNSPEC, ifindex, handle: f.handle ?? 0, parent: f.parent, info: filterInfo(f.prio, f.protocol ?? ETH_P_ALL) }),
     tcaAttrs.encode(attrs),
   ]);
+}
+
+/** The RTM_DELTFILTER body. */
+export function encodeFilterDelete(ifindex: number, f: Omit<FilterRef, 'dev'>): Buffer {
+  return tcmsg.encode({ family: AF_UNSPEC, ifindex, parent: f.parent, info: filterInfo(f.prio, f.protocol ?? 0) });
+}
+
+/** Adds a filter. Equivalent to: `tc filter add dev DEV parent P protocol PROTO prio N KIND ...`. */
+export async function addFilter(rt: Rtnl, f: FilterSpec): Promise<void> {
+  const body = encodeFilterRequest(await linkIndex(rt, f.dev), f);
   await rt.sock.request(RTM_NEWTFILTER, body, {
     op: 'RTM_NEWTFILTER',
     object: describeFilter(f),
@@ -98,8 +107,7 @@ export async function addFilter(rt: Rtnl, f: FilterSpec): Promise<void> {
 
 /** Deletes every filter at a priority. Equivalent to: `tc filter del dev DEV parent P prio N [protocol PROTO]`. */
 export async function deleteFilter(rt: Rtnl, f: FilterRef): Promise<void> {
-  const ifindex = await linkIndex(rt, f.dev);
-  const body = tcmsg.encode({ family: AF_UNSPEC, ifindex, parent: f.parent, info: filterInfo(f.prio, f.protocol ?? 0) });
+  const body = encodeFilterDelete(await linkIndex(rt, f.dev), f);
   await rt.sock.request(RTM_DELTFILTER, body, { op: 'RTM_DELTFILTER', object: describeFilter(f), hint: filterHint(undefined) });
 }
 

@@ -86,8 +86,8 @@ function encodeOptions(kind: string, options: unknown): Buffer | undefined {
   return options === undefined && kind !== 'ingress' && kind !== 'clsact' ? undefined : k.encodeOptions(options as never);
 }
 
-async function qdiscMessage(rt: Rtnl, s: QdiscSpec): Promise<Buffer> {
-  const ifindex = await linkIndex(rt, s.dev);
+/** The RTM_NEWQDISC body (struct tcmsg + attributes) for a device already resolved to its index. */
+export function encodeQdiscRequest(ifindex: number, s: Omit<QdiscSpec, 'dev'>): Buffer {
   const attrs: TcaValues = { kind: s.kind };
   const opts = encodeOptions(s.kind, s.options);
   if (opts !== undefined) attrs.options = opts;
@@ -95,6 +95,15 @@ async function qdiscMessage(rt: Rtnl, s: QdiscSpec): Promise<Buffer> {
     tcmsg.encode({ family: AF_UNSPEC, ifindex, handle: s.handle ?? 0, parent: s.parent }),
     tcaAttrs.encode(attrs),
   ]);
+}
+
+async function qdiscMessage(rt: Rtnl, s: QdiscSpec): Promise<Buffer> {
+  return encodeQdiscRequest(await linkIndex(rt, s.dev), s);
+}
+
+/** The RTM_DELQDISC body. */
+export function encodeQdiscDelete(ifindex: number, r: Omit<QdiscRef, 'dev'>): Buffer {
+  return tcmsg.encode({ family: AF_UNSPEC, ifindex, handle: r.handle ?? 0, parent: r.parent });
 }
 
 /** Creates a qdisc; fails with EEXIST if one is there. Equivalent to: `tc qdisc add dev DEV parent P handle H KIND OPTIONS`. */
@@ -128,8 +137,7 @@ export async function changeQdisc(rt: Rtnl, s: QdiscSpec): Promise<void> {
 
 /** Deletes the qdisc at parent (and handle, if given). Equivalent to: `tc qdisc del dev DEV parent P [handle H]`. */
 export async function deleteQdisc(rt: Rtnl, r: QdiscRef & { kind?: string }): Promise<void> {
-  const ifindex = await linkIndex(rt, r.dev);
-  const body = Buffer.concat([tcmsg.encode({ family: AF_UNSPEC, ifindex, handle: r.handle ?? 0, parent: r.parent })]);
+  const body = encodeQdiscDelete(await linkIndex(rt, r.dev), r);
   await rt.sock.request(RTM_DELQDISC, body, { op: 'RTM_DELQDISC', object: describeQdisc(r), hint: qdiscHint(r.kind) });
 }
 

@@ -4,7 +4,7 @@
  * fourth band that no priority maps to, reachable only through a filter.
  */
 import { EncodeError } from '../../netlink/errors.js';
-import { defineStruct } from '../../netlink/schema.js';
+import { defineStruct, encodeAttr } from '../../netlink/schema.js';
 import type { TcKind } from './kind.js';
 
 export const TC_PRIO_MAX = 15;
@@ -31,7 +31,9 @@ export const schPrio: TcKind<PrioOptions> = {
     if (map.length !== TC_PRIO_MAX + 1 || map.some((b) => !Number.isInteger(b) || b < 0 || b >= o.bands)) {
       throw new EncodeError('tc_prio_qopt', `priomap needs ${TC_PRIO_MAX + 1} bands each below ${o.bands}`);
     }
-    return tcPrioQopt.encode({ bands: o.bands, priomap: Buffer.from(map) });
+    // The struct, then an empty nested TCA_OPTIONS (TCA_PRIO_MQ would go there):
+    // what iproute2's addattr_nest_compat() sends; sch_prio parses attributes after the struct.
+    return Buffer.concat([tcPrioQopt.encode({ bands: o.bands, priomap: Buffer.from(map) }), encodeAttr(2, Buffer.alloc(0))]);
   },
   decodeOptions(payload) {
     const v = tcPrioQopt.decode(payload);
