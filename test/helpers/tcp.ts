@@ -1,0 +1,90 @@
+/**
+ * Real TCP peers for kernel tests, run inside a network namespace with
+ * `ip netns exec` and killed by PID. Timings are measured inside the peer
+ * process, so the cost of spawning it (large in the kernel lab) never counts.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+
+const SERVER = `
+const net = require('net');
+const [host, port] = [process.argv[1], Number(process.argv[2])];
+const srv = net.createServer((s) => { s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
+srv.listen({ host, port, backlog: 1024 }, () => console.log('listening'));
+setTimeout(() => process.exit(0), Number(process.argv[3])).unref();
+`;
+
+const CLIENT = `
+const net = require('net');
+const [host, port, pings, gap] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4])];
+const t0 = process.hrtime.bigint();
+const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
+const s = net.connect({ host, port });
+const out = { connectMs: null, error: null, pingMs: [] };
+let done = false;
+const finish = () => { if (done) return; done = true; console.log(JSON.stringify(out)); s.destroy(); process.exit(0); };
+s.on('connect', () => {
+  out.connectMs = ms();
+  console.log('connected');
+  let n = 0;
+  const ping = () => {
+    if (n++ >= pings) return finish();
+    const p0 = process.hrtime.bigint();
+    s.write('x');
+    s.once('data', () => { out.pingMs.push(Number(process.hrtime.bigint() - p0) / 1e6); setTimeout(ping, gap); });
+  };
+  ping();
+});
+s.on('error', (e) => { out.error = e.code || e.message; finish(); });
+setTimeout(() => { out.error = 'TIMEOUT'; finish(); }, 20000).unref();
+`;
+
+export interface Peer {
+  child: ChildProcess;
+  kill(): void;
+}
+
+function inNs(netns: string | undefined, argv: string[]): ChildProcess {
+  const [cmd, args] = netns ? ['ip', ['netns', 'exec', netns, ...argv]] : [argv[0]!, argv.slice(1)];
+  return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+/** An echo server on host:port inside netns; resolves once it listens. Exits by itself after lifetimeMs. */
+export async function startEchoServer(netns: string | undefined, host: string, port: number, lifetimeMs = 120_000): Promise<Peer> {
+  const child = inNs(netns, [process.execPath, '-e', SERVER, host, String(port), String(lifetimeMs)]);
+  const lines = createInterface({ input: child.stdout! });
+  const [line] = (await Promise.race([once(lines, 'line'), once(child, 'exit').then(() => ['exited'])])) as string[];
+  if (line !== 'listening') throw new Error(`echo server on ${host}:${port} did not start`);
+  return { child, kill: () => child.kill('SIGKILL') };
+}
+
+export interface ClientResult {
+  connectMs: number | null;
+  error: string | null;
+  pingMs: number[];
+}
+
+export interface Client {
+  /** Resolves when the TCP handshake completed (the client printed 'connected'). */
+  connected: Promise<void>;
+  result: Promise<ClientResult>;
+  kill(): void;
+}
+
+/** Connects to host:port from inside netns; after connecting, sends `pings` one-byte echoes `gapMs` apart. */
+export function startClient(netns: string | undefined, host: string, port: number, pings = 0, gapMs = 0): Client {
+  const child = inNs(netns, [process.execPath, '-e', CLIENT, host, String(port), String(pings), String(gapMs)]);
+  const lines = createInterface({ input: child.stdout! });
+  let onConnected!: () => void;
+  const connected = new Promise<void>((r) => (onConnected = r));
+  const result = new Promise<ClientResult>((resolve, reject) => {
+    lines.on('line', (l) => {
+      if (l === 'connected') onConnected();
+      else if (l.startsWith('{')) resolve(JSON.parse(l) as ClientResult);
+    });
+    child.once('exit', (code) => setTimeout(() => reject(new Error(`client exited ${code} without a result`)), 100));
+  });
+  result.catch(() => undefined);
+  return { connected, result, kill: () => child.kill('SIGKILL') };
+}

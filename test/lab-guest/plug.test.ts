@@ -1,0 +1,219 @@
+/**
+ * sch_plug on a real kernel that has it. These tests run INSIDE the kernel lab
+ * (User-Mode Linux; see test/lab/guest-suite.test.ts, which boots it); each
+ * uses a fresh network namespace there and checks the kernel with tc -j.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createNetns, withNetns, type TestNetns } from '../helpers/netns.js';
+import { startClient, startEchoServer } from '../helpers/tcp.js';
+import { Rtnl } from '../../src/rtnl/rtnl.js';
+import { Plug } from '../../src/plug/plug.js';
+import { TC_H_ROOT, makeHandle } from '../../src/rtnl/tc/handle.js';
+import { normalizeConfig } from '../../src/protect/config.js';
+import { setup, teardown } from '../../src/protect/setup.js';
+import { StateStore } from '../../src/protect/state.js';
+import { plugBackend, type PlugState } from '../../src/backends/plug.js';
+
+interface TcQdisc { kind: string; handle: string; parent?: string; root?: boolean; qlen?: number; backlog?: number; drops?: number; packets?: number }
+
+function qdiscs(ns: TestNetns, dev = 'lo'): TcQdisc[] {
+  return ns.tcJson(['-s', 'qdisc', 'show', 'dev', dev]) as TcQdisc[];
+}
+
+function plugOf(ns: TestNetns, dev = 'lo'): TcQdisc | undefined {
+  return qdiscs(ns, dev).find((q) => q.kind === 'plug');
+}
+
+async function until(what: string, fn: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Sends `count` UDP datagrams of `size` bytes to 127.0.0.1:port from inside the namespace. */
+function sendUdp(ns: TestNetns, port: number, count: number, size = 40): void {
+  const js = `const s=require('dgram').createSocket('udp4');let n=0;const b=Buffer.alloc(${size});` +
+    `const go=()=>{if(n++>=${count})return s.close();s.send(b,${port},'127.0.0.1',go)};go();`;
+  const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, '-e', js]);
+  assert.equal(r.status, 0, r.stderr?.toString());
+}
+
+/** A UDP socket that swallows datagrams, so released packets do not come back as ICMP port-unreachable (which the plug would hold too). */
+function startUdpSink(ns: TestNetns, port: number): { kill(): void; ready: Promise<unknown> } {
+  const js = `const s=require('dgram').createSocket('udp4');s.bind(${port},'127.0.0.1',()=>console.log('ready'));setTimeout(()=>process.exit(0),60000)`;
+  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e', js], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return { kill: () => child.kill('SIGKILL'), ready: once(child.stdout!, 'data') };
+}
+
+test('the lab kernel has sch_plug (tc, not synhold, says so)', () => {
+  const ns = createNetns();
+  try {
+    const r = spawnSync('tc', ['-n', ns.name, 'qdisc', 'add', 'dev', 'lo', 'root', 'plug']);
+    assert.equal(r.status, 0, `tc qdisc add ... plug failed: ${r.stderr}`);
+  } finally {
+    ns.delete();
+  }
+});
+
+test('plug control: attach releases at once, buffer/release_one/release_indefinite epochs, limit drops, stats match tc', async () => {
+  await withNetns(async (ns) => {
+    const rt = Rtnl.open({ netns: ns.name });
+    try {
+      const sink = startUdpSink(ns, 9);
+      await sink.ready;
+      const plug = new Plug(rt, { dev: 'lo', parent: TC_H_ROOT, handle: makeHandle(1, 0) });
+      assert.equal(await plug.attach(1_000_000), true);
+      assert.equal(await plug.attach(1_000_000), false, 'a second attach finds the plug and leaves it');
+      // A new plug starts plugged; attach must have released it: traffic flows.
+      sendUdp(ns, 9, 3);
+      assert.equal(plugOf(ns)!.qlen, 0);
+      assert.ok(plugOf(ns)!.packets! >= 3, 'packets went through');
+
+      await plug.buffer();
+      sendUdp(ns, 9, 3); // epoch 1
+      assert.equal(plugOf(ns)!.qlen, 3, 'three datagrams held');
+      assert.equal((await plug.stats()).heldPackets, 3, 'our decoder agrees with tc');
+      await plug.buffer();
+      sendUdp(ns, 9, 2); // epoch 2
+      assert.equal(plugOf(ns)!.qlen, 5);
+      await plug.releaseOne(); // lets epoch 1 go, keeps epoch 2
+      await until('epoch 1 to drain', () => plugOf(ns)!.qlen === 2);
+      await plug.releaseIndefinite();
+      await until('everything to drain', () => plugOf(ns)!.qlen === 0);
+      const s = await plug.stats();
+      assert.equal(s.heldPackets, 0);
+
+      // Past the byte limit, packets are dropped (and counted).
+      await plug.setLimit(200);
+      await plug.buffer();
+      sendUdp(ns, 9, 6, 40); // 6 x (40 + 28 + 14) bytes > 200
+      const q = plugOf(ns)!;
+      assert.ok(q.drops! >= 3, `drops ${q.drops}`);
+      assert.equal((await plug.stats()).drops, q.drops);
+      await plug.releaseIndefinite();
+      await plug.delete();
+      assert.equal(plugOf(ns), undefined, 'deleted');
+      sink.kill();
+    } finally {
+      rt.close();
+    }
+  });
+});
+
+test('setup steers only new connections to the port into the plug; held connect completes after release with no RST', async () => {
+  await withNetns(async (ns) => {
+    const before = qdiscs(ns);
+    const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
+    const other = await startEchoServer(ns.name, '127.0.0.1', 16001);
+    // An established connection to the protected port, pinging every 50 ms throughout.
+    const established = startClient(ns.name, '127.0.0.1', 16000, 40, 50);
+    await established.connected;
+    try {
+      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug' }), { netns: ns.name });
+      assert.equal(r.backend, 'plug');
+      // Oracle: tc sees the seed's topology.
+      const q = qdiscs(ns);
+      assert.ok(q.some((x) => x.kind === 'prio' && x.handle === '5301:' && x.root), JSON.stringify(q));
+      assert.ok(q.some((x) => x.kind === 'plug' && x.handle === '5302:' && x.parent === '5301:4'), JSON.stringify(q));
+      const filters = ns.tcJson(['filter', 'show', 'dev', 'lo', 'parent', '5301:']) as { kind: string; options?: { flowid?: string } }[];
+      assert.ok(filters.some((f) => f.kind === 'u32' && f.options?.flowid === '5301:4'), JSON.stringify(filters));
+
+      const state = StateStore.for(ns.name).readSetup()!.backendState as PlugState;
+      const rt = Rtnl.open({ netns: ns.name });
+      try {
+        const hold = await plugBackend.hold(state, { rt, netns: ns.name });
+        const held = startClient(ns.name, '127.0.0.1', 16000);
+        await until('the SYN to be held in the plug', () => (plugOf(ns)?.qlen ?? 0) >= 1);
+        const heldSince = Date.now();
+        // Another port is not held.
+        const free = await startClient(ns.name, '127.0.0.1', 16001).result;
+        assert.equal(free.error, null);
+        assert.ok(free.connectMs! < 500, `port 16001 connect took ${free.connectMs} ms while 16000 was held`);
+        await sleep(Math.max(0, 1100 - (Date.now() - heldSince)));
+        assert.equal(plugOf(ns)!.qlen, 1, 'still held after 1 s: exactly one SYN (no retransmit while it is queued locally)');
+        const rel = await hold.release();
+        assert.equal(rel.released, 1);
+        const res = await held.result;
+        assert.equal(res.error, null, 'no RST, no error');
+        assert.ok(res.connectMs! >= 1000, `connect took ${res.connectMs} ms: it waited for the release`);
+        assert.ok(res.connectMs! < 1000 + 2000, `connect took ${res.connectMs} ms`);
+        const est = await established.result;
+        assert.equal(est.error, null);
+        assert.ok(Math.max(...est.pingMs) < 500, `established connection was delayed: max ping ${Math.max(...est.pingMs)} ms`);
+      } finally {
+        rt.close();
+      }
+      await teardown({ netns: ns.name });
+      assert.deepEqual(qdiscs(ns).map((x) => [x.kind, x.handle]), before.map((x) => [x.kind, x.handle]), 'teardown restored lo');
+    } finally {
+      established.kill();
+      server.kill();
+      other.kill();
+    }
+  });
+});
+
+test('ingress: a client in another namespace is held at the server side via IFB, released without RST', async () => {
+  const client = createNetns('synhold-c');
+  const server = createNetns('synhold-s');
+  try {
+    spawnSync('ip', ['link', 'add', 'shc0', 'netns', client.name, 'type', 'veth', 'peer', 'name', 'shs0', 'netns', server.name]);
+    client.exec('ip', ['addr', 'add', '10.77.0.1/24', 'dev', 'shc0']);
+    server.exec('ip', ['addr', 'add', '10.77.0.2/24', 'dev', 'shs0']);
+    client.exec('ip', ['link', 'set', 'shc0', 'up']);
+    server.exec('ip', ['link', 'set', 'shs0', 'up']);
+    const before = { q: qdiscs(server, 'shs0'), links: (server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname) };
+    const srv = await startEchoServer(server.name, '10.77.0.2', 16000);
+    try {
+      await setup(normalizeConfig({ ports: [16000], dev: 'shs0', direction: 'ingress', backend: 'plug' }), { netns: server.name });
+      const ifb = (server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'));
+      assert.ok(ifb, 'an IFB device was created');
+      assert.ok(qdiscs(server, 'shs0').some((q) => q.kind === 'clsact'));
+      const f = server.tcJson(['filter', 'show', 'dev', 'shs0', 'ingress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[];
+      assert.ok(f.some((x) => x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb)), JSON.stringify(f));
+
+      // Unheld: connects at once.
+      const quick = await startClient(client.name, '10.77.0.2', 16000).result;
+      assert.equal(quick.error, null);
+
+      const state = StateStore.for(server.name).readSetup()!.backendState as PlugState;
+      const rt = Rtnl.open({ netns: server.name });
+      try {
+        const hold = await plugBackend.hold(state, { rt, netns: server.name });
+        const c = startClient(client.name, '10.77.0.2', 16000);
+        await until('the SYN to be held on the IFB', () => (plugOf(server, ifb)?.qlen ?? 0) >= 1);
+        await sleep(1100);
+        const rel = await hold.release();
+        assert.ok(rel.released >= 1);
+        const res = await c.result;
+        assert.equal(res.error, null);
+        assert.ok(res.connectMs! >= 1000, `connect took ${res.connectMs} ms`);
+      } finally {
+        rt.close();
+      }
+      await teardown({ netns: server.name });
+      assert.deepEqual(qdiscs(server, 'shs0').map((q) => q.kind), before.q.map((q) => q.kind));
+      assert.deepEqual((server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname), before.links);
+    } finally {
+      srv.kill();
+    }
+  } finally {
+    client.delete();
+    server.delete();
+  }
+});
+
+test('auto picks plug on this kernel, with the reason', async () => {
+  await withNetns(async (ns) => {
+    const r = await setup(normalizeConfig({ ports: [16000] }), { netns: ns.name });
+    assert.equal(r.backend, 'plug');
+    assert.match(r.backendReason, /auto/);
+    await teardown({ netns: ns.name });
+  });
+});
