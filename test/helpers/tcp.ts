@@ -21,11 +21,12 @@ const [host, port, pings, gap] = [process.argv[1], Number(process.argv[2]), Numb
 const t0 = process.hrtime.bigint();
 const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
 const s = net.connect({ host, port });
-const out = { connectMs: null, error: null, pingMs: [] };
+const out = { connectMs: null, connectedAt: null, error: null, pingMs: [] };
 let done = false;
 const finish = () => { if (done) return; done = true; console.log(JSON.stringify(out)); s.destroy(); process.exit(0); };
 s.on('connect', () => {
   out.connectMs = ms();
+  out.connectedAt = Date.now();
   console.log('connected');
   let n = 0;
   const ping = () => {
@@ -61,6 +62,8 @@ export async function startEchoServer(netns: string | undefined, host: string, p
 
 export interface ClientResult {
   connectMs: number | null;
+  /** Epoch ms at which the handshake completed. */
+  connectedAt: number | null;
   error: string | null;
   pingMs: number[];
 }
