@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -321,6 +323,48 @@ static napi_value nl_setsockopt(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+/* netnsCookie(netnsPath | null) -> decimal string, or null if the kernel has no
+ * SO_NETNS_COOKIE (before 5.14). Unlike a namespace's inode number, which the
+ * kernel reuses once the namespace is gone, the cookie is never reused: state
+ * keyed by it cannot be mistaken for a dead namespace's. */
+static napi_value nl_netns_cookie(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  char ns_path[4096];
+  const char *ns = NULL;
+  napi_valuetype t;
+  int err = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc >= 1) {
+    napi_typeof(env, argv[0], &t);
+    if (t == napi_string) {
+      size_t len = 0;
+      napi_get_value_string_utf8(env, argv[0], ns_path, sizeof ns_path, &len);
+      ns = ns_path;
+    }
+  }
+  int fd = open_in_netns(ns, NETLINK_ROUTE, &err);
+  if (fd < 0) { throw_errno(env, "netns cookie", err); return NULL; }
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  int rc = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  err = errno;
+  close(fd);
+  if (rc < 0) {
+    if (err == ENOPROTOOPT) { napi_get_null(env, &out); return out; }
+    throw_errno(env, "getsockopt(SO_NETNS_COOKIE)", err);
+    return NULL;
+  }
+  char buf[32];
+  snprintf(buf, sizeof buf, "%llu", (unsigned long long)cookie);
+  napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
 static napi_value nl_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -339,6 +383,7 @@ void register_netlink_socket(napi_env env, napi_value exports) {
       {"setRef", NULL, nl_set_ref, NULL, NULL, NULL, napi_default, NULL},
       {"setsockopt", NULL, nl_setsockopt, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, nl_close, NULL, NULL, NULL, napi_default, NULL},
+      {"netnsCookie", NULL, nl_netns_cookie, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -26,8 +26,11 @@ for svc in nginx haproxy; do
   if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
 done
 
-if [[ ! -f build/Release/synhold_native.node || package-lock.json -nt build/Release/synhold_native.node || ! -d node_modules ]]; then
-  npm ci --no-audit --no-fund
+addon=build/Release/synhold_native.node
+if [[ ! -d node_modules || ! -f $addon || package-lock.json -nt $addon ]]; then
+  npm ci --no-audit --no-fund       # also builds the addon (package.json "install": node-gyp rebuild)
+elif [[ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null)" ]]; then
+  npm run install                   # the addon's sources changed since it was built
 fi
 npx tsc -p tsconfig.json
 

@@ -20,6 +20,8 @@ export interface NativeAddon {
   setRef(handle: NativeSocketHandle, ref: boolean): void;
   setsockopt(handle: NativeSocketHandle, level: number, name: number, value: number): void;
   close(handle: NativeSocketHandle): void;
+  /** SO_NETNS_COOKIE of a namespace (null: kernel before 5.14). */
+  netnsCookie(netnsPath: string | null): string | null;
   tryLock(path: string): number;
   unlock(fd: number): void;
 }

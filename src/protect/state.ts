@@ -15,6 +15,8 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { netnsPath } from '../netlink/socket.js';
+import { isNativeError, native } from '../native/addon.js';
+import { SynholdError } from '../netlink/errors.js';
 import type { BackendName, SetupConfig } from './config.js';
 
 export interface SetupRecord {
@@ -54,11 +56,24 @@ export interface StatsRecord {
   lastHold?: LastHold;
 }
 
-/** The directory for a namespace: SYNHOLD_RUN_DIR (default /run/synhold) / ns-<inode of the netns>. */
+/**
+ * The directory for a namespace: SYNHOLD_RUN_DIR (default /run/synhold) /
+ * netns-<cookie>. The kernel's netns cookie is never reused, while a
+ * namespace's inode number is reused as soon as it is freed: keyed by inode, a
+ * new namespace could inherit a dead one's record of a plug. (Kernels before
+ * 5.14 have no cookie; the inode is used there.)
+ */
 export function stateDir(netns?: string): string {
   const base = process.env.SYNHOLD_RUN_DIR ?? '/run/synhold';
-  const ino = statSync(netns ? netnsPath(netns) : '/proc/self/ns/net').ino;
-  return join(base, `ns-${ino}`);
+  const path = netns ? netnsPath(netns) : null;
+  let id: string | null;
+  try {
+    id = native().netnsCookie(path);
+  } catch (e) {
+    if (isNativeError(e) && e.errno === 2) throw new SynholdError('ERR_BAD_INPUT', `no network namespace ${netns} (${path})`);
+    throw e;
+  }
+  return join(base, id !== null ? `netns-${id}` : `ns-ino-${statSync(path ?? '/proc/self/ns/net').ino}`);
 }
 
 function readJson<T>(path: string): T | undefined {
