@@ -1,0 +1,182 @@
+/**
+ * `synhold protect`, `plug` and `release` as a user runs them, on a kernel with
+ * sch_plug (inside the kernel lab), each test in a fresh network namespace.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { startClient, startEchoServer, type Peer } from '../helpers/tcp.js';
+import { synhold, synholdAsync } from '../helpers/cli.js';
+
+interface TcQdisc { kind: string; qlen?: number }
+interface Status { setUp: boolean; held: boolean; stats: { holds: number; watchdogReleases: number; lastHold?: { reason: string; durationMs: number; released: number } } }
+
+const plugQlen = (ns: TestNetns) => (ns.tcJson(['-s', 'qdisc', 'show', 'dev', 'lo']) as TcQdisc[]).find((q) => q.kind === 'plug')?.qlen ?? 0;
+
+function status(ns: TestNetns): Status {
+  return JSON.parse(synhold(['--netns', ns.name, '--json', 'status']).stdout) as Status;
+}
+
+async function until(what: string, fn: () => boolean, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** A namespace with an echo server on 127.0.0.1:16000 and synhold set up for that port. */
+async function withProtected(fn: (ns: TestNetns) => Promise<void>): Promise<void> {
+  await withNetns(async (ns) => {
+    const server: Peer = await startEchoServer(ns.name, '127.0.0.1', 16000);
+    try {
+      const s = synhold(['--netns', ns.name, 'setup', '--port', '16000']);
+      assert.equal(s.status, 0, s.stderr);
+      assert.match(s.stdout, /backend plug/);
+      await fn(ns);
+      assert.equal(status(ns).held, false, 'nothing is held at the end');
+      assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);
+    } finally {
+      server.kill();
+    }
+  });
+}
+
+test('protect: a failing command is released and its exit status passed through', async () => {
+  await withProtected(async (ns) => {
+    const r = synhold(['--netns', ns.name, 'protect', '--', 'sh', '-c', 'exit 3']);
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stderr, /^synhold: held [\d.]+ ms \(\d+ SYNs released, 0 dropped; command failed\); command exited 3\n$/);
+    assert.equal(status(ns).stats.holds, 1);
+  });
+});
+
+test('protect: a hanging command is released at --timeout, killed, exit 124', async () => {
+  await withProtected(async (ns) => {
+    const t0 = Date.now();
+    const r = synhold(['--netns', ns.name, 'protect', '--timeout', '1s', '--', 'sleep', '30']);
+    assert.equal(r.status, 124, r.stderr);
+    assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+    assert.match(r.stderr, /timeout/);
+    const c = await startClient(ns.name, '127.0.0.1', 16000).result;
+    assert.equal(c.error, null, 'new connections flow after the timeout');
+  });
+});
+
+test('protect: exit codes 127 (not found), 126 (cannot run), 128+N (signal)', async () => {
+  await withProtected(async (ns) => {
+    assert.equal(synhold(['--netns', ns.name, 'protect', '--', '/nonexistent/reload']).status, 127);
+    const noexec = join(mkdtempSync(join(tmpdir(), 'synhold-')), 'reload.sh');
+    writeFileSync(noexec, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    assert.equal(synhold(['--netns', ns.name, 'protect', '--', noexec]).status, 126);
+    assert.equal(synhold(['--netns', ns.name, 'protect', '--', 'sh', '-c', 'kill -TERM $$']).status, 128 + 15);
+    assert.equal(status(ns).stats.holds, 3);
+  });
+});
+
+test('protect: a connection made during the hold waits for it and completes without RST', async () => {
+  await withProtected(async (ns) => {
+    const p = synholdAsync(['--netns', ns.name, 'protect', '--', 'sleep', '1.5']);
+    await until('the hold', () => status(ns).held);
+    const c = startClient(ns.name, '127.0.0.1', 16000);
+    await until('the SYN in the plug', () => plugQlen(ns) >= 1);
+    const r = await p.done;
+    assert.equal(r.status, 0, r.stderr);
+    const res = await c.result;
+    assert.equal(res.error, null);
+    assert.match(r.stderr, /1 SYNs released/);
+  });
+});
+
+test('watchdog: kill -9 of protect during a hold releases within 50 ms', async () => {
+  await withProtected(async (ns) => {
+    const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '30s', '--', 'sleep', '20']);
+    await until('the hold', () => status(ns).held);
+    const c = startClient(ns.name, '127.0.0.1', 16000);
+    await until('the SYN in the plug', () => plugQlen(ns) >= 1);
+    const killedAt = Date.now();
+    process.kill(p.pid, 'SIGKILL');
+    const res = await c.result;
+    assert.equal(res.error, null);
+    const ms = res.connectedAt! - killedAt;
+    assert.ok(ms < 50, `the held connection completed ${ms} ms after kill -9`);
+    await until('the hold record to clear', () => !status(ns).held);
+    const st = status(ns).stats;
+    assert.equal(st.watchdogReleases, 1);
+    assert.equal(st.lastHold?.reason, 'owner gone');
+  });
+});
+
+test('--max-hold bounds a hold even when the command runs on', async () => {
+  await withProtected(async (ns) => {
+    const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '500ms', '--', 'sleep', '3']);
+    await until('the hold', () => status(ns).held);
+    const c = startClient(ns.name, '127.0.0.1', 16000);
+    const res = await c.result;
+    assert.equal(res.error, null);
+    assert.ok(res.connectMs! < 2500, `connect took ${res.connectMs} ms, more than max-hold allows`);
+    const r = await p.done;
+    assert.equal(r.status, 0);
+    assert.match(r.stderr, /max-hold reached/);
+  });
+});
+
+test('concurrent protects are serialised: the second holds only after the first released', async () => {
+  await withProtected(async (ns) => {
+    const a = synholdAsync(['--netns', ns.name, '--json', 'protect', '--', 'sleep', '1']);
+    await until('the first hold', () => status(ns).held);
+    const b = synholdAsync(['--netns', ns.name, '--json', 'protect', '--', 'sleep', '1']);
+    const [ra, rb] = await Promise.all([a.done, b.done]);
+    assert.equal(ra.status, 0, ra.stderr);
+    assert.equal(rb.status, 0, rb.stderr);
+    const ja = JSON.parse(ra.stdout) as { holdMs: number };
+    const jb = JSON.parse(rb.stdout) as { holdMs: number };
+    // Each hold covered its own whole command: neither was cut short by the other's release.
+    assert.ok(ja.holdMs >= 1000 && jb.holdMs >= 1000, `holds ${ja.holdMs} / ${jb.holdMs} ms`);
+    assert.equal(status(ns).stats.holds, 2);
+  });
+});
+
+test('plug and release by hand; a manual hold ends at --max-hold by itself', async () => {
+  await withProtected(async (ns) => {
+    const p = synhold(['--netns', ns.name, 'plug']);
+    assert.equal(p.status, 0, p.stderr);
+    assert.match(p.stdout, /holding \(plug, holder pid \d+\)/);
+    assert.equal(status(ns).held, true);
+    const c = startClient(ns.name, '127.0.0.1', 16000);
+    await until('the SYN in the plug', () => plugQlen(ns) >= 1);
+    const r = synhold(['--netns', ns.name, 'release']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /released by holder pid/);
+    assert.equal((await c.result).error, null);
+
+    assert.equal(synhold(['--netns', ns.name, 'plug', '--max-hold', '300ms']).status, 0);
+    await until('the max-hold release', () => !status(ns).held, 5000);
+    assert.equal(status(ns).stats.lastHold?.reason, 'max-hold reached');
+    assert.equal(synhold(['--netns', ns.name, 'release']).status, 0, 'release when nothing is held is fine');
+  });
+});
+
+test('setup is idempotent, updates on other ports, and teardown restores tc state', async () => {
+  await withNetns(async (ns) => {
+    const before = JSON.stringify(ns.tcJson(['qdisc', 'show']));
+    const a = synhold(['--netns', ns.name, 'setup', '--port', '16000']);
+    assert.match(a.stdout, /created/);
+    const after = JSON.stringify(ns.tcJson(['-s', 'filter', 'show', 'dev', 'lo', 'parent', '5301:']));
+    const b = synhold(['--netns', ns.name, 'setup', '--port', '16000']);
+    assert.match(b.stdout, /unchanged/);
+    assert.equal(JSON.stringify(ns.tcJson(['-s', 'filter', 'show', 'dev', 'lo', 'parent', '5301:'])), after, 'running it twice changes nothing');
+    const c = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--port', '8443']);
+    assert.match(c.stdout, /updated/);
+    // tc's JSON keeps only one "match" per u32 filter (duplicate keys), so read its text output.
+    const f = ns.exec('tc', ['filter', 'show', 'dev', 'lo', 'parent', '5301:']);
+    assert.match(f, /match 00003e80\/0000ffff at 20/, 'port 16000 (0x3e80) is matched');
+    assert.match(f, /match 000020fb\/0000ffff at 20/, 'port 8443 (0x20fb) is matched');
+    assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);
+    assert.equal(JSON.stringify(ns.tcJson(['qdisc', 'show'])), before);
+  });
+});
