@@ -44,6 +44,7 @@ import {
   readFileSync,
   realpathSync,
   renameSync,
+  rmSync,
   statfsSync,
   statSync,
 } from 'node:fs';
@@ -569,7 +570,8 @@ export function resolveModules(modulesDir: string, names: readonly string[], opt
 
 /**
  * PID 1 of the guest. Kept to three processes (mount, perl, and the command): inside UML every
- * process start costs tens of milliseconds (ptrace round trips for each page fault and syscall).
+ * process start costs 10-100 ms (each page fault and syscall of the guest is a ptrace round trip
+ * on the host), against 1-3 ms on the host.
  * No `set -e`: if PID 1 exits, the kernel panics and the run ends with no result; instead every
  * failure path falls through to a power-off.
  */
@@ -599,8 +601,8 @@ halt -f
 /**
  * The guest-side runner, in Perl because it needs raw syscalls (finit_module, setitimer,
  * reboot) in one process, and perl-base is Essential in Debian (always installed). Loading
- * the 19 default modules with `insmod`, one process each, took 2.0 s; finit_module from here
- * takes 0.2 s.
+ * 19 modules with `insmod`, one process each, took 2.0 s in UML 6.1; finit_module from here
+ * took 0.2 s.
  *
  * x86_64 syscall numbers: sync 162, reboot 169, finit_module 313, setitimer 38, gettimeofday 96.
  */
@@ -721,20 +723,22 @@ function shQuote(s: string): string {
 // ---------------------------------------------------------------------------------------------
 // Running
 
-const liveLabs = new Set<number>();
+/** Running UMLs (PID -> lab directory). */
+const liveLabs = new Map<number, string>();
 let exitHookInstalled = false;
 
-/** If this process exits while a lab runs, take the lab down with it (UML runs in its own session). */
+/**
+ * If this process exits while a lab runs (process.exit, or a signal handler that calls it, as
+ * the CLI's does), take the lab down with it: UML runs in its own session, so nothing else would
+ * stop it before its deadline. Synchronous, as 'exit' handlers must be.
+ */
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.on('exit', () => {
-    for (const pid of liveLabs) {
-      try {
-        process.kill(-pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
+    for (const [pid, dir] of liveLabs) {
+      killByPid([pid, ...groupMembers(pid)], 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 }
@@ -869,7 +873,10 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
     }
     const shim = setup.shimCompiler ? await buildShim(setup.shimCompiler, lab) : undefined;
 
-    const umlEnv: Record<string, string> = { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' };
+    // UML needs none of our environment. But Debian unstable's UML 7.2.7 dies before init
+    // ("start_userspace : expected SIGSTOP, got status = 2816") when its environment is empty or
+    // holds only PATH (measured: any second variable fixes it), so it always gets more than PATH.
+    const umlEnv: Record<string, string> = { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: lab, SYNHOLD_LAB: '1' };
     if (shim) umlEnv.LD_PRELOAD = shim;
     const memDir = memoryDir(memMb, lab);
     if (memDir) umlEnv.TMPDIR = memDir;
@@ -890,7 +897,7 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
     const proc = spawn(setup.kernel, args, { cwd: lab, env: umlEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     if (proc.pid !== undefined) {
-      liveLabs.add(proc.pid);
+      liveLabs.set(proc.pid, lab);
       installExitHook();
     }
     let consoleText = '';
@@ -909,19 +916,13 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
       proc.once('exit', (code, signal) => resolve({ code, signal }));
     });
     const closed = new Promise<void>((resolve) => proc.once('close', () => resolve()));
-    let hardTimer: NodeJS.Timeout | undefined;
-    const hard = new Promise<void>((resolve) => {
-      hardTimer = setTimeout(resolve, Math.max(0, deadline + HARD_KILL_GRACE_MS - Date.now()));
-    });
-    let exit = await Promise.race([exited, hard.then(() => undefined)]);
-    clearTimeout(hardTimer);
+    let exit = await raceTimeout(exited, Math.max(0, deadline + HARD_KILL_GRACE_MS - Date.now()));
     if (exit === undefined) {
       // The guest did not stop by itself: SIGTERM lets UML kill its helpers and remove its
       // uml_dir; whatever remains after the grace period gets SIGKILL.
       hardKilled = true;
       killByPid([proc.pid!], 'SIGTERM');
-      const t = new Promise<undefined>((r) => setTimeout(() => r(undefined), TERM_GRACE_MS));
-      exit = await Promise.race([exited, t]);
+      exit = await raceTimeout(exited, TERM_GRACE_MS);
       if (exit === undefined) {
         killByPid([proc.pid!, ...groupMembers(proc.pid!)], 'SIGKILL');
         exit = await exited;
@@ -931,7 +932,8 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
     // Helpers normally die with UML; make sure (by PID, members of UML's process group).
     killByPid(groupMembers(proc.pid!), 'SIGKILL');
     liveLabs.delete(proc.pid!);
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
+    // The last console output may still be in the pipe; do not wait forever for a helper's copy.
+    await raceTimeout(closed, 1000);
     proc.stdout!.destroy();
     proc.stderr!.destroy();
     child = undefined;
@@ -965,6 +967,16 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
       liveLabs.delete(child.pid);
     }
     await fsp.rm(lab, { recursive: true, force: true });
+  }
+}
+
+/** `promise`'s value, or undefined after `ms`; the timer is cleared either way (a pending timer would keep the caller's process alive). */
+async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
