@@ -34,4 +34,10 @@ elif [[ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null)" ]]; then
 fi
 npx tsc -p tsconfig.json
 
-bash scripts/fetch-uml.sh
+# The kernel lab: Debian's UML (with the xstate shim src/lab/uml.ts builds on AMX
+# CPUs). Only if that cannot boot here, download a newer UML (scripts/fetch-uml.sh).
+if ! scripts/lab --timeout 120 -- true >/dev/null 2>&1; then
+  echo "install-deps: Debian's UML does not boot here; fetching another" >&2
+  bash scripts/fetch-uml.sh
+  scripts/lab --timeout 120 -- true
+fi

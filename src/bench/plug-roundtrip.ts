@@ -1,0 +1,112 @@
+/**
+ * How long one plug + release takes, three ways, in the same kernel:
+ *
+ *   in-process  synhold's Plug.buffer() then Plug.releaseIndefinite() (one netlink request each)
+ *   tc          spawn `tc qdisc change ... plug block`, then `... release_indefinite`
+ *   nl-qdisc-add  spawn libnl's tool, as the seed's blog post did (with the LD_PRELOAD
+ *               its Debian packaging needs, KERNEL.md)
+ *
+ * The hold a client sees is at least one release's latency, and a reload is
+ * wrapped in a plug and a release, so this is the per-reload price of the tool.
+ * Run it where sch_plug exists: `scripts/lab -- node dist/src/bench/plug-roundtrip.js`
+ * (scripts/bench-plug.sh does that and writes docs/BENCH-PLUG.md).
+ * Prints one JSON document.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { release as kernelRelease } from 'node:os';
+import { Rtnl } from '../rtnl/rtnl.js';
+import { addIfb, deleteLink, setLinkUp } from '../rtnl/link.js';
+import { Plug } from '../plug/plug.js';
+import { TC_H_ROOT, makeHandle } from '../rtnl/tc/handle.js';
+
+const NL_PLUG_SO = '/usr/lib/x86_64-linux-gnu/libnl-3/cli/qdisc/plug.so';
+
+interface Series {
+  method: string;
+  iterations: number;
+  /** One plug + one release, microseconds. */
+  roundTripUs: { p50: number; p90: number; p99: number; max: number; mean: number };
+}
+
+function summarize(method: string, us: number[]): Series {
+  const s = [...us].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return {
+    method,
+    iterations: s.length,
+    roundTripUs: { p50: r(q(0.5)), p90: r(q(0.9)), p99: r(q(0.99)), max: r(s.at(-1)!), mean: r(s.reduce((a, b) => a + b, 0) / s.length) },
+  };
+}
+
+function spawnRoundTrip(argvPlug: string[], argvRelease: string[]): number {
+  const t0 = process.hrtime.bigint();
+  for (const argv of [argvPlug, argvRelease]) {
+    const r = spawnSync(argv[0]!, argv.slice(1));
+    if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+  }
+  return Number(process.hrtime.bigint() - t0) / 1000;
+}
+
+async function main(): Promise<void> {
+  const inProcessN = Number(process.env.N_INPROCESS ?? 2000);
+  const spawnN = Number(process.env.N_SPAWN ?? 100);
+  const ns = `synhold-bench-${randomBytes(3).toString('hex')}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  const rt = Rtnl.open({ netns: ns });
+  const dev = 'shbench0';
+  const results: Series[] = [];
+  try {
+    // A plug on an IFB device that carries no traffic: the cost measured is the control path only.
+    await addIfb(rt, dev);
+    await setLinkUp(rt, dev, true);
+    const plug = new Plug(rt, { dev, parent: TC_H_ROOT, handle: makeHandle(1, 0) });
+    await plug.attach();
+
+    for (let i = 0; i < 200; i++) {
+      await plug.buffer();
+      await plug.releaseIndefinite();
+    }
+    const inproc: number[] = [];
+    for (let i = 0; i < inProcessN; i++) {
+      const t0 = process.hrtime.bigint();
+      await plug.buffer();
+      await plug.releaseIndefinite();
+      inproc.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+    results.push(summarize('in-process netlink (synhold)', inproc));
+
+    const tc = (action: string) => ['tc', '-n', ns, 'qdisc', 'change', 'dev', dev, 'root', 'handle', '1:', 'plug', action];
+    const tcTimes: number[] = [];
+    for (let i = 0; i < spawnN; i++) tcTimes.push(spawnRoundTrip(tc('block'), tc('release_indefinite')));
+    results.push(summarize('spawn tc (iproute2)', tcTimes));
+
+    if (existsSync(NL_PLUG_SO) && spawnSync('which', ['nl-qdisc-add']).status === 0) {
+      // nl-qdisc-add has no netns option: run it through `ip netns exec ... env LD_PRELOAD=...`
+      // (the preload for nl-qdisc-add alone), and subtract that wrapper's own cost, measured alone.
+      const wrap = ['ip', 'netns', 'exec', ns, 'env', `LD_PRELOAD=${NL_PLUG_SO}`];
+      const nl = (action: string) => [...wrap, 'nl-qdisc-add', `--dev=${dev}`, '--parent=root', '--id=1:', '--update', 'plug', action];
+      const base: number[] = [];
+      for (let i = 0; i < spawnN; i++) base.push(spawnRoundTrip(['ip', 'netns', 'exec', ns, 'env', 'true'], ['ip', 'netns', 'exec', ns, 'env', 'true']));
+      const nlTimes: number[] = [];
+      for (let i = 0; i < spawnN; i++) nlTimes.push(spawnRoundTrip(nl('--buffer'), nl('--release-indefinite')));
+      const baseMedian = summarize('', base).roundTripUs.p50;
+      results.push(summarize('spawn nl-qdisc-add (libnl, the seed\'s tool)', nlTimes.map((t) => Math.max(0, t - baseMedian))));
+    } else {
+      results.push({ method: 'spawn nl-qdisc-add: not installed (libnl-utils)', iterations: 0, roundTripUs: { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 } });
+    }
+    await plug.releaseIndefinite();
+  } finally {
+    await deleteLink(rt, dev).catch(() => undefined);
+    rt.close();
+    spawnSync('ip', ['netns', 'delete', ns]);
+  }
+  process.stdout.write(`${JSON.stringify({ kernel: kernelRelease(), date: new Date().toISOString(), results }, null, 2)}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`plug-roundtrip: ${(e as Error).stack}\n`);
+  process.exit(1);
+});
