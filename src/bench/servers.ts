@@ -29,7 +29,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { findByCmdline, killAll, own, isRunning, type OwnedProc } from "./procs.js";
+import { findByCmdline, descendants, killAll, own, isRunning, type OwnedProc } from "./procs.js";
 import { runLoad } from "./loadgen.js";
 import { checkTarget } from "./target.js";
 
@@ -199,6 +199,8 @@ export function runCommand(argv: string[], logPath: string, timeoutMs = 30_000):
 interface Registered {
   marker: string;
   dir: string;
+  /** processes that do not carry the marker (nginx workers rewrite their argv) */
+  extra?: () => OwnedProc[];
 }
 const registry = new Set<Registered>();
 let exitHookInstalled = false;
@@ -211,7 +213,7 @@ function register(r: Registered): void {
     // process.exit): synchronous, so only SIGKILL + rmSync.
     process.on("exit", () => {
       for (const reg of registry) {
-        for (const p of findByCmdline(reg.marker)) {
+        for (const p of [...(reg.extra?.() ?? []), ...findByCmdline(reg.marker)]) {
           try {
             process.kill(p.pid, "SIGKILL");
           } catch {
@@ -220,6 +222,21 @@ function register(r: Registered): void {
         }
         rmSync(reg.dir, { recursive: true, force: true });
       }
+    });
+  }
+}
+
+/**
+ * Make SIGINT/SIGTERM/SIGHUP exit the process through process.exit(), so the
+ * exit hook above still kills every registered server by PID (a signal's
+ * default action would end the process without running it). For entry points
+ * (the CLI, devrun), not for libraries: it changes the process's signal handling.
+ */
+export function installSignalCleanup(): void {
+  for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
+    process.once(sig, () => {
+      process.stderr.write(`\n${sig}: stopping bench servers\n`);
+      process.exit(128 + n);
     });
   }
 }
@@ -328,6 +345,7 @@ http {
 }
 
 export async function startNginx(o: NginxOptions = {}): Promise<NginxServer> {
+  if (!existsSync(NGINX_BIN)) throw new Error(`${NGINX_BIN} not found: install the Debian package nginx-light`);
   const host = checkTarget(o.host ?? "127.0.0.1", { namespaceLocal: true });
   const port = o.port ?? (await freePort(host));
   const workers = o.workers ?? 1;
@@ -347,6 +365,7 @@ export async function startNginx(o: NginxOptions = {}): Promise<NginxServer> {
   const spawnError = new Promise<never>((_, reject) => child.once("error", reject));
   spawnError.catch(() => undefined);
   const master = child.pid !== undefined ? own(child.pid) : null;
+  reg.extra = () => (master && isRunning(master) ? [master, ...descendants(master.pid)] : []);
   const server: NginxServer = {
     kind: "nginx",
     host,
@@ -355,10 +374,15 @@ export async function startNginx(o: NginxOptions = {}): Promise<NginxServer> {
     confPath,
     errorLog,
     pid: child.pid ?? -1,
-    processes: () => findByCmdline(dir),
+    // Workers rewrite their argv ("nginx: worker process"), so they do not carry
+    // the marker: they are found as the master's children.
+    processes: () => {
+      const procs = findByCmdline(dir);
+      return master && isRunning(master) ? [...procs, ...descendants(master.pid)] : procs;
+    },
     stop: async () => {
       const exited = new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r())));
-      await stopByMarker(reg, master ? [master] : [], "SIGTERM");
+      await stopByMarker(reg, server.processes().concat(master ? [master] : []), "SIGTERM");
       await Promise.race([exited, sleep(1000)]);
     },
   };
@@ -405,9 +429,11 @@ export interface HaproxyOptions {
 export interface ReloadRecord extends CommandResult {
   mode: HaproxyMode;
   ok: boolean;
-  /** PIDs in the pidfile before and after (master-worker: worker PIDs are not tracked here) */
+  /** PIDs in the pidfile before and after (master-worker: the worker PIDs from the master CLI) */
   oldPids: number[];
   newPids: number[];
+  /** master-worker: signal → master CLI lists the new worker (≥ durationMs) */
+  readyMs?: number;
 }
 
 export interface HaproxyServer {
@@ -481,6 +507,7 @@ export function haproxyConfig(o: {
 }
 
 export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
+  if (!existsSync(HAPROXY_BIN)) throw new Error(`${HAPROXY_BIN} not found: install the Debian package haproxy (2.6 in bookworm)`);
   const mode = o.mode ?? "sf";
   const host = checkTarget(o.host ?? "127.0.0.1", { namespaceLocal: true });
   const backendHost = checkTarget(o.backendHost ?? "127.0.0.1", { namespaceLocal: true });
@@ -515,6 +542,7 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
   let masterProc: OwnedProc | null = null;
   let masterOutput = "";
   let loadEvents = 0; // "Loading success."/"Loading failure" lines seen from the master
+  let workers: number[] = []; // master-worker: current worker PIDs, from the master CLI
   let lastLoadLine = "";
   const loadWaiters: Array<() => void> = [];
 
@@ -551,11 +579,16 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
       }
       // master-worker: SIGUSR2 to the master; it re-executes itself, loads the
       // config, forks a new worker and logs "Loading success." — that line ends
-      // the measured reload. ro.argv, if given, is run instead of the signal
-      // (a wrapper that signals the master itself); completion is still the log line.
+      // the measured reload (durationMs). ro.argv, if given, is run instead of
+      // the signal (a wrapper that signals the master itself).
+      // Then we wait until the master CLI lists a new worker (readyMs): measured
+      // here, the re-executed master ignores a SIGUSR2 that arrives between
+      // "Loading success." and its event loop, so a reload loop that signalled
+      // again right away would lose every other reload.
       const startedAt = Date.now();
       const startMs = performance.now();
       const before = loadEvents;
+      const prevWorkers = workers;
       const done = new Promise<boolean>((resolve) => {
         const t = setTimeout(() => resolve(false), reloadTimeoutMs);
         const check = (): void => {
@@ -570,20 +603,32 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
       if (ro.argv) cmd = await runCommand(ro.argv, logPath, reloadTimeoutMs);
       else if (masterProc && isRunning(masterProc)) process.kill(masterProc.pid, "SIGUSR2");
       const arrived = await done;
+      const durationMs = performance.now() - startMs;
       const success = arrived && /Loading success/.test(lastLoadLine);
+      let ready = false;
+      if (success) {
+        const w = await pollNewWorkers(masterSocket!, prevWorkers, Math.max(0, reloadTimeoutMs - durationMs));
+        if (w) {
+          workers = w;
+          ready = true;
+        }
+      }
+      const ok = success && ready && (!cmd || cmd.exitCode === 0);
       const rec: ReloadRecord = {
         argv: ro.argv ?? ["kill", "-USR2", String(masterProc?.pid ?? "?")],
         startedAt,
         startMs,
-        durationMs: performance.now() - startMs,
-        exitCode: arrived ? (success && (!cmd || cmd.exitCode === 0) ? 0 : 1) : null,
+        durationMs,
+        exitCode: arrived ? (ok ? 0 : 1) : null,
         signal: null,
         mode,
-        ok: success && (!cmd || cmd.exitCode === 0),
-        oldPids,
-        newPids: readPidFile(pidFile),
+        ok,
+        oldPids: prevWorkers,
+        newPids: workers,
+        readyMs: performance.now() - startMs,
       };
       if (!arrived) rec.error = "timeout";
+      else if (success && !ready) rec.error = "master CLI never listed a new worker";
       if (!rec.ok) rec.output = masterOutput.slice(-4000);
       return rec;
     },
@@ -626,7 +671,23 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
         master!.once("exit", (code) => reject(new Error(`haproxy master exited at start (code ${code}): ${masterOutput.slice(-2000)}`)));
       });
       failed.catch(() => undefined);
-      await Promise.race([waitForPort(host, port, o.startTimeoutMs ?? 5000), failed]);
+      // The master logs "Loading success." for its initial load too: wait for
+      // it, or the first reload would take that line for its own completion.
+      const loaded = new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`haproxy master did not log "Loading success." within ${o.startTimeoutMs ?? 5000} ms: ${masterOutput.slice(-2000)}`)), o.startTimeoutMs ?? 5000);
+        const check = (): void => {
+          if (loadEvents > 0) {
+            clearTimeout(t);
+            if (/Loading success/.test(lastLoadLine)) resolve();
+            else reject(new Error(`haproxy master failed to load: ${masterOutput.slice(-2000)}`));
+          } else loadWaiters.push(check);
+        };
+        check();
+      });
+      await Promise.race([Promise.all([loaded, waitForPort(host, port, o.startTimeoutMs ?? 5000)]), failed]);
+      const w = await pollNewWorkers(masterSocket!, [], o.startTimeoutMs ?? 5000);
+      if (!w) throw new Error(`haproxy master CLI ${masterSocket} never listed a worker`);
+      workers = w;
     } else {
       const argv = [HAPROXY_BIN, "-f", cfgPath, "-p", pidFile, "-D"];
       const r = await runCommand(argv, logPath, o.startTimeoutMs ?? 5000);
@@ -642,6 +703,32 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
     throw e;
   }
   return server;
+}
+
+/** Current worker PIDs in a master CLI "show proc" answer (not the "# old workers"). */
+export function parseShowProcWorkers(text: string): number[] {
+  const i = text.indexOf("# workers");
+  if (i < 0) return [];
+  const rest = text.slice(i + "# workers".length);
+  const j = rest.search(/^# /m);
+  const section = j >= 0 ? rest.slice(0, j) : rest;
+  return [...section.matchAll(/^(\d+)\s+worker\b/gm)].map((m) => Number(m[1]));
+}
+
+/** Poll the master CLI until it lists a current worker not in `old`; null on timeout.
+ * Refused connections are expected while the master re-executes. */
+async function pollNewWorkers(masterSocket: string, old: number[], timeoutMs: number): Promise<number[] | null> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      const w = parseShowProcWorkers(await haproxySocketCommand(masterSocket, "show proc", 1000));
+      if (w.length > 0 && w.some((p) => !old.includes(p))) return w;
+    } catch {
+      /* master busy re-executing */
+    }
+    if (performance.now() >= end) return null;
+    await sleep(2);
+  }
 }
 
 /** Send one command to a HAProxy stats or master socket and return the answer. */

@@ -26,8 +26,10 @@ commands:
         [--queue-num N]                 install the steering (idempotent, atomic)
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
   release                               stop holding and let held connections through
-  protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D] [--verbose] -- CMD [ARGS...]
+  protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
+          [--release-on sockets|exit] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
+                                        (sockets: new listener up and old gone; exit: CMD exited)
   status [--json]                       setup, backend, held or not, counters, last hold
   teardown                              remove everything setup created
 
@@ -143,6 +145,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     'max-hold': { type: 'string' },
     ready: { type: 'string' },
     'lock-wait': { type: 'string' },
+    'release-on': { type: 'string' },
     verbose: { type: 'boolean', short: 'v' },
   });
   mergeGlobals(g, v);
@@ -152,8 +155,11 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     if (!m) throw new UsageError(`--ready "${v.ready}" is not tcp:HOST:PORT`);
     ready = { host: m[1]!.replace(/^\[|\]$/g, ''), port: parsePort(m[2]!) };
   }
+  const releaseOn = v['release-on'] ?? 'sockets';
+  if (releaseOn !== 'sockets' && releaseOn !== 'exit') throw new UsageError(`--release-on must be sockets or exit, not "${releaseOn}"`);
   const r = await protect({
     command,
+    releaseOn,
     ...scopeOf(g),
     ...(v.timeout ? { timeoutMs: parseDuration(v.timeout) } : {}),
     maxHoldMs: v['max-hold'] ? parseDuration(v['max-hold']) : DEFAULT_MAX_HOLD_MS,

@@ -8,13 +8,22 @@
  * Kernel facts that shape this module (checked against the kernel source and
  * measured in test/kernel/nfqueue.test.ts):
  * - Every NFQA payload field is big-endian, including the u32 attributes.
- * - One socket per queue: binding a queue someone else holds answers EBUSY.
+ * - One socket per queue: binding a queue another socket holds answers EPERM
+ *   (the same errno as a missing CAP_NET_ADMIN; bind() tells them apart), binding
+ *   it again from the same socket EBUSY.
  *   NFQNL_CFG_CMD_PF_BIND/PF_UNBIND are no-ops since Linux 3.8; we never send them.
  * - Packet messages carry nlmsg_seq 0, so NetlinkSocket hands them to the
  *   unsolicited handler. Ids come from a per-queue counter starting at 1, are
  *   assigned and sent to the socket under the queue lock, so they arrive in order.
  * - VERDICT_BATCH accepts every queued entry whose id is not after the given id
  *   (serial-number order); with nothing queued it answers ENOENT.
+ * - A SYN queued at raw PREROUTING has left its socket (loopback orphans the skb,
+ *   remote ones never had it), so the client's retransmissions are not skipped
+ *   and arrive as more queued SYNs: on this 6.18 kernel (tcp_syn_linear_timeouts=4)
+ *   one per second held, per client. They go with the same batch verdict; the
+ *   listener takes the copies for SYN retransmissions. (Queued at raw OUTPUT, a
+ *   local SYN keeps its socket and the kernel skips the retransmissions,
+ *   TCPSpuriousRtxHostQueues - measured, not used: OUTPUT sees local clients only.)
  * - When the socket closes (close(), exit, kill -9) or the queue is unbound, the
  *   kernel destroys the instance and DROPS whatever it still holds: clients then
  *   retransmit their SYN (1 s on Linux), which passes through the rule's bypass.
@@ -289,8 +298,11 @@ function bindHint(queue: number) {
   return (e: NetlinkError): string | undefined => {
     switch (e.errnoName) {
       case 'EBUSY':
-        return `queue ${queue} is already bound by another socket (its peer_portid is in /proc/net/netfilter/nfnetlink_queue); one holder per queue`;
+        return `queue ${queue} is already bound by this socket`;
       case 'EPERM':
+        // The kernel answers EPERM both to a process without CAP_NET_ADMIN and to a
+        // bind of a queue that another socket holds; bind() tells them apart from /proc.
+        return 'binding a netfilter queue needs CAP_NET_ADMIN';
       case 'EACCES':
         return 'binding a netfilter queue needs CAP_NET_ADMIN';
       case 'EOPNOTSUPP':
@@ -313,6 +325,23 @@ function verdictHint(queue: number) {
         return undefined;
     }
   };
+}
+
+/** EPERM on bind: if /proc shows the queue bound to another port id, say so (with it) instead of blaming privileges. */
+async function explainBindError(e: unknown, opts: NfQueueOptions): Promise<unknown> {
+  if (!(e instanceof NetlinkError) || e.errnoName !== 'EPERM') return e;
+  try {
+    const line = (await readKernelQueueStats(opts.netns)).find((s) => s.queue === opts.queue);
+    if (line) {
+      return e.withContext(
+        undefined,
+        `queue ${opts.queue} is already bound by another socket (peer_portid ${line.peerPortId} in /proc/net/netfilter/nfnetlink_queue); one holder per queue`,
+      );
+    }
+  } catch {
+    // Keep the privilege hint.
+  }
+  return e;
 }
 
 type State = 'bound' | 'unbound' | 'closed';
@@ -361,7 +390,8 @@ export class NfQueue {
    * Opens NETLINK_NETFILTER (in `netns` if given), binds the queue and, unless
    * `hold: false`, starts holding: from here every packet the iptables rule sends
    * to this queue waits for acceptAll(). One request:
-   * NFQNL_MSG_CONFIG { CMD BIND, PARAMS copy mode/range, QUEUE_MAXLEN, FLAGS/MASK }.
+   * NFQNL_MSG_CONFIG { CMD BIND, PARAMS copy mode/range, QUEUE_MAXLEN, FLAGS/MASK };
+   * with `hold: false`, followed by the release's (see acceptAll).
    */
   static async bind(opts: NfQueueOptions): Promise<NfQueue> {
     checkInt('nfqueue queue', opts.queue, 0, 0xffff);
@@ -380,24 +410,25 @@ export class NfQueue {
       sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1);
       const q = new NfQueue(sock, opts);
       sock.onUnsolicited((m) => q.onMessage(m));
-      const hold = opts.hold ?? true;
       await sock.request(
         NFQNL_TYPE_CONFIG,
         encodeConfig(opts.queue, {
           cmd: { command: NFQNL_CFG_CMD_BIND, pad: 0, pf: 0 },
           params: { copyRange: q.copyRange, copyMode: q.copyRange > 0 ? NFQNL_COPY_PACKET : NFQNL_COPY_META },
-          // Bound in pass-through (hold: false) means max length 0 with FAIL_OPEN.
-          queueMaxlen: hold ? q.maxLen : 0,
+          queueMaxlen: q.maxLen,
           mask: NFQA_CFG_F_FAIL_OPEN,
-          flags: hold ? (q.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0) : NFQA_CFG_F_FAIL_OPEN,
+          flags: q.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0,
         }),
         { op: 'NFQNL_MSG_CONFIG', object: `queue ${opts.queue} bind`, hint: bindHint(opts.queue) },
       );
-      q.setHolding(hold);
+      q.setHolding(true);
+      // Pass-through from the start goes the same way as a release, so that a packet
+      // queued in between is accepted rather than forgotten.
+      if (opts.hold === false) await q.acceptAll();
       return q;
     } catch (e) {
       sock.close();
-      throw e;
+      throw await explainBindError(e, opts);
     }
   }
 

@@ -44,6 +44,12 @@ export interface ProtectOptions {
   ready?: { host: string; port: number };
   /** Socket poll interval while holding. */
   pollMs?: number;
+  /**
+   * 'sockets' (default): release when the listening sockets say the reload is
+   * done, or at CMD's exit, whichever comes first. 'exit': only at CMD's exit
+   * (for comparison, and for servers whose reload the socket rule cannot see).
+   */
+  releaseOn?: 'sockets' | 'exit';
   /** Called with progress lines (for --verbose). */
   log?: (line: string) => void;
 }
@@ -187,7 +193,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
         break;
       }
       const now = await watcher.list(ports);
-      const settled = reloadSettled(before, now, ports);
+      const settled = opts.releaseOn === 'exit' ? { settled: false, reason: '' } : reloadSettled(before, now, ports);
       settledPolls = settled.settled ? settledPolls + 1 : 0;
       if (!readyOk && opts.ready && (settled.settled || commandExit)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
       if (settledPolls >= 2 && readyOk) {
