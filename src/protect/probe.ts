@@ -12,6 +12,8 @@ import { addIfb, deleteLink } from '../rtnl/link.js';
 import { addQdisc, deleteQdisc } from '../rtnl/tc/qdisc.js';
 import { TC_H_ROOT, makeHandle } from '../rtnl/tc/handle.js';
 import type { BackendContext } from '../backends/backend.js';
+import { probeDrop } from '../backends/drop.js';
+import { probeNfqueue } from '../backends/nfqueue.js';
 import type { BackendName, SetupConfig } from './config.js';
 
 export interface ProbeResult {
@@ -50,20 +52,14 @@ export async function probePlug(cfg: SetupConfig, ctx: BackendContext): Promise<
 
 type Prober = (cfg: SetupConfig, ctx: BackendContext) => Promise<ProbeResult>;
 
-const probers: Partial<Record<BackendName, Prober>> = { plug: probePlug };
-
-export function registerProbe(name: BackendName, p: Prober): void {
-  probers[name] = p;
-}
+const probers: Record<BackendName, Prober> = { plug: probePlug, nfqueue: probeNfqueue, drop: probeDrop };
 
 /** Picks the backend: the requested one, or the best this kernel supports, with the reason. */
 export async function chooseBackend(cfg: SetupConfig, ctx: BackendContext): Promise<{ backend: BackendName; reason: string }> {
   if (cfg.backend !== 'auto') return { backend: cfg.backend, reason: 'requested' };
   const notes: string[] = [];
   for (const name of ['plug', 'nfqueue', 'drop'] as const) {
-    const p = probers[name];
-    if (!p) continue;
-    const r = await p(cfg, ctx);
+    const r = await probers[name](cfg, ctx);
     if (r.ok) {
       return { backend: name, reason: notes.length ? `auto: ${notes.join('; ')}` : `auto: this kernel supports ${name}` };
     }

@@ -144,6 +144,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     log(`holding new connections to port ${ports.join(',')} (${held.backend})`);
 
     const before: Listener[] = await watcher.list(ports);
+    const servedBefore = [...new Set(before.map((l) => l.port))];
 
     // Run CMD. No shell: argv as given.
     let commandExit: { code: number | null; signal: NodeJS.Signals | null; error?: NodeJS.ErrnoException } | undefined;
@@ -205,11 +206,14 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
           reason = 'command failed';
           break;
         }
-        // CMD succeeded but the socket rule did not fire. If every port has a
-        // listener (fd hand-over, or an unrelated command), there is nothing to
-        // wait for. If a port has none (a full restart still starting up), wait.
+        // CMD succeeded but the socket rule did not fire. If every port that was
+        // served before the hold has a listener again (fd hand-over, or an
+        // unrelated command), there is nothing to wait for. If one has none (a
+        // full restart still starting up), keep holding, up to max-hold. A port
+        // nobody served before the hold is not waited for: nothing was there to
+        // protect, and waiting would only delay its clients.
         const listening = new Set(now.map((l) => l.port));
-        if (ports.every((p) => listening.has(p)) && readyOk) {
+        if (servedBefore.every((p) => listening.has(p)) && readyOk) {
           reason = 'command exited';
           break;
         }

@@ -1,0 +1,120 @@
+/**
+ * The nfqueue backend, for kernels without sch_plug: an iptables rule in raw
+ * PREROUTING sends new SYNs to the protected ports to an NFQUEUE with
+ * --queue-bypass. While nobody has the queue bound (no hold), packets pass as if
+ * the rule were not there. A hold binds the queue (in the holder process) and
+ * keeps every packet's verdict; release accepts them all and unbinds.
+ *
+ * What it costs compared with plug:
+ * - A held client's SYN retransmits reach the queue too (raw PREROUTING sees a
+ *   copy, not the socket's own packet), one per second per client; all are
+ *   released together and the listener treats the extras as retransmissions.
+ * - If the holder dies (kill -9), the kernel drops what it held: those clients
+ *   retransmit (after ~1 s) and get through the bypass. Nothing is reset, but
+ *   they pay a second. (A plug survives its holder; here the queue cannot.)
+ * - The hold path is in-process netlink (bind, verdict), but setup and teardown
+ *   spawn iptables.
+ */
+import { SynholdError } from '../netlink/errors.js';
+import { NfQueue } from '../nfqueue/nfnetlink_queue.js';
+import { readKernelQueueStats } from '../nfqueue/proc.js';
+import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
+import { nfqueueRule, type IpFamily, type IptablesRule, type SynMatch } from '../netfilter/rules.js';
+import { matchTuples, type SetupConfig } from '../protect/config.js';
+import { atomically, type BackendContext, type HoldBackend } from './backend.js';
+
+/** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */
+export const NFQUEUE_MAXLEN = 16384;
+
+export interface NfqueueState {
+  queue: number;
+  iptables: IptablesBackend;
+  rules: IptablesRule[];
+}
+
+/** The iptables-side matches for a config: one per (family, port, dst, src). */
+export function synMatches(cfg: SetupConfig): SynMatch[] {
+  return matchTuples(cfg).map((t) => ({
+    port: t.dport,
+    family: (t.family === 'ipv4' ? 4 : 6) as IpFamily,
+    ...(t.dst ? { dst: `${t.dst.address}/${t.dst.prefixLength}` } : {}),
+    ...(t.src ? { src: `${t.src.address}/${t.src.prefixLength}` } : {}),
+  }));
+}
+
+export function iptablesFor(backend: IptablesBackend, family: IpFamily, netns?: string): Iptables {
+  return new Iptables({ backend, family, ...(netns ? { netns } : {}) });
+}
+
+export const nfqueueBackend: HoldBackend<NfqueueState> = {
+  name: 'nfqueue',
+  cost: 'new connections wait for the hold; if the holder dies, held SYNs are dropped and those clients retransmit (~1 s later, then get through)',
+
+  async install(cfg, ctx) {
+    const ipt4 = await detectIptables({ family: 4, need: 'nfqueue', ...(ctx.netns ? { netns: ctx.netns } : {}) });
+    const rules = synMatches(cfg).map((m) => nfqueueRule({ ...m, queue: cfg.queueNum }));
+    return atomically(async (undo) => {
+      for (const rule of rules) {
+        const ipt = iptablesFor(ipt4.backend, rule.family, ctx.netns);
+        const { added } = await ipt.ensure(rule, 'first');
+        if (added) undo.push(`iptables rule ${rule.spec.join(' ')}`, async () => void (await ipt.remove(rule)));
+      }
+      return { queue: cfg.queueNum, iptables: ipt4.backend, rules };
+    });
+  },
+
+  async uninstall(s, ctx) {
+    for (const rule of s.rules) await iptablesFor(s.iptables, rule.family, ctx.netns).remove(rule, { tidy: true });
+  },
+
+  async verify(s, ctx) {
+    for (const rule of s.rules) {
+      if (!(await iptablesFor(s.iptables, rule.family, ctx.netns).has(rule))) return `the NFQUEUE rule for port ${rule.spec[rule.spec.indexOf('--dport') + 1]} is gone`;
+    }
+    return undefined;
+  },
+
+  async hold(s, ctx) {
+    const before = (await readKernelQueueStats(ctx.netns).catch(() => [])).find((q) => q.queue === s.queue);
+    const q = await NfQueue.bind({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, ...(ctx.netns ? { netns: ctx.netns } : {}) });
+    return {
+      async release() {
+        const k = await q.kernelStats().catch(() => undefined);
+        const { accepted } = await q.acceptAll();
+        await q.unbind();
+        q.close();
+        const drops = (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) - ((before?.queueDropped ?? 0) + (before?.userDropped ?? 0));
+        return { released: accepted, drops: Math.max(0, drops) };
+      },
+    };
+  },
+
+  async forceRelease() {
+    // A dead holder's queue is already gone: the kernel dropped what it held,
+    // and --queue-bypass lets the clients' retransmits through. Nothing to undo.
+  },
+
+  async counters(s, ctx) {
+    const k = (await readKernelQueueStats(ctx.netns).catch(() => [])).find((q) => q.queue === s.queue);
+    return { heldPackets: k?.queueTotal ?? 0, drops: (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) };
+  },
+};
+
+/** `--backend auto`'s check: can this kernel queue (nfnetlink_queue + the NFQUEUE target)? */
+export async function probeNfqueue(_cfg: SetupConfig, ctx: BackendContext): Promise<{ ok: boolean; missing?: string }> {
+  try {
+    await detectIptables({ family: 4, need: 'nfqueue' });
+  } catch (e) {
+    return { ok: false, missing: `the iptables NFQUEUE target (xt_NFQUEUE): ${(e as Error).message}` };
+  }
+  // Bind a scratch queue number, without holding, to prove nfnetlink_queue is there.
+  try {
+    const q = await NfQueue.bind({ queue: 65000 + (process.pid % 500), hold: false, ...(ctx.netns ? { netns: ctx.netns } : {}) });
+    await q.unbind();
+    q.close();
+  } catch (e) {
+    if (e instanceof SynholdError) return { ok: false, missing: `nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE): ${e.message}` };
+    throw e;
+  }
+  return { ok: true };
+}
