@@ -5,6 +5,7 @@
 #   test/codec      golden bytes and fuzzing, no kernel needed
 #   test/kernel     this machine's kernel, one fresh network namespace per test
 #   test/cli        the synhold command as a user runs it
+#   test/reload     real HAProxy reloaded under load on this kernel (nfqueue, drop)
 #   test/bench      the benchmark's parts (real nginx, HAProxy, load)
 #   test/lab        the kernel lab: boots User-Mode Linux (which has sch_plug) and
 #                   runs test/lab-guest there; fails, never skips, if it cannot
@@ -17,6 +18,6 @@ bash scripts/install-deps.sh
 for ns in $(ip netns list 2>/dev/null | awk '/^synhold-/ {print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
 
 dirs=()
-for d in codec kernel cli bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
+for d in codec kernel cli reload bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
 # One file at a time: kernel tests are timing-sensitive and the lab wants the CPU.
 exec node --test --test-concurrency=1 "${dirs[@]}"

@@ -1,0 +1,120 @@
+/**
+ * The seed's experiment as one program, for the reload tests: nginx answering
+ * "pong", HAProxy in front on 16000, a new TCP connection per request, and
+ * HAProxy reloaded with `haproxy -f CFG -p PIDFILE -D -sf $(cat PIDFILE)` every
+ * interval, optionally wrapped in `synhold protect --`. Runs in the current
+ * network namespace (the test starts it under `ip netns exec`); prints one JSON
+ * document. Everything it starts is stopped by PID before it exits.
+ *
+ *   node reload-experiment.js '{"protect":true,"reloads":200,"intervalMs":100,"concurrency":20}'
+ */
+import { readFileSync } from 'node:fs';
+import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, type NginxServer } from '../../src/bench/servers.js';
+import { runLoad } from '../../src/bench/loadgen.js';
+import { runReloadLoop } from '../../src/bench/reloader.js';
+import { summarizeMs } from '../../src/bench/histogram.js';
+import { CLI, synhold } from './cli.js';
+
+export interface ExperimentOptions {
+  /** Wrap each reload in `synhold protect` (after `synhold setup --port 16000 [setupArgs]`). */
+  protect: boolean;
+  setupArgs?: string[];
+  protectArgs?: string[];
+  reloads: number;
+  intervalMs: number;
+  concurrency: number;
+  /** Independent reload loops at once (each doing reloads/loops): concurrent protects. */
+  loops?: number;
+  /** A bound on everything, ms. */
+  deadlineMs?: number;
+}
+
+export interface ExperimentResult {
+  requests: number;
+  failed: number;
+  outcomes: Record<string, number>;
+  details: Record<string, number>;
+  latencyMs: ReturnType<typeof summarizeMs>;
+  reloads: number;
+  reloadFailures: number;
+  reloadRatePerSec: number;
+  reloadMs: { p50: number; max: number };
+  /** From protect's summary lines: each hold's duration, and why it ended. */
+  holds: { ms: number; reason: string; released: number; dropped: number }[];
+  synholdStatus?: unknown;
+}
+
+const HELD = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;
+
+export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
+  installSignalCleanup();
+  const deadline = Date.now() + (o.deadlineMs ?? 20 * 60_000);
+  let nginx: NginxServer | undefined;
+  let hap: HaproxyServer | undefined;
+  try {
+    nginx = await startNginx({ workers: 1 });
+    hap = await startHaproxy({ backendPort: nginx.port, port: 16000 });
+    if (o.protect) {
+      const s = synhold(['setup', '--port', '16000', ...(o.setupArgs ?? [])]);
+      if (s.status !== 0) throw new Error(`synhold setup failed: ${s.stderr}`);
+    }
+    const abort = new AbortController();
+    const load = runLoad({
+      host: '127.0.0.1',
+      port: 16000,
+      mode: 'closed',
+      concurrency: o.concurrency,
+      durationMs: Math.max(1000, deadline - Date.now()),
+      deadlineMs: Math.max(2000, deadline - Date.now() + 10_000),
+      requestTimeoutMs: 10_000,
+      signal: abort.signal,
+    });
+    const loops = o.loops ?? 1;
+    const wrap = o.protect ? (argv: string[]) => [process.execPath, CLI, 'protect', ...(o.protectArgs ?? []), '--', ...argv] : undefined;
+    const results = await Promise.all(
+      Array.from({ length: loops }, () =>
+        runReloadLoop({ target: hap!, intervalMs: o.intervalMs, count: Math.ceil(o.reloads / loops), deadlineMs: Math.max(1000, deadline - Date.now()), ...(wrap ? { wrap } : {}) }),
+      ),
+    );
+    abort.abort();
+    const l = await load;
+    const all = results.flatMap((r) => r.reloads);
+    const durations = all.map((r) => r.durationMs).sort((a, b) => a - b);
+    const holds = readFileSync(hap.logPath, 'utf8')
+      .split('\n')
+      .map((line) => HELD.exec(line))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ ms: Number(m[1]), released: Number(m[2]), dropped: Number(m[3]), reason: m[4]! }));
+    const out: ExperimentResult = {
+      requests: l.requests,
+      failed: l.failed,
+      outcomes: l.outcomes,
+      details: l.details,
+      latencyMs: summarizeMs(l.latency),
+      reloads: all.length,
+      reloadFailures: all.filter((r) => !r.ok).length,
+      reloadRatePerSec: results.reduce((a, r) => a + r.ratePerSec, 0),
+      reloadMs: { p50: durations[Math.floor(durations.length / 2)] ?? 0, max: durations.at(-1) ?? 0 },
+      holds,
+    };
+    if (o.protect) out.synholdStatus = JSON.parse(synhold(['--json', 'status']).stdout);
+    return out;
+  } finally {
+    if (o.protect) synhold(['teardown']);
+    await hap?.stop().catch(() => undefined);
+    await nginx?.stop().catch(() => undefined);
+  }
+}
+
+if (process.argv[1]?.endsWith('reload-experiment.js')) {
+  runExperiment(JSON.parse(process.argv[2] ?? '{}') as ExperimentOptions).then(
+    (r) => {
+      process.stdout.write(`${JSON.stringify(r)}\n`);
+      process.exit(0);
+    },
+    (e: unknown) => {
+      process.stderr.write(`reload-experiment: ${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
+}
