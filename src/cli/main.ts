@@ -12,6 +12,7 @@ import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect, recoverRelease } from '../pr
 import { startHolder } from '../protect/holder.js';
 import { pidAlive, StateStore } from '../protect/state.js';
 import { formatStatus } from './format.js';
+import { cmdBench } from '../bench/cli.js';
 
 /** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4 } as const;
@@ -32,6 +33,7 @@ commands:
                                         (sockets: new listener up and old gone; exit: CMD exited)
   status [--json]                       setup, backend, held or not, counters, last hold
   teardown                              remove everything setup created
+  bench [--strategies LIST] [--quick|--full] ...  the seed's experiment, every reload strategy (bench --help)
 
 global options:
   --netns NAME    act inside network namespace NAME (as ip -n NAME)
@@ -199,6 +201,7 @@ const COMMANDS: Record<string, (args: string[], g: Globals) => Promise<number>> 
   protect: cmdProtect,
   status: cmdStatus,
   teardown: cmdTeardown,
+  bench: cmdBench,
 };
 
 function exitCodeFor(e: unknown, command: string): number {
