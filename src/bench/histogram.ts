@@ -59,14 +59,18 @@ export function summarizeMs(h: Histogram): LatencySummaryMs {
     return { count: 0, min: 0, mean: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
   }
   const ms = (us: number): number => round3(us / 1000);
+  // HDR answers a percentile with the highest value equivalent to its bucket,
+  // which can lie a few µs above the largest value recorded: clamp, so that
+  // p99.9 <= max always holds.
+  const pct = (p: number): number => ms(Math.min(h.getValueAtPercentile(p), h.maxValue));
   return {
     count: h.totalCount,
     min: ms(h.minNonZeroValue),
     mean: ms(h.mean),
-    p50: ms(h.getValueAtPercentile(50)),
-    p90: ms(h.getValueAtPercentile(90)),
-    p99: ms(h.getValueAtPercentile(99)),
-    p999: ms(h.getValueAtPercentile(99.9)),
+    p50: pct(50),
+    p90: pct(90),
+    p99: pct(99),
+    p999: pct(99.9),
     max: ms(h.maxValue),
   };
 }

@@ -48,7 +48,29 @@ export interface StrategyReport {
   holdMs: Stats;
   elapsedMs: number;
   note?: string;
+  /** where it ran ("host": this machine's kernel, "lab": the kernel lab) and on which kernel
+   * (uname -r): added latency is measured against the baseline of the same where + kernel */
+  where?: string;
+  kernel?: string;
+  /** panel title in the figure (default: name) */
+  label?: string;
+  /** reloads that failed (the reload command, or a hook around it) */
+  reloadFailures?: number;
+  /** nominal start-to-start reload interval, ms */
+  intervalMs?: number;
+  /** tried to run and broke (unlike skipped: could not run here) */
+  error?: string;
+  /** SYNs released / dropped by the holds, and why the holds ended */
+  hold?: { source: string; released?: number; dropped?: number; reasons?: Record<string, number> };
+  /** failure detail codes (ECONNRESET, status-503, ...) */
+  details?: Record<string, number>;
+  /** requests per second over the run */
+  throughput?: number;
+  notes?: string[];
 }
+
+/** Same kernel, same place: the only rows whose numbers compare. */
+export const kernelKey = (r: { where?: string; kernel?: string }): string => `${r.where ?? ""}|${r.kernel ?? ""}`;
 
 const emptyStats = (): Stats => stats([]);
 
@@ -117,9 +139,13 @@ export interface SummaryRow {
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 export function summarize(reports: StrategyReport[]): SummaryRow[] {
-  const base = reports.find((r) => r.baseline && !r.skipped);
-  const baseLat = base ? summarizeMs(base.latency) : undefined;
+  // One baseline per kernel: rows from another kernel are not compared with it.
+  const baseLats = new Map<string, LatencySummaryMs>();
+  for (const r of reports) {
+    if (r.baseline && !r.skipped && !baseLats.has(kernelKey(r))) baseLats.set(kernelKey(r), summarizeMs(r.latency));
+  }
   return reports.map((r) => {
+    const baseLat = baseLats.get(kernelKey(r));
     const lat = summarizeMs(r.latency);
     const row: SummaryRow = {
       name: r.name,
@@ -163,16 +189,17 @@ const signed = (ms: number): string => (ms >= 0 ? `+${fmtMs(ms)}` : fmtMs(ms));
 
 /** A plain-text table, one row per strategy, then one failure breakdown line per strategy with failures or a skip reason. */
 export function renderTable(rows: SummaryRow[]): string {
-  const header = ["strategy", "requests", "reloads", "rel/s", "reload ms p50/max", "failed", "failed%", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "+p50", "+p99"];
+  const header = ["strategy", "requests", "reloads", "rel/s", "reload ms p50/max", "hold ms p50/max", "failed", "failed%", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "+p50", "+p99", "+p99.9"];
   const body = rows.map((r) =>
     r.skipped !== undefined
-      ? [r.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"]
+      ? [r.name, ...header.slice(1).map(() => "-")]
       : [
           r.name,
           String(r.requests),
           String(r.reloads),
           r.reloads > 0 ? r.reloadRatePerSec.toFixed(2) : "-",
           r.reloads > 0 ? `${fmtMs(r.reloadMs.p50)}/${fmtMs(r.reloadMs.max)}` : "-",
+          r.holdMs.count > 0 && r.reloads > 0 ? `${fmtMs(r.holdMs.p50)}/${fmtMs(r.holdMs.max)}` : "-",
           String(r.failed),
           fmtPct(r.failedPct),
           fmtMs(r.latencyMs.p50),
@@ -181,6 +208,7 @@ export function renderTable(rows: SummaryRow[]): string {
           fmtMs(r.latencyMs.max),
           r.addedMs ? signed(r.addedMs.p50) : "-",
           r.addedMs ? signed(r.addedMs.p99) : "-",
+          r.addedMs ? signed(r.addedMs.p999) : "-",
         ],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
@@ -195,8 +223,28 @@ export function renderTable(rows: SummaryRow[]): string {
     }
   }
   if (notes.length > 0) out.push("", ...notes);
-  out.push("", "latency: ok requests, connect start to response end; +p50/+p99: added vs the no-reload baseline run");
+  out.push("", "latency: ok requests, connect start to response end; +p50/+p99/+p99.9: added vs the no-reload baseline run on the same kernel");
   return out.join("\n") + "\n";
+}
+
+/**
+ * One table per kernel (rows compare within a kernel only), each under its
+ * header line; `headers` maps kernelKey(report) to that line. Rows whose
+ * kernel has no header (could not run anywhere) come last, in a table of
+ * their own.
+ */
+export function renderKernelTables(reports: StrategyReport[], headers: Map<string, string>): string {
+  const rows = summarize(reports);
+  const groups = new Map<string, SummaryRow[]>();
+  reports.forEach((r, i) => {
+    const k = headers.has(kernelKey(r)) ? kernelKey(r) : "";
+    groups.set(k, [...(groups.get(k) ?? []), rows[i]!]);
+  });
+  const out: string[] = [];
+  for (const [k, rs] of [...groups].sort((a, b) => (a[0] === "" ? 1 : b[0] === "" ? -1 : 0))) {
+    out.push(k === "" ? "could not run here:" : headers.get(k)!, "", renderTable(rs));
+  }
+  return out.join("\n");
 }
 
 // ---------------------------------------------------------------- JSON (issue 5's document)
@@ -217,6 +265,17 @@ export interface BenchJsonStrategy {
   latencyHdr?: string;
   skipped?: string;
   baseline?: boolean;
+  /** "host" or "lab", and the kernel (uname -r) it ran on */
+  where?: string;
+  kernel?: string;
+  error?: string;
+  reloadFailures?: number;
+  intervalMs?: number;
+  hold?: StrategyReport["hold"];
+  details?: Record<string, number>;
+  throughput?: number;
+  elapsedMs?: number;
+  notes?: string[];
 }
 
 export interface BenchJson {
@@ -246,6 +305,16 @@ export function toBenchJson(reports: StrategyReport[], extra: Record<string, unk
       };
       if (row.addedMs) s.addedMs = row.addedMs;
       if (rep.baseline) s.baseline = true;
+      if (rep.where !== undefined) s.where = rep.where;
+      if (rep.kernel !== undefined) s.kernel = rep.kernel;
+      if (rep.error !== undefined) s.error = rep.error;
+      if (rep.reloadFailures !== undefined) s.reloadFailures = rep.reloadFailures;
+      if (rep.intervalMs !== undefined) s.intervalMs = rep.intervalMs;
+      if (rep.hold !== undefined) s.hold = rep.hold;
+      if (rep.details !== undefined) s.details = rep.details;
+      if (rep.throughput !== undefined) s.throughput = Math.round(rep.throughput);
+      if (rep.elapsedMs > 0) s.elapsedMs = Math.round(rep.elapsedMs);
+      if (rep.notes !== undefined && rep.notes.length > 0) s.notes = rep.notes;
       if (row.skipped !== undefined) s.skipped = row.skipped;
       else s.latencyHdr = encodeHistogram(rep.latency);
       return s;
@@ -256,7 +325,21 @@ export function toBenchJson(reports: StrategyReport[], extra: Record<string, unk
 /** Rebuild StrategyReports from a BenchJson (so plots can be regenerated from the raw data). */
 export function reportsFromBenchJson(doc: BenchJson): StrategyReport[] {
   return doc.strategies.map((s) => {
-    if (s.skipped !== undefined) return skippedReport(s.name, s.skipped);
+    const placed = (r: StrategyReport): StrategyReport => {
+      if (s.where !== undefined) r.where = s.where;
+      if (s.kernel !== undefined) r.kernel = s.kernel;
+      if (s.error !== undefined) r.error = s.error;
+      if (s.reloadFailures !== undefined) r.reloadFailures = s.reloadFailures;
+      if (s.intervalMs !== undefined) r.intervalMs = s.intervalMs;
+      if (s.hold !== undefined) r.hold = s.hold;
+      if (s.details !== undefined) r.details = s.details;
+      if (s.throughput !== undefined) r.throughput = s.throughput;
+      if (s.notes !== undefined) r.notes = s.notes;
+      if (s.elapsedMs !== undefined) r.elapsedMs = s.elapsedMs;
+      if (s.baseline) r.baseline = true;
+      return r;
+    };
+    if (s.skipped !== undefined) return placed(skippedReport(s.name, s.skipped));
     const r: StrategyReport = {
       name: s.name,
       requests: s.requests,
@@ -269,8 +352,7 @@ export function reportsFromBenchJson(doc: BenchJson): StrategyReport[] {
       holdMs: s.holdMs,
       elapsedMs: 0,
     };
-    if (s.baseline) r.baseline = true;
-    return r;
+    return placed(r);
   });
 }
 
@@ -341,15 +423,26 @@ export function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): string
     const plotTop = y0 + 24;
     const plotH = PH - 60;
     const base = plotTop + plotH;
-    out.push(`<g class="panel" data-strategy="${esc(rep.name)}">`);
+    out.push(`<g class="panel" data-strategy="${esc(rep.name)}"${rep.where ? ` data-where="${esc(rep.where)}"` : ""}>`);
+    const label = rep.label ?? rep.name;
     const title = rep.skipped
-      ? `${rep.name} — skipped`
-      : `${rep.name} — ${row.requests} requests, ${row.failed} failed (${fmtPct(row.failedPct)}), ${row.reloads} reloads` +
+      ? `${label} — skipped`
+      : `${label} — ${row.requests} requests, ${row.failed} failed (${fmtPct(row.failedPct)}), ${row.reloads} reloads` +
         (row.latencyMs.count > 0 ? `, p50 ${fmtMs(row.latencyMs.p50)} ms, p99 ${fmtMs(row.latencyMs.p99)} ms` : "");
     out.push(`<text x="${left}" y="${y0 + 16}" font-size="13" font-weight="bold">${esc(title)}</text>`);
     out.push(`<rect x="${left}" y="${plotTop}" width="${plotW}" height="${plotH}" fill="#fafafa" stroke="#999" stroke-width="0.5"/>`);
     if (rep.skipped) {
-      out.push(`<text x="${left + plotW / 2}" y="${plotTop + plotH / 2}" text-anchor="middle" font-size="12" fill="#a00">${esc(rep.skipped)}</text>`);
+      // Long reasons wrap over a few lines (SVG text does not wrap by itself).
+      const words = rep.skipped.split(" ");
+      const lines: string[] = [""];
+      for (const w of words) {
+        if ((lines[lines.length - 1]! + " " + w).length > 110 && lines[lines.length - 1]!.length > 0) lines.push(w);
+        else lines[lines.length - 1] = `${lines[lines.length - 1]} ${w}`.trim();
+      }
+      lines.slice(0, 6).forEach((l, k) => {
+        const y = plotTop + plotH / 2 - ((Math.min(lines.length, 6) - 1) * 14) / 2 + k * 14;
+        out.push(`<text x="${left + plotW / 2}" y="${y.toFixed(1)}" text-anchor="middle" font-size="11" fill="#a00">${esc(l)}</text>`);
+      });
     } else {
       // Re-bin the HDR buckets onto log-spaced bins.
       const bins = new Array<number>(nb).fill(0);
@@ -443,9 +536,9 @@ export interface WrittenReport {
 }
 
 /** Write table.txt, bench.json, latency.svg and latency.png into `dir`. */
-export function writeReport(dir: string, reports: StrategyReport[], o: { svg?: SvgOptions; jsonExtra?: Record<string, unknown> } = {}): WrittenReport {
+export function writeReport(dir: string, reports: StrategyReport[], o: { svg?: SvgOptions; jsonExtra?: Record<string, unknown>; table?: string } = {}): WrittenReport {
   mkdirSync(dir, { recursive: true });
-  const table = renderTable(summarize(reports));
+  const table = o.table ?? renderTable(summarize(reports));
   const json = toBenchJson(reports, o.jsonExtra);
   const files: WrittenReport["files"] = {
     table: join(dir, "table.txt"),

@@ -230,7 +230,7 @@ function register(r: Registered): void {
  * Make SIGINT/SIGTERM/SIGHUP exit the process through process.exit(), so the
  * exit hook above still kills every registered server by PID (a signal's
  * default action would end the process without running it). For entry points
- * (the CLI, devrun), not for libraries: it changes the process's signal handling.
+ * (the bench worker), not for libraries: it changes the process's signal handling.
  */
 export function installSignalCleanup(): void {
   for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {

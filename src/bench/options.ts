@@ -1,0 +1,156 @@
+// `synhold bench`'s command line, parsed and validated before anything runs,
+// and the three presets:
+//
+//   --quick   8 s of load per strategy: the whole bench in under 2 minutes (CI, the README demo)
+//   (none)    30 s per strategy
+//   --full    the seed's run: 1,000,000 requests per strategy, and the load goes
+//             on until at least 1,500 reloads were done (the seed: "over 1500 times")
+//
+// --requests N or --duration D replace the preset's bound. Every run is also
+// bounded in time (capMs) whatever it asks for.
+
+import { parseArgs } from "node:util";
+import { ConfigError, parseDuration } from "../protect/config.js";
+import { STRATEGY_NAMES, type StrategyName } from "./strategies/strategy.js";
+import { isStrategyName, sortStrategies } from "./strategies/index.js";
+
+export const DEFAULT_STRATEGIES: readonly StrategyName[] = ["none", "drop", "plug", "plug-spawn", "nfqueue", "haproxy-seamless", "migrate-req"];
+
+export interface BenchOptions {
+  /** requested strategies (the baseline is added per kernel by the bench) */
+  strategies: StrategyName[];
+  preset: "quick" | "default" | "full";
+  /** reload interval given with --interval (undefined: 100 ms, or the strategy's own) */
+  intervalMs?: number;
+  concurrency: number;
+  durationMs?: number;
+  requests?: number;
+  minReloads?: number;
+  /** hard bound on each strategy's load */
+  capMs: number;
+  requestTimeoutMs: number;
+  warmupRequests: number;
+  /** ab cross-check size (0: no cross-check) */
+  abRequests: number;
+  out: string;
+  json: boolean;
+  /** the command line, for the report's "reproduce with" */
+  argv: string[];
+}
+
+export const DEFAULT_INTERVAL_MS = 100;
+export const QUICK_DURATION_MS = 8_000;
+export const DEFAULT_DURATION_MS = 30_000;
+export const FULL_REQUESTS = 1_000_000;
+export const FULL_MIN_RELOADS = 1_500;
+/** a strategy bounded by a request count still stops after this long */
+export const REQUESTS_CAP_MS = 60 * 60_000;
+
+export const BENCH_USAGE = `usage: synhold bench [--strategies LIST] [--quick | --full] [--requests N | --duration D]
+                     [--min-reloads N] [--interval D] [--concurrency C] [--out DIR] [--json]
+
+The seed's experiment on this machine: nginx ("pong") behind HAProxy on port 16000, a new TCP
+connection per request at concurrency C, HAProxy reloaded every --interval, once per strategy,
+each strategy in a network namespace of its own (synhold-bench-*), plus a no-reload baseline.
+Strategies that need sch_plug run in the kernel lab (User-Mode Linux) when this kernel lacks it,
+together with a baseline and 'none' there: numbers compare within one kernel only.
+
+  --strategies LIST  comma-separated, default all: ${DEFAULT_STRATEGIES.join(",")}
+                     (${STRATEGY_NAMES.filter((s) => !DEFAULT_STRATEGIES.includes(s)).join(", ")} always runs)
+  --quick            ${QUICK_DURATION_MS / 1000} s of load per strategy (the whole bench in under 2 minutes)
+  --full             the seed's run: ${FULL_REQUESTS.toLocaleString("en")} requests per strategy and at least ${FULL_MIN_RELOADS} reloads
+  --requests N       stop each strategy's load after N requests (default: --duration ${DEFAULT_DURATION_MS / 1000}s)
+  --duration D       ...or after D (30s, 2m)
+  --min-reloads N    with --requests: keep the load going until N reloads were done too
+  --interval D       reload interval, start to start (default ${DEFAULT_INTERVAL_MS}ms; drop: 1s, the seed's)
+  --concurrency C    simultaneous requests (default 50, the seed's ab -c)
+  --out DIR          where table.txt, bench.json, latency.svg and latency.png go (default ./bench-out)
+  --json             print the JSON document on stdout instead of the table
+
+Needs root (network namespaces). Exit status: 0 every strategy ran or was skipped with a reason,
+1 a strategy failed to run, 2 bad usage.`;
+
+export class BenchUsageError extends ConfigError {}
+
+function positiveInt(name: string, s: string, min = 1): number {
+  if (!/^\d+$/.test(s.replace(/_/g, "")) || Number(s.replace(/_/g, "")) < min) throw new BenchUsageError(`${name} "${s}" is not an integer >= ${min}`);
+  return Number(s.replace(/_/g, ""));
+}
+
+function duration(name: string, s: string): number {
+  try {
+    return parseDuration(s);
+  } catch (e) {
+    throw new BenchUsageError(`${name}: ${(e as Error).message}`);
+  }
+}
+
+export function parseStrategies(list: string): StrategyName[] {
+  const names = list.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  if (names.length === 0) throw new BenchUsageError("--strategies is empty");
+  if (names.length === 1 && names[0] === "all") return [...DEFAULT_STRATEGIES];
+  const bad = names.filter((n) => !isStrategyName(n));
+  if (bad.length > 0) throw new BenchUsageError(`unknown strategy ${bad.map((b) => JSON.stringify(b)).join(", ")} (have: ${STRATEGY_NAMES.join(", ")})`);
+  return sortStrategies(names as StrategyName[]);
+}
+
+/** Parse `synhold bench` arguments (after the command name). Throws BenchUsageError. */
+export function parseBenchArgs(args: string[], globals: { json?: boolean } = {}): BenchOptions | "help" {
+  let v;
+  try {
+    v = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        strategies: { type: "string" },
+        requests: { type: "string" },
+        duration: { type: "string" },
+        "min-reloads": { type: "string" },
+        interval: { type: "string" },
+        concurrency: { type: "string" },
+        out: { type: "string" },
+        json: { type: "boolean" },
+        quick: { type: "boolean" },
+        full: { type: "boolean" },
+        netns: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (e) {
+    throw new BenchUsageError((e as Error).message.replace(/\. To specify a positional.*$/, ""));
+  }
+  if (v.help) return "help";
+  if (v.netns !== undefined) throw new BenchUsageError("bench creates its own network namespaces; --netns does not apply");
+  if (v.quick && v.full) throw new BenchUsageError("--quick and --full exclude each other");
+  if (v.requests !== undefined && v.duration !== undefined) throw new BenchUsageError("give --requests or --duration, not both");
+  const preset = v.quick ? "quick" : v.full ? "full" : "default";
+  const o: BenchOptions = {
+    strategies: parseStrategies(v.strategies ?? "all"),
+    preset,
+    concurrency: v.concurrency !== undefined ? positiveInt("--concurrency", v.concurrency) : 50,
+    capMs: REQUESTS_CAP_MS,
+    requestTimeoutMs: 5000,
+    warmupRequests: 200,
+    abRequests: preset === "quick" ? 10_000 : preset === "full" ? 200_000 : 50_000,
+    out: v.out ?? "bench-out",
+    json: Boolean(v.json || globals.json),
+    argv: ["synhold", "bench", ...args],
+  };
+  if (v.interval !== undefined) o.intervalMs = duration("--interval", v.interval);
+  if (o.concurrency > 2000) throw new BenchUsageError(`--concurrency ${o.concurrency} is more than this bench's servers are set up for (2000)`);
+
+  if (v.requests !== undefined) o.requests = positiveInt("--requests", v.requests);
+  else if (v.duration !== undefined) o.durationMs = duration("--duration", v.duration);
+  else if (preset === "full") o.requests = FULL_REQUESTS;
+  else o.durationMs = preset === "quick" ? QUICK_DURATION_MS : DEFAULT_DURATION_MS;
+
+  if (v["min-reloads"] !== undefined) {
+    if (o.requests === undefined) throw new BenchUsageError("--min-reloads goes with --requests or --full (a --duration run stops on time)");
+    o.minReloads = positiveInt("--min-reloads", v["min-reloads"], 0);
+  } else if (preset === "full" && v.requests === undefined) o.minReloads = FULL_MIN_RELOADS;
+
+  if (o.durationMs !== undefined) o.capMs = o.durationMs;
+  if (o.requests !== undefined) o.abRequests = Math.min(o.abRequests, Math.max(1000, o.requests));
+  return o;
+}

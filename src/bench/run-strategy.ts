@@ -1,0 +1,196 @@
+// One strategy's run, inside the network namespace the bench made for it: the
+// seed's experiment, step by step.
+//
+//   1. nginx-light answering "pong" on 127.0.0.1:8001, HAProxy 2.6 on
+//      127.0.0.1:16000 in front of it (the seed's ports: the namespace is ours)
+//   2. the strategy's set-up (synhold setup, the seed's tc topology, a sysctl)
+//   3. a short warm-up, not counted (it must not fail: the set-up broke nothing)
+//   4. the load generator and the reload loop together; the load decides when
+//      the run ends, then the loop is stopped
+//   5. hold durations, the ab cross-check if asked, then everything undone, by
+//      PID, in reverse order, whatever failed before
+//
+// Bounded: the load has a hard cap (plan.capMs), the loop stops with the load
+// and has its own deadline, every command has a timeout.
+
+import { readFileSync } from "node:fs";
+import { cpus, release } from "node:os";
+import { fileURLToPath } from "node:url";
+import { performance } from "node:perf_hooks";
+import { startNginx, startHaproxy, CleanupStack, HAPROXY_BIN, type HaproxyServer } from "./servers.js";
+import { runLoad, loadResultToJson, type LoadResult } from "./loadgen.js";
+import { runReloadLoop, type ReloadLoopResult } from "./reloader.js";
+import { inNetns } from "./netns.js";
+import { exec } from "./exec.js";
+import { runAb } from "./ab.js";
+import { strategyFor, StrategyUnavailable } from "./strategies/index.js";
+import type { PreparedStrategy } from "./strategies/strategy.js";
+import { emitProgress, type ReloadSummary, type WorkerResult, type WorkerSpec } from "./protocol.js";
+
+export const BACKEND_PORT = 8001;
+export const FRONTEND_PORT = 16000;
+const HOST = "127.0.0.1";
+
+/** argv prefix running this checkout's synhold CLI. */
+export function synholdArgv(): string[] {
+  return [process.execPath, fileURLToPath(new URL("../cli/main.js", import.meta.url))];
+}
+
+async function haproxyVersion(): Promise<string | undefined> {
+  const r = await exec([HAPROXY_BIN, "-v"], { timeoutMs: 10_000 });
+  return /HAProxy version (\S+)/.exec(r.stdout)?.[1];
+}
+
+function reloadSummary(loop: ReloadLoopResult, nominalIntervalMs: number): ReloadSummary {
+  return {
+    count: loop.count,
+    failed: loop.failed,
+    ratePerSec: loop.ratePerSec,
+    elapsedMs: loop.elapsedMs,
+    nominalIntervalMs,
+    intervalMs: loop.intervalMs,
+    durationMs: loop.durationMs,
+    overruns: loop.overruns,
+    stoppedBy: loop.stoppedBy,
+    failures: loop.reloads
+      .filter((r) => !r.ok)
+      .slice(0, 5)
+      .map((r) => `reload #${r.index}: ${r.hookError ?? r.error ?? `exit ${r.exitCode}`} ${(r.output ?? "").split("\n").slice(-2).join(" | ")}`.trim()),
+  };
+}
+
+export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
+  const t0 = performance.now();
+  const strategy = strategyFor(spec.strategy);
+  const base = { strategy: spec.strategy, where: spec.where, kernel: release(), cpus: cpus().length, netns: spec.netns };
+  const ev = { where: spec.where, strategy: spec.strategy };
+  const notes: string[] = [];
+  const result = (extra: Partial<WorkerResult>): WorkerResult => ({ ...base, notes, elapsedMs: performance.now() - t0, ...extra });
+
+  // The bench binds the seed's fixed ports and rewrites lo's qdiscs: only ever
+  // in a namespace of its own.
+  if (!inNetns(spec.netns)) {
+    return result({ error: `refusing to run outside the namespace the bench created for it (${spec.netns}): the bench binds fixed ports and rewrites lo's qdiscs` });
+  }
+  emitProgress(spec.progressFile, { t: "start", ...ev, kernel: base.kernel, plan: spec.load, intervalMs: spec.intervalMs, reloads: strategy.reloads });
+  // This process is the strategy's own: its environment is what the reload
+  // commands (synhold protect ...) inherit too.
+  if (spec.runDir) process.env.SYNHOLD_RUN_DIR = spec.runDir;
+  const env: NodeJS.ProcessEnv = { ...process.env };
+
+  const cl = new CleanupStack();
+  let out: WorkerResult;
+  try {
+    const hv = await haproxyVersion();
+    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "servers" });
+    const nginx = await startNginx({ host: HOST, port: BACKEND_PORT, workers: 1 });
+    cl.add(() => nginx.stop());
+    const hap: HaproxyServer = await startHaproxy({ host: HOST, port: FRONTEND_PORT, backendHost: HOST, backendPort: BACKEND_PORT, mode: strategy.haproxyMode });
+    cl.add(() => hap.stop());
+
+    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "set-up" });
+    let prepared: PreparedStrategy;
+    try {
+      prepared = await strategy.prepare({ haproxy: hap, port: FRONTEND_PORT, synhold: synholdArgv(), env, log: (l) => notes.push(l) });
+    } catch (e) {
+      if (e instanceof StrategyUnavailable) return (out = result({ skipped: e.message, ...(hv ? { haproxyVersion: hv } : {}) }));
+      throw e;
+    }
+    cl.add(() => prepared.cleanup());
+    notes.push(...prepared.notes);
+
+    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "warm-up" });
+    const warm = await runLoad({ host: HOST, port: FRONTEND_PORT, concurrency: Math.min(10, spec.load.concurrency), requests: spec.load.warmupRequests, requestTimeoutMs: spec.load.requestTimeoutMs, deadlineMs: 60_000 });
+    if (warm.failed > 0) {
+      throw new Error(`warm-up (no reloads) failed ${warm.failed} of ${warm.requests} requests: ${JSON.stringify(warm.details)}; the set-up broke the path`);
+    }
+
+    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "load" });
+    const plan = spec.load;
+    const stopLoad = new AbortController();
+    const stopLoop = new AbortController();
+    let reloadsDone = 0;
+    const loopPromise: Promise<ReloadLoopResult> | undefined = strategy.reloads
+      ? runReloadLoop({
+          target: hap,
+          intervalMs: spec.intervalMs,
+          count: Math.ceil(plan.capMs / Math.max(1, spec.intervalMs)) + 1,
+          deadlineMs: plan.capMs,
+          signal: stopLoop.signal,
+          ...(prepared.wrap ? { wrap: prepared.wrap } : {}),
+          onReload: () => reloadsDone++,
+        })
+      : undefined;
+    // The seed's full run wants N requests AND at least M reloads: with
+    // minReloads the load runs on (bounded by capMs) until both are reached.
+    const needReloads = strategy.reloads && plan.minReloads !== undefined && plan.requests !== undefined;
+    let load: LoadResult;
+    try {
+      load = await runLoad({
+        host: HOST,
+        port: FRONTEND_PORT,
+        concurrency: plan.concurrency,
+        durationMs: plan.durationMs ?? plan.capMs,
+        ...(plan.requests !== undefined && !needReloads ? { requests: plan.requests } : {}),
+        deadlineMs: Math.min(plan.durationMs ?? plan.capMs, plan.capMs) + plan.requestTimeoutMs + 5000,
+        requestTimeoutMs: plan.requestTimeoutMs,
+        signal: stopLoad.signal,
+        progressIntervalMs: 500,
+        onProgress: (p) => {
+          emitProgress(spec.progressFile, { t: "load", ...ev, elapsedMs: p.elapsedMs, requests: p.requests, failed: p.failed, reloads: reloadsDone });
+          if (needReloads && p.requests >= plan.requests! && reloadsDone >= plan.minReloads!) stopLoad.abort();
+        },
+      });
+    } finally {
+      stopLoop.abort();
+    }
+    const loop = loopPromise ? await loopPromise : undefined;
+    const loadJson = loadResultToJson(load);
+    if (load.stoppedBy === "deadline" || (load.stoppedBy === "duration" && plan.durationMs === undefined)) {
+      notes.push(`the load hit its time cap (${Math.round(plan.capMs / 1000)} s) before its request target`);
+    }
+
+    let hold;
+    if (prepared.holds && loop) {
+      const reloadLog = readFileSync(hap.logPath, "utf8");
+      hold = prepared.holds({ loop, reloadLog });
+    }
+    let ab;
+    if (spec.abRequests) {
+      emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "ab cross-check" });
+      ab = await runAb(HOST, FRONTEND_PORT, spec.abRequests, plan.concurrency, 10 * 60_000);
+    }
+    if (loop && loop.count > 0 && loop.failed === loop.count) {
+      throw new Error(`every reload failed (${loop.count}): ${reloadSummary(loop, spec.intervalMs).failures[0] ?? "?"}`);
+    }
+    out = result({
+      load: loadJson,
+      ...(loop ? { reloads: reloadSummary(loop, spec.intervalMs) } : {}),
+      ...(hold ? { hold } : {}),
+      ...(ab ? { ab } : {}),
+      ...(hv ? { haproxyVersion: hv } : {}),
+    });
+  } catch (e) {
+    out = result({ error: e instanceof Error ? e.message : String(e) });
+  } finally {
+    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "clean-up" });
+    const errs = await cl.run();
+    if (errs.length > 0) {
+      const msg = `clean-up: ${errs.map((e) => e.message).join("; ")}`;
+      // out is always set here unless a cleanup threw past everything
+      out ??= result({ error: msg });
+      if (out.error) out.error += `; ${msg}`;
+      else out.error = msg;
+    }
+  }
+  out.elapsedMs = performance.now() - t0;
+  emitProgress(spec.progressFile, {
+    t: "done",
+    ...ev,
+    ...(out.skipped ? { skipped: out.skipped } : {}),
+    ...(out.error ? { error: out.error } : {}),
+    ...(out.load ? { requests: out.load.requests, failed: out.load.failed } : {}),
+    ...(out.reloads ? { reloads: out.reloads.count } : {}),
+  });
+  return out;
+}

@@ -1,0 +1,85 @@
+// What a reload strategy is, for the bench: how HAProxy is started (plain -sf
+// or with fd hand-over), what has to be set up in the namespace first, how
+// each reload is run (a rewritten argv, or hooks around it), how long new
+// connections were held, and how to undo the set-up.
+//
+// A strategy never starts servers or load itself (run-strategy.ts does, the
+// same way for all of them), so the only differences between two rows of the
+// bench's table are the ones written in these small modules.
+//
+// Every strategy runs inside a network namespace the bench created, so its
+// commands (tc, sysctl, synhold) act on that namespace without --netns.
+
+import type { HaproxyMode, HaproxyServer } from "../servers.js";
+import type { ReloadLoopResult, ReloadWrap, Stats } from "../reloader.js";
+
+export const STRATEGY_NAMES = ["baseline", "none", "drop", "plug", "plug-spawn", "nfqueue", "haproxy-seamless", "migrate-req"] as const;
+export type StrategyName = (typeof STRATEGY_NAMES)[number];
+
+/** Kernel features a strategy cannot do without; the bench runs it in the kernel lab when this kernel lacks one. */
+export type KernelFeature = "sch_plug" | "sch_prio";
+
+export interface StrategyContext {
+  haproxy: HaproxyServer;
+  /** the protected frontend port (16000, the seed's) */
+  port: number;
+  /** argv prefix that runs the synhold CLI: [node, .../cli/main.js] */
+  synhold: string[];
+  /** environment for every command the strategy runs (SYNHOLD_RUN_DIR on the host) */
+  env: NodeJS.ProcessEnv;
+  log(line: string): void;
+}
+
+/** How long new connections were held, per reload, and by what measure. */
+export interface HoldSummary {
+  ms: Stats;
+  /** where the numbers come from, for the report's footnotes */
+  source: string;
+  /** SYNs released / dropped, totals over the run (when the tool reports them) */
+  released?: number;
+  dropped?: number;
+  /** why each hold ended, counted */
+  reasons?: Record<string, number>;
+}
+
+export interface RunRecord {
+  loop: ReloadLoopResult;
+  /** everything the reload commands printed (HAProxy's and wrappers' stdout + stderr) */
+  reloadLog: string;
+}
+
+export interface PreparedStrategy {
+  /** how each reload runs (undefined: the plain reload command) */
+  wrap?: ReloadWrap;
+  /** hold durations, for strategies that hold */
+  holds?(run: RunRecord): HoldSummary;
+  /** undo the set-up (the namespace is deleted afterwards anyway) */
+  cleanup(): Promise<void>;
+  /** facts the report should show (e.g. which backend synhold chose) */
+  notes: string[];
+}
+
+export interface Strategy {
+  readonly name: StrategyName;
+  /** one line for --help and the docs */
+  readonly summary: string;
+  readonly haproxyMode: HaproxyMode;
+  /** false only for the no-reload baseline */
+  readonly reloads: boolean;
+  readonly kernelNeeds: readonly KernelFeature[];
+  /** its own reload interval when --interval is not given (drop: the seed's 1 s) */
+  readonly defaultIntervalMs?: number;
+  /** throws StrategyUnavailable when it cannot run here (the reason is reported) */
+  prepare(ctx: StrategyContext): Promise<PreparedStrategy>;
+}
+
+/** This strategy cannot run on this kernel / machine; `message` says why. */
+export class StrategyUnavailable extends Error {
+  readonly code = "ERR_STRATEGY_UNAVAILABLE";
+  constructor(message: string) {
+    super(message);
+    this.name = "StrategyUnavailable";
+  }
+}
+
+export const noCleanup = async (): Promise<void> => undefined;

@@ -1,0 +1,104 @@
+// The strategies that are synhold itself: `synhold setup --port 16000
+// --backend B` once, then every reload runs as `synhold protect -- haproxy
+// ... -sf OLDPIDS`, exactly as the README tells a user to. The hold each
+// protect made is read from the summary line it prints on stderr:
+//
+//   synhold: held 12.3 ms (4 SYNs released, 0 dropped; new listener up, old gone); command exited 0
+//
+// (the reload's output goes to HAProxy's log file, so the lines are read from
+// there after the run; the bench never parses synhold's state files).
+
+import { stats } from "../reloader.js";
+import { describeFailure, exec } from "../exec.js";
+import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from "./strategy.js";
+
+export const HELD_LINE = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;
+
+export interface ParsedHold {
+  ms: number;
+  released: number;
+  dropped: number;
+  reason: string;
+}
+
+/** Every `synhold: held ...` summary line in a log. */
+export function parseHoldLines(log: string): ParsedHold[] {
+  const out: ParsedHold[] = [];
+  for (const line of log.split("\n")) {
+    const m = HELD_LINE.exec(line.trim());
+    if (m) out.push({ ms: Number(m[1]), released: Number(m[2]), dropped: Number(m[3]), reason: m[4]! });
+  }
+  return out;
+}
+
+/** A hold's release reason without what differs from one reload to the next
+ * (socket ids), so that reasons can be counted. */
+export function reasonKind(reason: string): string {
+  return reason.replace(/ sk:[0-9a-f]+/g, "").trim();
+}
+
+export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
+  const reasons: Record<string, number> = {};
+  for (const h of holds) reasons[reasonKind(h.reason)] = (reasons[reasonKind(h.reason)] ?? 0) + 1;
+  return {
+    ms: stats(holds.map((h) => h.ms)),
+    source,
+    released: holds.reduce((a, h) => a + h.released, 0),
+    dropped: holds.reduce((a, h) => a + h.dropped, 0),
+    reasons,
+  };
+}
+
+type Backend = "plug" | "nfqueue" | "drop";
+
+function synholdStrategy(name: StrategyName & Backend, summary: string, extra: { kernelNeeds?: ["sch_plug"]; defaultIntervalMs?: number } = {}): Strategy {
+  return {
+    name,
+    summary,
+    haproxyMode: "sf",
+    reloads: true,
+    kernelNeeds: extra.kernelNeeds ?? [],
+    ...(extra.defaultIntervalMs !== undefined ? { defaultIntervalMs: extra.defaultIntervalMs } : {}),
+    prepare: async (ctx) => {
+      const argv = [...ctx.synhold, "--json", "setup", "--port", String(ctx.port), "--backend", name];
+      const r = await exec(argv, { env: ctx.env, timeoutMs: 30_000 });
+      const shown = `synhold setup --port ${ctx.port} --backend ${name}`;
+      if (r.code !== 0) {
+        throw new StrategyUnavailable(`\`${shown}\` failed (exit ${r.code ?? r.signal ?? r.error}): ${r.stderr.trim().split("\n").slice(-2).join(" | ") || describeFailure(r)}`);
+      }
+      let chosen = "?";
+      let reason = "";
+      try {
+        const j = JSON.parse(r.stdout) as { backend?: string; backendReason?: string };
+        chosen = j.backend ?? "?";
+        reason = j.backendReason ?? "";
+      } catch {
+        /* checked below */
+      }
+      if (chosen !== name) {
+        await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
+        throw new StrategyUnavailable(`\`${shown}\` set up backend ${chosen}, not ${name}: ${r.stdout.trim().slice(0, 300)}`);
+      }
+      ctx.log(`synhold set up: backend ${chosen} (${reason})`);
+      return {
+        wrap: { argv: (reload) => [...ctx.synhold, "protect", "--", ...reload] },
+        holds: (run) => holdSummary(parseHoldLines(run.reloadLog), "synhold protect's summary line (hold start to release)"),
+        cleanup: async () => {
+          const t = await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
+          if (t.code !== 0) throw new Error(describeFailure(t));
+        },
+        notes: [`${shown}; reload: synhold protect -- haproxy ... -sf OLDPIDS`],
+      };
+    },
+  };
+}
+
+export const plug = synholdStrategy("plug", "synhold's plug backend (sch_plug on lo, in-process netlink): `synhold protect -- haproxy -sf`", {
+  kernelNeeds: ["sch_plug"],
+});
+export const nfqueue = synholdStrategy("nfqueue", "synhold's NFQUEUE backend (kernels without sch_plug): `synhold protect -- haproxy -sf`");
+// The seed could only reload every second with dropped SYNs ("exponentially
+// backing off connections" otherwise); that is its default interval here too.
+export const drop = synholdStrategy("drop", "synhold's drop backend (drop SYNs during the reload; clients retransmit after 1 s)", {
+  defaultIntervalMs: 1000,
+});
