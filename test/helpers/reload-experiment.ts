@@ -27,6 +27,8 @@ export interface ExperimentOptions {
   loops?: number;
   /** A bound on everything, ms. */
   deadlineMs?: number;
+  /** With reloads 0: how long the no-reload baseline load runs, ms. */
+  durationMs?: number;
 }
 
 export interface ExperimentResult {
@@ -41,6 +43,8 @@ export interface ExperimentResult {
   reloadMs: { p50: number; max: number };
   /** From protect's summary lines: each hold's duration, and why it ended. */
   holds: { ms: number; reason: string; released: number; dropped: number }[];
+  /** Wall time of each reload command as run (wrapped in protect when protecting), ms. */
+  reloadDurationsMs: number[];
   synholdStatus?: unknown;
 }
 
@@ -69,7 +73,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       requestTimeoutMs: 10_000,
       signal: abort.signal,
     });
-    const loops = o.loops ?? 1;
+    if (o.reloads === 0) await new Promise((r) => setTimeout(r, o.durationMs ?? 10_000));
+    const loops = o.reloads === 0 ? 0 : (o.loops ?? 1);
     const wrap = o.protect ? (argv: string[]) => [process.execPath, CLI, 'protect', ...(o.protectArgs ?? []), '--', ...argv] : undefined;
     const results = await Promise.all(
       Array.from({ length: loops }, () =>
@@ -96,6 +101,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       reloadRatePerSec: results.reduce((a, r) => a + r.ratePerSec, 0),
       reloadMs: { p50: durations[Math.floor(durations.length / 2)] ?? 0, max: durations.at(-1) ?? 0 },
       holds,
+      reloadDurationsMs: all.map((r) => Math.round(r.durationMs * 10) / 10),
     };
     if (o.protect) out.synholdStatus = JSON.parse(synhold(['--json', 'status']).stdout);
     return out;
