@@ -36,7 +36,7 @@ commands:
   bench [--strategies LIST] [--quick|--full] ...  the seed's experiment, every reload strategy (bench --help)
 
 global options:
-  --netns NAME    act inside network namespace NAME (as ip -n NAME)
+  --netns NAME    act inside network namespace NAME (as ip -n NAME); protect runs CMD there too
   --json          machine-readable output on stdout
   -h, --help      this text;  --version
 

@@ -20,6 +20,7 @@ import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { backendFor } from '../backends/index.js';
 import { SynholdError } from '../netlink/errors.js';
+import { netnsPath } from '../netlink/socket.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { ListenerWatcher, reloadSettled, type Listener } from '../sockdiag/inet_diag.js';
 import { startHolder, type HolderHandle } from './holder.js';
@@ -149,7 +150,11 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     // Run CMD. No shell: argv as given.
     let commandExit: { code: number | null; signal: NodeJS.Signals | null; error?: NodeJS.ErrnoException } | undefined;
     let commandExitAt: bigint | undefined;
-    child = spawn(opts.command[0]!, opts.command.slice(1), { stdio: 'inherit' });
+    // With --netns, CMD runs inside that namespace too (a reload must bind
+    // there). nsenter execs CMD in place, so its exit status, 126/127 for a
+    // command that cannot run, and death by signal all pass through unchanged.
+    const argv = opts.netns ? ['nsenter', `--net=${netnsPath(opts.netns)}`, '--', ...opts.command] : opts.command;
+    child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
     const commandDone = new Promise<void>((resolve) => {
       child!.once('error', (error: NodeJS.ErrnoException) => {
         commandExit = { code: null, signal: null, error };
@@ -214,7 +219,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
         // protect, and waiting would only delay its clients.
         const listening = new Set(now.map((l) => l.port));
         if (servedBefore.every((p) => listening.has(p)) && readyOk) {
-          reason = 'command exited';
+          reason = settled.settled ? `${settled.reason}, after the command exited` : 'command exited';
           break;
         }
       }

@@ -5,17 +5,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { startClient, startEchoServer, type Peer } from '../helpers/tcp.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
+import { stateDir } from '../../src/protect/state.js';
 
 interface TcQdisc { kind: string; qlen?: number }
 interface Status { setUp: boolean; held: boolean; stats: { holds: number; watchdogReleases: number; lastHold?: { reason: string; durationMs: number; released: number } } }
 
 const plugQlen = (ns: TestNetns) => (ns.tcJson(['-s', 'qdisc', 'show', 'dev', 'lo']) as TcQdisc[]).find((q) => q.kind === 'plug')?.qlen ?? 0;
+
+/** Whether a hold is on, read from synhold's own record (fast: no process to spawn, so short holds are not missed). */
+function holding(ns: TestNetns): boolean {
+  return existsSync(join(stateDir(ns.name), 'hold.json'));
+}
 
 function status(ns: TestNetns): Status {
   return JSON.parse(synhold(['--netns', ns.name, '--json', 'status']).stdout) as Status;
@@ -81,7 +88,7 @@ test('protect: exit codes 127 (not found), 126 (cannot run), 128+N (signal)', as
 test('protect: a connection made during the hold waits for it and completes without RST', async () => {
   await withProtected(async (ns) => {
     const p = synholdAsync(['--netns', ns.name, 'protect', '--', 'sleep', '1.5']);
-    await until('the hold', () => status(ns).held);
+    await until('the hold', () => holding(ns));
     const c = startClient(ns.name, '127.0.0.1', 16000);
     await until('the SYN in the plug', () => plugQlen(ns) >= 1);
     const r = await p.done;
@@ -95,7 +102,7 @@ test('protect: a connection made during the hold waits for it and completes with
 test('watchdog: kill -9 of protect during a hold releases within 50 ms', async () => {
   await withProtected(async (ns) => {
     const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '30s', '--', 'sleep', '20']);
-    await until('the hold', () => status(ns).held);
+    await until('the hold', () => holding(ns));
     const c = startClient(ns.name, '127.0.0.1', 16000);
     await until('the SYN in the plug', () => plugQlen(ns) >= 1);
     const killedAt = Date.now();
@@ -114,7 +121,7 @@ test('watchdog: kill -9 of protect during a hold releases within 50 ms', async (
 test('--max-hold bounds a hold even when the command runs on', async () => {
   await withProtected(async (ns) => {
     const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '500ms', '--', 'sleep', '3']);
-    await until('the hold', () => status(ns).held);
+    await until('the hold', () => holding(ns));
     const c = startClient(ns.name, '127.0.0.1', 16000);
     const res = await c.result;
     assert.equal(res.error, null);
@@ -128,7 +135,7 @@ test('--max-hold bounds a hold even when the command runs on', async () => {
 test('concurrent protects are serialised: the second holds only after the first released', async () => {
   await withProtected(async (ns) => {
     const a = synholdAsync(['--netns', ns.name, '--json', 'protect', '--', 'sleep', '1']);
-    await until('the first hold', () => status(ns).held);
+    await until('the first hold', () => holding(ns));
     const b = synholdAsync(['--netns', ns.name, '--json', 'protect', '--', 'sleep', '1']);
     const [ra, rb] = await Promise.all([a.done, b.done]);
     assert.equal(ra.status, 0, ra.stderr);
@@ -178,5 +185,53 @@ test('setup is idempotent, updates on other ports, and teardown restores tc stat
     assert.match(f, /match 000020fb\/0000ffff at 20/, 'port 8443 (0x20fb) is matched');
     assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);
     assert.equal(JSON.stringify(ns.tcJson(['qdisc', 'show'])), before);
+  });
+});
+
+test('full restart (stop, then start): protect keeps holding until the new listener is up, no client refused', async () => {
+  await withNetns(async (ns) => {
+    const old = await startEchoServer(ns.name, '127.0.0.1', 16000);
+    try {
+      assert.equal(synhold(['--netns', ns.name, 'setup', '--port', '16000']).status, 0);
+      // The "restart": stop the old server, start a new one 500 ms later in the
+      // background, and exit at once - while nothing listens on the port.
+      const server = "require('net').createServer((s)=>s.pipe(s)).listen(16000,'127.0.0.1');setTimeout(()=>process.exit(0),30000)";
+      const restart = `kill -9 ${old.child.pid}; (sleep 0.5; exec ${process.execPath} -e "${server}") >/dev/null 2>&1 & exit 0`;
+      const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '10s', '--', 'sh', '-c', restart]);
+      await until('the hold', () => holding(ns));
+      const c = startClient(ns.name, '127.0.0.1', 16000);
+      const r = await p.done;
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /replaced 1 old listener/, 'released by the socket rule when the new listener came up');
+      const res = await c.result;
+      assert.equal(res.error, null, 'not refused: the SYN waited for the new listener');
+      const held = /held ([\d.]+) ms/.exec(r.stderr);
+      assert.ok(Number(held?.[1]) >= 400, `held ${held?.[1]} ms: less than the restart's gap`);
+    } finally {
+      old.kill();
+      spawnSync('sh', ['-c', `ip netns pids ${ns.name} | xargs -r kill -9`]);
+      synhold(['--netns', ns.name, 'teardown']);
+    }
+  });
+});
+
+test('kill -9 of the holder under plug: protect releases the plug itself', async () => {
+  await withProtected(async (ns) => {
+    const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '20s', '--', 'sleep', '2']);
+    let holder = 0;
+    await until('the hold', () => {
+      holder = (JSON.parse(synhold(['--netns', ns.name, '--json', 'status']).stdout) as { hold?: { holderPid: number } }).hold?.holderPid ?? 0;
+      return holder > 0;
+    });
+    const c = startClient(ns.name, '127.0.0.1', 16000);
+    await until('the SYN in the plug', () => plugQlen(ns) >= 1);
+    const killedAt = Date.now();
+    process.kill(holder, 'SIGKILL');
+    const res = await c.result;
+    assert.equal(res.error, null);
+    assert.ok(res.connectedAt! - killedAt < 500, `released ${res.connectedAt! - killedAt} ms after the holder died`);
+    const r = await p.done;
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /holder died; released by protect/);
   });
 });
