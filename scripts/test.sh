@@ -14,8 +14,13 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
-# Namespaces and processes a killed earlier run may have left (tests name theirs synhold-*).
-for ns in $(ip netns list 2>/dev/null | awk '/^synhold-/ {print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
+# Namespaces a killed earlier run may have left: test helpers name theirs
+# synhold-<kind>-<pid>-<random>; only those whose creating process is gone are
+# removed, so a concurrent run (or a running benchmark) is never disturbed.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^synhold-[a-z]+-[0-9]+-[0-9a-f]+$' || true); do
+  pid=$(echo "$ns" | awk -F- '{print $3}')
+  kill -0 "$pid" 2>/dev/null || ip netns delete "$ns" 2>/dev/null || true
+done
 
 dirs=()
 for d in codec kernel cli reload bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
