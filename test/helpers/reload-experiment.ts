@@ -8,7 +8,9 @@
  *
  *   node reload-experiment.js '{"protect":true,"reloads":200,"intervalMs":100,"concurrency":20}'
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, type NginxServer } from '../../src/bench/servers.js';
 import { runLoad } from '../../src/bench/loadgen.js';
 import { runReloadLoop } from '../../src/bench/reloader.js';
@@ -46,6 +48,22 @@ export interface ExperimentResult {
   /** Wall time of each reload command as run (wrapped in protect when protecting), ms. */
   reloadDurationsMs: number[];
   synholdStatus?: unknown;
+}
+
+/** Runs the experiment in its own process inside a test namespace (where HAProxy and nginx must live). */
+export function runExperimentIn(netns: string, o: ExperimentOptions, timeoutMs = 25 * 60_000): ExperimentResult {
+  const r = spawnSync('ip', ['netns', 'exec', netns, process.execPath, fileURLToPath(import.meta.url), JSON.stringify(o)], { encoding: 'utf8', timeout: timeoutMs });
+  if (r.status !== 0) throw new Error(`experiment failed (${r.status ?? r.signal}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as ExperimentResult;
+}
+
+/** One line for a test's diagnostics. */
+export function describeResult(r: ExperimentResult): string {
+  const holds = r.holds.map((h) => h.ms).sort((a, b) => a - b);
+  const bySockets = r.holds.filter((h) => h.reason.startsWith('port ')).length;
+  return `${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)}, ${r.reloads} reloads at ${r.reloadRatePerSec.toFixed(2)}/s ` +
+    `(reload p50 ${r.reloadMs.p50.toFixed(0)} ms), latency p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms` +
+    (holds.length ? `, hold p50 ${holds[holds.length >> 1]} max ${holds.at(-1)} ms, ${bySockets}/${holds.length} released by the socket rule` : '');
 }
 
 const HELD = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;

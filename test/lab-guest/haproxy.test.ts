@@ -10,38 +10,20 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { withNetns, type TestNetns } from '../helpers/netns.js';
-import type { ExperimentOptions, ExperimentResult } from '../helpers/reload-experiment.js';
+import { withNetns } from '../helpers/netns.js';
+import { describeResult, runExperimentIn } from '../helpers/reload-experiment.js';
 
-const EXPERIMENT = join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'reload-experiment.js');
-
-function experiment(ns: TestNetns, o: ExperimentOptions): ExperimentResult {
-  const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, EXPERIMENT, JSON.stringify(o)], { encoding: 'utf8', timeout: 25 * 60_000 });
-  assert.equal(r.status, 0, `experiment failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as ExperimentResult;
-}
-
-function describe(r: ExperimentResult): string {
-  const holds = r.holds.map((h) => h.ms).sort((a, b) => a - b);
-  const bySockets = r.holds.filter((h) => h.reason.startsWith('port ')).length;
-  return `${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)}, ${r.reloads} reloads at ${r.reloadRatePerSec.toFixed(2)}/s ` +
-    `(reload p50 ${r.reloadMs.p50.toFixed(0)} ms), latency p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms` +
-    (holds.length ? `, hold p50 ${holds[holds.length >> 1]} max ${holds.at(-1)} ms, ${bySockets}/${holds.length} released by the socket rule` : '');
-}
 
 test('HAProxy reloads under load: unprotected requests fail; with synhold protect (plug) none fail over 200 reloads', { timeout: 40 * 60_000 }, async (t) => {
   await withNetns(async (ns) => {
-    const plain = experiment(ns, { protect: false, reloads: 200, intervalMs: 100, concurrency: 8 });
-    t.diagnostic(`unprotected: ${describe(plain)}`);
+    const plain = runExperimentIn(ns.name, { protect: false, reloads: 200, intervalMs: 100, concurrency: 8 });
+    t.diagnostic(`unprotected: ${describeResult(plain)}`);
     assert.equal(plain.reloads, 200);
-    assert.ok(plain.failed > 0, `the race did not show: ${describe(plain)}`);
+    assert.ok(plain.failed > 0, `the race did not show: ${describeResult(plain)}`);
     assert.equal(plain.failed, plain.outcomes.reset, 'the failures are resets, the race the seed describes');
 
-    const prot = experiment(ns, { protect: true, setupArgs: ['--backend', 'plug'], reloads: 200, intervalMs: 100, concurrency: 8 });
-    t.diagnostic(`plug: ${describe(prot)}`);
+    const prot = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'plug'], reloads: 200, intervalMs: 100, concurrency: 8 });
+    t.diagnostic(`plug: ${describeResult(prot)}`);
     assert.equal(prot.reloads, 200);
     assert.equal(prot.reloadFailures, 0);
     assert.equal(prot.holds.length, 200);
@@ -52,8 +34,8 @@ test('HAProxy reloads under load: unprotected requests fail; with synhold protec
 
 test('concurrent protects under load: zero failures, every reload held', { timeout: 20 * 60_000 }, async (t) => {
   await withNetns(async (ns) => {
-    const r = experiment(ns, { protect: true, setupArgs: ['--backend', 'plug'], reloads: 40, intervalMs: 100, concurrency: 8, loops: 2 });
-    t.diagnostic(`two concurrent reload loops, plug: ${describe(r)}`);
+    const r = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'plug'], reloads: 40, intervalMs: 100, concurrency: 8, loops: 2 });
+    t.diagnostic(`two concurrent reload loops, plug: ${describeResult(r)}`);
     assert.equal(r.reloads, 40);
     assert.equal(r.holds.length, 40);
     assert.equal(r.failed, 0, JSON.stringify(r.details));

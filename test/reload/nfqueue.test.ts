@@ -5,29 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { withNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { startClient, startEchoServer } from '../helpers/tcp.js';
-import type { ExperimentOptions, ExperimentResult } from '../helpers/reload-experiment.js';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { describeResult, runExperimentIn } from '../helpers/reload-experiment.js';
 
-const EXPERIMENT = join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'reload-experiment.js');
-
-function experiment(ns: TestNetns, o: ExperimentOptions): ExperimentResult {
-  const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, EXPERIMENT, JSON.stringify(o)], { encoding: 'utf8', timeout: 15 * 60_000 });
-  assert.equal(r.status, 0, `experiment failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as ExperimentResult;
-}
-
-function describe(r: ExperimentResult): string {
-  const holds = r.holds.map((h) => h.ms).sort((a, b) => a - b);
-  return `${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)}, ${r.reloads} reloads at ${r.reloadRatePerSec.toFixed(1)}/s, ` +
-    `latency p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms` +
-    (holds.length ? `, hold p50 ${holds[holds.length >> 1]} max ${holds.at(-1)} ms` : '');
-}
 
 test('auto picks nfqueue on this kernel, saying why', async () => {
   await withNetns(async (ns) => {
@@ -43,11 +26,11 @@ test('auto picks nfqueue on this kernel, saying why', async () => {
 
 test('HAProxy reloaded every 100 ms under load: unprotected loses requests, nfqueue-protected loses none over 200 reloads', async (t) => {
   await withNetns(async (ns) => {
-    const plain = experiment(ns, { protect: false, reloads: 200, intervalMs: 100, concurrency: 50 });
-    t.diagnostic(`unprotected: ${describe(plain)}`);
+    const plain = runExperimentIn(ns.name, { protect: false, reloads: 200, intervalMs: 100, concurrency: 50 });
+    t.diagnostic(`unprotected: ${describeResult(plain)}`);
     assert.equal(plain.reloads, 200);
-    const prot = experiment(ns, { protect: true, setupArgs: ['--backend', 'nfqueue'], reloads: 200, intervalMs: 100, concurrency: 50 });
-    t.diagnostic(`nfqueue: ${describe(prot)}`);
+    const prot = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'nfqueue'], reloads: 200, intervalMs: 100, concurrency: 50 });
+    t.diagnostic(`nfqueue: ${describeResult(prot)}`);
     assert.equal(prot.reloads, 200);
     assert.equal(prot.reloadFailures, 0);
     assert.equal(prot.holds.length, 200, 'every reload was held and released');
@@ -58,8 +41,8 @@ test('HAProxy reloaded every 100 ms under load: unprotected loses requests, nfqu
 
 test('drop baseline: no request fails, but those that hit a reload take >= 1 s (a SYN retransmit)', async (t) => {
   await withNetns(async (ns) => {
-    const r = experiment(ns, { protect: true, setupArgs: ['--backend', 'drop'], reloads: 15, intervalMs: 400, concurrency: 10 });
-    t.diagnostic(`drop: ${describe(r)}`);
+    const r = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'drop'], reloads: 15, intervalMs: 400, concurrency: 10 });
+    t.diagnostic(`drop: ${describeResult(r)}`);
     assert.equal(r.failed, 0, JSON.stringify(r.details));
     assert.equal(r.outcomes.reset, 0);
     assert.ok(r.latencyMs.max >= 1000, `max latency ${r.latencyMs.max} ms: no request paid a retransmit`);

@@ -6,7 +6,7 @@
 import { SynholdError } from '../../netlink/errors.js';
 import { defineAttributes } from '../../netlink/schema.js';
 import { actMirred } from './act_mirred.js';
-import type { TcKind } from './kind.js';
+import { decodeOptionsOf, type TcKind } from './kind.js';
 
 export const ACTION_KINDS: ReadonlyMap<string, TcKind<never>> = new Map<string, TcKind<never>>(
   [actMirred].map((k) => [k.kind, k as TcKind<never>]),
@@ -50,9 +50,8 @@ export function encodeActionList(actions: readonly ActionSpec[]): { kind: string
 export function decodeActionList(entries: readonly { kind?: string; options?: Buffer }[]): ActionInfo[] {
   return entries.map((e) => {
     const kind = e.kind ?? '';
-    const k = ACTION_KINDS.get(kind);
     const info: ActionInfo = { kind };
-    if (e.options) info.options = k ? k.decodeOptions(e.options) : { raw: e.options.toString('hex') };
+    if (e.options) info.options = decodeOptionsOf(ACTION_KINDS, kind, e.options);
     return info;
   });
 }

@@ -8,7 +8,7 @@ import type { Rtnl } from '../rtnl.js';
 import { clsFw } from './cls_fw.js';
 import { clsU32 } from './cls_u32.js';
 import { formatHandle } from './handle.js';
-import type { TcKind } from './kind.js';
+import { decodeOptionsOf, type TcKind } from './kind.js';
 import {
   AF_UNSPEC,
   ETH_P_ALL,
@@ -124,10 +124,7 @@ export function decodeFilter(payload: Buffer): FilterInfo {
     kind,
     attrs,
   };
-  if (attrs.options !== undefined) {
-    const k = FILTER_KINDS.get(kind);
-    info.options = k ? k.decodeOptions(attrs.options) : { raw: attrs.options.toString('hex') };
-  }
+  if (attrs.options !== undefined) info.options = decodeOptionsOf(FILTER_KINDS, kind, attrs.options);
   const stats = statsFrom(attrs);
   if (stats) info.stats = stats;
   return info;

@@ -9,3 +9,9 @@ export interface TcKind<Options> {
   encodeOptions(options: Options): Buffer | undefined;
   decodeOptions(payload: Buffer): unknown;
 }
+
+/** Decodes TCA_OPTIONS with the kind's module; kinds synhold does not model keep their bytes, as hex. */
+export function decodeOptionsOf(kinds: ReadonlyMap<string, TcKind<never>>, kind: string, payload: Buffer): unknown {
+  const k = kinds.get(kind);
+  return k ? k.decodeOptions(payload) : { raw: payload.toString('hex') };
+}

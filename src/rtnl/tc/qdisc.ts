@@ -7,7 +7,7 @@ import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from '../../netlink/message.j
 import { linkIndex } from '../link.js';
 import type { Rtnl } from '../rtnl.js';
 import { formatHandle, TC_H_INGRESS, TC_H_ROOT } from './handle.js';
-import type { TcKind } from './kind.js';
+import { decodeOptionsOf, type TcKind } from './kind.js';
 import { schClsact, schIngress } from './sch_ingress.js';
 import { schBfifo, schPfifo } from './sch_fifo.js';
 import { schPlug } from './sch_plug.js';
@@ -146,10 +146,7 @@ export function decodeQdisc(payload: Buffer): QdiscInfo {
   const attrs = tcaAttrs.decode(payload.subarray(tcmsg.size));
   const kind = attrs.kind ?? '';
   const info: QdiscInfo = { ifindex: hdr.ifindex, handle: hdr.handle, parent: hdr.parent, kind, attrs };
-  if (attrs.options !== undefined) {
-    const k = QDISC_KINDS.get(kind);
-    info.options = k ? k.decodeOptions(attrs.options) : { raw: attrs.options.toString('hex') };
-  }
+  if (attrs.options !== undefined) info.options = decodeOptionsOf(QDISC_KINDS, kind, attrs.options);
   const stats = statsFrom(attrs);
   if (stats) info.stats = stats;
   return info;
