@@ -10,6 +10,8 @@ import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, p
 import { setup, status, teardown, type StatusReport } from '../protect/setup.js';
 import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect, recoverRelease } from '../protect/protect.js';
 import { startHolder } from '../protect/holder.js';
+import { releaseViaDaemon } from '../protect/daemon-client.js';
+import { runDaemon } from '../protect/daemon.js';
 import { pidAlive, StateStore } from '../protect/state.js';
 import { formatStatus } from './format.js';
 import { cmdBench } from '../bench/cli.js';
@@ -32,6 +34,7 @@ commands:
                                         hold while CMD runs; release as soon as the reload is done
                                         (sockets: new listener up and old gone; exit: CMD exited)
   status [--json]                       setup, backend, held or not, counters, last hold
+  daemon [--metrics HOST:PORT]          hold for protect without a process per reload; serve /metrics
   teardown                              remove everything setup created
   bench [--strategies LIST] [--quick|--full] ...  the seed's experiment, every reload strategy (bench --help)
 
@@ -124,15 +127,22 @@ async function cmdRelease(args: string[], g: Globals): Promise<number> {
   if (!store.readSetup()) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
   const hold = store.readHold();
   let how = 'nothing was held';
-  if (hold && pidAlive(hold.holderPid)) {
+  let released = false;
+  if (hold?.via === 'daemon' && pidAlive(hold.holderPid)) {
+    released = (await releaseViaDaemon(g.netns, 'released by synhold release')) !== undefined;
+    if (released) how = `released by the daemon (pid ${hold.holderPid})`;
+  } else if (hold && pidAlive(hold.holderPid)) {
     process.kill(hold.holderPid, 'SIGTERM');
     const until = Date.now() + 2000;
     while (pidAlive(hold.holderPid) && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
-    how = `released by holder pid ${hold.holderPid}`;
+    released = !pidAlive(hold.holderPid);
+    if (released) how = `released by holder pid ${hold.holderPid}`;
   }
   // Whatever the record says, make sure the kernel is not holding (a holder may have died).
-  if (!hold || pidAlive(hold.holderPid) === false) await recoverRelease(g.netns);
-  if (hold && !how.startsWith('released')) how = `holder pid ${hold.holderPid} was gone; released directly`;
+  if (!released) {
+    await recoverRelease(g.netns);
+    if (hold) how = `the hold record of pid ${hold.holderPid} was stale; released directly`;
+  }
   const last = store.readStats().lastHold;
   out(g, { released: true, how, lastHold: last }, `synhold: ${how}${last && hold ? ` (held ${last.durationMs.toFixed(1)} ms, ${last.released} packets released, ${last.drops} dropped)` : ''}`);
   return EXIT.ok;
@@ -178,6 +188,25 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
   return r.exitCode;
 }
 
+async function cmdDaemon(args: string[], g: Globals): Promise<number> {
+  const { values: v } = parse(args, { metrics: { type: 'string' } });
+  mergeGlobals(g, v);
+  let metrics: { host: string; port: number } | undefined;
+  if (v.metrics) {
+    const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(v.metrics);
+    if (!m) throw new UsageError(`--metrics "${v.metrics}" is not HOST:PORT (e.g. 127.0.0.1:9473)`);
+    metrics = { host: m[1]!.replace(/^\[|\]$/g, ''), port: parsePort(m[2]!) };
+  }
+  const log = (l: string) => process.stderr.write(`synhold daemon: ${l}\n`);
+  const d = await runDaemon({ ...scopeOf(g), ...(metrics ? { metrics } : {}), log });
+  const sig = await new Promise<NodeJS.Signals>((resolve) => {
+    for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
+  });
+  log(`${sig}: releasing and stopping`);
+  await d.close();
+  return EXIT.ok;
+}
+
 async function cmdStatus(args: string[], g: Globals): Promise<number> {
   const { values: v } = parse(args, {});
   mergeGlobals(g, v);
@@ -200,6 +229,7 @@ const COMMANDS: Record<string, (args: string[], g: Globals) => Promise<number>> 
   release: cmdRelease,
   protect: cmdProtect,
   status: cmdStatus,
+  daemon: cmdDaemon,
   teardown: cmdTeardown,
   bench: cmdBench,
 };

@@ -16,11 +16,8 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { backendFor } from '../backends/index.js';
-import { Rtnl } from '../rtnl/rtnl.js';
 import { SynholdError } from '../netlink/errors.js';
-import { FileLock } from './lock.js';
-import { StateStore } from './state.js';
+import { HoldSession, type Held, type Released } from './hold-session.js';
 
 export interface HolderArgs {
   netns?: string;
@@ -30,10 +27,7 @@ export interface HolderArgs {
   owner: 'ipc' | 'none';
 }
 
-export type HolderMessage =
-  | { type: 'held'; since: number; deadline: number; backend: string }
-  | { type: 'released'; durationMs: number; released: number; drops: number; reason: string }
-  | { type: 'error'; code: string; message: string };
+export type HolderMessage = Held | Released | { type: 'error'; code: string; message: string };
 
 export type ReleaseReason = string;
 
@@ -42,21 +36,6 @@ export async function runHolder(args: HolderArgs): Promise<number> {
   const send = (m: HolderMessage) => {
     if (process.connected) process.send?.(m);
   };
-  const store = StateStore.for(args.netns);
-  store.ensure();
-  const setup = store.readSetup();
-  if (!setup) {
-    send({ type: 'error', code: 'ERR_NOT_SET_UP', message: 'synhold is not set up here; run `synhold setup --port P` first' });
-    return 1;
-  }
-  const lock = await FileLock.acquire(store.holdLockPath, args.lockWaitMs);
-  if (!lock) {
-    const h = store.readHold();
-    send({ type: 'error', code: 'ERR_BUSY', message: `another hold is in progress${h ? ` (holder pid ${h.holderPid})` : ''} and did not end within ${args.lockWaitMs} ms` });
-    return 1;
-  }
-  const backend = backendFor(setup.backend);
-  const ctx = args.netns ? { rt: Rtnl.open({ netns: args.netns }), netns: args.netns } : { rt: Rtnl.open() };
   let release!: (reason: ReleaseReason) => void;
   const released = new Promise<ReleaseReason>((r) => (release = r));
   // Arm every release path before holding, so none can be missed.
@@ -69,60 +48,53 @@ export async function runHolder(args: HolderArgs): Promise<number> {
       if (m?.type === 'release') release(m.reason ?? 'released');
     });
   }
-  let hold;
+  let session: HoldSession;
   try {
-    hold = await backend.hold(setup.backendState, ctx);
+    session = await HoldSession.start({
+      ...(args.netns ? { netns: args.netns } : {}),
+      maxHoldMs: args.maxHoldMs,
+      lockWaitMs: args.lockWaitMs,
+      holderPid: process.pid,
+      ...(args.owner === 'ipc' && process.ppid ? { ownerPid: process.ppid } : {}),
+      via: 'holder',
+    });
   } catch (e) {
     send({ type: 'error', code: (e as SynholdError).code ?? 'ERR_HOLD', message: (e as Error).message });
-    ctx.rt.close();
-    lock.release();
     return 1;
   }
-  const since = Date.now();
-  const t0 = process.hrtime.bigint();
-  const deadline = since + args.maxHoldMs;
-  const maxTimer = setTimeout(() => release('max-hold reached'), args.maxHoldMs);
-  store.writeHold({ holderPid: process.pid, ...(process.ppid && args.owner === 'ipc' ? { ownerPid: process.ppid } : {}), backend: setup.backend, since, deadline });
-  send({ type: 'held', since, deadline, backend: setup.backend });
+  send(session.held);
   if (args.owner === 'none' && process.connected) process.disconnect();
-
-  const reason = await released;
-  clearTimeout(maxTimer);
-  let result = { released: 0, drops: 0 };
-  let failure: Error | undefined;
-  // Retry: a release must not be lost to one failed request.
-  for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      result = await hold.release();
-      failure = undefined;
-      break;
-    } catch (e) {
-      failure = e as Error;
-    }
+  // Max-hold is the session's own timer; whichever comes first wins.
+  const reason = await Promise.race([released, session.done.then((r) => r.reason)]);
+  try {
+    send(await session.release(reason));
+  } catch (e) {
+    send({ type: 'error', code: 'ERR_RELEASE', message: (e as Error).message });
+    return 1;
+  } finally {
+    if (process.connected) process.disconnect();
   }
-  const durationMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  store.removeHold();
-  const byWatchdog = reason === 'owner gone' || reason === 'max-hold reached';
-  store.recordHold({ startedAt: new Date(since).toISOString(), durationMs, released: result.released, drops: result.drops, reason }, byWatchdog);
-  if (failure) send({ type: 'error', code: 'ERR_RELEASE', message: failure.message });
-  else send({ type: 'released', durationMs, released: result.released, drops: result.drops, reason });
-  ctx.rt.close();
-  lock.release();
-  if (process.connected) process.disconnect();
-  return failure ? 1 : 0;
+  return 0;
 }
 
-/** Parent side of a holder. */
-export interface HolderHandle {
-  readonly child: ChildProcess;
+/** What protect holds through: a forked holder process, or the daemon. */
+export interface HoldHandle {
+  readonly kind: 'holder' | 'daemon';
   /** Resolves once the hold is on. */
-  held: Promise<Extract<HolderMessage, { type: 'held' }>>;
+  held: Promise<Held>;
   /** Asks for release and resolves with the holder's account of it. */
-  release(reason: string): Promise<Extract<HolderMessage, { type: 'released' }>>;
+  release(reason: string): Promise<Released>;
+  /** Resolves when the holder is gone: its process exited, or the daemon connection closed. */
+  gone: Promise<void>;
+  /** The holder's release report, once it sent one (also for releases it did on its own: max-hold). */
+  readonly releasedInfo: Released | undefined;
+}
+
+/** Parent side of a forked holder. */
+export interface HolderHandle extends HoldHandle {
+  readonly child: ChildProcess;
   /** Resolves when the holder process has exited. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** The holder's release report, once it sent one (also for releases it did on its own: max-hold). */
-  readonly releasedInfo: Extract<HolderMessage, { type: 'released' }> | undefined;
 }
 
 const HOLDER_MAIN = fileURLToPath(new URL('./holder-main.js', import.meta.url));
@@ -158,7 +130,9 @@ export function startHolder(args: HolderArgs): HolderHandle {
   const held = next('held');
   held.catch(() => undefined);
   return {
+    kind: 'holder',
     child,
+    gone: exited.then(() => undefined),
     held,
     release(reason) {
       const done = next('released');

@@ -23,7 +23,8 @@ import { SynholdError } from '../netlink/errors.js';
 import { netnsPath } from '../netlink/socket.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { ListenerWatcher, reloadSettled, type Listener } from '../sockdiag/inet_diag.js';
-import { startHolder, type HolderHandle } from './holder.js';
+import { startHolder, type HoldHandle } from './holder.js';
+import { holdViaDaemon } from './daemon-client.js';
 import { StateStore } from './state.js';
 import { matchTuples, type SetupConfig } from './config.js';
 
@@ -118,7 +119,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
 
   const watcher = ListenerWatcher.open(opts.netns ? { netns: opts.netns } : {});
   const ports = setup.config.ports;
-  let holder: HolderHandle | undefined;
+  let holder: HoldHandle | undefined;
   let child: ChildProcess | undefined;
   const result: ProtectResult = { exitCode: EXIT_FAILED, command: { exitCode: null, signal: null }, timedOut: false };
 
@@ -134,15 +135,19 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   process.on('SIGHUP', onSignal);
 
   try {
-    holder = startHolder({
-      ...(opts.netns ? { netns: opts.netns } : {}),
-      maxHoldMs: opts.maxHoldMs,
-      lockWaitMs: opts.lockWaitMs,
-      owner: 'ipc',
-    });
+    // The daemon, when one runs here, holds without a process to start;
+    // otherwise a holder is forked for this hold.
+    holder =
+      (await holdViaDaemon(opts.netns, { maxHoldMs: opts.maxHoldMs, lockWaitMs: opts.lockWaitMs })) ??
+      startHolder({
+        ...(opts.netns ? { netns: opts.netns } : {}),
+        maxHoldMs: opts.maxHoldMs,
+        lockWaitMs: opts.lockWaitMs,
+        owner: 'ipc',
+      });
     const held = await holder.held;
     const holdStart = process.hrtime.bigint();
-    log(`holding new connections to port ${ports.join(',')} (${held.backend})`);
+    log(`holding new connections to port ${ports.join(',')} (${held.backend}, via ${holder.kind})`);
 
     const before: Listener[] = await watcher.list(ports);
     const servedBefore = [...new Set(before.map((l) => l.port))];
@@ -171,7 +176,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     });
 
     let holderGone = false;
-    void holder.exited.then(() => {
+    void holder.gone.then(() => {
       holderGone = true;
       wake();
     });
@@ -290,8 +295,8 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     return result;
   } catch (e) {
     // Whatever failed, nothing may stay held.
-    if (holder && holder.child.exitCode === null) {
-      await holder.release('synhold error').catch(() => holder?.child.kill('SIGTERM'));
+    if (holder) {
+      await holder.release('synhold error').catch(() => recoverRelease(opts.netns).catch(() => undefined));
     }
     throw e;
   } finally {

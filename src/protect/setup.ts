@@ -9,6 +9,7 @@ import { Rtnl } from '../rtnl/rtnl.js';
 import { chooseBackend } from './probe.js';
 import type { BackendName, SetupConfig } from './config.js';
 import { FileLock } from './lock.js';
+import { releaseViaDaemon } from './daemon-client.js';
 import { pidAlive, StateStore, type HoldRecord, type SetupRecord, type StatsRecord } from './state.js';
 
 export interface Scope {
@@ -107,7 +108,9 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
     const existing = store.readSetup();
     if (!existing) return { removed: false };
     const hold = store.readHold();
-    if (hold && pidAlive(hold.holderPid)) {
+    if (hold?.via === 'daemon' && pidAlive(hold.holderPid)) {
+      await releaseViaDaemon(scope.netns, 'teardown');
+    } else if (hold && pidAlive(hold.holderPid)) {
       // Let the holder release and record it; it exits on SIGTERM.
       process.kill(hold.holderPid, 'SIGTERM');
       const until = Date.now() + 2000;

@@ -32,6 +32,8 @@ export interface SetupRecord {
 export interface HoldRecord {
   holderPid: number;
   ownerPid?: number;
+  /** Who holds: a forked holder process, or the daemon (which must not be killed to release). */
+  via?: 'holder' | 'daemon';
   backend: BackendName;
   /** Epoch milliseconds. */
   since: number;
