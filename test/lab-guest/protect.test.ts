@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { startClient, startEchoServer, type Peer } from '../helpers/tcp.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
-import { stateDir } from '../../src/protect/state.js';
+import { pidAlive, stateDir } from '../../src/protect/state.js';
 
 interface TcQdisc { kind: string; qlen?: number }
 interface Status { setUp: boolean; held: boolean; stats: { holds: number; watchdogReleases: number; lastHold?: { reason: string; durationMs: number; released: number } } }
@@ -280,5 +280,81 @@ test('more SYNs than the plug limit: drops are counted in protect\'s summary and
       server.kill();
       synhold(['--netns', ns.name, 'teardown']);
     }
+  });
+});
+
+/** Runs `synhold daemon` for the namespace for the length of fn. */
+async function withDaemon(ns: TestNetns, metricsPort: number, fn: (daemonPid: number) => Promise<void>): Promise<void> {
+  const d = synholdAsync(['--netns', ns.name, 'daemon', '--metrics', `127.0.0.1:${metricsPort}`]);
+  try {
+    await until('the daemon socket', () => existsSync(join(stateDir(ns.name), 'holder.sock')));
+    await fn(d.pid);
+  } finally {
+    try {
+      process.kill(d.pid, 'SIGTERM');
+    } catch {
+      // already gone (the test killed it)
+    }
+    await d.done;
+  }
+}
+
+async function metrics(port: number): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return Object.fromEntries(text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]));
+}
+
+test('daemon: protect holds through it; kill -9 of protect releases within 50 ms; metrics count the holds', async () => {
+  await withProtected(async (ns) => {
+    await withDaemon(ns, 19473, async (daemonPid) => {
+      const ok = synhold(['--netns', ns.name, 'protect', '--verbose', '--', 'true']);
+      assert.equal(ok.status, 0, ok.stderr);
+      assert.match(ok.stderr, /via daemon/);
+      const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '30s', '--', 'sleep', '20']);
+      await until('the hold', () => holding(ns));
+      const c = startClient(ns.name, '127.0.0.1', 16000);
+      await until('the SYN in the plug', () => plugQlen(ns) >= 1);
+      const m = await metrics(19473);
+      assert.equal(m['synhold_holding'], 1);
+      assert.ok(m['synhold_kernel_held_packets']! >= 1, JSON.stringify(m));
+      const killedAt = Date.now();
+      process.kill(p.pid, 'SIGKILL');
+      const res = await c.result;
+      assert.equal(res.error, null);
+      assert.ok(res.connectedAt! - killedAt < 50, `released ${res.connectedAt! - killedAt} ms after kill -9 of protect`);
+      await until('the hold record to clear', () => !holding(ns));
+      const after = await metrics(19473);
+      assert.equal(after['synhold_hold_duration_seconds_count'], 2);
+      assert.equal(after['synhold_watchdog_releases_total'], 1);
+      assert.equal(after['synhold_holding'], 0);
+      assert.ok(pidAlive(daemonPid), 'the daemon lives on');
+    });
+  });
+});
+
+test('daemon: kill -9 of the daemon during a hold, protect releases the plug itself; release asks the daemon, never kills it', async () => {
+  await withProtected(async (ns) => {
+    await withDaemon(ns, 19474, async () => {
+      // synhold release ends a daemon-owned hold and leaves the daemon running.
+      const p1 = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '30s', '--', 'sleep', '20']);
+      await until('the hold', () => holding(ns));
+      const r = synhold(['--netns', ns.name, 'release']);
+      assert.match(r.stdout, /released by the daemon/);
+      assert.equal((await p1.done).status, 0);
+    });
+    await withDaemon(ns, 19475, async (daemonPid) => {
+      const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '30s', '--', 'sleep', '2']);
+      await until('the hold', () => holding(ns));
+      const c = startClient(ns.name, '127.0.0.1', 16000);
+      await until('the SYN in the plug', () => plugQlen(ns) >= 1);
+      const killedAt = Date.now();
+      process.kill(daemonPid, 'SIGKILL');
+      const res = await c.result;
+      assert.equal(res.error, null);
+      assert.ok(res.connectedAt! - killedAt < 500, `released ${res.connectedAt! - killedAt} ms after the daemon died`);
+      const out = await p.done;
+      assert.equal(out.status, 0, out.stderr);
+      assert.match(out.stderr, /holder died; released by protect/);
+    });
   });
 });
