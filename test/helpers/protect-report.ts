@@ -52,7 +52,8 @@ HAProxy 2.6 in front of nginx-light ("pong"), reloaded with \`haproxy -f CFG -p 
 unprotected and wrapped in \`synhold protect\`, with the same load; failures are counted by the client
 (test/helpers/reload-experiment.ts). "release on sockets" is protect's default: release as soon as the
 new listener is up and the old one gone (sock_diag), or at the command's exit if that comes first;
-"release at exit" is \`--release-on exit\`. The hold is what a new connection made during a reload waits
+"release at exit" is \`--release-on exit\`; "via synhold daemon" is the default with \`synhold daemon\` running,
+so no holder process is forked per reload. The hold is what a new connection made during a reload waits
 at most; "reload command ms" is the wall time of the whole reload command as run (for protect: starting
 synhold, forking the holder, holding, HAProxy's reload, releasing), which bounds the reload rate, not any
 client's latency.

@@ -8,8 +8,10 @@
  *
  *   node reload-experiment.js '{"protect":true,"reloads":200,"intervalMs":100,"concurrency":20}'
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stateDir } from '../../src/protect/state.js';
 import { fileURLToPath } from 'node:url';
 import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, type NginxServer } from '../../src/bench/servers.js';
 import { runLoad } from '../../src/bench/loadgen.js';
@@ -31,6 +33,8 @@ export interface ExperimentOptions {
   deadlineMs?: number;
   /** With reloads 0: how long the no-reload baseline load runs, ms. */
   durationMs?: number;
+  /** Run `synhold daemon` during the experiment, so protect holds through it instead of forking a holder. */
+  daemon?: boolean;
 }
 
 export interface ExperimentResult {
@@ -73,12 +77,19 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   const deadline = Date.now() + (o.deadlineMs ?? 20 * 60_000);
   let nginx: NginxServer | undefined;
   let hap: HaproxyServer | undefined;
+  let daemon: ChildProcess | undefined;
   try {
     nginx = await startNginx({ workers: 1 });
     hap = await startHaproxy({ backendPort: nginx.port, port: 16000 });
     if (o.protect) {
       const s = synhold(['setup', '--port', '16000', ...(o.setupArgs ?? [])]);
       if (s.status !== 0) throw new Error(`synhold setup failed: ${s.stderr}`);
+    }
+    if (o.daemon) {
+      daemon = spawn(process.execPath, [CLI, 'daemon'], { stdio: 'ignore' });
+      const sock = join(stateDir(), 'holder.sock');
+      for (let i = 0; i < 1000 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 10));
+      if (!existsSync(sock)) throw new Error('synhold daemon did not start');
     }
     const abort = new AbortController();
     const load = runLoad({
@@ -124,6 +135,10 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     if (o.protect) out.synholdStatus = JSON.parse(synhold(['--json', 'status']).stdout);
     return out;
   } finally {
+    if (daemon) {
+      daemon.kill('SIGTERM');
+      await new Promise((r) => daemon!.once('exit', r));
+    }
     if (o.protect) synhold(['teardown']);
     await hap?.stop().catch(() => undefined);
     await nginx?.stop().catch(() => undefined);
