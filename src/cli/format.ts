@@ -14,6 +14,7 @@ export function formatStatus(s: StatusReport): string {
       `${c.addresses.length ? `, to ${prefixes(c.addresses)}` : ', any local address'}` +
       `${c.sources.length ? `, from ${prefixes(c.sources)} only` : ''}`,
   );
+  if (s.migrateReq !== undefined) lines.push(`  net.ipv4.tcp_migrate_req: ${s.migrateReq}${c.migrateReq ? ' (set by setup, restored by teardown)' : ''}`);
   if (s.held && s.hold) {
     lines.push(`  state: HOLDING for ${s.hold.heldForMs} ms (holder pid ${s.hold.holderPid}; released at the latest in ${Math.max(0, s.hold.deadline - Date.now())} ms)`);
   } else {

@@ -26,7 +26,9 @@ Hold new TCP connections while a server reloads, so none is refused or reset.
 commands:
   setup --port P [--port P ...] [--address A ...] [--source A ...] [--dev DEV]
         [--direction egress|ingress] [--limit BYTES] [--backend auto|plug|nfqueue|drop]
-        [--queue-num N]                 install the steering (idempotent, atomic)
+        [--queue-num N] [--migrate-req on|off]
+                                        install the steering (idempotent, atomic); migrate-req
+                                        also sets net.ipv4.tcp_migrate_req=1 (restored by teardown)
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
   release                               stop holding and let held connections through
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
@@ -80,9 +82,13 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     limit: { type: 'string' },
     backend: { type: 'string' },
     'queue-num': { type: 'string' },
+    'migrate-req': { type: 'string' },
   });
   mergeGlobals(g, v);
+  const mr = v['migrate-req'] ?? 'on';
+  if (mr !== 'on' && mr !== 'off') throw new UsageError(`--migrate-req must be on or off, not "${mr}"`);
   const cfg: SetupConfig = normalizeConfig({
+    migrateReq: mr === 'on',
     ports: (v.port ?? []).map((p) => parsePort(p)),
     addresses: (v.address ?? []).map(parseAddress),
     sources: (v.source ?? []).map(parseAddress),

@@ -23,6 +23,8 @@ export interface SetupConfig {
   limit: number;
   queueNum: number;
   backend: BackendChoice;
+  /** Also turn on net.ipv4.tcp_migrate_req (see sysctl.ts); default true. */
+  migrateReq: boolean;
 }
 
 export class ConfigError extends SynholdError {
@@ -101,6 +103,7 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
     limit: c.limit ?? DEFAULT_PLUG_LIMIT,
     queueNum,
     backend,
+    migrateReq: c.migrateReq ?? true,
   };
 }
 

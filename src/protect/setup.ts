@@ -10,6 +10,7 @@ import { chooseBackend } from './probe.js';
 import type { BackendName, SetupConfig } from './config.js';
 import { FileLock } from './lock.js';
 import { releaseViaDaemon } from './daemon-client.js';
+import { enableMigrateReq, migrateReq, restoreMigrateReq } from './sysctl.js';
 import { pidAlive, StateStore, type HoldRecord, type SetupRecord, type StatsRecord } from './state.js';
 
 export interface Scope {
@@ -70,6 +71,7 @@ export async function setup(cfg: SetupConfig, scope: Scope = {}): Promise<SetupR
         // Another config: remove the old steering, then install the new one.
         // (Between the two, SYNs flow unheld, which is what no synhold means.)
         await backend.uninstall(existing.backendState, ctx);
+        if (existing.previousMigrateReq !== undefined) restoreMigrateReq(existing.previousMigrateReq, scope.netns);
         store.removeSetup();
       }
       const { backend: name, reason } = await chooseBackend(cfg, ctx);
@@ -84,9 +86,12 @@ export async function setup(cfg: SetupConfig, scope: Scope = {}): Promise<SetupR
         createdAt: new Date().toISOString(),
       };
       try {
+        const previous = cfg.migrateReq ? enableMigrateReq(scope.netns) : undefined;
+        if (previous !== undefined) record.previousMigrateReq = previous;
         store.writeSetup(record);
       } catch (e) {
         await backend.uninstall(backendState, ctx).catch(() => undefined);
+        if (record.previousMigrateReq !== undefined) restoreMigrateReq(record.previousMigrateReq, scope.netns);
         throw e;
       }
       return { changed: true, action: existing ? 'updated' : 'created', backend: name, backendReason: reason, record };
@@ -122,6 +127,7 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
     } finally {
       ctx.rt.close();
     }
+    if (existing.previousMigrateReq !== undefined) restoreMigrateReq(existing.previousMigrateReq, scope.netns);
     store.removeAll();
     return { removed: true, backend: existing.backend };
   });
@@ -139,6 +145,8 @@ export interface StatusReport {
   hold?: HoldRecord & { heldForMs: number; holderAlive: boolean };
   counters?: HoldCounters;
   stats: StatsRecord;
+  /** net.ipv4.tcp_migrate_req now, when this kernel has it. */
+  migrateReq?: string;
 }
 
 export async function status(scope: Scope = {}): Promise<StatusReport> {
@@ -153,6 +161,8 @@ export async function status(scope: Scope = {}): Promise<StatusReport> {
   report.backendReason = existing.backendReason;
   report.cost = backend.cost;
   report.config = existing.config;
+  const mr = migrateReq(scope.netns);
+  if (mr !== undefined) report.migrateReq = mr;
   const hold = store.readHold();
   if (hold) {
     const holderAlive = pidAlive(hold.holderPid);

@@ -26,6 +26,8 @@ export interface SetupRecord {
   /** Why auto chose this backend (or "requested"). */
   backendReason: string;
   backendState: unknown;
+  /** net.ipv4.tcp_migrate_req before setup turned it on, to restore at teardown. */
+  previousMigrateReq?: string;
   createdAt: string;
 }
 

@@ -183,8 +183,10 @@ test('setup is idempotent, updates on other ports, and teardown restores tc stat
     const f = ns.exec('tc', ['filter', 'show', 'dev', 'lo', 'parent', '5301:']);
     assert.match(f, /match 00003e80\/0000ffff at 20/, 'port 16000 (0x3e80) is matched');
     assert.match(f, /match 000020fb\/0000ffff at 20/, 'port 8443 (0x20fb) is matched');
+    assert.equal(ns.exec('sysctl', ['-n', 'net.ipv4.tcp_migrate_req']).trim(), '1', 'setup turned tcp_migrate_req on');
     assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);
     assert.equal(JSON.stringify(ns.tcJson(['qdisc', 'show'])), before);
+    assert.equal(ns.exec('sysctl', ['-n', 'net.ipv4.tcp_migrate_req']).trim(), '0', 'teardown put tcp_migrate_req back');
   });
 });
 
