@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Measures protect on this kernel (nfqueue) and in the kernel lab (plug) and
-# writes docs/PROTECT.md from the JSON. About 5 minutes on the host, 15 in the lab.
+# writes docs/PROTECT.md from the JSON. About 5 minutes on the host, 10 in the lab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
 tmp=$(mktemp -d)
 trap 'ip netns delete synhold-measure 2>/dev/null || true; rm -rf "$tmp"' EXIT
 HOST_ARGS='{"backend":"nfqueue","reloads":200,"concurrency":50}'
-LAB_ARGS='{"backend":"plug","reloads":100,"concurrency":8}'
+LAB_ARGS='{"backend":"plug","reloads":60,"concurrency":8}'
 ip netns add synhold-measure && ip -n synhold-measure link set lo up
 ip netns exec synhold-measure node dist/test/helpers/measure-protect.js "$HOST_ARGS" >"$tmp/host.json"
 ip netns delete synhold-measure
