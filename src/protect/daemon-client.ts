@@ -2,60 +2,25 @@
  * protect's side of the daemon (daemon.ts): one connection per hold. Used when
  * a daemon answers on the namespace's socket; otherwise protect forks a holder.
  */
-import { connect, type Socket } from 'node:net';
 import { existsSync } from 'node:fs';
 import { SynholdError } from '../netlink/errors.js';
 import { daemonSocketPath } from './daemon.js';
 import type { Held, Released } from './hold-session.js';
 import type { HoldHandle } from './holder.js';
 import { StateStore } from './state.js';
+import { connectUnix, onJsonLines } from './unix-json.js';
 
 type Msg = Held | Released | { type: 'error'; code: string; message: string } | { type: 'idle' } | { type: 'pong'; pid: number };
-
-function connectTo(path: string, timeoutMs: number): Promise<Socket | undefined> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    const t = setTimeout(() => {
-      s.destroy();
-      resolve(undefined);
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(t);
-      resolve(s);
-    });
-    s.once('error', () => {
-      clearTimeout(t);
-      resolve(undefined);
-    });
-  });
-}
-
-function lines(s: Socket, onMsg: (m: Msg) => void): void {
-  let buf = '';
-  s.setEncoding('utf8');
-  s.on('data', (d: string) => {
-    buf += d;
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        onMsg(JSON.parse(line) as Msg);
-      } catch {
-        // A garbled line from the daemon is its bug; the hold is still bounded by max-hold.
-      }
-    }
-  });
-}
 
 /** Asks the namespace's daemon to hold; undefined when no daemon runs (then fork a holder). */
 export async function holdViaDaemon(netns: string | undefined, args: { maxHoldMs: number; lockWaitMs: number }): Promise<HoldHandle | undefined> {
   const path = daemonSocketPath(StateStore.for(netns));
   if (!existsSync(path)) return undefined;
-  const sock = await connectTo(path, 200);
+  const sock = await connectUnix(path, 200);
   if (!sock) return undefined;
   const waiters: ((m: Msg) => void)[] = [];
   let releasedInfo: Released | undefined;
-  lines(sock, (m) => {
+  onJsonLines<Msg>(sock, (m) => {
     if (m.type === 'released') releasedInfo = m;
     waiters.forEach((w) => w(m));
   });
@@ -89,10 +54,10 @@ export async function holdViaDaemon(netns: string | undefined, args: { maxHoldMs
 
 /** `synhold release` for a hold the daemon owns: ask it to let go (never kill it). */
 export async function releaseViaDaemon(netns: string | undefined, reason: string): Promise<Released | undefined> {
-  const sock = await connectTo(daemonSocketPath(StateStore.for(netns)), 500);
+  const sock = await connectUnix(daemonSocketPath(StateStore.for(netns)), 500);
   if (!sock) return undefined;
   return new Promise((resolve, reject) => {
-    lines(sock, (m) => {
+    onJsonLines<Msg>(sock, (m) => {
       sock.end();
       if (m.type === 'released') resolve(m);
       else if (m.type === 'idle') resolve(undefined);

@@ -18,7 +18,7 @@
  *   {"op":"ping"}                                          -> {"type":"pong","pid":N}
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { backendFor } from '../backends/index.js';
@@ -26,6 +26,7 @@ import { SynholdError } from '../netlink/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { HoldSession, WATCHDOG_REASONS } from './hold-session.js';
 import { StateStore } from './state.js';
+import { connectUnix, onJsonLines } from './unix-json.js';
 
 export interface DaemonOptions {
   netns?: string;
@@ -97,32 +98,22 @@ async function render(m: Metrics, store: StateStore, netns: string | undefined, 
   return `${lines.join('\n')}\n`;
 }
 
-/** Is a daemon answering on this socket? */
-export function pingDaemon(path: string, timeoutMs = 200): Promise<number | undefined> {
+/** Is a daemon answering on this socket? Its pid, or undefined. */
+export async function pingDaemon(path: string, timeoutMs = 200): Promise<number | undefined> {
+  const s = await connectUnix(path, timeoutMs);
+  if (!s) return undefined;
   return new Promise((resolve) => {
-    const s = connect(path);
     const t = setTimeout(() => {
       s.destroy();
       resolve(undefined);
     }, timeoutMs);
-    s.once('error', () => {
+    onJsonLines<{ pid?: number }>(s, (m) => {
       clearTimeout(t);
-      resolve(undefined);
+      s.destroy();
+      resolve(m.pid);
     });
-    s.once('connect', () => s.write('{"op":"ping"}\n'));
-    let buf = '';
-    s.on('data', (d) => {
-      buf += d;
-      if (buf.includes('\n')) {
-        clearTimeout(t);
-        s.destroy();
-        try {
-          resolve((JSON.parse(buf) as { pid: number }).pid);
-        } catch {
-          resolve(undefined);
-        }
-      }
-    });
+    s.on('error', () => resolve(undefined));
+    s.write('{"op":"ping"}\n');
   });
 }
 
