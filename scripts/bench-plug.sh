@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-scripts/lab --timeout 600 -- node dist/src/bench/plug-roundtrip.js >"$out"
+scripts/lab --timeout 600 -- sh -c 'ip netns add b && ip netns exec b node dist/src/bench/plug-roundtrip.js' >"$out"
 node dist/src/bench/plug-roundtrip-report.js "$out" docs/BENCH-PLUG.md
 cat docs/BENCH-PLUG.md

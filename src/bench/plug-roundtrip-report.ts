@@ -36,10 +36,11 @@ ${rows.join('\n')}
 - tc: \`tc qdisc change dev D root handle 1: plug block\` then \`... release_indefinite\` (iproute2).
 - nl-qdisc-add: \`nl-qdisc-add --dev=D --parent=root --id=1: --update plug --buffer\` then
   \`--release-indefinite\`, with \`LD_PRELOAD=.../libnl-3/cli/qdisc/plug.so\` (Debian's packaging puts the
-  plug module where the tool does not look; KERNEL.md). It runs under \`ip netns exec ... env\`, whose own
-  cost was measured alone and subtracted.
+  plug module where the tool does not look; KERNEL.md).
+- All three run in one scratch network namespace, on an IFB device created for the run; the benchmark
+  process itself runs inside that namespace, so each tool is spawned directly.
 
-Reproduce: \`scripts/bench-plug.sh\` (runs \`node dist/src/bench/plug-roundtrip.js\` inside \`scripts/lab\`
-and regenerates this file). Iterations: N_INPROCESS (default 2000) and N_SPAWN (default 100).
+Reproduce: \`scripts/bench-plug.sh\` (runs \`ip netns exec b node dist/src/bench/plug-roundtrip.js\` inside
+\`scripts/lab\` and regenerates this file). Iterations: N_INPROCESS (default 2000) and N_SPAWN (default 100).
 `;
 writeFileSync(output, md);

@@ -8,11 +8,13 @@
  *
  * The hold a client sees is at least one release's latency, and a reload is
  * wrapped in a plug and a release, so this is the per-reload price of the tool.
- * Run it where sch_plug exists: `scripts/lab -- node dist/src/bench/plug-roundtrip.js`
- * (scripts/bench-plug.sh does that and writes docs/BENCH-PLUG.md).
+ * It works in the current network namespace, on a throwaway IFB device it
+ * creates there, and spawns every tool directly (no `ip netns exec` in the
+ * measured path). Run it where sch_plug exists, in a scratch namespace:
+ * scripts/bench-plug.sh does that in the kernel lab and writes docs/BENCH-PLUG.md.
  * Prints one JSON document.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { release as kernelRelease } from 'node:os';
@@ -41,10 +43,10 @@ function summarize(method: string, us: number[]): Series {
   };
 }
 
-function spawnRoundTrip(argvPlug: string[], argvRelease: string[]): number {
+function spawnRoundTrip(argvPlug: string[], argvRelease: string[], env: NodeJS.ProcessEnv = process.env): number {
   const t0 = process.hrtime.bigint();
   for (const argv of [argvPlug, argvRelease]) {
-    const r = spawnSync(argv[0]!, argv.slice(1));
+    const r = spawnSync(argv[0]!, argv.slice(1), { env });
     if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
   }
   return Number(process.hrtime.bigint() - t0) / 1000;
@@ -53,10 +55,8 @@ function spawnRoundTrip(argvPlug: string[], argvRelease: string[]): number {
 async function main(): Promise<void> {
   const inProcessN = Number(process.env.N_INPROCESS ?? 2000);
   const spawnN = Number(process.env.N_SPAWN ?? 100);
-  const ns = `synhold-bench-${randomBytes(3).toString('hex')}`;
-  execFileSync('ip', ['netns', 'add', ns]);
-  const rt = Rtnl.open({ netns: ns });
-  const dev = 'shbench0';
+  const rt = Rtnl.open();
+  const dev = `shbench${randomBytes(2).toString('hex')}`;
   const results: Series[] = [];
   try {
     // A plug on an IFB device that carries no traffic: the cost measured is the control path only.
@@ -78,22 +78,18 @@ async function main(): Promise<void> {
     }
     results.push(summarize('in-process netlink (synhold)', inproc));
 
-    const tc = (action: string) => ['tc', '-n', ns, 'qdisc', 'change', 'dev', dev, 'root', 'handle', '1:', 'plug', action];
+    const tc = (action: string) => ['tc', 'qdisc', 'change', 'dev', dev, 'root', 'handle', '1:', 'plug', action];
     const tcTimes: number[] = [];
     for (let i = 0; i < spawnN; i++) tcTimes.push(spawnRoundTrip(tc('block'), tc('release_indefinite')));
     results.push(summarize('spawn tc (iproute2)', tcTimes));
 
     if (existsSync(NL_PLUG_SO) && spawnSync('which', ['nl-qdisc-add']).status === 0) {
-      // nl-qdisc-add has no netns option: run it through `ip netns exec ... env LD_PRELOAD=...`
-      // (the preload for nl-qdisc-add alone), and subtract that wrapper's own cost, measured alone.
-      const wrap = ['ip', 'netns', 'exec', ns, 'env', `LD_PRELOAD=${NL_PLUG_SO}`];
-      const nl = (action: string) => [...wrap, 'nl-qdisc-add', `--dev=${dev}`, '--parent=root', '--id=1:', '--update', 'plug', action];
-      const base: number[] = [];
-      for (let i = 0; i < spawnN; i++) base.push(spawnRoundTrip(['ip', 'netns', 'exec', ns, 'env', 'true'], ['ip', 'netns', 'exec', ns, 'env', 'true']));
+      // Debian's libnl-utils looks for its plug module in the wrong directory (KERNEL.md): preload it.
+      const nl = (action: string) => ['nl-qdisc-add', `--dev=${dev}`, '--parent=root', '--id=1:', '--update', 'plug', action];
+      const env = { ...process.env, LD_PRELOAD: NL_PLUG_SO };
       const nlTimes: number[] = [];
-      for (let i = 0; i < spawnN; i++) nlTimes.push(spawnRoundTrip(nl('--buffer'), nl('--release-indefinite')));
-      const baseMedian = summarize('', base).roundTripUs.p50;
-      results.push(summarize('spawn nl-qdisc-add (libnl, the seed\'s tool)', nlTimes.map((t) => Math.max(0, t - baseMedian))));
+      for (let i = 0; i < spawnN; i++) nlTimes.push(spawnRoundTrip(nl('--buffer'), nl('--release-indefinite'), env));
+      results.push(summarize("spawn nl-qdisc-add (libnl, the seed's tool)", nlTimes));
     } else {
       results.push({ method: 'spawn nl-qdisc-add: not installed (libnl-utils)', iterations: 0, roundTripUs: { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 } });
     }
@@ -101,7 +97,6 @@ async function main(): Promise<void> {
   } finally {
     await deleteLink(rt, dev).catch(() => undefined);
     rt.close();
-    spawnSync('ip', ['netns', 'delete', ns]);
   }
   process.stdout.write(`${JSON.stringify({ kernel: kernelRelease(), date: new Date().toISOString(), results }, null, 2)}\n`);
 }
