@@ -32,6 +32,7 @@ import type { GroupSpec, WorkerResult, WorkerSpec, Where } from "./protocol.js";
 import { writeJsonFile } from "./protocol.js";
 import { fmtMs, renderKernelTables, writeReport, type BenchJson, type StrategyReport, type WrittenReport } from "./report.js";
 import type { AbResult } from "./ab.js";
+import type { Attribution } from "./attribution.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const LAB_MAIN = fileURLToPath(new URL("./lab-main.js", import.meta.url));
@@ -63,13 +64,20 @@ export function placeStrategies(
       const why = missing.map((f) => features[f].detail).join("; ");
       if (lab.ok) {
         p.lab.push(name);
-        p.why[name] = `needs ${missing.join(" and ")}: ${why}`;
+        p.why[name] = `needs ${missing.join(" and ")}`;
       } else p.skipped[name] = `needs ${missing.join(" and ")}, which this kernel lacks (${why}), and the kernel lab is unavailable: ${lab.reason ?? "?"}`;
     }
   }
   if (p.host.length > 0) p.host = sortStrategies(["baseline", ...p.host]);
   if (p.lab.length > 0) p.lab = sortStrategies(["baseline", "none", ...p.lab]);
   return p;
+}
+
+/** "plug needs sch_plug, plug-spawn needs sch_plug and sch_prio, which this kernel lacks (tc: ...)" */
+export function labReason(p: Placement, features: Record<KernelFeature, FeatureProbe>): string {
+  const names = p.lab.filter((s) => p.why[s]);
+  const lacking = (Object.keys(features) as KernelFeature[]).filter((f) => !features[f].ok);
+  return `${names.map((s) => `${s} ${p.why[s]}`).join(", ")}, which this machine's kernel lacks (${lacking.map((f) => features[f].detail).join("; ")})`;
 }
 
 /** Which bound applies to a strategy (minReloads only where the run reloads at the common interval). */
@@ -153,6 +161,7 @@ export function reportFromResult(r: WorkerResult, kernelLabel: string): Strategy
     ...base,
   };
   if (r.strategy === "baseline") rep.baseline = true;
+  if (r.attribution) rep.attribution = r.attribution;
   if (r.reloads) {
     rep.reloadFailures = r.reloads.failed;
     if (r.reloads.failures.length > 0) rep.notes = [...(rep.notes ?? []), ...r.reloads.failures.map((f) => `failed ${f}`)];
@@ -215,7 +224,7 @@ function describeOptions(o: BenchOptions): string {
   const bound =
     o.requests !== undefined
       ? `${o.requests.toLocaleString("en")} requests per strategy${o.minReloads ? ` and at least ${o.minReloads} reloads` : ""}`
-      : `${(o.durationMs ?? 0) / 1000} s of load per strategy`;
+      : `${(o.durationMs ?? 0) / 1000} s of load per strategy${o.minReloads ? ` and at least ${o.minReloads} reloads (${o.capMs / 1000} s at most)` : ""}`;
   return `${bound}, concurrency ${o.concurrency}, a new connection per request, a reload every ${o.intervalMs ?? DEFAULT_INTERVAL_MS} ms (start to start)`;
 }
 
@@ -269,10 +278,7 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
       const groupFile = join(workDir, "group-lab.json");
       writeJsonFile(groupFile, g);
       const budget = g.workers.reduce((a, w) => a + w.load.capMs + WORKER_OVERHEAD_MS, 60_000);
-      const labNames = placement.lab.filter((s) => placement.why[s]);
-      ui.note(
-        `kernel lab (User-Mode Linux ${labInfo.version}, 1 CPU): ${placement.lab.join(", ")} — ${labNames.join(", ")} ${labNames.length === 1 ? "needs" : "need"} what this kernel lacks (${labNames.map((s) => placement.why[s]).join("; ")})`,
-      );
+      ui.note(`kernel lab (User-Mode Linux ${labInfo.version}, 1 CPU): ${placement.lab.join(", ")} — ${labReason(placement, features)}`);
       const tail = new FileTail(g.progressFile);
       const timer = setInterval(() => tail.events().forEach((e) => ui.event(e)), 250);
       let labError: string | undefined;
@@ -297,7 +303,7 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
         kernel: labKernelName,
         cpus: labResults.find((r) => r.load)?.cpus ?? 1,
         description: `kernel lab: User-Mode Linux ${labInfo.version} (${labInfo.kernel}), 1 CPU, slow system calls`,
-        reason: placement.lab.filter((s) => placement.why[s]).map((s) => `${s} ${placement.why[s]}`).join("; "),
+        reason: labReason(placement, features),
       });
     }
   } finally {
@@ -395,6 +401,9 @@ function renderHolds(reports: StrategyReport[]): string[] {
     );
   }
   for (const r of reports) {
+    if (!r.skipped && r.attribution && r.attribution.failedRequests > 0) out.push(attributionText(r.name, r.where ?? "", r.attribution, r.reloads));
+  }
+  for (const r of reports) {
     if (!r.skipped && r.reloadFailures) {
       out.push(`reloads that failed: ${r.name} (${r.where}): ${r.reloadFailures} of ${r.reloads}`);
       for (const n of (r.notes ?? []).filter((x) => x.startsWith("failed reload")).slice(0, 3)) out.push(`  ${n}`);
@@ -402,6 +411,20 @@ function renderHolds(reports: StrategyReport[]): string[] {
   }
   if (out.length > 0) out.push("");
   return out;
+}
+
+/** "none (host): 1495 failed requests started during 710 of 1644 reloads (at most 9 in one); ..." */
+export function attributionText(name: string, where: string, a: Attribution, reloads: number): string {
+  let t =
+    `failures ${name}${where ? ` (${where})` : ""}: ${a.failedRequests} failed requests started during ${a.reloadsWithFailures} of ${reloads} reloads (at most ${a.maxPerReload} in one)` +
+    (a.beforeFirstReload ? `, ${a.beforeFirstReload} before the first` : "");
+  if (a.byReason) {
+    t += `; by how the hold ended: ${Object.entries(a.byReason)
+      .sort((x, y) => y[1].failedRequests - x[1].failedRequests)
+      .map(([k, c]) => `${k}: ${c.failedRequests} failed in ${c.reloadsWithFailures} of ${c.holds} holds`)
+      .join("; ")}`;
+  }
+  return t;
 }
 
 /** Write the JSON document somewhere else too (docs). */

@@ -104,8 +104,9 @@ export interface LoadOptions {
   /** Body an ok response must have (default "pong"); null accepts any 200. */
   expectBody?: string | null;
 
-  /** Keep one TimelineRecord per request (true: up to 2,000,000; or give a limit). */
-  timeline?: boolean | { limit: number };
+  /** Keep one TimelineRecord per request (true: up to 2,000,000; or give a limit;
+   * failuresOnly: only failed requests, to place failures in time on a long run). */
+  timeline?: boolean | { limit: number; failuresOnly?: boolean };
 
   /** Stop starting new requests (in-flight ones finish). */
   signal?: AbortSignal;
@@ -333,6 +334,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const timeoutMs = o.requestTimeoutMs ?? 5000;
   const deadlineMs = o.deadlineMs ?? (o.durationMs !== undefined ? o.durationMs + timeoutMs + 2000 : 600_000);
   const timelineLimit = o.timeline === undefined || o.timeline === false ? 0 : o.timeline === true ? 2_000_000 : o.timeline.limit;
+  const timelineFailuresOnly = typeof o.timeline === "object" && o.timeline.failuresOnly === true;
 
   const spec: RequestSpec = {
     host,
@@ -370,7 +372,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     else recordMs(failedLatency, r.latencyMs);
     const key = r.detail ?? r.note;
     if (key !== undefined) details[key] = (details[key] ?? 0) + 1;
-    if (timelineLimit > 0) {
+    if (timelineLimit > 0 && !(timelineFailuresOnly && r.outcome === "ok")) {
       if (timeline.length < timelineLimit) {
         const rec: TimelineRecord = { startMs: r.startMs - t0, latencyMs: r.latencyMs, outcome: r.outcome };
         if (r.detail !== undefined) rec.detail = r.detail;

@@ -98,7 +98,7 @@ export async function probeKernelFeatures(): Promise<Record<KernelFeature, Featu
     const say = (r: typeof prio, kind: string): FeatureProbe =>
       r.code === 0
         ? { ok: true, detail: `\`tc qdisc add ... ${kind}\` works` }
-        : { ok: false, detail: `this kernel (${kind === "plug" ? "sch_plug" : "sch_prio"}) answers \`tc qdisc add ... ${kind}\` with: ${(r.stderr.trim() || r.error || `exit ${r.code}`).split("\n")[0]}` };
+        : { ok: false, detail: `\`tc qdisc add ... ${kind}\`: ${(r.stderr.trim() || r.error || `exit ${r.code}`).split("\n")[0]}` };
     return { sch_prio: say(prio, "prio"), sch_plug: say(plug, "plug") };
   } finally {
     await deleteNetns(name);

@@ -1,7 +1,8 @@
 // `synhold bench`'s command line, parsed and validated before anything runs,
 // and the three presets:
 //
-//   --quick   8 s of load per strategy: the whole bench in under 2 minutes (CI, the README demo)
+//   --quick   8 s of load per strategy, and at least 3 reloads (up to 24 s: a protected reload
+//             takes seconds in the kernel lab): the whole bench in under 2 minutes (CI, the README demo)
 //   (none)    30 s per strategy
 //   --full    the seed's run: 1,000,000 requests per strategy, and the load goes
 //             on until at least 1,500 reloads were done (the seed: "over 1500 times")
@@ -40,6 +41,9 @@ export interface BenchOptions {
 
 export const DEFAULT_INTERVAL_MS = 100;
 export const QUICK_DURATION_MS = 8_000;
+export const QUICK_MIN_RELOADS = 3;
+/** with --duration and a minimum of reloads, the load stops after this many durations at the latest */
+export const DURATION_CAP_FACTOR = 3;
 export const DEFAULT_DURATION_MS = 30_000;
 export const FULL_REQUESTS = 1_000_000;
 export const FULL_MIN_RELOADS = 1_500;
@@ -57,11 +61,12 @@ together with a baseline and 'none' there: numbers compare within one kernel onl
 
   --strategies LIST  comma-separated, default all: ${DEFAULT_STRATEGIES.join(",")}
                      (${STRATEGY_NAMES.filter((s) => !DEFAULT_STRATEGIES.includes(s)).join(", ")} always runs)
-  --quick            ${QUICK_DURATION_MS / 1000} s of load per strategy (the whole bench in under 2 minutes)
+  --quick            ${QUICK_DURATION_MS / 1000} s of load per strategy, at least ${QUICK_MIN_RELOADS} reloads (the whole bench in under 2 minutes)
   --full             the seed's run: ${FULL_REQUESTS.toLocaleString("en")} requests per strategy and at least ${FULL_MIN_RELOADS} reloads
   --requests N       stop each strategy's load after N requests (default: --duration ${DEFAULT_DURATION_MS / 1000}s)
   --duration D       ...or after D (30s, 2m)
-  --min-reloads N    with --requests: keep the load going until N reloads were done too
+  --min-reloads N    keep the load going past its bound until N reloads were done too
+                     (at most ${DURATION_CAP_FACTOR}x the --duration, or an hour with --requests; --quick: ${QUICK_MIN_RELOADS})
   --interval D       reload interval, start to start (default ${DEFAULT_INTERVAL_MS}ms; drop: 1s, the seed's)
   --concurrency C    simultaneous requests (default 50, the seed's ab -c)
   --out DIR          where table.txt, bench.json, latency.svg and latency.png go (default ./bench-out)
@@ -145,12 +150,11 @@ export function parseBenchArgs(args: string[], globals: { json?: boolean } = {})
   else if (preset === "full") o.requests = FULL_REQUESTS;
   else o.durationMs = preset === "quick" ? QUICK_DURATION_MS : DEFAULT_DURATION_MS;
 
-  if (v["min-reloads"] !== undefined) {
-    if (o.requests === undefined) throw new BenchUsageError("--min-reloads goes with --requests or --full (a --duration run stops on time)");
-    o.minReloads = positiveInt("--min-reloads", v["min-reloads"], 0);
-  } else if (preset === "full" && v.requests === undefined) o.minReloads = FULL_MIN_RELOADS;
+  if (v["min-reloads"] !== undefined) o.minReloads = positiveInt("--min-reloads", v["min-reloads"], 0);
+  else if (preset === "full" && v.requests === undefined) o.minReloads = FULL_MIN_RELOADS;
+  else if (preset === "quick" && v.requests === undefined && v.duration === undefined) o.minReloads = QUICK_MIN_RELOADS;
 
-  if (o.durationMs !== undefined) o.capMs = o.durationMs;
+  if (o.durationMs !== undefined) o.capMs = o.minReloads ? o.durationMs * DURATION_CAP_FACTOR : o.durationMs;
   if (o.requests !== undefined) o.abRequests = Math.min(o.abRequests, Math.max(1000, o.requests));
   return o;
 }

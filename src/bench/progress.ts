@@ -70,12 +70,8 @@ const fmtCount = (n: number): string => (n >= 10_000 ? `${(n / 1000).toFixed(n >
 export function fractionDone(r: { plan?: LoadPlan; elapsedMs: number; requests: number; reloads: number; reloadsExpected: boolean }): number {
   const p = r.plan;
   if (!p) return 0;
-  let f: number;
-  if (p.requests !== undefined) {
-    f = r.requests / p.requests;
-    if (p.minReloads && r.reloadsExpected) f = Math.min(f, r.reloads / p.minReloads);
-    f = Math.max(f, r.elapsedMs / p.capMs);
-  } else f = r.elapsedMs / (p.durationMs ?? p.capMs);
+  let f = p.requests !== undefined ? r.requests / p.requests : r.elapsedMs / (p.durationMs ?? p.capMs);
+  if (p.minReloads && r.reloadsExpected) f = Math.max(Math.min(f, r.reloads / p.minReloads), r.elapsedMs / p.capMs);
   return Math.max(0, Math.min(1, f));
 }
 

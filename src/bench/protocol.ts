@@ -16,6 +16,7 @@ import type { HoldSummary } from "./strategies/strategy.js";
 import type { LoadResultJson } from "./loadgen.js";
 import type { ReloadStopReason, Stats } from "./reloader.js";
 import type { AbResult } from "./ab.js";
+import type { Attribution } from "./attribution.js";
 
 /** Where a strategy ran: this machine's kernel, or the kernel lab (User-Mode Linux). */
 export type Where = "host" | "lab";
@@ -87,6 +88,8 @@ export interface WorkerResult {
   load?: LoadResultJson;
   reloads?: ReloadSummary;
   hold?: HoldSummary;
+  /** failed requests charged to the reloads they started during */
+  attribution?: Attribution;
   ab?: AbResult;
   notes: string[];
   elapsedMs: number;

@@ -27,6 +27,7 @@ import {
 } from "./histogram.js";
 import { FAILURE_OUTCOMES, type FailureOutcome, type LoadResult, type LoadResultJson } from "./loadgen.js";
 import { stats, type ReloadLoopResult, type Stats } from "./reloader.js";
+import type { Attribution } from "./attribution.js";
 
 /** Everything the report needs about one strategy's run. */
 export interface StrategyReport {
@@ -67,6 +68,8 @@ export interface StrategyReport {
   /** requests per second over the run */
   throughput?: number;
   notes?: string[];
+  /** failed requests charged to the reloads they started during (attribution.ts) */
+  attribution?: Attribution;
 }
 
 /** Same kernel, same place: the only rows whose numbers compare. */
@@ -179,7 +182,7 @@ export function fmtMs(ms: number): string {
   return ms.toFixed(0);
 }
 
-function fmtPct(p: number): string {
+export function fmtPct(p: number): string {
   if (p === 0) return "0%";
   if (p < 0.01) return `${p.toFixed(4)}%`;
   return `${p.toFixed(2)}%`;
@@ -276,6 +279,7 @@ export interface BenchJsonStrategy {
   throughput?: number;
   elapsedMs?: number;
   notes?: string[];
+  failureAttribution?: Attribution;
 }
 
 export interface BenchJson {
@@ -315,6 +319,7 @@ export function toBenchJson(reports: StrategyReport[], extra: Record<string, unk
       if (rep.throughput !== undefined) s.throughput = Math.round(rep.throughput);
       if (rep.elapsedMs > 0) s.elapsedMs = Math.round(rep.elapsedMs);
       if (rep.notes !== undefined && rep.notes.length > 0) s.notes = rep.notes;
+      if (rep.attribution !== undefined) s.failureAttribution = rep.attribution;
       if (row.skipped !== undefined) s.skipped = row.skipped;
       else s.latencyHdr = encodeHistogram(rep.latency);
       return s;
@@ -336,6 +341,7 @@ export function reportsFromBenchJson(doc: BenchJson): StrategyReport[] {
       if (s.throughput !== undefined) r.throughput = s.throughput;
       if (s.notes !== undefined) r.notes = s.notes;
       if (s.elapsedMs !== undefined) r.elapsedMs = s.elapsedMs;
+      if (s.failureAttribution !== undefined) r.attribution = s.failureAttribution;
       if (s.baseline) r.baseline = true;
       return r;
     };

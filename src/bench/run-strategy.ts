@@ -24,7 +24,8 @@ import { inNetns } from "./netns.js";
 import { exec } from "./exec.js";
 import { runAb } from "./ab.js";
 import { strategyFor, StrategyUnavailable } from "./strategies/index.js";
-import type { PreparedStrategy } from "./strategies/strategy.js";
+import type { HoldSummary, PreparedStrategy } from "./strategies/strategy.js";
+import { attributeFailures, type Attribution } from "./attribution.js";
 import { emitProgress, type ReloadSummary, type WorkerResult, type WorkerSpec } from "./protocol.js";
 
 export const BACKEND_PORT = 8001;
@@ -41,6 +42,15 @@ async function haproxyVersion(): Promise<string | undefined> {
   return /HAProxy version (\S+)/.exec(r.stdout)?.[1];
 }
 
+/** The lines of a failed reload's output that say why (errors first, then the last lines). */
+export function failureLines(output: string, max = 600): string {
+  const lines = output.split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
+  const errors = lines.filter((l) => /error|synhold|ALERT|fatal/i.test(l) && !/^at /.test(l));
+  const picked = [...new Set([...errors.slice(-4), ...lines.slice(-2)])];
+  const text = picked.join(" | ");
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
+}
+
 function reloadSummary(loop: ReloadLoopResult, nominalIntervalMs: number): ReloadSummary {
   return {
     count: loop.count,
@@ -55,7 +65,7 @@ function reloadSummary(loop: ReloadLoopResult, nominalIntervalMs: number): Reloa
     failures: loop.reloads
       .filter((r) => !r.ok)
       .slice(0, 5)
-      .map((r) => `reload #${r.index}: ${r.hookError ?? r.error ?? `exit ${r.exitCode}`} ${(r.output ?? "").split("\n").slice(-2).join(" | ")}`.trim()),
+      .map((r) => `reload #${r.index}: ${r.hookError ?? r.error ?? `exit ${r.exitCode}`} ${failureLines(r.output ?? "")}`.trim()),
   };
 }
 
@@ -80,8 +90,9 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
 
   const cl = new CleanupStack();
   let out: WorkerResult;
+  let hv: string | undefined;
   try {
-    const hv = await haproxyVersion();
+    hv = await haproxyVersion();
     emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "servers" });
     const nginx = await startNginx({ host: HOST, port: BACKEND_PORT, workers: 1 });
     cl.add(() => nginx.stop());
@@ -89,13 +100,8 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
     cl.add(() => hap.stop());
 
     emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "set-up" });
-    let prepared: PreparedStrategy;
-    try {
-      prepared = await strategy.prepare({ haproxy: hap, port: FRONTEND_PORT, synhold: synholdArgv(), env, log: (l) => notes.push(l) });
-    } catch (e) {
-      if (e instanceof StrategyUnavailable) return (out = result({ skipped: e.message, ...(hv ? { haproxyVersion: hv } : {}) }));
-      throw e;
-    }
+    // StrategyUnavailable from here: reported as skipped, with its reason (below).
+    const prepared: PreparedStrategy = await strategy.prepare({ haproxy: hap, port: FRONTEND_PORT, synhold: synholdArgv(), env, log: (l) => notes.push(l) });
     cl.add(() => prepared.cleanup());
     notes.push(...prepared.notes);
 
@@ -121,24 +127,35 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
           onReload: () => reloadsDone++,
         })
       : undefined;
-    // The seed's full run wants N requests AND at least M reloads: with
-    // minReloads the load runs on (bounded by capMs) until both are reached.
-    const needReloads = strategy.reloads && plan.minReloads !== undefined && plan.requests !== undefined;
+    // The seed's full run wants N requests AND at least M reloads (and --quick
+    // at least a few reloads even where one takes seconds, as in the kernel
+    // lab): with minReloads the load runs on past its bound, up to capMs,
+    // until both are reached.
+    const needReloads = strategy.reloads && plan.minReloads !== undefined && plan.minReloads > 0;
+    const boundReached = (p: { elapsedMs: number; requests: number }): boolean =>
+      plan.requests !== undefined ? p.requests >= plan.requests : p.elapsedMs >= (plan.durationMs ?? plan.capMs);
+    const runFor = needReloads ? plan.capMs : Math.min(plan.durationMs ?? plan.capMs, plan.capMs);
+    let lastEmit = -Infinity;
     let load: LoadResult;
     try {
       load = await runLoad({
         host: HOST,
         port: FRONTEND_PORT,
         concurrency: plan.concurrency,
-        durationMs: plan.durationMs ?? plan.capMs,
+        durationMs: runFor,
         ...(plan.requests !== undefined && !needReloads ? { requests: plan.requests } : {}),
-        deadlineMs: Math.min(plan.durationMs ?? plan.capMs, plan.capMs) + plan.requestTimeoutMs + 5000,
+        deadlineMs: runFor + plan.requestTimeoutMs + 5000,
         requestTimeoutMs: plan.requestTimeoutMs,
+        // failed requests only, to charge each to its reload (attribution.ts)
+        timeline: { limit: 200_000, failuresOnly: true },
         signal: stopLoad.signal,
-        progressIntervalMs: 500,
+        progressIntervalMs: needReloads ? 100 : 500,
         onProgress: (p) => {
-          emitProgress(spec.progressFile, { t: "load", ...ev, elapsedMs: p.elapsedMs, requests: p.requests, failed: p.failed, reloads: reloadsDone });
-          if (needReloads && p.requests >= plan.requests! && reloadsDone >= plan.minReloads!) stopLoad.abort();
+          if (p.elapsedMs - lastEmit >= 450) {
+            lastEmit = p.elapsedMs;
+            emitProgress(spec.progressFile, { t: "load", ...ev, elapsedMs: p.elapsedMs, requests: p.requests, failed: p.failed, reloads: reloadsDone });
+          }
+          if (needReloads && boundReached(p) && reloadsDone >= plan.minReloads!) stopLoad.abort();
         },
       });
     } finally {
@@ -146,15 +163,26 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
     }
     const loop = loopPromise ? await loopPromise : undefined;
     const loadJson = loadResultToJson(load);
-    if (load.stoppedBy === "deadline" || (load.stoppedBy === "duration" && plan.durationMs === undefined)) {
-      notes.push(`the load hit its time cap (${Math.round(plan.capMs / 1000)} s) before its request target`);
+    if (load.stoppedBy === "deadline" || (load.stoppedBy === "duration" && (needReloads || plan.durationMs === undefined))) {
+      notes.push(`the load hit its time cap (${Math.round(plan.capMs / 1000)} s) before its target (${plan.requests !== undefined ? `${plan.requests} requests` : `${(plan.durationMs ?? 0) / 1000} s`}${needReloads ? `, ${plan.minReloads} reloads` : ""})`);
     }
 
-    let hold;
+    let hold: HoldSummary | undefined;
     if (prepared.holds && loop) {
       const reloadLog = readFileSync(hap.logPath, "utf8");
       hold = prepared.holds({ loop, reloadLog });
     }
+    let attribution: Attribution | undefined;
+    if (loop && load.failed > 0) {
+      // One hold line per reload, in order, unless a reload failed before protect printed its line.
+      const reasons = hold?.reasonByReload?.length === loop.count ? hold.reasonByReload : undefined;
+      attribution = attributeFailures(
+        (load.timeline ?? []).map((t) => load.startedAt + t.startMs),
+        loop.reloads.map((r, i) => ({ startedAt: r.startedAt, ...(reasons ? { reason: reasons[i]! } : {}) })),
+      );
+      if (hold?.reasonByReload && !reasons) notes.push(`${hold.reasonByReload.length} hold lines for ${loop.count} reloads: failures not charged to release reasons`);
+    }
+    if (hold) delete hold.reasonByReload;
     let ab;
     if (spec.abRequests) {
       emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "ab cross-check" });
@@ -167,11 +195,13 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
       load: loadJson,
       ...(loop ? { reloads: reloadSummary(loop, spec.intervalMs) } : {}),
       ...(hold ? { hold } : {}),
+      ...(attribution ? { attribution } : {}),
       ...(ab ? { ab } : {}),
       ...(hv ? { haproxyVersion: hv } : {}),
     });
   } catch (e) {
-    out = result({ error: e instanceof Error ? e.message : String(e) });
+    const version = hv ? { haproxyVersion: hv } : {};
+    out = e instanceof StrategyUnavailable ? result({ skipped: e.message, ...version }) : result({ error: e instanceof Error ? e.message : String(e), ...version });
   } finally {
     emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "clean-up" });
     const errs = await cl.run();

@@ -40,6 +40,8 @@ export interface HoldSummary {
   dropped?: number;
   /** why each hold ended, counted */
   reasons?: Record<string, number>;
+  /** why each hold ended, one per reload in order (when the tool says so for every reload) */
+  reasonByReload?: string[];
 }
 
 export interface RunRecord {

@@ -46,6 +46,7 @@ export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
     released: holds.reduce((a, h) => a + h.released, 0),
     dropped: holds.reduce((a, h) => a + h.dropped, 0),
     reasons,
+    reasonByReload: holds.map((h) => reasonKind(h.reason)),
   };
 }
 
