@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Measures protect on this kernel (nfqueue) and in the kernel lab (plug) and
-# writes docs/PROTECT.md from the JSON. About 5 minutes on the host, 10 in the lab.
+# writes docs/PROTECT.md from the JSON (kept in docs/protect/, so the page can be regenerated). About 5 minutes on the host, 10 in the lab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
-tmp=$(mktemp -d)
-trap 'ip netns delete synhold-measure 2>/dev/null || true; rm -rf "$tmp"' EXIT
+tmp=docs/protect
+mkdir -p "$tmp"
+trap 'ip netns delete synhold-measure 2>/dev/null || true' EXIT
 HOST_ARGS='{"backend":"nfqueue","reloads":200,"concurrency":50}'
 LAB_ARGS='{"backend":"plug","reloads":60,"concurrency":8}'
 ip netns add synhold-measure && ip -n synhold-measure link set lo up

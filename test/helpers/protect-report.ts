@@ -60,5 +60,19 @@ client's latency.
 
 Regenerate: \`scripts/measure-protect.sh\` (host kernel, nfqueue, and the kernel lab, plug).
 
+How to read it:
+- Every protected variant should show 0 failed; the unprotected row shows what the race costs.
+- The hold is roughly HAProxy's own reload time: with \`-D\`, the old listener closes just before the
+  command exits, so releasing on the socket rule and at exit come out close. The socket rule earns its
+  keep with commands that go on after the switch (a foreground server start, a script that reloads and
+  then does more work) and with full restarts, where it waits for the new listener instead.
+- "reload command ms" is much larger than the hold: it includes starting synhold itself (and, without the
+  daemon, a holder process). That limits how often one can reload, not how long a client waits.
+- The kernel lab has one slow CPU shared by everything, so its absolute numbers are far above the host's;
+  compare rows within one table only.
+- setup also turns on \`net.ipv4.tcp_migrate_req\` (default): without it, on a machine starved for CPU,
+  connections that were already queued on the old listener when the hold began (the old process never
+  accepted them) were reset when it closed; the plug only holds SYNs that arrive during the hold.
+
 ${sections.join('\n')}`,
 );
