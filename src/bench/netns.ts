@@ -18,7 +18,8 @@ import type { KernelFeature } from "./strategies/strategy.js";
 export const NETNS_PREFIX = "synhold-bench-";
 
 export function benchNetnsName(...parts: string[]): string {
-  return `${NETNS_PREFIX}${[...parts, randomBytes(3).toString("hex")].join("-")}`.slice(0, 60);
+  // The creating process's PID first: a concurrent bench's namespaces are never mistaken for ours.
+  return `${NETNS_PREFIX}${[String(process.pid), ...parts, randomBytes(3).toString("hex")].join("-")}`.slice(0, 60);
 }
 
 /**
