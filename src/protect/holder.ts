@@ -115,9 +115,14 @@ export function startHolder(args: HolderArgs): HolderHandle {
     if (m.type === 'released') releasedInfo = m;
     waiters.forEach((w) => w(m));
   });
+  // 'close', not 'exit': 'exit' can come before the last IPC message (the
+  // holder's 'released') is delivered; 'close' comes after the channel drained.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
+    child.on('close', (code, signal) => resolve({ code, signal })),
   );
+  // A send racing the holder's own exit fails with EPIPE; the outcome is known
+  // from its messages or its exit, so the error itself is not news.
+  child.on('error', () => undefined);
   const next = <T extends HolderMessage['type']>(type: T): Promise<Extract<HolderMessage, { type: T }>> =>
     new Promise((resolve, reject) => {
       const onMsg = (m: HolderMessage) => {
@@ -135,8 +140,9 @@ export function startHolder(args: HolderArgs): HolderHandle {
     gone: exited.then(() => undefined),
     held,
     release(reason) {
+      if (releasedInfo) return Promise.resolve(releasedInfo);
       const done = next('released');
-      if (child.connected) child.send({ type: 'release', reason });
+      if (child.connected) child.send({ type: 'release', reason }, () => undefined);
       else if (child.exitCode === null) child.kill('SIGTERM');
       return done;
     },
