@@ -20,6 +20,8 @@ import { attributionText, type CrossCheck, type KernelInfo } from "./bench.js";
 export interface Run {
   /** path of the bench.json, as given */
   path: string;
+  /** "run 2", when the page shows several */
+  label?: string;
   doc: BenchJson;
   reports: StrategyReport[];
   rows: SummaryRow[];
@@ -53,6 +55,10 @@ function kernelsOf(doc: BenchJson): KernelInfo[] {
 }
 
 function kernelName(r: Row): string {
+  return `${kernelOnly(r)}${r.run.label ? ` [${r.run.label}]` : ""}`;
+}
+
+function kernelOnly(r: Row): string {
   const k = kernelsOf(r.run.doc).find((k) => k.where === r.rep.where && k.kernel === r.rep.kernel);
   if (r.rep.where === "lab") return `the kernel lab (Linux ${r.rep.kernel}, User-Mode Linux, ${k?.cpus ?? 1} CPU)`;
   return `the host (Linux ${r.rep.kernel ?? r.run.doc.kernel}${k ? `, ${k.cpus} CPUs` : ""})`;
@@ -127,9 +133,10 @@ function renderCrossCheckMd(c: CrossCheck): string {
     `| synhold bench's generator | ${fmtInt(l.requests)} | ${l.failed} | ${l.rps} | ${fmtMs(l.meanMs)} | ${fmtMs(l.p50)} | ${fmtMs(l.p90)} | ${fmtMs(l.p99)} | ${fmtMs(l.max)} |`,
     "",
     `Both see no failure without reloads. ab's percentiles are whole milliseconds. ` +
-      (l.rps < a.rps
-        ? `ab, a C program, drives ${(a.rps / Math.max(1, l.rps)).toFixed(1)}x the request rate of the Node.js generator at the same concurrency, so its latencies are lower by about that factor (closed loop: latency ≈ concurrency / rate); the generator's own event loop is part of what it measures. Every strategy runs under the same generator, so the rows compare with each other; the added-latency columns subtract the generator's baseline.`
-        : `The generator keeps up with ab at this concurrency.`),
+      (a.rps < l.rps * 1.25
+        ? `The two agree: ab's rate is within ${Math.round((100 * Math.abs(a.rps - l.rps)) / l.rps)}% of the generator's, and so are the latencies: here the servers, not the client, set the pace.`
+        : `ab, a C program, drives ${(a.rps / Math.max(1, l.rps)).toFixed(1)}x the request rate of the Node.js generator at the same concurrency, so its latencies are lower by about that factor (closed loop: latency ≈ concurrency / rate); the generator's own event loop is part of what it measures. Every strategy runs under the same generator, so the rows compare with each other; the added-latency columns subtract the generator's baseline.`
+        ),
   ].join("\n");
 }
 
@@ -180,6 +187,12 @@ export function renderRun(run: Run, outDir: string, index: number): string {
           `. Measured: ${mdEscape(r.hold!.source)}.`,
       );
     }
+    out.push("");
+  }
+  const charged = run.reports.filter((r) => !r.skipped && r.attribution && r.attribution.failedRequests > 0);
+  if (charged.length > 0) {
+    out.push("Failed requests, charged to the reload they started during:", "");
+    for (const r of charged) out.push(`- ${mdEscape(attributionText(r.name, r.where ?? "", r.attribution!, r.reloads))}.`);
     out.push("");
   }
   const failedReloads = run.reports.filter((r) => !r.skipped && (r.reloadFailures ?? 0) > 0);
@@ -281,7 +294,7 @@ export function findings(runs: Run[]): Finding[] {
 
   // 3, 4. plug and nfqueue fail none
   out.push(zeroFailureFinding(runs, "plug", "`plug` (synhold, sch_plug) fails none", "\"Restarting HAProxy has basically no effect on our traffic\": 1,000,000 requests, over 1,500 reloads, no failure, only minor delays"));
-  out.push(zeroFailureFinding(runs, "nfqueue", "`nfqueue` (synhold, kernels without sch_plug) fails none", "not in the seed: synhold's hold for kernels without sch_plug must keep the seed's result (no failure)"));
+  out.push(zeroFailureFinding(runs, "nfqueue", "`nfqueue` (synhold, kernels without sch_plug) fails none", "nothing; NFQUEUE is synhold's hold for kernels without sch_plug, and must keep the seed's result (no failure)"));
 
   // 5. plug vs plug-spawn
   {
@@ -290,7 +303,7 @@ export function findings(runs: Run[]): Finding[] {
     const pairs = plugs.flatMap((p) => spawns.filter((s) => sameKernel(p, s)).map((s) => [p, s] as const));
     out.push({
       title: "`plug` compared with `plug-spawn` (the seed's own tooling) on the same kernel",
-      seed: "the seed plugs with `nl-qdisc-add --buffer`, reloads, and releases with `nl-qdisc-add --release-indefinite`: a process per step, and the release only after the reload command returns; it saw about 20 ms of added latency in production",
+      seed: "it plugs with `nl-qdisc-add --buffer`, reloads, and releases with `nl-qdisc-add --release-indefinite`: a process per step, and the release only after the reload command returns; it saw about 20 ms of added latency in production",
       verdict: pairs.length === 0 ? "not measured" : "compared",
       evidence: pairs.length
         ? pairs.flatMap(([p, s]) => [
@@ -325,8 +338,8 @@ export function findings(runs: Run[]): Finding[] {
         );
       }
     }
-    const plugKernels = rowsNamed(runs, "plug").filter(measured).map((p) => kernelName(p));
-    const otherKernels = [...rowsNamed(runs, "haproxy-seamless"), ...rowsNamed(runs, "migrate-req")].filter(measured).map((p) => kernelName(p));
+    const plugKernels = rowsNamed(runs, "plug").filter(measured).map((p) => kernelOnly(p));
+    const otherKernels = [...rowsNamed(runs, "haproxy-seamless"), ...rowsNamed(runs, "migrate-req")].filter(measured).map((p) => kernelOnly(p));
     if (plugKernels.length > 0 && otherKernels.length > 0 && !plugKernels.some((k) => otherKernels.includes(k))) {
       ev.push(
         `\`plug\` ran on ${[...new Set(plugKernels)].join(", ")} and these two on ${[...new Set(otherKernels)].join(", ")}: different kernels, so their latencies do not compare directly; compare each with \`none\` and the baseline of its own kernel.`,
@@ -334,7 +347,7 @@ export function findings(runs: Run[]): Finding[] {
     }
     out.push({
       title: "`plug` compared with `haproxy-seamless` (fd hand-over) and `migrate-req` (tcp_migrate_req)",
-      seed: "not in the seed (2015): HAProxy's `-x` hand-over came in 1.8 (2017), `net.ipv4.tcp_migrate_req` in Linux 5.14 (2021); both fix the same race without holding anything",
+      seed: "nothing (2015); HAProxy's `-x` hand-over came in 1.8 (2017), `net.ipv4.tcp_migrate_req` in Linux 5.14 (2021); both fix the same race without holding anything",
       verdict: any ? "compared" : "not measured",
       evidence: ev,
     });
@@ -345,7 +358,7 @@ export function findings(runs: Run[]): Finding[] {
 export function renderFindings(fs: Finding[]): string {
   const out: string[] = [];
   fs.forEach((f, i) => {
-    out.push(`### ${i + 1}. ${f.title}: **${f.verdict}**`, "", `The seed: ${f.seed}.`, "");
+    out.push(`### ${i + 1}. ${f.title}: **${f.verdict}**`, "", `*The seed:* ${f.seed}.`, "");
     for (const e of f.evidence) out.push(`- ${e}`);
     out.push("");
   });
@@ -356,6 +369,7 @@ export function renderFindings(fs: Finding[]): string {
 
 export function renderBenchmarksMd(runs: Run[], outFile: string, command: string): string {
   const outDir = dirname(resolve(outFile));
+  if (runs.length > 1) runs.forEach((r, i) => (r.label = `run ${i + 1}`));
   const kernels = runs.flatMap((r) => kernelsOf(r.doc));
   const uniq = [...new Map(kernels.map((k) => [`${k.where}|${k.kernel}`, k])).values()];
   const lines: string[] = [
@@ -371,6 +385,10 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     "in the kernel lab (User-Mode Linux, one slow CPU) together with a baseline and `none` there:",
     "**numbers compare within one kernel only**.",
     "",
+    "`synhold setup` also sets `net.ipv4.tcp_migrate_req=1` by default, which prevents the resets on its own (that is the",
+    "`migrate-req` row). The `drop`, `plug` and `nfqueue` rows are set up with `--migrate-req off`, so that each row",
+    "measures one mechanism: the hold alone.",
+    "",
     "## Kernels",
     "",
     ...uniq.map((k) => `- **${k.where}**: Linux ${k.kernel}: ${k.description}${k.haproxy ? `; HAProxy ${k.haproxy}` : ""}`),
@@ -380,7 +398,7 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     "As root, from this repository (after `bash scripts/install-deps.sh`):",
     "",
     "```sh",
-    ...runs.map((r) => `node dist/src/cli/main.js ${(r.doc.command as string).replace(/^synhold /, "")}`),
+    ...[...new Set(runs.map((r) => `node dist/src/cli/main.js ${(r.doc.command as string).replace(/^synhold /, "")}`))],
     command,
     "```",
     "",

@@ -44,8 +44,9 @@ async function haproxyVersion(): Promise<string | undefined> {
 
 /** The lines of a failed reload's output that say why (errors first, then the last lines). */
 export function failureLines(output: string, max = 600): string {
-  const lines = output.split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
-  const errors = lines.filter((l) => /error|synhold|ALERT|fatal/i.test(l) && !/^at /.test(l));
+  // no stack frames: they say where, not why
+  const lines = output.split("\n").map((l) => l.trim()).filter((l) => l.length > 0 && !/^at /.test(l));
+  const errors = lines.filter((l) => /error|synhold|ALERT|fatal/i.test(l));
   const picked = [...new Set([...errors.slice(-4), ...lines.slice(-2)])];
   const text = picked.join(" | ");
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;

@@ -106,3 +106,14 @@ test("the page: kernels, reproduce command, tables per kernel, figure next to it
   assert.ok(labNone.addedMs!.p50 > 20, `lab none vs lab baseline: ${labNone.addedMs!.p50}`);
   assert.match(mdTable(rows.slice(0, 2)), /\| \*\*none\*\* \| 4,010 \| 80 \|/);
 });
+
+test("several runs on one page: each finding says which run a number comes from; one reproduce line per distinct command", () => {
+  const a = runFromDoc("docs/bench/host/bench.json", JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === "host")))));
+  const b = runFromDoc("docs/bench/host-earlier/bench.json", JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === "host")))));
+  const md = renderBenchmarksMd([a, b], "docs/BENCHMARKS.md", "node dist/src/bench/docs.js --out docs/BENCHMARKS.md a b");
+  assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 1\]: 10 of 4,010/);
+  assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 2\]: 10 of 4,010/);
+  assert.equal((md.match(/^node dist\/src\/cli\/main.js bench --quick$/gm) ?? []).length, 1);
+  assert.match(md, /### Run 2: `synhold bench --quick`/);
+  assert.match(md, /\(bench\/host-earlier\/latency\.png\)/);
+});

@@ -1,5 +1,5 @@
 // The strategies that are synhold itself: `synhold setup --port 16000
-// --backend B` once, then every reload runs as `synhold protect -- haproxy
+// --backend B --migrate-req off` once, then every reload runs as `synhold protect -- haproxy
 // ... -sf OLDPIDS`, exactly as the README tells a user to. The hold each
 // protect made is read from the summary line it prints on stderr:
 //
@@ -8,6 +8,7 @@
 // (the reload's output goes to HAProxy's log file, so the lines are read from
 // there after the run; the bench never parses synhold's state files).
 
+import { readFileSync } from "node:fs";
 import { stats } from "../reloader.js";
 import { describeFailure, exec } from "../exec.js";
 import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from "./strategy.js";
@@ -52,6 +53,15 @@ export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
 
 type Backend = "plug" | "nfqueue" | "drop";
 
+/** net.ipv4.tcp_migrate_req of this namespace ("0", "1"; undefined where the kernel has none). */
+function readMigrateReq(): string | undefined {
+  try {
+    return readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
 function synholdStrategy(name: StrategyName & Backend, summary: string, extra: { kernelNeeds?: ["sch_plug"]; defaultIntervalMs?: number } = {}): Strategy {
   return {
     name,
@@ -61,9 +71,12 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
     kernelNeeds: extra.kernelNeeds ?? [],
     ...(extra.defaultIntervalMs !== undefined ? { defaultIntervalMs: extra.defaultIntervalMs } : {}),
     prepare: async (ctx) => {
-      const argv = [...ctx.synhold, "--json", "setup", "--port", String(ctx.port), "--backend", name];
+      // `synhold setup` also turns net.ipv4.tcp_migrate_req on by default, which
+      // on its own prevents the resets (that is the migrate-req row). Off here,
+      // so that this row measures the hold alone.
+      const argv = [...ctx.synhold, "--json", "setup", "--port", String(ctx.port), "--backend", name, "--migrate-req", "off"];
       const r = await exec(argv, { env: ctx.env, timeoutMs: 30_000 });
-      const shown = `synhold setup --port ${ctx.port} --backend ${name}`;
+      const shown = `synhold setup --port ${ctx.port} --backend ${name} --migrate-req off`;
       if (r.code !== 0) {
         throw new StrategyUnavailable(`\`${shown}\` failed (exit ${r.code ?? r.signal ?? r.error}): ${r.stderr.trim().split("\n").slice(-2).join(" | ") || describeFailure(r)}`);
       }
@@ -81,9 +94,25 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
         throw new StrategyUnavailable(`\`${shown}\` set up backend ${chosen}, not ${name}: ${r.stdout.trim().slice(0, 300)}`);
       }
       ctx.log(`synhold set up: backend ${chosen} (${reason})`);
+      // Oracle independent of synhold: the sysctl itself.
+      const mr = readMigrateReq();
+      if (mr === "1") {
+        await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
+        throw new Error(`net.ipv4.tcp_migrate_req is 1 after \`${shown}\`: this row would not measure the hold alone`);
+      }
       return {
         wrap: { argv: (reload) => [...ctx.synhold, "protect", "--", ...reload] },
-        holds: (run) => holdSummary(parseHoldLines(run.reloadLog), "synhold protect's summary line (hold start to release)"),
+        holds: (run) => {
+          const h = holdSummary(parseHoldLines(run.reloadLog), "synhold protect's summary line (hold start to release)");
+          if (name === "drop") {
+            // Dropped SYNs are not counted by the drop backend (its summary always says
+            // "0 SYNs released, 0 dropped"): no counts rather than misleading zeros.
+            delete h.released;
+            delete h.dropped;
+            h.source += "; the drop backend does not count the SYNs it drops";
+          }
+          return h;
+        },
         cleanup: async () => {
           const t = await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
           if (t.code !== 0) throw new Error(describeFailure(t));
@@ -94,10 +123,10 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
   };
 }
 
-export const plug = synholdStrategy("plug", "synhold's plug backend (sch_plug on lo, in-process netlink): `synhold protect -- haproxy -sf`", {
+export const plug = synholdStrategy("plug", "synhold's plug backend (sch_plug on lo, in-process netlink) alone (--migrate-req off): `synhold protect -- haproxy -sf`", {
   kernelNeeds: ["sch_plug"],
 });
-export const nfqueue = synholdStrategy("nfqueue", "synhold's NFQUEUE backend (kernels without sch_plug): `synhold protect -- haproxy -sf`");
+export const nfqueue = synholdStrategy("nfqueue", "synhold's NFQUEUE backend (kernels without sch_plug) alone (--migrate-req off): `synhold protect -- haproxy -sf`");
 // The seed could only reload every second with dropped SYNs ("exponentially
 // backing off connections" otherwise); that is its default interval here too.
 export const drop = synholdStrategy("drop", "synhold's drop backend (drop SYNs during the reload; clients retransmit after 1 s)", {
