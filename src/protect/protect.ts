@@ -222,8 +222,15 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
         // full restart still starting up), keep holding, up to max-hold. A port
         // nobody served before the hold is not waited for: nothing was there to
         // protect, and waiting would only delay its clients.
+        // Release at exit only when that is safe too: the reload settled, or the
+        // sockets are exactly the ones from before (fd hand-over, or a command
+        // that did not touch the server). A new listener beside a still-open old
+        // one is a reload half done (the old process may close any moment, with
+        // connections queued on it): keep holding, bounded by max-hold.
         const listening = new Set(now.map((l) => l.port));
-        if (servedBefore.every((p) => listening.has(p)) && readyOk) {
+        const key = (ls: Listener[]) => ls.map((l) => l.cookie).sort().join(',');
+        const unchanged = key(now) === key(before);
+        if (servedBefore.every((p) => listening.has(p)) && readyOk && (settled.settled || unchanged)) {
           reason = settled.settled ? `${settled.reason}, after the command exited` : 'command exited';
           break;
         }

@@ -219,7 +219,7 @@ test('full restart (stop, then start): protect keeps holding until the new liste
 
 test('kill -9 of the holder under plug: protect releases the plug itself', async () => {
   await withProtected(async (ns) => {
-    const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '20s', '--', 'sleep', '2']);
+    const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '20s', '--', 'sleep', '6']);
     let holder = 0;
     await until('the hold', () => {
       holder = (JSON.parse(synhold(['--netns', ns.name, '--json', 'status']).stdout) as { hold?: { holderPid: number } }).hold?.holderPid ?? 0;
