@@ -2,7 +2,7 @@
 # The README's `npm run demo`: the seed's experiment, quick, on this machine.
 #
 #   nginx ("pong") behind HAProxy on :16000, a new connection per request at
-#   concurrency 50, HAProxy reloaded every 100 ms with -sf, 8 s per strategy:
+#   concurrency 50, HAProxy reloaded every 100 ms with -sf, 6 s per strategy (at least 3 reloads):
 #     none     plain reloads: some requests are reset
 #     nfqueue  synhold on a kernel without sch_plug: none fail
 #     plug     synhold's plug backend (in the kernel lab if this kernel lacks sch_plug,

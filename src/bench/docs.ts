@@ -16,6 +16,7 @@ import { histogramPoints } from "./histogram.js";
 import { FAILURE_OUTCOMES } from "./loadgen.js";
 import { fmtMs, fmtPct, kernelKey, reportsFromBenchJson, summarize, type BenchJson, type StrategyReport, type SummaryRow } from "./report.js";
 import { attributionText, type CrossCheck, type KernelInfo } from "./bench.js";
+import { QUICK_DURATION_MS, QUICK_MIN_RELOADS } from "./options.js";
 
 export interface Run {
   /** path of the bench.json, as given */
@@ -402,7 +403,7 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     command,
     "```",
     "",
-    "`synhold bench --quick` runs every strategy in under 2 minutes (8 s of load each); `--full` is the seed's size",
+    `\`synhold bench --quick\` runs every strategy in under 2 minutes (${QUICK_DURATION_MS / 1000} s of load each, at least ${QUICK_MIN_RELOADS} reloads); \`--full\` is the seed's size`,
     "(1,000,000 requests per strategy and at least 1,500 reloads). `--json` prints the document these pages are made from.",
     "",
     "## The seed's findings, reproduced or contradicted",

@@ -1,7 +1,7 @@
 // `synhold bench`'s command line, parsed and validated before anything runs,
 // and the three presets:
 //
-//   --quick   8 s of load per strategy, and at least 3 reloads (up to 24 s: a protected reload
+//   --quick   6 s of load per strategy, and at least 3 reloads (up to 18 s: a protected reload
 //             takes seconds in the kernel lab): the whole bench in under 2 minutes (CI, the README demo)
 //   (none)    30 s per strategy
 //   --full    the seed's run: 1,000,000 requests per strategy, and the load goes
@@ -40,7 +40,7 @@ export interface BenchOptions {
 }
 
 export const DEFAULT_INTERVAL_MS = 100;
-export const QUICK_DURATION_MS = 8_000;
+export const QUICK_DURATION_MS = 6_000;
 export const QUICK_MIN_RELOADS = 3;
 /** with --duration and a minimum of reloads, the load stops after this many durations at the latest */
 export const DURATION_CAP_FACTOR = 3;

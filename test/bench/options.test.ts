@@ -10,7 +10,7 @@ const parse = (args: string[], g = {}): BenchOptions => {
   return o as BenchOptions;
 };
 
-test("--quick: 8 s per strategy and at least 3 reloads, every strategy, capped at 3x the duration", () => {
+test("--quick: 6 s per strategy and at least 3 reloads, every strategy, capped at 3x the duration", () => {
   const o = parse(["--quick"]);
   assert.equal(o.preset, "quick");
   assert.equal(o.durationMs, QUICK_DURATION_MS);
