@@ -32,9 +32,11 @@ commands:
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
   release                               stop holding and let held connections through
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
-          [--release-on sockets|exit] [--verbose] -- CMD [ARGS...]
+          [--release-on sockets|exit] [--settle-wait D] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
-                                        (sockets: new listener up and old gone; exit: CMD exited)
+                                        (sockets: new listener up and old gone; exit: CMD exited);
+                                        after CMD exits, an old listener still open for
+                                        --settle-wait (2s) is taken as not closing
   status [--json]                       setup, backend, held or not, counters, last hold
   daemon [--metrics HOST:PORT]          hold for protect without a process per reload; serve /metrics
   teardown                              remove everything setup created
@@ -164,6 +166,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     ready: { type: 'string' },
     'lock-wait': { type: 'string' },
     'release-on': { type: 'string' },
+    'settle-wait': { type: 'string' },
     verbose: { type: 'boolean', short: 'v' },
   });
   mergeGlobals(g, v);
@@ -182,6 +185,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     ...(v.timeout ? { timeoutMs: parseDuration(v.timeout) } : {}),
     maxHoldMs: v['max-hold'] ? parseDuration(v['max-hold']) : DEFAULT_MAX_HOLD_MS,
     lockWaitMs: v['lock-wait'] ? parseDuration(v['lock-wait']) : 30_000,
+    ...(v['settle-wait'] ? { settleWaitMs: parseDuration(v['settle-wait']) } : {}),
     ...(ready ? { ready } : {}),
     ...(v.verbose ? { log: (l: string) => process.stderr.write(`synhold: ${l}\n`) } : {}),
   });

@@ -52,6 +52,11 @@ export interface ProtectOptions {
    * (for comparison, and for servers whose reload the socket rule cannot see).
    */
   releaseOn?: 'sockets' | 'exit';
+  /**
+   * After CMD exits, how long to keep holding while a new listener is up and an
+   * old one is still open (the old process closing late). Bounded by maxHoldMs.
+   */
+  settleWaitMs?: number;
   /** Called with progress lines (for --verbose). */
   log?: (line: string) => void;
 }
@@ -72,6 +77,15 @@ export interface ProtectResult {
 
 /** Default max-hold: long enough for a slow full restart, short enough that a stuck hold is noticed. */
 export const DEFAULT_MAX_HOLD_MS = 5000;
+
+/**
+ * Default settle-wait. `haproxy -sf` signals the old process before the command
+ * exits, so an old listener still open then normally closes within milliseconds
+ * (tens on a loaded one-CPU lab). One that outlives this is not closing: an
+ * orphan left by two reloads that raced on the pidfile, or a -sf that named the
+ * wrong pids. Holding new clients on its account until max-hold helps nobody.
+ */
+export const DEFAULT_SETTLE_WAIT_MS = 2000;
 
 /** Throws if --ready points at something the hold itself would hold: the probe could never succeed. */
 export function checkReadyTarget(cfg: SetupConfig, host: string, port: number): void {
@@ -183,6 +197,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
 
     const timeoutAt = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
     const pollMs = opts.pollMs ?? 1;
+    const settleWaitMs = opts.settleWaitMs ?? DEFAULT_SETTLE_WAIT_MS;
     let reason: string | undefined;
     let readyOk = !opts.ready;
     // Two settled polls in a row: one dump of the listening table is not an
@@ -227,12 +242,21 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
         // that did not touch the server). A new listener beside a still-open old
         // one is a reload half done (the old process may close any moment, with
         // connections queued on it): keep holding, bounded by max-hold.
+        // An old listener that stays open past --settle-wait is not closing (see
+        // DEFAULT_SETTLE_WAIT_MS): release, and say so.
         const listening = new Set(now.map((l) => l.port));
         const key = (ls: Listener[]) => ls.map((l) => l.cookie).sort().join(',');
         const unchanged = key(now) === key(before);
-        if (servedBefore.every((p) => listening.has(p)) && readyOk && (settled.settled || unchanged)) {
-          reason = settled.settled ? `${settled.reason}, after the command exited` : 'command exited';
-          break;
+        const afterExitMs = Number(process.hrtime.bigint() - commandExitAt!) / 1e6;
+        if (servedBefore.every((p) => listening.has(p)) && readyOk) {
+          if (settled.settled || unchanged) {
+            reason = settled.settled ? `${settled.reason}, after the command exited` : 'command exited';
+            break;
+          }
+          if (afterExitMs >= settleWaitMs) {
+            reason = `command exited; ${settled.reason} ${Math.round(afterExitMs)} ms later (--settle-wait): not closing`;
+            break;
+          }
         }
       }
       await new Promise<void>((resolve) => {

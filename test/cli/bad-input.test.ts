@@ -29,6 +29,7 @@ const cases: [string, string[], number, RegExp][] = [
   ['bad duration', ['plug', '--max-hold', 'soon'], 2, /"soon" is not a duration/],
   // protect follows timeout(1): its own failures, usage included, exit 125.
   ['protect without --', ['protect', 'true'], 125, /protect needs the command after --/],
+  ['protect, bad --settle-wait', ['protect', '--settle-wait', 'later', '--', 'true'], 125, /"later" is not a duration/],
 ];
 
 for (const [name, args, code, message] of cases) {

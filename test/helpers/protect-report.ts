@@ -51,7 +51,7 @@ writeFileSync(
 HAProxy 2.6 in front of nginx-light ("pong"), reloaded with \`haproxy -f CFG -p PIDFILE -D -sf $(cat PIDFILE)\`,
 unprotected and wrapped in \`synhold protect\`, with the same load; failures are counted by the client
 (test/helpers/reload-experiment.ts). "release on sockets" is protect's default: release as soon as the
-new listener is up and the old one gone (sock_diag), or at the command's exit if that comes first;
+new listener is up and the old one gone (sock_diag), or at the command's exit by the README's rules;
 "release at exit" is \`--release-on exit\`; "via synhold daemon" is the default with \`synhold daemon\` running,
 so no holder process is forked per reload. The hold is what a new connection made during a reload waits
 at most; "reload command ms" is the wall time of the whole reload command as run (for protect: starting

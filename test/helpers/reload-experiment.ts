@@ -35,6 +35,14 @@ export interface ExperimentOptions {
   durationMs?: number;
   /** Run `synhold daemon` during the experiment, so protect holds through it instead of forking a holder. */
   daemon?: boolean;
+  /**
+   * Run the reload as a shell line that reads the pidfile when it runs, as an
+   * operator's `haproxy ... -sf $(cat PIDFILE)` does: under protect that is
+   * inside the hold, so concurrent reloads each replace the previous one's
+   * process. (Without it, the -sf pids are read before protect takes the lock,
+   * and a reload that waited for another names pids that are already gone.)
+   */
+  shellReload?: boolean;
 }
 
 export interface ExperimentResult {
@@ -72,6 +80,10 @@ export function describeResult(r: ExperimentResult): string {
 
 const HELD = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;
 
+function shellQuote(a: string): string {
+  return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
+}
+
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
   installSignalCleanup();
   const deadline = Date.now() + (o.deadlineMs ?? 20 * 60_000);
@@ -104,7 +116,17 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     });
     if (o.reloads === 0) await new Promise((r) => setTimeout(r, o.durationMs ?? 10_000));
     const loops = o.reloads === 0 ? 0 : (o.loops ?? 1);
-    const wrap = o.protect ? (argv: string[]) => [process.execPath, CLI, 'protect', ...(o.protectArgs ?? []), '--', ...argv] : undefined;
+    const shell = (argv: string[]): string[] => {
+      const sf = argv.indexOf('-sf');
+      const head = (sf < 0 ? argv : argv.slice(0, sf)).map(shellQuote).join(' ');
+      return ['sh', '-c', `exec ${head} -sf $(cat ${shellQuote(hap!.pidFile)})`];
+    };
+    const cmd = (argv: string[]) => (o.shellReload ? shell(argv) : argv);
+    const wrap = o.protect
+      ? (argv: string[]) => [process.execPath, CLI, 'protect', ...(o.protectArgs ?? []), '--', ...cmd(argv)]
+      : o.shellReload
+        ? cmd
+        : undefined;
     const results = await Promise.all(
       Array.from({ length: loops }, () =>
         runReloadLoop({ target: hap!, intervalMs: o.intervalMs, count: Math.ceil(o.reloads / loops), deadlineMs: Math.max(1000, deadline - Date.now()), ...(wrap ? { wrap } : {}) }),

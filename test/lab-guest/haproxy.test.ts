@@ -49,12 +49,20 @@ test('HAProxy reloads under load: unprotected requests fail; with synhold protec
   });
 });
 
+/*
+ * Two deploy jobs reloading at once, each running the operator's shell line
+ * `synhold protect -- sh -c 'haproxy ... -sf $(cat PIDFILE)'`: the holds queue
+ * on the lock, and each reload reads the pidfile inside its own hold.
+ */
 test('concurrent protects under load: zero failures, every reload held', { timeout: 20 * 60_000 }, async (t) => {
   await withNetns(async (ns) => {
-    const r = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'plug'], protectArgs: ['--max-hold', '30s'], reloads: 40, intervalMs: 100, concurrency: 8, loops: 2 });
-    t.diagnostic(`two concurrent reload loops, plug: ${describeResult(r)}`);
+    const r = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'plug'], protectArgs: ['--max-hold', '30s'], shellReload: true, reloads: 40, intervalMs: 100, concurrency: 8, loops: 2 });
+    const why = reasons(r);
+    t.diagnostic(`two concurrent reload loops, plug: ${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
     assert.equal(r.reloads, 40);
+    assert.equal(r.reloadFailures, 0, describeResult(r));
     assert.equal(r.holds.length, 40);
-    assert.equal(r.failed, 0, `${describeResult(r)}; release reasons ${JSON.stringify(reasons(r))}`);
+    assert.equal(r.failed, 0, `${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
+    assert.equal(why['max-hold reached'] ?? 0, 0, 'no hold ran to max-hold');
   });
 });

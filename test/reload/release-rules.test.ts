@@ -1,0 +1,121 @@
+/**
+ * When protect releases after CMD has exited, with real HAProxy processes in a
+ * fresh namespace (this kernel: the nfqueue backend; the rule is the same for
+ * every backend). The cases are the ones a reload can leave behind:
+ *   - a new listener up and the old process closing a little after CMD exits:
+ *     keep holding until the old listener is gone;
+ *   - a new listener up beside an old one that never closes (an orphan: -sf
+ *     named the wrong pids): release after --settle-wait, and say why.
+ * `ss` is the oracle for which listeners exist.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { synhold } from '../helpers/cli.js';
+
+const HAPROXY = '/usr/sbin/haproxy';
+const PORT = 16000;
+
+interface Haproxies {
+  dir: string;
+  cfg: string;
+  pidFile(name: string): string;
+  /** every HAProxy PID written to a pidfile so far */
+  pids(): number[];
+  listeners(): number;
+  cleanup(): void;
+}
+
+function haproxies(ns: TestNetns): Haproxies {
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-rules-'));
+  const cfg = join(dir, 'haproxy.cfg');
+  // A TCP frontend is enough: only its listening socket matters here.
+  writeFileSync(
+    cfg,
+    ['global', '  nbthread 1', 'defaults', '  mode tcp', '  timeout connect 1s', '  timeout client 5s', '  timeout server 5s',
+      `frontend f`, `  bind 127.0.0.1:${PORT}`, '  default_backend b', 'backend b', '  server s 127.0.0.1:1', ''].join('\n'),
+  );
+  const names = new Set<string>();
+  const h: Haproxies = {
+    dir,
+    cfg,
+    pidFile: (name) => {
+      names.add(name);
+      return join(dir, `${name}.pid`);
+    },
+    pids: () =>
+      [...names].flatMap((n) => {
+        const f = join(dir, `${n}.pid`);
+        return existsSync(f) ? readFileSync(f, 'utf8').split(/\s+/).filter(Boolean).map(Number) : [];
+      }),
+    listeners: () => ns.exec('ss', ['-Hltn', `sport = :${PORT}`]).split('\n').filter((l) => l.trim()).length,
+    cleanup: () => {
+      for (const pid of h.pids()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return h;
+}
+
+/** "held 123.4 ms (... ; REASON); command exited 0" -> [ms, reason] */
+function summary(stderr: string): { ms: number; reason: string } {
+  const m = /^synhold: held ([\d.]+) ms \(\d+ SYNs released, \d+ dropped; (.*)\); command exited 0$/m.exec(stderr);
+  assert.ok(m, `no summary line in: ${stderr}`);
+  return { ms: Number(m[1]), reason: m[2]! };
+}
+
+test('after CMD exits: an old listener closing 400 ms later is waited for; one that never closes is released at --settle-wait', async () => {
+  await withNetns(async (ns) => {
+    const h = haproxies(ns);
+    try {
+      assert.equal(synhold(['--netns', ns.name, 'setup', '--port', String(PORT)]).status, 0);
+      ns.exec(HAPROXY, ['-f', h.cfg, '-p', h.pidFile('a'), '-D']);
+      assert.equal(h.listeners(), 1);
+      const [oldPid] = h.pids();
+
+      // Closing late: CMD starts the new process without -sf and exits; the old one
+      // is told to stop (SIGUSR1, what -sf sends) 400 ms after CMD's exit.
+      const late = synhold([
+        '--netns', ns.name, 'protect', '--max-hold', '10s', '--',
+        'sh', '-c', `${HAPROXY} -f ${h.cfg} -p ${h.pidFile('b')} -D && { (sleep 0.4; kill -USR1 ${oldPid}) >/dev/null 2>&1 & }`,
+      ]);
+      assert.equal(late.status, 0, late.stderr);
+      const s1 = summary(late.stderr);
+      assert.match(s1.reason, /replaced 1 old listener, after the command exited/);
+      assert.ok(s1.ms >= 400, `released after ${s1.ms} ms, before the old listener closed`);
+      assert.ok(s1.ms < 2000, `held ${s1.ms} ms: the settle rule should have fired at once`);
+      await sleep(100);
+      assert.equal(h.listeners(), 1, 'the old process closed its listener');
+
+      // Never closing: CMD starts a second process beside the current one (-sf with
+      // the wrong pid) and exits. Without a bound the hold would last until max-hold.
+      const t0 = Date.now();
+      const orphan = synhold([
+        '--netns', ns.name, 'protect', '--max-hold', '10s', '--settle-wait', '700ms', '--',
+        HAPROXY, '-f', h.cfg, '-p', h.pidFile('c'), '-D',
+      ]);
+      const took = Date.now() - t0;
+      assert.equal(orphan.status, 0, orphan.stderr);
+      const s2 = summary(orphan.stderr);
+      assert.match(s2.reason, /^command exited; port 16000: new .* up, old .* still open \d+ ms later \(--settle-wait\): not closing$/);
+      assert.ok(s2.ms >= 700, `released after ${s2.ms} ms, before --settle-wait`);
+      assert.ok(took < 5000, `protect took ${took} ms: held toward max-hold`);
+      assert.equal(h.listeners(), 2, 'both listeners are still there (ss)');
+      const st = JSON.parse(synhold(['--netns', ns.name, '--json', 'status']).stdout);
+      assert.equal(st.held, false, 'nothing is held after protect');
+    } finally {
+      synhold(['--netns', ns.name, 'teardown']);
+      h.cleanup();
+    }
+  });
+});
