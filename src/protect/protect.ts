@@ -249,7 +249,8 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
         const unchanged = key(now) === key(before);
         const afterExitMs = Number(process.hrtime.bigint() - commandExitAt!) / 1e6;
         if (servedBefore.every((p) => listening.has(p)) && readyOk) {
-          if (settled.settled || unchanged) {
+          // --release-on exit asked for exactly this moment, settled or not.
+          if (opts.releaseOn === 'exit' || settled.settled || unchanged) {
             reason = settled.settled ? `${settled.reason}, after the command exited` : 'command exited';
             break;
           }

@@ -5,7 +5,8 @@
  *   - a new listener up and the old process closing a little after CMD exits:
  *     keep holding until the old listener is gone;
  *   - a new listener up beside an old one that never closes (an orphan: -sf
- *     named the wrong pids): release after --settle-wait, and say why.
+ *     named the wrong pids): release after --settle-wait, and say why;
+ *   - with --release-on exit: release at the exit, whatever the sockets say.
  * `ss` is the oracle for which listeners exist.
  */
 import { test } from 'node:test';
@@ -74,7 +75,7 @@ function summary(stderr: string): { ms: number; reason: string } {
   return { ms: Number(m[1]), reason: m[2]! };
 }
 
-test('after CMD exits: an old listener closing 400 ms later is waited for; one that never closes is released at --settle-wait', async () => {
+test('after CMD exits: an old listener closing 400 ms later is waited for; one that never closes is released at --settle-wait; --release-on exit releases at once', async () => {
   await withNetns(async (ns) => {
     const h = haproxies(ns);
     try {
@@ -111,6 +112,17 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       assert.ok(s2.ms >= 700, `released after ${s2.ms} ms, before --settle-wait`);
       assert.ok(took < 5000, `protect took ${took} ms: held toward max-hold`);
       assert.equal(h.listeners(), 2, 'both listeners are still there (ss)');
+
+      // --release-on exit releases at CMD's exit even then: that is what it asks for.
+      const atExit = synhold([
+        '--netns', ns.name, 'protect', '--max-hold', '10s', '--release-on', 'exit', '--',
+        HAPROXY, '-f', h.cfg, '-p', h.pidFile('d'), '-D',
+      ]);
+      assert.equal(atExit.status, 0, atExit.stderr);
+      const s3 = summary(atExit.stderr);
+      assert.equal(s3.reason, 'command exited');
+      assert.ok(s3.ms < 1500, `held ${s3.ms} ms after an exit that should have released it`);
+      assert.equal(h.listeners(), 3);
       const st = JSON.parse(synhold(['--netns', ns.name, '--json', 'status']).stdout);
       assert.equal(st.held, false, 'nothing is held after protect');
     } finally {
