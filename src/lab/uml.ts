@@ -716,7 +716,8 @@ function fstab(hostDirs: string[]): string {
   return lines.join('\n') + '\n';
 }
 
-function shQuote(s: string): string {
+/** One word for sh, whatever it contains. */
+export function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 

@@ -165,6 +165,8 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
 
     const before: Listener[] = await watcher.list(ports);
     const servedBefore = [...new Set(before.map((l) => l.port))];
+    const socketsKey = (ls: readonly Listener[]) => ls.map((l) => l.cookie).sort().join(',');
+    const beforeKey = socketsKey(before);
 
     // Run CMD. No shell: argv as given.
     let commandExit: { code: number | null; signal: NodeJS.Signals | null; error?: NodeJS.ErrnoException } | undefined;
@@ -241,19 +243,17 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
         // sockets are exactly the ones from before (fd hand-over, or a command
         // that did not touch the server). A new listener beside a still-open old
         // one is a reload half done (the old process may close any moment, with
-        // connections queued on it): keep holding, bounded by max-hold.
-        // An old listener that stays open past --settle-wait is not closing (see
+        // connections queued on it): keep holding, for at most --settle-wait
+        // after the exit; an old listener open longer is not closing (see
         // DEFAULT_SETTLE_WAIT_MS): release, and say so.
         const listening = new Set(now.map((l) => l.port));
-        const key = (ls: Listener[]) => ls.map((l) => l.cookie).sort().join(',');
-        const unchanged = key(now) === key(before);
-        const afterExitMs = Number(process.hrtime.bigint() - commandExitAt!) / 1e6;
         if (servedBefore.every((p) => listening.has(p)) && readyOk) {
           // --release-on exit asked for exactly this moment, settled or not.
-          if (opts.releaseOn === 'exit' || settled.settled || unchanged) {
+          if (opts.releaseOn === 'exit' || settled.settled || socketsKey(now) === beforeKey) {
             reason = settled.settled ? `${settled.reason}, after the command exited` : 'command exited';
             break;
           }
+          const afterExitMs = Number(process.hrtime.bigint() - commandExitAt!) / 1e6;
           if (afterExitMs >= settleWaitMs) {
             reason = `command exited; ${settled.reason} ${Math.round(afterExitMs)} ms later (--settle-wait): not closing`;
             break;

@@ -17,6 +17,7 @@ import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, typ
 import { runLoad } from '../../src/bench/loadgen.js';
 import { runReloadLoop } from '../../src/bench/reloader.js';
 import { summarizeMs } from '../../src/bench/histogram.js';
+import { shQuote } from '../../src/lab/uml.js';
 import { CLI, synhold } from './cli.js';
 
 export interface ExperimentOptions {
@@ -80,10 +81,6 @@ export function describeResult(r: ExperimentResult): string {
 
 const HELD = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;
 
-function shellQuote(a: string): string {
-  return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
-}
-
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
   installSignalCleanup();
   const deadline = Date.now() + (o.deadlineMs ?? 20 * 60_000);
@@ -116,17 +113,15 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     });
     if (o.reloads === 0) await new Promise((r) => setTimeout(r, o.durationMs ?? 10_000));
     const loops = o.reloads === 0 ? 0 : (o.loops ?? 1);
-    const shell = (argv: string[]): string[] => {
+    // The reload as run: the pidfile read at run time (shellReload), wrapped in protect.
+    const reloadCmd = (argv: string[]): string[] => {
+      if (!o.shellReload) return argv;
       const sf = argv.indexOf('-sf');
-      const head = (sf < 0 ? argv : argv.slice(0, sf)).map(shellQuote).join(' ');
-      return ['sh', '-c', `exec ${head} -sf $(cat ${shellQuote(hap!.pidFile)})`];
+      const head = (sf < 0 ? argv : argv.slice(0, sf)).map(shQuote).join(' ');
+      return ['sh', '-c', `exec ${head} -sf $(cat ${shQuote(hap!.pidFile)})`];
     };
-    const cmd = (argv: string[]) => (o.shellReload ? shell(argv) : argv);
-    const wrap = o.protect
-      ? (argv: string[]) => [process.execPath, CLI, 'protect', ...(o.protectArgs ?? []), '--', ...cmd(argv)]
-      : o.shellReload
-        ? cmd
-        : undefined;
+    const protectPrefix = o.protect ? [process.execPath, CLI, 'protect', ...(o.protectArgs ?? []), '--'] : [];
+    const wrap = o.protect || o.shellReload ? (argv: string[]) => [...protectPrefix, ...reloadCmd(argv)] : undefined;
     const results = await Promise.all(
       Array.from({ length: loops }, () =>
         runReloadLoop({ target: hap!, intervalMs: o.intervalMs, count: Math.ceil(o.reloads / loops), deadlineMs: Math.max(1000, deadline - Date.now()), ...(wrap ? { wrap } : {}) }),

@@ -17,12 +17,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold } from '../helpers/cli.js';
+import { HAPROXY_BIN, haproxyConfig } from '../../src/bench/servers.js';
 
-const HAPROXY = '/usr/sbin/haproxy';
 const PORT = 16000;
 
 interface Haproxies {
-  dir: string;
   cfg: string;
   pidFile(name: string): string;
   /** every HAProxy PID written to a pidfile so far */
@@ -34,15 +33,10 @@ interface Haproxies {
 function haproxies(ns: TestNetns): Haproxies {
   const dir = mkdtempSync(join(tmpdir(), 'synhold-rules-'));
   const cfg = join(dir, 'haproxy.cfg');
-  // A TCP frontend is enough: only its listening socket matters here.
-  writeFileSync(
-    cfg,
-    ['global', '  nbthread 1', 'defaults', '  mode tcp', '  timeout connect 1s', '  timeout client 5s', '  timeout server 5s',
-      `frontend f`, `  bind 127.0.0.1:${PORT}`, '  default_backend b', 'backend b', '  server s 127.0.0.1:1', ''].join('\n'),
-  );
+  // The bench's HAProxy configuration; only its listening socket matters here.
+  writeFileSync(cfg, haproxyConfig({ dir, host: '127.0.0.1', port: PORT, backendHost: '127.0.0.1', backendPort: 1, maxconn: 100, hardStopAfterS: 30, threads: 1 }));
   const names = new Set<string>();
   const h: Haproxies = {
-    dir,
     cfg,
     pidFile: (name) => {
       names.add(name);
@@ -80,7 +74,7 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
     const h = haproxies(ns);
     try {
       assert.equal(synhold(['--netns', ns.name, 'setup', '--port', String(PORT)]).status, 0);
-      ns.exec(HAPROXY, ['-f', h.cfg, '-p', h.pidFile('a'), '-D']);
+      ns.exec(HAPROXY_BIN, ['-f', h.cfg, '-p', h.pidFile('a'), '-D']);
       assert.equal(h.listeners(), 1);
       const [oldPid] = h.pids();
 
@@ -88,7 +82,7 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       // is told to stop (SIGUSR1, what -sf sends) 400 ms after CMD's exit.
       const late = synhold([
         '--netns', ns.name, 'protect', '--max-hold', '10s', '--',
-        'sh', '-c', `${HAPROXY} -f ${h.cfg} -p ${h.pidFile('b')} -D && { (sleep 0.4; kill -USR1 ${oldPid}) >/dev/null 2>&1 & }`,
+        'sh', '-c', `${HAPROXY_BIN} -f ${h.cfg} -p ${h.pidFile('b')} -D && { (sleep 0.4; kill -USR1 ${oldPid}) >/dev/null 2>&1 & }`,
       ]);
       assert.equal(late.status, 0, late.stderr);
       const s1 = summary(late.stderr);
@@ -103,7 +97,7 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       const t0 = Date.now();
       const orphan = synhold([
         '--netns', ns.name, 'protect', '--max-hold', '10s', '--settle-wait', '700ms', '--',
-        HAPROXY, '-f', h.cfg, '-p', h.pidFile('c'), '-D',
+        HAPROXY_BIN, '-f', h.cfg, '-p', h.pidFile('c'), '-D',
       ]);
       const took = Date.now() - t0;
       assert.equal(orphan.status, 0, orphan.stderr);
@@ -116,7 +110,7 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       // --release-on exit releases at CMD's exit even then: that is what it asks for.
       const atExit = synhold([
         '--netns', ns.name, 'protect', '--max-hold', '10s', '--release-on', 'exit', '--',
-        HAPROXY, '-f', h.cfg, '-p', h.pidFile('d'), '-D',
+        HAPROXY_BIN, '-f', h.cfg, '-p', h.pidFile('d'), '-D',
       ]);
       assert.equal(atExit.status, 0, atExit.stderr);
       const s3 = summary(atExit.stderr);
