@@ -183,8 +183,7 @@ export function renderRun(run: Run, outDir: string, index: number): string {
       const reasons = r.hold!.reasons ? Object.entries(r.hold!.reasons).map(([k, v]) => `${mdEscape(k)} (${v})`).join("; ") : "";
       out.push(
         `- **${r.name}** (${r.where}): ${fmtInt(r.holdMs.count)} holds, p50 ${fmtMs(r.holdMs.p50)} ms, p99 ${fmtMs(r.holdMs.p99)} ms, max ${fmtMs(r.holdMs.max)} ms` +
-          // synhold's drop backend never counts (documents from before the bench knew it say "0")
-          (r.hold!.released !== undefined && r.name !== "drop" ? `; ${fmtInt(r.hold!.released)} SYNs held and released, ${r.hold!.dropped ?? 0} dropped` : "") +
+          (r.hold!.released !== undefined ? `; ${fmtInt(r.hold!.released)} SYNs held and released, ${r.hold!.dropped ?? 0} dropped` : "") +
           (reasons ? `; released because: ${reasons}` : "") +
           `. Measured: ${mdEscape(r.hold!.source)}.`,
       );

@@ -4,11 +4,9 @@
 // The sysctl is per network namespace, so setting it here touches only the
 // bench's namespace. Reloads are the plain -sf ones.
 
-import { readFileSync } from "node:fs";
+import { migrateReq as readMigrateReq } from "../../protect/sysctl.js";
 import { describeFailure, exec } from "../exec.js";
 import { StrategyUnavailable, type Strategy } from "./strategy.js";
-
-const SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req";
 
 export const migrateReq: Strategy = {
   name: "migrate-req",
@@ -22,8 +20,8 @@ export const migrateReq: Strategy = {
       throw new StrategyUnavailable(`this kernel has no net.ipv4.tcp_migrate_req (Linux >= 5.14): ${describeFailure(r)}`);
     }
     // Oracle independent of sysctl's own answer: the proc file.
-    const now = readFileSync(SYSCTL, "utf8").trim();
-    if (now !== "1") throw new StrategyUnavailable(`${SYSCTL} reads ${now} after sysctl -w ...=1`);
+    const now = readMigrateReq();
+    if (now !== "1") throw new StrategyUnavailable(`/proc/sys/net/ipv4/tcp_migrate_req reads ${now ?? "nothing"} after sysctl -w ...=1`);
     return {
       cleanup: async () => {
         await exec(["sysctl", "-w", "net.ipv4.tcp_migrate_req=0"], { env: ctx.env, timeoutMs: 10_000 });

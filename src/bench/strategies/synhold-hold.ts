@@ -8,7 +8,7 @@
 // (the reload's output goes to HAProxy's log file, so the lines are read from
 // there after the run; the bench never parses synhold's state files).
 
-import { readFileSync } from "node:fs";
+import { migrateReq } from "../../protect/sysctl.js";
 import { stats } from "../reloader.js";
 import { describeFailure, exec } from "../exec.js";
 import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from "./strategy.js";
@@ -53,15 +53,6 @@ export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
 
 type Backend = "plug" | "nfqueue" | "drop";
 
-/** net.ipv4.tcp_migrate_req of this namespace ("0", "1"; undefined where the kernel has none). */
-function readMigrateReq(): string | undefined {
-  try {
-    return readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim();
-  } catch {
-    return undefined;
-  }
-}
-
 function synholdStrategy(name: StrategyName & Backend, summary: string, extra: { kernelNeeds?: ["sch_plug"]; defaultIntervalMs?: number } = {}): Strategy {
   return {
     name,
@@ -94,9 +85,8 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
         throw new StrategyUnavailable(`\`${shown}\` set up backend ${chosen}, not ${name}: ${r.stdout.trim().slice(0, 300)}`);
       }
       ctx.log(`synhold set up: backend ${chosen} (${reason})`);
-      // Oracle independent of synhold: the sysctl itself.
-      const mr = readMigrateReq();
-      if (mr === "1") {
+      // Check the sysctl itself (its /proc file), not what setup said it did.
+      if (migrateReq() === "1") {
         await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
         throw new Error(`net.ipv4.tcp_migrate_req is 1 after \`${shown}\`: this row would not measure the hold alone`);
       }
