@@ -2,9 +2,11 @@
  * A netlink socket with request/reply matching by sequence number.
  *
  * Requests resolve on the kernel's ACK (NLMSG_ERROR with error 0) with any
- * replies that came before it; dumps resolve on NLMSG_DONE with every part.
- * Messages that match no outstanding request (NFQUEUE packets, multicast
- * notifications) go to the `unsolicited` handler.
+ * replies that came before it; dumps resolve on NLMSG_DONE with every part;
+ * batches (several messages in one datagram, nfnetlink's transactions) resolve
+ * on the ACKs of the messages that asked for one. Messages that match no
+ * outstanding request (NFQUEUE packets, multicast notifications) go to the
+ * `unsolicited` handler.
  */
 import { native, isNativeError, type NativeSocketHandle } from '../native/addon.js';
 import { errnoName } from './errno.js';
@@ -58,6 +60,28 @@ export interface RequestOptions {
   hint?: (e: NetlinkError) => string | undefined;
 }
 
+/** One message of a batch (see NetlinkSocket.batch()). */
+export interface BatchMessage {
+  type: number;
+  payload: Buffer;
+  /** Name of the message for errors, e.g. `NFT_MSG_DELTABLE`. */
+  op: string;
+  /** What it is about, for errors, e.g. `ip raw`. */
+  object?: string;
+  /** Extra nlmsg flags. REQUEST is always set. */
+  flags?: number;
+  /** Sets NLM_F_ACK, and the batch waits for this message's ACK. */
+  ack?: boolean;
+}
+
+export interface BatchOptions {
+  /** Name of the whole batch, for a timeout or a failed send. */
+  op: string;
+  timeoutMs?: number;
+  /** Maps a kernel error, whichever message it answers, to a hint the user can act on. */
+  hint?: (e: NetlinkError) => string | undefined;
+}
+
 interface Pending {
   op: string;
   object?: string;
@@ -67,13 +91,27 @@ interface Pending {
   hint?: (e: NetlinkError) => string | undefined;
   resolve: (m: NetlinkMessage[]) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  /** Absent for the messages of a batch: the batch owns one timer for all of them. */
+  timer?: NodeJS.Timeout;
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
 
 export function netnsPath(netns: string): string {
   return netns.includes('/') ? netns : `/run/netns/${netns}`;
+}
+
+/**
+ * The datagram batch() sends: the messages back to back, message i with
+ * sequence number seqs[i], NLM_F_REQUEST and, if it asks for one, NLM_F_ACK.
+ * Exported for codec tests.
+ */
+export function encodeBatch(messages: readonly BatchMessage[], seqs: readonly number[]): Buffer {
+  return Buffer.concat(
+    messages.map((m, i) =>
+      encodeMessage({ type: m.type, flags: (m.flags ?? 0) | NLM_F_REQUEST | (m.ack ? NLM_F_ACK : 0), seq: seqs[i]!, payload: m.payload }),
+    ),
+  );
 }
 
 export class NetlinkSocket {
@@ -168,6 +206,68 @@ export class NetlinkSocket {
     }
   }
 
+  /**
+   * Sends the messages in one datagram and resolves once each message that asked
+   * for an ACK has one. nfnetlink needs this for its transactions
+   * (NFNL_MSG_BATCH_BEGIN, the changes, NFNL_MSG_BATCH_END), which it takes only
+   * whole, in one sendmsg. Rejects, as request() does, with the first error the
+   * kernel addresses to any message of the batch, including one that asked for
+   * no ACK: nfnetlink answers a refused transaction (ERESTART for a stale
+   * generation id, a failed commit) against the batch-begin. Times out with
+   * NetlinkTimeoutError like request(). Replies other than ACKs (NLM_F_ECHO) are
+   * not collected.
+   *
+   * The kernel answers the messages of a batch in their order, and ACKs the
+   * others even when one fails (the whole transaction is then undone), so put an
+   * ACK on the last message whose failure matters: an answer that arrives after
+   * the batch settled goes to the unsolicited handler, like a late reply to a
+   * request that timed out.
+   */
+  batch(messages: readonly BatchMessage[], opts: BatchOptions): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const seqs = messages.map(() => this.nextSeq());
+      const awaiting = new Set(seqs.filter((_, i) => messages[i]!.ack));
+      const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+      let settled = false;
+      const settle = (err?: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        for (const seq of seqs) this.pending.delete(seq);
+        this.updateRef();
+        if (err) reject(err);
+        else resolve();
+      };
+      const timer = setTimeout(() => settle(new NetlinkTimeoutError(opts.op, timeoutMs)), timeoutMs);
+      timer.unref();
+      messages.forEach((m, i) => {
+        const seq = seqs[i]!;
+        const p: Pending = {
+          op: m.op,
+          dump: false,
+          replies: [],
+          interrupted: false,
+          resolve: () => {
+            awaiting.delete(seq);
+            if (awaiting.size === 0) settle();
+          },
+          reject: settle,
+        };
+        if (m.object !== undefined) p.object = m.object;
+        if (opts.hint) p.hint = opts.hint;
+        this.pending.set(seq, p);
+      });
+      try {
+        this.sendRaw(encodeBatch(messages, seqs), opts.op);
+      } catch (e) {
+        settle(e as Error);
+        return;
+      }
+      if (awaiting.size === 0) settle();
+      else this.updateRef();
+    });
+  }
+
   /** Sends without waiting for anything (NFQUEUE verdicts without ACK). */
   send(type: number, payload: Buffer, flags = 0): void {
     this.sendRaw(encodeMessage({ type, flags: flags | NLM_F_REQUEST, seq: this.nextSeq(), payload }), 'send');
@@ -212,7 +312,7 @@ export class NetlinkSocket {
   }
 
   private finish(seq: number, p: Pending, err?: Error): void {
-    clearTimeout(p.timer);
+    if (p.timer) clearTimeout(p.timer);
     this.pending.delete(seq);
     this.updateRef();
     if (err) p.reject(err);
