@@ -1,6 +1,9 @@
 /**
  * Installing and removing synhold's iptables rules by running iptables itself.
- * Setup and teardown only: the hold path (nfqueue) never spawns anything.
+ * Setup and teardown only: the hold path (nfqueue) never spawns anything. The
+ * one step iptables cannot do, removing the table iptables-nft leaves behind,
+ * goes over nfnetlink in-process (nf_tables.ts): synhold never runs `nft`, which
+ * hosts with iptables need not have.
  *
  * Which iptables: iptables-nft (nf_tables underneath) or iptables-legacy
  * (x_tables). detectIptables() tries nft first, then legacy, each with a real
@@ -20,11 +23,13 @@
  * tagged with a `synhold:` comment, so removal touches nothing else. With nft,
  * iptables creates the table and base chain on first use and leaves them behind
  * when the last rule goes; tidyTable() removes them again when, and only when,
- * the table holds nothing at all, so `iptables-save` reads as before.
+ * the table holds nothing at all, so `iptables-save` and `nft list ruleset` read
+ * as before.
  */
 import { execFile } from 'node:child_process';
 import { SynholdError } from '../netlink/errors.js';
-import { netnsPath } from '../netlink/socket.js';
+import { NETLINK_NETFILTER, NetlinkSocket, netnsPath } from '../netlink/socket.js';
+import { NFPROTO_IPV4, NFPROTO_IPV6, deleteTableIfEmpty } from './nf_tables.js';
 import { RULE_TAG_PREFIX, RuleSpecError, formatRule, nfqueueRule, type IpFamily, type IptablesRule } from './rules.js';
 
 export type IptablesBackend = 'nft' | 'legacy';
@@ -344,43 +349,20 @@ export class Iptables {
   /**
    * nft only: iptables-nft creates the table and its base chains on first use and
    * never removes them. When the table holds nothing - no rule, no user chain, no
-   * set, every policy ACCEPT - remove the base chains (`iptables-nft -X`, which
-   * the kernel refuses with EBUSY if a rule appeared meanwhile) and then the table
-   * (`nft delete table`; needs the nft tool, skipped without it). The last step is
-   * not atomic with the check: an nft object created in that table within the
-   * same millisecond would go with it. Returns whether the table was removed.
+   * set or other object, every policy ACCEPT - delete it (which deletes its base
+   * chains too), in-process over nfnetlink and atomically with that check: the
+   * kernel refuses the delete if the ruleset changed since it was read (see
+   * deleteTableIfEmpty() in nf_tables.ts). Returns whether the table was removed.
+   * Equivalent to: `nft list table ip raw`, then `nft delete table ip raw` if it shows only empty ACCEPT base chains.
    */
   async tidyTable(table: string): Promise<boolean> {
     if (this.backend !== 'nft') return false;
-    const lines = await this.listRules(table);
-    if (!lines.every((l) => /^-P \S+ ACCEPT$/.test(l))) return false;
-    const family = this.family === 6 ? 'ip6' : 'ip';
-    let listed: CommandResult;
+    const sock = NetlinkSocket.open(NETLINK_NETFILTER, this.netns === undefined ? {} : { netns: this.netns });
     try {
-      listed = await runCommand(this.argv('nft', ['-j', 'list', 'table', family, table]), { timeoutMs: this.timeoutMs, allowExit: [1] });
-    } catch {
-      return false; // no nft tool: leave the empty table
+      return await deleteTableIfEmpty(sock, this.family === 6 ? NFPROTO_IPV6 : NFPROTO_IPV4, table);
+    } finally {
+      sock.close();
     }
-    if (listed.exitCode !== 0) return false; // no such table: nothing to tidy
-    let items: Record<string, unknown>[];
-    try {
-      items = (JSON.parse(listed.stdout) as { nftables: Record<string, unknown>[] }).nftables;
-    } catch {
-      return false;
-    }
-    const baseChains: string[] = [];
-    for (const item of items) {
-      if ('metainfo' in item || 'table' in item) continue;
-      const chain = item.chain as { name?: string; hook?: string; policy?: string } | undefined;
-      if (!chain || !chain.hook || chain.policy !== 'accept' || !chain.name) return false;
-      baseChains.push(chain.name);
-    }
-    for (const c of baseChains) {
-      const r = await this.run(['-t', table, '-X', c], [1, 4]);
-      if (r.exitCode !== 0) return false;
-    }
-    const del = await runCommand(this.argv('nft', ['delete', 'table', family, table]), { timeoutMs: this.timeoutMs, allowExit: [1] });
-    return del.exitCode === 0;
   }
 }
 
