@@ -375,10 +375,12 @@ export async function startNginx(o: NginxOptions = {}): Promise<NginxServer> {
     errorLog,
     pid: child.pid ?? -1,
     // Workers rewrite their argv ("nginx: worker process"), so they do not carry
-    // the marker: they are found as the master's children.
+    // the marker: they are found as the master's children. A worker caught between
+    // fork and that rewrite is found both ways, hence one entry per PID.
     processes: () => {
       const procs = findByCmdline(dir);
-      return master && isRunning(master) ? [...procs, ...descendants(master.pid)] : procs;
+      const all = master && isRunning(master) ? [...procs, ...descendants(master.pid)] : procs;
+      return [...new Map(all.map((p) => [p.pid, p])).values()];
     },
     stop: async () => {
       const exited = new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r())));

@@ -5,6 +5,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   startNginx,
   startHaproxy,
@@ -25,7 +26,11 @@ describe("nginx", () => {
     const ng = await startNginx({ workers: 2 });
     let procs: OwnedProc[] = [];
     try {
-      procs = ng.processes();
+      // Serving proves one worker is up; the master may still be forking the other.
+      for (const deadline = Date.now() + 5000; ; await sleep(20)) {
+        procs = ng.processes();
+        if (procs.length >= 3 || Date.now() > deadline) break;
+      }
       assert.equal(procs.length, 3, `master + 2 workers, got ${procs.map((p) => p.pid)}`);
       const r = await runLoad({ host: "127.0.0.1", port: ng.port, requests: 10, concurrency: 2 });
       assert.equal(r.outcomes.ok, 10);
