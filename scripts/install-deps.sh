@@ -9,8 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(user-mode-linux kmod iproute2 haproxy nginx-light apache2-utils iptables
-          libnl-utils strace librsvg2-bin patchelf procps psmisc)
+# The packages: those of every program in scripts/programs.txt (one table says what
+# runs what), plus the ones no program names: debootstrap for scripts/ci-bare.sh.
+mapfile -t PACKAGES < <(awk '!/^#/ && NF >= 2 { print $2 }' scripts/programs.txt | sort -u)
+PACKAGES+=(debootstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -20,6 +22,17 @@ if ((${#missing[@]})); then
   echo "install-deps: apt-get install ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Every program the product, tests, demo and scripts run must be here now: a
+# missing one fails here, loudly, naming its package, not deep inside a test.
+missing_programs=()
+while read -r prog pkg _; do
+  [[ -z $prog || $prog == \#* ]] && continue
+  command -v "$prog" >/dev/null || missing_programs+=("$prog (Debian package $pkg)")
+done < scripts/programs.txt
+if ((${#missing_programs[@]})); then
+  printf 'install-deps: missing after install: %s\n' "${missing_programs[@]}" >&2
+  exit 1
 fi
 # Debian starts packaged daemons on install where it can; synhold starts its own, by PID.
 for svc in nginx haproxy; do

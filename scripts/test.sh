@@ -2,6 +2,7 @@
 # The test command (README, .ci/run): installs what the tests need, builds,
 # then runs every test with node's test runner.
 #
+#   test/repo       the repository's own promises (every program it runs is installed)
 #   test/codec      golden bytes and fuzzing, no kernel needed
 #   test/kernel     this machine's kernel, one fresh network namespace per test
 #   test/cli        the synhold command as a user runs it
@@ -23,6 +24,6 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^synhold-[a-
 done
 
 dirs=()
-for d in codec kernel cli reload bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
+for d in repo codec kernel cli reload bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
 # One file at a time: kernel tests are timing-sensitive and the lab wants the CPU.
 exec node --test --test-concurrency=1 "${dirs[@]}"
