@@ -6,6 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { SynholdError } from '../netlink/errors.js';
+import { requirePrograms } from '../host/programs.js';
 import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../protect/config.js';
 import { setup, status, teardown, type StatusReport } from '../protect/setup.js';
 import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect, recoverRelease } from '../protect/protect.js';
@@ -282,6 +283,9 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.usage;
   }
   try {
+    // Checked up front, so a host without it gets one line before anything changes
+    // (iptables rules, sysctls and protect's CMD go through it inside a namespace).
+    if (g.netns !== undefined && command !== 'bench') requirePrograms(['nsenter'], 'for --netns');
     return await run(argv.slice(i + 1), g);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);

@@ -22,6 +22,7 @@ import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { netnsPath } from '../netlink/socket.js';
 import { SynholdError } from '../netlink/errors.js';
+import { ProgramMissingError, requirePrograms } from '../host/programs.js';
 
 const execFileP = promisify(execFile);
 
@@ -68,10 +69,12 @@ export async function readKernelQueueStats(netns?: string): Promise<KernelQueueS
     if (netns === undefined) {
       text = await readFile(NFNETLINK_QUEUE_PROC, 'utf8');
     } else {
+      requirePrograms(['nsenter', 'cat'], `to read ${NFNETLINK_QUEUE_PROC} in network namespace ${netns}`);
       const r = await execFileP('nsenter', [`--net=${netnsPath(netns)}`, 'cat', NFNETLINK_QUEUE_PROC], { timeout: 5000 });
       text = r.stdout;
     }
   } catch (e) {
+    if (e instanceof ProgramMissingError) throw e;
     // The file appears when nfnetlink_queue is loaded; without it nothing is bound anywhere.
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && netns === undefined) return [];

@@ -19,6 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { backendFor } from '../backends/index.js';
+import { requirePrograms } from '../host/programs.js';
 import { SynholdError } from '../netlink/errors.js';
 import { netnsPath } from '../netlink/socket.js';
 import { Rtnl } from '../rtnl/rtnl.js';
@@ -130,6 +131,9 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   const setup = store.readSetup();
   if (!setup) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
   if (opts.ready) checkReadyTarget(setup.config, opts.ready.host, opts.ready.port);
+  // Before the hold: without nsenter, CMD could not run in the namespace and the
+  // spawn's ENOENT would read as "CMD not found" (127).
+  if (opts.netns) requirePrograms(['nsenter'], `to run CMD inside network namespace ${opts.netns}`);
 
   const watcher = ListenerWatcher.open(opts.netns ? { netns: opts.netns } : {});
   const ports = setup.config.ports;

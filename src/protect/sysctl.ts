@@ -14,11 +14,16 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { requirePrograms } from '../host/programs.js';
 import { netnsPath } from '../netlink/socket.js';
 
 const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';
 
+/** The setting's value, or undefined where this kernel has no such setting. */
 function read(path: string, netns?: string): string | undefined {
+  // A missing nsenter must not read as "this kernel has no such setting": that
+  // would skip the setting silently.
+  if (netns) requirePrograms(['nsenter', 'cat'], `to read ${path} in network namespace ${netns}`);
   try {
     return netns
       ? execFileSync('nsenter', [`--net=${netnsPath(netns)}`, 'cat', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
@@ -29,8 +34,10 @@ function read(path: string, netns?: string): string | undefined {
 }
 
 function write(path: string, value: string, netns?: string): void {
-  if (netns) execFileSync('nsenter', [`--net=${netnsPath(netns)}`, 'sh', '-c', `echo ${value} > ${path}`], { stdio: 'ignore' });
-  else writeFileSync(path, `${value}\n`);
+  if (netns) {
+    requirePrograms(['nsenter', 'sh'], `to write ${path} in network namespace ${netns}`);
+    execFileSync('nsenter', [`--net=${netnsPath(netns)}`, 'sh', '-c', `echo ${value} > ${path}`], { stdio: 'ignore' });
+  } else writeFileSync(path, `${value}\n`);
 }
 
 /** Turns tcp_migrate_req on; returns the previous value, or undefined if this kernel has no such setting. */

@@ -4,7 +4,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { CLI, synhold } from '../helpers/cli.js';
@@ -100,4 +102,43 @@ test('protect and plug before setup: exit 125 / 3 with a hint to run setup', asy
     const q = synhold(['--netns', ns.name, 'plug']);
     assert.equal(q.status, 3);
   });
+});
+
+/**
+ * A PATH with every program of this machine's PATH except the named ones: the
+ * honest "not installed" case, without uninstalling anything.
+ */
+function pathWithout(hidden: readonly string[]): { path: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-path-'));
+  for (const d of (process.env.PATH ?? '').split(':')) {
+    if (!d || !existsSync(d)) continue;
+    for (const name of readdirSync(d)) {
+      if (hidden.includes(name) || existsSync(join(dir, name))) continue;
+      symlinkSync(join(d, name), join(dir, name));
+    }
+  }
+  return { path: dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+test('no nsenter on the host: --netns commands fail with one line naming util-linux (exit 1, protect 125); nothing changed', async () => {
+  const p = pathWithout(['nsenter']);
+  try {
+    await withNetns(async (ns) => {
+      const iptables = () => ns.exec('iptables-save', []).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+      const before = [snapshot(ns), iptables()];
+      for (const [args, code] of [
+        [['setup', '--port', '16000', '--backend', 'nfqueue'], 1],
+        [['protect', '--', 'true'], 125],
+        [['teardown'], 1],
+      ] as const) {
+        const r = synhold(['--netns', ns.name, ...args], { PATH: p.path });
+        assert.equal(r.status, code, `${args[0]}: exit ${r.status}; stderr: ${r.stderr}`);
+        assert.match(r.stderr, /^synhold \w+: nsenter is not installed \(needed for --netns\): install it \(Debian: apt-get install util-linux\)\n$/);
+      }
+      assert.deepEqual([snapshot(ns), iptables()], before, 'kernel state unchanged');
+      assert.equal(existsSync(stateDir(ns.name)), false, 'no state left behind');
+    });
+  } finally {
+    p.cleanup();
+  }
 });
