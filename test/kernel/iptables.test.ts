@@ -8,7 +8,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import {
@@ -132,6 +135,63 @@ test('nft, fresh namespace: iptables-nft leaves the raw table behind; remove() t
     assert.match(save(ns, 'nft'), /-A OUTPUT -p udp -j ACCEPT/);
   });
 });
+
+/**
+ * A directory to be a child's whole PATH: iptables-nft and the tools synhold may
+ * run (nsenter, unshare, ip) and node, but no nft - a host with the iptables
+ * package and without nftables.
+ */
+function pathWithoutNft(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-no-nft-'));
+  for (const bin of ['iptables-nft', 'iptables-nft-save', 'ip6tables-nft', 'ip6tables-nft-save', 'ip', 'nsenter', 'unshare']) {
+    // Link to the name, not to xtables-nft-multi: iptables picks its mode from argv[0].
+    symlinkSync(execFileSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).trim(), join(dir, bin));
+  }
+  symlinkSync(process.execPath, join(dir, 'node'));
+  return dir;
+}
+
+/** Runs in the child: proves nft cannot be found, then removes synhold's rule with remove() or removeTagged(). */
+const NO_NFT_CHILD = `
+import { spawnSync } from 'node:child_process';
+const [iptablesUrl, rulesUrl, netns, family, how, port] = process.argv.slice(1);
+const { Iptables } = await import(iptablesUrl);
+const { nfqueueRule } = await import(rulesUrl);
+const nft = spawnSync('nft', ['--version']);
+const ipt = new Iptables({ backend: 'nft', family: Number(family), netns });
+const rule = nfqueueRule({ port: Number(port), queue: 7, family: Number(family) });
+const result = how === 'remove' ? await ipt.remove(rule) : await ipt.removeTagged();
+console.log(JSON.stringify({ nft: nft.error?.code ?? nft.status, result }));
+`;
+
+for (const family of [4, 6] as const) {
+  for (const how of ['remove', 'removeTagged'] as const) {
+    test(`nft, fresh namespace, no nft program on PATH (IPv${family}): ${how}() leaves iptables-nft-save and nft list ruleset exactly as before`, { skip: family === 6 ? !NFT6 : !NFT }, async () => {
+      const dir = pathWithoutNft();
+      try {
+        await withNetns(async (ns) => {
+          const before = { save: save(ns, 'nft', family), nft: ns.exec('nft', ['list', 'ruleset']) };
+          const rule = nfqueueRule({ port: PORT, queue: 7, family });
+          await new Iptables({ backend: 'nft', family, netns: ns.name }).ensure(rule);
+          assert.equal(tagged(save(ns, 'nft', family), 'synhold:nfqueue:7:18080'), 1);
+          const child = spawnSync(
+            process.execPath,
+            ['--input-type=module', '-e', NO_NFT_CHILD, new URL('../../src/netfilter/iptables.js', import.meta.url).href, new URL('../../src/netfilter/rules.js', import.meta.url).href, ns.name, String(family), how, String(PORT)],
+            { env: { PATH: dir }, encoding: 'utf8', timeout: 30000 },
+          );
+          assert.equal(child.status, 0, child.stderr);
+          const out = JSON.parse(child.stdout) as { nft: string | number; result: unknown };
+          assert.equal(out.nft, 'ENOENT', 'the child cannot find nft');
+          assert.deepEqual(out.result, how === 'remove' ? { removed: 1 } : { removed: 1, chains: 0 });
+          assert.equal(save(ns, 'nft', family), before.save, `${family === 6 ? 'ip6' : 'ip'}tables-nft-save reads exactly as before`);
+          assert.equal(ns.exec('nft', ['list', 'ruleset']), before.nft, 'nft list ruleset reads exactly as before (no empty raw table)');
+        });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+}
 
 test('legacy, fresh namespace: the raw table, once used, stays (x_tables tables cannot be removed); only our rule is gone', { skip: !LEGACY }, async (t) => {
   await withNetns(async (ns) => {
