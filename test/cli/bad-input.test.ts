@@ -4,12 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { CLI, synhold } from '../helpers/cli.js';
+import { pathWithout } from '../helpers/path.js';
 import { stateDir } from '../../src/protect/state.js';
 
 function snapshot(ns: TestNetns): string {
@@ -103,22 +102,6 @@ test('protect and plug before setup: exit 125 / 3 with a hint to run setup', asy
     assert.equal(q.status, 3);
   });
 });
-
-/**
- * A PATH with every program of this machine's PATH except the named ones: the
- * honest "not installed" case, without uninstalling anything.
- */
-function pathWithout(hidden: readonly string[]): { path: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), 'synhold-path-'));
-  for (const d of (process.env.PATH ?? '').split(':')) {
-    if (!d || !existsSync(d)) continue;
-    for (const name of readdirSync(d)) {
-      if (hidden.includes(name) || existsSync(join(dir, name))) continue;
-      symlinkSync(join(d, name), join(dir, name));
-    }
-  }
-  return { path: dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
 
 test('no nsenter on the host: --netns commands fail with one line naming util-linux (exit 1, protect 125); nothing changed', async () => {
   const p = pathWithout(['nsenter']);
