@@ -110,7 +110,7 @@ export const nftRuleAttrs = defineAttributes('nft_rule_attributes', {
 /** enum nft_gen_attributes: the answer to NFT_MSG_GETGEN. */
 export const nftGenAttrs = defineAttributes('nft_gen_attributes', {
   id: { type: 1, kind: 'be32' },
-  /** The process that committed the last transaction. */
+  /** The process the message is about: in a NEWGEN event the committer, in the reply to GETGEN the asker. */
   procPid: { type: 2, kind: 'be32' },
   procName: { type: 3, kind: 'string' },
 });
@@ -135,7 +135,7 @@ export function familyName(family: NftFamily): string {
 }
 
 /** struct nfgenmsg then the attributes; res_id is 0 for nf_tables requests. */
-export function nftBody(family: number, attrs: Buffer = Buffer.alloc(0)): Buffer {
+function nftBody(family: number, attrs: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([nfgenmsg.encode({ family, version: NFNETLINK_V0, resId: 0 }), attrs]);
 }
 
@@ -200,6 +200,26 @@ export function decodeGeneration(m: NetlinkMessage): number {
   return id;
 }
 
+/** NFT_MSG_GETGEN. */
+export function encodeGetGeneration(): Buffer {
+  return nftBody(NFPROTO_UNSPEC);
+}
+
+/** NFT_MSG_GETTABLE of one table (not a dump). */
+export function encodeGetTable(family: NftFamily, name: string): Buffer {
+  return nftBody(family, nftTableAttrs.encode({ name }));
+}
+
+/** NFT_MSG_GETCHAIN dump of one family (the kernel filters by nothing else). */
+export function encodeGetChains(family: NftFamily): Buffer {
+  return nftBody(family);
+}
+
+/** NFT_MSG_GETRULE dump of one table. */
+export function encodeGetRules(family: NftFamily, table: string): Buffer {
+  return nftBody(family, nftRuleAttrs.encode({ table }));
+}
+
 /** The batch-begin or batch-end of an nf_tables transaction: res_id names the subsystem (big-endian). */
 function batchDelimiter(attrs: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([nfgenmsg.encode({ family: AF_UNSPEC, version: NFNETLINK_V0, resId: NFNL_SUBSYS_NFTABLES }), attrs]);
@@ -226,7 +246,7 @@ function hint(e: NetlinkError): string | undefined {
 
 /** The ruleset's generation id. Equivalent to: none; every `nft` command asks it first (no command prints it). */
 export async function getGeneration(sock: NetlinkSocket): Promise<number> {
-  const replies = await sock.request(NFT_TYPE_GETGEN, nftBody(NFPROTO_UNSPEC), { op: 'NFT_MSG_GETGEN', hint });
+  const replies = await sock.request(NFT_TYPE_GETGEN, encodeGetGeneration(), { op: 'NFT_MSG_GETGEN', hint });
   const m = replies.find((r) => r.type === NFT_TYPE_NEWGEN);
   if (!m) throw new DecodeError('NFT_MSG_GETGEN', 0, 'the kernel ACKed without NFT_MSG_NEWGEN');
   return decodeGeneration(m);
@@ -236,7 +256,7 @@ export async function getGeneration(sock: NetlinkSocket): Promise<number> {
 export async function getTable(sock: NetlinkSocket, family: NftFamily, name: string): Promise<NftTable | undefined> {
   let replies: NetlinkMessage[];
   try {
-    replies = await sock.request(NFT_TYPE_GETTABLE, nftBody(family, nftTableAttrs.encode({ name })), {
+    replies = await sock.request(NFT_TYPE_GETTABLE, encodeGetTable(family, name), {
       op: 'NFT_MSG_GETTABLE',
       object: `${familyName(family)} ${name}`,
       hint,
@@ -252,14 +272,14 @@ export async function getTable(sock: NetlinkSocket, family: NftFamily, name: str
 
 /** The chains of one table, base and user. Equivalent to: `nft list chains ip`, keeping those of table `table`. */
 export async function listChains(sock: NetlinkSocket, family: NftFamily, table: string): Promise<NftChain[]> {
-  const replies = await sock.dumpConsistent(NFT_TYPE_GETCHAIN, nftBody(family), { op: 'NFT_MSG_GETCHAIN', object: familyName(family), hint });
+  const replies = await sock.dumpConsistent(NFT_TYPE_GETCHAIN, encodeGetChains(family), { op: 'NFT_MSG_GETCHAIN', object: familyName(family), hint });
   // The kernel does not filter a chain dump by table.
   return replies.filter((m) => m.type === NFT_TYPE_NEWCHAIN).map(decodeChain).filter((c) => c.table === table);
 }
 
 /** The rules of one table, every chain. Equivalent to: the rules `nft list table ip raw` prints. */
 export async function listRules(sock: NetlinkSocket, family: NftFamily, table: string): Promise<NftRule[]> {
-  const replies = await sock.dumpConsistent(NFT_TYPE_GETRULE, nftBody(family, nftRuleAttrs.encode({ table })), {
+  const replies = await sock.dumpConsistent(NFT_TYPE_GETRULE, encodeGetRules(family, table), {
     op: 'NFT_MSG_GETRULE',
     object: `${familyName(family)} ${table}`,
     hint,
