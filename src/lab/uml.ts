@@ -176,6 +176,11 @@ interface LabSetup {
   perl: string;
   mount: string;
   modprobe?: string;
+  /**
+   * argv prefix UML is started through so that it dies with us (see deathWrapper); empty when
+   * this host offers neither setpriv nor a usable PID namespace.
+   */
+  wrapper: string[];
 }
 
 let cachedSetup: { key: string; value: LabSetup | { error: string } } | undefined;
@@ -222,7 +227,7 @@ function computeSetup(): LabSetup | { error: string } {
   const mount = firstExecutable(['/usr/bin/mount', '/bin/mount']);
   if (!mount) return { error: 'mount not found (/usr/bin/mount; Debian package mount)' };
   const modprobe = firstExecutable(['/usr/sbin/modprobe', '/sbin/modprobe']);
-  const tools = { perl, mount, ...(modprobe ? { modprobe } : {}) };
+  const tools = { perl, mount, ...(modprobe ? { modprobe } : {}), wrapper: deathWrapper() };
 
   const candidates: Array<{ origin: string; kernel: string; modulesDir?: string }> = [];
   const envKernel = process.env.SYNHOLD_UML_KERNEL;
@@ -296,6 +301,42 @@ function readFetchedKernelEnv(): { kernel: string; modulesDir: string } | undefi
   const kernel = vars.SYNHOLD_UML_KERNEL;
   const modulesDir = vars.SYNHOLD_UML_MODULES;
   return kernel && modulesDir ? { kernel, modulesDir } : undefined;
+}
+
+/**
+ * The kernel lab must die with the node process that started it, whatever kills that process
+ * (SIGKILL from an outer timeout included: no 'exit' hook runs then). UML runs detached, in its
+ * own session, and lives on otherwise: CI once saw an orphaned UML run its guest tests against
+ * a deleted checkout a minute after the run that started it was killed. Two layers:
+ *
+ *  - `setpriv --pdeathsig KILL`: the process we spawn gets SIGKILL when its parent dies. The
+ *    kernel sends it when the *thread* that forked it exits; Node forks from the thread that
+ *    calls spawn(), so runInLab must be called from the main thread (or a worker that lives as
+ *    long as the lab run), which is how everything here calls it.
+ *  - `unshare --pid --fork --kill-child`: UML runs as PID 1 of a PID namespace of its own, and
+ *    unshare (the one setpriv guards) SIGKILLs it when unshare dies. When a namespace's PID 1
+ *    dies the kernel kills every process in it, so UML's helper processes go too, even ones
+ *    that left UML's process group or were reparented.
+ *
+ * setpriv execs unshare in place, so the PID we spawn is unshare's, and UML and its helpers
+ * still share its process group (the by-PID cleanup below keeps working). unshare waits for UML
+ * and exits with its status (or dies of its signal), so the exit we see is UML's.
+ * The PID namespace needs CAP_SYS_ADMIN: it is probed once and left out where it fails.
+ */
+function deathWrapper(): string[] {
+  const setpriv = firstExecutable(['/usr/bin/setpriv', '/bin/setpriv']);
+  const unshare = firstExecutable(['/usr/bin/unshare', '/bin/unshare']);
+  const out: string[] = [];
+  if (setpriv) out.push(setpriv, '--pdeathsig', 'KILL', '--');
+  if (unshare) {
+    try {
+      execFileSync(unshare, ['--pid', '--fork', '--kill-child', '--', 'true'], { timeout: 10_000, stdio: 'ignore' });
+      out.push(unshare, '--pid', '--fork', '--kill-child', '--');
+    } catch {
+      /* no PID namespaces here (no CAP_SYS_ADMIN): pdeathsig alone */
+    }
+  }
+  return out;
 }
 
 /** The checkout this module lives in (the directory holding synhold's package.json). */
@@ -725,7 +766,7 @@ export function shQuote(s: string): string {
 // Running
 
 /** Running UMLs (PID -> lab directory). */
-const liveLabs = new Map<number, string>();
+const liveLabs = new Map<number, { dir: string; groups: Set<number> }>();
 let exitHookInstalled = false;
 
 /**
@@ -737,16 +778,26 @@ function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.on('exit', () => {
-    for (const [pid, dir] of liveLabs) {
-      killByPid([pid, ...groupMembers(pid)], 'SIGKILL');
+    for (const [pid, { dir, groups }] of liveLabs) {
+      killByPid([pid, ...groupMembers(groups)], 'SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
   });
 }
 
 /** PIDs whose process group is `pgid` (UML's helpers stay in the group of the UML we started). */
-function groupMembers(pgid: number): number[] {
-  const out: number[] = [];
+function groupMembers(pgids: ReadonlySet<number>): number[] {
+  return procStats().filter((p) => pgids.has(p.pgrp)).map((p) => p.pid);
+}
+
+/** PIDs whose parent is `ppid`. */
+function childrenOf(ppid: number): number[] {
+  return procStats().filter((p) => p.ppid === ppid).map((p) => p.pid);
+}
+
+/** pid, ppid and process group of every process, from /proc (processes that exit meanwhile are left out). */
+function procStats(): Array<{ pid: number; ppid: number; pgrp: number }> {
+  const out: Array<{ pid: number; ppid: number; pgrp: number }> = [];
   let entries: string[];
   try {
     entries = readdirSync('/proc');
@@ -759,7 +810,7 @@ function groupMembers(pgid: number): number[] {
       const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
       // pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[2]) === pgid) out.push(Number(e));
+      out.push({ pid: Number(e), ppid: Number(fields[1]), pgrp: Number(fields[2]) });
     } catch {
       /* exited meanwhile */
     }
@@ -833,6 +884,7 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
   const lab = realpathSync(await fsp.mkdtemp(path.join(os.tmpdir(), 'synhold-lab-')));
   const started = Date.now();
   let child: ChildProcess | undefined;
+  const groups = new Set<number>();
   try {
     checkPlainPath(lab, 'temporary directory');
     // Host directories the guest would otherwise not see: those under its tmpfs mounts.
@@ -895,15 +947,26 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
     // detached: UML gets its own session and process group, so its helper processes can be
     // found (and killed) by process group, and a Ctrl-C aimed at us does not hit it half-way.
     const spawnedAt = Date.now();
-    const proc = spawn(setup.kernel, args, { cwd: lab, env: umlEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Through setup.wrapper: UML dies with this process, even by SIGKILL (deathWrapper).
+    const argv = [...setup.wrapper, setup.kernel, ...args];
+    const proc = spawn(argv[0]!, argv.slice(1), { cwd: lab, env: umlEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     if (proc.pid !== undefined) {
-      liveLabs.set(proc.pid, lab);
+      groups.add(proc.pid);
+      liveLabs.set(proc.pid, { dir: lab, groups });
       installExitHook();
     }
+    // Process groups holding the lab's processes: the one we spawned leads its own; behind the
+    // wrapper, unshare's child (UML) starts a session of its own, which its helpers share. It is
+    // looked up at UML's first console output (it exists by then) and again before any kill.
+    const noteUmlGroup = (): Set<number> => {
+      if (proc.pid !== undefined && setup.wrapper.length > 0) for (const c of childrenOf(proc.pid)) groups.add(c);
+      return groups;
+    };
     let consoleText = '';
     let readyAt: number | undefined;
     const onData = (d: Buffer): void => {
+      if (consoleText === '') noteUmlGroup();
       consoleText += d.toString('utf8');
       if (readyAt === undefined && consoleText.includes(`${tag}:ready`)) readyAt = Date.now();
       if (consoleText.length > CONSOLE_KEEP_BYTES * 2) consoleText = consoleText.slice(-CONSOLE_KEEP_BYTES);
@@ -922,16 +985,17 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
       // The guest did not stop by itself: SIGTERM lets UML kill its helpers and remove its
       // uml_dir; whatever remains after the grace period gets SIGKILL.
       hardKilled = true;
-      killByPid([proc.pid!], 'SIGTERM');
+      // With the wrapper, UML is the child of the process we spawned (unshare blocks SIGTERM).
+      killByPid([proc.pid!, ...childrenOf(proc.pid!)], 'SIGTERM');
       exit = await raceTimeout(exited, TERM_GRACE_MS);
       if (exit === undefined) {
-        killByPid([proc.pid!, ...groupMembers(proc.pid!)], 'SIGKILL');
+        killByPid([proc.pid!, ...groupMembers(noteUmlGroup())], 'SIGKILL');
         exit = await exited;
       }
     }
     const endedAt = Date.now();
     // Helpers normally die with UML; make sure (by PID, members of UML's process group).
-    killByPid(groupMembers(proc.pid!), 'SIGKILL');
+    killByPid(groupMembers(groups), 'SIGKILL');
     liveLabs.delete(proc.pid!);
     // The last console output may still be in the pipe; do not wait forever for a helper's copy.
     await raceTimeout(closed, 1000);
@@ -964,7 +1028,7 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
   } finally {
     if (child?.pid !== undefined) {
       // Only on an exception between spawn and exit.
-      killByPid([child.pid, ...groupMembers(child.pid)], 'SIGKILL');
+      killByPid([child.pid, ...groupMembers(groups)], 'SIGKILL');
       liveLabs.delete(child.pid);
     }
     await fsp.rm(lab, { recursive: true, force: true });
