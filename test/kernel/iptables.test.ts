@@ -8,12 +8,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { pathWithout } from '../helpers/path.js';
 import {
   Iptables,
   IptablesError,
@@ -136,21 +134,6 @@ test('nft, fresh namespace: iptables-nft leaves the raw table behind; remove() t
   });
 });
 
-/**
- * A directory to be a child's whole PATH: iptables-nft and the tools synhold may
- * run (nsenter, unshare, ip) and node, but no nft - a host with the iptables
- * package and without nftables.
- */
-function pathWithoutNft(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'synhold-no-nft-'));
-  for (const bin of ['iptables-nft', 'iptables-nft-save', 'ip6tables-nft', 'ip6tables-nft-save', 'ip', 'nsenter', 'unshare']) {
-    // Link to the name, not to xtables-nft-multi: iptables picks its mode from argv[0].
-    symlinkSync(execFileSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).trim(), join(dir, bin));
-  }
-  symlinkSync(process.execPath, join(dir, 'node'));
-  return dir;
-}
-
 /** Runs in the child: proves nft cannot be found, then removes synhold's rule with remove() or removeTagged(). */
 const NO_NFT_CHILD = `
 import { spawnSync } from 'node:child_process';
@@ -167,7 +150,7 @@ console.log(JSON.stringify({ nft: nft.error?.code ?? nft.status, result }));
 for (const family of [4, 6] as const) {
   for (const how of ['remove', 'removeTagged'] as const) {
     test(`nft, fresh namespace, no nft program on PATH (IPv${family}): ${how}() leaves iptables-nft-save and nft list ruleset exactly as before`, { skip: family === 6 ? !NFT6 : !NFT }, async () => {
-      const dir = pathWithoutNft();
+      const hidden = pathWithout(['nft']);
       try {
         await withNetns(async (ns) => {
           const before = { save: save(ns, 'nft', family), nft: ns.exec('nft', ['list', 'ruleset']) };
@@ -177,7 +160,7 @@ for (const family of [4, 6] as const) {
           const child = spawnSync(
             process.execPath,
             ['--input-type=module', '-e', NO_NFT_CHILD, new URL('../../src/netfilter/iptables.js', import.meta.url).href, new URL('../../src/netfilter/rules.js', import.meta.url).href, ns.name, String(family), how, String(PORT)],
-            { env: { PATH: dir }, encoding: 'utf8', timeout: 30000 },
+            { env: { PATH: hidden.path }, encoding: 'utf8', timeout: 30000 },
           );
           assert.equal(child.status, 0, child.stderr);
           const out = JSON.parse(child.stdout) as { nft: string | number; result: unknown };
@@ -187,7 +170,7 @@ for (const family of [4, 6] as const) {
           assert.equal(ns.exec('nft', ['list', 'ruleset']), before.nft, 'nft list ruleset reads exactly as before (no empty raw table)');
         });
       } finally {
-        rmSync(dir, { recursive: true, force: true });
+        hidden.cleanup();
       }
     });
   }
