@@ -200,7 +200,7 @@ export function splitRuleLine(line: string): string[] {
 export interface IptablesOptions {
   backend: IptablesBackend;
   family?: IpFamily;
-  /** Run inside this network namespace (a name under /run/netns or a path), through nsenter. */
+  /** Run inside this network namespace (a name under /run/netns or a path): iptables through nsenter, tidyTable()'s netlink socket opened in it. */
   netns?: string;
   timeoutMs?: number;
 }
@@ -353,7 +353,8 @@ export class Iptables {
    * chains too), in-process over nfnetlink and atomically with that check: the
    * kernel refuses the delete if the ruleset changed since it was read (see
    * deleteTableIfEmpty() in nf_tables.ts). Returns whether the table was removed.
-   * Equivalent to: `nft list table ip raw`, then `nft delete table ip raw` if it shows only empty ACCEPT base chains.
+   * Equivalent to: `nft list table ip raw`, then, if it shows only empty ACCEPT
+   * base chains, `nft delete table ip raw`.
    */
   async tidyTable(table: string): Promise<boolean> {
     if (this.backend !== 'nft') return false;
