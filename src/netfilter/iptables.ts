@@ -29,7 +29,8 @@
 import { execFile } from 'node:child_process';
 import { SynholdError } from '../netlink/errors.js';
 import { NETLINK_NETFILTER, NetlinkSocket, netnsPath } from '../netlink/socket.js';
-import { NFPROTO_IPV4, NFPROTO_IPV6, deleteTableIfEmpty } from './nf_tables.js';
+import { deleteTableIfEmpty } from './nf_tables.js';
+import { NFPROTO_IPV4, NFPROTO_IPV6 } from './nfnetlink.js';
 import { RULE_TAG_PREFIX, RuleSpecError, formatRule, nfqueueRule, type IpFamily, type IptablesRule } from './rules.js';
 
 export type IptablesBackend = 'nft' | 'legacy';

@@ -32,22 +32,22 @@ import { DecodeError, NetlinkError } from '../netlink/errors.js';
 import type { NetlinkMessage } from '../netlink/message.js';
 import { defineAttributes, type AttrSpecMap, type AttributeSet, type AttrValues } from '../netlink/schema.js';
 import type { BatchMessage, NetlinkSocket } from '../netlink/socket.js';
-import { AF_UNSPEC, NFNETLINK_V0, nfgenmsg, nfnlMsgType } from './nfnetlink.js';
+import { ERRNO } from '../netlink/errno.js';
+import {
+  AF_UNSPEC,
+  NF_ACCEPT,
+  NFNETLINK_V0,
+  NFNL_MSG_BATCH_BEGIN,
+  NFNL_MSG_BATCH_END,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO_IPV4,
+  NFPROTO_IPV6,
+  NFPROTO_UNSPEC,
+  nfgenmsg,
+  nfnlMsgType,
+} from './nfnetlink.js';
 
-// include/uapi/linux/netfilter/nfnetlink.h
-export const NFNL_SUBSYS_NFTABLES = 10;
-/** NLMSG_MIN_TYPE and the next: the batch delimiters carry no subsystem in their type, only in nfgenmsg.res_id. */
-export const NFNL_MSG_BATCH_BEGIN = 0x10;
-export const NFNL_MSG_BATCH_END = 0x11;
-
-// enum nfproto (include/uapi/linux/netfilter.h): nfgen_family of nf_tables messages.
-export const NFPROTO_UNSPEC = 0;
-export const NFPROTO_IPV4 = 2;
-export const NFPROTO_IPV6 = 10;
 export type NftFamily = typeof NFPROTO_IPV4 | typeof NFPROTO_IPV6;
-
-/** NF_ACCEPT (include/uapi/linux/netfilter.h), as a base chain's NFTA_CHAIN_POLICY. */
-export const NF_ACCEPT = 1;
 
 // enum nf_tables_msg_types: only the messages synhold sends or reads.
 export const NFT_MSG_NEWTABLE = 0;
@@ -60,8 +60,7 @@ export const NFT_MSG_GETRULE = 7;
 export const NFT_MSG_NEWGEN = 15;
 export const NFT_MSG_GETGEN = 16;
 
-const ERESTART = 85;
-const ENOENT = 2;
+const { ERESTART, ENOENT } = ERRNO as { ERESTART: number; ENOENT: number };
 
 /** enum nfnl_batch_attributes: attributes of NFNL_MSG_BATCH_BEGIN. */
 export const nfnlBatchAttrs = defineAttributes('nfnl_batch_attributes', {

@@ -17,6 +17,20 @@ export const NFNETLINK_V0 = 0;
 
 // Subsystem ids (the high byte of nlmsg_type). Only the ones synhold names.
 export const NFNL_SUBSYS_QUEUE = 3;
+export const NFNL_SUBSYS_NFTABLES = 10;
+
+/** NLMSG_MIN_TYPE and the next: the batch delimiters carry no subsystem in their type, only in nfgenmsg.res_id. */
+export const NFNL_MSG_BATCH_BEGIN = 0x10;
+export const NFNL_MSG_BATCH_END = 0x11;
+
+// enum nfproto (include/uapi/linux/netfilter.h): nfgen_family of nf_tables messages.
+export const NFPROTO_UNSPEC = 0;
+export const NFPROTO_IPV4 = 2;
+export const NFPROTO_IPV6 = 10;
+
+// Verdicts (include/uapi/linux/netfilter.h): an NFQUEUE verdict, a base chain's policy.
+export const NF_DROP = 0;
+export const NF_ACCEPT = 1;
 
 export const AF_UNSPEC = 0;
 export const AF_INET = 2;

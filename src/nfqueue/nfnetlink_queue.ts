@@ -47,7 +47,7 @@ import { EncodeError, NetlinkError, SynholdError } from '../netlink/errors.js';
 import { NLMSG_ERROR, decodeAck, type NetlinkMessage } from '../netlink/message.js';
 import { defineAttributes, defineStruct, type AttrValues } from '../netlink/schema.js';
 import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, NetlinkSocket, SOL_NETLINK } from '../netlink/socket.js';
-import { AF_UNSPEC, NFNETLINK_V0, NFNL_SUBSYS_QUEUE, nfgenmsg, nfnlMsgType } from '../netfilter/nfnetlink.js';
+import { AF_UNSPEC, NF_ACCEPT, NF_DROP, NFNETLINK_V0, NFNL_SUBSYS_QUEUE, nfgenmsg, nfnlMsgType } from '../netfilter/nfnetlink.js';
 import { parsePacketHeaders, type PacketHeaders } from './packet.js';
 import { readKernelQueueStats, type KernelQueueStats } from './proc.js';
 
@@ -73,10 +73,6 @@ export const NFQA_CFG_F_CONNTRACK = 1 << 1;
 export const NFQA_CFG_F_GSO = 1 << 2;
 export const NFQA_CFG_F_UID_GID = 1 << 3;
 export const NFQA_CFG_F_SECCTX = 1 << 4;
-
-// Verdicts (include/uapi/linux/netfilter.h)
-export const NF_DROP = 0;
-export const NF_ACCEPT = 1;
 
 /** NFQNL_QMAX_DEFAULT in the kernel: the max length a freshly bound queue gets. */
 export const NFQNL_QMAX_DEFAULT = 1024;

@@ -12,10 +12,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeMessages, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, type NetlinkMessage } from '../../src/netlink/message.js';
 import { encodeBatch } from '../../src/netlink/socket.js';
-import { nfgenmsg } from '../../src/netfilter/nfnetlink.js';
+import { NFPROTO_IPV4, NFPROTO_IPV6, nfgenmsg } from '../../src/netfilter/nfnetlink.js';
 import {
-  NFPROTO_IPV4,
-  NFPROTO_IPV6,
   NFT_TYPE_GETCHAIN,
   NFT_TYPE_GETGEN,
   NFT_TYPE_GETRULE,

@@ -12,10 +12,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { Iptables } from '../../src/netfilter/iptables.js';
+import { NF_ACCEPT, NFPROTO_IPV4, NFPROTO_IPV6 } from '../../src/netfilter/nfnetlink.js';
 import {
-  NFPROTO_IPV4,
-  NFPROTO_IPV6,
-  NF_ACCEPT,
   deleteTable,
   deleteTableIfEmpty,
   getGeneration,
