@@ -7,7 +7,7 @@
  * for its whole duration and releases it if its owner dies.
  */
 import type { Rtnl } from '../rtnl/rtnl.js';
-import type { BackendName, SetupConfig } from '../protect/config.js';
+import type { BackendName, SetupConfig } from '../model/config.js';
 
 export interface BackendContext {
   rt: Rtnl;

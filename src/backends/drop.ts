@@ -10,7 +10,7 @@
 import { detectIptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { DropSwitch } from '../netfilter/drop.js';
 import type { IpFamily, SynMatch } from '../netfilter/rules.js';
-import type { SetupConfig } from '../protect/config.js';
+import type { SetupConfig } from '../model/config.js';
 import { atomically, type BackendContext, type HoldBackend } from './backend.js';
 import { iptablesFor, synMatches } from './nfqueue.js';
 

@@ -1,5 +1,5 @@
 /** The hold backends, looked up by name. */
-import type { BackendName } from '../protect/config.js';
+import type { BackendName } from '../model/config.js';
 import type { HoldBackend } from './backend.js';
 import { dropBackend } from './drop.js';
 import { nfqueueBackend } from './nfqueue.js';

@@ -20,7 +20,7 @@ import { NfQueue } from '../nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { nfqueueRule, type IpFamily, type IptablesRule, type SynMatch } from '../netfilter/rules.js';
-import { matchTuples, type SetupConfig } from '../protect/config.js';
+import { matchTuples, type SetupConfig } from '../model/config.js';
 import { atomically, type BackendContext, type HoldBackend } from './backend.js';
 
 /** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */

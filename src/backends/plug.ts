@@ -36,7 +36,7 @@ import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
 import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
 import { ETH_P_IP, ETH_P_IPV6 } from '../rtnl/tc/tcmsg.js';
 import { Plug, type PlugRef } from '../plug/plug.js';
-import { matchTuples, type SetupConfig } from '../protect/config.js';
+import { matchTuples, type SetupConfig } from '../model/config.js';
 import { atomically, type BackendContext, type HoldBackend, type HoldCounters } from './backend.js';
 
 export const PRIO_MAJOR = 0x5301;

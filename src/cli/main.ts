@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { SynholdError } from '../netlink/errors.js';
 import { requirePrograms } from '../host/programs.js';
-import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../protect/config.js';
+import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
 import { setup, status, teardown, type StatusReport } from '../protect/setup.js';
 import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect, recoverRelease } from '../protect/protect.js';
 import { startHolder } from '../protect/holder.js';

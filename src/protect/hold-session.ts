@@ -14,7 +14,7 @@ import { SynholdError } from '../netlink/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { FileLock } from './lock.js';
 import { StateStore } from './state.js';
-import type { BackendName } from './config.js';
+import type { BackendName } from '../model/config.js';
 
 export interface HoldArgs {
   netns?: string;

@@ -14,7 +14,7 @@ import { TC_H_ROOT, makeHandle } from '../rtnl/tc/handle.js';
 import type { BackendContext } from '../backends/backend.js';
 import { probeDrop } from '../backends/drop.js';
 import { probeNfqueue } from '../backends/nfqueue.js';
-import type { BackendName, SetupConfig } from './config.js';
+import type { BackendName, SetupConfig } from '../model/config.js';
 
 export interface ProbeResult {
   ok: boolean;

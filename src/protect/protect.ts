@@ -27,7 +27,7 @@ import { ListenerWatcher, reloadSettled, type Listener } from '../sockdiag/inet_
 import { startHolder, type HoldHandle } from './holder.js';
 import { holdViaDaemon } from './daemon-client.js';
 import { StateStore } from './state.js';
-import { matchTuples, type SetupConfig } from './config.js';
+import { matchTuples, type SetupConfig } from '../model/config.js';
 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_FAILED = 125;

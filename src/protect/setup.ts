@@ -7,7 +7,7 @@ import type { BackendContext, HoldCounters } from '../backends/backend.js';
 import { SynholdError } from '../netlink/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { chooseBackend } from './probe.js';
-import type { BackendName, SetupConfig } from './config.js';
+import type { BackendName, SetupConfig } from '../model/config.js';
 import { FileLock } from './lock.js';
 import { releaseViaDaemon } from './daemon-client.js';
 import { enableMigrateReq, migrateReq, restoreMigrateReq } from './sysctl.js';

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { netnsPath } from '../netlink/socket.js';
 import { isNativeError, native } from '../native/addon.js';
 import { SynholdError } from '../netlink/errors.js';
-import type { BackendName, SetupConfig } from './config.js';
+import type { BackendName, SetupConfig } from '../model/config.js';
 
 export interface SetupRecord {
   version: 1;

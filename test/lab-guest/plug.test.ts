@@ -13,7 +13,7 @@ import { startClient, startEchoServer } from '../helpers/tcp.js';
 import { Rtnl } from '../../src/rtnl/rtnl.js';
 import { Plug } from '../../src/plug/plug.js';
 import { TC_H_ROOT, makeHandle } from '../../src/rtnl/tc/handle.js';
-import { normalizeConfig } from '../../src/protect/config.js';
+import { normalizeConfig } from '../../src/model/config.js';
 import { setup, teardown } from '../../src/protect/setup.js';
 import { StateStore } from '../../src/protect/state.js';
 import { plugBackend, type PlugState } from '../../src/backends/plug.js';
