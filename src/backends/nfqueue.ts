@@ -15,7 +15,7 @@
  * - The hold path is in-process netlink (bind, verdict), but setup and teardown
  *   spawn iptables.
  */
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { NfQueue } from '../nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';

@@ -27,7 +27,7 @@
  *   The IFB device sends held packets back into eth0's receive path on release.
  *   Only matching SYNs are redirected; all other traffic is untouched.
  */
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { addIfb, deleteLink, getLink, setLinkUp } from '../rtnl/link.js';
 import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
 import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';

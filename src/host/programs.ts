@@ -10,7 +10,7 @@
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 
 /** The Debian package of each program synhold runs. */
 export const PROGRAM_PACKAGES = {

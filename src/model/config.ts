@@ -3,7 +3,7 @@
  * the kernel, so bad input changes nothing.
  */
 import { isIPv4 } from 'node:net';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from './errors.js';
 import { parsePrefix, type Prefix } from '../rtnl/tc/cls_u32.js';
 import { DEFAULT_PLUG_LIMIT } from '../plug/plug.js';
 

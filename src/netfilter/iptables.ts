@@ -27,7 +27,7 @@
  * as before.
  */
 import { execFile } from 'node:child_process';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { NETLINK_NETFILTER, NetlinkSocket, netnsPath } from '../netlink/socket.js';
 import { deleteTableIfEmpty } from './nf_tables.js';
 import { NFPROTO_IPV4, NFPROTO_IPV6 } from './nfnetlink.js';

@@ -12,7 +12,7 @@
  * (priority -300, before conntrack), so a held SYN has no conntrack entry yet.
  */
 import { isIP } from 'node:net';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 
 export type IpFamily = 4 | 6;
 

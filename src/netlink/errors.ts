@@ -2,16 +2,8 @@
  * One error class per failure, each with a stable `code` (undici's habit), and
  * a message that reads: operation -> object -> errno name -> kernel text -> hint.
  */
+import { SynholdError } from '../model/errors.js';
 import { errnoName } from './errno.js';
-
-export class SynholdError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
-  }
-}
 
 export interface NetlinkErrorDetails {
   /** The request, e.g. `RTM_NEWQDISC`. */

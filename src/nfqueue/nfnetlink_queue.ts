@@ -43,7 +43,8 @@
  * had its message put on our socket before the ACK of that change; so when the
  * ACK arrives we have seen every id there is to accept.
  */
-import { EncodeError, NetlinkError, SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
+import { EncodeError, NetlinkError } from '../netlink/errors.js';
 import { NLMSG_ERROR, decodeAck, type NetlinkMessage } from '../netlink/message.js';
 import { defineAttributes, defineStruct, type AttrValues } from '../netlink/schema.js';
 import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, NetlinkSocket, SOL_NETLINK } from '../netlink/socket.js';

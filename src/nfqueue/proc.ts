@@ -21,7 +21,7 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { netnsPath } from '../netlink/socket.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { ProgramMissingError, requirePrograms } from '../host/programs.js';
 
 const execFileP = promisify(execFile);

@@ -7,7 +7,7 @@ import type { Rtnl } from '../rtnl/rtnl.js';
 import { addQdisc, changeQdisc, deleteQdisc, findQdisc, type QdiscRef } from '../rtnl/tc/qdisc.js';
 import type { PlugAction } from '../rtnl/tc/sch_plug.js';
 import type { TcStats } from '../rtnl/tc/tcmsg.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 
 /** Where a plug lives: a device, its parent (root or a class such as 1:4) and its handle. */
 export interface PlugRef extends QdiscRef {

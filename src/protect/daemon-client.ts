@@ -3,7 +3,7 @@
  * a daemon answers on the namespace's socket; otherwise protect forks a holder.
  */
 import { existsSync } from 'node:fs';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { daemonSocketPath } from './daemon.js';
 import type { Held, Released } from './hold-session.js';
 import type { HoldHandle } from './holder.js';

@@ -22,7 +22,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { backendFor } from '../backends/index.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { HoldSession, WATCHDOG_REASONS } from './hold-session.js';
 import { StateStore } from './state.js';

@@ -10,7 +10,7 @@
  */
 import { backendFor } from '../backends/index.js';
 import type { ActiveHold, BackendContext } from '../backends/backend.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { FileLock } from './lock.js';
 import { StateStore } from './state.js';

@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../native/addon.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 
 export class FileLock {
   private fd: number;

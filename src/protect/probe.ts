@@ -7,7 +7,8 @@
  * drops what it holds), then deletes the device and its qdiscs with it.
  */
 import { randomBytes } from 'node:crypto';
-import { NetlinkError, SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
+import { NetlinkError } from '../netlink/errors.js';
 import { addIfb, deleteLink } from '../rtnl/link.js';
 import { addQdisc, deleteQdisc } from '../rtnl/tc/qdisc.js';
 import { TC_H_ROOT, makeHandle } from '../rtnl/tc/handle.js';

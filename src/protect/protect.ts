@@ -20,7 +20,7 @@ import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { backendFor } from '../backends/index.js';
 import { requirePrograms } from '../host/programs.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { netnsPath } from '../netlink/socket.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { ListenerWatcher, reloadSettled, type Listener } from '../sockdiag/inet_diag.js';

@@ -4,7 +4,7 @@
  */
 import { backendFor } from '../backends/index.js';
 import type { BackendContext, HoldCounters } from '../backends/backend.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { chooseBackend } from './probe.js';
 import type { BackendName, SetupConfig } from '../model/config.js';

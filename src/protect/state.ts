@@ -16,7 +16,7 @@ import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } 
 import { join } from 'node:path';
 import { netnsPath } from '../netlink/socket.js';
 import { isNativeError, native } from '../native/addon.js';
-import { SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
 
 export interface SetupRecord {

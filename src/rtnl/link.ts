@@ -3,7 +3,8 @@
  * name, and creating, raising and deleting the IFB device that carries the
  * plug for ingress protection.
  */
-import { NetlinkError, SynholdError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
+import { NetlinkError } from '../netlink/errors.js';
 import { NLM_F_CREATE, NLM_F_EXCL } from '../netlink/message.js';
 import { defineAttributes, defineStruct } from '../netlink/schema.js';
 import type { Rtnl } from './rtnl.js';

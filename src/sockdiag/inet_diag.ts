@@ -7,7 +7,8 @@
  * Equivalent to: `ss -Hltne '( sport = :P1 or sport = :P2 )'`, one dump per
  * address family, filtered in the kernel by the same bytecode ss sends.
  */
-import { SynholdError, type NetlinkError } from '../netlink/errors.js';
+import { SynholdError } from '../model/errors.js';
+import { type NetlinkError } from '../netlink/errors.js';
 import { defineAttributes, defineStruct, encodeAttr, type AttrValues } from '../netlink/schema.js';
 import { NETLINK_SOCK_DIAG, NetlinkSocket } from '../netlink/socket.js';
 

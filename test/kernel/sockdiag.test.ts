@@ -10,7 +10,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
-import { SocketError, SynholdError } from '../../src/netlink/errors.js';
+import { SynholdError } from '../../src/model/errors.js';
+import { SocketError } from '../../src/netlink/errors.js';
 import {
   AF_INET,
   ListenerWatcher,

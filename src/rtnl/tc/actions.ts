@@ -3,7 +3,7 @@
  * entries numbered 1..N, each with TCA_ACT_KIND and the kind's TCA_ACT_OPTIONS
  * (include/uapi/linux/pkt_cls.h).
  */
-import { SynholdError } from '../../netlink/errors.js';
+import { SynholdError } from '../../model/errors.js';
 import { defineAttributes } from '../../netlink/schema.js';
 import { actMirred } from './act_mirred.js';
 import { decodeOptionsOf, type TcKind } from './kind.js';

@@ -14,7 +14,8 @@
  * - Fragments: the IPv4 match requires fragment offset 0, so the bytes of a
  *   later fragment can never be mistaken for a SYN.
  */
-import { EncodeError, SynholdError } from '../../netlink/errors.js';
+import { SynholdError } from '../../model/errors.js';
+import { EncodeError } from '../../netlink/errors.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import { defineAttributes, defineStruct } from '../../netlink/schema.js';
 import { decodeActionList, encodeActionList, tcaActAttrs, type ActionSpec } from './actions.js';

@@ -1,7 +1,8 @@
 /**
  * Filter (classifier) operations over rtnetlink, whatever the kind.
  */
-import { NetlinkError, SynholdError } from '../../netlink/errors.js';
+import { SynholdError } from '../../model/errors.js';
+import { NetlinkError } from '../../netlink/errors.js';
 import { NLM_F_CREATE, NLM_F_EXCL } from '../../netlink/message.js';
 import { linkIndex } from '../link.js';
 import type { Rtnl } from '../rtnl.js';

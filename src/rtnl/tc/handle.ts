@@ -2,7 +2,7 @@
  * tc handles: 32-bit major:minor numbers written in hex, as tc(8) prints them.
  * (include/uapi/linux/pkt_sched.h: TC_H_MAJ, TC_H_MIN, TC_H_ROOT, TC_H_INGRESS)
  */
-import { SynholdError } from '../../netlink/errors.js';
+import { SynholdError } from '../../model/errors.js';
 
 export const TC_H_UNSPEC = 0;
 export const TC_H_ROOT = 0xffffffff;

@@ -2,7 +2,8 @@
  * Qdisc operations over rtnetlink, whatever the kind: each kind's options go
  * through its own module, found in a plain map by name.
  */
-import { NetlinkError, SynholdError } from '../../netlink/errors.js';
+import { SynholdError } from '../../model/errors.js';
+import { NetlinkError } from '../../netlink/errors.js';
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from '../../netlink/message.js';
 import { linkIndex } from '../link.js';
 import type { Rtnl } from '../rtnl.js';
