@@ -7,12 +7,12 @@
  * Layout (src/netfilter/drop.ts): a chain of our own in the raw table, jumped to
  * at setup; hold appends a DROP, release flushes the chain.
  */
-import { detectIptables, type IptablesBackend } from '../netfilter/iptables.js';
+import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { DropSwitch } from '../netfilter/drop.js';
-import type { IpFamily, SynMatch } from '../netfilter/rules.js';
 import type { SetupConfig } from '../model/config.js';
+import type { IpFamily } from '../model/prefix.js';
+import { synMatches, type SynMatch } from '../model/syn-match.js';
 import { atomically, type BackendContext, type HoldBackend } from './backend.js';
-import { iptablesFor, synMatches } from './nfqueue.js';
 
 export interface DropState {
   iptables: IptablesBackend;
@@ -20,8 +20,8 @@ export interface DropState {
 }
 
 function switches(s: DropState, netns?: string): DropSwitch[] {
-  const families = [...new Set(s.matches.map((m) => m.family ?? 4))] as IpFamily[];
-  return families.map((f) => new DropSwitch(iptablesFor(s.iptables, f, netns), s.matches.filter((m) => (m.family ?? 4) === f)));
+  const families: IpFamily[] = [...new Set(s.matches.map((m) => m.family))];
+  return families.map((f) => new DropSwitch(new Iptables({ backend: s.iptables, family: f, netns }), s.matches.filter((m) => m.family === f)));
 }
 
 export const dropBackend: HoldBackend<DropState> = {

@@ -19,8 +19,9 @@ import { SynholdError } from '../model/errors.js';
 import { NfQueue } from '../nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
-import { nfqueueRule, type IpFamily, type IptablesRule, type SynMatch } from '../netfilter/rules.js';
-import { matchTuples, type SetupConfig } from '../model/config.js';
+import { nfqueueRule, type IptablesRule } from '../netfilter/rules.js';
+import type { SetupConfig } from '../model/config.js';
+import { synMatches } from '../model/syn-match.js';
 import { atomically, type BackendContext, type HoldBackend } from './backend.js';
 
 /** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */
@@ -32,20 +33,6 @@ export interface NfqueueState {
   rules: IptablesRule[];
 }
 
-/** The iptables-side matches for a config: one per (family, port, dst, src). */
-export function synMatches(cfg: SetupConfig): SynMatch[] {
-  return matchTuples(cfg).map((t) => ({
-    port: t.dport,
-    family: (t.family === 'ipv4' ? 4 : 6) as IpFamily,
-    ...(t.dst ? { dst: `${t.dst.address}/${t.dst.prefixLength}` } : {}),
-    ...(t.src ? { src: `${t.src.address}/${t.src.prefixLength}` } : {}),
-  }));
-}
-
-export function iptablesFor(backend: IptablesBackend, family: IpFamily, netns?: string): Iptables {
-  return new Iptables({ backend, family, ...(netns ? { netns } : {}) });
-}
-
 export const nfqueueBackend: HoldBackend<NfqueueState> = {
   name: 'nfqueue',
   cost: 'new connections wait for the hold; if the holder dies, held SYNs are dropped and those clients retransmit (~1 s later, then get through)',
@@ -55,7 +42,7 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
     const rules = synMatches(cfg).map((m) => nfqueueRule({ ...m, queue: cfg.queueNum }));
     return atomically(async (undo) => {
       for (const rule of rules) {
-        const ipt = iptablesFor(ipt4.backend, rule.family, ctx.netns);
+        const ipt = new Iptables({ backend: ipt4.backend, family: rule.family, netns: ctx.netns });
         const { added } = await ipt.ensure(rule, 'first');
         if (added) undo.push(`iptables rule ${rule.spec.join(' ')}`, async () => void (await ipt.remove(rule)));
       }
@@ -64,12 +51,12 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   },
 
   async uninstall(s, ctx) {
-    for (const rule of s.rules) await iptablesFor(s.iptables, rule.family, ctx.netns).remove(rule, { tidy: true });
+    for (const rule of s.rules) await new Iptables({ backend: s.iptables, family: rule.family, netns: ctx.netns }).remove(rule, { tidy: true });
   },
 
   async verify(s, ctx) {
     for (const rule of s.rules) {
-      if (!(await iptablesFor(s.iptables, rule.family, ctx.netns).has(rule))) return `the NFQUEUE rule for port ${rule.spec[rule.spec.indexOf('--dport') + 1]} is gone`;
+      if (!(await new Iptables({ backend: s.iptables, family: rule.family, netns: ctx.netns }).has(rule))) return `the NFQUEUE rule for port ${rule.spec[rule.spec.indexOf('--dport') + 1]} is gone`;
     }
     return undefined;
   },

@@ -36,7 +36,8 @@ import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
 import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
 import { ETH_P_IP, ETH_P_IPV6 } from '../rtnl/tc/tcmsg.js';
 import { Plug, type PlugRef } from '../plug/plug.js';
-import { matchTuples, type SetupConfig } from '../model/config.js';
+import type { SetupConfig } from '../model/config.js';
+import { synMatches } from '../model/syn-match.js';
 import { atomically, type BackendContext, type HoldBackend, type HoldCounters } from './backend.js';
 
 export const PRIO_MAJOR = 0x5301;
@@ -84,9 +85,9 @@ async function addSynFilters(
   target: { classid: number } | { redirectTo: number },
 ): Promise<FilterRecord[]> {
   const records: FilterRecord[] = [];
-  for (const t of matchTuples(cfg)) {
-    const protocol = t.family === 'ipv4' ? ETH_P_IP : ETH_P_IPV6;
-    const prio = t.family === 'ipv4' ? prios.v4 : prios.v6;
+  for (const t of synMatches(cfg)) {
+    const protocol = t.family === 4 ? ETH_P_IP : ETH_P_IPV6;
+    const prio = t.family === 4 ? prios.v4 : prios.v6;
     const keys = synMatchKeys(t);
     const options =
       'classid' in target

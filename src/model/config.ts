@@ -2,10 +2,8 @@
  * What `synhold setup` is asked to protect, validated before anything touches
  * the kernel, so bad input changes nothing.
  */
-import { isIPv4 } from 'node:net';
 import { SynholdError } from './errors.js';
-import { parsePrefix, type Prefix } from '../rtnl/tc/cls_u32.js';
-import { DEFAULT_PLUG_LIMIT } from '../plug/plug.js';
+import { parsePrefix, prefixFamily, type Prefix } from './prefix.js';
 
 export type BackendName = 'plug' | 'nfqueue' | 'drop';
 export type BackendChoice = BackendName | 'auto';
@@ -34,6 +32,9 @@ export class ConfigError extends SynholdError {
 }
 
 export const DEFAULT_QUEUE_NUM = 7001;
+
+/** Default plug limit (bytes): room for ~200 held SYNs of ~80 bytes... times 100, so bursts during a reload are not dropped. */
+export const DEFAULT_PLUG_LIMIT = 1024 * 1024;
 
 export function parsePort(s: string | number): number {
   const n = typeof s === 'number' ? s : /^\d+$/.test(s) ? Number(s) : NaN;
@@ -88,7 +89,7 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
   }
   const addresses = c.addresses ?? [];
   const sources = c.sources ?? [];
-  const families = (ps: Prefix[]) => new Set(ps.map((p) => (isIPv4(p.address) ? 4 : 6)));
+  const families = (ps: Prefix[]) => new Set(ps.map(prefixFamily));
   if (addresses.length && sources.length) {
     const a = families(addresses);
     const s = families(sources);
@@ -105,34 +106,4 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
     backend,
     migrateReq: c.migrateReq ?? true,
   };
-}
-
-/** The (family, dport, dst, src) tuples a config protects: one u32 match or iptables rule each. */
-export interface MatchTuple {
-  family: 'ipv4' | 'ipv6';
-  dport: number;
-  dst?: Prefix;
-  src?: Prefix;
-}
-
-export function matchTuples(c: SetupConfig): MatchTuple[] {
-  const out: MatchTuple[] = [];
-  const fam = (p: Prefix): 'ipv4' | 'ipv6' => (isIPv4(p.address) ? 'ipv4' : 'ipv6');
-  const dsts: (Prefix | undefined)[] = c.addresses.length ? c.addresses : [undefined];
-  const srcs: (Prefix | undefined)[] = c.sources.length ? c.sources : [undefined];
-  for (const port of c.ports) {
-    for (const dst of dsts) {
-      for (const src of srcs) {
-        if (dst && src && fam(dst) !== fam(src)) continue;
-        const families: ('ipv4' | 'ipv6')[] = dst ? [fam(dst)] : src ? [fam(src)] : ['ipv4', 'ipv6'];
-        for (const family of families) {
-          const t: MatchTuple = { family, dport: port };
-          if (dst) t.dst = dst;
-          if (src) t.src = src;
-          out.push(t);
-        }
-      }
-    }
-  }
-  return out;
 }

@@ -9,7 +9,8 @@
  * the host); next to the >= 1 s the method costs its clients that does not matter.
  */
 import type { Iptables } from './iptables.js';
-import { DEFAULT_DROP_CHAIN, dropJumpRule, dropRule, type IptablesRule, type SynMatch } from './rules.js';
+import type { SynMatch } from '../model/syn-match.js';
+import { DEFAULT_DROP_CHAIN, dropJumpRule, dropRule, type IptablesRule } from './rules.js';
 
 export class DropSwitch {
   readonly chain: string;
@@ -22,7 +23,7 @@ export class DropSwitch {
     chain = DEFAULT_DROP_CHAIN,
   ) {
     this.chain = chain;
-    this.jumps = matches.map((m) => dropJumpRule({ ...m, family: m.family ?? ipt.family, chain }));
+    this.jumps = matches.map((m) => dropJumpRule({ ...m, chain }));
     this.drop = dropRule({ family: ipt.family, chain });
   }
 

@@ -31,7 +31,8 @@ import { SynholdError } from '../model/errors.js';
 import { NETLINK_NETFILTER, NetlinkSocket, netnsPath } from '../netlink/socket.js';
 import { deleteTableIfEmpty } from './nf_tables.js';
 import { NFPROTO_IPV4, NFPROTO_IPV6 } from './nfnetlink.js';
-import { RULE_TAG_PREFIX, RuleSpecError, formatRule, nfqueueRule, type IpFamily, type IptablesRule } from './rules.js';
+import type { IpFamily } from '../model/prefix.js';
+import { RULE_TAG_PREFIX, RuleSpecError, formatRule, nfqueueRule, type IptablesRule } from './rules.js';
 
 export type IptablesBackend = 'nft' | 'legacy';
 

@@ -11,10 +11,9 @@
  * remote clients, and each SYN is matched exactly once. raw is the first table
  * (priority -300, before conntrack), so a held SYN has no conntrack entry yet.
  */
-import { isIP } from 'node:net';
 import { SynholdError } from '../model/errors.js';
-
-export type IpFamily = 4 | 6;
+import { formatPrefix, prefixFamily, type IpFamily, type Prefix } from '../model/prefix.js';
+import type { SynMatch } from '../model/syn-match.js';
 
 export interface IptablesRule {
   family: IpFamily;
@@ -22,15 +21,6 @@ export interface IptablesRule {
   chain: string;
   /** The rule specification after the chain name, as for `iptables -t TABLE -A CHAIN SPEC...`. */
   spec: readonly string[];
-}
-
-/** Which SYNs: TCP to `port`, optionally only to `dst` and/or from `src` (addresses or CIDR prefixes). */
-export interface SynMatch {
-  port: number;
-  dst?: string;
-  src?: string;
-  /** Default: from dst/src if given, else 4. */
-  family?: IpFamily;
 }
 
 export const RULE_TAG_PREFIX = 'synhold:';
@@ -42,20 +32,13 @@ export class RuleSpecError extends SynholdError {
   }
 }
 
-function addrFamily(a: string): IpFamily | undefined {
-  const v = isIP(a.split('/')[0] ?? '');
-  return v === 4 ? 4 : v === 6 ? 6 : undefined;
-}
-
+/** The rule's family, once every address in the match is checked to belong to it. */
 function familyOf(m: SynMatch): IpFamily {
-  const fams = [m.dst, m.src].filter((a): a is string => a !== undefined).map((a) => {
-    const f = addrFamily(a);
-    if (f === undefined) throw new RuleSpecError(`"${a}" is not an IP address or prefix`);
-    return f;
-  });
-  const f = m.family ?? fams[0] ?? 4;
-  if (fams.some((x) => x !== f)) throw new RuleSpecError(`addresses ${[m.dst, m.src].filter(Boolean).join(', ')} do not all belong to IPv${f}`);
-  return f;
+  const addrs = [m.dst, m.src].filter((p): p is Prefix => p !== undefined);
+  if (addrs.some((p) => prefixFamily(p) !== m.family)) {
+    throw new RuleSpecError(`addresses ${addrs.map(formatPrefix).join(', ')} do not all belong to IPv${m.family}`);
+  }
+  return m.family;
 }
 
 function checkPort(p: number): void {
@@ -74,8 +57,8 @@ function synSpec(m: SynMatch): string[] {
   checkPort(m.port);
   return [
     '-p', 'tcp',
-    ...(m.src !== undefined ? ['-s', m.src] : []),
-    ...(m.dst !== undefined ? ['-d', m.dst] : []),
+    ...(m.src !== undefined ? ['-s', formatPrefix(m.src)] : []),
+    ...(m.dst !== undefined ? ['-d', formatPrefix(m.dst)] : []),
     // --syn: SYN set, ACK, RST and FIN clear - a connection's first packet only.
     '--syn',
     '--dport', String(m.port),

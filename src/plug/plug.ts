@@ -8,6 +8,7 @@ import { addQdisc, changeQdisc, deleteQdisc, findQdisc, type QdiscRef } from '..
 import type { PlugAction } from '../rtnl/tc/sch_plug.js';
 import type { TcStats } from '../rtnl/tc/tcmsg.js';
 import { SynholdError } from '../model/errors.js';
+import { DEFAULT_PLUG_LIMIT } from '../model/config.js';
 
 /** Where a plug lives: a device, its parent (root or a class such as 1:4) and its handle. */
 export interface PlugRef extends QdiscRef {
@@ -35,9 +36,6 @@ export function plugStatsFrom(s: TcStats | undefined): PlugStats {
     bytes: s?.bytes ?? 0n,
   };
 }
-
-/** Default limit: room for ~200 held SYNs of ~80 bytes... times 100, so bursts during a reload are not dropped. */
-export const DEFAULT_PLUG_LIMIT = 1024 * 1024;
 
 export class Plug {
   constructor(

@@ -27,7 +27,8 @@ import { ListenerWatcher, reloadSettled, type Listener } from '../sockdiag/inet_
 import { startHolder, type HoldHandle } from './holder.js';
 import { holdViaDaemon } from './daemon-client.js';
 import { StateStore } from './state.js';
-import { matchTuples, type SetupConfig } from '../model/config.js';
+import type { SetupConfig } from '../model/config.js';
+import { synMatches } from '../model/syn-match.js';
 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_FAILED = 125;
@@ -90,9 +91,9 @@ export const DEFAULT_SETTLE_WAIT_MS = 2000;
 
 /** Throws if --ready points at something the hold itself would hold: the probe could never succeed. */
 export function checkReadyTarget(cfg: SetupConfig, host: string, port: number): void {
-  const tuples = matchTuples(cfg).filter((t) => t.dport === port);
+  const tuples = synMatches(cfg).filter((t) => t.port === port);
   if (!tuples.length) return;
-  const steered = tuples.some((t) => !t.src && (!t.dst || t.dst.address === host || t.dst.prefixLength < (t.family === 'ipv4' ? 32 : 128)));
+  const steered = tuples.some((t) => !t.src && (!t.dst || t.dst.address === host || t.dst.prefixLength < (t.family === 4 ? 32 : 128)));
   if (steered) {
     throw new SynholdError(
       'ERR_BAD_INPUT',

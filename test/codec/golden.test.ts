@@ -16,7 +16,8 @@ import { decodeFilter, encodeFilterDelete, encodeFilterRequest } from '../../src
 import { encodeNewIfb, ifinfomsg, RTM_DELLINK, RTM_NEWLINK } from '../../src/rtnl/link.js';
 import { RTM_DELQDISC, RTM_DELTFILTER, RTM_NEWQDISC, RTM_NEWTFILTER, ETH_P_IP, ETH_P_IPV6 } from '../../src/rtnl/tc/tcmsg.js';
 import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, makeHandle, parseHandle } from '../../src/rtnl/tc/handle.js';
-import { packAddress, packKey16, packKey8, parsePrefix, type U32Key } from '../../src/rtnl/tc/cls_u32.js';
+import { packAddress, packKey16, packKey8, type U32Key } from '../../src/rtnl/tc/cls_u32.js';
+import { parsePrefix } from '../../src/model/prefix.js';
 
 // Fixtures live in the source tree; tests run from dist/test/codec.
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'fixtures', 'rtnl');

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parsePrefix } from '../../src/model/prefix.js';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { pathWithout } from '../helpers/path.js';
 import {
@@ -83,7 +84,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       const before = save(ns, backend);
 
       const ipt = new Iptables({ backend, netns: ns.name });
-      const rule = nfqueueRule({ port: PORT, queue: 7, dst: '127.0.0.1' });
+      const rule = nfqueueRule({ port: PORT, queue: 7, dst: parsePrefix('127.0.0.1'), family: 4 });
       let t0 = performance.now();
       assert.deepEqual(await ipt.ensure(rule), { added: true });
       const addMs = performance.now() - t0;
@@ -115,7 +116,7 @@ test('nft, fresh namespace: iptables-nft leaves the raw table behind; remove() t
     const nftBefore = ns.exec('nft', ['list', 'ruleset']);
     assert.equal(before.trim(), '', 'nothing at all');
     const ipt = new Iptables({ backend: 'nft', netns: ns.name });
-    const rule = nfqueueRule({ port: PORT, queue: 7 });
+    const rule = nfqueueRule({ port: PORT, queue: 7, family: 4 });
     await ipt.ensure(rule);
     // What iptables alone would leave: delete the rule with iptables itself.
     ns.exec('iptables-nft', ['-t', 'raw', '-D', rule.chain, ...rule.spec]);
@@ -180,7 +181,7 @@ test('legacy, fresh namespace: the raw table, once used, stays (x_tables tables 
   await withNetns(async (ns) => {
     assert.equal(save(ns, 'legacy').trim(), '');
     const ipt = new Iptables({ backend: 'legacy', netns: ns.name });
-    const rule = nfqueueRule({ port: PORT, queue: 7 });
+    const rule = nfqueueRule({ port: PORT, queue: 7, family: 4 });
     await ipt.ensure(rule);
     await ipt.remove(rule);
     const after = save(ns, 'legacy');
@@ -195,7 +196,7 @@ test('ip6tables (nft): an IPv6 rule, removal restores ip6tables-save exactly', {
     ns.exec('ip6tables-nft', ['-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'udp', '-j', 'ACCEPT']);
     const before = save(ns, 'nft', 6);
     const ipt = new Iptables({ backend: 'nft', family: 6, netns: ns.name });
-    const rule = nfqueueRule({ port: PORT, queue: 9, dst: '::1' });
+    const rule = nfqueueRule({ port: PORT, queue: 9, dst: parsePrefix('::1'), family: 6 });
     assert.equal(rule.family, 6);
     assert.deepEqual(await ipt.ensure(rule), { added: true });
     assert.match(save(ns, 'nft', 6), /-d ::1\/128 -p tcp -m tcp --dport 18080 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment "synhold:nfqueue:9:18080" -j NFQUEUE --queue-num 9 --queue-bypass/);
@@ -220,7 +221,7 @@ test('drop switch: SYNs dropped while holding (the client retransmits after ~1 s
       });
       const before = save(ns, backend);
       const ipt = new Iptables({ backend, netns: ns.name });
-      const sw = new DropSwitch(ipt, [{ port: PORT }]);
+      const sw = new DropSwitch(ipt, [{ port: PORT, family: 4 }]);
       await sw.setup();
       await sw.setup(); // idempotent
       assert.equal(tagged(save(ns, backend), 'synhold:drop:18080'), 1);
@@ -269,9 +270,9 @@ test('removeTagged: after a crash, every synhold rule and chain goes, nothing el
     ns.exec(bin, ['-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '22', '-m', 'comment', '--comment', 'not synhold', '-j', 'ACCEPT']);
     const before = save(ns, backend);
     const a = new Iptables({ backend, netns: ns.name });
-    await a.ensure(nfqueueRule({ port: PORT, queue: 7 }));
-    await a.ensure(nfqueueRule({ port: PORT + 1, queue: 7, src: '10.0.0.0/8' }));
-    const sw = new DropSwitch(a, [{ port: PORT }, { port: PORT + 2 }]);
+    await a.ensure(nfqueueRule({ port: PORT, queue: 7, family: 4 }));
+    await a.ensure(nfqueueRule({ port: PORT + 1, queue: 7, src: parsePrefix('10.0.0.0/8'), family: 4 }));
+    const sw = new DropSwitch(a, [{ port: PORT, family: 4 }, { port: PORT + 2, family: 4 }]);
     await sw.setup();
     await sw.hold();
     // A new process that remembers nothing.
@@ -336,14 +337,14 @@ test('hints for kernels without the pieces (stderr as iptables printed it in the
 });
 
 test('rule builders: validation, and iptables -S lines split back into arguments', () => {
-  assert.throws(() => nfqueueRule({ port: 0, queue: 1 }), RuleSpecError);
-  assert.throws(() => nfqueueRule({ port: 80, queue: 70000 }), RuleSpecError);
-  assert.throws(() => nfqueueRule({ port: 80, queue: 1, dst: '::1', family: 4 }), /do not all belong to IPv4/);
-  assert.throws(() => nfqueueRule({ port: 80, queue: 1, dst: '10.0.0.1', src: '::1' }), RuleSpecError);
-  assert.throws(() => nfqueueRule({ port: 80, queue: 1, tag: 'synhold:has space' }), RuleSpecError);
-  assert.throws(() => nfqueueRule({ port: 80, queue: 1, tag: 'other:tag' }), RuleSpecError);
-  assert.deepEqual(nfqueueRule({ port: 443, queue: 2, bypass: false }).spec.slice(-4), ['-j', 'NFQUEUE', '--queue-num', '2']);
-  assert.deepEqual(dropJumpRule({ port: 80, dst: '192.0.2.1' }).spec, ['-p', 'tcp', '-d', '192.0.2.1', '--syn', '--dport', '80', '-m', 'comment', '--comment', 'synhold:drop:80', '-j', 'synhold-drop']);
+  assert.throws(() => nfqueueRule({ port: 0, queue: 1, family: 4 }), RuleSpecError);
+  assert.throws(() => nfqueueRule({ port: 80, queue: 70000, family: 4 }), RuleSpecError);
+  assert.throws(() => nfqueueRule({ port: 80, queue: 1, dst: parsePrefix('::1'), family: 4 }), /do not all belong to IPv4/);
+  assert.throws(() => nfqueueRule({ port: 80, queue: 1, dst: parsePrefix('10.0.0.1'), src: parsePrefix('::1'), family: 4 }), RuleSpecError);
+  assert.throws(() => nfqueueRule({ port: 80, queue: 1, tag: 'synhold:has space', family: 4 }), RuleSpecError);
+  assert.throws(() => nfqueueRule({ port: 80, queue: 1, tag: 'other:tag', family: 4 }), RuleSpecError);
+  assert.deepEqual(nfqueueRule({ port: 443, queue: 2, bypass: false, family: 4 }).spec.slice(-4), ['-j', 'NFQUEUE', '--queue-num', '2']);
+  assert.deepEqual(dropJumpRule({ port: 80, dst: parsePrefix('192.0.2.1'), family: 4 }).spec, ['-p', 'tcp', '-d', '192.0.2.1', '--syn', '--dport', '80', '-m', 'comment', '--comment', 'synhold:drop:80', '-j', 'synhold-drop']);
   assert.deepEqual(splitRuleLine('-A PREROUTING -p tcp -m comment --comment "a \\"b\\" c" -j ACCEPT'), ['-A', 'PREROUTING', '-p', 'tcp', '-m', 'comment', '--comment', 'a "b" c', '-j', 'ACCEPT']);
   assert.deepEqual(splitRuleLine('-A X -m comment --comment ""'), ['-A', 'X', '-m', 'comment', '--comment', '']);
 });

@@ -204,7 +204,7 @@ function connected(c: Child, timeoutMs = 5000): Promise<Line> {
 
 /** The rule under test, installed with the system's iptables inside the namespace. */
 function installRule(ns: TestNetns): void {
-  const r = nfqueueRule({ port: PORT, queue: QUEUE });
+  const r = nfqueueRule({ port: PORT, queue: QUEUE, family: 4 });
   ns.exec('iptables', ['-w', '5', '-t', r.table, '-I', r.chain, '1', ...r.spec]);
 }
 
@@ -351,7 +351,7 @@ test('a hold longer than the SYN RTO: the client retransmits into the queue; all
 test('for contrast, queued at raw OUTPUT a local SYN keeps its socket: the kernel skips its retransmissions', { skip }, async (t) => {
   await withLab(async (ns, procs) => {
     await startServer(ns, procs);
-    const r = nfqueueRule({ port: PORT, queue: QUEUE });
+    const r = nfqueueRule({ port: PORT, queue: QUEUE, family: 4 });
     ns.exec('iptables', ['-w', '5', '-t', 'raw', '-I', 'OUTPUT', '1', ...r.spec]);
     const hooks: number[] = [];
     const q = await NfQueue.bind({ queue: QUEUE, netns: ns.name, onPacket: (p) => hooks.push(p.hook) });

@@ -16,7 +16,9 @@
  */
 import { SynholdError } from '../../model/errors.js';
 import { EncodeError } from '../../netlink/errors.js';
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4 } from 'node:net';
+import { prefixFamily, type Prefix } from '../../model/prefix.js';
+import type { SynMatch } from '../../model/syn-match.js';
 import { defineAttributes, defineStruct } from '../../netlink/schema.js';
 import { decodeActionList, encodeActionList, tcaActAttrs, type ActionSpec } from './actions.js';
 import type { TcKind } from './kind.js';
@@ -162,23 +164,6 @@ export function packKey32(keys: U32Key[], val: number, mask: number, at: number)
   packKey(keys, val >>> 0, mask >>> 0, at);
 }
 
-export interface Prefix {
-  address: string;
-  prefixLength: number;
-}
-
-/** Parses `A` or `A/LEN` for IPv4 or IPv6. */
-export function parsePrefix(s: string): Prefix {
-  const [address = '', len] = s.split('/');
-  const max = isIPv4(address) ? 32 : isIPv6(address) ? 128 : 0;
-  if (!max) throw new SynholdError('ERR_BAD_ADDRESS', `"${s}" is not an IPv4 or IPv6 address`);
-  const prefixLength = len === undefined ? max : Number(len);
-  if (!Number.isInteger(prefixLength) || prefixLength < 0 || prefixLength > max || (len !== undefined && !/^\d+$/.test(len))) {
-    throw new SynholdError('ERR_BAD_ADDRESS', `"${s}": prefix length must be 0..${max}`);
-  }
-  return { address, prefixLength };
-}
-
 function ipv6Words(address: string): number[] {
   // Expand :: and an embedded IPv4 tail into eight 16-bit groups.
   let a = address;
@@ -214,16 +199,6 @@ export function packAddress(keys: U32Key[], p: Prefix, which: 'src' | 'dst'): vo
   }
 }
 
-export interface SynMatch {
-  family: 'ipv4' | 'ipv6';
-  /** Destination port (the protected server's). */
-  dport: number;
-  /** Only SYNs to this address/prefix. */
-  dst?: Prefix;
-  /** Only SYNs from this address/prefix (the seed's link-local mode). */
-  src?: Prefix;
-}
-
 /**
  * Keys for "a TCP SYN without ACK to dport P" (new connections only: SYN-ACKs
  * and everything on established connections are left alone).
@@ -232,28 +207,28 @@ export interface SynMatch {
  * IPv6 equivalent: `match ip6 protocol 6 0xff match ip6 dport P 0xffff match u8 0x02 0x12 at 53`.
  */
 export function synMatchKeys(m: SynMatch): U32Key[] {
-  if (!Number.isInteger(m.dport) || m.dport < 1 || m.dport > 65535) {
-    throw new SynholdError('ERR_BAD_PORT', `port ${m.dport} is not in 1..65535`);
+  if (!Number.isInteger(m.port) || m.port < 1 || m.port > 65535) {
+    throw new SynholdError('ERR_BAD_PORT', `port ${m.port} is not in 1..65535`);
   }
   const keys: U32Key[] = [];
   for (const p of [m.src, m.dst]) {
-    if (p && (m.family === 'ipv4') !== isIPv4(p.address)) {
-      throw new SynholdError('ERR_BAD_ADDRESS', `${p.address} is not an ${m.family} address`);
+    if (p && prefixFamily(p) !== m.family) {
+      throw new SynholdError('ERR_BAD_ADDRESS', `${p.address} is not an IPv${m.family} address`);
     }
   }
-  if (m.family === 'ipv4') {
+  if (m.family === 4) {
     packKey8(keys, 6, 0xff, 9); // protocol TCP
     packKey8(keys, 0x05, 0x0f, 0); // IHL 5: TCP header at byte 20
     packKey16(keys, 0, 0x1fff, 6); // first fragment only
     if (m.src) packAddress(keys, m.src, 'src');
     if (m.dst) packAddress(keys, m.dst, 'dst');
-    packKey16(keys, m.dport, 0xffff, 22); // TCP dport
+    packKey16(keys, m.port, 0xffff, 22); // TCP dport
     packKey8(keys, 0x02, 0x12, 33); // flags: SYN set, ACK clear
   } else {
     packKey8(keys, 6, 0xff, 6); // next header TCP
     if (m.src) packAddress(keys, m.src, 'src');
     if (m.dst) packAddress(keys, m.dst, 'dst');
-    packKey16(keys, m.dport, 0xffff, 42);
+    packKey16(keys, m.port, 0xffff, 42);
     packKey8(keys, 0x02, 0x12, 53);
   }
   return keys;
