@@ -37,10 +37,19 @@ export interface ActiveHold {
   release(): Promise<ReleaseResult>;
 }
 
+/** Whether a backend can work on this kernel (`--backend auto` asks each in turn). */
+export interface ProbeResult {
+  ok: boolean;
+  /** What is missing, in kernel terms (module / config option). */
+  missing?: string;
+}
+
 export interface HoldBackend<State = unknown> {
   readonly name: BackendName;
   /** One line on what holding costs a client, for status and docs. */
   readonly cost: string;
+  /** Can this kernel hold the way `cfg` asks, without touching any traffic? */
+  probe(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult>;
   /** Installs the steering; on failure removes whatever it created and rethrows. */
   install(cfg: SetupConfig, ctx: BackendContext): Promise<State>;
   /** Removes what install created, and nothing else. Releases first. */

@@ -12,7 +12,7 @@ import { DropSwitch } from '../netfilter/drop.js';
 import type { SetupConfig } from '../model/config.js';
 import type { IpFamily } from '../model/prefix.js';
 import { synMatches, type SynMatch } from '../model/syn-match.js';
-import { atomically, type BackendContext, type HoldBackend } from './backend.js';
+import { atomically, type BackendContext, type HoldBackend, type ProbeResult } from './backend.js';
 
 export interface DropState {
   iptables: IptablesBackend;
@@ -27,6 +27,7 @@ function switches(s: DropState, netns?: string): DropSwitch[] {
 export const dropBackend: HoldBackend<DropState> = {
   name: 'drop',
   cost: 'every connection made during a hold is dropped once and pays a SYN retransmit (1 s or more); nothing is refused',
+  probe: probeDrop,
 
   async install(cfg, ctx) {
     const ipt = await detectIptables({ family: 4, need: 'drop', ...(ctx.netns ? { netns: ctx.netns } : {}) });
@@ -73,7 +74,7 @@ export const dropBackend: HoldBackend<DropState> = {
 };
 
 /** `--backend auto`'s last resort: can iptables drop SYNs here? */
-export async function probeDrop(_cfg: SetupConfig, _ctx: BackendContext): Promise<{ ok: boolean; missing?: string }> {
+async function probeDrop(_cfg: SetupConfig, _ctx: BackendContext): Promise<ProbeResult> {
   try {
     await detectIptables({ family: 4, need: 'drop' });
     return { ok: true };

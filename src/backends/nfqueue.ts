@@ -22,7 +22,7 @@ import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/ipt
 import { nfqueueRule, type IptablesRule } from '../netfilter/rules.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches } from '../model/syn-match.js';
-import { atomically, type BackendContext, type HoldBackend } from './backend.js';
+import { atomically, type BackendContext, type HoldBackend, type ProbeResult } from './backend.js';
 
 /** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */
 export const NFQUEUE_MAXLEN = 16384;
@@ -36,6 +36,7 @@ export interface NfqueueState {
 export const nfqueueBackend: HoldBackend<NfqueueState> = {
   name: 'nfqueue',
   cost: 'new connections wait for the hold; if the holder dies, held SYNs are dropped and those clients retransmit (~1 s later, then get through)',
+  probe: probeNfqueue,
 
   async install(cfg, ctx) {
     const ipt4 = await detectIptables({ family: 4, need: 'nfqueue', ...(ctx.netns ? { netns: ctx.netns } : {}) });
@@ -87,8 +88,8 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   },
 };
 
-/** `--backend auto`'s check: can this kernel queue (nfnetlink_queue + the NFQUEUE target)? */
-export async function probeNfqueue(_cfg: SetupConfig, ctx: BackendContext): Promise<{ ok: boolean; missing?: string }> {
+/** Can this kernel queue (nfnetlink_queue + the NFQUEUE target)? */
+async function probeNfqueue(_cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {
   try {
     await detectIptables({ family: 4, need: 'nfqueue' });
   } catch (e) {

@@ -27,7 +27,9 @@
  *   The IFB device sends held packets back into eth0's receive path on release.
  *   Only matching SYNs are redirected; all other traffic is untouched.
  */
+import { randomBytes } from 'node:crypto';
 import { SynholdError } from '../model/errors.js';
+import { NetlinkError } from '../netlink/errors.js';
 import { addIfb, deleteLink, getLink, setLinkUp } from '../rtnl/link.js';
 import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
 import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
@@ -38,7 +40,7 @@ import { ETH_P_IP, ETH_P_IPV6 } from '../rtnl/tc/tcmsg.js';
 import { Plug, type PlugRef } from '../plug/plug.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches } from '../model/syn-match.js';
-import { atomically, type BackendContext, type HoldBackend, type HoldCounters } from './backend.js';
+import { atomically, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
 
 export const PRIO_MAJOR = 0x5301;
 export const PLUG_MAJOR = 0x5302;
@@ -181,6 +183,7 @@ async function installIngress(cfg: SetupConfig, ctx: BackendContext): Promise<Pl
 export const plugBackend: HoldBackend<PlugState> = {
   name: 'plug',
   cost: 'new connections wait for the hold (no retransmit, no loss up to the byte limit)',
+  probe: probePlug,
 
   install(cfg, ctx) {
     return cfg.direction === 'ingress' ? installIngress(cfg, ctx) : installEgress(cfg, ctx);
@@ -237,4 +240,37 @@ function ignoreGone(e: unknown): void {
   const errno = (e as { errno?: number }).errno;
   if (errno === 2 || errno === 19 || errno === 22) return;
   throw e;
+}
+
+/**
+ * The plug probe creates a root plug qdisc on a throwaway IFB device that
+ * carries no traffic (never on lo: a new plug starts plugged, and deleting it
+ * drops what it holds), then deletes the device and its qdiscs with it.
+ */
+/** Can this kernel build the plug topology `cfg` asks for? */
+async function probePlug(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {
+  const name = `shprobe${randomBytes(3).toString('hex')}`;
+  try {
+    await addIfb(ctx.rt, name);
+  } catch (e) {
+    if (cfg.direction === 'ingress') return { ok: false, missing: `IFB devices (CONFIG_IFB / module ifb): ${(e as Error).message}` };
+    return { ok: false, missing: `a throwaway IFB device to probe on: ${(e as Error).message}` };
+  }
+  try {
+    const kinds = cfg.direction === 'egress' ? ['plug', 'prio'] : ['plug'];
+    for (const kind of kinds) {
+      try {
+        await addQdisc(ctx.rt, { dev: name, parent: TC_H_ROOT, handle: makeHandle(1, 0), kind, options: kind === 'plug' ? { action: 'limit', limit: 1 } : { bands: 3 } });
+        await deleteQdisc(ctx.rt, { dev: name, parent: TC_H_ROOT });
+      } catch (e) {
+        if (e instanceof NetlinkError && /kind is unknown/i.test(e.kernelMessage ?? '')) {
+          return { ok: false, missing: `sch_${kind} (CONFIG_NET_SCH_${kind.toUpperCase()}; \`modprobe sch_${kind}\`)` };
+        }
+        return { ok: false, missing: `sch_${kind}: ${(e as Error).message}` };
+      }
+    }
+    return { ok: true };
+  } finally {
+    await deleteLink(ctx.rt, name).catch(() => undefined);
+  }
 }

@@ -2,11 +2,10 @@
  * setup, teardown and status: install the steering once, remove exactly what
  * was installed, and report what is going on.
  */
-import { backendFor } from '../backends/index.js';
+import { backendFor, chooseBackend } from '../backends/index.js';
 import type { BackendContext, HoldCounters } from '../backends/backend.js';
 import { SynholdError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
-import { chooseBackend } from './probe.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
 import { FileLock } from './lock.js';
 import { releaseViaDaemon } from './daemon-client.js';
