@@ -5,7 +5,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { SynholdError } from '../model/errors.js';
+import { SynholdError, type KernelFeature } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
 import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
 import { setup, status, teardown, type StatusReport } from '../protect/setup.js';
@@ -245,6 +245,15 @@ const COMMANDS: Record<string, (args: string[], g: Globals) => Promise<number>> 
   bench: cmdBench,
 };
 
+/** What to do when the kernel lacks a feature: the lower layers say what is missing, the CLI knows the alternatives. */
+const ADVICE: Record<KernelFeature, string> = {
+  sch_plug: 'use --backend nfqueue',
+  sch_prio: 'use --backend nfqueue',
+  ifb: 'use --backend nfqueue',
+  nfnetlink_queue: 'use --backend drop',
+  xt_NFQUEUE: 'use --backend drop',
+};
+
 function exitCodeFor(e: unknown, command: string): number {
   const code = (e as SynholdError).code;
   if (command === 'protect') return EXIT_FAILED;
@@ -289,7 +298,8 @@ export async function main(argv: string[]): Promise<number> {
     return await run(argv.slice(i + 1), g);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`synhold ${command}: ${msg}\n`);
+    const advice = e instanceof SynholdError && e.lacks ? ADVICE[e.lacks] : undefined;
+    process.stderr.write(`synhold ${command}: ${msg}${advice ? `; ${advice}` : ''}\n`);
     if (process.env.SYNHOLD_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return exitCodeFor(e, command!);
   }

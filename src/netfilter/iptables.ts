@@ -44,6 +44,10 @@ export interface CommandResult {
 
 const STDERR_TAIL_LINES = 6;
 
+function lacksNfqueueTarget(stderr: string): boolean {
+  return /NFQUEUE/.test(stderr) && /not supported|Couldn't load target|No chain\/target\/match|does not exist/i.test(stderr);
+}
+
 /** What the user can do about a failed iptables command, from its stderr (and the spawn error). */
 export function iptablesHint(bin: string, stderr: string, spawnCode?: string): string | undefined {
   if (spawnCode === 'ENOENT' && bin !== 'unshare' && bin !== 'nsenter') {
@@ -64,8 +68,8 @@ export function iptablesHint(bin: string, stderr: string, spawnCode?: string): s
     return 'this kernel lacks the legacy raw table (CONFIG_IP_NF_RAW / CONFIG_IP6_NF_RAW, and CONFIG_NETFILTER_XTABLES_LEGACY on 6.x): modprobe iptable_raw, or use iptables-nft';
   }
   // Missing extensions last: iptables warns about them even when the real failure is the table (above).
-  if (/NFQUEUE/.test(stderr) && /not supported|Couldn't load target|No chain\/target\/match|does not exist/i.test(stderr)) {
-    return 'this kernel lacks the NFQUEUE target (CONFIG_NETFILTER_XT_TARGET_NFQUEUE and CONFIG_NETFILTER_NETLINK_QUEUE): modprobe xt_NFQUEUE nfnetlink_queue, or use --backend drop';
+  if (lacksNfqueueTarget(stderr)) {
+    return 'this kernel lacks the NFQUEUE target (CONFIG_NETFILTER_XT_TARGET_NFQUEUE and CONFIG_NETFILTER_NETLINK_QUEUE): modprobe xt_NFQUEUE nfnetlink_queue';
   }
   if (/Extension tcp revision 0 not supported/.test(stderr)) {
     return 'this kernel lacks the tcp match (xt_tcpudp, CONFIG_NETFILTER_XTABLES): modprobe xt_tcpudp';
@@ -99,7 +103,9 @@ export class IptablesError extends SynholdError {
     let msg = `Command ${how}: ${d.command.join(' ')}`;
     if (tail) msg += `\n${tail}`;
     if (d.hint) msg += `\n- ${d.hint}`;
-    super('ERR_IPTABLES', msg);
+    // The table errors win over a missing target, as in iptablesHint().
+    const lacks = d.hint !== undefined && /NFQUEUE target/.test(d.hint) && lacksNfqueueTarget(d.stderr) ? ('xt_NFQUEUE' as const) : undefined;
+    super('ERR_IPTABLES', msg, lacks ? { lacks } : undefined);
     this.command = d.command;
     if (d.exitCode !== undefined) this.exitCode = d.exitCode;
     if (d.signal !== undefined) this.signal = d.signal;

@@ -2,7 +2,7 @@
  * One error class per failure, each with a stable `code` (undici's habit), and
  * a message that reads: operation -> object -> errno name -> kernel text -> hint.
  */
-import { SynholdError } from '../model/errors.js';
+import { SynholdError, type KernelFeature } from '../model/errors.js';
 import { errnoName } from './errno.js';
 
 export interface NetlinkErrorDetails {
@@ -18,7 +18,12 @@ export interface NetlinkErrorDetails {
   offset?: number;
   /** Something the user can do about it. */
   hint?: string;
+  /** The kernel feature the error shows to be missing. */
+  lacks?: KernelFeature;
 }
+
+/** What a layer that knows the request can add to a kernel error: a hint, and the missing feature if that is the cause. */
+export type ErrorHint = string | { text: string; lacks: KernelFeature };
 
 /** The kernel answered a request with a negative error. */
 export class NetlinkError extends SynholdError implements NetlinkErrorDetails {
@@ -35,7 +40,7 @@ export class NetlinkError extends SynholdError implements NetlinkErrorDetails {
     let msg = d.object ? `${d.op} ${d.object}: ${name}` : `${d.op}: ${name}`;
     if (d.kernelMessage) msg += ` (${d.kernelMessage})`;
     if (d.hint) msg += ` - ${d.hint}`;
-    super('ERR_NETLINK', msg);
+    super('ERR_NETLINK', msg, d.lacks !== undefined ? { lacks: d.lacks } : undefined);
     this.op = d.op;
     if (d.object !== undefined) this.object = d.object;
     this.errno = d.errno;
@@ -46,14 +51,16 @@ export class NetlinkError extends SynholdError implements NetlinkErrorDetails {
   }
 
   /** A copy with the object and hint filled in by a layer that knows them. */
-  withContext(object: string | undefined, hint: string | undefined): NetlinkError {
+  withContext(object: string | undefined, hint: ErrorHint | undefined): NetlinkError {
+    const text = typeof hint === 'object' ? hint.text : hint;
     return new NetlinkError({
+      lacks: typeof hint === 'object' ? hint.lacks : this.lacks,
       op: this.op,
       object: object ?? this.object,
       errno: this.errno,
       kernelMessage: this.kernelMessage,
       offset: this.offset,
-      hint: hint ?? this.hint,
+      hint: text ?? this.hint,
     });
   }
 }

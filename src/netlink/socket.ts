@@ -16,6 +16,7 @@ import {
   NetlinkError,
   NetlinkTimeoutError,
   SocketError,
+  type ErrorHint,
 } from './errors.js';
 import {
   NLMSG_DONE,
@@ -57,7 +58,7 @@ export interface RequestOptions {
   flags?: number;
   timeoutMs?: number;
   /** Maps a kernel error to a hint the user can act on. */
-  hint?: (e: NetlinkError) => string | undefined;
+  hint?: (e: NetlinkError) => ErrorHint | undefined;
 }
 
 /** One message of a batch (see NetlinkSocket.batch()). */
@@ -79,7 +80,7 @@ export interface BatchOptions {
   op: string;
   timeoutMs?: number;
   /** Maps a kernel error, whichever message it answers, to a hint the user can act on. */
-  hint?: (e: NetlinkError) => string | undefined;
+  hint?: (e: NetlinkError) => ErrorHint | undefined;
 }
 
 interface Pending {
@@ -88,7 +89,7 @@ interface Pending {
   dump: boolean;
   replies: NetlinkMessage[];
   interrupted: boolean;
-  hint?: (e: NetlinkError) => string | undefined;
+  hint?: (e: NetlinkError) => ErrorHint | undefined;
   resolve: (m: NetlinkMessage[]) => void;
   reject: (e: Error) => void;
   /** Absent for the messages of a batch: the batch owns one timer for all of them. */

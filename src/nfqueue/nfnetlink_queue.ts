@@ -44,7 +44,7 @@
  * ACK arrives we have seen every id there is to accept.
  */
 import { SynholdError } from '../model/errors.js';
-import { EncodeError, NetlinkError } from '../netlink/errors.js';
+import { EncodeError, NetlinkError, type ErrorHint } from '../netlink/errors.js';
 import { NLMSG_ERROR, decodeAck, type NetlinkMessage } from '../netlink/message.js';
 import { defineAttributes, defineStruct, type AttrValues } from '../netlink/schema.js';
 import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, NetlinkSocket, SOL_NETLINK } from '../netlink/socket.js';
@@ -295,7 +295,7 @@ function checkInt(what: string, v: number, lo: number, hi: number): void {
 }
 
 function bindHint(queue: number) {
-  return (e: NetlinkError): string | undefined => {
+  return (e: NetlinkError): ErrorHint | undefined => {
     switch (e.errnoName) {
       case 'EBUSY':
         return `queue ${queue} is already bound by this socket`;
@@ -307,7 +307,7 @@ function bindHint(queue: number) {
         return 'binding a netfilter queue needs CAP_NET_ADMIN';
       case 'EOPNOTSUPP':
       case 'EPROTONOSUPPORT':
-        return 'this kernel lacks nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE): load it (modprobe nfnetlink_queue; in the kernel lab, insmod its .ko) or use --backend drop';
+        return { text: 'this kernel lacks nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE): load it (modprobe nfnetlink_queue; in the kernel lab, insmod its .ko)', lacks: 'nfnetlink_queue' };
       default:
         return undefined;
     }

@@ -122,7 +122,7 @@ export async function addIfb(rt: Rtnl, name: string): Promise<LinkInfo> {
     flags: NLM_F_CREATE | NLM_F_EXCL,
     hint: (e) =>
       e.errno === 95 || (e.errno === 22 && /kind/i.test(e.kernelMessage ?? ''))
-        ? 'this kernel lacks IFB (CONFIG_IFB / module ifb)'
+        ? { text: 'this kernel lacks IFB (CONFIG_IFB / module ifb)', lacks: 'ifb' as const }
         : e.errno === 17
           ? `a device named ${name} already exists`
           : undefined,

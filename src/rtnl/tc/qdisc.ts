@@ -3,7 +3,7 @@
  * through its own module, found in a plain map by name.
  */
 import { SynholdError } from '../../model/errors.js';
-import { NetlinkError } from '../../netlink/errors.js';
+import { NetlinkError, type ErrorHint } from '../../netlink/errors.js';
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from '../../netlink/message.js';
 import { linkIndex } from '../link.js';
 import type { Rtnl } from '../rtnl.js';
@@ -63,13 +63,12 @@ export function describeQdisc(r: QdiscRef & { kind?: string }): string {
 }
 
 /** Hints for the errors people actually hit when creating qdiscs. */
-function qdiscHint(kind: string | undefined): (e: NetlinkError) => string | undefined {
+function qdiscHint(kind: string | undefined): (e: NetlinkError) => ErrorHint | undefined {
   return (e) => {
     const text = e.kernelMessage ?? '';
     if ((e.errno === 2 || e.errno === 22) && /kind is unknown/i.test(text)) {
-      return kind === 'plug'
-        ? 'this kernel lacks sch_plug (CONFIG_NET_SCH_PLUG); use --backend nfqueue'
-        : `this kernel lacks the ${kind ?? 'requested'} qdisc (CONFIG_NET_SCH_${(kind ?? '').toUpperCase()})`;
+      const fact = `this kernel lacks the ${kind ?? 'requested'} qdisc (CONFIG_NET_SCH_${(kind ?? '').toUpperCase()})`;
+      return kind === 'plug' ? { text: 'this kernel lacks sch_plug (CONFIG_NET_SCH_PLUG)', lacks: 'sch_plug' } : kind === 'prio' ? { text: fact, lacks: 'sch_prio' } : fact;
     }
     if (e.errno === 17) return 'a qdisc already exists there; delete it first or choose another handle';
     if (e.errno === 1) return 'needs root (CAP_NET_ADMIN)';
