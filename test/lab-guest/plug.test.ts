@@ -28,7 +28,9 @@ function plugOf(ns: TestNetns, dev = 'lo'): TcQdisc | undefined {
   return qdiscs(ns, dev).find((q) => q.kind === 'plug');
 }
 
-async function until(what: string, fn: () => boolean, ms = 10_000): Promise<void> {
+// 60 s: generous on purpose. Every hold here is the test's own (released when the test says), so
+// these waits only measure the lab's speed (a client start is ~1 s in CI's lab), never a race.
+async function until(what: string, fn: () => boolean, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (!fn()) {
     if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
