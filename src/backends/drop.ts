@@ -30,7 +30,7 @@ export const dropBackend: HoldBackend<DropState> = {
   probe: probeDrop,
 
   async install(cfg, ctx) {
-    const ipt = await detectIptables({ family: 4, need: 'drop', ...(ctx.netns ? { netns: ctx.netns } : {}) });
+    const ipt = await detectIptables({ family: 4, need: 'drop', netns: ctx.netns });
     const state: DropState = { iptables: ipt.backend, matches: synMatches(cfg) };
     return atomically(async (undo) => {
       for (const sw of switches(state, ctx.netns)) {

@@ -39,7 +39,7 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   probe: probeNfqueue,
 
   async install(cfg, ctx) {
-    const ipt4 = await detectIptables({ family: 4, need: 'nfqueue', ...(ctx.netns ? { netns: ctx.netns } : {}) });
+    const ipt4 = await detectIptables({ family: 4, need: 'nfqueue', netns: ctx.netns });
     const rules = synMatches(cfg).map((m) => nfqueueRule({ ...m, queue: cfg.queueNum }));
     return atomically(async (undo) => {
       for (const rule of rules) {
@@ -64,7 +64,7 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
 
   async hold(s, ctx) {
     const before = (await readKernelQueueStats(ctx.netns).catch(() => [])).find((q) => q.queue === s.queue);
-    const q = await NfQueue.bind({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, ...(ctx.netns ? { netns: ctx.netns } : {}) });
+    const q = await NfQueue.bind({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns: ctx.netns });
     return {
       async release() {
         const k = await q.kernelStats().catch(() => undefined);
@@ -97,7 +97,7 @@ async function probeNfqueue(_cfg: SetupConfig, ctx: BackendContext): Promise<Pro
   }
   // Bind a scratch queue number, without holding, to prove nfnetlink_queue is there.
   try {
-    const q = await NfQueue.bind({ queue: 65000 + (process.pid % 500), hold: false, ...(ctx.netns ? { netns: ctx.netns } : {}) });
+    const q = await NfQueue.bind({ queue: 65000 + (process.pid % 500), hold: false, netns: ctx.netns });
     await q.unbind();
     q.close();
   } catch (e) {

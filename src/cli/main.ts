@@ -95,7 +95,7 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     ports: (v.port ?? []).map((p) => parsePort(p)),
     addresses: (v.address ?? []).map(parseAddress),
     sources: (v.source ?? []).map(parseAddress),
-    ...(v.dev ? { dev: v.dev } : {}),
+    dev: v.dev,
     ...(v.direction ? { direction: v.direction as SetupConfig['direction'] } : {}),
     ...(v.limit ? { limit: parseSize(v.limit) } : {}),
     ...(v.backend ? { backend: v.backend as SetupConfig['backend'] } : {}),
@@ -187,7 +187,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     maxHoldMs: v['max-hold'] ? parseDuration(v['max-hold']) : DEFAULT_MAX_HOLD_MS,
     lockWaitMs: v['lock-wait'] ? parseDuration(v['lock-wait']) : 30_000,
     ...(v['settle-wait'] ? { settleWaitMs: parseDuration(v['settle-wait']) } : {}),
-    ...(ready ? { ready } : {}),
+    ready,
     ...(v.verbose ? { log: (l: string) => process.stderr.write(`synhold: ${l}\n`) } : {}),
   });
   const cmd = r.command.error ? `could not run: ${r.command.error}` : r.command.signal ? `killed by ${r.command.signal}` : `exited ${r.command.exitCode}`;
@@ -209,7 +209,7 @@ async function cmdDaemon(args: string[], g: Globals): Promise<number> {
     metrics = { host: m[1]!.replace(/^\[|\]$/g, ''), port: parsePort(m[2]!) };
   }
   const log = (l: string) => process.stderr.write(`synhold daemon: ${l}\n`);
-  const d = await runDaemon({ ...scopeOf(g), ...(metrics ? { metrics } : {}), log });
+  const d = await runDaemon({ ...scopeOf(g), metrics, log });
   const sig = await new Promise<NodeJS.Signals>((resolve) => {
     for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
   });

@@ -34,7 +34,7 @@ export function synMatches(c: SetupConfig): SynMatch[] {
       for (const src of srcs) {
         if (dst && src && prefixFamily(dst) !== prefixFamily(src)) continue;
         const families: IpFamily[] = dst ? [prefixFamily(dst)] : src ? [prefixFamily(src)] : [4, 6];
-        for (const family of families) out.push({ family, port, ...(dst ? { dst } : {}), ...(src ? { src } : {}) });
+        for (const family of families) out.push({ family, port, dst, src });
       }
     }
   }

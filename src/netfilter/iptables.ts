@@ -107,12 +107,12 @@ export class IptablesError extends SynholdError {
     const lacks = d.hint !== undefined && /NFQUEUE target/.test(d.hint) && lacksNfqueueTarget(d.stderr) ? ('xt_NFQUEUE' as const) : undefined;
     super('ERR_IPTABLES', msg, lacks ? { lacks } : undefined);
     this.command = d.command;
-    if (d.exitCode !== undefined) this.exitCode = d.exitCode;
-    if (d.signal !== undefined) this.signal = d.signal;
+    this.exitCode = d.exitCode;
+    this.signal = d.signal;
     this.timedOut = d.timedOut ?? false;
     this.stderr = d.stderr;
     this.stderrTail = tail;
-    if (d.hint !== undefined) this.hint = d.hint;
+    this.hint = d.hint;
   }
 
   /** The line of stderr that says what failed (iptables' own error line, not its warnings or usage advice). */
@@ -223,7 +223,7 @@ export class Iptables {
   constructor(opts: IptablesOptions) {
     this.backend = opts.backend;
     this.family = opts.family ?? 4;
-    if (opts.netns !== undefined) this.netns = opts.netns;
+    this.netns = opts.netns;
     this.timeoutMs = opts.timeoutMs ?? 15000;
   }
 
@@ -246,7 +246,7 @@ export class Iptables {
     return runCommand(this.argv(this.bin, ['-w', '5', ...args]), {
       timeoutMs: this.timeoutMs,
       hintFor: this.bin,
-      ...(allowExit ? { allowExit } : {}),
+      allowExit,
     });
   }
 
@@ -411,8 +411,8 @@ export async function detectIptables(opts: DetectOptions = {}): Promise<Iptables
       return new Iptables({
         backend,
         family: opts.family ?? 4,
-        ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
-        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+        netns: opts.netns,
+        timeoutMs: opts.timeoutMs,
       });
     } catch (e) {
       if (!(e instanceof IptablesError)) throw e;

@@ -42,12 +42,12 @@ export class NetlinkError extends SynholdError implements NetlinkErrorDetails {
     if (d.hint) msg += ` - ${d.hint}`;
     super('ERR_NETLINK', msg, d.lacks !== undefined ? { lacks: d.lacks } : undefined);
     this.op = d.op;
-    if (d.object !== undefined) this.object = d.object;
+    this.object = d.object;
     this.errno = d.errno;
     this.errnoName = name;
-    if (d.kernelMessage !== undefined) this.kernelMessage = d.kernelMessage;
-    if (d.offset !== undefined) this.offset = d.offset;
-    if (d.hint !== undefined) this.hint = d.hint;
+    this.kernelMessage = d.kernelMessage;
+    this.offset = d.offset;
+    this.hint = d.hint;
   }
 
   /** A copy with the object and hint filled in by a layer that knows them. */

@@ -379,7 +379,7 @@ export class NfQueue {
   private constructor(sock: NetlinkSocket, opts: NfQueueOptions) {
     this.sock = sock;
     this.queue = opts.queue;
-    if (opts.netns !== undefined) this.netns = opts.netns;
+    this.netns = opts.netns;
     this.maxLen = opts.maxLen ?? NFQNL_QMAX_DEFAULT;
     this.copyRange = opts.copyRange ?? DEFAULT_COPY_RANGE;
     this.failOpen = opts.failOpen ?? false;
@@ -398,7 +398,7 @@ export class NfQueue {
     if (opts.maxLen !== undefined) checkInt('nfqueue maxLen', opts.maxLen, 1, 0xffffffff);
     if (opts.copyRange !== undefined) checkInt('nfqueue copyRange', opts.copyRange, 0, 0xffff);
     const sock = NetlinkSocket.open(NETLINK_NETFILTER, {
-      ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
+      netns: opts.netns,
       rcvbuf: opts.rcvbuf ?? DEFAULT_RCVBUF,
     });
     try {

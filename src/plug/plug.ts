@@ -44,7 +44,7 @@ export class Plug {
   ) {}
 
   private async change(action: PlugAction, limit?: number): Promise<void> {
-    await changeQdisc(this.rt, { ...this.ref, kind: 'plug', options: { action, ...(limit !== undefined ? { limit } : {}) } });
+    await changeQdisc(this.rt, { ...this.ref, kind: 'plug', options: { action, limit } });
   }
 
   /**

@@ -177,11 +177,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<{ close(): Promise
         case 'hold': {
           if (session) throw new SynholdError('ERR_PROTOCOL', 'this connection already holds');
           const s = await HoldSession.start({
-            ...(opts.netns ? { netns: opts.netns } : {}),
+            netns: opts.netns,
             maxHoldMs: req.maxHoldMs ?? 5000,
             lockWaitMs: req.lockWaitMs ?? 30_000,
             holderPid: process.pid,
-            ...(req.ownerPid ? { ownerPid: req.ownerPid } : {}),
+            ownerPid: req.ownerPid,
             via: 'daemon',
           });
           void s.done.then((r) => metrics.observe(r.durationMs / 1000, r.released, r.drops, r.reason));

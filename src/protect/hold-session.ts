@@ -90,7 +90,7 @@ export class HoldSession {
     const held: Held = { type: 'held', since, deadline: since + args.maxHoldMs, backend: setup.backend };
     store.writeHold({
       holderPid: args.holderPid,
-      ...(args.ownerPid ? { ownerPid: args.ownerPid } : {}),
+      ownerPid: args.ownerPid,
       via: args.via,
       backend: setup.backend,
       since,

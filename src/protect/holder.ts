@@ -51,7 +51,7 @@ export async function runHolder(args: HolderArgs): Promise<number> {
   let session: HoldSession;
   try {
     session = await HoldSession.start({
-      ...(args.netns ? { netns: args.netns } : {}),
+      netns: args.netns,
       maxHoldMs: args.maxHoldMs,
       lockWaitMs: args.lockWaitMs,
       holderPid: process.pid,

@@ -11,7 +11,7 @@ export class Rtnl {
 
   private constructor(sock: NetlinkSocket, netns?: string) {
     this.sock = sock;
-    if (netns !== undefined) this.netns = netns;
+    this.netns = netns;
   }
 
   /** Opens NETLINK_ROUTE in the current namespace or in `opts.netns` (a name under /run/netns or a path). */

@@ -365,7 +365,7 @@ export class ListenerWatcher {
   private constructor(families: readonly InetFamily[], sock: NetlinkSocket, netns: string | undefined) {
     this.families = families;
     this.sock = sock;
-    if (netns !== undefined) this.netns = netns;
+    this.netns = netns;
   }
 
   static open(opts: ListenerWatcherOptions = {}): ListenerWatcher {
