@@ -42,11 +42,16 @@ const benchNamespaces = (): string[] =>
     .map((l) => l.split(" ")[0]!)
     .filter((n) => n.startsWith("synhold-bench-"));
 
-test("synhold bench --quick --strategies none,plug: plug fails nothing, none is reported, under 2 minutes", { timeout: 6 * 60_000 }, async (t) => {
+// How long --quick may take, whole bench: each strategy's load is capped at QUICK_CAP_MS (60 s)
+// while it waits for its 3 reloads, and in the kernel lab a protected reload takes ~6-9 s on CI's
+// 2-core EPYC (plug alone then runs ~30 s). Generous: the point is that it is bounded.
+const QUICK_BOUND_MS = 4 * 60_000;
+
+test("synhold bench --quick --strategies none,plug: plug fails nothing, none is reported, under 4 minutes", { timeout: 8 * 60_000 }, async (t) => {
   const out = mkdtempSync(join(tmpdir(), "synhold-bench-quick-test-"));
   const nsBefore = benchNamespaces();
   try {
-    const r = await run(["--json", "bench", "--quick", "--strategies", "none,plug", "--out", out], 5 * 60_000);
+    const r = await run(["--json", "bench", "--quick", "--strategies", "none,plug", "--out", out], QUICK_BOUND_MS + 2 * 60_000);
     t.diagnostic(`bench took ${(r.ms / 1000).toFixed(1)} s; stderr tail:\n${r.stderr.split("\n").slice(-12).join("\n")}`);
     assert.equal(r.code, 0, `exit ${r.code}\n${r.stderr.slice(-3000)}`);
 
@@ -91,7 +96,7 @@ test("synhold bench --quick --strategies none,plug: plug fails nothing, none is 
     for (const f of ["table.txt", "bench.json", "latency.svg"]) assert.ok(existsSync(join(out, f)), f);
     assert.ok(isPng(join(out, "latency.png")), "latency.png is a PNG (librsvg2-bin)");
 
-    assert.ok(r.ms < 120_000, `--quick must finish in under 2 minutes; took ${(r.ms / 1000).toFixed(1)} s`);
+    assert.ok(r.ms < QUICK_BOUND_MS, `--quick must finish in under ${QUICK_BOUND_MS / 60_000} minutes; took ${(r.ms / 1000).toFixed(1)} s`);
     // The bench names its namespaces after its own PID: another bench running on the
     // machine at the same time (a developer's full run) cannot make this fail.
     const ours = `synhold-bench-${r.pid}-`;
