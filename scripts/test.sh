@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+# One style, enforced: eslint and prettier (configured once, at the root).
+npm run --silent lint
 
 # Namespaces a killed earlier run may have left: test helpers name theirs
 # synhold-<kind>-<pid>-<random>; only those whose creating process is gone are

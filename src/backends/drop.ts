@@ -9,10 +9,9 @@
  */
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { DropSwitch } from '../netfilter/drop.js';
-import type { SetupConfig } from '../model/config.js';
 import type { IpFamily } from '../model/prefix.js';
 import { synMatches, type SynMatch } from '../model/syn-match.js';
-import { atomically, type BackendContext, type HoldBackend, type ProbeResult } from './backend.js';
+import { atomically, type HoldBackend, type ProbeResult } from './backend.js';
 
 export interface DropState {
   iptables: IptablesBackend;
@@ -21,7 +20,13 @@ export interface DropState {
 
 function switches(s: DropState, netns?: string): DropSwitch[] {
   const families: IpFamily[] = [...new Set(s.matches.map((m) => m.family))];
-  return families.map((f) => new DropSwitch(new Iptables({ backend: s.iptables, family: f, netns }), s.matches.filter((m) => m.family === f)));
+  return families.map(
+    (f) =>
+      new DropSwitch(
+        new Iptables({ backend: s.iptables, family: f, netns }),
+        s.matches.filter((m) => m.family === f),
+      ),
+  );
 }
 
 export const dropBackend: HoldBackend<DropState> = {
@@ -74,7 +79,7 @@ export const dropBackend: HoldBackend<DropState> = {
 };
 
 /** `--backend auto`'s last resort: can iptables drop SYNs here? */
-async function probeDrop(_cfg: SetupConfig, _ctx: BackendContext): Promise<ProbeResult> {
+async function probeDrop(): Promise<ProbeResult> {
   try {
     await detectIptables({ family: 4, need: 'drop' });
     return { ok: true };

@@ -57,7 +57,8 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
 
   async verify(s, ctx) {
     for (const rule of s.rules) {
-      if (!(await new Iptables({ backend: s.iptables, family: rule.family, netns: ctx.netns }).has(rule))) return `the NFQUEUE rule for port ${rule.spec[rule.spec.indexOf('--dport') + 1]} is gone`;
+      if (!(await new Iptables({ backend: s.iptables, family: rule.family, netns: ctx.netns }).has(rule)))
+        return `the NFQUEUE rule for port ${rule.spec[rule.spec.indexOf('--dport') + 1]} is gone`;
     }
     return undefined;
   },

@@ -164,7 +164,10 @@ async function installIngress(cfg: SetupConfig, ctx: BackendContext): Promise<Pl
       parent = hook.kind === 'clsact' ? makeHandle(0xffff, TC_H_MIN_INGRESS) : makeHandle(0xffff, 0);
       const taken = (await listFilters(ctx.rt, cfg.dev, parent)).filter((f) => f.prio === INGRESS_PRIO_V4 || f.prio === INGRESS_PRIO_V6);
       if (taken.length) {
-        throw new SynholdError('ERR_FILTER_PRIO_IN_USE', `dev ${cfg.dev} already has filters at priorities ${INGRESS_PRIO_V4}/${INGRESS_PRIO_V6}; is synhold already set up?`);
+        throw new SynholdError(
+          'ERR_FILTER_PRIO_IN_USE',
+          `dev ${cfg.dev} already has filters at priorities ${INGRESS_PRIO_V4}/${INGRESS_PRIO_V6}; is synhold already set up?`,
+        );
       }
     }
     const prios = { v4: INGRESS_PRIO_V4, v6: INGRESS_PRIO_V6 };
@@ -260,7 +263,13 @@ async function probePlug(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeRe
     const kinds = cfg.direction === 'egress' ? ['plug', 'prio'] : ['plug'];
     for (const kind of kinds) {
       try {
-        await addQdisc(ctx.rt, { dev: name, parent: TC_H_ROOT, handle: makeHandle(1, 0), kind, options: kind === 'plug' ? { action: 'limit', limit: 1 } : { bands: 3 } });
+        await addQdisc(ctx.rt, {
+          dev: name,
+          parent: TC_H_ROOT,
+          handle: makeHandle(1, 0),
+          kind,
+          options: kind === 'plug' ? { action: 'limit', limit: 1 } : { bands: 3 },
+        });
         await deleteQdisc(ctx.rt, { dev: name, parent: TC_H_ROOT });
       } catch (e) {
         if (e instanceof NetlinkError && /kind is unknown/i.test(e.kernelMessage ?? '')) {

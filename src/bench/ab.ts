@@ -7,9 +7,9 @@
 // ab is only used on a run without reloads: it aborts after ~10 connect errors
 // even with -r (issue 5), so it cannot measure an unprotected reload loop.
 
-import { exec } from "./exec.js";
+import { exec } from './exec.js';
 
-export const AB_BIN = "ab";
+export const AB_BIN = 'ab';
 
 export interface AbResult {
   requests: number;
@@ -28,7 +28,7 @@ export interface AbResult {
 }
 
 /** Parse ab's summary (the "Complete requests", "Requests per second" and percentile lines). */
-export function parseAbOutput(out: string): Omit<AbResult, "requests" | "concurrency"> {
+export function parseAbOutput(out: string): Omit<AbResult, 'requests' | 'concurrency'> {
   const num = (re: RegExp): number => {
     const m = re.exec(out);
     return m ? Number(m[1]) : NaN;
@@ -39,21 +39,25 @@ export function parseAbOutput(out: string): Omit<AbResult, "requests" | "concurr
     failed: num(/Failed requests:\s+(\d+)/),
     rps: num(/Requests per second:\s+([\d.]+)/),
     meanMs: num(/Time per request:\s+([\d.]+) \[ms\] \(mean\)/),
-    p50: pct.get("50") ?? NaN,
-    p90: pct.get("90") ?? NaN,
-    p99: pct.get("99") ?? NaN,
-    max: pct.get("100") ?? NaN,
+    p50: pct.get('50') ?? NaN,
+    p90: pct.get('90') ?? NaN,
+    p99: pct.get('99') ?? NaN,
+    max: pct.get('100') ?? NaN,
   };
 }
 
 /** `ab -q -n N -c C -r -s 5 http://HOST:PORT/`, bounded by timeoutMs. Never rejects. */
 export async function runAb(host: string, port: number, requests: number, concurrency: number, timeoutMs: number): Promise<AbResult> {
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}/`;
-  const r = await exec([AB_BIN, "-q", "-n", String(requests), "-c", String(concurrency), "-r", "-s", "5", url], { timeoutMs });
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
+  const r = await exec([AB_BIN, '-q', '-n', String(requests), '-c', String(concurrency), '-r', '-s', '5', url], { timeoutMs });
   const parsed = parseAbOutput(r.stdout);
   const out: AbResult = { requests, concurrency, ...parsed };
   if (r.code !== 0 || !Number.isFinite(parsed.complete)) {
-    out.error = r.error ? `ab could not run (${r.error}): install apache2-utils` : r.timedOut ? `ab timed out after ${timeoutMs} ms` : `ab exited ${r.code}: ${r.stderr.trim().split("\n").slice(-2).join(" | ")}`;
+    out.error = r.error
+      ? `ab could not run (${r.error}): install apache2-utils`
+      : r.timedOut
+        ? `ab timed out after ${timeoutMs} ms`
+        : `ab exited ${r.code}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}`;
   }
   return out;
 }

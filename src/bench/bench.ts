@@ -13,29 +13,29 @@
 // Every group runs one strategy at a time (the machine has 2 CPUs; two runs at
 // once would measure each other), host first, then the lab.
 
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, release, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { labAvailable, labKernel, runInLab } from "../lab/uml.js";
-import { decodeHistogram, newLatencyHistogram, summarizeMs } from "./histogram.js";
-import { FAILURE_OUTCOMES } from "./loadgen.js";
-import { stats } from "./reloader.js";
-import { NGINX_BIN, HAPROXY_BIN } from "./servers.js";
-import { benchNetnsName, probeKernelFeatures, type FeatureProbe } from "./netns.js";
-import { runGroup, readGroupResults, WORKER_OVERHEAD_MS } from "./group.js";
-import { FileTail, type ProgressView } from "./progress.js";
-import { strategyFor, sortStrategies } from "./strategies/index.js";
-import type { KernelFeature, StrategyName } from "./strategies/strategy.js";
-import { DEFAULT_INTERVAL_MS, type BenchOptions } from "./options.js";
-import type { GroupSpec, WorkerResult, WorkerSpec, Where } from "./protocol.js";
-import { writeJsonFile } from "./protocol.js";
-import { fmtMs, renderKernelTables, writeReport, type BenchJson, type StrategyReport, type WrittenReport } from "./report.js";
-import type { AbResult } from "./ab.js";
-import type { Attribution } from "./attribution.js";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { labAvailable, labKernel, runInLab } from '../lab/uml.js';
+import { decodeHistogram, newLatencyHistogram, summarizeMs } from './histogram.js';
+import { FAILURE_OUTCOMES } from './loadgen.js';
+import { stats } from './reloader.js';
+import { NGINX_BIN, HAPROXY_BIN } from './servers.js';
+import { benchNetnsName, probeKernelFeatures, type FeatureProbe } from './netns.js';
+import { runGroup, readGroupResults, WORKER_OVERHEAD_MS } from './group.js';
+import { FileTail, type ProgressView } from './progress.js';
+import { strategyFor, sortStrategies } from './strategies/index.js';
+import type { KernelFeature, StrategyName } from './strategies/strategy.js';
+import { DEFAULT_INTERVAL_MS, type BenchOptions } from './options.js';
+import type { GroupSpec, WorkerResult, WorkerSpec, Where } from './protocol.js';
+import { writeJsonFile } from './protocol.js';
+import { fmtMs, renderKernelTables, writeReport, type BenchJson, type StrategyReport, type WrittenReport } from './report.js';
+import type { AbResult } from './ab.js';
+import type { Attribution } from './attribution.js';
 
-const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
-const LAB_MAIN = fileURLToPath(new URL("./lab-main.js", import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const LAB_MAIN = fileURLToPath(new URL('./lab-main.js', import.meta.url));
 
 export interface Placement {
   host: StrategyName[];
@@ -51,25 +51,21 @@ export interface Placement {
  * host meets run on the host; the others in the lab when it is available.
  * Each group that runs anything gets a baseline; the lab group also `none`.
  */
-export function placeStrategies(
-  requested: StrategyName[],
-  features: Record<KernelFeature, FeatureProbe>,
-  lab: { ok: boolean; reason?: string },
-): Placement {
+export function placeStrategies(requested: StrategyName[], features: Record<KernelFeature, FeatureProbe>, lab: { ok: boolean; reason?: string }): Placement {
   const p: Placement = { host: [], lab: [], skipped: {}, why: {} };
   for (const name of sortStrategies(requested)) {
     const missing = strategyFor(name).kernelNeeds.filter((f) => !features[f].ok);
     if (missing.length === 0) p.host.push(name);
     else {
-      const why = missing.map((f) => features[f].detail).join("; ");
+      const why = missing.map((f) => features[f].detail).join('; ');
       if (lab.ok) {
         p.lab.push(name);
-        p.why[name] = `needs ${missing.join(" and ")}`;
-      } else p.skipped[name] = `needs ${missing.join(" and ")}, which this kernel lacks (${why}), and the kernel lab is unavailable: ${lab.reason ?? "?"}`;
+        p.why[name] = `needs ${missing.join(' and ')}`;
+      } else p.skipped[name] = `needs ${missing.join(' and ')}, which this kernel lacks (${why}), and the kernel lab is unavailable: ${lab.reason ?? '?'}`;
     }
   }
-  if (p.host.length > 0) p.host = sortStrategies(["baseline", ...p.host]);
-  if (p.lab.length > 0) p.lab = sortStrategies(["baseline", "none", ...p.lab]);
+  if (p.host.length > 0) p.host = sortStrategies(['baseline', ...p.host]);
+  if (p.lab.length > 0) p.lab = sortStrategies(['baseline', 'none', ...p.lab]);
   return p;
 }
 
@@ -77,11 +73,11 @@ export function placeStrategies(
 export function labReason(p: Placement, features: Record<KernelFeature, FeatureProbe>): string {
   const names = p.lab.filter((s) => p.why[s]);
   const lacking = (Object.keys(features) as KernelFeature[]).filter((f) => !features[f].ok);
-  return `${names.map((s) => `${s} ${p.why[s]}`).join(", ")}, which this machine's kernel lacks (${lacking.map((f) => features[f].detail).join("; ")})`;
+  return `${names.map((s) => `${s} ${p.why[s]}`).join(', ')}, which this machine's kernel lacks (${lacking.map((f) => features[f].detail).join('; ')})`;
 }
 
 /** Which bound applies to a strategy (minReloads only where the run reloads at the common interval). */
-export function workerLoadPlan(o: BenchOptions, name: StrategyName): WorkerSpec["load"] {
+export function workerLoadPlan(o: BenchOptions, name: StrategyName): WorkerSpec['load'] {
   const s = strategyFor(name);
   const ownInterval = o.intervalMs === undefined && s.defaultIntervalMs !== undefined;
   return {
@@ -114,7 +110,7 @@ function groupSpec(o: BenchOptions, where: Where, names: StrategyName[], workDir
       // synhold's state on the host goes into the work dir (removed with it),
       // never next to a real set-up's in /run/synhold. In the lab, /run is the
       // guest's own tmpfs already.
-      if (where === "host") w.runDir = join(workDir, `run-${name}`);
+      if (where === 'host') w.runDir = join(workDir, `run-${name}`);
       if (abOn === name && o.abRequests > 0) w.abRequests = o.abRequests;
       return w;
     }),
@@ -126,12 +122,12 @@ export function reportFromResult(r: WorkerResult, kernelLabel: string): Strategy
   const base = { where: r.where, kernel: r.kernel, label: `${r.strategy} (${kernelLabel})`, notes: r.notes };
   const z = stats([]);
   if (r.skipped !== undefined || r.error !== undefined || !r.load) {
-    const reason = r.skipped ?? (r.error !== undefined ? `failed to run: ${r.error}` : "no load result");
+    const reason = r.skipped ?? (r.error !== undefined ? `failed to run: ${r.error}` : 'no load result');
     return {
       name: r.strategy,
       skipped: reason,
       ...(r.error !== undefined ? { error: r.error } : {}),
-      ...(r.strategy === "baseline" ? { baseline: true } : {}),
+      ...(r.strategy === 'baseline' ? { baseline: true } : {}),
       requests: 0,
       failed: 0,
       failures: { reset: 0, refused: 0, timeout: 0, badResponse: 0 },
@@ -149,7 +145,7 @@ export function reportFromResult(r: WorkerResult, kernelLabel: string): Strategy
     name: r.strategy,
     requests: l.requests,
     failed: l.failed,
-    failures: Object.fromEntries(FAILURE_OUTCOMES.map((k) => [k, l.outcomes[k]])) as StrategyReport["failures"],
+    failures: Object.fromEntries(FAILURE_OUTCOMES.map((k) => [k, l.outcomes[k]])) as StrategyReport['failures'],
     latency: decodeHistogram(l.latencyHdr),
     reloads: r.reloads?.count ?? 0,
     reloadRatePerSec: r.reloads?.ratePerSec ?? 0,
@@ -160,7 +156,7 @@ export function reportFromResult(r: WorkerResult, kernelLabel: string): Strategy
     details: l.details,
     ...base,
   };
-  if (r.strategy === "baseline") rep.baseline = true;
+  if (r.strategy === 'baseline') rep.baseline = true;
   if (r.attribution) rep.attribution = r.attribution;
   if (r.reloads) {
     rep.reloadFailures = r.reloads.failed;
@@ -202,29 +198,29 @@ export interface BenchOutcome {
 }
 
 export class BenchPreconditionError extends Error {
-  readonly code = "ERR_BENCH_PRECONDITION";
+  readonly code = 'ERR_BENCH_PRECONDITION';
 }
 
 function checkPreconditions(): void {
-  if (typeof process.getuid === "function" && process.getuid() !== 0) {
-    throw new BenchPreconditionError("synhold bench needs root (it creates network namespaces and sets qdiscs in them)");
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new BenchPreconditionError('synhold bench needs root (it creates network namespaces and sets qdiscs in them)');
   }
   const missing = [
-    [NGINX_BIN, "nginx-light"],
-    [HAPROXY_BIN, "haproxy"],
-    ["/usr/sbin/tc", "iproute2"],
-    ["/usr/sbin/ip", "iproute2"],
-  ].filter(([p]) => !existsSync(p!) && !existsSync(p!.replace("/usr/sbin", "/sbin")));
+    [NGINX_BIN, 'nginx-light'],
+    [HAPROXY_BIN, 'haproxy'],
+    ['/usr/sbin/tc', 'iproute2'],
+    ['/usr/sbin/ip', 'iproute2'],
+  ].filter(([p]) => !existsSync(p!) && !existsSync(p!.replace('/usr/sbin', '/sbin')));
   if (missing.length > 0) {
-    throw new BenchPreconditionError(`missing ${missing.map(([p, pkg]) => `${p} (Debian package ${pkg})`).join(", ")}: run \`bash scripts/install-deps.sh\``);
+    throw new BenchPreconditionError(`missing ${missing.map(([p, pkg]) => `${p} (Debian package ${pkg})`).join(', ')}: run \`bash scripts/install-deps.sh\``);
   }
 }
 
 function describeOptions(o: BenchOptions): string {
   const bound =
     o.requests !== undefined
-      ? `${o.requests.toLocaleString("en")} requests per strategy${o.minReloads ? ` and at least ${o.minReloads} reloads` : ""}`
-      : `${(o.durationMs ?? 0) / 1000} s of load per strategy${o.minReloads ? ` and at least ${o.minReloads} reloads (${o.capMs / 1000} s at most)` : ""}`;
+      ? `${o.requests.toLocaleString('en')} requests per strategy${o.minReloads ? ` and at least ${o.minReloads} reloads` : ''}`
+      : `${(o.durationMs ?? 0) / 1000} s of load per strategy${o.minReloads ? ` and at least ${o.minReloads} reloads (${o.capMs / 1000} s at most)` : ''}`;
   return `${bound}, concurrency ${o.concurrency}, a new connection per request, a reload every ${o.intervalMs ?? DEFAULT_INTERVAL_MS} ms (start to start)`;
 }
 
@@ -243,12 +239,12 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
   ui.note(`probing this kernel (${release()}) for sch_prio and sch_plug in a scratch namespace`);
   const features = await probeKernelFeatures();
   const needLab = o.strategies.some((s) => strategyFor(s).kernelNeeds.some((f) => !features[f].ok));
-  const lab = needLab ? labAvailable() : { ok: false, reason: "not needed" };
+  const lab = needLab ? labAvailable() : { ok: false, reason: 'not needed' };
   const placement = placeStrategies(o.strategies, features, lab);
-  const abOnHost = placement.host.includes("baseline");
-  const workDir = mkdtempSync(join(tmpdir(), "synhold-bench-work-"));
+  const abOnHost = placement.host.includes('baseline');
+  const workDir = mkdtempSync(join(tmpdir(), 'synhold-bench-work-'));
   const removeWorkDir = (): void => rmSync(workDir, { recursive: true, force: true });
-  process.once("exit", removeWorkDir);
+  process.once('exit', removeWorkDir);
 
   const results: WorkerResult[] = [];
   const kernels: KernelInfo[] = [];
@@ -256,8 +252,8 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
   try {
     // ---- host
     if (placement.host.length > 0) {
-      const g = groupSpec(o, "host", placement.host, workDir, abOnHost ? "baseline" : undefined);
-      ui.note(`host: ${placement.host.join(", ")}, each in its own network namespace (${describeOptions(o)})`);
+      const g = groupSpec(o, 'host', placement.host, workDir, abOnHost ? 'baseline' : undefined);
+      ui.note(`host: ${placement.host.join(', ')}, each in its own network namespace (${describeOptions(o)})`);
       const tail = new FileTail(g.progressFile);
       const timer = setInterval(() => tail.events().forEach((e) => ui.event(e)), 250);
       try {
@@ -267,18 +263,18 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
         tail.events().forEach((e) => ui.event(e));
       }
       results.push(...readGroupResults(g));
-      kernels.push({ where: "host", kernel: release(), cpus: cpus().length, description: `this machine's kernel, ${cpus().length} CPUs` });
+      kernels.push({ where: 'host', kernel: release(), cpus: cpus().length, description: `this machine's kernel, ${cpus().length} CPUs` });
     }
-    if (hooks.signal?.aborted) throw new Error("interrupted");
+    if (hooks.signal?.aborted) throw new Error('interrupted');
 
     // ---- kernel lab
     if (placement.lab.length > 0) {
       labInfo = labKernel();
-      const g = groupSpec(o, "lab", placement.lab, workDir, abOnHost ? undefined : "baseline");
-      const groupFile = join(workDir, "group-lab.json");
+      const g = groupSpec(o, 'lab', placement.lab, workDir, abOnHost ? undefined : 'baseline');
+      const groupFile = join(workDir, 'group-lab.json');
       writeJsonFile(groupFile, g);
       const budget = g.workers.reduce((a, w) => a + w.load.capMs + WORKER_OVERHEAD_MS, 60_000);
-      ui.note(`kernel lab (User-Mode Linux ${labInfo.version}, 1 CPU): ${placement.lab.join(", ")} — ${labReason(placement, features)}`);
+      ui.note(`kernel lab (User-Mode Linux ${labInfo.version}, 1 CPU): ${placement.lab.join(', ')} — ${labReason(placement, features)}`);
       const tail = new FileTail(g.progressFile);
       const timer = setInterval(() => tail.events().forEach((e) => ui.event(e)), 250);
       let labError: string | undefined;
@@ -294,12 +290,12 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
         clearInterval(timer);
         tail.events().forEach((e) => ui.event(e));
       }
-      const labResults = readGroupResults(g, labError ?? "the kernel lab wrote no result for it");
+      const labResults = readGroupResults(g, labError ?? 'the kernel lab wrote no result for it');
       for (const r of labResults) if (r.error !== undefined && r.elapsedMs === 0) r.kernel = labInfo.version;
       results.push(...labResults);
       const labKernelName = labResults.find((r) => r.load)?.kernel ?? labInfo.version;
       kernels.push({
-        where: "lab",
+        where: 'lab',
         kernel: labKernelName,
         cpus: labResults.find((r) => r.load)?.cpus ?? 1,
         description: `kernel lab: User-Mode Linux ${labInfo.version} (${labInfo.kernel}), 1 CPU, slow system calls`,
@@ -308,7 +304,7 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
     }
   } finally {
     removeWorkDir();
-    process.removeListener("exit", removeWorkDir);
+    process.removeListener('exit', removeWorkDir);
   }
   for (const k of kernels) {
     const hv = results.find((r) => r.where === k.where && r.haproxyVersion)?.haproxyVersion;
@@ -316,12 +312,12 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
   }
 
   // ---- reports, in the order: host group, lab group, then the ones that could not run anywhere
-  const labelOf = (r: WorkerResult): string => (r.where === "lab" ? `lab ${r.kernel}` : `host ${r.kernel}`);
+  const labelOf = (r: WorkerResult): string => (r.where === 'lab' ? `lab ${r.kernel}` : `host ${r.kernel}`);
   const reports = results.map((r) => reportFromResult(r, labelOf(r)));
   for (const name of sortStrategies(Object.keys(placement.skipped) as StrategyName[])) {
     reports.push(
       reportFromResult(
-        { strategy: name, where: "host", kernel: release(), cpus: cpus().length, netns: "", skipped: placement.skipped[name]!, notes: [], elapsedMs: 0 },
+        { strategy: name, where: 'host', kernel: release(), cpus: cpus().length, netns: '', skipped: placement.skipped[name]!, notes: [], elapsedMs: 0 },
         `host ${release()}`,
       ),
     );
@@ -335,13 +331,22 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
       where: abRes.where,
       strategy: abRes.strategy,
       ab: abRes.ab,
-      loadgen: { requests: abRes.load.requests, failed: abRes.load.failed, rps: Math.round(abRes.load.throughput), meanMs: s.mean, p50: s.p50, p90: s.p90, p99: s.p99, max: s.max },
+      loadgen: {
+        requests: abRes.load.requests,
+        failed: abRes.load.failed,
+        rps: Math.round(abRes.load.throughput),
+        meanMs: s.mean,
+        p50: s.p50,
+        p90: s.p90,
+        p99: s.p99,
+        max: s.max,
+      },
     };
   }
 
   const jsonExtra: Record<string, unknown> = {
     kernels,
-    command: o.argv.join(" "),
+    command: o.argv.join(' '),
     preset: o.preset,
     options: {
       concurrency: o.concurrency,
@@ -359,19 +364,19 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
   for (const k of kernels) {
     headers.set(
       `${k.where}|${k.kernel}`,
-      k.where === "host"
-        ? `host: Linux ${k.kernel}, ${k.cpus} CPUs${k.haproxy ? `, HAProxy ${k.haproxy}` : ""}`
-        : `kernel lab: Linux ${k.kernel} (User-Mode Linux, ${k.cpus} CPU)${k.haproxy ? `, HAProxy ${k.haproxy}` : ""} — ${k.reason ?? ""}`,
+      k.where === 'host'
+        ? `host: Linux ${k.kernel}, ${k.cpus} CPUs${k.haproxy ? `, HAProxy ${k.haproxy}` : ''}`
+        : `kernel lab: Linux ${k.kernel} (User-Mode Linux, ${k.cpus} CPU)${k.haproxy ? `, HAProxy ${k.haproxy}` : ''} — ${k.reason ?? ''}`,
     );
   }
   const text = [
     `synhold bench: ${describeOptions(o)}`,
-    "",
+    '',
     renderKernelTables(reports, headers),
-    ...(crossCheck ? [renderCrossCheck(crossCheck), ""] : []),
+    ...(crossCheck ? [renderCrossCheck(crossCheck), ''] : []),
     ...renderHolds(reports),
-  ].join("\n");
-  const title = `Request latency during HAProxy reloads (${o.preset === "full" ? "full run" : o.preset === "quick" ? "quick run" : "bench"})`;
+  ].join('\n');
+  const title = `Request latency during HAProxy reloads (${o.preset === 'full' ? 'full run' : o.preset === 'quick' ? 'quick run' : 'bench'})`;
   const written = writeReport(resolve(o.out), reports, { jsonExtra, table: text, svg: { title } });
   const exitCode = reports.some((r) => r.error !== undefined) ? 1 : 0;
   return { json: written.json, reports, text, written, exitCode };
@@ -385,44 +390,48 @@ export function renderCrossCheck(c: CrossCheck): string {
     `ab cross-check on the ${c.where} ${c.strategy} run (same HAProxy -> nginx, a new connection per request, -c ${a.concurrency}):`,
     `  ab -n ${a.requests}:  ${a.rps.toFixed(0)} req/s, mean ${fmtMs(a.meanMs)} ms, p50 ${a.p50} ms, p90 ${a.p90} ms, p99 ${a.p99} ms, max ${a.max} ms, ${a.failed} failed`,
     `  synhold loadgen:  ${l.rps} req/s, mean ${fmtMs(l.meanMs)} ms, p50 ${fmtMs(l.p50)} ms, p90 ${fmtMs(l.p90)} ms, p99 ${fmtMs(l.p99)} ms, max ${fmtMs(l.max)} ms, ${l.failed} failed (${l.requests} requests)`,
-  ].join("\n");
+  ].join('\n');
 }
 
 function renderHolds(reports: StrategyReport[]): string[] {
   const out: string[] = [];
   for (const r of reports) {
     if (r.skipped || !r.hold || r.holdMs.count === 0) continue;
-    const reasons = r.hold.reasons ? Object.entries(r.hold.reasons).map(([k, v]) => `${k}: ${v}`).join(", ") : "";
+    const reasons = r.hold.reasons
+      ? Object.entries(r.hold.reasons)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(', ')
+      : '';
     out.push(
       `hold ${r.name} (${r.where}): ${r.holdMs.count} holds, p50 ${fmtMs(r.holdMs.p50)} ms, p99 ${fmtMs(r.holdMs.p99)} ms, max ${fmtMs(r.holdMs.max)} ms` +
-        (r.hold.released !== undefined ? `, ${r.hold.released} SYNs released, ${r.hold.dropped ?? 0} dropped` : "") +
-        (reasons ? ` (${reasons})` : "") +
+        (r.hold.released !== undefined ? `, ${r.hold.released} SYNs released, ${r.hold.dropped ?? 0} dropped` : '') +
+        (reasons ? ` (${reasons})` : '') +
         ` — measured: ${r.hold.source}`,
     );
   }
   for (const r of reports) {
-    if (!r.skipped && r.attribution && r.attribution.failedRequests > 0) out.push(attributionText(r.name, r.where ?? "", r.attribution, r.reloads));
+    if (!r.skipped && r.attribution && r.attribution.failedRequests > 0) out.push(attributionText(r.name, r.where ?? '', r.attribution, r.reloads));
   }
   for (const r of reports) {
     if (!r.skipped && r.reloadFailures) {
       out.push(`reloads that failed: ${r.name} (${r.where}): ${r.reloadFailures} of ${r.reloads}`);
-      for (const n of (r.notes ?? []).filter((x) => x.startsWith("failed reload")).slice(0, 3)) out.push(`  ${n}`);
+      for (const n of (r.notes ?? []).filter((x) => x.startsWith('failed reload')).slice(0, 3)) out.push(`  ${n}`);
     }
   }
-  if (out.length > 0) out.push("");
+  if (out.length > 0) out.push('');
   return out;
 }
 
 /** "none (host): 1495 failed requests started during 710 of 1644 reloads (at most 9 in one); ..." */
 export function attributionText(name: string, where: string, a: Attribution, reloads: number): string {
   let t =
-    `failures ${name}${where ? ` (${where})` : ""}: ${a.failedRequests} failed requests started during ${a.reloadsWithFailures} of ${reloads} reloads (at most ${a.maxPerReload} in one)` +
-    (a.beforeFirstReload ? `, ${a.beforeFirstReload} before the first` : "");
+    `failures ${name}${where ? ` (${where})` : ''}: ${a.failedRequests} failed requests started during ${a.reloadsWithFailures} of ${reloads} reloads (at most ${a.maxPerReload} in one)` +
+    (a.beforeFirstReload ? `, ${a.beforeFirstReload} before the first` : '');
   if (a.byReason) {
     t += `; by how the hold ended: ${Object.entries(a.byReason)
       .sort((x, y) => y[1].failedRequests - x[1].failedRequests)
       .map(([k, c]) => `${k}: ${c.failedRequests} failed in ${c.reloadsWithFailures} of ${c.holds} holds`)
-      .join("; ")}`;
+      .join('; ')}`;
   }
   return t;
 }

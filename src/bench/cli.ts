@@ -15,15 +15,15 @@
 // start-up time.
 
 export async function cmdBench(args: string[], g: { json: boolean; netns?: string }): Promise<number> {
-  const { BENCH_USAGE, parseBenchArgs } = await import("./options.js");
-  const { ProgressView } = await import("./progress.js");
-  const { runBench } = await import("./bench.js");
+  const { BENCH_USAGE, parseBenchArgs } = await import('./options.js');
+  const { ProgressView } = await import('./progress.js');
+  const { runBench } = await import('./bench.js');
   if (g.netns) {
-    process.stderr.write("synhold bench: bench creates its own network namespaces; --netns does not apply\n");
+    process.stderr.write('synhold bench: bench creates its own network namespaces; --netns does not apply\n');
     return 2;
   }
   const o = parseBenchArgs(args, { json: g.json });
-  if (o === "help") {
+  if (o === 'help') {
     process.stdout.write(`${BENCH_USAGE}\n`);
     return 0;
   }
@@ -36,15 +36,15 @@ export async function cmdBench(args: string[], g: { json: boolean; netns?: strin
     if (inLab || ac.signal.aborted) process.exit(130);
     ac.abort();
   };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     const r = await runBench(o, { progress, signal: ac.signal, onLab: (running) => (inLab = running) });
     progress.close();
     if (ac.signal.aborted) return 130;
     if (o.json) process.stdout.write(`${JSON.stringify(r.json)}\n`);
-    else process.stdout.write(r.text.endsWith("\n") ? r.text : `${r.text}\n`);
-    process.stderr.write(`synhold bench: written ${Object.values(r.written.files).join(" ")}\n`);
+    else process.stdout.write(r.text.endsWith('\n') ? r.text : `${r.text}\n`);
+    process.stderr.write(`synhold bench: written ${Object.values(r.written.files).join(' ')}\n`);
     for (const w of r.written.warnings) process.stderr.write(`synhold bench: warning: ${w}\n`);
     return r.exitCode;
   } catch (e) {
@@ -52,7 +52,7 @@ export async function cmdBench(args: string[], g: { json: boolean; netns?: strin
     if (ac.signal.aborted) return 130;
     throw e;
   } finally {
-    process.removeListener("SIGINT", onSignal);
-    process.removeListener("SIGTERM", onSignal);
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
   }
 }

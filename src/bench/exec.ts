@@ -7,8 +7,8 @@
 // A failure reads like execa's: what ran, exit code or signal, timed out or
 // not, and the tail of stderr, so a skipped strategy's reason is actionable.
 
-import { spawn } from "node:child_process";
-import { performance } from "node:perf_hooks";
+import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 
 export interface ExecResult {
   argv: string[];
@@ -37,21 +37,21 @@ export function exec(argv: string[], o: ExecOptions = {}): Promise<ExecResult> {
   const maxBytes = o.maxBytes ?? 256 * 1024;
   return new Promise((resolve) => {
     const t0 = performance.now();
-    let stdout = "";
-    let stderr = "";
+    let stdout = '';
+    let stderr = '';
     let done = false;
     let timedOut = false;
     const child = spawn(argv[0]!, argv.slice(1), {
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ['ignore', 'pipe', 'pipe'],
       ...(o.env ? { env: o.env } : {}),
       ...(o.cwd ? { cwd: o.cwd } : {}),
     });
     const keep = (acc: string, d: Buffer): string => {
-      const s = acc + d.toString("utf8");
+      const s = acc + d.toString('utf8');
       return s.length > maxBytes ? s.slice(-maxBytes) : s;
     };
-    child.stdout!.on("data", (d: Buffer) => (stdout = keep(stdout, d)));
-    child.stderr!.on("data", (d: Buffer) => (stderr = keep(stderr, d)));
+    child.stdout!.on('data', (d: Buffer) => (stdout = keep(stdout, d)));
+    child.stderr!.on('data', (d: Buffer) => (stderr = keep(stderr, d)));
     const finish = (code: number | null, signal: NodeJS.Signals | null, error?: string): void => {
       if (done) return;
       done = true;
@@ -64,36 +64,33 @@ export function exec(argv: string[], o: ExecOptions = {}): Promise<ExecResult> {
       timedOut = true;
       if (child.pid !== undefined) {
         try {
-          process.kill(child.pid, "SIGKILL");
+          process.kill(child.pid, 'SIGKILL');
         } catch {
           /* already gone */
         }
       }
     }, o.timeoutMs ?? 30_000);
-    child.on("error", (e: NodeJS.ErrnoException) => finish(null, null, e.code ?? e.message));
+    child.on('error', (e: NodeJS.ErrnoException) => finish(null, null, e.code ?? e.message));
     // 'close', not 'exit': the output is complete only once the pipes closed.
-    child.on("close", (code, signal) => finish(code, signal));
+    child.on('close', (code, signal) => finish(code, signal));
   });
 }
 
 /** The last non-empty line of a text ("" if none). */
 export function lastLine(text: string): string {
-  const lines = text.split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
-  return lines[lines.length - 1] ?? "";
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
+  return lines[lines.length - 1] ?? '';
 }
 
 /** One line saying how a command failed: "`tc qdisc add ...` exited 2: Error: ..." */
 export function describeFailure(r: ExecResult, maxChars = 400): string {
-  const cmd = r.argv.join(" ");
-  const how = r.error
-    ? `could not run (${r.error})`
-    : r.timedOut
-      ? "timed out"
-      : r.signal
-        ? `was killed by ${r.signal}`
-        : `exited ${r.code}`;
-  const tail = (r.stderr.trim() || r.stdout.trim()).split("\n").slice(-3).join(" | ");
-  const msg = `\`${cmd}\` ${how}${tail ? `: ${tail}` : ""}`;
+  const cmd = r.argv.join(' ');
+  const how = r.error ? `could not run (${r.error})` : r.timedOut ? 'timed out' : r.signal ? `was killed by ${r.signal}` : `exited ${r.code}`;
+  const tail = (r.stderr.trim() || r.stdout.trim()).split('\n').slice(-3).join(' | ');
+  const msg = `\`${cmd}\` ${how}${tail ? `: ${tail}` : ''}`;
   return msg.length > maxChars ? `${msg.slice(0, maxChars - 3)}...` : msg;
 }
 

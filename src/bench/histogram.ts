@@ -11,7 +11,7 @@
 // this module returns to callers is in MILLISECONDS, the unit of every table and
 // plot, so nobody has to remember the scale.
 
-import * as hdr from "hdr-histogram-js";
+import * as hdr from 'hdr-histogram-js';
 
 export type Histogram = hdr.Histogram;
 
@@ -99,7 +99,7 @@ export interface HistogramPoint {
  */
 export function histogramPoints(h: Histogram): HistogramPoint[] {
   if (!(h instanceof hdr.JsHistogram)) {
-    throw new Error("histogramPoints: expected a JS (not WASM) HDR histogram");
+    throw new Error('histogramPoints: expected a JS (not WASM) HDR histogram');
   }
   const out: HistogramPoint[] = [];
   for (let i = 0; i < h.countsArrayLength; i++) {

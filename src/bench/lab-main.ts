@@ -7,13 +7,13 @@
 // and progress go to the shared work directory; the guest's namespaces, qdiscs
 // and processes vanish with it.
 
-import { runGroup } from "./group.js";
-import { readJsonFile, type GroupSpec } from "./protocol.js";
+import { runGroup } from './group.js';
+import { readJsonFile, type GroupSpec } from './protocol.js';
 
 const path = process.argv[2];
 const g = path ? readJsonFile<GroupSpec>(path) : undefined;
 if (!g) {
-  process.stderr.write(`bench lab: cannot read the group spec ${path ?? "(none given)"}\n`);
+  process.stderr.write(`bench lab: cannot read the group spec ${path ?? '(none given)'}\n`);
   process.exit(1);
 }
 runGroup(g).then(

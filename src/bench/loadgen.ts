@@ -32,22 +32,15 @@
 // and has a hard `deadlineMs` after which every socket still open is destroyed
 // and counted as `aborted`.
 
-import { connect, type Socket } from "node:net";
-import { performance } from "node:perf_hooks";
-import { checkTarget } from "./target.js";
-import {
-  newLatencyHistogram,
-  recordMs,
-  summarizeMs,
-  encodeHistogram,
-  type Histogram,
-  type LatencySummaryMs,
-} from "./histogram.js";
+import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { checkTarget } from './target.js';
+import { newLatencyHistogram, recordMs, summarizeMs, encodeHistogram, type Histogram, type LatencySummaryMs } from './histogram.js';
 
-export type Outcome = "ok" | "reset" | "refused" | "timeout" | "badResponse";
-export const OUTCOMES: readonly Outcome[] = ["ok", "reset", "refused", "timeout", "badResponse"];
-export type FailureOutcome = Exclude<Outcome, "ok">;
-export const FAILURE_OUTCOMES: readonly FailureOutcome[] = ["reset", "refused", "timeout", "badResponse"];
+export type Outcome = 'ok' | 'reset' | 'refused' | 'timeout' | 'badResponse';
+export const OUTCOMES: readonly Outcome[] = ['ok', 'reset', 'refused', 'timeout', 'badResponse'];
+export type FailureOutcome = Exclude<Outcome, 'ok'>;
+export const FAILURE_OUTCOMES: readonly FailureOutcome[] = ['reset', 'refused', 'timeout', 'badResponse'];
 
 /** One request, for timeline plots (times in ms; startMs relative to the run's start). */
 export interface TimelineRecord {
@@ -77,7 +70,7 @@ export interface LoadOptions {
 
   /** "closed" (default): `concurrency` workers, each starts its next request when the last ends.
    * "open": requests start at a fixed `rate` whatever the responses do. */
-  mode?: "closed" | "open";
+  mode?: 'closed' | 'open';
   /** Closed loop: simultaneous requests (default 50, the seed's ab -c). */
   concurrency?: number;
   /** Open loop: requests per second. */
@@ -98,7 +91,7 @@ export interface LoadOptions {
   /** Per request: connect start to complete response (default 5000 ms). */
   requestTimeoutMs?: number;
 
-  httpVersion?: "1.0" | "1.1";
+  httpVersion?: '1.0' | '1.1';
   path?: string;
   hostHeader?: string;
   /** Body an ok response must have (default "pong"); null accepts any 200. */
@@ -114,10 +107,10 @@ export interface LoadOptions {
   progressIntervalMs?: number;
 }
 
-export type StopReason = "requests" | "duration" | "deadline" | "signal";
+export type StopReason = 'requests' | 'duration' | 'deadline' | 'signal';
 
 export interface LoadResult {
-  mode: "closed" | "open";
+  mode: 'closed' | 'open';
   target: { host: string; port: number; localAddress?: string };
   concurrency?: number;
   /** Wall-clock (epoch ms) when the run started. */
@@ -173,15 +166,15 @@ interface RequestOutcome {
 /** Classify a socket error. */
 export function classifyError(code: string | undefined): Outcome {
   switch (code) {
-    case "ECONNREFUSED":
-      return "refused";
-    case "ECONNRESET":
-    case "EPIPE":
-      return "reset";
-    case "ETIMEDOUT":
-      return "timeout";
+    case 'ECONNREFUSED':
+      return 'refused';
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'reset';
+    case 'ETIMEDOUT':
+      return 'timeout';
     default:
-      return "badResponse";
+      return 'badResponse';
   }
 }
 
@@ -194,34 +187,34 @@ export interface ParsedResponse {
 
 /** Parse a whole HTTP/1.x response (as read until the server's FIN). */
 export function parseResponse(buf: Buffer): ParsedResponse {
-  const sep = buf.indexOf("\r\n\r\n");
-  if (buf.length === 0) return { complete: false, reason: "empty" };
-  if (sep < 0) return { complete: false, reason: "no-header-end" };
-  const head = buf.subarray(0, sep).toString("latin1");
+  const sep = buf.indexOf('\r\n\r\n');
+  if (buf.length === 0) return { complete: false, reason: 'empty' };
+  if (sep < 0) return { complete: false, reason: 'no-header-end' };
+  const head = buf.subarray(0, sep).toString('latin1');
   const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
-  if (!m) return { complete: false, reason: "bad-status-line" };
+  if (!m) return { complete: false, reason: 'bad-status-line' };
   const status = Number(m[1]);
   let body = buf.subarray(sep + 4);
   const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
   if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
     const dec = decodeChunked(body);
-    if (!dec) return { complete: false, status, reason: "truncated" };
+    if (!dec) return { complete: false, status, reason: 'truncated' };
     body = dec;
   } else if (cl) {
     const n = Number(cl[1]);
-    if (body.length < n) return { complete: false, status, reason: "truncated" };
+    if (body.length < n) return { complete: false, status, reason: 'truncated' };
     body = body.subarray(0, n);
   }
-  return { complete: true, status, body: body.toString("utf8") };
+  return { complete: true, status, body: body.toString('utf8') };
 }
 
 function decodeChunked(b: Buffer): Buffer | null {
   const parts: Buffer[] = [];
   let i = 0;
   for (let guard = 0; guard < 10_000; guard++) {
-    const eol = b.indexOf("\r\n", i);
+    const eol = b.indexOf('\r\n', i);
     if (eol < 0) return null;
-    const size = parseInt(b.subarray(i, eol).toString("latin1"), 16);
+    const size = parseInt(b.subarray(i, eol).toString('latin1'), 16);
     if (!Number.isFinite(size)) return null;
     if (size === 0) return Buffer.concat(parts);
     if (eol + 2 + size > b.length) return null;
@@ -270,52 +263,50 @@ function oneRequest(spec: RequestSpec, live: Set<Socket>, isAborted: () => boole
       if (note !== undefined) r.note = note;
       resolve(r);
     };
-    const timer = setTimeout(() => finish("timeout", connected ? "timeout-response" : "timeout-connect"), spec.timeoutMs);
-    sock.on("connect", () => {
+    const timer = setTimeout(() => finish('timeout', connected ? 'timeout-response' : 'timeout-connect'), spec.timeoutMs);
+    sock.on('connect', () => {
       connected = true;
       sock.write(spec.payload);
     });
-    sock.on("data", (d: Buffer) => {
+    sock.on('data', (d: Buffer) => {
       size += d.length;
       if (size > MAX_RESPONSE_BYTES) {
-        finish("badResponse", "too-large");
+        finish('badResponse', 'too-large');
         return;
       }
       chunks.push(d);
     });
-    sock.on("end", () => {
+    sock.on('end', () => {
       const p = parseResponse(Buffer.concat(chunks));
-      if (!p.complete) finish("badResponse", p.reason ?? "incomplete");
-      else if (p.status !== 200) finish("badResponse", `status-${p.status}`);
-      else if (spec.expectBody !== null && p.body !== spec.expectBody) finish("badResponse", "wrong-body");
-      else finish("ok");
+      if (!p.complete) finish('badResponse', p.reason ?? 'incomplete');
+      else if (p.status !== 200) finish('badResponse', `status-${p.status}`);
+      else if (spec.expectBody !== null && p.body !== spec.expectBody) finish('badResponse', 'wrong-body');
+      else finish('ok');
     });
-    sock.on("error", (e: NodeJS.ErrnoException) => {
-      const code = e.code ?? "EUNKNOWN";
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      const code = e.code ?? 'EUNKNOWN';
       const outcome = classifyError(code);
       // A RST that arrives after the full, correct response (some servers reset
       // on close when unread data remains) did not cost the user anything: count
       // it as ok, but keep a note so it is visible.
-      if (outcome === "reset" && isCompleteOk(Buffer.concat(chunks), spec.expectBody)) {
-        finish("ok", undefined, "reset-after-response");
+      if (outcome === 'reset' && isCompleteOk(Buffer.concat(chunks), spec.expectBody)) {
+        finish('ok', undefined, 'reset-after-response');
       } else {
         finish(outcome, code);
       }
     });
     // Safety net: 'close' without 'end' or 'error' should not happen, but a
     // request must never hang past its timeout, nor stay unclassified.
-    sock.on("close", () => finish("badResponse", "closed"));
+    sock.on('close', () => finish('badResponse', 'closed'));
   });
 }
 
 function buildPayload(o: LoadOptions): Buffer {
-  const path = o.path ?? "/";
-  const host = o.hostHeader ?? "x";
+  const path = o.path ?? '/';
+  const host = o.hostHeader ?? 'x';
   const req =
-    (o.httpVersion ?? "1.0") === "1.0"
-      ? `GET ${path} HTTP/1.0\r\nHost: ${host}\r\n\r\n`
-      : `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
-  return Buffer.from(req, "latin1");
+    (o.httpVersion ?? '1.0') === '1.0' ? `GET ${path} HTTP/1.0\r\nHost: ${host}\r\n\r\n` : `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+  return Buffer.from(req, 'latin1');
 }
 
 /** Run a bounded load. Rejects only on invalid options or a refused target. */
@@ -323,18 +314,18 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const host = checkTarget(o.host, { namespaceLocal: o.namespaceLocal ?? false });
   if (!Number.isInteger(o.port) || o.port <= 0 || o.port > 65535) throw new Error(`bad port ${o.port}`);
   if (o.requests === undefined && o.durationMs === undefined) {
-    throw new Error("runLoad: give `requests` or `durationMs` (the run must stop by itself)");
+    throw new Error('runLoad: give `requests` or `durationMs` (the run must stop by itself)');
   }
-  const mode = o.mode ?? "closed";
+  const mode = o.mode ?? 'closed';
   const concurrency = o.concurrency ?? 50;
-  if (mode === "closed" && (!Number.isInteger(concurrency) || concurrency < 1)) throw new Error("concurrency must be >= 1");
-  if (mode === "open" && !(o.rate !== undefined && o.rate > 0)) throw new Error("open loop needs rate > 0");
+  if (mode === 'closed' && (!Number.isInteger(concurrency) || concurrency < 1)) throw new Error('concurrency must be >= 1');
+  if (mode === 'open' && !(o.rate !== undefined && o.rate > 0)) throw new Error('open loop needs rate > 0');
   const maxRequests = o.requests ?? Number.POSITIVE_INFINITY;
   const durationMs = o.durationMs ?? Number.POSITIVE_INFINITY;
   const timeoutMs = o.requestTimeoutMs ?? 5000;
   const deadlineMs = o.deadlineMs ?? (o.durationMs !== undefined ? o.durationMs + timeoutMs + 2000 : 600_000);
   const timelineLimit = o.timeline === undefined || o.timeline === false ? 0 : o.timeline === true ? 2_000_000 : o.timeline.limit;
-  const timelineFailuresOnly = typeof o.timeline === "object" && o.timeline.failuresOnly === true;
+  const timelineFailuresOnly = typeof o.timeline === 'object' && o.timeline.failuresOnly === true;
 
   const spec: RequestSpec = {
     host,
@@ -342,7 +333,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     localAddress: o.localAddress,
     payload: buildPayload(o),
     timeoutMs,
-    expectBody: o.expectBody === undefined ? "pong" : o.expectBody,
+    expectBody: o.expectBody === undefined ? 'pong' : o.expectBody,
   };
 
   const outcomes: Record<Outcome, number> = { ok: 0, reset: 0, refused: 0, timeout: 0, badResponse: 0 };
@@ -368,11 +359,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
 
     finished++;
     outcomes[r.outcome]++;
-    if (r.outcome === "ok") recordMs(latency, r.latencyMs);
+    if (r.outcome === 'ok') recordMs(latency, r.latencyMs);
     else recordMs(failedLatency, r.latencyMs);
     const key = r.detail ?? r.note;
     if (key !== undefined) details[key] = (details[key] ?? 0) + 1;
-    if (timelineLimit > 0 && !(timelineFailuresOnly && r.outcome === "ok")) {
+    if (timelineLimit > 0 && !(timelineFailuresOnly && r.outcome === 'ok')) {
       if (timeline.length < timelineLimit) {
         const rec: TimelineRecord = { startMs: r.startMs - t0, latencyMs: r.latencyMs, outcome: r.outcome };
         if (r.detail !== undefined) rec.detail = r.detail;
@@ -384,9 +375,9 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   /** May another request start now? Sets stopReason when the answer turns to no. */
   const mayStart = (): boolean => {
     if (stopReason !== null) return false;
-    if (o.signal?.aborted) stopReason = "signal";
-    else if (started >= maxRequests) stopReason = "requests";
-    else if (performance.now() - t0 >= durationMs) stopReason = "duration";
+    if (o.signal?.aborted) stopReason = 'signal';
+    else if (started >= maxRequests) stopReason = 'requests';
+    else if (performance.now() - t0 >= durationMs) stopReason = 'duration';
     return stopReason === null;
   };
 
@@ -410,7 +401,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const deadline = new Promise<void>((resolve) => {
     deadlineTimer = setTimeout(() => {
       hardStopped = true;
-      if (stopReason === null) stopReason = "deadline";
+      if (stopReason === null) stopReason = 'deadline';
       // Count synchronously: the sockets' close events come later, after the
       // result has been returned.
       aborted = live.size;
@@ -419,9 +410,9 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     }, deadlineMs);
   });
 
-  let openStats: LoadResult["open"];
+  let openStats: LoadResult['open'];
   let work: Promise<void>;
-  if (mode === "closed") {
+  if (mode === 'closed') {
     const worker = async (): Promise<void> => {
       while (!hardStopped && mayStart()) await launch();
     };
@@ -445,7 +436,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           const due = t0 + k * intervalMs;
           if (due > now) break;
           if (due - t0 >= durationMs) {
-            if (stopReason === null) stopReason = "duration";
+            if (stopReason === null) stopReason = 'duration';
             break;
           }
           if (!mayStart()) break;
@@ -490,7 +481,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     target: { host, port: o.port, ...(o.localAddress ? { localAddress: o.localAddress } : {}) },
     startedAt,
     elapsedMs,
-    stoppedBy: stopReason ?? "requests",
+    stoppedBy: stopReason ?? 'requests',
     requests: finished,
     outcomes,
     failed: finished - outcomes.ok,
@@ -500,7 +491,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     failedLatency,
     throughput: elapsedMs > 0 ? (finished * 1000) / elapsedMs : 0,
   };
-  if (mode === "closed") result.concurrency = concurrency;
+  if (mode === 'closed') result.concurrency = concurrency;
   if (openStats) result.open = openStats;
   if (timelineLimit > 0) {
     result.timeline = timeline;
@@ -510,7 +501,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
 }
 
 /** JSON-safe form of a LoadResult (histograms as summaries + HDR base64). */
-export interface LoadResultJson extends Omit<LoadResult, "latency" | "failedLatency"> {
+export interface LoadResultJson extends Omit<LoadResult, 'latency' | 'failedLatency'> {
   latencyMs: LatencySummaryMs;
   failedLatencyMs: LatencySummaryMs;
   latencyHdr: string;

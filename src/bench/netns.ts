@@ -8,18 +8,18 @@
 // clean-up would leave its HAProxy daemons running: `ip netns pids` names
 // them, and every process in a namespace the bench created is the bench's.
 
-import { randomBytes } from "node:crypto";
-import { statSync } from "node:fs";
-import { setTimeout as sleep } from "node:timers/promises";
-import { exec, execOk } from "./exec.js";
-import { own, killAll, type OwnedProc } from "./procs.js";
-import type { KernelFeature } from "./strategies/strategy.js";
+import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { exec, execOk } from './exec.js';
+import { own, killAll, type OwnedProc } from './procs.js';
+import type { KernelFeature } from './strategies/strategy.js';
 
-export const NETNS_PREFIX = "synhold-bench-";
+export const NETNS_PREFIX = 'synhold-bench-';
 
 export function benchNetnsName(...parts: string[]): string {
   // The creating process's PID first: a concurrent bench's namespaces are never mistaken for ours.
-  return `${NETNS_PREFIX}${[String(process.pid), ...parts, randomBytes(3).toString("hex")].join("-")}`.slice(0, 60);
+  return `${NETNS_PREFIX}${[String(process.pid), ...parts, randomBytes(3).toString('hex')].join('-')}`.slice(0, 60);
 }
 
 /**
@@ -31,7 +31,7 @@ export function benchNetnsName(...parts: string[]): string {
 export function inNetns(name: string): boolean {
   try {
     const a = statSync(`/run/netns/${name}`);
-    const b = statSync("/proc/self/ns/net");
+    const b = statSync('/proc/self/ns/net');
     return a.ino === b.ino && a.dev === b.dev;
   } catch {
     return false;
@@ -41,18 +41,18 @@ export function inNetns(name: string): boolean {
 /** `ip netns add NAME` and `ip -n NAME link set lo up`. */
 export async function addNetns(name: string): Promise<void> {
   if (!name.startsWith(NETNS_PREFIX)) throw new Error(`bench namespaces are named ${NETNS_PREFIX}*, not ${name}`);
-  await execOk(["ip", "netns", "add", name], { timeoutMs: 20_000 });
+  await execOk(['ip', 'netns', 'add', name], { timeoutMs: 20_000 });
   try {
-    await execOk(["ip", "-n", name, "link", "set", "lo", "up"], { timeoutMs: 20_000 });
+    await execOk(['ip', '-n', name, 'link', 'set', 'lo', 'up'], { timeoutMs: 20_000 });
   } catch (e) {
-    await exec(["ip", "netns", "delete", name], { timeoutMs: 20_000 });
+    await exec(['ip', 'netns', 'delete', name], { timeoutMs: 20_000 });
     throw e;
   }
 }
 
 /** PIDs of the processes inside the namespace (`ip netns pids NAME`). */
 export async function netnsPids(name: string): Promise<number[]> {
-  const r = await exec(["ip", "netns", "pids", name], { timeoutMs: 20_000 });
+  const r = await exec(['ip', 'netns', 'pids', name], { timeoutMs: 20_000 });
   return r.stdout
     .split(/\s+/)
     .filter((s) => /^\d+$/.test(s))
@@ -68,10 +68,10 @@ export async function deleteNetns(name: string): Promise<number[]> {
     const procs = (await netnsPids(name)).map(own).filter((p): p is OwnedProc => p !== null);
     if (procs.length === 0) break;
     stopped.push(...procs.map((p) => p.pid));
-    await killAll(procs, { sig: round === 0 ? "SIGTERM" : "SIGKILL", graceMs: 2000 });
+    await killAll(procs, { sig: round === 0 ? 'SIGTERM' : 'SIGKILL', graceMs: 2000 });
     await sleep(50);
   }
-  await exec(["ip", "netns", "delete", name], { timeoutMs: 20_000 });
+  await exec(['ip', 'netns', 'delete', name], { timeoutMs: 20_000 });
   return stopped;
 }
 
@@ -88,19 +88,20 @@ export interface FeatureProbe {
  * topology. The namespace, and everything in it, is deleted afterwards.
  */
 export async function probeKernelFeatures(): Promise<Record<KernelFeature, FeatureProbe>> {
-  const name = benchNetnsName("probe");
+  const name = benchNetnsName('probe');
   await addNetns(name);
   try {
-    const prio = await exec(["tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio", "bands", "4"], { timeoutMs: 20_000 });
-    const plugArgv = prio.code === 0
-      ? ["tc", "-n", name, "qdisc", "add", "dev", "lo", "parent", "1:4", "handle", "40:", "plug", "limit", "1000"]
-      : ["tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "handle", "1:", "plug", "limit", "1000"];
+    const prio = await exec(['tc', '-n', name, 'qdisc', 'add', 'dev', 'lo', 'root', 'handle', '1:', 'prio', 'bands', '4'], { timeoutMs: 20_000 });
+    const plugArgv =
+      prio.code === 0
+        ? ['tc', '-n', name, 'qdisc', 'add', 'dev', 'lo', 'parent', '1:4', 'handle', '40:', 'plug', 'limit', '1000']
+        : ['tc', '-n', name, 'qdisc', 'add', 'dev', 'lo', 'root', 'handle', '1:', 'plug', 'limit', '1000'];
     const plug = await exec(plugArgv, { timeoutMs: 20_000 });
     const say = (r: typeof prio, kind: string): FeatureProbe =>
       r.code === 0
         ? { ok: true, detail: `\`tc qdisc add ... ${kind}\` works` }
-        : { ok: false, detail: `\`tc qdisc add ... ${kind}\`: ${(r.stderr.trim() || r.error || `exit ${r.code}`).split("\n")[0]}` };
-    return { sch_prio: say(prio, "prio"), sch_plug: say(plug, "plug") };
+        : { ok: false, detail: `\`tc qdisc add ... ${kind}\`: ${(r.stderr.trim() || r.error || `exit ${r.code}`).split('\n')[0]}` };
+    return { sch_prio: say(prio, 'prio'), sch_plug: say(plug, 'plug') };
   } finally {
     await deleteNetns(name);
   }

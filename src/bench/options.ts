@@ -11,17 +11,17 @@
 // --requests N or --duration D replace the preset's bound. Every run is also
 // bounded in time (capMs) whatever it asks for.
 
-import { parseArgs } from "node:util";
-import { ConfigError, parseDuration } from "../model/config.js";
-import { STRATEGY_NAMES, type StrategyName } from "./strategies/strategy.js";
-import { isStrategyName, sortStrategies } from "./strategies/index.js";
+import { parseArgs } from 'node:util';
+import { ConfigError, parseDuration } from '../model/config.js';
+import { STRATEGY_NAMES, type StrategyName } from './strategies/strategy.js';
+import { isStrategyName, sortStrategies } from './strategies/index.js';
 
-export const DEFAULT_STRATEGIES: readonly StrategyName[] = ["none", "drop", "plug", "plug-spawn", "nfqueue", "haproxy-seamless", "migrate-req"];
+export const DEFAULT_STRATEGIES: readonly StrategyName[] = ['none', 'drop', 'plug', 'plug-spawn', 'nfqueue', 'haproxy-seamless', 'migrate-req'];
 
 export interface BenchOptions {
   /** requested strategies (the baseline is added per kernel by the bench) */
   strategies: StrategyName[];
-  preset: "quick" | "default" | "full";
+  preset: 'quick' | 'default' | 'full';
   /** reload interval given with --interval (undefined: 100 ms, or the strategy's own) */
   intervalMs?: number;
   concurrency: number;
@@ -66,11 +66,11 @@ each strategy in a network namespace of its own (synhold-bench-*), plus a no-rel
 Strategies that need sch_plug run in the kernel lab (User-Mode Linux) when this kernel lacks it,
 together with a baseline and 'none' there: numbers compare within one kernel only.
 
-  --strategies LIST  comma-separated, default all: ${DEFAULT_STRATEGIES.join(",")}
-                     (${STRATEGY_NAMES.filter((s) => !DEFAULT_STRATEGIES.includes(s)).join(", ")} always runs)
+  --strategies LIST  comma-separated, default all: ${DEFAULT_STRATEGIES.join(',')}
+                     (${STRATEGY_NAMES.filter((s) => !DEFAULT_STRATEGIES.includes(s)).join(', ')} always runs)
   --quick            ${QUICK_DURATION_MS / 1000} s of load per strategy and at least ${QUICK_MIN_RELOADS} reloads (the load runs on
                      for them, ${QUICK_CAP_MS / 1000} s at most: a protected reload takes seconds in the kernel lab)
-  --full             the seed's run: ${FULL_REQUESTS.toLocaleString("en")} requests per strategy and at least ${FULL_MIN_RELOADS} reloads
+  --full             the seed's run: ${FULL_REQUESTS.toLocaleString('en')} requests per strategy and at least ${FULL_MIN_RELOADS} reloads
   --requests N       stop each strategy's load after N requests (default: --duration ${DEFAULT_DURATION_MS / 1000}s)
   --duration D       ...or after D (30s, 2m)
   --min-reloads N    keep the load going past its bound until N reloads were done too
@@ -87,8 +87,8 @@ Needs root (network namespaces). Exit status: 0 every strategy ran or was skippe
 export class BenchUsageError extends ConfigError {}
 
 function positiveInt(name: string, s: string, min = 1): number {
-  if (!/^\d+$/.test(s.replace(/_/g, "")) || Number(s.replace(/_/g, "")) < min) throw new BenchUsageError(`${name} "${s}" is not an integer >= ${min}`);
-  return Number(s.replace(/_/g, ""));
+  if (!/^\d+$/.test(s.replace(/_/g, '')) || Number(s.replace(/_/g, '')) < min) throw new BenchUsageError(`${name} "${s}" is not an integer >= ${min}`);
+  return Number(s.replace(/_/g, ''));
 }
 
 function duration(name: string, s: string): number {
@@ -100,16 +100,19 @@ function duration(name: string, s: string): number {
 }
 
 export function parseStrategies(list: string): StrategyName[] {
-  const names = list.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
-  if (names.length === 0) throw new BenchUsageError("--strategies is empty");
-  if (names.length === 1 && names[0] === "all") return [...DEFAULT_STRATEGIES];
+  const names = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (names.length === 0) throw new BenchUsageError('--strategies is empty');
+  if (names.length === 1 && names[0] === 'all') return [...DEFAULT_STRATEGIES];
   const bad = names.filter((n) => !isStrategyName(n));
-  if (bad.length > 0) throw new BenchUsageError(`unknown strategy ${bad.map((b) => JSON.stringify(b)).join(", ")} (have: ${STRATEGY_NAMES.join(", ")})`);
+  if (bad.length > 0) throw new BenchUsageError(`unknown strategy ${bad.map((b) => JSON.stringify(b)).join(', ')} (have: ${STRATEGY_NAMES.join(', ')})`);
   return sortStrategies(names as StrategyName[]);
 }
 
 /** Parse `synhold bench` arguments (after the command name). Throws BenchUsageError. */
-export function parseBenchArgs(args: string[], globals: { json?: boolean } = {}): BenchOptions | "help" {
+export function parseBenchArgs(args: string[], globals: { json?: boolean } = {}): BenchOptions | 'help' {
   let v;
   try {
     v = parseArgs({
@@ -117,55 +120,55 @@ export function parseBenchArgs(args: string[], globals: { json?: boolean } = {})
       strict: true,
       allowPositionals: false,
       options: {
-        strategies: { type: "string" },
-        requests: { type: "string" },
-        duration: { type: "string" },
-        "min-reloads": { type: "string" },
-        interval: { type: "string" },
-        concurrency: { type: "string" },
-        out: { type: "string" },
-        json: { type: "boolean" },
-        quick: { type: "boolean" },
-        full: { type: "boolean" },
-        netns: { type: "string" },
-        help: { type: "boolean", short: "h" },
+        strategies: { type: 'string' },
+        requests: { type: 'string' },
+        duration: { type: 'string' },
+        'min-reloads': { type: 'string' },
+        interval: { type: 'string' },
+        concurrency: { type: 'string' },
+        out: { type: 'string' },
+        json: { type: 'boolean' },
+        quick: { type: 'boolean' },
+        full: { type: 'boolean' },
+        netns: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
       },
     }).values;
   } catch (e) {
-    throw new BenchUsageError((e as Error).message.replace(/\. To specify a positional.*$/, ""));
+    throw new BenchUsageError((e as Error).message.replace(/\. To specify a positional.*$/, ''));
   }
-  if (v.help) return "help";
-  if (v.netns !== undefined) throw new BenchUsageError("bench creates its own network namespaces; --netns does not apply");
-  if (v.quick && v.full) throw new BenchUsageError("--quick and --full exclude each other");
-  if (v.requests !== undefined && v.duration !== undefined) throw new BenchUsageError("give --requests or --duration, not both");
-  const preset = v.quick ? "quick" : v.full ? "full" : "default";
+  if (v.help) return 'help';
+  if (v.netns !== undefined) throw new BenchUsageError('bench creates its own network namespaces; --netns does not apply');
+  if (v.quick && v.full) throw new BenchUsageError('--quick and --full exclude each other');
+  if (v.requests !== undefined && v.duration !== undefined) throw new BenchUsageError('give --requests or --duration, not both');
+  const preset = v.quick ? 'quick' : v.full ? 'full' : 'default';
   const o: BenchOptions = {
-    strategies: parseStrategies(v.strategies ?? "all"),
+    strategies: parseStrategies(v.strategies ?? 'all'),
     preset,
-    concurrency: v.concurrency !== undefined ? positiveInt("--concurrency", v.concurrency) : 50,
+    concurrency: v.concurrency !== undefined ? positiveInt('--concurrency', v.concurrency) : 50,
     capMs: REQUESTS_CAP_MS,
     requestTimeoutMs: 5000,
     warmupRequests: 200,
-    abRequests: preset === "quick" ? 10_000 : preset === "full" ? 200_000 : 50_000,
-    out: v.out ?? "bench-out",
+    abRequests: preset === 'quick' ? 10_000 : preset === 'full' ? 200_000 : 50_000,
+    out: v.out ?? 'bench-out',
     json: Boolean(v.json || globals.json),
-    argv: ["synhold", "bench", ...args],
+    argv: ['synhold', 'bench', ...args],
   };
-  if (v.interval !== undefined) o.intervalMs = duration("--interval", v.interval);
+  if (v.interval !== undefined) o.intervalMs = duration('--interval', v.interval);
   if (o.concurrency > 2000) throw new BenchUsageError(`--concurrency ${o.concurrency} is more than this bench's servers are set up for (2000)`);
 
-  if (v.requests !== undefined) o.requests = positiveInt("--requests", v.requests);
-  else if (v.duration !== undefined) o.durationMs = duration("--duration", v.duration);
-  else if (preset === "full") o.requests = FULL_REQUESTS;
-  else o.durationMs = preset === "quick" ? QUICK_DURATION_MS : DEFAULT_DURATION_MS;
+  if (v.requests !== undefined) o.requests = positiveInt('--requests', v.requests);
+  else if (v.duration !== undefined) o.durationMs = duration('--duration', v.duration);
+  else if (preset === 'full') o.requests = FULL_REQUESTS;
+  else o.durationMs = preset === 'quick' ? QUICK_DURATION_MS : DEFAULT_DURATION_MS;
 
-  if (v["min-reloads"] !== undefined) o.minReloads = positiveInt("--min-reloads", v["min-reloads"], 0);
-  else if (preset === "full" && v.requests === undefined) o.minReloads = FULL_MIN_RELOADS;
-  else if (preset === "quick" && v.requests === undefined && v.duration === undefined) o.minReloads = QUICK_MIN_RELOADS;
+  if (v['min-reloads'] !== undefined) o.minReloads = positiveInt('--min-reloads', v['min-reloads'], 0);
+  else if (preset === 'full' && v.requests === undefined) o.minReloads = FULL_MIN_RELOADS;
+  else if (preset === 'quick' && v.requests === undefined && v.duration === undefined) o.minReloads = QUICK_MIN_RELOADS;
 
   if (o.durationMs !== undefined) o.capMs = o.minReloads ? o.durationMs * DURATION_CAP_FACTOR : o.durationMs;
   // --quick's own bound (not an explicit --duration's): long enough for its minimum of reloads in a slow lab.
-  if (preset === "quick" && v.duration === undefined && v.requests === undefined && o.minReloads) o.capMs = Math.max(o.capMs, QUICK_CAP_MS);
+  if (preset === 'quick' && v.duration === undefined && v.requests === undefined && o.minReloads) o.capMs = Math.max(o.capMs, QUICK_CAP_MS);
   if (o.requests !== undefined) o.abRequests = Math.min(o.abRequests, Math.max(1000, o.requests));
   return o;
 }

@@ -16,7 +16,8 @@ const doc = JSON.parse(readFileSync(input, 'utf8')) as Doc;
 const ms = (us: number) => (us >= 1000 ? `${(us / 1000).toFixed(1)} ms` : `${us.toFixed(0)} µs`);
 const base = doc.results[0]!.roundTripUs.p50;
 const rows = doc.results.map(
-  (r) => `| ${r.method} | ${r.iterations} | ${ms(r.roundTripUs.p50)} | ${ms(r.roundTripUs.p90)} | ${ms(r.roundTripUs.p99)} | ${ms(r.roundTripUs.max)} | ${r.iterations ? `${(r.roundTripUs.p50 / base).toFixed(0)}x` : '-'} |`,
+  (r) =>
+    `| ${r.method} | ${r.iterations} | ${ms(r.roundTripUs.p50)} | ${ms(r.roundTripUs.p90)} | ${ms(r.roundTripUs.p99)} | ${ms(r.roundTripUs.max)} | ${r.iterations ? `${(r.roundTripUs.p50 / base).toFixed(0)}x` : '-'} |`,
 );
 const md = `# Plug + release round trip: in-process netlink vs spawning tools
 

@@ -11,8 +11,8 @@
 // reaps them only eventually, so a dead one may linger as a zombie: state Z (or
 // X) counts as gone.
 
-import { readFileSync, readdirSync } from "node:fs";
-import { setTimeout as sleep } from "node:timers/promises";
+import { readFileSync, readdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ProcInfo {
   pid: number;
@@ -26,22 +26,22 @@ export interface ProcInfo {
 export function readProc(pid: number): ProcInfo | null {
   let stat: string;
   try {
-    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
   } catch {
     return null;
   }
   // comm is in parentheses and may itself contain spaces or ')': split at the last ')'.
-  const close = stat.lastIndexOf(")");
-  const comm = stat.slice(stat.indexOf("(") + 1, close);
-  const f = stat.slice(close + 2).split(" ");
+  const close = stat.lastIndexOf(')');
+  const comm = stat.slice(stat.indexOf('(') + 1, close);
+  const f = stat.slice(close + 2).split(' ');
   // f[0] is field 3 (state); field N is f[N - 3].
   return { pid, ppid: Number(f[1]), state: f[0]!, startTime: Number(f[19]), comm };
 }
 
 export function readCmdline(pid: number): string[] | null {
   try {
-    const raw = readFileSync(`/proc/${pid}/cmdline`, "latin1");
-    return raw.split("\0").filter((s) => s.length > 0);
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+    return raw.split('\0').filter((s) => s.length > 0);
   } catch {
     return null;
   }
@@ -57,7 +57,7 @@ export interface OwnedProc {
 export function isRunning(p: OwnedProc): boolean {
   const info = readProc(p.pid);
   if (!info || info.startTime !== p.startTime) return false;
-  return info.state !== "Z" && info.state !== "X";
+  return info.state !== 'Z' && info.state !== 'X';
 }
 
 export function own(pid: number): OwnedProc | null {
@@ -68,7 +68,7 @@ export function own(pid: number): OwnedProc | null {
 /** Live processes whose command line contains `marker` (a unique temp dir path). */
 export function findByCmdline(marker: string): OwnedProc[] {
   const out: OwnedProc[] = [];
-  for (const e of readdirSync("/proc")) {
+  for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const pid = Number(e);
     if (pid === process.pid) continue;
@@ -83,10 +83,10 @@ export function findByCmdline(marker: string): OwnedProc[] {
 /** Live children (any depth) of a process, by scanning /proc (ppid links). */
 export function descendants(pid: number): OwnedProc[] {
   const children = new Map<number, number[]>();
-  for (const e of readdirSync("/proc")) {
+  for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const info = readProc(Number(e));
-    if (!info || info.state === "Z") continue;
+    if (!info || info.state === 'Z') continue;
     const list = children.get(info.ppid) ?? [];
     list.push(info.pid);
     children.set(info.ppid, list);
@@ -118,9 +118,9 @@ function signal(p: OwnedProc, sig: NodeJS.Signals): void {
 export async function killAll(procs: OwnedProc[], opts: { sig?: NodeJS.Signals; graceMs?: number; killWaitMs?: number } = {}): Promise<OwnedProc[]> {
   const graceMs = opts.graceMs ?? 3000;
   const killWaitMs = opts.killWaitMs ?? 2000;
-  for (const p of procs) signal(p, opts.sig ?? "SIGTERM");
+  for (const p of procs) signal(p, opts.sig ?? 'SIGTERM');
   if (!(await waitGone(procs, graceMs))) {
-    for (const p of procs) signal(p, "SIGKILL");
+    for (const p of procs) signal(p, 'SIGKILL');
     await waitGone(procs, killWaitMs);
   }
   return procs.filter(isRunning);

@@ -6,19 +6,19 @@
 // The numbers come from the workers' progress files (protocol.ts), tailed here:
 // the same for the host's namespaces and for the kernel lab.
 
-import { closeSync, openSync, readSync, fstatSync } from "node:fs";
-import type { ProgressEvent, Where, LoadPlan } from "./protocol.js";
+import { closeSync, openSync, readSync, fstatSync } from 'node:fs';
+import type { ProgressEvent, Where, LoadPlan } from './protocol.js';
 
 /** Reads the lines appended to a file since the last call. */
 export class FileTail {
   private offset = 0;
-  private partial = "";
+  private partial = '';
   constructor(readonly path: string) {}
 
   lines(): string[] {
     let fd: number;
     try {
-      fd = openSync(this.path, "r");
+      fd = openSync(this.path, 'r');
     } catch {
       return [];
     }
@@ -28,9 +28,9 @@ export class FileTail {
       const buf = Buffer.alloc(size - this.offset);
       const n = readSync(fd, buf, 0, buf.length, this.offset);
       this.offset += n;
-      const text = this.partial + buf.subarray(0, n).toString("utf8");
-      const parts = text.split("\n");
-      this.partial = parts.pop() ?? "";
+      const text = this.partial + buf.subarray(0, n).toString('utf8');
+      const parts = text.split('\n');
+      this.partial = parts.pop() ?? '';
       return parts.filter((l) => l.length > 0);
     } finally {
       closeSync(fd);
@@ -77,7 +77,7 @@ export function fractionDone(r: { plan?: LoadPlan; elapsedMs: number; requests: 
 
 export function bar(fraction: number, width = 24): string {
   const n = Math.round(Math.max(0, Math.min(1, fraction)) * width);
-  return `[${"#".repeat(n)}${".".repeat(width - n)}]`;
+  return `[${'#'.repeat(n)}${'.'.repeat(width - n)}]`;
 }
 
 export interface ProgressSink {
@@ -102,13 +102,13 @@ export class ProgressView {
 
   event(e: ProgressEvent): void {
     switch (e.t) {
-      case "start":
+      case 'start':
         this.cur = {
           where: e.where,
           strategy: e.strategy,
           plan: e.plan,
           reloadsExpected: e.reloads,
-          phase: "starting",
+          phase: 'starting',
           startedAt: this.now(),
           elapsedMs: 0,
           requests: 0,
@@ -118,18 +118,18 @@ export class ProgressView {
         };
         if (!this.tty) this.out.write(`bench: ${e.where} ${e.strategy}: started (kernel ${e.kernel})\n`);
         break;
-      case "phase":
+      case 'phase':
         if (this.cur && this.cur.strategy === e.strategy && this.cur.where === e.where) this.cur.phase = e.phase;
         break;
-      case "load":
+      case 'load':
         if (!this.cur || this.cur.strategy !== e.strategy || this.cur.where !== e.where) break;
-        Object.assign(this.cur, { elapsedMs: e.elapsedMs, requests: e.requests, failed: e.failed, reloads: e.reloads, phase: "load" });
+        Object.assign(this.cur, { elapsedMs: e.elapsedMs, requests: e.requests, failed: e.failed, reloads: e.reloads, phase: 'load' });
         if (!this.tty && this.now() - this.cur.lastPlainAt >= 5000) {
           this.cur.lastPlainAt = this.now();
           this.out.write(`bench: ${this.status(this.cur)}\n`);
         }
         break;
-      case "done": {
+      case 'done': {
         this.clearLine();
         const what = e.skipped
           ? `skipped: ${e.skipped}`
@@ -147,14 +147,14 @@ export class ProgressView {
   private status(r: Running): string {
     const f = fractionDone(r);
     return (
-      `${r.where} ${r.strategy}: ${r.phase === "load" ? `${bar(f)} ${Math.floor(f * 100)}%` : r.phase}` +
-      ` ${fmtCount(r.requests)} req, ${r.failed} failed${r.reloadsExpected ? `, ${r.reloads} reloads` : ""}, ${Math.round(r.elapsedMs / 1000)} s`
+      `${r.where} ${r.strategy}: ${r.phase === 'load' ? `${bar(f)} ${Math.floor(f * 100)}%` : r.phase}` +
+      ` ${fmtCount(r.requests)} req, ${r.failed} failed${r.reloadsExpected ? `, ${r.reloads} reloads` : ''}, ${Math.round(r.elapsedMs / 1000)} s`
     );
   }
 
   private clearLine(): void {
     if (this.tty && this.lineShown) {
-      this.out.write("\r\x1b[K");
+      this.out.write('\r\x1b[K');
       this.lineShown = false;
     }
   }

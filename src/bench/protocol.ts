@@ -10,16 +10,16 @@
 //                           progress bar (also for the lab, live)
 //   worker-<where>-<strategy>.log  the worker's own stdout/stderr
 
-import { appendFileSync, readFileSync, writeFileSync, renameSync } from "node:fs";
-import type { StrategyName } from "./strategies/strategy.js";
-import type { HoldSummary } from "./strategies/strategy.js";
-import type { LoadResultJson } from "./loadgen.js";
-import type { ReloadStopReason, Stats } from "./reloader.js";
-import type { AbResult } from "./ab.js";
-import type { Attribution } from "./attribution.js";
+import { appendFileSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import type { StrategyName } from './strategies/strategy.js';
+import type { HoldSummary } from './strategies/strategy.js';
+import type { LoadResultJson } from './loadgen.js';
+import type { ReloadStopReason, Stats } from './reloader.js';
+import type { AbResult } from './ab.js';
+import type { Attribution } from './attribution.js';
 
 /** Where a strategy ran: this machine's kernel, or the kernel lab (User-Mode Linux). */
-export type Where = "host" | "lab";
+export type Where = 'host' | 'lab';
 
 export interface LoadPlan {
   concurrency: number;
@@ -96,10 +96,10 @@ export interface WorkerResult {
 }
 
 export type ProgressEvent =
-  | { t: "start"; where: Where; strategy: StrategyName; kernel: string; plan: LoadPlan; intervalMs: number; reloads: boolean }
-  | { t: "phase"; where: Where; strategy: StrategyName; phase: string }
-  | { t: "load"; where: Where; strategy: StrategyName; elapsedMs: number; requests: number; failed: number; reloads: number }
-  | { t: "done"; where: Where; strategy: StrategyName; skipped?: string; error?: string; requests?: number; failed?: number; reloads?: number };
+  | { t: 'start'; where: Where; strategy: StrategyName; kernel: string; plan: LoadPlan; intervalMs: number; reloads: boolean }
+  | { t: 'phase'; where: Where; strategy: StrategyName; phase: string }
+  | { t: 'load'; where: Where; strategy: StrategyName; elapsedMs: number; requests: number; failed: number; reloads: number }
+  | { t: 'done'; where: Where; strategy: StrategyName; skipped?: string; error?: string; requests?: number; failed?: number; reloads?: number };
 
 /** Append one event (open, write, close: the lab's hostfs shows it to the host at once). */
 export function emitProgress(file: string, e: ProgressEvent): void {
@@ -118,7 +118,7 @@ export function writeJsonFile(path: string, value: unknown): void {
 
 export function readJsonFile<T>(path: string): T | undefined {
   try {
-    return JSON.parse(readFileSync(path, "utf8")) as T;
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
   } catch {
     return undefined;
   }

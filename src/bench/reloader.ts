@@ -20,12 +20,12 @@
 // maxConsecutiveFailures is reached), because the bench must report failures,
 // not hide them.
 
-import { performance } from "node:perf_hooks";
-import { setTimeout as sleep } from "node:timers/promises";
-import type { ReloadRecord, HaproxyServer } from "./servers.js";
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ReloadRecord, HaproxyServer } from './servers.js';
 
 /** What the loop reloads: a HaproxyServer, or anything shaped like one (tests). */
-export type Reloadable = Pick<HaproxyServer, "reloadArgv" | "reload">;
+export type Reloadable = Pick<HaproxyServer, 'reloadArgv' | 'reload'>;
 
 export interface ReloadWrap {
   /** Rewrite the reload command's argv (not called when the target has no command, e.g. master-worker). */
@@ -80,7 +80,7 @@ export interface Stats {
   max: number;
 }
 
-export type ReloadStopReason = "count" | "duration" | "deadline" | "signal" | "failures";
+export type ReloadStopReason = 'count' | 'duration' | 'deadline' | 'signal' | 'failures';
 
 export interface ReloadLoopResult {
   reloads: LoopReload[];
@@ -138,23 +138,23 @@ export async function runReloadLoop(o: ReloadLoopOptions): Promise<ReloadLoopRes
   const deadlineMs = o.deadlineMs ?? 600_000;
   const hookTimeoutMs = o.hookTimeoutMs ?? 10_000;
   const maxFails = o.maxConsecutiveFailures ?? 20;
-  const wrap: ReloadWrap = typeof o.wrap === "function" ? { argv: o.wrap } : (o.wrap ?? {});
-  if (!(intervalMs >= 0)) throw new Error("intervalMs must be >= 0");
+  const wrap: ReloadWrap = typeof o.wrap === 'function' ? { argv: o.wrap } : (o.wrap ?? {});
+  if (!(intervalMs >= 0)) throw new Error('intervalMs must be >= 0');
 
   const reloads: LoopReload[] = [];
   const t0 = performance.now();
   let due = t0;
   let consecutiveFails = 0;
   let overruns = 0;
-  let stoppedBy: ReloadStopReason = "count";
+  let stoppedBy: ReloadStopReason = 'count';
 
   const stopReason = (): ReloadStopReason | null => {
     const el = performance.now() - t0;
-    if (o.signal?.aborted) return "signal";
-    if (reloads.length >= count) return "count";
-    if (el >= durationMs) return "duration";
-    if (el >= deadlineMs) return "deadline";
-    if (consecutiveFails >= maxFails) return "failures";
+    if (o.signal?.aborted) return 'signal';
+    if (reloads.length >= count) return 'count';
+    if (el >= durationMs) return 'duration';
+    if (el >= deadlineMs) return 'deadline';
+    if (consecutiveFails >= maxFails) return 'failures';
     return null;
   };
 
@@ -188,7 +188,7 @@ export async function runReloadLoop(o: ReloadLoopOptions): Promise<ReloadLoopRes
     let beforeOk = true;
     if (wrap.before) {
       try {
-        await withTimeout(wrap.before(), hookTimeoutMs, "before hook");
+        await withTimeout(wrap.before(), hookTimeoutMs, 'before hook');
       } catch (e) {
         beforeOk = false;
         hookError = `before: ${errMsg(e)}`;
@@ -202,14 +202,14 @@ export async function runReloadLoop(o: ReloadLoopOptions): Promise<ReloadLoopRes
         rec = await o.target.reload(argv ? { argv } : {});
       }
     } catch (e) {
-      hookError = (hookError ? `${hookError}; ` : "") + `reload: ${errMsg(e)}`;
+      hookError = (hookError ? `${hookError}; ` : '') + `reload: ${errMsg(e)}`;
     } finally {
       if (wrap.after) {
         const a0 = performance.now();
         try {
-          await withTimeout(wrap.after(), hookTimeoutMs, "after hook");
+          await withTimeout(wrap.after(), hookTimeoutMs, 'after hook');
         } catch (e) {
-          hookError = (hookError ? `${hookError}; ` : "") + `after: ${errMsg(e)}`;
+          hookError = (hookError ? `${hookError}; ` : '') + `after: ${errMsg(e)}`;
         }
         afterMs = performance.now() - a0;
       }
@@ -222,8 +222,8 @@ export async function runReloadLoop(o: ReloadLoopOptions): Promise<ReloadLoopRes
       durationMs: 0,
       exitCode: null,
       signal: null,
-      error: "not run",
-      mode: "sf",
+      error: 'not run',
+      mode: 'sf',
       ok: false,
       oldPids: [],
       newPids: [],

@@ -12,22 +12,14 @@
 // The SVG is hand-written (no plotting dependency): one panel per strategy, all
 // panels on the same latency axis so they compare at a glance.
 
-import { spawnSync } from "node:child_process";
-import { writeFileSync, mkdirSync, existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { release } from "node:os";
-import {
-  summarizeMs,
-  histogramPoints,
-  newLatencyHistogram,
-  encodeHistogram,
-  decodeHistogram,
-  type Histogram,
-  type LatencySummaryMs,
-} from "./histogram.js";
-import { FAILURE_OUTCOMES, type FailureOutcome, type LoadResult, type LoadResultJson } from "./loadgen.js";
-import { stats, type ReloadLoopResult, type Stats } from "./reloader.js";
-import type { Attribution } from "./attribution.js";
+import { spawnSync } from 'node:child_process';
+import { writeFileSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { release } from 'node:os';
+import { summarizeMs, histogramPoints, newLatencyHistogram, encodeHistogram, decodeHistogram, type Histogram, type LatencySummaryMs } from './histogram.js';
+import { FAILURE_OUTCOMES, type FailureOutcome, type LoadResult, type LoadResultJson } from './loadgen.js';
+import { stats, type ReloadLoopResult, type Stats } from './reloader.js';
+import type { Attribution } from './attribution.js';
 
 /** Everything the report needs about one strategy's run. */
 export interface StrategyReport {
@@ -73,7 +65,7 @@ export interface StrategyReport {
 }
 
 /** Same kernel, same place: the only rows whose numbers compare. */
-export const kernelKey = (r: { where?: string; kernel?: string }): string => `${r.where ?? ""}|${r.kernel ?? ""}`;
+export const kernelKey = (r: { where?: string; kernel?: string }): string => `${r.where ?? ''}|${r.kernel ?? ''}`;
 
 const emptyStats = (): Stats => stats([]);
 
@@ -84,7 +76,7 @@ export function strategyReport(
   reloads?: ReloadLoopResult,
   extra: { baseline?: boolean; note?: string } = {},
 ): StrategyReport {
-  const latency = "latency" in load ? load.latency : decodeHistogram(load.latencyHdr);
+  const latency = 'latency' in load ? load.latency : decodeHistogram(load.latencyHdr);
   const failures = Object.fromEntries(FAILURE_OUTCOMES.map((k) => [k, load.outcomes[k]])) as Record<FailureOutcome, number>;
   const r: StrategyReport = {
     name,
@@ -174,7 +166,7 @@ export function summarize(reports: StrategyReport[]): SummaryRow[] {
 
 /** Milliseconds, compact: 0.123, 12.3, 1003 */
 export function fmtMs(ms: number): string {
-  if (ms === 0) return "0";
+  if (ms === 0) return '0';
   const a = Math.abs(ms);
   if (a < 1) return ms.toFixed(3);
   if (a < 10) return ms.toFixed(2);
@@ -183,7 +175,7 @@ export function fmtMs(ms: number): string {
 }
 
 export function fmtPct(p: number): string {
-  if (p === 0) return "0%";
+  if (p === 0) return '0%';
   if (p < 0.01) return `${p.toFixed(4)}%`;
   return `${p.toFixed(2)}%`;
 }
@@ -192,42 +184,61 @@ const signed = (ms: number): string => (ms >= 0 ? `+${fmtMs(ms)}` : fmtMs(ms));
 
 /** A plain-text table, one row per strategy, then one failure breakdown line per strategy with failures or a skip reason. */
 export function renderTable(rows: SummaryRow[]): string {
-  const header = ["strategy", "requests", "reloads", "rel/s", "reload ms p50/max", "hold ms p50/max", "failed", "failed%", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "+p50", "+p99", "+p99.9"];
+  const header = [
+    'strategy',
+    'requests',
+    'reloads',
+    'rel/s',
+    'reload ms p50/max',
+    'hold ms p50/max',
+    'failed',
+    'failed%',
+    'p50 ms',
+    'p99 ms',
+    'p99.9 ms',
+    'max ms',
+    '+p50',
+    '+p99',
+    '+p99.9',
+  ];
   const body = rows.map((r) =>
     r.skipped !== undefined
-      ? [r.name, ...header.slice(1).map(() => "-")]
+      ? [r.name, ...header.slice(1).map(() => '-')]
       : [
           r.name,
           String(r.requests),
           String(r.reloads),
-          r.reloads > 0 ? r.reloadRatePerSec.toFixed(2) : "-",
-          r.reloads > 0 ? `${fmtMs(r.reloadMs.p50)}/${fmtMs(r.reloadMs.max)}` : "-",
-          r.holdMs.count > 0 && r.reloads > 0 ? `${fmtMs(r.holdMs.p50)}/${fmtMs(r.holdMs.max)}` : "-",
+          r.reloads > 0 ? r.reloadRatePerSec.toFixed(2) : '-',
+          r.reloads > 0 ? `${fmtMs(r.reloadMs.p50)}/${fmtMs(r.reloadMs.max)}` : '-',
+          r.holdMs.count > 0 && r.reloads > 0 ? `${fmtMs(r.holdMs.p50)}/${fmtMs(r.holdMs.max)}` : '-',
           String(r.failed),
           fmtPct(r.failedPct),
           fmtMs(r.latencyMs.p50),
           fmtMs(r.latencyMs.p99),
           fmtMs(r.latencyMs.p999),
           fmtMs(r.latencyMs.max),
-          r.addedMs ? signed(r.addedMs.p50) : "-",
-          r.addedMs ? signed(r.addedMs.p99) : "-",
-          r.addedMs ? signed(r.addedMs.p999) : "-",
+          r.addedMs ? signed(r.addedMs.p50) : '-',
+          r.addedMs ? signed(r.addedMs.p99) : '-',
+          r.addedMs ? signed(r.addedMs.p999) : '-',
         ],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd();
-  const out = [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)];
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
   const notes: string[] = [];
   for (const r of rows) {
     if (r.skipped !== undefined) notes.push(`${r.name}: skipped: ${r.skipped}`);
     else if (r.failed > 0) {
-      notes.push(`${r.name}: failures: ${FAILURE_OUTCOMES.map((k) => `${k} ${r.failures[k]}`).join(", ")}`);
+      notes.push(`${r.name}: failures: ${FAILURE_OUTCOMES.map((k) => `${k} ${r.failures[k]}`).join(', ')}`);
     }
   }
-  if (notes.length > 0) out.push("", ...notes);
-  out.push("", "latency: ok requests, connect start to response end; +p50/+p99/+p99.9: added vs the no-reload baseline run on the same kernel");
-  return out.join("\n") + "\n";
+  if (notes.length > 0) out.push('', ...notes);
+  out.push('', 'latency: ok requests, connect start to response end; +p50/+p99/+p99.9: added vs the no-reload baseline run on the same kernel');
+  return out.join('\n') + '\n';
 }
 
 /**
@@ -240,14 +251,14 @@ export function renderKernelTables(reports: StrategyReport[], headers: Map<strin
   const rows = summarize(reports);
   const groups = new Map<string, SummaryRow[]>();
   reports.forEach((r, i) => {
-    const k = headers.has(kernelKey(r)) ? kernelKey(r) : "";
+    const k = headers.has(kernelKey(r)) ? kernelKey(r) : '';
     groups.set(k, [...(groups.get(k) ?? []), rows[i]!]);
   });
   const out: string[] = [];
-  for (const [k, rs] of [...groups].sort((a, b) => (a[0] === "" ? 1 : b[0] === "" ? -1 : 0))) {
-    out.push(k === "" ? "could not run here:" : headers.get(k)!, "", renderTable(rs));
+  for (const [k, rs] of [...groups].sort((a, b) => (a[0] === '' ? 1 : b[0] === '' ? -1 : 0))) {
+    out.push(k === '' ? 'could not run here:' : headers.get(k)!, '', renderTable(rs));
   }
-  return out.join("\n");
+  return out.join('\n');
 }
 
 // ---------------------------------------------------------------- JSON (issue 5's document)
@@ -274,7 +285,7 @@ export interface BenchJsonStrategy {
   error?: string;
   reloadFailures?: number;
   intervalMs?: number;
-  hold?: StrategyReport["hold"];
+  hold?: StrategyReport['hold'];
   details?: Record<string, number>;
   throughput?: number;
   elapsedMs?: number;
@@ -364,8 +375,7 @@ export function reportsFromBenchJson(doc: BenchJson): StrategyReport[] {
 
 // ---------------------------------------------------------------- SVG
 
-const esc = (s: string): string =>
-  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 export interface SvgOptions {
   title?: string;
@@ -419,7 +429,7 @@ export function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): string
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`,
     `<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`,
-    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">${esc(o.title ?? "Request latency during HAProxy reloads")}</text>`,
+    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">${esc(o.title ?? 'Request latency during HAProxy reloads')}</text>`,
     `<text x="${W / 2}" y="42" text-anchor="middle" font-size="11" fill="#555">ok requests, connect start to response end; log-scale latency and count; dashed: p50 (blue), p99 (red)</text>`,
   );
 
@@ -429,20 +439,20 @@ export function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): string
     const plotTop = y0 + 24;
     const plotH = PH - 60;
     const base = plotTop + plotH;
-    out.push(`<g class="panel" data-strategy="${esc(rep.name)}"${rep.where ? ` data-where="${esc(rep.where)}"` : ""}>`);
+    out.push(`<g class="panel" data-strategy="${esc(rep.name)}"${rep.where ? ` data-where="${esc(rep.where)}"` : ''}>`);
     const label = rep.label ?? rep.name;
     const title = rep.skipped
       ? `${label} — skipped`
       : `${label} — ${row.requests} requests, ${row.failed} failed (${fmtPct(row.failedPct)}), ${row.reloads} reloads` +
-        (row.latencyMs.count > 0 ? `, p50 ${fmtMs(row.latencyMs.p50)} ms, p99 ${fmtMs(row.latencyMs.p99)} ms` : "");
+        (row.latencyMs.count > 0 ? `, p50 ${fmtMs(row.latencyMs.p50)} ms, p99 ${fmtMs(row.latencyMs.p99)} ms` : '');
     out.push(`<text x="${left}" y="${y0 + 16}" font-size="13" font-weight="bold">${esc(title)}</text>`);
     out.push(`<rect x="${left}" y="${plotTop}" width="${plotW}" height="${plotH}" fill="#fafafa" stroke="#999" stroke-width="0.5"/>`);
     if (rep.skipped) {
       // Long reasons wrap over a few lines (SVG text does not wrap by itself).
-      const words = rep.skipped.split(" ");
-      const lines: string[] = [""];
+      const words = rep.skipped.split(' ');
+      const lines: string[] = [''];
       for (const w of words) {
-        if ((lines[lines.length - 1]! + " " + w).length > 110 && lines[lines.length - 1]!.length > 0) lines.push(w);
+        if ((lines[lines.length - 1]! + ' ' + w).length > 110 && lines[lines.length - 1]!.length > 0) lines.push(w);
         else lines[lines.length - 1] = `${lines[lines.length - 1]} ${w}`.trim();
       }
       lines.slice(0, 6).forEach((l, k) => {
@@ -470,19 +480,23 @@ export function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): string
         const x0 = left + (b / nb) * plotW;
         const w = plotW / nb;
         const y = yOf(c);
-        out.push(`<rect class="bar" x="${x0.toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(0.5, w - 0.6).toFixed(1)}" height="${(base - y).toFixed(1)}" fill="#4a7fb5"><title>${fmtMs(10 ** (d0 + b / perDecade))}–${fmtMs(10 ** (d0 + (b + 1) / perDecade))} ms: ${c}</title></rect>`);
+        out.push(
+          `<rect class="bar" x="${x0.toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(0.5, w - 0.6).toFixed(1)}" height="${(base - y).toFixed(1)}" fill="#4a7fb5"><title>${fmtMs(10 ** (d0 + b / perDecade))}–${fmtMs(10 ** (d0 + (b + 1) / perDecade))} ms: ${c}</title></rect>`,
+        );
       });
       if (row.latencyMs.count > 0) {
         for (const [v, col] of [
-          [row.latencyMs.p50, "#1f4fd6"],
-          [row.latencyMs.p99, "#d62728"],
+          [row.latencyMs.p50, '#1f4fd6'],
+          [row.latencyMs.p99, '#d62728'],
         ] as const) {
           const x = xOf(Math.max(v, 10 ** d0));
           out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${plotTop}" y2="${base}" stroke="${col}" stroke-width="1" stroke-dasharray="4,3"/>`);
         }
       }
       if (row.failed > 0) {
-        const f = FAILURE_OUTCOMES.filter((k) => row.failures[k] > 0).map((k) => `${k} ${row.failures[k]}`).join(", ");
+        const f = FAILURE_OUTCOMES.filter((k) => row.failures[k] > 0)
+          .map((k) => `${k} ${row.failures[k]}`)
+          .join(', ');
         out.push(`<text x="${left + plotW - 6}" y="${plotTop + 14}" text-anchor="end" font-size="11" fill="#a00">failed: ${esc(f)}</text>`);
       }
     }
@@ -492,31 +506,33 @@ export function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): string
       out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${base}" y2="${base + 4}" stroke="#333"/>`);
       out.push(`<text x="${x.toFixed(1)}" y="${base + 15}" text-anchor="middle" font-size="10">${fmtAxisMs(Number((10 ** d).toPrecision(1)))}</text>`);
     }
-    out.push(`<text x="${left - 50}" y="${plotTop + plotH / 2}" font-size="10" transform="rotate(-90 ${left - 50} ${plotTop + plotH / 2})" text-anchor="middle">requests</text>`);
-    out.push("</g>");
+    out.push(
+      `<text x="${left - 50}" y="${plotTop + plotH / 2}" font-size="10" transform="rotate(-90 ${left - 50} ${plotTop + plotH / 2})" text-anchor="middle">requests</text>`,
+    );
+    out.push('</g>');
   });
   out.push(`<text x="${left + plotW / 2}" y="${H - 8}" text-anchor="middle" font-size="12">latency (log scale)</text>`);
-  out.push("</svg>");
-  return out.join("\n") + "\n";
+  out.push('</svg>');
+  return out.join('\n') + '\n';
 }
 
 // ---------------------------------------------------------------- PNG
 
 export class RsvgMissingError extends Error {
   constructor() {
-    super("rsvg-convert not found: install the Debian package librsvg2-bin (apt-get install librsvg2-bin) to get PNG plots; the SVG is written regardless");
-    this.name = "RsvgMissingError";
+    super('rsvg-convert not found: install the Debian package librsvg2-bin (apt-get install librsvg2-bin) to get PNG plots; the SVG is written regardless');
+    this.name = 'RsvgMissingError';
   }
 }
 
 /** Convert an SVG file to PNG with rsvg-convert. Throws RsvgMissingError when it is not installed. */
 export function svgToPng(svgPath: string, pngPath: string, opts: { zoom?: number; timeoutMs?: number } = {}): void {
-  const r = spawnSync("rsvg-convert", ["-f", "png", "-z", String(opts.zoom ?? 1), "-b", "white", "-o", pngPath, svgPath], {
+  const r = spawnSync('rsvg-convert', ['-f', 'png', '-z', String(opts.zoom ?? 1), '-b', 'white', '-o', pngPath, svgPath], {
     timeout: opts.timeoutMs ?? 30_000,
-    encoding: "utf8",
+    encoding: 'utf8',
   });
   if (r.error) {
-    if ((r.error as NodeJS.ErrnoException).code === "ENOENT") throw new RsvgMissingError();
+    if ((r.error as NodeJS.ErrnoException).code === 'ENOENT') throw new RsvgMissingError();
     throw r.error;
   }
   if (r.status !== 0) throw new Error(`rsvg-convert failed (exit ${r.status}): ${r.stderr}`);
@@ -542,20 +558,24 @@ export interface WrittenReport {
 }
 
 /** Write table.txt, bench.json, latency.svg and latency.png into `dir`. */
-export function writeReport(dir: string, reports: StrategyReport[], o: { svg?: SvgOptions; jsonExtra?: Record<string, unknown>; table?: string } = {}): WrittenReport {
+export function writeReport(
+  dir: string,
+  reports: StrategyReport[],
+  o: { svg?: SvgOptions; jsonExtra?: Record<string, unknown>; table?: string } = {},
+): WrittenReport {
   mkdirSync(dir, { recursive: true });
   const table = o.table ?? renderTable(summarize(reports));
   const json = toBenchJson(reports, o.jsonExtra);
-  const files: WrittenReport["files"] = {
-    table: join(dir, "table.txt"),
-    json: join(dir, "bench.json"),
-    svg: join(dir, "latency.svg"),
+  const files: WrittenReport['files'] = {
+    table: join(dir, 'table.txt'),
+    json: join(dir, 'bench.json'),
+    svg: join(dir, 'latency.svg'),
   };
   writeFileSync(files.table, table);
-  writeFileSync(files.json, JSON.stringify(json, null, 2) + "\n");
+  writeFileSync(files.json, JSON.stringify(json, null, 2) + '\n');
   writeFileSync(files.svg, renderSvg(reports, o.svg));
   const warnings: string[] = [];
-  const png = join(dir, "latency.png");
+  const png = join(dir, 'latency.png');
   try {
     svgToPng(files.svg, png);
     files.png = png;

@@ -13,42 +13,45 @@
 // Bounded: the load has a hard cap (plan.capMs), the loop stops with the load
 // and has its own deadline, every command has a timeout.
 
-import { readFileSync } from "node:fs";
-import { cpus, release } from "node:os";
-import { fileURLToPath } from "node:url";
-import { performance } from "node:perf_hooks";
-import { startNginx, startHaproxy, CleanupStack, HAPROXY_BIN, type HaproxyServer } from "./servers.js";
-import { runLoad, loadResultToJson, type LoadResult } from "./loadgen.js";
-import { runReloadLoop, type ReloadLoopResult } from "./reloader.js";
-import { inNetns } from "./netns.js";
-import { exec } from "./exec.js";
-import { runAb } from "./ab.js";
-import { strategyFor, StrategyUnavailable } from "./strategies/index.js";
-import type { HoldSummary, PreparedStrategy } from "./strategies/strategy.js";
-import { attributeFailures, type Attribution } from "./attribution.js";
-import { emitProgress, type ReloadSummary, type WorkerResult, type WorkerSpec } from "./protocol.js";
+import { readFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { startNginx, startHaproxy, CleanupStack, HAPROXY_BIN, type HaproxyServer } from './servers.js';
+import { runLoad, loadResultToJson, type LoadResult } from './loadgen.js';
+import { runReloadLoop, type ReloadLoopResult } from './reloader.js';
+import { inNetns } from './netns.js';
+import { exec } from './exec.js';
+import { runAb } from './ab.js';
+import { strategyFor, StrategyUnavailable } from './strategies/index.js';
+import type { HoldSummary, PreparedStrategy } from './strategies/strategy.js';
+import { attributeFailures, type Attribution } from './attribution.js';
+import { emitProgress, type ReloadSummary, type WorkerResult, type WorkerSpec } from './protocol.js';
 
 export const BACKEND_PORT = 8001;
 export const FRONTEND_PORT = 16000;
-const HOST = "127.0.0.1";
+const HOST = '127.0.0.1';
 
 /** argv prefix running this checkout's synhold CLI. */
 export function synholdArgv(): string[] {
-  return [process.execPath, fileURLToPath(new URL("../cli/main.js", import.meta.url))];
+  return [process.execPath, fileURLToPath(new URL('../cli/main.js', import.meta.url))];
 }
 
 async function haproxyVersion(): Promise<string | undefined> {
-  const r = await exec([HAPROXY_BIN, "-v"], { timeoutMs: 10_000 });
+  const r = await exec([HAPROXY_BIN, '-v'], { timeoutMs: 10_000 });
   return /HAProxy version (\S+)/.exec(r.stdout)?.[1];
 }
 
 /** The lines of a failed reload's output that say why (errors first, then the last lines). */
 export function failureLines(output: string, max = 600): string {
   // no stack frames: they say where, not why
-  const lines = output.split("\n").map((l) => l.trim()).filter((l) => l.length > 0 && !/^at /.test(l));
+  const lines = output
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0 && !/^at /.test(l));
   const errors = lines.filter((l) => /error|synhold|ALERT|fatal/i.test(l));
   const picked = [...new Set([...errors.slice(-4), ...lines.slice(-2)])];
-  const text = picked.join(" | ");
+  const text = picked.join(' | ');
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
 
@@ -66,7 +69,7 @@ function reloadSummary(loop: ReloadLoopResult, nominalIntervalMs: number): Reloa
     failures: loop.reloads
       .filter((r) => !r.ok)
       .slice(0, 5)
-      .map((r) => `reload #${r.index}: ${r.hookError ?? r.error ?? `exit ${r.exitCode}`} ${failureLines(r.output ?? "")}`.trim()),
+      .map((r) => `reload #${r.index}: ${r.hookError ?? r.error ?? `exit ${r.exitCode}`} ${failureLines(r.output ?? '')}`.trim()),
   };
 }
 
@@ -81,9 +84,11 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
   // The bench binds the seed's fixed ports and rewrites lo's qdiscs: only ever
   // in a namespace of its own.
   if (!inNetns(spec.netns)) {
-    return result({ error: `refusing to run outside the namespace the bench created for it (${spec.netns}): the bench binds fixed ports and rewrites lo's qdiscs` });
+    return result({
+      error: `refusing to run outside the namespace the bench created for it (${spec.netns}): the bench binds fixed ports and rewrites lo's qdiscs`,
+    });
   }
-  emitProgress(spec.progressFile, { t: "start", ...ev, kernel: base.kernel, plan: spec.load, intervalMs: spec.intervalMs, reloads: strategy.reloads });
+  emitProgress(spec.progressFile, { t: 'start', ...ev, kernel: base.kernel, plan: spec.load, intervalMs: spec.intervalMs, reloads: strategy.reloads });
   // This process is the strategy's own: its environment is what the reload
   // commands (synhold protect ...) inherit too.
   if (spec.runDir) process.env.SYNHOLD_RUN_DIR = spec.runDir;
@@ -94,25 +99,38 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
   let hv: string | undefined;
   try {
     hv = await haproxyVersion();
-    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "servers" });
+    emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'servers' });
     const nginx = await startNginx({ host: HOST, port: BACKEND_PORT, workers: 1 });
     cl.add(() => nginx.stop());
-    const hap: HaproxyServer = await startHaproxy({ host: HOST, port: FRONTEND_PORT, backendHost: HOST, backendPort: BACKEND_PORT, mode: strategy.haproxyMode });
+    const hap: HaproxyServer = await startHaproxy({
+      host: HOST,
+      port: FRONTEND_PORT,
+      backendHost: HOST,
+      backendPort: BACKEND_PORT,
+      mode: strategy.haproxyMode,
+    });
     cl.add(() => hap.stop());
 
-    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "set-up" });
+    emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'set-up' });
     // StrategyUnavailable from here: reported as skipped, with its reason (below).
     const prepared: PreparedStrategy = await strategy.prepare({ haproxy: hap, port: FRONTEND_PORT, synhold: synholdArgv(), env, log: (l) => notes.push(l) });
     cl.add(() => prepared.cleanup());
     notes.push(...prepared.notes);
 
-    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "warm-up" });
-    const warm = await runLoad({ host: HOST, port: FRONTEND_PORT, concurrency: Math.min(10, spec.load.concurrency), requests: spec.load.warmupRequests, requestTimeoutMs: spec.load.requestTimeoutMs, deadlineMs: 60_000 });
+    emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'warm-up' });
+    const warm = await runLoad({
+      host: HOST,
+      port: FRONTEND_PORT,
+      concurrency: Math.min(10, spec.load.concurrency),
+      requests: spec.load.warmupRequests,
+      requestTimeoutMs: spec.load.requestTimeoutMs,
+      deadlineMs: 60_000,
+    });
     if (warm.failed > 0) {
       throw new Error(`warm-up (no reloads) failed ${warm.failed} of ${warm.requests} requests: ${JSON.stringify(warm.details)}; the set-up broke the path`);
     }
 
-    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "load" });
+    emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'load' });
     const plan = spec.load;
     const stopLoad = new AbortController();
     const stopLoop = new AbortController();
@@ -154,7 +172,7 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
         onProgress: (p) => {
           if (p.elapsedMs - lastEmit >= 450) {
             lastEmit = p.elapsedMs;
-            emitProgress(spec.progressFile, { t: "load", ...ev, elapsedMs: p.elapsedMs, requests: p.requests, failed: p.failed, reloads: reloadsDone });
+            emitProgress(spec.progressFile, { t: 'load', ...ev, elapsedMs: p.elapsedMs, requests: p.requests, failed: p.failed, reloads: reloadsDone });
           }
           if (needReloads && boundReached(p) && reloadsDone >= plan.minReloads!) stopLoad.abort();
         },
@@ -164,13 +182,15 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
     }
     const loop = loopPromise ? await loopPromise : undefined;
     const loadJson = loadResultToJson(load);
-    if (load.stoppedBy === "deadline" || (load.stoppedBy === "duration" && (needReloads || plan.durationMs === undefined))) {
-      notes.push(`the load hit its time cap (${Math.round(plan.capMs / 1000)} s) before its target (${plan.requests !== undefined ? `${plan.requests} requests` : `${(plan.durationMs ?? 0) / 1000} s`}${needReloads ? `, ${plan.minReloads} reloads` : ""})`);
+    if (load.stoppedBy === 'deadline' || (load.stoppedBy === 'duration' && (needReloads || plan.durationMs === undefined))) {
+      notes.push(
+        `the load hit its time cap (${Math.round(plan.capMs / 1000)} s) before its target (${plan.requests !== undefined ? `${plan.requests} requests` : `${(plan.durationMs ?? 0) / 1000} s`}${needReloads ? `, ${plan.minReloads} reloads` : ''})`,
+      );
     }
 
     let hold: HoldSummary | undefined;
     if (prepared.holds && loop) {
-      const reloadLog = readFileSync(hap.logPath, "utf8");
+      const reloadLog = readFileSync(hap.logPath, 'utf8');
       hold = prepared.holds({ loop, reloadLog });
     }
     let attribution: Attribution | undefined;
@@ -181,16 +201,17 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
         (load.timeline ?? []).map((t) => load.startedAt + t.startMs),
         loop.reloads.map((r, i) => ({ startedAt: r.startedAt, ...(reasons ? { reason: reasons[i]! } : {}) })),
       );
-      if (hold?.reasonByReload && !reasons) notes.push(`${hold.reasonByReload.length} hold lines for ${loop.count} reloads: failures not charged to release reasons`);
+      if (hold?.reasonByReload && !reasons)
+        notes.push(`${hold.reasonByReload.length} hold lines for ${loop.count} reloads: failures not charged to release reasons`);
     }
     if (hold) delete hold.reasonByReload;
     let ab;
     if (spec.abRequests) {
-      emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "ab cross-check" });
+      emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'ab cross-check' });
       ab = await runAb(HOST, FRONTEND_PORT, spec.abRequests, plan.concurrency, 10 * 60_000);
     }
     if (loop && loop.count > 0 && loop.failed === loop.count) {
-      throw new Error(`every reload failed (${loop.count}): ${reloadSummary(loop, spec.intervalMs).failures[0] ?? "?"}`);
+      throw new Error(`every reload failed (${loop.count}): ${reloadSummary(loop, spec.intervalMs).failures[0] ?? '?'}`);
     }
     out = result({
       load: loadJson,
@@ -202,12 +223,13 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
     });
   } catch (e) {
     const version = hv ? { haproxyVersion: hv } : {};
-    out = e instanceof StrategyUnavailable ? result({ skipped: e.message, ...version }) : result({ error: e instanceof Error ? e.message : String(e), ...version });
+    out =
+      e instanceof StrategyUnavailable ? result({ skipped: e.message, ...version }) : result({ error: e instanceof Error ? e.message : String(e), ...version });
   } finally {
-    emitProgress(spec.progressFile, { t: "phase", ...ev, phase: "clean-up" });
+    emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'clean-up' });
     const errs = await cl.run();
     if (errs.length > 0) {
-      const msg = `clean-up: ${errs.map((e) => e.message).join("; ")}`;
+      const msg = `clean-up: ${errs.map((e) => e.message).join('; ')}`;
       // out is always set here unless a cleanup threw past everything
       out ??= result({ error: msg });
       if (out.error) out.error += `; ${msg}`;
@@ -216,7 +238,7 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
   }
   out.elapsedMs = performance.now() - t0;
   emitProgress(spec.progressFile, {
-    t: "done",
+    t: 'done',
     ...ev,
     ...(out.skipped ? { skipped: out.skipped } : {}),
     ...(out.error ? { error: out.error } : {}),

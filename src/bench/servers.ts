@@ -22,32 +22,32 @@
 // A process-exit hook SIGKILLs whatever is still registered if the bench dies
 // without reaching its finally blocks.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { createServer, connect } from "node:net";
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, openSync, closeSync, statSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { performance } from "node:perf_hooks";
-import { setTimeout as sleep } from "node:timers/promises";
-import { findByCmdline, descendants, killAll, own, isRunning, type OwnedProc } from "./procs.js";
-import { runLoad } from "./loadgen.js";
-import { checkTarget } from "./target.js";
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, connect } from 'node:net';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, openSync, closeSync, statSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { findByCmdline, descendants, killAll, own, isRunning, type OwnedProc } from './procs.js';
+import { runLoad } from './loadgen.js';
+import { checkTarget } from './target.js';
 
-export const NGINX_BIN = "/usr/sbin/nginx";
-export const HAPROXY_BIN = "/usr/sbin/haproxy";
+export const NGINX_BIN = '/usr/sbin/nginx';
+export const HAPROXY_BIN = '/usr/sbin/haproxy';
 
 // ---------------------------------------------------------------- helpers
 
 /** A TCP port that was free a moment ago (bind to 0, read, close). Racy by
  * nature but fine for tests: nothing else on this machine grabs ports at random. */
-export function freePort(host = "127.0.0.1"): Promise<number> {
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.unref();
-    s.on("error", reject);
+    s.on('error', reject);
     s.listen({ host, port: 0, exclusive: true }, () => {
       const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
+      const port = typeof a === 'object' && a ? a.port : 0;
       s.close(() => resolve(port));
     });
   });
@@ -64,12 +64,12 @@ export async function waitForPort(host: string, port: number, timeoutMs = 5000):
         s.destroy();
         resolve(false);
       }, 500);
-      s.once("connect", () => {
+      s.once('connect', () => {
         clearTimeout(t);
         s.destroy();
         resolve(true);
       });
-      s.once("error", () => {
+      s.once('error', () => {
         clearTimeout(t);
         resolve(false);
       });
@@ -81,10 +81,14 @@ export async function waitForPort(host: string, port: number, timeoutMs = 5000):
 }
 
 /** Resolve when GET / on host:port answers 200 with `expectBody`; reject after timeoutMs. */
-export async function waitForHttp(host: string, port: number, opts: { expectBody?: string | null; timeoutMs?: number; namespaceLocal?: boolean } = {}): Promise<void> {
+export async function waitForHttp(
+  host: string,
+  port: number,
+  opts: { expectBody?: string | null; timeoutMs?: number; namespaceLocal?: boolean } = {},
+): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? 5000;
   const end = Date.now() + timeoutMs;
-  let last = "";
+  let last = '';
   for (let attempt = 0; ; attempt++) {
     const r = await runLoad({
       host,
@@ -93,7 +97,7 @@ export async function waitForHttp(host: string, port: number, opts: { expectBody
       requests: 1,
       concurrency: 1,
       requestTimeoutMs: 1000,
-      expectBody: opts.expectBody === undefined ? "pong" : opts.expectBody,
+      expectBody: opts.expectBody === undefined ? 'pong' : opts.expectBody,
     });
     if (r.outcomes.ok === 1) return;
     last = JSON.stringify(r.details);
@@ -111,9 +115,9 @@ function readTail(path: string, from = 0, max = 4000): string {
   try {
     const b = readFileSync(path);
     const start = Math.max(from, b.length - max);
-    return b.subarray(start).toString("utf8").trim();
+    return b.subarray(start).toString('utf8').trim();
   } catch {
-    return "";
+    return '';
   }
 }
 
@@ -127,7 +131,7 @@ function fileSize(path: string): number {
 
 function readPidFile(path: string): number[] {
   try {
-    return readFileSync(path, "latin1")
+    return readFileSync(path, 'latin1')
       .split(/\s+/)
       .filter((s) => /^\d+$/.test(s))
       .map(Number);
@@ -160,12 +164,12 @@ export interface CommandResult {
 export function runCommand(argv: string[], logPath: string, timeoutMs = 30_000): Promise<CommandResult> {
   return new Promise((resolve) => {
     const from = fileSize(logPath);
-    const fd = openSync(logPath, "a");
+    const fd = openSync(logPath, 'a');
     const startedAt = Date.now();
     const startMs = performance.now();
     let child: ChildProcess;
     try {
-      child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd] });
+      child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', fd, fd] });
     } finally {
       closeSync(fd);
     }
@@ -182,15 +186,15 @@ export function runCommand(argv: string[], logPath: string, timeoutMs = 30_000):
     const timer = setTimeout(() => {
       if (child.pid !== undefined) {
         try {
-          process.kill(child.pid, "SIGKILL");
+          process.kill(child.pid, 'SIGKILL');
         } catch {
           /* gone */
         }
       }
-      finish(null, "SIGKILL", "timeout");
+      finish(null, 'SIGKILL', 'timeout');
     }, timeoutMs);
-    child.on("error", (e: NodeJS.ErrnoException) => finish(null, null, e.code ?? e.message));
-    child.on("exit", (code, sig) => finish(code, sig));
+    child.on('error', (e: NodeJS.ErrnoException) => finish(null, null, e.code ?? e.message));
+    child.on('exit', (code, sig) => finish(code, sig));
   });
 }
 
@@ -211,11 +215,11 @@ function register(r: Registered): void {
     exitHookInstalled = true;
     // Last resort if the bench exits without its finally blocks (uncaught error,
     // process.exit): synchronous, so only SIGKILL + rmSync.
-    process.on("exit", () => {
+    process.on('exit', () => {
       for (const reg of registry) {
         for (const p of [...(reg.extra?.() ?? []), ...findByCmdline(reg.marker)]) {
           try {
-            process.kill(p.pid, "SIGKILL");
+            process.kill(p.pid, 'SIGKILL');
           } catch {
             /* gone */
           }
@@ -233,7 +237,11 @@ function register(r: Registered): void {
  * (the bench worker), not for libraries: it changes the process's signal handling.
  */
 export function installSignalCleanup(): void {
-  for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
+  for (const [sig, n] of [
+    ['SIGINT', 2],
+    ['SIGTERM', 15],
+    ['SIGHUP', 1],
+  ] as const) {
     process.once(sig, () => {
       process.stderr.write(`\n${sig}: stopping bench servers\n`);
       process.exit(128 + n);
@@ -274,12 +282,12 @@ async function stopByMarker(reg: Registered, extra: OwnedProc[], sig: NodeJS.Sig
   const left = await killAll(uniq, { sig });
   // Another round for anything that appeared meanwhile (a reload finishing).
   const late = findByCmdline(reg.marker);
-  const left2 = late.length > 0 ? await killAll(late, { sig: "SIGKILL" }) : [];
+  const left2 = late.length > 0 ? await killAll(late, { sig: 'SIGKILL' }) : [];
   registry.delete(reg);
   rmSync(reg.dir, { recursive: true, force: true });
   const survivors = [...left, ...left2];
   if (survivors.length > 0) {
-    throw new Error(`processes still running after cleanup: ${survivors.map((p) => p.pid).join(", ")}`);
+    throw new Error(`processes still running after cleanup: ${survivors.map((p) => p.pid).join(', ')}`);
   }
 }
 
@@ -299,7 +307,7 @@ export interface NginxOptions {
 }
 
 export interface NginxServer {
-  kind: "nginx";
+  kind: 'nginx';
   host: string;
   port: number;
   dir: string;
@@ -313,24 +321,24 @@ export interface NginxServer {
 }
 
 export function nginxConfig(o: { dir: string; host: string; port: number; workers: number; backlog: number; body: string }): string {
-  const listenHost = o.host.includes(":") ? `[${o.host}]` : o.host;
-  const t = (n: string): string => join(o.dir, "tmp", n);
+  const listenHost = o.host.includes(':') ? `[${o.host}]` : o.host;
+  const t = (n: string): string => join(o.dir, 'tmp', n);
   return `# synhold bench backend (the seed's "pong" server on 8001)
 daemon off;
 master_process on;
 worker_processes ${o.workers};
-pid ${join(o.dir, "nginx.pid")};
-error_log ${join(o.dir, "error.log")} warn;
+pid ${join(o.dir, 'nginx.pid')};
+error_log ${join(o.dir, 'error.log')} warn;
 events {
     worker_connections 8192;
 }
 http {
     access_log off;
-    client_body_temp_path ${t("body")};
-    proxy_temp_path ${t("proxy")};
-    fastcgi_temp_path ${t("fastcgi")};
-    uwsgi_temp_path ${t("uwsgi")};
-    scgi_temp_path ${t("scgi")};
+    client_body_temp_path ${t('body')};
+    proxy_temp_path ${t('proxy')};
+    fastcgi_temp_path ${t('fastcgi')};
+    uwsgi_temp_path ${t('uwsgi')};
+    scgi_temp_path ${t('scgi')};
     keepalive_timeout 30s;
     keepalive_requests 100000;
     server {
@@ -346,28 +354,28 @@ http {
 
 export async function startNginx(o: NginxOptions = {}): Promise<NginxServer> {
   if (!existsSync(NGINX_BIN)) throw new Error(`${NGINX_BIN} not found: install the Debian package nginx-light`);
-  const host = checkTarget(o.host ?? "127.0.0.1", { namespaceLocal: true });
+  const host = checkTarget(o.host ?? '127.0.0.1', { namespaceLocal: true });
   const port = o.port ?? (await freePort(host));
   const workers = o.workers ?? 1;
-  if (workers < 1 || workers > 2) throw new Error("nginx workers: 1 or 2");
-  const dir = makeDir("nginx");
+  if (workers < 1 || workers > 2) throw new Error('nginx workers: 1 or 2');
+  const dir = makeDir('nginx');
   const reg: Registered = { marker: dir, dir };
   register(reg);
-  mkdirSync(join(dir, "tmp"), { recursive: true });
-  const confPath = join(dir, "nginx.conf");
-  const errorLog = join(dir, "error.log");
-  writeFileSync(confPath, nginxConfig({ dir, host, port, workers, backlog: o.backlog ?? 4096, body: o.body ?? "pong" }));
-  const logPath = join(dir, "stdio.log");
-  const fd = openSync(logPath, "a");
+  mkdirSync(join(dir, 'tmp'), { recursive: true });
+  const confPath = join(dir, 'nginx.conf');
+  const errorLog = join(dir, 'error.log');
+  writeFileSync(confPath, nginxConfig({ dir, host, port, workers, backlog: o.backlog ?? 4096, body: o.body ?? 'pong' }));
+  const logPath = join(dir, 'stdio.log');
+  const fd = openSync(logPath, 'a');
   // -e: the error log before the config is read (else nginx writes /var/log/nginx).
-  const child = spawn(NGINX_BIN, ["-c", confPath, "-p", dir, "-e", errorLog], { stdio: ["ignore", fd, fd] });
+  const child = spawn(NGINX_BIN, ['-c', confPath, '-p', dir, '-e', errorLog], { stdio: ['ignore', fd, fd] });
   closeSync(fd);
-  const spawnError = new Promise<never>((_, reject) => child.once("error", reject));
+  const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
   spawnError.catch(() => undefined);
   const master = child.pid !== undefined ? own(child.pid) : null;
   reg.extra = () => (master && isRunning(master) ? [master, ...descendants(master.pid)] : []);
   const server: NginxServer = {
-    kind: "nginx",
+    kind: 'nginx',
     host,
     port,
     dir,
@@ -383,17 +391,21 @@ export async function startNginx(o: NginxOptions = {}): Promise<NginxServer> {
       return [...new Map(all.map((p) => [p.pid, p])).values()];
     },
     stop: async () => {
-      const exited = new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r())));
-      await stopByMarker(reg, server.processes().concat(master ? [master] : []), "SIGTERM");
+      const exited = new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
+      await stopByMarker(reg, server.processes().concat(master ? [master] : []), 'SIGTERM');
       await Promise.race([exited, sleep(1000)]);
     },
   };
   try {
     const exitEarly = new Promise<never>((_, reject) =>
-      child.once("exit", (code) => reject(new Error(`nginx exited at start (code ${code}): ${readTail(errorLog)} ${readTail(logPath)}`))),
+      child.once('exit', (code) => reject(new Error(`nginx exited at start (code ${code}): ${readTail(errorLog)} ${readTail(logPath)}`))),
     );
     exitEarly.catch(() => undefined);
-    await Promise.race([waitForHttp(host, port, { expectBody: o.body ?? "pong", timeoutMs: o.startTimeoutMs ?? 5000, namespaceLocal: true }), exitEarly, spawnError]);
+    await Promise.race([
+      waitForHttp(host, port, { expectBody: o.body ?? 'pong', timeoutMs: o.startTimeoutMs ?? 5000, namespaceLocal: true }),
+      exitEarly,
+      spawnError,
+    ]);
   } catch (e) {
     await server.stop().catch(() => undefined);
     throw e;
@@ -403,7 +415,7 @@ export async function startNginx(o: NginxOptions = {}): Promise<NginxServer> {
 
 // ---------------------------------------------------------------- haproxy
 
-export type HaproxyMode = "sf" | "seamless" | "master-worker";
+export type HaproxyMode = 'sf' | 'seamless' | 'master-worker';
 
 export interface HaproxyOptions {
   backendHost?: string;
@@ -439,7 +451,7 @@ export interface ReloadRecord extends CommandResult {
 }
 
 export interface HaproxyServer {
-  kind: "haproxy";
+  kind: 'haproxy';
   mode: HaproxyMode;
   host: string;
   port: number;
@@ -476,11 +488,11 @@ export function haproxyConfig(o: {
   threads?: number;
   statsSocket?: string;
 }): string {
-  const bindHost = o.host.includes(":") ? `[${o.host}]` : o.host;
-  const beHost = o.backendHost.includes(":") ? `[${o.backendHost}]` : o.backendHost;
+  const bindHost = o.host.includes(':') ? `[${o.host}]` : o.host;
+  const beHost = o.backendHost.includes(':') ? `[${o.backendHost}]` : o.backendHost;
   const lines = [
     "# synhold bench frontend (the seed's HAProxy on 16000, one backend)",
-    "global",
+    'global',
     `    maxconn ${o.maxconn}`,
     // old processes left by -sf end by themselves even if a client hangs
     `    hard-stop-after ${o.hardStopAfterS}s`,
@@ -488,40 +500,40 @@ export function haproxyConfig(o: {
   if (o.threads !== undefined) lines.push(`    nbthread ${o.threads}`);
   if (o.statsSocket) lines.push(`    stats socket ${o.statsSocket} mode 600 level admin expose-fd listeners`);
   lines.push(
-    "",
-    "defaults",
-    "    mode http",
+    '',
+    'defaults',
+    '    mode http',
     `    maxconn ${o.maxconn}`,
-    "    timeout connect 5s",
-    "    timeout client 30s",
-    "    timeout server 30s",
-    "    timeout http-request 10s",
-    "",
-    "frontend fe",
-    `    bind ${bindHost}:${o.port}${o.backlog !== undefined ? ` backlog ${o.backlog}` : ""}`,
-    "    default_backend be",
-    "",
-    "backend be",
+    '    timeout connect 5s',
+    '    timeout client 30s',
+    '    timeout server 30s',
+    '    timeout http-request 10s',
+    '',
+    'frontend fe',
+    `    bind ${bindHost}:${o.port}${o.backlog !== undefined ? ` backlog ${o.backlog}` : ''}`,
+    '    default_backend be',
+    '',
+    'backend be',
     `    server pong ${beHost}:${o.backendPort}`,
-    "",
+    '',
   );
-  return lines.join("\n");
+  return lines.join('\n');
 }
 
 export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
   if (!existsSync(HAPROXY_BIN)) throw new Error(`${HAPROXY_BIN} not found: install the Debian package haproxy (2.6 in bookworm)`);
-  const mode = o.mode ?? "sf";
-  const host = checkTarget(o.host ?? "127.0.0.1", { namespaceLocal: true });
-  const backendHost = checkTarget(o.backendHost ?? "127.0.0.1", { namespaceLocal: true });
+  const mode = o.mode ?? 'sf';
+  const host = checkTarget(o.host ?? '127.0.0.1', { namespaceLocal: true });
+  const backendHost = checkTarget(o.backendHost ?? '127.0.0.1', { namespaceLocal: true });
   const port = o.port ?? 16000;
-  const dir = makeDir("haproxy");
+  const dir = makeDir('haproxy');
   const reg: Registered = { marker: dir, dir };
   register(reg);
-  const cfgPath = join(dir, "haproxy.cfg");
-  const pidFile = join(dir, "haproxy.pid");
-  const logPath = join(dir, "haproxy.log");
-  const statsSocket = mode === "seamless" || o.statsSocket ? join(dir, "stats.sock") : undefined;
-  const masterSocket = mode === "master-worker" ? join(dir, "master.sock") : undefined;
+  const cfgPath = join(dir, 'haproxy.cfg');
+  const pidFile = join(dir, 'haproxy.pid');
+  const logPath = join(dir, 'haproxy.log');
+  const statsSocket = mode === 'seamless' || o.statsSocket ? join(dir, 'stats.sock') : undefined;
+  const masterSocket = mode === 'master-worker' ? join(dir, 'master.sock') : undefined;
   writeFileSync(
     cfgPath,
     haproxyConfig({
@@ -537,19 +549,19 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
       ...(statsSocket ? { statsSocket } : {}),
     }),
   );
-  writeFileSync(logPath, "");
+  writeFileSync(logPath, '');
   const reloadTimeoutMs = o.reloadTimeoutMs ?? 30_000;
 
   let master: ChildProcess | undefined;
   let masterProc: OwnedProc | null = null;
-  let masterOutput = "";
+  let masterOutput = '';
   let loadEvents = 0; // "Loading success."/"Loading failure" lines seen from the master
   let workers: number[] = []; // master-worker: current worker PIDs, from the master CLI
-  let lastLoadLine = "";
+  let lastLoadLine = '';
   const loadWaiters: Array<() => void> = [];
 
   const server: HaproxyServer = {
-    kind: "haproxy",
+    kind: 'haproxy',
     mode,
     host,
     port,
@@ -564,17 +576,17 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
     currentPids: () => readPidFile(pidFile),
     processes: () => findByCmdline(dir),
     reloadArgv: () => {
-      if (mode === "master-worker") return null;
+      if (mode === 'master-worker') return null;
       // Exactly the seed's `haproxy -f CFG -p PIDFILE -sf $(cat PIDFILE)`, with -D.
-      const argv = [HAPROXY_BIN, "-f", cfgPath, "-p", pidFile, "-D"];
-      if (mode === "seamless") argv.push("-x", statsSocket!);
+      const argv = [HAPROXY_BIN, '-f', cfgPath, '-p', pidFile, '-D'];
+      if (mode === 'seamless') argv.push('-x', statsSocket!);
       const old = readPidFile(pidFile);
-      if (old.length > 0) argv.push("-sf", ...old.map(String));
+      if (old.length > 0) argv.push('-sf', ...old.map(String));
       return argv;
     },
     reload: async (ro = {}) => {
       const oldPids = readPidFile(pidFile);
-      if (mode !== "master-worker") {
+      if (mode !== 'master-worker') {
         const argv = ro.argv ?? server.reloadArgv()!;
         const r = await runCommand(argv, logPath, reloadTimeoutMs);
         return { ...r, mode, ok: r.exitCode === 0, oldPids, newPids: readPidFile(pidFile) };
@@ -603,7 +615,7 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
       });
       let cmd: CommandResult | undefined;
       if (ro.argv) cmd = await runCommand(ro.argv, logPath, reloadTimeoutMs);
-      else if (masterProc && isRunning(masterProc)) process.kill(masterProc.pid, "SIGUSR2");
+      else if (masterProc && isRunning(masterProc)) process.kill(masterProc.pid, 'SIGUSR2');
       const arrived = await done;
       const durationMs = performance.now() - startMs;
       const success = arrived && /Loading success/.test(lastLoadLine);
@@ -617,7 +629,7 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
       }
       const ok = success && ready && (!cmd || cmd.exitCode === 0);
       const rec: ReloadRecord = {
-        argv: ro.argv ?? ["kill", "-USR2", String(masterProc?.pid ?? "?")],
+        argv: ro.argv ?? ['kill', '-USR2', String(masterProc?.pid ?? '?')],
         startedAt,
         startMs,
         durationMs,
@@ -629,8 +641,8 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
         newPids: workers,
         readyMs: performance.now() - startMs,
       };
-      if (!arrived) rec.error = "timeout";
-      else if (success && !ready) rec.error = "master CLI never listed a new worker";
+      if (!arrived) rec.error = 'timeout';
+      else if (success && !ready) rec.error = 'master CLI never listed a new worker';
       if (!rec.ok) rec.output = masterOutput.slice(-4000);
       return rec;
     },
@@ -642,22 +654,22 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
         if (p) extra.push(p);
       }
       // SIGTERM = HAProxy's hard stop (SIGUSR1 would be the soft one).
-      await stopByMarker(reg, extra, "SIGTERM");
+      await stopByMarker(reg, extra, 'SIGTERM');
     },
   };
 
   try {
-    if (mode === "master-worker") {
+    if (mode === 'master-worker') {
       // Foreground master: our child, its stderr a pipe we watch for load events.
-      master = spawn(HAPROXY_BIN, ["-W", "-S", masterSocket!, "-f", cfgPath, "-p", pidFile], { stdio: ["ignore", "pipe", "pipe"] });
+      master = spawn(HAPROXY_BIN, ['-W', '-S', masterSocket!, '-f', cfgPath, '-p', pidFile], { stdio: ['ignore', 'pipe', 'pipe'] });
       masterProc = master.pid !== undefined ? own(master.pid) : null;
-      let partial = "";
+      let partial = '';
       const onData = (d: Buffer): void => {
-        const s = d.toString("utf8");
+        const s = d.toString('utf8');
         if (masterOutput.length < 1_000_000) masterOutput += s;
         partial += s;
-        const lines = partial.split("\n");
-        partial = lines.pop() ?? "";
+        const lines = partial.split('\n');
+        partial = lines.pop() ?? '';
         for (const line of lines) {
           if (/Loading (success|failure)/.test(line)) {
             lastLoadLine = line;
@@ -666,17 +678,20 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
           }
         }
       };
-      master.stdout!.on("data", onData);
-      master.stderr!.on("data", onData);
+      master.stdout!.on('data', onData);
+      master.stderr!.on('data', onData);
       const failed = new Promise<never>((_, reject) => {
-        master!.once("error", reject);
-        master!.once("exit", (code) => reject(new Error(`haproxy master exited at start (code ${code}): ${masterOutput.slice(-2000)}`)));
+        master!.once('error', reject);
+        master!.once('exit', (code) => reject(new Error(`haproxy master exited at start (code ${code}): ${masterOutput.slice(-2000)}`)));
       });
       failed.catch(() => undefined);
       // The master logs "Loading success." for its initial load too: wait for
       // it, or the first reload would take that line for its own completion.
       const loaded = new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`haproxy master did not log "Loading success." within ${o.startTimeoutMs ?? 5000} ms: ${masterOutput.slice(-2000)}`)), o.startTimeoutMs ?? 5000);
+        const t = setTimeout(
+          () => reject(new Error(`haproxy master did not log "Loading success." within ${o.startTimeoutMs ?? 5000} ms: ${masterOutput.slice(-2000)}`)),
+          o.startTimeoutMs ?? 5000,
+        );
         const check = (): void => {
           if (loadEvents > 0) {
             clearTimeout(t);
@@ -691,9 +706,9 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
       if (!w) throw new Error(`haproxy master CLI ${masterSocket} never listed a worker`);
       workers = w;
     } else {
-      const argv = [HAPROXY_BIN, "-f", cfgPath, "-p", pidFile, "-D"];
+      const argv = [HAPROXY_BIN, '-f', cfgPath, '-p', pidFile, '-D'];
       const r = await runCommand(argv, logPath, o.startTimeoutMs ?? 5000);
-      if (r.exitCode !== 0) throw new Error(`haproxy failed to start (exit ${r.exitCode} ${r.error ?? ""}): ${r.output ?? ""}`);
+      if (r.exitCode !== 0) throw new Error(`haproxy failed to start (exit ${r.exitCode} ${r.error ?? ''}): ${r.output ?? ''}`);
       await waitForPort(host, port, o.startTimeoutMs ?? 5000);
     }
     if (statsSocket) {
@@ -709,9 +724,9 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
 
 /** Current worker PIDs in a master CLI "show proc" answer (not the "# old workers"). */
 export function parseShowProcWorkers(text: string): number[] {
-  const i = text.indexOf("# workers");
+  const i = text.indexOf('# workers');
   if (i < 0) return [];
-  const rest = text.slice(i + "# workers".length);
+  const rest = text.slice(i + '# workers'.length);
   const j = rest.search(/^# /m);
   const section = j >= 0 ? rest.slice(0, j) : rest;
   return [...section.matchAll(/^(\d+)\s+worker\b/gm)].map((m) => Number(m[1]));
@@ -723,7 +738,7 @@ async function pollNewWorkers(masterSocket: string, old: number[], timeoutMs: nu
   const end = performance.now() + timeoutMs;
   for (;;) {
     try {
-      const w = parseShowProcWorkers(await haproxySocketCommand(masterSocket, "show proc", 1000));
+      const w = parseShowProcWorkers(await haproxySocketCommand(masterSocket, 'show proc', 1000));
       if (w.length > 0 && w.some((p) => !old.includes(p))) return w;
     } catch {
       /* master busy re-executing */
@@ -737,17 +752,17 @@ async function pollNewWorkers(masterSocket: string, old: number[], timeoutMs: nu
 export function haproxySocketCommand(socketPath: string, command: string, timeoutMs = 2000): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect(socketPath);
-    let out = "";
+    let out = '';
     const t = setTimeout(() => {
       s.destroy();
       reject(new Error(`no answer from ${socketPath} within ${timeoutMs} ms`));
     }, timeoutMs);
-    s.on("data", (d) => (out += d.toString("utf8")));
-    s.on("end", () => {
+    s.on('data', (d) => (out += d.toString('utf8')));
+    s.on('end', () => {
       clearTimeout(t);
       resolve(out);
     });
-    s.on("error", (e) => {
+    s.on('error', (e) => {
       clearTimeout(t);
       reject(e);
     });

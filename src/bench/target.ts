@@ -13,29 +13,29 @@
 //     network namespace other than PID 1's (i.e. inside one the bench made).
 // Host names other than "localhost" are refused: no resolver is ever asked.
 
-import { BlockList, isIP } from "node:net";
-import { networkInterfaces } from "node:os";
-import { readlinkSync } from "node:fs";
+import { BlockList, isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { readlinkSync } from 'node:fs';
 
 export class TargetRefusedError extends Error {
   constructor(message: string) {
     super(message);
-    this.name = "TargetRefusedError";
+    this.name = 'TargetRefusedError';
   }
 }
 
 const loopback = new BlockList();
-loopback.addSubnet("127.0.0.0", 8, "ipv4");
-loopback.addAddress("::1", "ipv6");
+loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+loopback.addAddress('::1', 'ipv6');
 
 /** True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.x.y.z). */
 export function isLoopback(address: string): boolean {
   const fam = isIP(address);
-  if (fam === 4) return loopback.check(address, "ipv4");
+  if (fam === 4) return loopback.check(address, 'ipv4');
   if (fam === 6) {
-    if (loopback.check(address, "ipv6")) return true;
+    if (loopback.check(address, 'ipv6')) return true;
     const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    return m !== null && loopback.check(m[1]!, "ipv4");
+    return m !== null && loopback.check(m[1]!, 'ipv4');
   }
   return false;
 }
@@ -44,7 +44,7 @@ export function isLoopback(address: string): boolean {
 export function localInterfaceAddresses(): Set<string> {
   const out = new Set<string>();
   for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) out.add(a.address.replace(/%.*$/, "").toLowerCase());
+    for (const a of list ?? []) out.add(a.address.replace(/%.*$/, '').toLowerCase());
   }
   return out;
 }
@@ -53,7 +53,7 @@ export function localInterfaceAddresses(): Set<string> {
  * inside a namespace (made by the bench or the kernel lab). Unknown → false. */
 export function inNonInitialNetns(): boolean {
   try {
-    return readlinkSync("/proc/self/ns/net") !== readlinkSync("/proc/1/ns/net");
+    return readlinkSync('/proc/self/ns/net') !== readlinkSync('/proc/1/ns/net');
   } catch {
     return false;
   }
@@ -69,8 +69,8 @@ export interface TargetCheckOptions {
  * Throws TargetRefusedError for anything not allowed (before any packet is sent).
  */
 export function checkTarget(host: string, opts: TargetCheckOptions = {}): string {
-  const h = host.trim().replace(/^\[(.*)\]$/, "$1");
-  if (h.toLowerCase() === "localhost") return "127.0.0.1";
+  const h = host.trim().replace(/^\[(.*)\]$/, '$1');
+  if (h.toLowerCase() === 'localhost') return '127.0.0.1';
   if (isIP(h) === 0) {
     throw new TargetRefusedError(
       `refusing target ${JSON.stringify(host)}: give an IP literal (127.0.0.0/8, ::1, or a namespace-local address); host names are not resolved`,

@@ -8,21 +8,21 @@
 // not even write that. SIGTERM/SIGINT end it through process.exit, so
 // servers.ts's exit hook still kills every server it started, by PID.
 
-import { installSignalCleanup } from "./servers.js";
-import { runStrategy } from "./run-strategy.js";
-import { readJsonFile, writeJsonFile, type WorkerSpec } from "./protocol.js";
+import { installSignalCleanup } from './servers.js';
+import { runStrategy } from './run-strategy.js';
+import { readJsonFile, writeJsonFile, type WorkerSpec } from './protocol.js';
 
 async function main(): Promise<number> {
   const specPath = process.argv[2];
   const spec = specPath ? readJsonFile<WorkerSpec>(specPath) : undefined;
   if (!spec) {
-    process.stderr.write(`bench worker: cannot read the spec file ${specPath ?? "(none given)"}\n`);
+    process.stderr.write(`bench worker: cannot read the spec file ${specPath ?? '(none given)'}\n`);
     return 1;
   }
   installSignalCleanup();
   const r = await runStrategy(spec);
   writeJsonFile(spec.resultFile, r);
-  process.stderr.write(`bench worker: ${spec.strategy} ${r.skipped ? `skipped: ${r.skipped}` : r.error ? `error: ${r.error}` : "done"}\n`);
+  process.stderr.write(`bench worker: ${spec.strategy} ${r.skipped ? `skipped: ${r.skipped}` : r.error ? `error: ${r.error}` : 'done'}\n`);
   return 0;
 }
 

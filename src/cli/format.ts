@@ -16,7 +16,9 @@ export function formatStatus(s: StatusReport): string {
   );
   if (s.migrateReq !== undefined) lines.push(`  net.ipv4.tcp_migrate_req: ${s.migrateReq}${c.migrateReq ? ' (set by setup, restored by teardown)' : ''}`);
   if (s.held && s.hold) {
-    lines.push(`  state: HOLDING for ${s.hold.heldForMs} ms (holder pid ${s.hold.holderPid}; released at the latest in ${Math.max(0, s.hold.deadline - Date.now())} ms)`);
+    lines.push(
+      `  state: HOLDING for ${s.hold.heldForMs} ms (holder pid ${s.hold.holderPid}; released at the latest in ${Math.max(0, s.hold.deadline - Date.now())} ms)`,
+    );
   } else {
     lines.push('  state: not holding');
   }

@@ -56,7 +56,12 @@ class UsageError extends ConfigError {}
 
 function parse<T extends ParseArgsConfig['options']>(args: string[], options: T) {
   try {
-    return parseArgs({ args, options: { ...options, json: { type: 'boolean' }, netns: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false, strict: true });
+    return parseArgs({
+      args,
+      options: { ...options, json: { type: 'boolean' }, netns: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: false,
+      strict: true,
+    });
   } catch (e) {
     throw new UsageError((e as Error).message.replace(/\. To specify a positional.*$/, ''));
   }
@@ -103,7 +108,11 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
   });
   const r = await setup(cfg, scopeOf(g));
   const what = `${cfg.ports.join(',')} on dev ${cfg.dev} (${cfg.direction})`;
-  out(g, { action: r.action, backend: r.backend, backendReason: r.backendReason, config: r.record.config }, `synhold: ${r.action}: holding backend ${r.backend} for tcp port ${what} - ${r.backendReason}`);
+  out(
+    g,
+    { action: r.action, backend: r.backend, backendReason: r.backendReason, config: r.record.config },
+    `synhold: ${r.action}: holding backend ${r.backend} for tcp port ${what} - ${r.backendReason}`,
+  );
   return EXIT.ok;
 }
 
@@ -125,7 +134,11 @@ async function cmdPlug(args: string[], g: Globals): Promise<number> {
   const h = startHolder({ ...scopeOf(g), maxHoldMs, lockWaitMs: v['lock-wait'] ? parseDuration(v['lock-wait']) : 0, owner: 'none' });
   const held = await h.held;
   h.child.unref();
-  out(g, { held: true, holderPid: h.child.pid, backend: held.backend, since: held.since, deadline: held.deadline }, `synhold: holding (${held.backend}, holder pid ${h.child.pid}); released by \`synhold release\` or in ${maxHoldMs} ms at the latest`);
+  out(
+    g,
+    { held: true, holderPid: h.child.pid, backend: held.backend, since: held.since, deadline: held.deadline },
+    `synhold: holding (${held.backend}, holder pid ${h.child.pid}); released by \`synhold release\` or in ${maxHoldMs} ms at the latest`,
+  );
   return EXIT.ok;
 }
 
@@ -153,13 +166,18 @@ async function cmdRelease(args: string[], g: Globals): Promise<number> {
     if (hold) how = `the hold record of pid ${hold.holderPid} was stale; released directly`;
   }
   const last = store.readStats().lastHold;
-  out(g, { released: true, how, lastHold: last }, `synhold: ${how}${last && hold ? ` (held ${last.durationMs.toFixed(1)} ms, ${last.released} packets released, ${last.drops} dropped)` : ''}`);
+  out(
+    g,
+    { released: true, how, lastHold: last },
+    `synhold: ${how}${last && hold ? ` (held ${last.durationMs.toFixed(1)} ms, ${last.released} packets released, ${last.drops} dropped)` : ''}`,
+  );
   return EXIT.ok;
 }
 
 async function cmdProtect(args: string[], g: Globals): Promise<number> {
   const dd = args.indexOf('--');
-  if (dd < 0 || dd === args.length - 1) throw new UsageError('protect needs the command after --, e.g. synhold protect -- haproxy -f CFG -p PID -D -sf $(cat PID)');
+  if (dd < 0 || dd === args.length - 1)
+    throw new UsageError('protect needs the command after --, e.g. synhold protect -- haproxy -f CFG -p PID -D -sf $(cat PID)');
   const command = args.slice(dd + 1);
   const { values: v } = parse(args.slice(0, dd), {
     timeout: { type: 'string' },
@@ -257,7 +275,8 @@ const ADVICE: Record<KernelFeature, string> = {
 function exitCodeFor(e: unknown, command: string): number {
   const code = (e as SynholdError).code;
   if (command === 'protect') return EXIT_FAILED;
-  if (e instanceof ConfigError || code === 'ERR_BAD_INPUT' || code === 'ERR_BAD_ADDRESS' || code === 'ERR_BAD_PORT' || code === 'ERR_BAD_DEVICE') return EXIT.usage;
+  if (e instanceof ConfigError || code === 'ERR_BAD_INPUT' || code === 'ERR_BAD_ADDRESS' || code === 'ERR_BAD_PORT' || code === 'ERR_BAD_DEVICE')
+    return EXIT.usage;
   if (code === 'ERR_NOT_SET_UP') return EXIT.notSetUp;
   if (code === 'ERR_BUSY') return EXIT.busy;
   return EXIT.failed;

@@ -64,7 +64,10 @@ async function main(argv: string[]): Promise<number> {
         break;
       }
       case '--modules':
-        modules = value(a).split(',').map((s) => s.trim()).filter(Boolean);
+        modules = value(a)
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
         break;
       case '--share':
         share.push(value(a));

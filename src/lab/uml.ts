@@ -232,7 +232,11 @@ function computeSetup(): LabSetup | { error: string } {
   const candidates: Array<{ origin: string; kernel: string; modulesDir?: string }> = [];
   const envKernel = process.env.SYNHOLD_UML_KERNEL;
   if (envKernel) {
-    candidates.push({ origin: 'SYNHOLD_UML_KERNEL', kernel: envKernel, ...(process.env.SYNHOLD_UML_MODULES ? { modulesDir: process.env.SYNHOLD_UML_MODULES } : {}) });
+    candidates.push({
+      origin: 'SYNHOLD_UML_KERNEL',
+      kernel: envKernel,
+      ...(process.env.SYNHOLD_UML_MODULES ? { modulesDir: process.env.SYNHOLD_UML_MODULES } : {}),
+    });
   } else {
     candidates.push({ origin: 'Debian package user-mode-linux', kernel: DEBIAN_KERNEL });
     const fetched = readFetchedKernelEnv();
@@ -247,7 +251,7 @@ function computeSetup(): LabSetup | { error: string } {
     }
     return { kernel: c.kernel, origin: c.origin, ...r, ...tools };
   }
-  return { error: problems.join('; ') + '. Install Debian\'s user-mode-linux and kmod (apt-get install user-mode-linux kmod), or run scripts/install-deps.sh' };
+  return { error: problems.join('; ') + ". Install Debian's user-mode-linux and kmod (apt-get install user-mode-linux kmod), or run scripts/install-deps.sh" };
 }
 
 function checkKernel(kernel: string, modulesDirHint?: string): { version: string; modulesDir: string; shimCompiler?: string } | { error: string } {
@@ -554,7 +558,10 @@ interface ModuleIndex {
 const moduleIndexes = new Map<string, ModuleIndex>();
 
 function moduleName(file: string): string {
-  return path.basename(file).replace(/\.ko(\.(xz|gz|zst))?$/, '').replace(/-/g, '_');
+  return path
+    .basename(file)
+    .replace(/\.ko(\.(xz|gz|zst))?$/, '')
+    .replace(/-/g, '_');
 }
 
 function moduleIndex(dir: string): ModuleIndex {
@@ -565,7 +572,12 @@ function moduleIndex(dir: string): ModuleIndex {
     const colon = line.indexOf(':');
     if (colon < 0) continue;
     const file = line.slice(0, colon).trim();
-    const deps = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean).map(moduleName);
+    const deps = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(moduleName);
     modules.set(moduleName(file), { file, deps });
   }
   const builtin = new Set<string>();
@@ -737,7 +749,9 @@ function under(p: string, dir: string): boolean {
 /** Paths written into fstab and the kernel command line: keep them free of separators. */
 function checkPlainPath(p: string, what: string): void {
   if (!/^\/[A-Za-z0-9._/+@:~-]*$/.test(p)) {
-    throw new Error(`kernel lab: ${what} ${JSON.stringify(p)} has characters the lab cannot pass through fstab/hostfs options (use letters, digits, . _ / + @ : ~ -)`);
+    throw new Error(
+      `kernel lab: ${what} ${JSON.stringify(p)} has characters the lab cannot pass through fstab/hostfs options (use letters, digits, . _ / + @ : ~ -)`,
+    );
   }
 }
 
@@ -787,12 +801,16 @@ function installExitHook(): void {
 
 /** PIDs whose process group is `pgid` (UML's helpers stay in the group of the UML we started). */
 function groupMembers(pgids: ReadonlySet<number>): number[] {
-  return procStats().filter((p) => pgids.has(p.pgrp)).map((p) => p.pid);
+  return procStats()
+    .filter((p) => pgids.has(p.pgrp))
+    .map((p) => p.pid);
 }
 
 /** PIDs whose parent is `ppid`. */
 function childrenOf(ppid: number): number[] {
-  return procStats().filter((p) => p.ppid === ppid).map((p) => p.pid);
+  return procStats()
+    .filter((p) => p.ppid === ppid)
+    .map((p) => p.pid);
 }
 
 /** pid, ppid and process group of every process, from /proc (processes that exit meanwhile are left out). */
@@ -875,11 +893,10 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
   if (!statSync(cwd).isDirectory()) throw new Error(`runInLab: cwd ${cwd} is not a directory`);
   const env = opts.env ? { ...opts.env } : defaultEnv();
   for (const [k, v] of Object.entries(env)) {
-    if (k === '' || k.includes('=') || k.includes('\0') || String(v).includes('\0')) throw new TypeError(`runInLab: bad environment variable ${JSON.stringify(k)}`);
+    if (k === '' || k.includes('=') || k.includes('\0') || String(v).includes('\0'))
+      throw new TypeError(`runInLab: bad environment variable ${JSON.stringify(k)}`);
   }
-  const modules = opts.modules
-    ? resolveModules(setup.modulesDir, opts.modules)
-    : resolveModules(setup.modulesDir, DEFAULT_MODULES, true);
+  const modules = opts.modules ? resolveModules(setup.modulesDir, opts.modules) : resolveModules(setup.modulesDir, DEFAULT_MODULES, true);
 
   const lab = realpathSync(await fsp.mkdtemp(path.join(os.tmpdir(), 'synhold-lab-')));
   const started = Date.now();
@@ -889,7 +906,10 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
     checkPlainPath(lab, 'temporary directory');
     // Host directories the guest would otherwise not see: those under its tmpfs mounts.
     const hostDirs = new Set<string>();
-    const wanted: Array<[string, string]> = [[lab, 'lab directory'], [cwd, 'cwd']];
+    const wanted: Array<[string, string]> = [
+      [lab, 'lab directory'],
+      [cwd, 'cwd'],
+    ];
     for (const s of opts.share ?? []) wanted.push([realpathSync(path.resolve(s)), 'shared directory']);
     for (const [dir, what] of wanted) {
       if (GUEST_PRIVATE.some((p) => under(dir, p)) && !GUEST_TMPFS.some((p) => under(dir, p))) {
@@ -922,7 +942,9 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
       const modroot = path.join(lab, 'modroot', 'lib', 'modules');
       await fsp.mkdir(modroot, { recursive: true });
       await fsp.symlink(setup.modulesDir, path.join(modroot, setup.version));
-      await fsp.writeFile(path.join(lab, 'modprobe'), `#!/bin/sh\nexec ${shQuote(setup.modprobe)} -d ${shQuote(path.join(lab, 'modroot'))} "$@"\n`, { mode: 0o755 });
+      await fsp.writeFile(path.join(lab, 'modprobe'), `#!/bin/sh\nexec ${shQuote(setup.modprobe)} -d ${shQuote(path.join(lab, 'modroot'))} "$@"\n`, {
+        mode: 0o755,
+      });
     }
     const shim = setup.shimCompiler ? await buildShim(setup.shimCompiler, lab) : undefined;
 
@@ -1006,7 +1028,8 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
     const [status, stdout, stderr] = await Promise.all(
       ['status', 'stdout', 'stderr'].map((f) => fsp.readFile(path.join(lab, f), 'utf8').catch(() => undefined)),
     );
-    if (process.env.SYNHOLD_LAB_DEBUG) process.stderr.write(`--- kernel lab console (${setup.kernel}) ---\n${consoleText}\n--- status: ${status ?? '(none)'} ---\n`);
+    if (process.env.SYNHOLD_LAB_DEBUG)
+      process.stderr.write(`--- kernel lab console (${setup.kernel}) ---\n${consoleText}\n--- status: ${status ?? '(none)'} ---\n`);
     const result = (exitCode: number | null, timedOut: boolean, signal?: string): LabResult => ({
       exitCode,
       ...(signal ? { signal } : {}),
@@ -1022,7 +1045,8 @@ export async function runInLab(opts: LabOptions): Promise<LabResult> {
     if (status?.startsWith('setup ')) throw new Error(`kernel lab: setup inside the guest failed: ${status.slice(6)}\n${consoleTail(consoleText)}`);
     const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
     let hint = '';
-    if (consoleText.includes('ptrace set fp regs failed')) hint = '\nhint: this UML cannot move this CPU\'s FPU state (AMX); it needs the xstate shim (a C compiler) or UML >= 7.';
+    if (consoleText.includes('ptrace set fp regs failed'))
+      hint = "\nhint: this UML cannot move this CPU's FPU state (AMX); it needs the xstate shim (a C compiler) or UML >= 7.";
     else if (consoleText.includes('Kernel panic')) hint = '\nhint: the guest kernel panicked; see the console above.';
     throw new Error(`kernel lab: UML (${setup.kernel}) ended with ${how} without reporting a result${hint}\n${consoleTail(consoleText)}`);
   } finally {

@@ -48,9 +48,7 @@ export function native(): NativeAddon {
   ];
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
-    throw new Error(
-      `synhold's native addon is not built (looked in ${candidates.join(', ')}); run \`npm ci\` or \`npx node-gyp rebuild\``,
-    );
+    throw new Error(`synhold's native addon is not built (looked in ${candidates.join(', ')}); run \`npm ci\` or \`npx node-gyp rebuild\``);
   }
   cached = createRequire(import.meta.url)(found) as NativeAddon;
   return cached;

@@ -117,7 +117,10 @@ export class IptablesError extends SynholdError {
 
   /** The line of stderr that says what failed (iptables' own error line, not its warnings or usage advice). */
   get summary(): string {
-    const lines = this.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+    const lines = this.stderr
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
     return (
       lines.find((l) => /^(ip6?tables|iptables-\S+)( v[\d.]+ \([^)]*\))?:/.test(l) || /^ip6?tables: /.test(l)) ??
       lines.find((l) => !/^(Warning:|Try `|Perhaps )/.test(l)) ??
@@ -140,7 +143,10 @@ export class IptablesUnavailableError extends SynholdError {
  * Runs a command; resolves with its output when it exits 0, or (with
  * `allowExit`) with any of the listed exit codes. Otherwise throws IptablesError.
  */
-export function runCommand(argv: readonly string[], opts: { timeoutMs?: number; allowExit?: readonly number[]; hintFor?: string } = {}): Promise<CommandResult> {
+export function runCommand(
+  argv: readonly string[],
+  opts: { timeoutMs?: number; allowExit?: readonly number[]; hintFor?: string } = {},
+): Promise<CommandResult> {
   const [file, ...args] = argv;
   if (!file) throw new Error('runCommand: empty argv');
   const timeoutMs = opts.timeoutMs ?? 15000;

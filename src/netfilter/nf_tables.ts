@@ -228,7 +228,13 @@ function batchDelimiter(attrs: Buffer = Buffer.alloc(0)): Buffer {
 export function deleteTableBatch(family: NftFamily, name: string, genid: number): BatchMessage[] {
   return [
     { type: NFNL_MSG_BATCH_BEGIN, payload: batchDelimiter(nfnlBatchAttrs.encode({ genid })), op: 'NFNL_MSG_BATCH_BEGIN', object: `genid ${genid}` },
-    { type: NFT_TYPE_DELTABLE, payload: nftBody(family, nftTableAttrs.encode({ name })), op: 'NFT_MSG_DELTABLE', object: `${familyName(family)} ${name}`, ack: true },
+    {
+      type: NFT_TYPE_DELTABLE,
+      payload: nftBody(family, nftTableAttrs.encode({ name })),
+      op: 'NFT_MSG_DELTABLE',
+      object: `${familyName(family)} ${name}`,
+      ack: true,
+    },
     { type: NFNL_MSG_BATCH_END, payload: batchDelimiter(), op: 'NFNL_MSG_BATCH_END' },
   ];
 }
@@ -273,7 +279,10 @@ export async function getTable(sock: NetlinkSocket, family: NftFamily, name: str
 export async function listChains(sock: NetlinkSocket, family: NftFamily, table: string): Promise<NftChain[]> {
   const replies = await sock.dumpConsistent(NFT_TYPE_GETCHAIN, encodeGetChains(family), { op: 'NFT_MSG_GETCHAIN', object: familyName(family), hint });
   // The kernel does not filter a chain dump by table.
-  return replies.filter((m) => m.type === NFT_TYPE_NEWCHAIN).map(decodeChain).filter((c) => c.table === table);
+  return replies
+    .filter((m) => m.type === NFT_TYPE_NEWCHAIN)
+    .map(decodeChain)
+    .filter((c) => c.table === table);
 }
 
 /** The rules of one table, every chain. Equivalent to: the rules `nft list table ip raw` prints. */
@@ -323,10 +332,7 @@ export async function inspectTable(sock: NetlinkSocket, family: NftFamily, name:
  */
 export function isEmptyTable(s: NftTableSnapshot): boolean {
   return (
-    s.table.flags === 0 &&
-    s.rules.length === 0 &&
-    s.chains.every((c) => c.hook !== undefined && c.policy === NF_ACCEPT) &&
-    s.table.use === s.chains.length
+    s.table.flags === 0 && s.rules.length === 0 && s.chains.every((c) => c.hook !== undefined && c.policy === NF_ACCEPT) && s.table.use === s.chains.length
   );
 }
 

@@ -47,7 +47,7 @@ function checkPort(p: number): void {
 
 /** Comments are how synhold finds its rules again: `synhold:` + no spaces or quotes (iptables -S would quote them). */
 export function checkTag(tag: string): string {
-  if (!tag.startsWith(RULE_TAG_PREFIX) || !/^[A-Za-z0-9:._\-/\[\]]+$/.test(tag) || tag.length > 255) {
+  if (!tag.startsWith(RULE_TAG_PREFIX) || !/^[A-Za-z0-9:._\-/[\]]+$/.test(tag) || tag.length > 255) {
     throw new RuleSpecError(`comment "${tag}" must start with "${RULE_TAG_PREFIX}" and hold only [A-Za-z0-9:._-/[]] (at most 255 characters)`);
   }
   return tag;
@@ -56,12 +56,14 @@ export function checkTag(tag: string): string {
 function synSpec(m: SynMatch): string[] {
   checkPort(m.port);
   return [
-    '-p', 'tcp',
+    '-p',
+    'tcp',
     ...(m.src !== undefined ? ['-s', formatPrefix(m.src)] : []),
     ...(m.dst !== undefined ? ['-d', formatPrefix(m.dst)] : []),
     // --syn: SYN set, ACK, RST and FIN clear - a connection's first packet only.
     '--syn',
-    '--dport', String(m.port),
+    '--dport',
+    String(m.port),
   ];
 }
 
@@ -83,8 +85,14 @@ export function nfqueueRule(m: SynMatch & { queue: number; bypass?: boolean; tag
     chain: 'PREROUTING',
     spec: [
       ...synSpec(m),
-      '-m', 'comment', '--comment', tag,
-      '-j', 'NFQUEUE', '--queue-num', String(m.queue),
+      '-m',
+      'comment',
+      '--comment',
+      tag,
+      '-j',
+      'NFQUEUE',
+      '--queue-num',
+      String(m.queue),
       ...(m.bypass === false ? [] : ['--queue-bypass']),
     ],
   };

@@ -132,9 +132,7 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   132: 'ERFKILL',
 };
 
-export const ERRNO: Readonly<Record<string, number>> = Object.fromEntries(
-  Object.entries(ERRNO_NAMES).map(([n, name]) => [name, Number(n)]),
-);
+export const ERRNO: Readonly<Record<string, number>> = Object.fromEntries(Object.entries(ERRNO_NAMES).map(([n, name]) => [name, Number(n)]));
 
 export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `errno ${errno}`;

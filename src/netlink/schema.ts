@@ -38,15 +38,24 @@ const SCALAR_RANGE: Record<Exclude<ScalarType, 'u64'>, [number, number]> = {
 
 function readScalar(buf: Buffer, off: number, t: ScalarType): number | bigint {
   switch (t) {
-    case 'u8': return buf.readUInt8(off);
-    case 's8': return buf.readInt8(off);
-    case 'u16': return buf.readUInt16LE(off);
-    case 's16': return buf.readInt16LE(off);
-    case 'be16': return buf.readUInt16BE(off);
-    case 'u32': return buf.readUInt32LE(off);
-    case 's32': return buf.readInt32LE(off);
-    case 'be32': return buf.readUInt32BE(off);
-    case 'u64': return buf.readBigUInt64LE(off);
+    case 'u8':
+      return buf.readUInt8(off);
+    case 's8':
+      return buf.readInt8(off);
+    case 'u16':
+      return buf.readUInt16LE(off);
+    case 's16':
+      return buf.readInt16LE(off);
+    case 'be16':
+      return buf.readUInt16BE(off);
+    case 'u32':
+      return buf.readUInt32LE(off);
+    case 's32':
+      return buf.readInt32LE(off);
+    case 'be32':
+      return buf.readUInt32BE(off);
+    case 'u64':
+      return buf.readBigUInt64LE(off);
   }
 }
 
@@ -61,14 +70,30 @@ function writeScalar(buf: Buffer, off: number, t: ScalarType, v: unknown, what: 
   const [lo, hi] = SCALAR_RANGE[t];
   if (v < lo || v > hi) throw new EncodeError(what, `${v} is out of range for ${t} (${lo}..${hi})`);
   switch (t) {
-    case 'u8': buf.writeUInt8(v, off); break;
-    case 's8': buf.writeInt8(v, off); break;
-    case 'u16': buf.writeUInt16LE(v, off); break;
-    case 's16': buf.writeInt16LE(v, off); break;
-    case 'be16': buf.writeUInt16BE(v, off); break;
-    case 'u32': buf.writeUInt32LE(v, off); break;
-    case 's32': buf.writeInt32LE(v, off); break;
-    case 'be32': buf.writeUInt32BE(v, off); break;
+    case 'u8':
+      buf.writeUInt8(v, off);
+      break;
+    case 's8':
+      buf.writeInt8(v, off);
+      break;
+    case 'u16':
+      buf.writeUInt16LE(v, off);
+      break;
+    case 's16':
+      buf.writeInt16LE(v, off);
+      break;
+    case 'be16':
+      buf.writeUInt16BE(v, off);
+      break;
+    case 'u32':
+      buf.writeUInt32LE(v, off);
+      break;
+    case 's32':
+      buf.writeInt32LE(v, off);
+      break;
+    case 'be32':
+      buf.writeUInt32BE(v, off);
+      break;
   }
 }
 
@@ -123,9 +148,8 @@ export function defineStruct<const F extends readonly FieldSpec[]>(name: string,
       }
       const out: Record<string, unknown> = {};
       for (const l of layout) {
-        out[l.name] = l.type === 'bytes'
-          ? Buffer.from(buf.subarray(offset + l.offset, offset + l.offset + l.size))
-          : readScalar(buf, offset + l.offset, l.type);
+        out[l.name] =
+          l.type === 'bytes' ? Buffer.from(buf.subarray(offset + l.offset, offset + l.offset + l.size)) : readScalar(buf, offset + l.offset, l.type);
       }
       return out as StructValue<F>;
     },

@@ -10,14 +10,7 @@
  */
 import { native, isNativeError, type NativeSocketHandle } from '../native/addon.js';
 import { errnoName } from './errno.js';
-import {
-  DecodeError,
-  DumpInterruptedError,
-  NetlinkError,
-  NetlinkTimeoutError,
-  SocketError,
-  type ErrorHint,
-} from './errors.js';
+import { DecodeError, DumpInterruptedError, NetlinkError, NetlinkTimeoutError, SocketError, type ErrorHint } from './errors.js';
 import {
   NLMSG_DONE,
   NLMSG_ERROR,
@@ -109,9 +102,7 @@ export function netnsPath(netns: string): string {
  */
 export function encodeBatch(messages: readonly BatchMessage[], seqs: readonly number[]): Buffer {
   return Buffer.concat(
-    messages.map((m, i) =>
-      encodeMessage({ type: m.type, flags: (m.flags ?? 0) | NLM_F_REQUEST | (m.ack ? NLM_F_ACK : 0), seq: seqs[i]!, payload: m.payload }),
-    ),
+    messages.map((m, i) => encodeMessage({ type: m.type, flags: (m.flags ?? 0) | NLM_F_REQUEST | (m.ack ? NLM_F_ACK : 0), seq: seqs[i]!, payload: m.payload })),
   );
 }
 

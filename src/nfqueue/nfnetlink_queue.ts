@@ -307,7 +307,10 @@ function bindHint(queue: number) {
         return 'binding a netfilter queue needs CAP_NET_ADMIN';
       case 'EOPNOTSUPP':
       case 'EPROTONOSUPPORT':
-        return { text: 'this kernel lacks nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE): load it (modprobe nfnetlink_queue; in the kernel lab, insmod its .ko)', lacks: 'nfnetlink_queue' };
+        return {
+          text: 'this kernel lacks nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE): load it (modprobe nfnetlink_queue; in the kernel lab, insmod its .ko)',
+          lacks: 'nfnetlink_queue',
+        };
       default:
         return undefined;
     }
@@ -529,10 +532,7 @@ export class NfQueue {
       if (this.holdingNow) return;
       // Max length first, then the flag: in between, FAIL_OPEN with a real max
       // length only matters for a full queue, so no packet is treated wrongly.
-      await this.config(
-        { queueMaxlen: this.maxLen, mask: NFQA_CFG_F_FAIL_OPEN, flags: this.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0 },
-        'hold',
-      );
+      await this.config({ queueMaxlen: this.maxLen, mask: NFQA_CFG_F_FAIL_OPEN, flags: this.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0 }, 'hold');
       this.setHolding(true);
     });
   }

@@ -72,11 +72,17 @@ async function render(m: Metrics, store: StateStore, netns: string | undefined, 
   };
   metric('synhold_up', 'gauge', 'Whether synhold is set up here (1) or not (0).', [[setup ? `{backend="${setup.backend}"}` : '', setup ? 1 : 0]]);
   metric('synhold_holding', 'gauge', 'Whether new connections are being held right now.', [['', active ? 1 : 0]]);
-  metric('synhold_hold_age_seconds', 'gauge', 'How long the current hold has lasted (0 when not holding).', [['', active ? (Date.now() - active.held.since) / 1000 : 0]]);
+  metric('synhold_hold_age_seconds', 'gauge', 'How long the current hold has lasted (0 when not holding).', [
+    ['', active ? (Date.now() - active.held.since) / 1000 : 0],
+  ]);
   const cum = BUCKETS.map((b, i) => [`{le="${b}"}`, m.counts[i]!] as [string, number]);
   lines.push('# HELP synhold_hold_duration_seconds Duration of holds this daemon owned.', '# TYPE synhold_hold_duration_seconds histogram');
   for (const [l, v] of cum) lines.push(`synhold_hold_duration_seconds_bucket${l} ${v}`);
-  lines.push(`synhold_hold_duration_seconds_bucket{le="+Inf"} ${m.holds}`, `synhold_hold_duration_seconds_sum ${m.sum}`, `synhold_hold_duration_seconds_count ${m.holds}`);
+  lines.push(
+    `synhold_hold_duration_seconds_bucket{le="+Inf"} ${m.holds}`,
+    `synhold_hold_duration_seconds_sum ${m.sum}`,
+    `synhold_hold_duration_seconds_count ${m.holds}`,
+  );
   metric('synhold_released_packets_total', 'counter', 'Held packets let through at release (holds this daemon owned).', [['', m.released]]);
   metric('synhold_dropped_packets_total', 'counter', 'Packets dropped during holds because the hold was full (holds this daemon owned).', [['', m.drops]]);
   metric('synhold_watchdog_releases_total', 'counter', 'Holds released because the owner died or max-hold was reached.', [['', m.watchdog]]);

@@ -130,7 +130,11 @@ export function startHolder(args: HolderArgs): HolderHandle {
         else if (m.type === 'error') reject(new SynholdError(m.code, m.message));
       };
       waiters.push(onMsg);
-      void exited.then(({ code, signal }) => reject(new SynholdError('ERR_HOLDER_DIED', `the holder process exited (${signal ?? `code ${code}`}) before it ${type === 'held' ? 'held' : 'released'}`)));
+      void exited.then(({ code, signal }) =>
+        reject(
+          new SynholdError('ERR_HOLDER_DIED', `the holder process exited (${signal ?? `code ${code}`}) before it ${type === 'held' ? 'held' : 'released'}`),
+        ),
+      );
     });
   const held = next('held');
   held.catch(() => undefined);

@@ -170,7 +170,11 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
 
     const before: Listener[] = await watcher.list(ports);
     const servedBefore = [...new Set(before.map((l) => l.port))];
-    const socketsKey = (ls: readonly Listener[]) => ls.map((l) => l.cookie).sort().join(',');
+    const socketsKey = (ls: readonly Listener[]) =>
+      ls
+        .map((l) => l.cookie)
+        .sort()
+        .join(',');
     const beforeKey = socketsKey(before);
 
     // Run CMD. No shell: argv as given.
@@ -312,10 +316,13 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
       // The hold is over; CMD may still be running (e.g. a foreground server start).
       const remaining = timeoutAt - Date.now();
       if (!commandExit && Number.isFinite(remaining)) {
-        const t = setTimeout(() => {
-          result.timedOut = true;
-          child?.kill('SIGTERM');
-        }, Math.max(0, remaining));
+        const t = setTimeout(
+          () => {
+            result.timedOut = true;
+            child?.kill('SIGTERM');
+          },
+          Math.max(0, remaining),
+        );
         await commandDone;
         clearTimeout(t);
       } else {
@@ -358,6 +365,9 @@ export async function recoverRelease(netns?: string): Promise<void> {
   const h = store.readHold();
   if (h) {
     store.removeHold();
-    store.recordHold({ startedAt: new Date(h.since).toISOString(), durationMs: Date.now() - h.since, released: 0, drops: 0, reason: 'recovered after holder died' }, true);
+    store.recordHold(
+      { startedAt: new Date(h.since).toISOString(), durationMs: Date.now() - h.since, released: 0, drops: 0, reason: 'recovered after holder died' },
+      true,
+    );
   }
 }

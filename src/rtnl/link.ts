@@ -79,8 +79,7 @@ function toLinkInfo(payload: Buffer): LinkInfo {
   return info;
 }
 
-const noDevice = (name: string) => (e: NetlinkError) =>
-  e.errno === 19 ? `no network interface named "${name}" here (see \`ip link\`)` : undefined;
+const noDevice = (name: string) => (e: NetlinkError) => (e.errno === 19 ? `no network interface named "${name}" here (see \`ip link\`)` : undefined);
 
 /**
  * Looks a link up by name. Equivalent to: `ip link show dev NAME`.

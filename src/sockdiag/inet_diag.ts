@@ -251,7 +251,7 @@ export function formatIpv6(b: Buffer): string {
   for (let i = 0; i < 16; i += 2) words.push(b.readUInt16BE(i));
   let bestStart = -1;
   let bestLen = 1; // a single zero word is not compressed
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;
@@ -396,9 +396,7 @@ export class ListenerWatcher {
     const key = ports.join(',');
     if (this.cached?.key !== key) {
       const unique = checkPorts(ports);
-      const requests = unique.length
-        ? this.families.map((f) => encodeInetDiagRequest({ family: FAMILY_NUMBER[f], states: TCPF_LISTEN, sports: unique }))
-        : [];
+      const requests = unique.length ? this.families.map((f) => encodeInetDiagRequest({ family: FAMILY_NUMBER[f], states: TCPF_LISTEN, sports: unique })) : [];
       this.cached = { key, wanted: new Set(unique), requests };
     }
     const { wanted, requests } = this.cached;

@@ -1,8 +1,8 @@
 // Parsing Apache Bench's summary (captured from ab 2.3, Debian 12's apache2-utils).
 
-import { test } from "node:test";
-import assert from "node:assert/strict";
-import { parseAbOutput } from "../../src/bench/ab.js";
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseAbOutput } from '../../src/bench/ab.js';
 
 const AB_OUTPUT = `This is ApacheBench, Version 2.3 <$Revision$>
 Benchmarking 127.0.0.1 (be patient).....done
@@ -32,12 +32,12 @@ Percentage of the requests served within a certain time (ms)
  100%     20 (longest request)
 `;
 
-test("ab summary: counts, rate, per-request mean (not the across-all one), percentiles", () => {
+test('ab summary: counts, rate, per-request mean (not the across-all one), percentiles', () => {
   const r = parseAbOutput(AB_OUTPUT);
   assert.deepEqual(r, { complete: 200, failed: 0, rps: 716.42, meanMs: 6.979, p50: 6, p90: 12, p99: 18, max: 20 });
 });
 
-test("ab that aborted early: NaN, not zeros that look like a measurement", () => {
-  const r = parseAbOutput("apr_socket_recv: Connection reset by peer (104)\nTotal of 120 requests completed\n");
+test('ab that aborted early: NaN, not zeros that look like a measurement', () => {
+  const r = parseAbOutput('apr_socket_recv: Connection reset by peer (104)\nTotal of 120 requests completed\n');
   assert.ok(Number.isNaN(r.complete) && Number.isNaN(r.p99));
 });

@@ -1,13 +1,13 @@
 // docs/BENCHMARKS.md's generator, on synthetic bench documents shaped like the
 // seed's results: each finding's verdict follows the numbers, both ways.
 
-import { test } from "node:test";
-import assert from "node:assert/strict";
-import { newLatencyHistogram, recordMs, type Histogram } from "../../src/bench/histogram.js";
-import { toBenchJson, type StrategyReport } from "../../src/bench/report.js";
-import { stats } from "../../src/bench/reloader.js";
-import { findings, renderBenchmarksMd, runFromDoc, slowCount, mdTable } from "../../src/bench/docs.js";
-import { summarize } from "../../src/bench/report.js";
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { newLatencyHistogram, recordMs, type Histogram } from '../../src/bench/histogram.js';
+import { toBenchJson, type StrategyReport } from '../../src/bench/report.js';
+import { stats } from '../../src/bench/reloader.js';
+import { findings, renderBenchmarksMd, runFromDoc, slowCount, mdTable } from '../../src/bench/docs.js';
+import { summarize } from '../../src/bench/report.js';
 
 function hist(samples: Array<[ms: number, n: number]>): Histogram {
   const h = newLatencyHistogram();
@@ -15,11 +15,11 @@ function hist(samples: Array<[ms: number, n: number]>): Histogram {
   return h;
 }
 
-function rep(name: string, where: "host" | "lab", h: Histogram, failed: number, reloads: number, holdP50 = 0): StrategyReport {
+function rep(name: string, where: 'host' | 'lab', h: Histogram, failed: number, reloads: number, holdP50 = 0): StrategyReport {
   return {
     name,
     where,
-    kernel: where === "host" ? "6.18.0" : "6.1.176",
+    kernel: where === 'host' ? '6.18.0' : '6.1.176',
     requests: h.totalCount + failed,
     failed,
     failures: { reset: failed, refused: 0, timeout: 0, badResponse: 0 },
@@ -29,68 +29,94 @@ function rep(name: string, where: "host" | "lab", h: Histogram, failed: number, 
     reloadMs: stats(reloads ? [50, 60, 70] : []),
     holdMs: stats(holdP50 ? [holdP50, holdP50 + 10] : []),
     elapsedMs: 10_000,
-    ...(name === "baseline" ? { baseline: true } : {}),
-    ...(holdP50 ? { hold: { source: "test", released: 12, dropped: 0, reasons: { "command exited": 2 } } } : {}),
+    ...(name === 'baseline' ? { baseline: true } : {}),
+    ...(holdP50 ? { hold: { source: 'test', released: 12, dropped: 0, reasons: { 'command exited': 2 } } } : {}),
   };
 }
 
 const kernels = [
-  { where: "host", kernel: "6.18.0", cpus: 2, description: "this machine's kernel, 2 CPUs" },
-  { where: "lab", kernel: "6.1.176", cpus: 1, description: "kernel lab", reason: "plug needs sch_plug" },
+  { where: 'host', kernel: '6.18.0', cpus: 2, description: "this machine's kernel, 2 CPUs" },
+  { where: 'lab', kernel: '6.1.176', cpus: 1, description: 'kernel lab', reason: 'plug needs sch_plug' },
 ];
 
 function doc(reports: StrategyReport[]) {
-  return toBenchJson(reports, { kernels, command: "synhold bench --quick", options: { concurrency: 50, intervalMs: 100, durationMs: 8000 }, startedAt: "2026-11-22T00:00:00Z", elapsedMs: 60_000 });
+  return toBenchJson(reports, {
+    kernels,
+    command: 'synhold bench --quick',
+    options: { concurrency: 50, intervalMs: 100, durationMs: 8000 },
+    startedAt: '2026-11-22T00:00:00Z',
+    elapsedMs: 60_000,
+  });
 }
 
 const good = [
-  rep("baseline", "host", hist([[0.5, 5000]]), 0, 0),
-  rep("none", "host", hist([[0.7, 4000]]), 10, 80),
-  rep("drop", "host", hist([[0.6, 4000], [1000, 20]]), 0, 10, 50),
-  rep("nfqueue", "host", hist([[0.8, 4000]]), 0, 20, 40),
-  rep("haproxy-seamless", "host", hist([[0.7, 4000]]), 0, 80),
-  rep("migrate-req", "host", hist([[0.7, 4000]]), 0, 80),
-  rep("baseline", "lab", hist([[30, 3000]]), 0, 0),
-  rep("none", "lab", hist([[60, 2000]]), 50, 15),
-  rep("plug", "lab", hist([[55, 2000]]), 0, 5, 200),
-  rep("plug-spawn", "lab", hist([[250, 1500]]), 0, 20, 300),
+  rep('baseline', 'host', hist([[0.5, 5000]]), 0, 0),
+  rep('none', 'host', hist([[0.7, 4000]]), 10, 80),
+  rep(
+    'drop',
+    'host',
+    hist([
+      [0.6, 4000],
+      [1000, 20],
+    ]),
+    0,
+    10,
+    50,
+  ),
+  rep('nfqueue', 'host', hist([[0.8, 4000]]), 0, 20, 40),
+  rep('haproxy-seamless', 'host', hist([[0.7, 4000]]), 0, 80),
+  rep('migrate-req', 'host', hist([[0.7, 4000]]), 0, 80),
+  rep('baseline', 'lab', hist([[30, 3000]]), 0, 0),
+  rep('none', 'lab', hist([[60, 2000]]), 50, 15),
+  rep('plug', 'lab', hist([[55, 2000]]), 0, 5, 200),
+  rep('plug-spawn', 'lab', hist([[250, 1500]]), 0, 20, 300),
 ];
 
 test("the seed's findings reproduced: verdicts and the numbers behind them", () => {
-  const run = runFromDoc("docs/bench/x/bench.json", JSON.parse(JSON.stringify(doc(good))));
+  const run = runFromDoc('docs/bench/x/bench.json', JSON.parse(JSON.stringify(doc(good))));
   const f = findings([run]);
   assert.deepEqual(
     f.map((x) => x.verdict),
-    ["reproduced", "reproduced", "reproduced", "reproduced", "compared", "compared"],
+    ['reproduced', 'reproduced', 'reproduced', 'reproduced', 'compared', 'compared'],
   );
-  assert.match(f[0]!.evidence.join("\n"), /10 of 4,010 requests failed \(0\.25%; reset 10\) over 80 reloads/);
-  assert.match(f[0]!.evidence.join("\n"), /the kernel lab \(Linux 6\.1\.176, User-Mode Linux, 1 CPU\): 50 of 2,050/);
-  assert.match(f[1]!.evidence.join("\n"), /20 ok requests \(0\.50%\) took 0\.9 s or more/);
-  assert.match(f[4]!.evidence.join("\n"), /plug 200 \/ 210 \/ 210 ms, plug-spawn 300 \/ 310 \/ 310 ms \(plug's p50 hold is 100 ms shorter\)/);
-  assert.match(f[5]!.evidence.join("\n"), /different kernels/);
+  assert.match(f[0]!.evidence.join('\n'), /10 of 4,010 requests failed \(0\.25%; reset 10\) over 80 reloads/);
+  assert.match(f[0]!.evidence.join('\n'), /the kernel lab \(Linux 6\.1\.176, User-Mode Linux, 1 CPU\): 50 of 2,050/);
+  assert.match(f[1]!.evidence.join('\n'), /20 ok requests \(0\.50%\) took 0\.9 s or more/);
+  assert.match(f[4]!.evidence.join('\n'), /plug 200 \/ 210 \/ 210 ms, plug-spawn 300 \/ 310 \/ 310 ms \(plug's p50 hold is 100 ms shorter\)/);
+  assert.match(f[5]!.evidence.join('\n'), /different kernels/);
 });
 
 test("the seed's findings contradicted or not measured, when the numbers say so", () => {
-  const bad = good.map((r) => (r.name === "none" ? rep("none", r.where as "host", hist([[0.7, 4000]]), 0, 80) : r));
-  bad.push(rep("plug", "host", hist([[0.7, 4000]]), 3, 80, 20));
-  const noDropMode = bad.map((r) => (r.name === "drop" ? rep("drop", "host", hist([[0.6, 4000]]), 0, 10, 50) : r)).filter((r) => r.name !== "nfqueue");
-  const f = findings([runFromDoc("b.json", JSON.parse(JSON.stringify(doc(noDropMode))))]);
-  assert.equal(f[0]!.verdict, "contradicted", "none failed nothing");
-  assert.equal(f[1]!.verdict, "contradicted", "drop without its 1 s mode");
-  assert.equal(f[2]!.verdict, "contradicted", "a plug row with failures");
-  assert.equal(f[3]!.verdict, "not measured", "no nfqueue row at all");
+  const bad = good.map((r) => (r.name === 'none' ? rep('none', r.where as 'host', hist([[0.7, 4000]]), 0, 80) : r));
+  bad.push(rep('plug', 'host', hist([[0.7, 4000]]), 3, 80, 20));
+  const noDropMode = bad.map((r) => (r.name === 'drop' ? rep('drop', 'host', hist([[0.6, 4000]]), 0, 10, 50) : r)).filter((r) => r.name !== 'nfqueue');
+  const f = findings([runFromDoc('b.json', JSON.parse(JSON.stringify(doc(noDropMode))))]);
+  assert.equal(f[0]!.verdict, 'contradicted', 'none failed nothing');
+  assert.equal(f[1]!.verdict, 'contradicted', 'drop without its 1 s mode');
+  assert.equal(f[2]!.verdict, 'contradicted', 'a plug row with failures');
+  assert.equal(f[3]!.verdict, 'not measured', 'no nfqueue row at all');
 });
 
-test("slow requests are counted from the HDR histogram", () => {
-  const r = rep("drop", "host", hist([[1, 990], [1000, 9], [2000, 1]]), 0, 1);
+test('slow requests are counted from the HDR histogram', () => {
+  const r = rep(
+    'drop',
+    'host',
+    hist([
+      [1, 990],
+      [1000, 9],
+      [2000, 1],
+    ]),
+    0,
+    1,
+  );
   assert.deepEqual(slowCount(r, 900), { n: 10, pct: 1 });
   assert.equal(slowCount(r, 1900).n, 1);
 });
 
-test("the page: kernels, reproduce command, tables per kernel, figure next to its JSON, no holes", () => {
-  const skipped: StrategyReport = { ...rep("nfqueue", "host", newLatencyHistogram(), 0, 0), skipped: "synhold setup --backend nfqueue failed" };
-  const run = runFromDoc("docs/bench/quick/bench.json", JSON.parse(JSON.stringify(doc([...good.filter((r) => r.name !== "nfqueue"), skipped]))));
-  const md = renderBenchmarksMd([run], "docs/BENCHMARKS.md", "node dist/src/bench/docs.js --out docs/BENCHMARKS.md docs/bench/quick/bench.json");
+test('the page: kernels, reproduce command, tables per kernel, figure next to its JSON, no holes', () => {
+  const skipped: StrategyReport = { ...rep('nfqueue', 'host', newLatencyHistogram(), 0, 0), skipped: 'synhold setup --backend nfqueue failed' };
+  const run = runFromDoc('docs/bench/quick/bench.json', JSON.parse(JSON.stringify(doc([...good.filter((r) => r.name !== 'nfqueue'), skipped]))));
+  const md = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'node dist/src/bench/docs.js --out docs/BENCHMARKS.md docs/bench/quick/bench.json');
   assert.match(md, /^# Benchmarks/);
   assert.match(md, /Generated from the bench's JSON by `node dist\/src\/bench\/docs.js/);
   assert.match(md, /node dist\/src\/cli\/main.js bench --quick/);
@@ -99,18 +125,18 @@ test("the page: kernels, reproduce command, tables per kernel, figure next to it
   assert.match(md, /\(bench\/quick\/latency\.png\)/);
   assert.match(md, /\*\*nfqueue\*\* did not run: synhold setup --backend nfqueue failed/);
   assert.match(md, /### 4\. `nfqueue`.*: \*\*not measured\*\*/);
-  assert.ok(!/undefined|NaN/.test(md), "no undefined or NaN anywhere");
+  assert.ok(!/undefined|NaN/.test(md), 'no undefined or NaN anywhere');
   // host and lab rows are in separate tables: the lab's none compares with the lab's baseline
   const rows = summarize(run.reports);
-  const labNone = rows.find((r, i) => r.name === "none" && run.reports[i]!.where === "lab")!;
+  const labNone = rows.find((r, i) => r.name === 'none' && run.reports[i]!.where === 'lab')!;
   assert.ok(labNone.addedMs!.p50 > 20, `lab none vs lab baseline: ${labNone.addedMs!.p50}`);
   assert.match(mdTable(rows.slice(0, 2)), /\| \*\*none\*\* \| 4,010 \| 80 \|/);
 });
 
-test("several runs on one page: each finding says which run a number comes from; one reproduce line per distinct command", () => {
-  const a = runFromDoc("docs/bench/host/bench.json", JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === "host")))));
-  const b = runFromDoc("docs/bench/host-earlier/bench.json", JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === "host")))));
-  const md = renderBenchmarksMd([a, b], "docs/BENCHMARKS.md", "node dist/src/bench/docs.js --out docs/BENCHMARKS.md a b");
+test('several runs on one page: each finding says which run a number comes from; one reproduce line per distinct command', () => {
+  const a = runFromDoc('docs/bench/host/bench.json', JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === 'host')))));
+  const b = runFromDoc('docs/bench/host-earlier/bench.json', JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === 'host')))));
+  const md = renderBenchmarksMd([a, b], 'docs/BENCHMARKS.md', 'node dist/src/bench/docs.js --out docs/BENCHMARKS.md a b');
   assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 1\]: 10 of 4,010/);
   assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 2\]: 10 of 4,010/);
   assert.equal((md.match(/^node dist\/src\/cli\/main.js bench --quick$/gm) ?? []).length, 1);

@@ -1,7 +1,7 @@
 // Small misbehaving TCP servers on 127.0.0.1 (free ports), to drive the load
 // generator into each outcome it must tell apart.
 
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, type Server, type Socket } from 'node:net';
 
 export interface TestServer {
   port: number;
@@ -11,21 +11,21 @@ export interface TestServer {
 }
 
 /** A server whose connection handler is `onConn`; every socket is destroyed on close(). */
-export function tcpServer(onConn: (s: Socket) => void, host = "127.0.0.1"): Promise<TestServer> {
+export function tcpServer(onConn: (s: Socket) => void, host = '127.0.0.1'): Promise<TestServer> {
   return new Promise((resolve, reject) => {
     const sockets = new Set<Socket>();
     const peers: string[] = [];
     const srv: Server = createServer((s) => {
       sockets.add(s);
-      peers.push(s.remoteAddress ?? "");
-      s.on("close", () => sockets.delete(s));
-      s.on("error", () => undefined);
+      peers.push(s.remoteAddress ?? '');
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
       onConn(s);
     });
-    srv.on("error", reject);
+    srv.on('error', reject);
     srv.listen({ host, port: 0, backlog: 1024 }, () => {
       const a = srv.address();
-      const port = typeof a === "object" && a ? a.port : 0;
+      const port = typeof a === 'object' && a ? a.port : 0;
       resolve({
         port,
         peers,
@@ -42,10 +42,10 @@ export function tcpServer(onConn: (s: Socket) => void, host = "127.0.0.1"): Prom
 /** Reads the request, then answers `response` (raw bytes) and closes. */
 export function rawHttpServer(response: string): Promise<TestServer> {
   return tcpServer((s) => {
-    let got = "";
-    s.on("data", (d) => {
-      got += d.toString("latin1");
-      if (got.includes("\r\n\r\n")) s.end(response);
+    let got = '';
+    s.on('data', (d) => {
+      got += d.toString('latin1');
+      if (got.includes('\r\n\r\n')) s.end(response);
     });
   });
 }

@@ -1,58 +1,58 @@
 // The load generator against real nginx and against servers that fail in each
 // way it must classify. Everything on 127.0.0.1, ports chosen free.
 
-import { test, describe, before, after } from "node:test";
-import assert from "node:assert/strict";
-import { runLoad, parseResponse, classifyError, loadResultToJson } from "../../src/bench/loadgen.js";
-import { checkTarget, TargetRefusedError, isLoopback, inNonInitialNetns } from "../../src/bench/target.js";
-import { startNginx, freePort, type NginxServer } from "../../src/bench/servers.js";
-import { summarizeMs, decodeHistogram } from "../../src/bench/histogram.js";
-import { tcpServer, rawHttpServer } from "./helpers.js";
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { runLoad, parseResponse, classifyError, loadResultToJson } from '../../src/bench/loadgen.js';
+import { checkTarget, TargetRefusedError, isLoopback, inNonInitialNetns } from '../../src/bench/target.js';
+import { startNginx, freePort, type NginxServer } from '../../src/bench/servers.js';
+import { summarizeMs, decodeHistogram } from '../../src/bench/histogram.js';
+import { tcpServer, rawHttpServer } from './helpers.js';
 
-describe("target checks (no packet leaves before them)", () => {
-  test("loopback and ::1 are allowed, localhost maps to 127.0.0.1", () => {
-    assert.equal(checkTarget("127.0.0.1"), "127.0.0.1");
-    assert.equal(checkTarget("127.3.4.5"), "127.3.4.5");
-    assert.equal(checkTarget("::1"), "::1");
-    assert.equal(checkTarget("[::1]"), "::1");
-    assert.equal(checkTarget("localhost"), "127.0.0.1");
-    assert.ok(isLoopback("::ffff:127.0.0.1"));
+describe('target checks (no packet leaves before them)', () => {
+  test('loopback and ::1 are allowed, localhost maps to 127.0.0.1', () => {
+    assert.equal(checkTarget('127.0.0.1'), '127.0.0.1');
+    assert.equal(checkTarget('127.3.4.5'), '127.3.4.5');
+    assert.equal(checkTarget('::1'), '::1');
+    assert.equal(checkTarget('[::1]'), '::1');
+    assert.equal(checkTarget('localhost'), '127.0.0.1');
+    assert.ok(isLoopback('::ffff:127.0.0.1'));
   });
-  test("anything else is refused without the namespace flag", () => {
-    for (const h of ["10.0.0.1", "192.168.1.1", "8.8.8.8", "169.254.255.254", "fe80::1", "example.com", "128.0.0.1"]) {
+  test('anything else is refused without the namespace flag', () => {
+    for (const h of ['10.0.0.1', '192.168.1.1', '8.8.8.8', '169.254.255.254', 'fe80::1', 'example.com', '128.0.0.1']) {
       assert.throws(() => checkTarget(h), TargetRefusedError, h);
     }
   });
-  test("namespace-local flag: accepted for an address on a local interface", () => {
+  test('namespace-local flag: accepted for an address on a local interface', () => {
     // 127.0.0.1 is always on lo; a non-local, non-loopback address is refused in
     // the initial namespace even with the flag.
-    assert.equal(checkTarget("127.0.0.1", { namespaceLocal: true }), "127.0.0.1");
+    assert.equal(checkTarget('127.0.0.1', { namespaceLocal: true }), '127.0.0.1');
     if (!inNonInitialNetns()) {
-      assert.throws(() => checkTarget("203.0.113.9", { namespaceLocal: true }), TargetRefusedError);
+      assert.throws(() => checkTarget('203.0.113.9', { namespaceLocal: true }), TargetRefusedError);
     }
-    assert.throws(() => checkTarget("example.com", { namespaceLocal: true }), TargetRefusedError);
+    assert.throws(() => checkTarget('example.com', { namespaceLocal: true }), TargetRefusedError);
   });
-  test("runLoad refuses a non-loopback target before connecting", async () => {
-    await assert.rejects(runLoad({ host: "192.0.2.1", port: 80, requests: 1 }), TargetRefusedError);
+  test('runLoad refuses a non-loopback target before connecting', async () => {
+    await assert.rejects(runLoad({ host: '192.0.2.1', port: 80, requests: 1 }), TargetRefusedError);
   });
-  test("runLoad needs a bound", async () => {
-    await assert.rejects(runLoad({ host: "127.0.0.1", port: 80 }), /requests.*durationMs/);
-  });
-});
-
-describe("response parsing", () => {
-  test("content-length, chunked, truncated", () => {
-    assert.deepEqual(parseResponse(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong")), { complete: true, status: 200, body: "pong" });
-    assert.equal(parseResponse(Buffer.from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\npo\r\n2\r\nng\r\n0\r\n\r\n")).body, "pong");
-    assert.equal(parseResponse(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npong")).reason, "truncated");
-    assert.equal(parseResponse(Buffer.from("")).reason, "empty");
-    assert.equal(parseResponse(Buffer.from("garbage\r\n\r\n")).reason, "bad-status-line");
-    assert.equal(classifyError("EPIPE"), "reset");
-    assert.equal(classifyError("EADDRNOTAVAIL"), "badResponse");
+  test('runLoad needs a bound', async () => {
+    await assert.rejects(runLoad({ host: '127.0.0.1', port: 80 }), /requests.*durationMs/);
   });
 });
 
-describe("against real nginx", () => {
+describe('response parsing', () => {
+  test('content-length, chunked, truncated', () => {
+    assert.deepEqual(parseResponse(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong')), { complete: true, status: 200, body: 'pong' });
+    assert.equal(parseResponse(Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\npo\r\n2\r\nng\r\n0\r\n\r\n')).body, 'pong');
+    assert.equal(parseResponse(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npong')).reason, 'truncated');
+    assert.equal(parseResponse(Buffer.from('')).reason, 'empty');
+    assert.equal(parseResponse(Buffer.from('garbage\r\n\r\n')).reason, 'bad-status-line');
+    assert.equal(classifyError('EPIPE'), 'reset');
+    assert.equal(classifyError('EADDRNOTAVAIL'), 'badResponse');
+  });
+});
+
+describe('against real nginx', () => {
   let ng: NginxServer;
   before(async () => {
     ng = await startNginx({ workers: 1 });
@@ -61,12 +61,12 @@ describe("against real nginx", () => {
     await ng?.stop();
   });
 
-  test("closed loop: every request ok, histogram sane", async () => {
-    const r = await runLoad({ host: "127.0.0.1", port: ng.port, concurrency: 20, requests: 2000, timeline: true });
+  test('closed loop: every request ok, histogram sane', async () => {
+    const r = await runLoad({ host: '127.0.0.1', port: ng.port, concurrency: 20, requests: 2000, timeline: true });
     assert.equal(r.requests, 2000);
     assert.equal(r.outcomes.ok, 2000, JSON.stringify(r.details));
     assert.equal(r.failed, 0);
-    assert.equal(r.stoppedBy, "requests");
+    assert.equal(r.stoppedBy, 'requests');
     assert.equal(r.latency.totalCount, 2000);
     const s = summarizeMs(r.latency);
     assert.ok(s.min > 0 && s.min <= s.p50 && s.p50 <= s.p90 && s.p90 <= s.p99 && s.p99 <= s.p999 && s.p999 <= s.max, JSON.stringify(s));
@@ -76,74 +76,77 @@ describe("against real nginx", () => {
     const p50 = exact[Math.ceil(0.5 * exact.length) - 1]!;
     assert.ok(Math.abs(s.p50 - p50) <= Math.max(0.01, p50 * 0.01), `hdr p50 ${s.p50} vs exact ${p50}`);
     assert.equal(r.timeline!.length, 2000);
-    assert.ok(r.timeline!.every((t) => t.outcome === "ok" && t.startMs >= 0));
+    assert.ok(r.timeline!.every((t) => t.outcome === 'ok' && t.startMs >= 0));
     // JSON form round-trips the histogram
     const j = loadResultToJson(r);
     assert.equal(decodeHistogram(j.latencyHdr).totalCount, 2000);
     assert.equal(j.latencyMs.p99, s.p99);
   });
 
-  test("HTTP/1.1 with Connection: close also ok", async () => {
-    const r = await runLoad({ host: "127.0.0.1", port: ng.port, concurrency: 4, requests: 50, httpVersion: "1.1" });
+  test('HTTP/1.1 with Connection: close also ok', async () => {
+    const r = await runLoad({ host: '127.0.0.1', port: ng.port, concurrency: 4, requests: 50, httpVersion: '1.1' });
     assert.equal(r.outcomes.ok, 50, JSON.stringify(r.details));
   });
 
-  test("open loop at a fixed rate: ~rate x duration requests, none missed", async () => {
-    const r = await runLoad({ host: "127.0.0.1", port: ng.port, mode: "open", rate: 200, durationMs: 1000 });
+  test('open loop at a fixed rate: ~rate x duration requests, none missed', async () => {
+    const r = await runLoad({ host: '127.0.0.1', port: ng.port, mode: 'open', rate: 200, durationMs: 1000 });
     assert.ok(r.open);
     assert.ok(r.open.scheduled >= 195 && r.open.scheduled <= 201, `scheduled ${r.open.scheduled}`);
     assert.equal(r.open.missed, 0);
     assert.equal(r.open.started, r.open.scheduled);
     assert.equal(r.outcomes.ok, r.open.started);
-    assert.equal(r.stoppedBy, "duration");
+    assert.equal(r.stoppedBy, 'duration');
   });
 
-  test("duration bound stops a closed loop by itself", async () => {
+  test('duration bound stops a closed loop by itself', async () => {
     const t0 = Date.now();
-    const r = await runLoad({ host: "127.0.0.1", port: ng.port, concurrency: 10, durationMs: 500 });
-    assert.equal(r.stoppedBy, "duration");
+    const r = await runLoad({ host: '127.0.0.1', port: ng.port, concurrency: 10, durationMs: 500 });
+    assert.equal(r.stoppedBy, 'duration');
     assert.ok(Date.now() - t0 < 2000);
     assert.ok(r.requests > 10);
     assert.equal(r.failed, 0);
   });
 
-  test("localAddress: connects from the chosen source address", async () => {
-    const srv = await rawHttpServer("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong");
+  test('localAddress: connects from the chosen source address', async () => {
+    const srv = await rawHttpServer('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong');
     try {
-      const r = await runLoad({ host: "127.0.0.1", port: srv.port, localAddress: "127.0.0.2", concurrency: 2, requests: 4 });
+      const r = await runLoad({ host: '127.0.0.1', port: srv.port, localAddress: '127.0.0.2', concurrency: 2, requests: 4 });
       assert.equal(r.outcomes.ok, 4, JSON.stringify(r.details));
-      assert.ok(srv.peers.every((p) => p === "127.0.0.2"), srv.peers.join(","));
+      assert.ok(
+        srv.peers.every((p) => p === '127.0.0.2'),
+        srv.peers.join(','),
+      );
     } finally {
       await srv.close();
     }
   });
 });
 
-describe("IPv6 loopback", () => {
-  test("::1 target works (skipped when lo has no ::1)", async (t) => {
+describe('IPv6 loopback', () => {
+  test('::1 target works (skipped when lo has no ::1)', async (t) => {
     let srv;
     try {
       srv = await tcpServer((s) => {
-        s.once("data", () => s.end("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong"));
-      }, "::1");
+        s.once('data', () => s.end('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong'));
+      }, '::1');
     } catch (e) {
       t.skip(`no ::1 here: ${(e as Error).message}`);
       return;
     }
     try {
-      const r = await runLoad({ host: "::1", port: srv.port, concurrency: 2, requests: 10 });
+      const r = await runLoad({ host: '::1', port: srv.port, concurrency: 2, requests: 10 });
       assert.equal(r.outcomes.ok, 10, JSON.stringify(r.details));
-      assert.equal(r.target.host, "::1");
+      assert.equal(r.target.host, '::1');
     } finally {
       await srv.close();
     }
   });
 });
 
-describe("failure outcomes", () => {
-  test("closed port: refused", async () => {
+describe('failure outcomes', () => {
+  test('closed port: refused', async () => {
     const port = await freePort();
-    const r = await runLoad({ host: "127.0.0.1", port, concurrency: 5, requests: 20 });
+    const r = await runLoad({ host: '127.0.0.1', port, concurrency: 5, requests: 20 });
     assert.equal(r.outcomes.refused, 20);
     assert.equal(r.failed, 20);
     assert.equal(r.details.ECONNREFUSED, 20);
@@ -151,23 +154,23 @@ describe("failure outcomes", () => {
     assert.equal(r.latency.totalCount, 0);
   });
 
-  test("server that resets: reset", async () => {
+  test('server that resets: reset', async () => {
     const srv = await tcpServer((s) => s.resetAndDestroy());
     try {
-      const r = await runLoad({ host: "127.0.0.1", port: srv.port, concurrency: 5, requests: 20 });
+      const r = await runLoad({ host: '127.0.0.1', port: srv.port, concurrency: 5, requests: 20 });
       assert.equal(r.outcomes.reset, 20, JSON.stringify(r.outcomes));
     } finally {
       await srv.close();
     }
   });
 
-  test("server that accepts and never answers: timeout", async () => {
+  test('server that accepts and never answers: timeout', async () => {
     const srv = await tcpServer(() => undefined);
     try {
       const t0 = Date.now();
-      const r = await runLoad({ host: "127.0.0.1", port: srv.port, concurrency: 5, requests: 5, requestTimeoutMs: 300 });
+      const r = await runLoad({ host: '127.0.0.1', port: srv.port, concurrency: 5, requests: 5, requestTimeoutMs: 300 });
       assert.equal(r.outcomes.timeout, 5);
-      assert.equal(r.details["timeout-response"], 5);
+      assert.equal(r.details['timeout-response'], 5);
       assert.ok(Date.now() - t0 < 2000);
       const f = summarizeMs(r.failedLatency);
       assert.ok(f.min >= 290 && f.max < 1000, JSON.stringify(f));
@@ -176,17 +179,17 @@ describe("failure outcomes", () => {
     }
   });
 
-  test("non-200, wrong body, empty close: badResponse with reasons", async () => {
+  test('non-200, wrong body, empty close: badResponse with reasons', async () => {
     const cases: Array<[string, string]> = [
-      ["HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", "status-503"],
-      ["HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nnope", "wrong-body"],
-      ["", "empty"],
-      ["HTTP/1.0 200 OK\r\nContent-Length: 40\r\n\r\npong", "truncated"],
+      ['HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n', 'status-503'],
+      ['HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nnope', 'wrong-body'],
+      ['', 'empty'],
+      ['HTTP/1.0 200 OK\r\nContent-Length: 40\r\n\r\npong', 'truncated'],
     ];
     for (const [resp, reason] of cases) {
       const srv = await rawHttpServer(resp);
       try {
-        const r = await runLoad({ host: "127.0.0.1", port: srv.port, concurrency: 2, requests: 4 });
+        const r = await runLoad({ host: '127.0.0.1', port: srv.port, concurrency: 2, requests: 4 });
         assert.equal(r.outcomes.badResponse, 4, `${reason}: ${JSON.stringify(r.outcomes)}`);
         assert.equal(r.details[reason], 4, `${reason}: ${JSON.stringify(r.details)}`);
       } finally {
@@ -195,10 +198,10 @@ describe("failure outcomes", () => {
     }
   });
 
-  test("open loop at the in-flight cap counts requests it could not start", async () => {
+  test('open loop at the in-flight cap counts requests it could not start', async () => {
     const srv = await tcpServer(() => undefined);
     try {
-      const r = await runLoad({ host: "127.0.0.1", port: srv.port, mode: "open", rate: 100, durationMs: 500, maxInFlight: 5, requestTimeoutMs: 1500 });
+      const r = await runLoad({ host: '127.0.0.1', port: srv.port, mode: 'open', rate: 100, durationMs: 500, maxInFlight: 5, requestTimeoutMs: 1500 });
       assert.ok(r.open);
       assert.equal(r.open.started, 5);
       assert.ok(r.open.missed >= 40, `missed ${r.open.missed}`);
@@ -209,14 +212,14 @@ describe("failure outcomes", () => {
     }
   });
 
-  test("hard deadline ends a run with requests stuck in flight", async () => {
+  test('hard deadline ends a run with requests stuck in flight', async () => {
     const srv = await tcpServer(() => undefined);
     try {
       const t0 = Date.now();
-      const r = await runLoad({ host: "127.0.0.1", port: srv.port, concurrency: 3, durationMs: 100, deadlineMs: 400, requestTimeoutMs: 10_000 });
+      const r = await runLoad({ host: '127.0.0.1', port: srv.port, concurrency: 3, durationMs: 100, deadlineMs: 400, requestTimeoutMs: 10_000 });
       const el = Date.now() - t0;
       assert.ok(el >= 350 && el < 1500, `elapsed ${el}`);
-      assert.equal(r.stoppedBy, "deadline");
+      assert.equal(r.stoppedBy, 'deadline');
       assert.equal(r.aborted, 3);
       assert.equal(r.requests, 0);
     } finally {
@@ -224,13 +227,13 @@ describe("failure outcomes", () => {
     }
   });
 
-  test("abort signal stops starting new requests", async () => {
-    const srv = await rawHttpServer("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong");
+  test('abort signal stops starting new requests', async () => {
+    const srv = await rawHttpServer('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong');
     try {
       const ac = new AbortController();
       setTimeout(() => ac.abort(), 200);
-      const r = await runLoad({ host: "127.0.0.1", port: srv.port, concurrency: 2, durationMs: 10_000, signal: ac.signal });
-      assert.equal(r.stoppedBy, "signal");
+      const r = await runLoad({ host: '127.0.0.1', port: srv.port, concurrency: 2, durationMs: 10_000, signal: ac.signal });
+      assert.equal(r.stoppedBy, 'signal');
       assert.ok(r.elapsedMs < 2000);
       assert.equal(r.failed, 0);
     } finally {

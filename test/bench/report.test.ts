@@ -1,12 +1,12 @@
 // Report rendering from synthetic histograms shaped like the seed's results:
 // a baseline, plain -sf with resets, drop with a 1 s mode, and a skipped one.
 
-import { test, describe, after } from "node:test";
-import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, readFileSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { newLatencyHistogram, recordMs, summarizeMs, type Histogram } from "../../src/bench/histogram.js";
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { newLatencyHistogram, recordMs, summarizeMs, type Histogram } from '../../src/bench/histogram.js';
 import {
   summarize,
   renderTable,
@@ -18,9 +18,9 @@ import {
   strategyReport,
   isPng,
   type StrategyReport,
-} from "../../src/bench/report.js";
-import { stats } from "../../src/bench/reloader.js";
-import { loadResultToJson, type LoadResult } from "../../src/bench/loadgen.js";
+} from '../../src/bench/report.js';
+import { stats } from '../../src/bench/reloader.js';
+import { loadResultToJson, type LoadResult } from '../../src/bench/loadgen.js';
 
 function hist(samples: Array<[ms: number, n: number]>): Histogram {
   const h = newLatencyHistogram();
@@ -28,7 +28,13 @@ function hist(samples: Array<[ms: number, n: number]>): Histogram {
   return h;
 }
 
-function rep(name: string, h: Histogram, failed: Partial<Record<"reset" | "refused" | "timeout" | "badResponse", number>>, reloads: number, baseline = false): StrategyReport {
+function rep(
+  name: string,
+  h: Histogram,
+  failed: Partial<Record<'reset' | 'refused' | 'timeout' | 'badResponse', number>>,
+  reloads: number,
+  baseline = false,
+): StrategyReport {
   const failures = { reset: 0, refused: 0, timeout: 0, badResponse: 0, ...failed };
   const nFailed = Object.values(failures).reduce((a, b) => a + b, 0);
   const r: StrategyReport = {
@@ -48,10 +54,36 @@ function rep(name: string, h: Histogram, failed: Partial<Record<"reset" | "refus
 }
 
 const reports: StrategyReport[] = [
-  rep("baseline", hist([[0.4, 5000], [2, 50]]), {}, 0, true),
-  rep("none", hist([[0.5, 4900], [3, 80]]), { reset: 12, refused: 1 }, 100),
-  rep("drop", hist([[0.5, 4950], [1000, 40], [3000, 2]]), {}, 10),
-  skippedReport("nfqueue", "kernel has no nfnetlink_queue"),
+  rep(
+    'baseline',
+    hist([
+      [0.4, 5000],
+      [2, 50],
+    ]),
+    {},
+    0,
+    true,
+  ),
+  rep(
+    'none',
+    hist([
+      [0.5, 4900],
+      [3, 80],
+    ]),
+    { reset: 12, refused: 1 },
+    100,
+  ),
+  rep(
+    'drop',
+    hist([
+      [0.5, 4950],
+      [1000, 40],
+      [3000, 2],
+    ]),
+    {},
+    10,
+  ),
+  skippedReport('nfqueue', 'kernel has no nfnetlink_queue'),
 ];
 
 const dirs: string[] = [];
@@ -59,44 +91,44 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-describe("table and JSON", () => {
-  test("table rows, failure % and added latency against the baseline", () => {
+describe('table and JSON', () => {
+  test('table rows, failure % and added latency against the baseline', () => {
     const rows = summarize(reports);
-    const none = rows.find((r) => r.name === "none")!;
+    const none = rows.find((r) => r.name === 'none')!;
     assert.equal(none.failed, 13);
     assert.ok(Math.abs(none.failedPct - (100 * 13) / none.requests) < 1e-9);
     assert.ok(none.addedMs!.p50 > 0);
-    assert.equal(rows.find((r) => r.name === "baseline")!.addedMs!.p50, 0);
-    const drop = rows.find((r) => r.name === "drop")!;
+    assert.equal(rows.find((r) => r.name === 'baseline')!.addedMs!.p50, 0);
+    const drop = rows.find((r) => r.name === 'drop')!;
     assert.ok(drop.latencyMs.max >= 3000 && drop.latencyMs.p999 >= 900, JSON.stringify(drop.latencyMs));
     const t = renderTable(rows);
-    for (const n of ["baseline", "none", "drop", "nfqueue", "p99.9 ms", "+p50"]) assert.ok(t.includes(n), n);
+    for (const n of ['baseline', 'none', 'drop', 'nfqueue', 'p99.9 ms', '+p50']) assert.ok(t.includes(n), n);
     assert.match(t, /none: failures: reset 12, refused 1, timeout 0, badResponse 0/);
     assert.match(t, /nfqueue: skipped: kernel has no nfnetlink_queue/);
   });
 
-  test("issue 5 JSON shape, and plots regenerate from it", () => {
+  test('issue 5 JSON shape, and plots regenerate from it', () => {
     const j = toBenchJson(reports);
-    assert.equal(typeof j.kernel, "string");
+    assert.equal(typeof j.kernel, 'string');
     assert.equal(j.strategies.length, 4);
     for (const s of j.strategies) {
-      for (const k of ["name", "requests", "failed", "reloads", "latencyMs", "failures", "holdMs"]) assert.ok(k in s, k);
-      for (const k of ["p50", "p99", "p999", "max"]) assert.ok(k in s.latencyMs, k);
+      for (const k of ['name', 'requests', 'failed', 'reloads', 'latencyMs', 'failures', 'holdMs']) assert.ok(k in s, k);
+      for (const k of ['p50', 'p99', 'p999', 'max']) assert.ok(k in s.latencyMs, k);
     }
-    assert.equal(j.strategies[3]!.skipped, "kernel has no nfnetlink_queue");
+    assert.equal(j.strategies[3]!.skipped, 'kernel has no nfnetlink_queue');
     const back = reportsFromBenchJson(JSON.parse(JSON.stringify(j)));
     assert.equal(summarizeMs(back[2]!.latency).p999, summarizeMs(reports[2]!.latency).p999);
-    assert.equal(back[3]!.skipped, "kernel has no nfnetlink_queue");
+    assert.equal(back[3]!.skipped, 'kernel has no nfnetlink_queue');
   });
 
   test("strategyReport from a LoadResult's JSON form", () => {
     const h = hist([[1, 100]]);
     const lr = {
-      mode: "closed",
-      target: { host: "127.0.0.1", port: 1 },
+      mode: 'closed',
+      target: { host: '127.0.0.1', port: 1 },
       startedAt: 0,
       elapsedMs: 1000,
-      stoppedBy: "requests",
+      stoppedBy: 'requests',
       requests: 103,
       outcomes: { ok: 100, reset: 3, refused: 0, timeout: 0, badResponse: 0 },
       failed: 3,
@@ -106,37 +138,37 @@ describe("table and JSON", () => {
       failedLatency: newLatencyHistogram(),
       throughput: 103,
     } satisfies LoadResult;
-    const r = strategyReport("x", loadResultToJson(lr));
+    const r = strategyReport('x', loadResultToJson(lr));
     assert.equal(r.failures.reset, 3);
     assert.equal(r.latency.totalCount, 100);
   });
 });
 
-describe("figures", () => {
-  test("SVG: one panel per strategy, log axis ticks, skip reason shown", () => {
+describe('figures', () => {
+  test('SVG: one panel per strategy, log axis ticks, skip reason shown', () => {
     const svg = renderSvg(reports);
-    assert.ok(svg.startsWith("<svg"));
+    assert.ok(svg.startsWith('<svg'));
     assert.equal((svg.match(/<g class="panel"/g) ?? []).length, 4);
-    for (const n of ["baseline", "none", "drop", "nfqueue"]) assert.ok(svg.includes(`data-strategy="${n}"`), n);
-    assert.ok(svg.includes("1 s") && svg.includes("1 ms"), "decade ticks");
-    assert.ok(svg.includes("kernel has no nfnetlink_queue"));
-    assert.ok(svg.includes("failed: reset 12, refused 1"));
+    for (const n of ['baseline', 'none', 'drop', 'nfqueue']) assert.ok(svg.includes(`data-strategy="${n}"`), n);
+    assert.ok(svg.includes('1 s') && svg.includes('1 ms'), 'decade ticks');
+    assert.ok(svg.includes('kernel has no nfnetlink_queue'));
+    assert.ok(svg.includes('failed: reset 12, refused 1'));
     assert.ok((svg.match(/class="bar"/g) ?? []).length > 10);
   });
 
-  test("writeReport: table, JSON, SVG and a real PNG", (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "synhold-report-test-"));
+  test('writeReport: table, JSON, SVG and a real PNG', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'synhold-report-test-'));
     dirs.push(dir);
-    const w = writeReport(dir, reports, { jsonExtra: { note: "synthetic" } });
+    const w = writeReport(dir, reports, { jsonExtra: { note: 'synthetic' } });
     assert.ok(existsSync(w.files.table) && existsSync(w.files.json) && existsSync(w.files.svg));
-    assert.equal(JSON.parse(readFileSync(w.files.json, "utf8")).note, "synthetic");
+    assert.equal(JSON.parse(readFileSync(w.files.json, 'utf8')).note, 'synthetic');
     if (!w.files.png) {
       // Only acceptable reason: rsvg-convert missing, said clearly.
-      assert.match(w.warnings.join("\n"), /librsvg2-bin/);
-      t.skip(w.warnings.join("; "));
+      assert.match(w.warnings.join('\n'), /librsvg2-bin/);
+      t.skip(w.warnings.join('; '));
       return;
     }
-    assert.ok(isPng(w.files.png), "PNG magic");
+    assert.ok(isPng(w.files.png), 'PNG magic');
     assert.ok(readFileSync(w.files.png).length > 5000);
   });
 });

@@ -2,49 +2,52 @@
 // holds are read from synhold protect's summary lines, where each strategy
 // runs, and how a worker's result becomes a report row.
 
-import { test, describe } from "node:test";
-import assert from "node:assert/strict";
-import { STRATEGY_NAMES, strategyFor } from "../../src/bench/strategies/index.js";
-import { seedSetupCommands, PLUG_BUFFER, PLUG_RELEASE, NL_QDISC_ADD } from "../../src/bench/strategies/plug-spawn.js";
-import { parseHoldLines, holdSummary, reasonKind } from "../../src/bench/strategies/synhold-hold.js";
-import { placeStrategies, reportFromResult, workerLoadPlan } from "../../src/bench/bench.js";
-import { parseBenchArgs, type BenchOptions } from "../../src/bench/options.js";
-import { newLatencyHistogram, recordMs, encodeHistogram, summarizeMs } from "../../src/bench/histogram.js";
-import type { FeatureProbe } from "../../src/bench/netns.js";
-import type { WorkerResult } from "../../src/bench/protocol.js";
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { STRATEGY_NAMES, strategyFor } from '../../src/bench/strategies/index.js';
+import { seedSetupCommands, PLUG_BUFFER, PLUG_RELEASE, NL_QDISC_ADD } from '../../src/bench/strategies/plug-spawn.js';
+import { parseHoldLines, holdSummary, reasonKind } from '../../src/bench/strategies/synhold-hold.js';
+import { placeStrategies, reportFromResult, workerLoadPlan } from '../../src/bench/bench.js';
+import { parseBenchArgs, type BenchOptions } from '../../src/bench/options.js';
+import { newLatencyHistogram, recordMs, encodeHistogram, summarizeMs } from '../../src/bench/histogram.js';
+import type { FeatureProbe } from '../../src/bench/netns.js';
+import type { WorkerResult } from '../../src/bench/protocol.js';
 
 describe("plug-spawn: the seed's tooling, command for command", () => {
-  test("topology: prio bands 4, pfifo bands, a plug on 1:4 released right after creation, u32 SYN filter to 1:4", () => {
-    const cmds = seedSetupCommands(16000).map((a) => a.join(" "));
-    assert.equal(cmds[0], "tc qdisc add dev lo root handle 1: prio bands 4");
-    assert.deepEqual(cmds.slice(1, 4), [1, 2, 3].map((b) => `tc qdisc add dev lo parent 1:${b} handle ${b}0: pfifo limit 1000`));
+  test('topology: prio bands 4, pfifo bands, a plug on 1:4 released right after creation, u32 SYN filter to 1:4', () => {
+    const cmds = seedSetupCommands(16000).map((a) => a.join(' '));
+    assert.equal(cmds[0], 'tc qdisc add dev lo root handle 1: prio bands 4');
+    assert.deepEqual(
+      cmds.slice(1, 4),
+      [1, 2, 3].map((b) => `tc qdisc add dev lo parent 1:${b} handle ${b}0: pfifo limit 1000`),
+    );
     assert.equal(cmds[4], `${NL_QDISC_ADD} --dev=lo --parent=1:4 --id=40: plug --limit=33554432`);
     // A new plug starts plugged (KERNEL.md): release before anything else.
     assert.equal(cmds[5], `${NL_QDISC_ADD} --dev=lo --parent=1:4 --id=40: --update plug --release-indefinite`);
     // KERNEL.md's u32 "SYN and not ACK to dport P" (IHL pinned to 5)
     assert.ok(
-      cmds[6]!.includes("u32 match ip protocol 6 0xff match u8 0x05 0x0f at 0 match ip dport 16000 0xffff match u8 0x02 0x12 at 33 flowid 1:4"),
+      cmds[6]!.includes('u32 match ip protocol 6 0xff match u8 0x05 0x0f at 0 match ip dport 16000 0xffff match u8 0x02 0x12 at 33 flowid 1:4'),
       cmds[6],
     );
-    assert.ok(cmds[6]!.startsWith("tc filter add dev lo parent 1:0 protocol ip"));
+    assert.ok(cmds[6]!.startsWith('tc filter add dev lo parent 1:0 protocol ip'));
   });
 
   test("around each reload: --buffer before, --release-indefinite after (the seed's script)", () => {
-    assert.equal(PLUG_BUFFER.join(" "), `${NL_QDISC_ADD} --dev=lo --parent=1:4 --id=40: --update plug --buffer`);
-    assert.equal(PLUG_RELEASE.join(" "), `${NL_QDISC_ADD} --dev=lo --parent=1:4 --id=40: --update plug --release-indefinite`);
+    assert.equal(PLUG_BUFFER.join(' '), `${NL_QDISC_ADD} --dev=lo --parent=1:4 --id=40: --update plug --buffer`);
+    assert.equal(PLUG_RELEASE.join(' '), `${NL_QDISC_ADD} --dev=lo --parent=1:4 --id=40: --update plug --release-indefinite`);
   });
 });
 
 describe("synhold strategies: holds from protect's summary lines", () => {
   const log = [
-    "[WARNING]  (123) : some haproxy line",
-    "synhold: held 12.3 ms (4 SYNs released, 0 dropped; port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener); command exited 0",
-    "synhold: held 60.5 ms (0 SYNs released, 2 dropped; command exited); command exited 0",
-    "synhold: held 8 ms (1 SYNs released, 0 dropped; port 16000: 127.0.0.1:16000 sk:25d1 replaced 1 old listener); command exited 0",
-    "synhold: held ? ms (0 SYNs released, 0 dropped; released); command could not run: ENOENT",
-  ].join("\n");
+    '[WARNING]  (123) : some haproxy line',
+    'synhold: held 12.3 ms (4 SYNs released, 0 dropped; port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener); command exited 0',
+    'synhold: held 60.5 ms (0 SYNs released, 2 dropped; command exited); command exited 0',
+    'synhold: held 8 ms (1 SYNs released, 0 dropped; port 16000: 127.0.0.1:16000 sk:25d1 replaced 1 old listener); command exited 0',
+    'synhold: held ? ms (0 SYNs released, 0 dropped; released); command could not run: ENOENT',
+  ].join('\n');
 
-  test("every complete summary line, in order; other output ignored", () => {
+  test('every complete summary line, in order; other output ignored', () => {
     const h = parseHoldLines(log);
     assert.deepEqual(
       h.map((x) => [x.ms, x.released, x.dropped]),
@@ -56,96 +59,99 @@ describe("synhold strategies: holds from protect's summary lines", () => {
     );
   });
 
-  test("summary: stats, totals, reasons counted without socket ids", () => {
-    assert.equal(reasonKind("port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener"), "port 16000: 127.0.0.1:16000 replaced 1 old listener");
-    const s = holdSummary(parseHoldLines(log), "test");
+  test('summary: stats, totals, reasons counted without socket ids', () => {
+    assert.equal(reasonKind('port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener'), 'port 16000: 127.0.0.1:16000 replaced 1 old listener');
+    const s = holdSummary(parseHoldLines(log), 'test');
     assert.equal(s.ms.count, 3);
     assert.equal(s.ms.max, 60.5);
     assert.equal(s.released, 5);
     assert.equal(s.dropped, 2);
-    assert.deepEqual(s.reasons, { "port 16000: 127.0.0.1:16000 replaced 1 old listener": 2, "command exited": 1 });
+    assert.deepEqual(s.reasons, { 'port 16000: 127.0.0.1:16000 replaced 1 old listener': 2, 'command exited': 1 });
   });
 });
 
-describe("strategies and where they run", () => {
-  test("every name resolves to its module; only the plug strategies need sch_plug", () => {
+describe('strategies and where they run', () => {
+  test('every name resolves to its module; only the plug strategies need sch_plug', () => {
     for (const n of STRATEGY_NAMES) {
       const s = strategyFor(n);
       assert.equal(s.name, n);
-      assert.equal(s.reloads, n !== "baseline");
-      assert.equal(s.kernelNeeds.includes("sch_plug"), n === "plug" || n === "plug-spawn", n);
+      assert.equal(s.reloads, n !== 'baseline');
+      assert.equal(s.kernelNeeds.includes('sch_plug'), n === 'plug' || n === 'plug-spawn', n);
     }
-    assert.equal(strategyFor("haproxy-seamless").haproxyMode, "seamless");
-    assert.equal(strategyFor("drop").defaultIntervalMs, 1000);
+    assert.equal(strategyFor('haproxy-seamless').haproxyMode, 'seamless');
+    assert.equal(strategyFor('drop').defaultIntervalMs, 1000);
   });
 
-  const noPlug: Record<"sch_plug" | "sch_prio", FeatureProbe> = {
-    sch_plug: { ok: false, detail: "Specified qdisc kind is unknown (plug)" },
-    sch_prio: { ok: false, detail: "Specified qdisc kind is unknown (prio)" },
+  const noPlug: Record<'sch_plug' | 'sch_prio', FeatureProbe> = {
+    sch_plug: { ok: false, detail: 'Specified qdisc kind is unknown (plug)' },
+    sch_prio: { ok: false, detail: 'Specified qdisc kind is unknown (prio)' },
   };
-  const all = ["none", "plug", "plug-spawn", "nfqueue", "migrate-req"] as const;
+  const all = ['none', 'plug', 'plug-spawn', 'nfqueue', 'migrate-req'] as const;
 
-  test("kernel without sch_plug, lab available: plug strategies in the lab with a baseline and none there too", () => {
+  test('kernel without sch_plug, lab available: plug strategies in the lab with a baseline and none there too', () => {
     const p = placeStrategies([...all], noPlug, { ok: true });
-    assert.deepEqual(p.host, ["baseline", "none", "nfqueue", "migrate-req"]);
-    assert.deepEqual(p.lab, ["baseline", "none", "plug", "plug-spawn"]);
+    assert.deepEqual(p.host, ['baseline', 'none', 'nfqueue', 'migrate-req']);
+    assert.deepEqual(p.lab, ['baseline', 'none', 'plug', 'plug-spawn']);
     assert.deepEqual(p.skipped, {});
-    assert.match(p.why["plug-spawn"]!, /sch_plug and sch_prio/);
+    assert.match(p.why['plug-spawn']!, /sch_plug and sch_prio/);
   });
 
-  test("kernel without sch_plug, no lab: skipped with both reasons, never silently", () => {
-    const p = placeStrategies([...all], noPlug, { ok: false, reason: "linux.uml not installed" });
+  test('kernel without sch_plug, no lab: skipped with both reasons, never silently', () => {
+    const p = placeStrategies([...all], noPlug, { ok: false, reason: 'linux.uml not installed' });
     assert.deepEqual(p.lab, []);
-    assert.deepEqual(Object.keys(p.skipped).sort(), ["plug", "plug-spawn"]);
-    assert.match(p.skipped.plug!, /needs sch_plug, which this kernel lacks \(Specified qdisc kind is unknown \(plug\)\), and the kernel lab is unavailable: linux.uml not installed/);
+    assert.deepEqual(Object.keys(p.skipped).sort(), ['plug', 'plug-spawn']);
+    assert.match(
+      p.skipped.plug!,
+      /needs sch_plug, which this kernel lacks \(Specified qdisc kind is unknown \(plug\)\), and the kernel lab is unavailable: linux.uml not installed/,
+    );
   });
 
-  test("kernel with sch_plug: everything on the host, no lab", () => {
-    const ok = { sch_plug: { ok: true, detail: "" }, sch_prio: { ok: true, detail: "" } };
-    const p = placeStrategies(["plug", "none"], ok, { ok: true });
-    assert.deepEqual(p.host, ["baseline", "none", "plug"]);
+  test('kernel with sch_plug: everything on the host, no lab', () => {
+    const ok = { sch_plug: { ok: true, detail: '' }, sch_prio: { ok: true, detail: '' } };
+    const p = placeStrategies(['plug', 'none'], ok, { ok: true });
+    assert.deepEqual(p.host, ['baseline', 'none', 'plug']);
     assert.deepEqual(p.lab, []);
   });
 
-  test("only lab strategies asked: no host group at all", () => {
-    const p = placeStrategies(["plug"], noPlug, { ok: true });
+  test('only lab strategies asked: no host group at all', () => {
+    const p = placeStrategies(['plug'], noPlug, { ok: true });
     assert.deepEqual(p.host, []);
-    assert.deepEqual(p.lab, ["baseline", "none", "plug"]);
+    assert.deepEqual(p.lab, ['baseline', 'none', 'plug']);
   });
 
-  test("--full: min reloads for strategies at the common interval, not for drop at its own 1 s", () => {
-    const o = parseBenchArgs(["--full"]) as BenchOptions;
-    assert.equal(workerLoadPlan(o, "none").minReloads, 1500);
-    assert.equal(workerLoadPlan(o, "plug").minReloads, 1500);
-    assert.equal(workerLoadPlan(o, "drop").minReloads, undefined);
-    assert.equal(workerLoadPlan(o, "baseline").minReloads, undefined);
-    const o2 = parseBenchArgs(["--full", "--interval", "100ms"]) as BenchOptions;
-    assert.equal(workerLoadPlan(o2, "drop").minReloads, 1500, "--interval given: drop reloads like the others");
-    assert.equal(workerLoadPlan(o, "none").requests, 1_000_000);
+  test('--full: min reloads for strategies at the common interval, not for drop at its own 1 s', () => {
+    const o = parseBenchArgs(['--full']) as BenchOptions;
+    assert.equal(workerLoadPlan(o, 'none').minReloads, 1500);
+    assert.equal(workerLoadPlan(o, 'plug').minReloads, 1500);
+    assert.equal(workerLoadPlan(o, 'drop').minReloads, undefined);
+    assert.equal(workerLoadPlan(o, 'baseline').minReloads, undefined);
+    const o2 = parseBenchArgs(['--full', '--interval', '100ms']) as BenchOptions;
+    assert.equal(workerLoadPlan(o2, 'drop').minReloads, 1500, '--interval given: drop reloads like the others');
+    assert.equal(workerLoadPlan(o, 'none').requests, 1_000_000);
   });
 });
 
-describe("worker results as report rows", () => {
+describe('worker results as report rows', () => {
   const h = newLatencyHistogram();
   for (let i = 0; i < 1000; i++) recordMs(h, 1 + (i % 10) / 10);
   const ok: WorkerResult = {
-    strategy: "plug",
-    where: "lab",
-    kernel: "6.1.176",
+    strategy: 'plug',
+    where: 'lab',
+    kernel: '6.1.176',
     cpus: 1,
-    netns: "synhold-bench-lab-plug-abc",
-    notes: ["synhold set up: backend plug (requested)"],
+    netns: 'synhold-bench-lab-plug-abc',
+    notes: ['synhold set up: backend plug (requested)'],
     elapsedMs: 9000,
     load: {
-      mode: "closed",
-      target: { host: "127.0.0.1", port: 16000 },
+      mode: 'closed',
+      target: { host: '127.0.0.1', port: 16000 },
       startedAt: 0,
       elapsedMs: 8000,
-      stoppedBy: "duration",
+      stoppedBy: 'duration',
       requests: 1003,
       outcomes: { ok: 1000, reset: 2, refused: 0, timeout: 1, badResponse: 0 },
       failed: 3,
-      details: { ECONNRESET: 2, "timeout-connect": 1 },
+      details: { ECONNRESET: 2, 'timeout-connect': 1 },
       aborted: 0,
       throughput: 125,
       latencyMs: summarizeMs(h),
@@ -162,14 +168,20 @@ describe("worker results as report rows", () => {
       intervalMs: { count: 6, min: 1, mean: 1, p50: 1, p99: 1, max: 1 },
       durationMs: { count: 7, min: 900, mean: 1000, p50: 1000, p99: 1100, max: 1100 },
       overruns: 7,
-      stoppedBy: "signal",
-      failures: ["reload #3: exit 125 synhold protect: busy"],
+      stoppedBy: 'signal',
+      failures: ['reload #3: exit 125 synhold protect: busy'],
     },
-    hold: { ms: { count: 6, min: 100, mean: 150, p50: 150, p99: 200, max: 200 }, source: "protect", released: 40, dropped: 0, reasons: { "command exited": 6 } },
+    hold: {
+      ms: { count: 6, min: 100, mean: 150, p50: 150, p99: 200, max: 200 },
+      source: 'protect',
+      released: 40,
+      dropped: 0,
+      reasons: { 'command exited': 6 },
+    },
   };
 
-  test("a measured run: counts, failures by outcome, holds, placement, failed reloads as notes", () => {
-    const r = reportFromResult(ok, "lab 6.1.176");
+  test('a measured run: counts, failures by outcome, holds, placement, failed reloads as notes', () => {
+    const r = reportFromResult(ok, 'lab 6.1.176');
     assert.equal(r.requests, 1003);
     assert.equal(r.failed, 3);
     assert.deepEqual(r.failures, { reset: 2, refused: 0, timeout: 1, badResponse: 0 });
@@ -178,21 +190,21 @@ describe("worker results as report rows", () => {
     assert.equal(r.reloadFailures, 1);
     assert.equal(r.holdMs.p50, 150);
     assert.equal(r.hold?.released, 40);
-    assert.equal(r.where, "lab");
-    assert.equal(r.kernel, "6.1.176");
-    assert.equal(r.label, "plug (lab 6.1.176)");
-    assert.ok(r.notes?.some((n) => n.includes("failed reload #3")));
+    assert.equal(r.where, 'lab');
+    assert.equal(r.kernel, '6.1.176');
+    assert.equal(r.label, 'plug (lab 6.1.176)');
+    assert.ok(r.notes?.some((n) => n.includes('failed reload #3')));
     assert.equal(r.skipped, undefined);
   });
 
-  test("skipped and failed runs keep their reason; an error is also marked as one", () => {
-    const s = reportFromResult({ ...ok, load: undefined, skipped: "`synhold setup --backend drop` failed" } as WorkerResult, "host");
-    assert.equal(s.skipped, "`synhold setup --backend drop` failed");
+  test('skipped and failed runs keep their reason; an error is also marked as one', () => {
+    const s = reportFromResult({ ...ok, load: undefined, skipped: '`synhold setup --backend drop` failed' } as WorkerResult, 'host');
+    assert.equal(s.skipped, '`synhold setup --backend drop` failed');
     assert.equal(s.error, undefined);
-    const e = reportFromResult({ ...ok, load: undefined, error: "warm-up failed" } as WorkerResult, "host");
-    assert.equal(e.skipped, "failed to run: warm-up failed");
-    assert.equal(e.error, "warm-up failed");
-    const b = reportFromResult({ ...ok, strategy: "baseline", reloads: undefined, hold: undefined }, "lab");
+    const e = reportFromResult({ ...ok, load: undefined, error: 'warm-up failed' } as WorkerResult, 'host');
+    assert.equal(e.skipped, 'failed to run: warm-up failed');
+    assert.equal(e.error, 'warm-up failed');
+    const b = reportFromResult({ ...ok, strategy: 'baseline', reloads: undefined, hold: undefined }, 'lab');
     assert.equal(b.baseline, true);
     assert.equal(b.holdMs.count, 0);
   });

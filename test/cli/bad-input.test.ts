@@ -21,7 +21,12 @@ const cases: [string, string[], number, RegExp][] = [
   ['no port', ['setup'], 2, /at least one --port/],
   ['not an IP', ['setup', '--port', '80', '--address', 'example.com'], 2, /"example\.com" is not an IPv4 or IPv6 address/],
   ['bad prefix', ['setup', '--port', '80', '--address', '10.0.0.0/33'], 2, /prefix length must be 0\.\.32/],
-  ['unknown device', ['setup', '--port', '80', '--dev', 'nosuch0', '--backend', 'plug'], 1, /RTM_GETLINK dev nosuch0: ENODEV .*no network interface named "nosuch0"/],
+  [
+    'unknown device',
+    ['setup', '--port', '80', '--dev', 'nosuch0', '--backend', 'plug'],
+    1,
+    /RTM_GETLINK dev nosuch0: ENODEV .*no network interface named "nosuch0"/,
+  ],
   ['bad direction', ['setup', '--port', '80', '--direction', 'sideways'], 2, /--direction must be egress or ingress/],
   ['bad backend', ['setup', '--port', '80', '--backend', 'magic'], 2, /--backend must be auto, plug, nfqueue or drop/],
   ['ingress on lo', ['setup', '--port', '80', '--direction', 'ingress'], 2, /needs a real interface/],
@@ -60,7 +65,10 @@ test('a kernel without sch_plug: --backend plug fails with the missing piece nam
     const before = snapshot(ns);
     const r = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--dev', 'shv0', '--direction', 'ingress', '--backend', 'plug']);
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /^synhold setup: RTM_NEWQDISC dev synhold-ifb\d+ root handle 5302: kind plug: ENOENT \(Specified qdisc kind is unknown\.?\) - this kernel lacks sch_plug .*use --backend nfqueue\n$/);
+    assert.match(
+      r.stderr,
+      /^synhold setup: RTM_NEWQDISC dev synhold-ifb\d+ root handle 5302: kind plug: ENOENT \(Specified qdisc kind is unknown\.?\) - this kernel lacks sch_plug .*use --backend nfqueue\n$/,
+    );
     assert.equal(snapshot(ns), before, 'the IFB device created on the way was removed again');
     assert.equal(existsSync(stateDir(ns.name)), false);
   });
@@ -107,7 +115,12 @@ test('no nsenter on the host: --netns commands fail with one line naming util-li
   const p = pathWithout(['nsenter']);
   try {
     await withNetns(async (ns) => {
-      const iptables = () => ns.exec('iptables-save', []).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+      const iptables = () =>
+        ns
+          .exec('iptables-save', [])
+          .split('\n')
+          .filter((l) => !l.startsWith('#'))
+          .join('\n');
       const before = [snapshot(ns), iptables()];
       for (const [args, code] of [
         [['setup', '--port', '16000', '--backend', 'nfqueue'], 1],

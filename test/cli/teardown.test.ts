@@ -15,7 +15,12 @@ import { pathWithout } from '../helpers/path.js';
 import { stateDir } from '../../src/protect/state.js';
 
 function snapshot(ns: TestNetns): Record<string, string> {
-  const save = (bin: string) => ns.exec(bin, []).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+  const save = (bin: string) =>
+    ns
+      .exec(bin, [])
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .join('\n');
   return {
     'iptables-nft-save': save('iptables-nft-save'),
     'ip6tables-nft-save': save('ip6tables-nft-save'),

@@ -59,33 +59,143 @@ function seedIpv4Keys(): U32Key[] {
 const plugTarget = { parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'plug' };
 
 const cases: [string, () => void][] = [
-  ['qdisc-add-plug-limit', () => assertSameRequest('qdisc-add-plug-limit', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'limit', limit: 32768 } }))],
-  ['qdisc-change-plug-block', () => assertSameRequest('qdisc-change-plug-block', RTM_NEWQDISC, CHANGE, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'buffer' } }))],
-  ['qdisc-change-plug-release', () => assertSameRequest('qdisc-change-plug-release', RTM_NEWQDISC, CHANGE, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'release_one' } }))],
-  ['qdisc-change-plug-release-indefinite', () => assertSameRequest('qdisc-change-plug-release-indefinite', RTM_NEWQDISC, CHANGE, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'release_indefinite' } }))],
-  ['qdisc-change-plug-limit', () => assertSameRequest('qdisc-change-plug-limit', RTM_NEWQDISC, CHANGE, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'limit', limit: 10000 } }))],
-  ['qdisc-add-prio-bands4-priomap', () => assertSameRequest('qdisc-add-prio-bands4-priomap', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'prio', options: { bands: 4, priomap: [1, 2, 2, 2, 1, 2, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1] } }))],
-  ['qdisc-add-plug-child', () => assertSameRequest('qdisc-add-plug-child', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { parent: parseHandle('1:4'), handle: parseHandle('30:'), kind: 'plug', options: { action: 'limit', limit: 32768 } }))],
-  ['qdisc-add-pfifo-child', () => assertSameRequest('qdisc-add-pfifo-child', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { parent: parseHandle('1:1'), handle: parseHandle('10:'), kind: 'pfifo', options: { limit: 1000 } }))],
-  ['qdisc-add-ingress', () => assertSameRequest('qdisc-add-ingress', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { parent: TC_H_INGRESS, handle: makeHandle(0xffff, 0), kind: 'ingress' }))],
-  ['qdisc-add-clsact', () => assertSameRequest('qdisc-add-clsact', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' }))],
+  [
+    'qdisc-add-plug-limit',
+    () => assertSameRequest('qdisc-add-plug-limit', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'limit', limit: 32768 } })),
+  ],
+  [
+    'qdisc-change-plug-block',
+    () => assertSameRequest('qdisc-change-plug-block', RTM_NEWQDISC, CHANGE, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'buffer' } })),
+  ],
+  [
+    'qdisc-change-plug-release',
+    () => assertSameRequest('qdisc-change-plug-release', RTM_NEWQDISC, CHANGE, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'release_one' } })),
+  ],
+  [
+    'qdisc-change-plug-release-indefinite',
+    () =>
+      assertSameRequest(
+        'qdisc-change-plug-release-indefinite',
+        RTM_NEWQDISC,
+        CHANGE,
+        encodeQdiscRequest(1, { ...plugTarget, options: { action: 'release_indefinite' } }),
+      ),
+  ],
+  [
+    'qdisc-change-plug-limit',
+    () =>
+      assertSameRequest('qdisc-change-plug-limit', RTM_NEWQDISC, CHANGE, encodeQdiscRequest(1, { ...plugTarget, options: { action: 'limit', limit: 10000 } })),
+  ],
+  [
+    'qdisc-add-prio-bands4-priomap',
+    () =>
+      assertSameRequest(
+        'qdisc-add-prio-bands4-priomap',
+        RTM_NEWQDISC,
+        ADD,
+        encodeQdiscRequest(1, {
+          parent: TC_H_ROOT,
+          handle: makeHandle(1, 0),
+          kind: 'prio',
+          options: { bands: 4, priomap: [1, 2, 2, 2, 1, 2, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1] },
+        }),
+      ),
+  ],
+  [
+    'qdisc-add-plug-child',
+    () =>
+      assertSameRequest(
+        'qdisc-add-plug-child',
+        RTM_NEWQDISC,
+        ADD,
+        encodeQdiscRequest(1, { parent: parseHandle('1:4'), handle: parseHandle('30:'), kind: 'plug', options: { action: 'limit', limit: 32768 } }),
+      ),
+  ],
+  [
+    'qdisc-add-pfifo-child',
+    () =>
+      assertSameRequest(
+        'qdisc-add-pfifo-child',
+        RTM_NEWQDISC,
+        ADD,
+        encodeQdiscRequest(1, { parent: parseHandle('1:1'), handle: parseHandle('10:'), kind: 'pfifo', options: { limit: 1000 } }),
+      ),
+  ],
+  [
+    'qdisc-add-ingress',
+    () =>
+      assertSameRequest(
+        'qdisc-add-ingress',
+        RTM_NEWQDISC,
+        ADD,
+        encodeQdiscRequest(1, { parent: TC_H_INGRESS, handle: makeHandle(0xffff, 0), kind: 'ingress' }),
+      ),
+  ],
+  [
+    'qdisc-add-clsact',
+    () =>
+      assertSameRequest('qdisc-add-clsact', RTM_NEWQDISC, ADD, encodeQdiscRequest(1, { parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' })),
+  ],
   ['qdisc-del-root', () => assertSameRequest('qdisc-del-root', RTM_DELQDISC, CHANGE, encodeQdiscDelete(1, { parent: TC_H_ROOT }))],
-  ['filter-add-u32-ipv4-syn-dport', () => assertSameRequest('filter-add-u32-ipv4-syn-dport', RTM_NEWTFILTER, ADD, encodeFilterRequest(1, { parent: parseHandle('1:'), prio: 1, protocol: ETH_P_IP, kind: 'u32', options: { keys: seedIpv4Keys(), classid: parseHandle('1:4') } }))],
-  ['filter-add-u32-ipv6-syn-dport', () => {
-    const k: U32Key[] = [];
-    packKey8(k, 6, 0xff, 6);
-    packKey16(k, 16000, 0xffff, 42);
-    packKey8(k, 0x02, 0x12, 53);
-    assertSameRequest('filter-add-u32-ipv6-syn-dport', RTM_NEWTFILTER, ADD, encodeFilterRequest(1, { parent: parseHandle('1:'), prio: 2, protocol: ETH_P_IPV6, kind: 'u32', options: { keys: k, classid: parseHandle('1:4') } }));
-  }],
-  ['filter-add-u32-mirred-ifb', () => {
-    const f = fixture('filter-add-u32-mirred-ifb');
-    assertSameRequest('filter-add-u32-mirred-ifb', RTM_NEWTFILTER, ADD, encodeFilterRequest(f.ifindex.eth0!, {
-      parent: makeHandle(0xffff, TC_H_MIN_INGRESS), prio: 1, protocol: ETH_P_IP, kind: 'u32',
-      options: { keys: seedIpv4Keys(), actions: [{ kind: 'mirred', options: { eaction: 'egress_redirect', ifindex: f.ifindex.ifb0! } }] },
-    }));
-  }],
-  ['filter-add-fw', () => assertSameRequest('filter-add-fw', RTM_NEWTFILTER, ADD, encodeFilterRequest(1, { parent: parseHandle('1:'), prio: 3, protocol: ETH_P_IP, handle: 1, kind: 'fw', options: { classid: parseHandle('1:4') } }))],
+  [
+    'filter-add-u32-ipv4-syn-dport',
+    () =>
+      assertSameRequest(
+        'filter-add-u32-ipv4-syn-dport',
+        RTM_NEWTFILTER,
+        ADD,
+        encodeFilterRequest(1, {
+          parent: parseHandle('1:'),
+          prio: 1,
+          protocol: ETH_P_IP,
+          kind: 'u32',
+          options: { keys: seedIpv4Keys(), classid: parseHandle('1:4') },
+        }),
+      ),
+  ],
+  [
+    'filter-add-u32-ipv6-syn-dport',
+    () => {
+      const k: U32Key[] = [];
+      packKey8(k, 6, 0xff, 6);
+      packKey16(k, 16000, 0xffff, 42);
+      packKey8(k, 0x02, 0x12, 53);
+      assertSameRequest(
+        'filter-add-u32-ipv6-syn-dport',
+        RTM_NEWTFILTER,
+        ADD,
+        encodeFilterRequest(1, { parent: parseHandle('1:'), prio: 2, protocol: ETH_P_IPV6, kind: 'u32', options: { keys: k, classid: parseHandle('1:4') } }),
+      );
+    },
+  ],
+  [
+    'filter-add-u32-mirred-ifb',
+    () => {
+      const f = fixture('filter-add-u32-mirred-ifb');
+      assertSameRequest(
+        'filter-add-u32-mirred-ifb',
+        RTM_NEWTFILTER,
+        ADD,
+        encodeFilterRequest(f.ifindex.eth0!, {
+          parent: makeHandle(0xffff, TC_H_MIN_INGRESS),
+          prio: 1,
+          protocol: ETH_P_IP,
+          kind: 'u32',
+          options: { keys: seedIpv4Keys(), actions: [{ kind: 'mirred', options: { eaction: 'egress_redirect', ifindex: f.ifindex.ifb0! } }] },
+        }),
+      );
+    },
+  ],
+  [
+    'filter-add-fw',
+    () =>
+      assertSameRequest(
+        'filter-add-fw',
+        RTM_NEWTFILTER,
+        ADD,
+        encodeFilterRequest(1, { parent: parseHandle('1:'), prio: 3, protocol: ETH_P_IP, handle: 1, kind: 'fw', options: { classid: parseHandle('1:4') } }),
+      ),
+  ],
   ['filter-del-prio1', () => assertSameRequest('filter-del-prio1', RTM_DELTFILTER, CHANGE, encodeFilterDelete(1, { parent: parseHandle('1:'), prio: 1 }))],
   ['link-add-ifb', () => assertSameRequest('link-add-ifb', RTM_NEWLINK, ADD, encodeNewIfb('synhold0'))],
   ['link-del-ifb', () => assertSameRequest('link-del-ifb', RTM_DELLINK, CHANGE, ifinfomsg.encode({ index: fixture('link-del-ifb').ifindex.synhold0! }))],
@@ -94,13 +204,21 @@ const cases: [string, () => void][] = [
 for (const [name, fn] of cases) test(`golden request: ${name} (${fixture(name).command})`, fn);
 
 test('every request fixture has a golden test (none silently unchecked)', () => {
-  const requests = readdirSync(FIXTURES).filter((f) => f.endsWith('.json') && !/-(show|del-clsact|del-ingress|add-clsact-eth0|add-pfifo-root|add-u32-ipv4-dst|add-u32-ipv4-src)/.test(f));
+  const requests = readdirSync(FIXTURES).filter(
+    (f) => f.endsWith('.json') && !/-(show|del-clsact|del-ingress|add-clsact-eth0|add-pfifo-root|add-u32-ipv4-dst|add-u32-ipv4-src)/.test(f),
+  );
   const covered = new Set(cases.map(([n]) => `${n}.json`));
-  assert.deepEqual(requests.filter((f) => !covered.has(f)), []);
+  assert.deepEqual(
+    requests.filter((f) => !covered.has(f)),
+    [],
+  );
 });
 
 test('golden request: u32 with dst and src prefixes (tc match ip dst/src)', () => {
-  for (const [name, which, addr] of [['filter-add-u32-ipv4-dst-syn-dport', 'dst', '169.254.255.254/32'], ['filter-add-u32-ipv4-src', 'src', '10.1.2.3/32']] as const) {
+  for (const [name, which, addr] of [
+    ['filter-add-u32-ipv4-dst-syn-dport', 'dst', '169.254.255.254/32'],
+    ['filter-add-u32-ipv4-src', 'src', '10.1.2.3/32'],
+  ] as const) {
     const f = fixture(name);
     // Rebuild the keys in the command's own order from its text.
     const k: U32Key[] = [];
@@ -118,7 +236,18 @@ test('golden request: u32 with dst and src prefixes (tc match ip dst/src)', () =
     assert.ok(f.command.includes(`${which} ${addr}`));
     const classid = /flowid (\S+)/.exec(f.command)?.[1];
     const prio = Number(/prio (\d+)/.exec(f.command)?.[1]);
-    assertSameRequest(name, RTM_NEWTFILTER, ADD, encodeFilterRequest(1, { parent: parseHandle('1:'), prio, protocol: ETH_P_IP, kind: 'u32', options: { keys: k, ...(classid ? { classid: parseHandle(classid) } : {}) } }));
+    assertSameRequest(
+      name,
+      RTM_NEWTFILTER,
+      ADD,
+      encodeFilterRequest(1, {
+        parent: parseHandle('1:'),
+        prio,
+        protocol: ETH_P_IP,
+        kind: 'u32',
+        options: { keys: k, ...(classid ? { classid: parseHandle(classid) } : {}) },
+      }),
+    );
   }
 });
 
@@ -146,11 +275,20 @@ test('decode a real qdisc dump: pfifo with TCA_STATS2 counters, as tc printed th
 
 test('decode a real filter dump: u32 keys and the mirred action, as tc printed them', () => {
   const f = fixture('filter-show-stats-dev-eth0-ingress');
-  const filters = replies('filter-show-stats-dev-eth0-ingress').filter((m) => m.type === RTM_NEWTFILTER).map((m) => decodeFilter(m.payload));
+  const filters = replies('filter-show-stats-dev-eth0-ingress')
+    .filter((m) => m.type === RTM_NEWTFILTER)
+    .map((m) => decodeFilter(m.payload));
   const withKeys = filters.find((x) => (x.options as { keys?: unknown[] })?.keys?.length)!;
   const opts = withKeys.options as { keys: U32Key[]; actions: { kind: string; options: { eaction: string; ifindex: number } }[] };
-  const printed = [...f.stdout!.matchAll(/match ([0-9a-f]{8})\/([0-9a-f]{8}) at (\d+)/g)].map((m) => ({ val: parseInt(m[1]!, 16), mask: parseInt(m[2]!, 16), off: Number(m[3]) }));
-  assert.deepEqual(opts.keys.map((k) => ({ val: k.val, mask: k.mask, off: k.off })), printed);
+  const printed = [...f.stdout!.matchAll(/match ([0-9a-f]{8})\/([0-9a-f]{8}) at (\d+)/g)].map((m) => ({
+    val: parseInt(m[1]!, 16),
+    mask: parseInt(m[2]!, 16),
+    off: Number(m[3]),
+  }));
+  assert.deepEqual(
+    opts.keys.map((k) => ({ val: k.val, mask: k.mask, off: k.off })),
+    printed,
+  );
   assert.equal(opts.actions[0]!.kind, 'mirred');
   assert.equal(opts.actions[0]!.options.eaction, 'egress_redirect');
   assert.equal(opts.actions[0]!.options.ifindex, f.ifindex.ifb0);

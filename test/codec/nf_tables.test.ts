@@ -69,14 +69,21 @@ function replies(e: Exchange): NetlinkMessage[] {
 /** A header without seq and pid, for comparing. */
 const header = (m: NetlinkMessage) => ({ type: m.type, flags: m.flags });
 
-for (const [name, family] of [['delete-table-ip-raw', NFPROTO_IPV4], ['delete-table-ip6-raw', NFPROTO_IPV6]] as [string, NftFamily][]) {
+for (const [name, family] of [
+  ['delete-table-ip-raw', NFPROTO_IPV4],
+  ['delete-table-ip6-raw', NFPROTO_IPV6],
+] as [string, NftFamily][]) {
   test(`golden batch: ${name} (${fixture(name).command}) - nft's three messages, plus the generation id and an ACK`, () => {
     const f = fixture(name);
     const theirs = decodeMessages(Buffer.from(exchange(f, 'NFNL_MSG_BATCH_BEGIN', 'NFT_MSG_DELTABLE', 'NFNL_MSG_BATCH_END').requestHex, 'hex'));
     const genid = 0x01020304;
     const ours = decodeMessages(encodeBatch(deleteTableBatch(family, 'raw', genid), [7, 8, 9]));
     assert.equal(ours.length, 3);
-    assert.deepEqual(ours.map((m) => m.seq), [7, 8, 9], 'one datagram, consecutive seqs');
+    assert.deepEqual(
+      ours.map((m) => m.seq),
+      [7, 8, 9],
+      'one datagram, consecutive seqs',
+    );
     const [oBegin, oDel, oEnd] = ours as [NetlinkMessage, NetlinkMessage, NetlinkMessage];
     const [tBegin, tDel, tEnd] = theirs as [NetlinkMessage, NetlinkMessage, NetlinkMessage];
 
@@ -132,7 +139,9 @@ test('golden replies: the generation, the table, its chain and its rule as the k
   assert.equal(isEmptyTable({ genid, table, chains, rules: [] }), true, 'what iptables-nft leaves is empty');
 
   const list = fixture('list-table-ip-raw');
-  const rules = replies(exchange(list, 'NFT_MSG_GETRULE')).filter((m) => m.type === NFT_TYPE_NEWRULE).map(decodeRule);
+  const rules = replies(exchange(list, 'NFT_MSG_GETRULE'))
+    .filter((m) => m.type === NFT_TYPE_NEWRULE)
+    .map(decodeRule);
   assert.deepEqual(rules, [{ table: 'raw', chain: 'PREROUTING' }]);
   const table2 = decodeTable(replies(exchange(list, 'NFT_MSG_GETTABLE')).find((m) => m.type === NFT_TYPE_NEWTABLE)!);
   assert.equal(isEmptyTable({ genid, table: table2, chains, rules }), false, 'one rule: not empty');

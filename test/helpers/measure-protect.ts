@@ -35,7 +35,10 @@ async function main(): Promise<void> {
   variants.push({ name: 'baseline (no reloads)', result: await runExperiment({ ...common, protect: false, reloads: 0, durationMs: a.baselineMs ?? 10_000 }) });
   variants.push({ name: 'unprotected (-sf)', result: await runExperiment({ ...common, protect: false, reloads: a.reloads }) });
   variants.push({ name: 'protect, release on sockets', result: await runExperiment({ ...common, protect: true, setupArgs, reloads: a.reloads }) });
-  variants.push({ name: 'protect, release at exit', result: await runExperiment({ ...common, protect: true, setupArgs, protectArgs: ['--release-on', 'exit'], reloads: a.reloads }) });
+  variants.push({
+    name: 'protect, release at exit',
+    result: await runExperiment({ ...common, protect: true, setupArgs, protectArgs: ['--release-on', 'exit'], reloads: a.reloads }),
+  });
   variants.push({ name: 'protect via synhold daemon', result: await runExperiment({ ...common, protect: true, setupArgs, daemon: true, reloads: a.reloads }) });
   const m: Measurement = { kernel: release(), backend: a.backend, concurrency: a.concurrency, intervalMs, date: new Date().toISOString(), variants };
   process.stdout.write(`${JSON.stringify(m)}\n`);

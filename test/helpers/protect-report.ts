@@ -19,9 +19,11 @@ function section(m: Measurement, command: string): string {
     const holds = r.holds.map((h) => h.ms);
     const bySockets = r.holds.filter((h) => h.reason.startsWith('port ')).length;
     const fail = r.requests ? (100 * r.failed) / r.requests : 0;
-    return `| ${name} | ${r.requests} | ${r.failed} (${f(fail, 3)}%) | ${r.reloads}${r.reloads ? ` (${f(r.reloadRatePerSec, 2)}/s)` : ''} | ${r.reloads ? f(pct(r.reloadDurationsMs, 0.5)) : '-'} | ` +
+    return (
+      `| ${name} | ${r.requests} | ${r.failed} (${f(fail, 3)}%) | ${r.reloads}${r.reloads ? ` (${f(r.reloadRatePerSec, 2)}/s)` : ''} | ${r.reloads ? f(pct(r.reloadDurationsMs, 0.5)) : '-'} | ` +
       `${holds.length ? `${f(pct(holds, 0.5))} / ${f(pct(holds, 0.99))} / ${f(Math.max(...holds))}` : '-'} | ${holds.length ? `${bySockets}/${holds.length}` : '-'} | ` +
-      `${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p99, 2)} / ${f(r.latencyMs.p999, 2)} / ${f(r.latencyMs.max, 2)} | +${f(r.latencyMs.p99 - base.p99, 2)} |`;
+      `${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p99, 2)} / ${f(r.latencyMs.p999, 2)} / ${f(r.latencyMs.max, 2)} | +${f(r.latencyMs.p99 - base.p99, 2)} |`
+    );
   });
   return `## ${m.backend} backend, kernel ${m.kernel}
 

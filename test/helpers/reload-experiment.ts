@@ -65,7 +65,10 @@ export interface ExperimentResult {
 
 /** Runs the experiment in its own process inside a test namespace (where HAProxy and nginx must live). */
 export function runExperimentIn(netns: string, o: ExperimentOptions, timeoutMs = 25 * 60_000): ExperimentResult {
-  const r = spawnSync('ip', ['netns', 'exec', netns, process.execPath, fileURLToPath(import.meta.url), JSON.stringify(o)], { encoding: 'utf8', timeout: timeoutMs });
+  const r = spawnSync('ip', ['netns', 'exec', netns, process.execPath, fileURLToPath(import.meta.url), JSON.stringify(o)], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+  });
   if (r.status !== 0) throw new Error(`experiment failed (${r.status ?? r.signal}): ${r.stderr}`);
   return JSON.parse(r.stdout) as ExperimentResult;
 }
@@ -74,9 +77,11 @@ export function runExperimentIn(netns: string, o: ExperimentOptions, timeoutMs =
 export function describeResult(r: ExperimentResult): string {
   const holds = r.holds.map((h) => h.ms).sort((a, b) => a - b);
   const bySockets = r.holds.filter((h) => h.reason.startsWith('port ')).length;
-  return `${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)}, ${r.reloads} reloads at ${r.reloadRatePerSec.toFixed(2)}/s ` +
+  return (
+    `${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)}, ${r.reloads} reloads at ${r.reloadRatePerSec.toFixed(2)}/s ` +
     `(reload p50 ${r.reloadMs.p50.toFixed(0)} ms), latency p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms` +
-    (holds.length ? `, hold p50 ${holds[holds.length >> 1]} max ${holds.at(-1)} ms, ${bySockets}/${holds.length} released by the socket rule` : '');
+    (holds.length ? `, hold p50 ${holds[holds.length >> 1]} max ${holds.at(-1)} ms, ${bySockets}/${holds.length} released by the socket rule` : '')
+  );
 }
 
 const HELD = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;
@@ -124,7 +129,13 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     const wrap = o.protect || o.shellReload ? (argv: string[]) => [...protectPrefix, ...reloadCmd(argv)] : undefined;
     const results = await Promise.all(
       Array.from({ length: loops }, () =>
-        runReloadLoop({ target: hap!, intervalMs: o.intervalMs, count: Math.ceil(o.reloads / loops), deadlineMs: Math.max(1000, deadline - Date.now()), ...(wrap ? { wrap } : {}) }),
+        runReloadLoop({
+          target: hap!,
+          intervalMs: o.intervalMs,
+          count: Math.ceil(o.reloads / loops),
+          deadlineMs: Math.max(1000, deadline - Date.now()),
+          ...(wrap ? { wrap } : {}),
+        }),
       ),
     );
     abort.abort();

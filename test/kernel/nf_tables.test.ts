@@ -13,14 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { Iptables } from '../../src/netfilter/iptables.js';
 import { NF_ACCEPT, NFPROTO_IPV4, NFPROTO_IPV6 } from '../../src/netfilter/nfnetlink.js';
-import {
-  deleteTable,
-  deleteTableIfEmpty,
-  getGeneration,
-  inspectTable,
-  isEmptyTable,
-  type NftFamily,
-} from '../../src/netfilter/nf_tables.js';
+import { deleteTable, deleteTableIfEmpty, getGeneration, inspectTable, isEmptyTable, type NftFamily } from '../../src/netfilter/nf_tables.js';
 import { NetlinkError } from '../../src/netlink/errors.js';
 import { NETLINK_NETFILTER, NetlinkSocket } from '../../src/netlink/socket.js';
 
@@ -53,14 +46,39 @@ interface Occupant {
 }
 
 const occupants: Occupant[] = [
-  { what: "someone else's iptables rule", family: 4, add: ['iptables-nft', ['-t', 'raw', '-A', 'OUTPUT', '-p', 'udp', '-j', 'ACCEPT']], undo: ['iptables-nft', ['-t', 'raw', '-F', 'OUTPUT']] },
-  { what: 'an nft rule', family: 4, add: ['nft', ['add', 'rule', 'ip', 'raw', 'PREROUTING', 'counter']], undo: ['nft', ['flush', 'chain', 'ip', 'raw', 'PREROUTING']] },
+  {
+    what: "someone else's iptables rule",
+    family: 4,
+    add: ['iptables-nft', ['-t', 'raw', '-A', 'OUTPUT', '-p', 'udp', '-j', 'ACCEPT']],
+    undo: ['iptables-nft', ['-t', 'raw', '-F', 'OUTPUT']],
+  },
+  {
+    what: 'an nft rule',
+    family: 4,
+    add: ['nft', ['add', 'rule', 'ip', 'raw', 'PREROUTING', 'counter']],
+    undo: ['nft', ['flush', 'chain', 'ip', 'raw', 'PREROUTING']],
+  },
   { what: 'a user chain', family: 4, add: ['iptables-nft', ['-t', 'raw', '-N', 'someone']], undo: ['iptables-nft', ['-t', 'raw', '-X', 'someone']] },
   { what: 'a set', family: 4, add: ['nft', ['add', 'set', 'ip', 'raw', 's', '{ type ipv4_addr; }']], undo: ['nft', ['delete', 'set', 'ip', 'raw', 's']] },
-  { what: 'a named counter (a stateful object)', family: 4, add: ['nft', ['add', 'counter', 'ip', 'raw', 'c']], undo: ['nft', ['delete', 'counter', 'ip', 'raw', 'c']] },
-  { what: 'a base chain with policy drop', family: 4, add: ['iptables-nft', ['-t', 'raw', '-P', 'OUTPUT', 'DROP']], undo: ['iptables-nft', ['-t', 'raw', '-P', 'OUTPUT', 'ACCEPT']] },
+  {
+    what: 'a named counter (a stateful object)',
+    family: 4,
+    add: ['nft', ['add', 'counter', 'ip', 'raw', 'c']],
+    undo: ['nft', ['delete', 'counter', 'ip', 'raw', 'c']],
+  },
+  {
+    what: 'a base chain with policy drop',
+    family: 4,
+    add: ['iptables-nft', ['-t', 'raw', '-P', 'OUTPUT', 'DROP']],
+    undo: ['iptables-nft', ['-t', 'raw', '-P', 'OUTPUT', 'ACCEPT']],
+  },
   { what: 'a dormant table', family: 4, add: ['nft', ['add', 'table', 'ip', 'raw', '{ flags dormant; }']] },
-  { what: 'a set (IPv6)', family: 6, add: ['nft', ['add', 'set', 'ip6', 'raw', 's', '{ type ipv6_addr; }']], undo: ['nft', ['delete', 'set', 'ip6', 'raw', 's']] },
+  {
+    what: 'a set (IPv6)',
+    family: 6,
+    add: ['nft', ['add', 'set', 'ip6', 'raw', 's', '{ type ipv6_addr; }']],
+    undo: ['nft', ['delete', 'set', 'ip6', 'raw', 's']],
+  },
   { what: 'a user chain (IPv6)', family: 6, add: ['ip6tables-nft', ['-t', 'raw', '-N', 'someone']], undo: ['ip6tables-nft', ['-t', 'raw', '-X', 'someone']] },
 ];
 
@@ -104,57 +122,68 @@ test('inspectTable reads what nft reads: the chains with hook, priority and poli
         .sort((a, b) => String(a.name).localeCompare(String(b.name))),
       'not the chain of table ip other, although the kernel dumps it too',
     );
-    assert.deepEqual(s.rules, nftRules.map((r) => ({ table: r.table, chain: r.chain })));
+    assert.deepEqual(
+      s.rules,
+      nftRules.map((r) => ({ table: r.table, chain: r.chain })),
+    );
     assert.equal(isEmptyTable(s), false);
     assert.equal(await withSocket(ns, (sock) => inspectTable(sock, NFPROTO_IPV6, 'raw')), undefined, 'no ip6 raw table');
   });
 });
 
-test('the generation guard: a delete carrying a stale generation id is refused whole (ERESTART) and the rule added meanwhile survives', { skip: !NFT }, async (t) => {
-  await withNetns(async (ns) => {
-    leaveEmptyRaw(ns);
-    await withSocket(ns, async (sock) => {
-      const s = await inspectTable(sock, NFPROTO_IPV4, 'raw');
-      assert.ok(s && isEmptyTable(s), 'empty when read');
-      // Someone adds a rule between our read and our delete.
-      ns.exec('nft', ['add', 'rule', 'ip', 'raw', 'PREROUTING', 'counter', 'comment', '"arrived meanwhile"']);
-      const during = ns.exec('nft', ['list', 'ruleset']);
-      await assert.rejects(deleteTable(sock, NFPROTO_IPV4, 'raw', s.genid), (e: unknown) => {
-        assert.ok(e instanceof NetlinkError);
-        assert.equal(e.errnoName, 'ERESTART');
-        assert.equal(e.op, 'NFNL_MSG_BATCH_BEGIN', 'the kernel answers the batch-begin');
-        assert.match(e.message, /^NFNL_MSG_BATCH_BEGIN genid \d+: ERESTART - the ruleset changed/);
-        t.diagnostic(e.message);
-        return true;
-      });
-      assert.equal(ns.exec('nft', ['list', 'ruleset']), during, 'table and rule intact');
-      assert.match(during, /arrived meanwhile/);
-      assert.equal(await deleteTableIfEmpty(sock, NFPROTO_IPV4, 'raw'), false, 'a fresh read sees the rule');
-      assert.equal(ns.exec('nft', ['list', 'ruleset']), during);
-      // With the current generation the same delete goes through: the refusal was the guard's.
-      await deleteTable(sock, NFPROTO_IPV4, 'raw', await getGeneration(sock));
-      assert.equal(ns.exec('nft', ['list', 'ruleset']), '');
-    });
-  });
-});
-
-test('a failing message inside the batch: DELTABLE of a table that is not there rejects with ENOENT against NFT_MSG_DELTABLE; nothing to tidy is not an error', { skip: !NFT }, async () => {
-  await withNetns(async (ns) => {
-    await withSocket(ns, async (sock) => {
-      for (const family of [NFPROTO_IPV4, NFPROTO_IPV6] as NftFamily[]) {
-        await assert.rejects(deleteTable(sock, family, 'raw', await getGeneration(sock)), (e: unknown) => {
+test(
+  'the generation guard: a delete carrying a stale generation id is refused whole (ERESTART) and the rule added meanwhile survives',
+  { skip: !NFT },
+  async (t) => {
+    await withNetns(async (ns) => {
+      leaveEmptyRaw(ns);
+      await withSocket(ns, async (sock) => {
+        const s = await inspectTable(sock, NFPROTO_IPV4, 'raw');
+        assert.ok(s && isEmptyTable(s), 'empty when read');
+        // Someone adds a rule between our read and our delete.
+        ns.exec('nft', ['add', 'rule', 'ip', 'raw', 'PREROUTING', 'counter', 'comment', '"arrived meanwhile"']);
+        const during = ns.exec('nft', ['list', 'ruleset']);
+        await assert.rejects(deleteTable(sock, NFPROTO_IPV4, 'raw', s.genid), (e: unknown) => {
           assert.ok(e instanceof NetlinkError);
-          assert.equal(e.errnoName, 'ENOENT');
-          assert.equal(e.op, 'NFT_MSG_DELTABLE');
-          assert.equal(e.object, family === NFPROTO_IPV6 ? 'ip6 raw' : 'ip raw');
+          assert.equal(e.errnoName, 'ERESTART');
+          assert.equal(e.op, 'NFNL_MSG_BATCH_BEGIN', 'the kernel answers the batch-begin');
+          assert.match(e.message, /^NFNL_MSG_BATCH_BEGIN genid \d+: ERESTART - the ruleset changed/);
+          t.diagnostic(e.message);
           return true;
         });
-        assert.equal(await deleteTableIfEmpty(sock, family, 'raw'), false);
-      }
-      // The socket still works after the errors.
-      assert.ok((await getGeneration(sock)) > 0);
+        assert.equal(ns.exec('nft', ['list', 'ruleset']), during, 'table and rule intact');
+        assert.match(during, /arrived meanwhile/);
+        assert.equal(await deleteTableIfEmpty(sock, NFPROTO_IPV4, 'raw'), false, 'a fresh read sees the rule');
+        assert.equal(ns.exec('nft', ['list', 'ruleset']), during);
+        // With the current generation the same delete goes through: the refusal was the guard's.
+        await deleteTable(sock, NFPROTO_IPV4, 'raw', await getGeneration(sock));
+        assert.equal(ns.exec('nft', ['list', 'ruleset']), '');
+      });
     });
-    assert.equal(await new Iptables({ backend: 'nft', netns: ns.name }).tidyTable('raw'), false);
-    assert.equal(ns.exec('nft', ['list', 'ruleset']), '');
-  });
-});
+  },
+);
+
+test(
+  'a failing message inside the batch: DELTABLE of a table that is not there rejects with ENOENT against NFT_MSG_DELTABLE; nothing to tidy is not an error',
+  { skip: !NFT },
+  async () => {
+    await withNetns(async (ns) => {
+      await withSocket(ns, async (sock) => {
+        for (const family of [NFPROTO_IPV4, NFPROTO_IPV6] as NftFamily[]) {
+          await assert.rejects(deleteTable(sock, family, 'raw', await getGeneration(sock)), (e: unknown) => {
+            assert.ok(e instanceof NetlinkError);
+            assert.equal(e.errnoName, 'ENOENT');
+            assert.equal(e.op, 'NFT_MSG_DELTABLE');
+            assert.equal(e.object, family === NFPROTO_IPV6 ? 'ip6 raw' : 'ip raw');
+            return true;
+          });
+          assert.equal(await deleteTableIfEmpty(sock, family, 'raw'), false);
+        }
+        // The socket still works after the errors.
+        assert.ok((await getGeneration(sock)) > 0);
+      });
+      assert.equal(await new Iptables({ backend: 'nft', netns: ns.name }).tidyTable('raw'), false);
+      assert.equal(ns.exec('nft', ['list', 'ruleset']), '');
+    });
+  },
+);

@@ -228,7 +228,10 @@ function procQueue(ns: TestNetns, queue = QUEUE): { portId: number; total: numbe
 
 /** Oracle: a counter from /proc/net/snmp (Tcp: ...) or /proc/net/netstat (TcpExt: ...), inside the namespace. */
 function netCounter(ns: TestNetns, file: 'snmp' | 'netstat', group: string, name: string): number {
-  const lines = ns.exec('cat', [`/proc/net/${file}`]).split('\n').filter((l) => l.startsWith(`${group}:`));
+  const lines = ns
+    .exec('cat', [`/proc/net/${file}`])
+    .split('\n')
+    .filter((l) => l.startsWith(`${group}:`));
   for (let i = 0; i + 1 < lines.length; i += 2) {
     const keys = lines[i]!.split(/\s+/);
     const vals = lines[i + 1]!.split(/\s+/);
@@ -242,7 +245,11 @@ const outRsts = (ns: TestNetns): number => netCounter(ns, 'snmp', 'Tcp', 'OutRst
 
 /** Does this kernel have the NFQUEUE target? Asked of iptables itself, in a throwaway namespace. */
 function kernelHasNfqueue(): { ok: boolean; why: string } {
-  const r = spawnSync('unshare', ['--net', 'iptables', '-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'tcp', '-j', 'NFQUEUE', '--queue-num', '1', '--queue-bypass'], { encoding: 'utf8' });
+  const r = spawnSync(
+    'unshare',
+    ['--net', 'iptables', '-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'tcp', '-j', 'NFQUEUE', '--queue-num', '1', '--queue-bypass'],
+    { encoding: 'utf8' },
+  );
   return { ok: r.status === 0, why: r.stderr };
 }
 
@@ -291,7 +298,9 @@ test('held while bound: pending >= 300 ms, connects within 50 ms of acceptAll, n
       assert.equal(r.ok, true, JSON.stringify(r));
       assert.ok(r.connectedAt! - heldAt >= 300, `pending ${r.connectedAt! - heldAt} ms`);
       assert.ok(r.connectedAt! - acceptAt < 50, `connected ${r.connectedAt! - acceptAt} ms after acceptAll`);
-      t.diagnostic(`connect total ${r.ms!.toFixed(1)} ms; acceptAll() took ${(acceptDone - acceptAt).toFixed(2)} ms; connected ${(r.connectedAt! - acceptAt).toFixed(2)} ms after acceptAll started`);
+      t.diagnostic(
+        `connect total ${r.ms!.toFixed(1)} ms; acceptAll() took ${(acceptDone - acceptAt).toFixed(2)} ms; connected ${(r.connectedAt! - acceptAt).toFixed(2)} ms after acceptAll started`,
+      );
 
       // What the kernel told us about the packet: a local SYN, seen at PRE_ROUTING on lo.
       assert.equal(packets.length, 1);
@@ -304,7 +313,10 @@ test('held while bound: pending >= 300 ms, connects within 50 ms of acceptAll, n
       assert.equal(p.indev, 1, 'arrived on lo (ifindex 1)');
 
       const k1 = procQueue(ns)!;
-      assert.deepEqual({ total: k1.total, dropped: k1.dropped, userDropped: k1.userDropped, idSeq: k1.idSeq }, { total: 0, dropped: 0, userDropped: 0, idSeq: 1 });
+      assert.deepEqual(
+        { total: k1.total, dropped: k1.dropped, userDropped: k1.userDropped, idSeq: k1.idSeq },
+        { total: 0, dropped: 0, userDropped: 0, idSeq: 1 },
+      );
       assert.equal(outRsts(ns) - rst0, 0, 'no RST sent');
       assert.equal(rulePackets(ns), 1, 'one SYN, matched once (PREROUTING only)');
       assert.deepEqual((await q.kernelStats())?.idSequence, 1, "synhold's own /proc reader agrees");
@@ -340,7 +352,9 @@ test('a hold longer than the SYN RTO: the client retransmits into the queue; all
       assert.equal(r.ok, true);
       assert.ok(r.connectedAt! - acceptAt < 50, `connected ${r.connectedAt! - acceptAt} ms after acceptAll`);
       assert.equal(outRsts(ns) - rst0, 0, 'no RST for the duplicate SYN');
-      t.diagnostic(`held 1.6 s: SYNs queued at +0 and +${gap.toFixed(0)} ms; connect total ${r.ms!.toFixed(0)} ms, ${(r.connectedAt! - acceptAt).toFixed(1)} ms after acceptAll`);
+      t.diagnostic(
+        `held 1.6 s: SYNs queued at +0 and +${gap.toFixed(0)} ms; connect total ${r.ms!.toFixed(0)} ms, ${(r.connectedAt! - acceptAt).toFixed(1)} ms after acceptAll`,
+      );
     } finally {
       await q.unbind();
       q.close();
@@ -434,7 +448,9 @@ test('release is lossless: SYNs arriving while acceptAll runs are neither droppe
       const slow = results.filter((r) => r.ok && r.connectedAt! - Math.max(acceptAt, r.startedAt!) >= 1000);
       const held = results.filter((r) => r.startedAt! < acceptAt).length;
       const worst = Math.max(...results.map((r) => r.connectedAt! - Math.max(acceptAt, r.startedAt!)));
-      t.diagnostic(`${held} clients started before the release (${accepted} SYNs accepted, retransmissions included), ${2 * N - held} after; retransmissions after the release ${rtxAfter}; slowest connect reported ${worst.toFixed(1)} ms after max(release, start); kernel queue_total ${k.total} queue_dropped ${k.dropped} user_dropped ${k.userDropped}`);
+      t.diagnostic(
+        `${held} clients started before the release (${accepted} SYNs accepted, retransmissions included), ${2 * N - held} after; retransmissions after the release ${rtxAfter}; slowest connect reported ${worst.toFixed(1)} ms after max(release, start); kernel queue_total ${k.total} queue_dropped ${k.dropped} user_dropped ${k.userDropped}`,
+      );
       assert.equal(failed.length, 0, JSON.stringify(failed));
       assert.ok(accepted >= N, `accepted ${accepted}`);
       assert.equal(rtxAfter, 0, 'no client retransmitted after the release: no SYN was lost');
@@ -482,7 +498,9 @@ test('hold/release cycles under continuous connects: no failure, no retransmissi
       const rtx = netCounter(ns, 'snmp', 'Tcp', 'RetransSegs') - rtx0;
       const listenDrops = netCounter(ns, 'netstat', 'TcpExt', 'ListenDrops');
       t.diagnostic(`ListenDrops ${listenDrops}, RSTs sent ${outRsts(ns) - rst0}`);
-      t.diagnostic(`${cycles} holds of 150 ms: ${r.n} connects, errors ${JSON.stringify(r.errors)}, p50 ${(r.p50 as number).toFixed(1)} ms, p99 ${(r.p99 as number).toFixed(1)} ms, max ${(r.max as number).toFixed(1)} ms; ${accepted} SYNs held and accepted; acceptAll max ${Math.max(...releaseMs).toFixed(2)} ms; retransmissions ${rtx}; kernel ${JSON.stringify(k)}`);
+      t.diagnostic(
+        `${cycles} holds of 150 ms: ${r.n} connects, errors ${JSON.stringify(r.errors)}, p50 ${(r.p50 as number).toFixed(1)} ms, p99 ${(r.p99 as number).toFixed(1)} ms, max ${(r.max as number).toFixed(1)} ms; ${accepted} SYNs held and accepted; acceptAll max ${Math.max(...releaseMs).toFixed(2)} ms; retransmissions ${rtx}; kernel ${JSON.stringify(k)}`,
+      );
       assert.deepEqual(r.errors, {}, 'no connect failed');
       assert.equal(r.over900, 0, 'no connect waited for a retransmission');
       assert.equal(rtx, 0, 'no SYN was lost anywhere (holds are shorter than the 1 s RTO)');
@@ -511,7 +529,10 @@ test('overflow: past maxLen the kernel drops the SYN (queue_dropped); that clien
       const acceptAt = now();
       assert.deepEqual(await q.acceptAll(), { accepted: 2 });
       const rs = await Promise.all(clients.map((c) => connected(c, 10000)));
-      assert.ok(rs.every((r) => r.ok), JSON.stringify(rs));
+      assert.ok(
+        rs.every((r) => r.ok),
+        JSON.stringify(rs),
+      );
       const late = rs.filter((r) => r.connectedAt! - acceptAt > 100);
       assert.equal(late.length, 1, 'exactly one client had to retransmit');
       assert.ok(late[0]!.ms! >= 900, `the dropped one connected after ${late[0]!.ms} ms`);
@@ -556,7 +577,9 @@ for (const holdMs of [300, 1500]) {
       const afterKill = r.connectedAt! - killAt;
       const heldSyns = holder.lines.filter((l) => l.event === 'held').length;
       const sinceSyn = r.connectedAt! - firstHeldAt;
-      t.diagnostic(`kill after ${holdMs} ms hold (${heldSyns} SYNs held): connected ${sinceSyn.toFixed(0)} ms after the first SYN, ${afterKill.toFixed(0)} ms after the kill; rule matched ${rulePackets(ns)} SYNs`);
+      t.diagnostic(
+        `kill after ${holdMs} ms hold (${heldSyns} SYNs held): connected ${sinceSyn.toFixed(0)} ms after the first SYN, ${afterKill.toFixed(0)} ms after the kill; rule matched ${rulePackets(ns)} SYNs`,
+      );
       assert.equal(outRsts(ns) - rst0, 0, 'no RST: the client never saw a refusal');
       // Every SYN held was dropped with the queue; the next retransmission took the bypass.
       assert.equal(rulePackets(ns), heldSyns + 1, 'the held SYNs plus the one retransmission that got through');
@@ -655,7 +678,11 @@ test('a queue another socket holds: EPERM, with a hint naming the holder', { ski
 
 test('codec: messages laid out as include/uapi/linux/netfilter/nfnetlink_queue.h says (hand-computed bytes)', () => {
   const hex = (b: Buffer) => b.toString('hex');
-  assert.deepEqual([NFQNL_TYPE_PACKET, NFQNL_TYPE_VERDICT, NFQNL_TYPE_CONFIG, NFQNL_TYPE_VERDICT_BATCH], [0x300, 0x301, 0x302, 0x303], '(NFNL_SUBSYS_QUEUE << 8) | msg');
+  assert.deepEqual(
+    [NFQNL_TYPE_PACKET, NFQNL_TYPE_VERDICT, NFQNL_TYPE_CONFIG, NFQNL_TYPE_VERDICT_BATCH],
+    [0x300, 0x301, 0x302, 0x303],
+    '(NFNL_SUBSYS_QUEUE << 8) | msg',
+  );
   const bind = encodeConfig(7, {
     cmd: { command: 1, pad: 0, pf: 0 },
     params: { copyRange: 128, copyMode: 2 },

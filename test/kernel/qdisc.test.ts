@@ -12,7 +12,13 @@ import { TC_H_CLSACT, TC_H_INGRESS, TC_H_ROOT, makeHandle } from '../../src/rtnl
 import { NetlinkError } from '../../src/netlink/errors.js';
 import { Plug } from '../../src/plug/plug.js';
 
-interface TcQdisc { kind: string; handle: string; parent?: string; root?: boolean; options?: Record<string, unknown> }
+interface TcQdisc {
+  kind: string;
+  handle: string;
+  parent?: string;
+  root?: boolean;
+  options?: Record<string, unknown>;
+}
 
 test('pfifo at root: created, read back by tc -j, deleted to the previous state', async () => {
   await withNetns(async (ns) => {
@@ -47,11 +53,17 @@ test('clsact and ingress: created and seen by tc', async () => {
     try {
       await addQdisc(rt, { dev: 'lo', parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' });
       let q = ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as TcQdisc[];
-      assert.ok(q.some((x) => x.kind === 'clsact' && x.handle === 'ffff:'), JSON.stringify(q));
+      assert.ok(
+        q.some((x) => x.kind === 'clsact' && x.handle === 'ffff:'),
+        JSON.stringify(q),
+      );
       await deleteQdisc(rt, { dev: 'lo', parent: TC_H_CLSACT });
       await addQdisc(rt, { dev: 'lo', parent: TC_H_INGRESS, handle: makeHandle(0xffff, 0), kind: 'ingress' });
       q = ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as TcQdisc[];
-      assert.ok(q.some((x) => x.kind === 'ingress' && x.handle === 'ffff:'), JSON.stringify(q));
+      assert.ok(
+        q.some((x) => x.kind === 'ingress' && x.handle === 'ffff:'),
+        JSON.stringify(q),
+      );
     } finally {
       rt.close();
     }
@@ -64,16 +76,13 @@ test('handle clash: EEXIST with the kernel text, nothing changed', async () => {
     try {
       await addQdisc(rt, { dev: 'lo', parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'pfifo', options: { limit: 5 } });
       const before = ns.tcJson(['qdisc', 'show', 'dev', 'lo']);
-      await assert.rejects(
-        addQdisc(rt, { dev: 'lo', parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'bfifo', options: { limit: 5000 } }),
-        (e: unknown) => {
-          assert.ok(e instanceof NetlinkError);
-          assert.equal(e.errnoName, 'EEXIST');
-          assert.equal(e.op, 'RTM_NEWQDISC');
-          assert.match(e.message, /^RTM_NEWQDISC dev lo root handle 1: kind bfifo: EEXIST/);
-          return true;
-        },
-      );
+      await assert.rejects(addQdisc(rt, { dev: 'lo', parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'bfifo', options: { limit: 5000 } }), (e: unknown) => {
+        assert.ok(e instanceof NetlinkError);
+        assert.equal(e.errnoName, 'EEXIST');
+        assert.equal(e.op, 'RTM_NEWQDISC');
+        assert.match(e.message, /^RTM_NEWQDISC dev lo root handle 1: kind bfifo: EEXIST/);
+        return true;
+      });
       assert.deepEqual(ns.tcJson(['qdisc', 'show', 'dev', 'lo']), before);
       // replace is the way to swap it (the kernel refuses another kind under the same explicit handle).
       await replaceQdisc(rt, { dev: 'lo', parent: TC_H_ROOT, kind: 'bfifo', options: { limit: 5000 } });
@@ -89,15 +98,12 @@ test('unknown device: ENODEV from RTM_GETLINK with a hint', async () => {
   await withNetns(async (ns) => {
     const rt = Rtnl.open({ netns: ns.name });
     try {
-      await assert.rejects(
-        addQdisc(rt, { dev: 'nosuch0', parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'pfifo' }),
-        (e: unknown) => {
-          assert.ok(e instanceof NetlinkError);
-          assert.equal(e.errnoName, 'ENODEV');
-          assert.match(e.message, /RTM_GETLINK dev nosuch0: ENODEV.*no network interface named "nosuch0"/);
-          return true;
-        },
-      );
+      await assert.rejects(addQdisc(rt, { dev: 'nosuch0', parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'pfifo' }), (e: unknown) => {
+        assert.ok(e instanceof NetlinkError);
+        assert.equal(e.errnoName, 'ENODEV');
+        assert.match(e.message, /RTM_GETLINK dev nosuch0: ENODEV.*no network interface named "nosuch0"/);
+        return true;
+      });
     } finally {
       rt.close();
     }
@@ -108,16 +114,16 @@ test('unknown kind: the kernel names it, the hint says what to do', async () => 
   await withNetns(async (ns) => {
     const rt = Rtnl.open({ netns: ns.name });
     try {
-      await assert.rejects(
-        addQdisc(rt, { dev: 'lo', parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'nosuchkind' }),
-        (e: unknown) => {
-          assert.ok(e instanceof NetlinkError);
-          assert.ok(['ENOENT', 'EINVAL'].includes(e.errnoName), e.errnoName);
-          assert.match(e.kernelMessage ?? '', /kind is unknown/i);
-          return true;
-        },
+      await assert.rejects(addQdisc(rt, { dev: 'lo', parent: TC_H_ROOT, handle: makeHandle(1, 0), kind: 'nosuchkind' }), (e: unknown) => {
+        assert.ok(e instanceof NetlinkError);
+        assert.ok(['ENOENT', 'EINVAL'].includes(e.errnoName), e.errnoName);
+        assert.match(e.kernelMessage ?? '', /kind is unknown/i);
+        return true;
+      });
+      assert.deepEqual(
+        (ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as TcQdisc[]).map((q) => q.kind),
+        ['noqueue'],
       );
-      assert.deepEqual((ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as TcQdisc[]).map((q) => q.kind), ['noqueue']);
     } finally {
       rt.close();
     }
@@ -126,7 +132,10 @@ test('unknown kind: the kernel names it, the hint says what to do', async () => 
 
 test('plug on a kernel without sch_plug: a typed error that says use nfqueue, nothing left behind', async (t) => {
   // tc itself, not synhold, decides whether this kernel has sch_plug.
-  const probe = spawnSync('sh', ['-c', 'ip netns add synhold-pp-$$ && tc -n synhold-pp-$$ qdisc add dev lo root plug; r=$?; ip netns del synhold-pp-$$; exit $r']);
+  const probe = spawnSync('sh', [
+    '-c',
+    'ip netns add synhold-pp-$$ && tc -n synhold-pp-$$ qdisc add dev lo root plug; r=$?; ip netns del synhold-pp-$$; exit $r',
+  ]);
   if (probe.status === 0) {
     t.diagnostic('this kernel HAS sch_plug: the no-plug error path is covered in the kernel lab tests instead');
     return;
@@ -137,12 +146,18 @@ test('plug on a kernel without sch_plug: a typed error that says use nfqueue, no
       const plug = new Plug(rt, { dev: 'lo', parent: TC_H_ROOT, handle: makeHandle(1, 0) });
       await assert.rejects(plug.attach(), (e: unknown) => {
         assert.ok(e instanceof NetlinkError);
-        assert.match(e.message, /^RTM_NEWQDISC dev lo root handle 1: kind plug: (ENOENT|EINVAL) \(Specified qdisc kind is unknown\.?\) - this kernel lacks sch_plug \(CONFIG_NET_SCH_PLUG\)$/);
+        assert.match(
+          e.message,
+          /^RTM_NEWQDISC dev lo root handle 1: kind plug: (ENOENT|EINVAL) \(Specified qdisc kind is unknown\.?\) - this kernel lacks sch_plug \(CONFIG_NET_SCH_PLUG\)$/,
+        );
         // The kernel layer states the fact; advice (use --backend nfqueue) is the CLI's (test/cli/bad-input.test.ts).
         assert.equal(e.lacks, 'sch_plug');
         return true;
       });
-      assert.deepEqual((ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as TcQdisc[]).map((q) => q.kind), ['noqueue']);
+      assert.deepEqual(
+        (ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as TcQdisc[]).map((q) => q.kind),
+        ['noqueue'],
+      );
     } finally {
       rt.close();
     }

@@ -208,7 +208,15 @@ function ssListeners(ns: TestNetns): SsListener[] {
 function asSs(ls: Listener[]): SsListener[] {
   return sortSs(
     ls.map((l) => {
-      const s: SsListener = { family: l.family, address: l.address, port: l.port, queued: l.backlog.queued, max: l.backlog.max, inode: l.inode, cookie: l.cookie };
+      const s: SsListener = {
+        family: l.family,
+        address: l.address,
+        port: l.port,
+        queued: l.backlog.queued,
+        max: l.backlog.max,
+        inode: l.inode,
+        cookie: l.cookie,
+      };
       if (l.v6only !== undefined) s.v6only = l.v6only;
       return s;
     }),
@@ -240,18 +248,25 @@ test('request bytes equal what ss sends', () => {
   // Captured with: strace -x -s 2048 -e trace=sendmsg -e write=3 ss -Htn state listening '( sport = :80 or sport = :443 )'
   // (iproute2 6.1.0): the AF_INET message's payload after its 16-byte nlmsghdr (type 20, flags REQUEST|DUMP).
   const golden = Buffer.from(
-    '02060000' + '00040000' + '00'.repeat(48) + // inet_diag_req_v2: AF_INET, IPPROTO_TCP, states 1<<TCP_LISTEN, zero sockid
+    '02060000' +
+      '00040000' +
+      '00'.repeat(48) + // inet_diag_req_v2: AF_INET, IPPROTO_TCP, states 1<<TCP_LISTEN, zero sockid
       '28000100' + // nlattr: len 40, INET_DIAG_REQ_BYTECODE
-      '07101400' + '00000000' + '50000000' + '00000000' + // S_COND yes 16 no 20, hostcond AF_UNSPEC/0 port 80, addr 0
+      '07101400' +
+      '00000000' +
+      '50000000' +
+      '00000000' + // S_COND yes 16 no 20, hostcond AF_UNSPEC/0 port 80, addr 0
       '01041400' + // JMP yes 4 no 20
-      '07101400' + '00000000' + 'bb010000' + '00000000', // S_COND port 443
+      '07101400' +
+      '00000000' +
+      'bb010000' +
+      '00000000', // S_COND port 443
     'hex',
   );
   assert.equal(encodeInetDiagRequest({ family: AF_INET, states: TCPF_LISTEN, sports: [80, 443] }).toString('hex'), golden.toString('hex'));
 
   // Same capture method: ss -Hltn '( sport = :80 or sport = :443 or sport = :8080 )', the bytecode alone.
-  const three =
-    '07101400000000005000000000000000' + '01041400' + '0710140000000000bb01000000000000' + '01041400' + '0710140000000000901f000000000000';
+  const three = '07101400000000005000000000000000' + '01041400' + '0710140000000000bb01000000000000' + '01041400' + '0710140000000000901f000000000000';
   assert.equal(sportBytecode([80, 443, 8080]).toString('hex'), three);
 });
 
@@ -278,7 +293,16 @@ test('invalid ports are refused before asking the kernel', async () => {
 // ---------------------------------------------------------------------------
 
 function fake(port: number, cookie: string, family: 'ipv4' | 'ipv6' = 'ipv4'): Listener {
-  return { family, address: family === 'ipv4' ? '0.0.0.0' : '::', port, inode: parseInt(cookie, 16), uid: 0, cookie, backlog: { queued: 0, max: 128 }, ifindex: 0 };
+  return {
+    family,
+    address: family === 'ipv4' ? '0.0.0.0' : '::',
+    port,
+    inode: parseInt(cookie, 16),
+    uid: 0,
+    cookie,
+    backlog: { queued: 0, max: 128 },
+    ifindex: 0,
+  };
 }
 
 test('reloadSettled: the rule and its edge cases', () => {
@@ -428,7 +452,10 @@ test('reloadSettled on a real sequence: A, then A+B (SO_REUSEPORT), then B only'
       assert.equal(before.length, 1);
       let r = reloadSettled(before, before, ports);
       assert.equal(r.settled, false);
-      assert.deepEqual(r.waiting, [p, q].sort((x, y) => x - y));
+      assert.deepEqual(
+        r.waiting,
+        [p, q].sort((x, y) => x - y),
+      );
 
       // B starts: both listen on P (SO_REUSEPORT), B also on Q.
       const b = await servers.start({
@@ -506,7 +533,10 @@ test('cost of one list() with a few hundred sockets present (reported, not asser
     const port = a.ports[0]!;
     await servers.start({ listen: [{ family: 'ipv4', host: '0.0.0.0', port, reuseport: true, backlog: 200 }], lifetime: 120 });
     await servers.start({ listen: [], connect: [{ family: 'ipv4', host: '127.0.0.1', port: others.ports[0]!, count: 100 }], lifetime: 120 });
-    const total = ns.exec('ss', ['-Htan']).split('\n').filter((l) => l.trim()).length;
+    const total = ns
+      .exec('ss', ['-Htan'])
+      .split('\n')
+      .filter((l) => l.trim()).length;
     t.diagnostic(`sockets in the namespace (ss -Htan): ${total}`);
     assert.ok(total >= 500, `expected a few hundred sockets, ss shows ${total}`);
 
@@ -524,7 +554,9 @@ test('cost of one list() with a few hundred sockets present (reported, not asser
       t.diagnostic(
         `ListenerWatcher.listAll() then filter in userspace (302 listeners): ${stats(await timeIt(1000, async () => (await w.listAll()).filter((l) => l.port === port)))}`,
       );
-      t.diagnostic(`listListeners() (opens and closes a socket each call): ${stats(await timeIt(1000, () => listListeners({ ports: [port], netns: ns.name })))}`);
+      t.diagnostic(
+        `listListeners() (opens and closes a socket each call): ${stats(await timeIt(1000, () => listListeners({ ports: [port], netns: ns.name })))}`,
+      );
     } finally {
       w.close();
     }

@@ -13,7 +13,6 @@ import assert from 'node:assert/strict';
 import { withNetns } from '../helpers/netns.js';
 import { describeResult, runExperimentIn, type ExperimentResult } from '../helpers/reload-experiment.js';
 
-
 /** How many holds ended for each reason (the socket rule's reasons folded into one). */
 function reasons(r: ExperimentResult): Record<string, number> {
   const out: Record<string, number> = {};
@@ -38,26 +37,50 @@ function reasons(r: ExperimentResult): Record<string, number> {
 const RELOADS = 40;
 const RUN_DEADLINE_MS = 8 * 60_000;
 
-test(`HAProxy reloads under load: unprotected requests fail; with synhold protect (plug) none fail over ${RELOADS} reloads`, { timeout: 20 * 60_000 }, async (t) => {
-  await withNetns(async (ns) => {
-    const plain = runExperimentIn(ns.name, { protect: false, reloads: RELOADS, intervalMs: 100, concurrency: 8, deadlineMs: RUN_DEADLINE_MS }, RUN_DEADLINE_MS + 60_000);
-    t.diagnostic(`unprotected: ${describeResult(plain)}`);
-    assert.equal(plain.reloads, RELOADS);
-    assert.ok(plain.failed > 0, `the race did not show: ${describeResult(plain)}`);
-    assert.equal(plain.failed, plain.outcomes.reset, 'the failures are resets, the race the seed describes');
+test(
+  `HAProxy reloads under load: unprotected requests fail; with synhold protect (plug) none fail over ${RELOADS} reloads`,
+  { timeout: 20 * 60_000 },
+  async (t) => {
+    await withNetns(async (ns) => {
+      const plain = runExperimentIn(
+        ns.name,
+        { protect: false, reloads: RELOADS, intervalMs: 100, concurrency: 8, deadlineMs: RUN_DEADLINE_MS },
+        RUN_DEADLINE_MS + 60_000,
+      );
+      t.diagnostic(`unprotected: ${describeResult(plain)}`);
+      assert.equal(plain.reloads, RELOADS);
+      assert.ok(plain.failed > 0, `the race did not show: ${describeResult(plain)}`);
+      assert.equal(plain.failed, plain.outcomes.reset, 'the failures are resets, the race the seed describes');
 
-    // With `synhold daemon` running, as a production host would: each protect then
-    // starts one process, not two (on this one slow CPU that is seconds per reload).
-    // The forked-holder path is exercised under load below and on the host.
-    const prot = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'plug'], protectArgs: ['--max-hold', '30s'], daemon: true, reloads: RELOADS, intervalMs: 100, concurrency: 8, deadlineMs: RUN_DEADLINE_MS }, RUN_DEADLINE_MS + 60_000);
-    t.diagnostic(`plug via the daemon: ${describeResult(prot)}`);
-    assert.equal(prot.reloads, RELOADS);
-    assert.equal(prot.reloadFailures, 0);
-    assert.equal(prot.holds.length, RELOADS);
-    assert.equal(prot.failed, 0, `protected requests failed: ${describeResult(prot)}; release reasons ${JSON.stringify(reasons(prot))}`);
-    assert.ok(prot.holds.every((h) => h.dropped === 0), 'no SYN dropped at the plug limit');
-  });
-});
+      // With `synhold daemon` running, as a production host would: each protect then
+      // starts one process, not two (on this one slow CPU that is seconds per reload).
+      // The forked-holder path is exercised under load below and on the host.
+      const prot = runExperimentIn(
+        ns.name,
+        {
+          protect: true,
+          setupArgs: ['--backend', 'plug'],
+          protectArgs: ['--max-hold', '30s'],
+          daemon: true,
+          reloads: RELOADS,
+          intervalMs: 100,
+          concurrency: 8,
+          deadlineMs: RUN_DEADLINE_MS,
+        },
+        RUN_DEADLINE_MS + 60_000,
+      );
+      t.diagnostic(`plug via the daemon: ${describeResult(prot)}`);
+      assert.equal(prot.reloads, RELOADS);
+      assert.equal(prot.reloadFailures, 0);
+      assert.equal(prot.holds.length, RELOADS);
+      assert.equal(prot.failed, 0, `protected requests failed: ${describeResult(prot)}; release reasons ${JSON.stringify(reasons(prot))}`);
+      assert.ok(
+        prot.holds.every((h) => h.dropped === 0),
+        'no SYN dropped at the plug limit',
+      );
+    });
+  },
+);
 
 /*
  * Two deploy jobs reloading at once, each running the operator's shell line
@@ -73,7 +96,21 @@ test(`HAProxy reloads under load: unprotected requests fail; with synhold protec
  */
 test('concurrent protects under load: zero failures, every reload held', { timeout: 20 * 60_000 }, async (t) => {
   await withNetns(async (ns) => {
-    const r = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'plug'], protectArgs: ['--max-hold', '30s'], shellReload: true, reloads: 40, intervalMs: 100, concurrency: 4, loops: 2, deadlineMs: RUN_DEADLINE_MS }, RUN_DEADLINE_MS + 60_000);
+    const r = runExperimentIn(
+      ns.name,
+      {
+        protect: true,
+        setupArgs: ['--backend', 'plug'],
+        protectArgs: ['--max-hold', '30s'],
+        shellReload: true,
+        reloads: 40,
+        intervalMs: 100,
+        concurrency: 4,
+        loops: 2,
+        deadlineMs: RUN_DEADLINE_MS,
+      },
+      RUN_DEADLINE_MS + 60_000,
+    );
     const why = reasons(r);
     t.diagnostic(`two concurrent reload loops, plug: ${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
     assert.equal(r.reloads, 40);

@@ -18,7 +18,16 @@ import { setup, teardown } from '../../src/protect/setup.js';
 import { StateStore } from '../../src/protect/state.js';
 import { plugBackend, type PlugState } from '../../src/backends/plug.js';
 
-interface TcQdisc { kind: string; handle: string; parent?: string; root?: boolean; qlen?: number; backlog?: number; drops?: number; packets?: number }
+interface TcQdisc {
+  kind: string;
+  handle: string;
+  parent?: string;
+  root?: boolean;
+  qlen?: number;
+  backlog?: number;
+  drops?: number;
+  packets?: number;
+}
 
 function qdiscs(ns: TestNetns, dev = 'lo'): TcQdisc[] {
   return ns.tcJson(['-s', 'qdisc', 'show', 'dev', dev]) as TcQdisc[];
@@ -40,7 +49,8 @@ async function until(what: string, fn: () => boolean, ms = 60_000): Promise<void
 
 /** Sends `count` UDP datagrams of `size` bytes to 127.0.0.1:port from inside the namespace. */
 function sendUdp(ns: TestNetns, port: number, count: number, size = 40): void {
-  const js = `const s=require('dgram').createSocket('udp4');let n=0;const b=Buffer.alloc(${size});` +
+  const js =
+    `const s=require('dgram').createSocket('udp4');let n=0;const b=Buffer.alloc(${size});` +
     `const go=()=>{if(n++>=${count})return s.close();s.send(b,${port},'127.0.0.1',go)};go();`;
   const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, '-e', js]);
   assert.equal(r.status, 0, r.stderr?.toString());
@@ -121,10 +131,19 @@ test('setup steers only new connections to the port into the plug; held connect 
       assert.equal(r.backend, 'plug');
       // Oracle: tc sees the seed's topology.
       const q = qdiscs(ns);
-      assert.ok(q.some((x) => x.kind === 'prio' && x.handle === '5301:' && x.root), JSON.stringify(q));
-      assert.ok(q.some((x) => x.kind === 'plug' && x.handle === '5302:' && x.parent === '5301:4'), JSON.stringify(q));
+      assert.ok(
+        q.some((x) => x.kind === 'prio' && x.handle === '5301:' && x.root),
+        JSON.stringify(q),
+      );
+      assert.ok(
+        q.some((x) => x.kind === 'plug' && x.handle === '5302:' && x.parent === '5301:4'),
+        JSON.stringify(q),
+      );
       const filters = ns.tcJson(['filter', 'show', 'dev', 'lo', 'parent', '5301:']) as { kind: string; options?: { flowid?: string } }[];
-      assert.ok(filters.some((f) => f.kind === 'u32' && f.options?.flowid === '5301:4'), JSON.stringify(filters));
+      assert.ok(
+        filters.some((f) => f.kind === 'u32' && f.options?.flowid === '5301:4'),
+        JSON.stringify(filters),
+      );
 
       const state = StateStore.for(ns.name).readSetup()!.backendState as PlugState;
       const rt = Rtnl.open({ netns: ns.name });
@@ -152,7 +171,11 @@ test('setup steers only new connections to the port into the plug; held connect 
         rt.close();
       }
       await teardown({ netns: ns.name });
-      assert.deepEqual(qdiscs(ns).map((x) => [x.kind, x.handle]), before.map((x) => [x.kind, x.handle]), 'teardown restored lo');
+      assert.deepEqual(
+        qdiscs(ns).map((x) => [x.kind, x.handle]),
+        before.map((x) => [x.kind, x.handle]),
+        'teardown restored lo',
+      );
     } finally {
       established.kill();
       server.kill();
@@ -178,7 +201,10 @@ test('ingress: a client in another namespace is held at the server side via IFB,
       assert.ok(ifb, 'an IFB device was created');
       assert.ok(qdiscs(server, 'shs0').some((q) => q.kind === 'clsact'));
       const f = server.tcJson(['filter', 'show', 'dev', 'shs0', 'ingress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[];
-      assert.ok(f.some((x) => x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb)), JSON.stringify(f));
+      assert.ok(
+        f.some((x) => x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb)),
+        JSON.stringify(f),
+      );
 
       // Unheld: connects at once.
       const quick = await startClient(client.name, '10.77.0.2', 16000).result;
@@ -200,8 +226,14 @@ test('ingress: a client in another namespace is held at the server side via IFB,
         rt.close();
       }
       await teardown({ netns: server.name });
-      assert.deepEqual(qdiscs(server, 'shs0').map((q) => q.kind), before.q.map((q) => q.kind));
-      assert.deepEqual((server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname), before.links);
+      assert.deepEqual(
+        qdiscs(server, 'shs0').map((q) => q.kind),
+        before.q.map((q) => q.kind),
+      );
+      assert.deepEqual(
+        (server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname),
+        before.links,
+      );
     } finally {
       srv.kill();
     }

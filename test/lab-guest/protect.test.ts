@@ -23,8 +23,15 @@ import { pidAlive, stateDir, StateStore } from '../../src/protect/state.js';
 import { Rtnl } from '../../src/rtnl/rtnl.js';
 import { plugBackend, type PlugState } from '../../src/backends/plug.js';
 
-interface TcQdisc { kind: string; qlen?: number }
-interface Status { setUp: boolean; held: boolean; stats: { holds: number; watchdogReleases: number; lastHold?: { reason: string; durationMs: number; released: number } } }
+interface TcQdisc {
+  kind: string;
+  qlen?: number;
+}
+interface Status {
+  setUp: boolean;
+  held: boolean;
+  stats: { holds: number; watchdogReleases: number; lastHold?: { reason: string; durationMs: number; released: number } };
+}
 
 const plugQlen = (ns: TestNetns) => (ns.tcJson(['-s', 'qdisc', 'show', 'dev', 'lo']) as TcQdisc[]).find((q) => q.kind === 'plug')?.qlen ?? 0;
 
@@ -196,7 +203,7 @@ test('protect: a connection made during the hold waits for it and completes with
 
 // 50 ms on an idle host; in the lab, 50 ms on top of what the lab needs to show any release
 // (measured first, in the same namespace: see releaseOverheadMs). CI's lab saw 95 ms here.
-test('watchdog: kill -9 of protect during a hold releases within 50 ms (+ the lab\'s own release overhead)', async (t) => {
+test("watchdog: kill -9 of protect during a hold releases within 50 ms (+ the lab's own release overhead)", async (t) => {
   await withProtected(async (ns) => {
     const cal = await releaseOverheadMs(ns);
     const g = gate();
@@ -210,7 +217,9 @@ test('watchdog: kill -9 of protect during a hold releases within 50 ms (+ the la
       const res = await c.result;
       assert.equal(res.error, null);
       const ms = res.connectedAt! - killedAt;
-      t.diagnostic(`kill -9 of protect -> held connect completed: ${ms} ms; the lab's release overhead (no kill): ${cal.raw.join(', ')} ms; bound ${killBound(cal)} ms`);
+      t.diagnostic(
+        `kill -9 of protect -> held connect completed: ${ms} ms; the lab's release overhead (no kill): ${cal.raw.join(', ')} ms; bound ${killBound(cal)} ms`,
+      );
       assert.ok(ms < killBound(cal), `the held connection completed ${ms} ms after kill -9 (bound 50 ms + 3 x ${cal.max} ms, the lab's own release overhead)`);
       await until('the hold record to clear', () => !status(ns).held);
       const st = status(ns).stats;
@@ -371,7 +380,7 @@ test('--ready: release waits until an unprotected address accepts; a protected -
   });
 });
 
-test('more SYNs than the plug limit: drops are counted in protect\'s summary and in status', async () => {
+test("more SYNs than the plug limit: drops are counted in protect's summary and in status", async () => {
   await withNetns(async (ns) => {
     const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
     try {
@@ -382,7 +391,8 @@ test('more SYNs than the plug limit: drops are counted in protect\'s summary and
       await until('the hold', () => holding(ns));
       const clients = Array.from({ length: 5 }, () => startClient(ns.name, '127.0.0.1', 16000));
       // Oracle: tc counts the drops at the plug while the hold is still on.
-      const plugDrops = () => (ns.tcJson(['-s', 'qdisc', 'show', 'dev', 'lo']) as { kind: string; drops?: number }[]).find((q) => q.kind === 'plug')?.drops ?? 0;
+      const plugDrops = () =>
+        (ns.tcJson(['-s', 'qdisc', 'show', 'dev', 'lo']) as { kind: string; drops?: number }[]).find((q) => q.kind === 'plug')?.drops ?? 0;
       await until('a drop at the plug limit', () => plugDrops() >= 1);
       // Two SYNs fill the plug; the test waits for them too before ending the hold.
       await until('two SYNs held', () => plugQlen(ns) >= 2);
@@ -425,10 +435,15 @@ async function withDaemon(ns: TestNetns, metricsPort: number, fn: (daemonPid: nu
 
 async function metrics(port: number): Promise<Record<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  return Object.fromEntries(text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]));
+  return Object.fromEntries(
+    text
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'))
+      .map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]),
+  );
 }
 
-test('daemon: protect holds through it; kill -9 of protect releases within 50 ms (+ the lab\'s own release overhead); metrics count the holds', async (t) => {
+test("daemon: protect holds through it; kill -9 of protect releases within 50 ms (+ the lab's own release overhead); metrics count the holds", async (t) => {
   await withProtected(async (ns) => {
     const cal = await releaseOverheadMs(ns);
     const g = gate();
@@ -448,7 +463,9 @@ test('daemon: protect holds through it; kill -9 of protect releases within 50 ms
       const res = await c.result;
       assert.equal(res.error, null);
       const ms = res.connectedAt! - killedAt;
-      t.diagnostic(`daemon: kill -9 of protect -> held connect completed: ${ms} ms; the lab's release overhead (no kill): ${cal.raw.join(', ')} ms; bound ${killBound(cal)} ms`);
+      t.diagnostic(
+        `daemon: kill -9 of protect -> held connect completed: ${ms} ms; the lab's release overhead (no kill): ${cal.raw.join(', ')} ms; bound ${killBound(cal)} ms`,
+      );
       assert.ok(ms < killBound(cal), `released ${ms} ms after kill -9 of protect (bound 50 ms + 3 x ${cal.max} ms, the lab's own release overhead)`);
       await until('the hold record to clear', () => !holding(ns));
       const after = await metrics(19473);

@@ -36,7 +36,9 @@ export function parseTap(tap: string): GuestResult[] {
   return out;
 }
 
-const files = readdirSync(guestDir).filter((f) => f.endsWith('.test.js')).sort();
+const files = readdirSync(guestDir)
+  .filter((f) => f.endsWith('.test.js'))
+  .sort();
 
 for (const file of files) {
   test(`kernel lab: ${file}`, { timeout: 30 * 60_000 }, async (t) => {

@@ -13,7 +13,14 @@ import { labAvailable } from '../../src/lab/uml.js';
 
 const UML_JS = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'src', 'lab', 'uml.js');
 
-interface Proc { pid: number; ppid: number; pgrp: number; state: string; start: string; cmdline: string }
+interface Proc {
+  pid: number;
+  ppid: number;
+  pgrp: number;
+  state: string;
+  start: string;
+  cmdline: string;
+}
 
 function processes(): Proc[] {
   const out: Proc[] = [];
@@ -35,7 +42,7 @@ function processes(): Proc[] {
 function descendants(root: number): Proc[] {
   const all = processes();
   const found = new Set([root]);
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     for (const p of all) {
       if (!found.has(p.pid) && found.has(p.ppid)) {
@@ -84,7 +91,9 @@ console.log('lab returned');`;
     assert.ok(uml, `no UML among the node process's descendants: ${JSON.stringify(procs.map((p) => p.cmdline))}`);
     labDir = path.dirname(/init=(\S+)\/init\.sh/.exec(uml.cmdline)![1]! + '/x');
     const groups = new Set(procs.map((p) => p.pgrp));
-    t.diagnostic(`lab: ${procs.length} processes (${procs.filter((p) => p.cmdline.includes('linux.uml')).length} UML), process groups ${[...groups].join(',')}, lab directory ${labDir}`);
+    t.diagnostic(
+      `lab: ${procs.length} processes (${procs.filter((p) => p.cmdline.includes('linux.uml')).length} UML), process groups ${[...groups].join(',')}, lab directory ${labDir}`,
+    );
     assert.ok(procs.length >= 2, 'UML runs helper processes');
 
     const killedAt = Date.now();

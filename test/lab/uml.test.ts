@@ -65,7 +65,7 @@ test('exit status, stdout, stderr, environment and cwd reach the caller', { time
     const r = await runInLab({
       command: ['sh', '-c', 'echo "out:$WEIRD"; pwd; cat input.txt; echo oops >&2; exit 42'],
       cwd: dir,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WEIRD: "a b 'c' \"d\" $e" },
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', WEIRD: 'a b \'c\' "d" $e' },
       modules: [],
       timeoutMs: 60_000,
     });
@@ -125,7 +125,11 @@ test('iptables-legacy can add an NFQUEUE rule inside the lab (UML 6.x only)', { 
     return;
   }
   const r = await runInLab({
-    command: ['sh', '-c', 'iptables-legacy -t raw -A PREROUTING -p tcp --syn --dport 8080 -j NFQUEUE --queue-num 7 --queue-bypass && iptables-legacy -t raw -S PREROUTING'],
+    command: [
+      'sh',
+      '-c',
+      'iptables-legacy -t raw -A PREROUTING -p tcp --syn --dport 8080 -j NFQUEUE --queue-num 7 --queue-bypass && iptables-legacy -t raw -S PREROUTING',
+    ],
     cwd: REPO,
     timeoutMs: 60_000,
   });

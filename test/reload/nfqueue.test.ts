@@ -11,7 +11,6 @@ import { synhold, synholdAsync } from '../helpers/cli.js';
 import { startClient, startEchoServer } from '../helpers/tcp.js';
 import { describeResult, runExperimentIn } from '../helpers/reload-experiment.js';
 
-
 test('auto picks nfqueue on this kernel, saying why', async () => {
   await withNetns(async (ns) => {
     const r = synhold(['--netns', ns.name, 'setup', '--port', '16000']);

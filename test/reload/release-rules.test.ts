@@ -34,7 +34,10 @@ function haproxies(ns: TestNetns): Haproxies {
   const dir = mkdtempSync(join(tmpdir(), 'synhold-rules-'));
   const cfg = join(dir, 'haproxy.cfg');
   // The bench's HAProxy configuration; only its listening socket matters here.
-  writeFileSync(cfg, haproxyConfig({ dir, host: '127.0.0.1', port: PORT, backendHost: '127.0.0.1', backendPort: 1, maxconn: 100, hardStopAfterS: 30, threads: 1 }));
+  writeFileSync(
+    cfg,
+    haproxyConfig({ dir, host: '127.0.0.1', port: PORT, backendHost: '127.0.0.1', backendPort: 1, maxconn: 100, hardStopAfterS: 30, threads: 1 }),
+  );
   const names = new Set<string>();
   const h: Haproxies = {
     cfg,
@@ -47,7 +50,11 @@ function haproxies(ns: TestNetns): Haproxies {
         const f = join(dir, `${n}.pid`);
         return existsSync(f) ? readFileSync(f, 'utf8').split(/\s+/).filter(Boolean).map(Number) : [];
       }),
-    listeners: () => ns.exec('ss', ['-Hltn', `sport = :${PORT}`]).split('\n').filter((l) => l.trim()).length,
+    listeners: () =>
+      ns
+        .exec('ss', ['-Hltn', `sport = :${PORT}`])
+        .split('\n')
+        .filter((l) => l.trim()).length,
     cleanup: () => {
       for (const pid of h.pids()) {
         try {
@@ -81,8 +88,15 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       // Closing late: CMD starts the new process without -sf and exits; the old one
       // is told to stop (SIGUSR1, what -sf sends) 400 ms after CMD's exit.
       const late = synhold([
-        '--netns', ns.name, 'protect', '--max-hold', '10s', '--',
-        'sh', '-c', `${HAPROXY_BIN} -f ${h.cfg} -p ${h.pidFile('b')} -D && { (sleep 0.4; kill -USR1 ${oldPid}) >/dev/null 2>&1 & }`,
+        '--netns',
+        ns.name,
+        'protect',
+        '--max-hold',
+        '10s',
+        '--',
+        'sh',
+        '-c',
+        `${HAPROXY_BIN} -f ${h.cfg} -p ${h.pidFile('b')} -D && { (sleep 0.4; kill -USR1 ${oldPid}) >/dev/null 2>&1 & }`,
       ]);
       assert.equal(late.status, 0, late.stderr);
       const s1 = summary(late.stderr);
@@ -96,8 +110,20 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       // the wrong pid) and exits. Without a bound the hold would last until max-hold.
       const t0 = Date.now();
       const orphan = synhold([
-        '--netns', ns.name, 'protect', '--max-hold', '10s', '--settle-wait', '700ms', '--',
-        HAPROXY_BIN, '-f', h.cfg, '-p', h.pidFile('c'), '-D',
+        '--netns',
+        ns.name,
+        'protect',
+        '--max-hold',
+        '10s',
+        '--settle-wait',
+        '700ms',
+        '--',
+        HAPROXY_BIN,
+        '-f',
+        h.cfg,
+        '-p',
+        h.pidFile('c'),
+        '-D',
       ]);
       const took = Date.now() - t0;
       assert.equal(orphan.status, 0, orphan.stderr);
@@ -109,8 +135,20 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
 
       // --release-on exit releases at CMD's exit even then: that is what it asks for.
       const atExit = synhold([
-        '--netns', ns.name, 'protect', '--max-hold', '10s', '--release-on', 'exit', '--',
-        HAPROXY_BIN, '-f', h.cfg, '-p', h.pidFile('d'), '-D',
+        '--netns',
+        ns.name,
+        'protect',
+        '--max-hold',
+        '10s',
+        '--release-on',
+        'exit',
+        '--',
+        HAPROXY_BIN,
+        '-f',
+        h.cfg,
+        '-p',
+        h.pidFile('d'),
+        '-D',
       ]);
       assert.equal(atExit.status, 0, atExit.stderr);
       const s3 = summary(atExit.stderr);

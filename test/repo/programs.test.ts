@@ -72,11 +72,15 @@ test('every program the sources spawn is in scripts/programs.txt (installed by i
 
 test('every program in scripts/programs.txt is on this machine (install-deps.sh ran)', () => {
   const absent = [...listed()].filter(([prog]) => spawnSync('sh', ['-c', `command -v "${prog}"`]).status !== 0);
-  assert.deepEqual(absent.map(([p, pkg]) => `${p} (${pkg})`), []);
+  assert.deepEqual(
+    absent.map(([p, pkg]) => `${p} (${pkg})`),
+    [],
+  );
 });
 
 test('the scan would catch a new program', () => {
-  const text = "await runCommand(['frobctl', '-x']); spawnSync('gizmo', []); ns.exec('widget', ['a']); const argv = ['doohickey', 'x']; const GADGET_BIN = '/usr/sbin/gadget';";
+  const text =
+    "await runCommand(['frobctl', '-x']); spawnSync('gizmo', []); ns.exec('widget', ['a']); const argv = ['doohickey', 'x']; const GADGET_BIN = '/usr/sbin/gadget';";
   const names = [SPAWN, ARGV, BIN_CONST].flatMap((re) => [...text.matchAll(re)].map((m) => basename(m[2]!)));
   assert.deepEqual(names.sort(), ['doohickey', 'frobctl', 'gadget', 'gizmo', 'widget']);
 });

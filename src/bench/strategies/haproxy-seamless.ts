@@ -3,13 +3,13 @@
 // receives the listening sockets from the old process instead of binding new
 // ones, so no listener ever closes with SYNs in its queue. Nothing is held.
 
-import { noCleanup, type Strategy } from "./strategy.js";
+import { noCleanup, type Strategy } from './strategy.js';
 
 export const haproxySeamless: Strategy = {
-  name: "haproxy-seamless",
+  name: 'haproxy-seamless',
   summary: "HAProxy's listener hand-over: `expose-fd listeners` + `haproxy -x SOCKET -sf`",
-  haproxyMode: "seamless",
+  haproxyMode: 'seamless',
   reloads: true,
   kernelNeeds: [],
-  prepare: async () => ({ cleanup: noCleanup, notes: ["reload: haproxy -f CFG -p PIDFILE -D -x STATS_SOCKET -sf OLDPIDS"] }),
+  prepare: async () => ({ cleanup: noCleanup, notes: ['reload: haproxy -f CFG -p PIDFILE -D -x STATS_SOCKET -sf OLDPIDS'] }),
 };

@@ -1,24 +1,24 @@
 // The strategies, by name, in the order the report lists them.
 
-import { baseline } from "./baseline.js";
-import { none } from "./none.js";
-import { drop, nfqueue, plug } from "./synhold-hold.js";
-import { plugSpawn } from "./plug-spawn.js";
-import { haproxySeamless } from "./haproxy-seamless.js";
-import { migrateReq } from "./migrate-req.js";
-import { STRATEGY_NAMES, type Strategy, type StrategyName } from "./strategy.js";
+import { baseline } from './baseline.js';
+import { none } from './none.js';
+import { drop, nfqueue, plug } from './synhold-hold.js';
+import { plugSpawn } from './plug-spawn.js';
+import { haproxySeamless } from './haproxy-seamless.js';
+import { migrateReq } from './migrate-req.js';
+import { STRATEGY_NAMES, type Strategy, type StrategyName } from './strategy.js';
 
-export { STRATEGY_NAMES, StrategyUnavailable, type Strategy, type StrategyName, type KernelFeature } from "./strategy.js";
+export { STRATEGY_NAMES, StrategyUnavailable, type Strategy, type StrategyName, type KernelFeature } from './strategy.js';
 
 const STRATEGIES: Record<StrategyName, Strategy> = {
   baseline,
   none,
   drop,
   plug,
-  "plug-spawn": plugSpawn,
+  'plug-spawn': plugSpawn,
   nfqueue,
-  "haproxy-seamless": haproxySeamless,
-  "migrate-req": migrateReq,
+  'haproxy-seamless': haproxySeamless,
+  'migrate-req': migrateReq,
 };
 
 export function strategyFor(name: StrategyName): Strategy {

@@ -2,12 +2,12 @@
 // PIDFILE)`, unprotected: SYNs that land in the old process's accept queue as it
 // closes its listener are reset (the seed saw 0.25% of requests fail).
 
-import { noCleanup, type Strategy } from "./strategy.js";
+import { noCleanup, type Strategy } from './strategy.js';
 
 export const none: Strategy = {
-  name: "none",
+  name: 'none',
   summary: "plain `haproxy -sf` reload, nothing held (the seed's first experiment)",
-  haproxyMode: "sf",
+  haproxyMode: 'sf',
   reloads: true,
   kernelNeeds: [],
   prepare: async () => ({ cleanup: noCleanup, notes: [] }),

@@ -10,14 +10,14 @@
 // Every strategy runs inside a network namespace the bench created, so its
 // commands (tc, sysctl, synhold) act on that namespace without --netns.
 
-import type { HaproxyMode, HaproxyServer } from "../servers.js";
-import type { ReloadLoopResult, ReloadWrap, Stats } from "../reloader.js";
+import type { HaproxyMode, HaproxyServer } from '../servers.js';
+import type { ReloadLoopResult, ReloadWrap, Stats } from '../reloader.js';
 
-export const STRATEGY_NAMES = ["baseline", "none", "drop", "plug", "plug-spawn", "nfqueue", "haproxy-seamless", "migrate-req"] as const;
+export const STRATEGY_NAMES = ['baseline', 'none', 'drop', 'plug', 'plug-spawn', 'nfqueue', 'haproxy-seamless', 'migrate-req'] as const;
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
 
 /** Kernel features a strategy cannot do without; the bench runs it in the kernel lab when this kernel lacks one. */
-export type KernelFeature = "sch_plug" | "sch_prio";
+export type KernelFeature = 'sch_plug' | 'sch_prio';
 
 export interface StrategyContext {
   haproxy: HaproxyServer;
@@ -77,10 +77,10 @@ export interface Strategy {
 
 /** This strategy cannot run on this kernel / machine; `message` says why. */
 export class StrategyUnavailable extends Error {
-  readonly code = "ERR_STRATEGY_UNAVAILABLE";
+  readonly code = 'ERR_STRATEGY_UNAVAILABLE';
   constructor(message: string) {
     super(message);
-    this.name = "StrategyUnavailable";
+    this.name = 'StrategyUnavailable';
   }
 }
 

@@ -8,10 +8,10 @@
 // (the reload's output goes to HAProxy's log file, so the lines are read from
 // there after the run; the bench never parses synhold's state files).
 
-import { migrateReq } from "../../protect/sysctl.js";
-import { stats } from "../reloader.js";
-import { describeFailure, exec } from "../exec.js";
-import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from "./strategy.js";
+import { migrateReq } from '../../protect/sysctl.js';
+import { stats } from '../reloader.js';
+import { describeFailure, exec } from '../exec.js';
+import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from './strategy.js';
 
 export const HELD_LINE = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;
 
@@ -25,7 +25,7 @@ export interface ParsedHold {
 /** Every `synhold: held ...` summary line in a log. */
 export function parseHoldLines(log: string): ParsedHold[] {
   const out: ParsedHold[] = [];
-  for (const line of log.split("\n")) {
+  for (const line of log.split('\n')) {
     const m = HELD_LINE.exec(line.trim());
     if (m) out.push({ ms: Number(m[1]), released: Number(m[2]), dropped: Number(m[3]), reason: m[4]! });
   }
@@ -35,7 +35,7 @@ export function parseHoldLines(log: string): ParsedHold[] {
 /** A hold's release reason without what differs from one reload to the next
  * (socket ids), so that reasons can be counted. */
 export function reasonKind(reason: string): string {
-  return reason.replace(/ sk:[0-9a-f]+/g, "").trim();
+  return reason.replace(/ sk:[0-9a-f]+/g, '').trim();
 }
 
 export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
@@ -51,13 +51,13 @@ export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
   };
 }
 
-type Backend = "plug" | "nfqueue" | "drop";
+type Backend = 'plug' | 'nfqueue' | 'drop';
 
-function synholdStrategy(name: StrategyName & Backend, summary: string, extra: { kernelNeeds?: ["sch_plug"]; defaultIntervalMs?: number } = {}): Strategy {
+function synholdStrategy(name: StrategyName & Backend, summary: string, extra: { kernelNeeds?: ['sch_plug']; defaultIntervalMs?: number } = {}): Strategy {
   return {
     name,
     summary,
-    haproxyMode: "sf",
+    haproxyMode: 'sf',
     reloads: true,
     kernelNeeds: extra.kernelNeeds ?? [],
     ...(extra.defaultIntervalMs !== undefined ? { defaultIntervalMs: extra.defaultIntervalMs } : {}),
@@ -65,46 +65,48 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
       // `synhold setup` also turns net.ipv4.tcp_migrate_req on by default, which
       // on its own prevents the resets (that is the migrate-req row). Off here,
       // so that this row measures the hold alone.
-      const argv = [...ctx.synhold, "--json", "setup", "--port", String(ctx.port), "--backend", name, "--migrate-req", "off"];
+      const argv = [...ctx.synhold, '--json', 'setup', '--port', String(ctx.port), '--backend', name, '--migrate-req', 'off'];
       const r = await exec(argv, { env: ctx.env, timeoutMs: 30_000 });
       const shown = `synhold setup --port ${ctx.port} --backend ${name} --migrate-req off`;
       if (r.code !== 0) {
-        throw new StrategyUnavailable(`\`${shown}\` failed (exit ${r.code ?? r.signal ?? r.error}): ${r.stderr.trim().split("\n").slice(-2).join(" | ") || describeFailure(r)}`);
+        throw new StrategyUnavailable(
+          `\`${shown}\` failed (exit ${r.code ?? r.signal ?? r.error}): ${r.stderr.trim().split('\n').slice(-2).join(' | ') || describeFailure(r)}`,
+        );
       }
-      let chosen = "?";
-      let reason = "";
+      let chosen = '?';
+      let reason = '';
       try {
         const j = JSON.parse(r.stdout) as { backend?: string; backendReason?: string };
-        chosen = j.backend ?? "?";
-        reason = j.backendReason ?? "";
+        chosen = j.backend ?? '?';
+        reason = j.backendReason ?? '';
       } catch {
         /* checked below */
       }
       if (chosen !== name) {
-        await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
+        await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
         throw new StrategyUnavailable(`\`${shown}\` set up backend ${chosen}, not ${name}: ${r.stdout.trim().slice(0, 300)}`);
       }
       ctx.log(`synhold set up: backend ${chosen} (${reason})`);
       // Check the sysctl itself (its /proc file), not what setup said it did.
-      if (migrateReq() === "1") {
-        await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
+      if (migrateReq() === '1') {
+        await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
         throw new Error(`net.ipv4.tcp_migrate_req is 1 after \`${shown}\`: this row would not measure the hold alone`);
       }
       return {
-        wrap: { argv: (reload) => [...ctx.synhold, "protect", "--", ...reload] },
+        wrap: { argv: (reload) => [...ctx.synhold, 'protect', '--', ...reload] },
         holds: (run) => {
           const h = holdSummary(parseHoldLines(run.reloadLog), "synhold protect's summary line (hold start to release)");
-          if (name === "drop") {
+          if (name === 'drop') {
             // Dropped SYNs are not counted by the drop backend (its summary always says
             // "0 SYNs released, 0 dropped"): no counts rather than misleading zeros.
             delete h.released;
             delete h.dropped;
-            h.source += "; the drop backend does not count the SYNs it drops";
+            h.source += '; the drop backend does not count the SYNs it drops';
           }
           return h;
         },
         cleanup: async () => {
-          const t = await exec([...ctx.synhold, "teardown"], { env: ctx.env, timeoutMs: 30_000 });
+          const t = await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
           if (t.code !== 0) throw new Error(describeFailure(t));
         },
         notes: [`${shown}; reload: synhold protect -- haproxy ... -sf OLDPIDS`],
@@ -113,12 +115,19 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
   };
 }
 
-export const plug = synholdStrategy("plug", "synhold's plug backend (sch_plug on lo, in-process netlink) alone (--migrate-req off): `synhold protect -- haproxy -sf`", {
-  kernelNeeds: ["sch_plug"],
-});
-export const nfqueue = synholdStrategy("nfqueue", "synhold's NFQUEUE backend (kernels without sch_plug) alone (--migrate-req off): `synhold protect -- haproxy -sf`");
+export const plug = synholdStrategy(
+  'plug',
+  "synhold's plug backend (sch_plug on lo, in-process netlink) alone (--migrate-req off): `synhold protect -- haproxy -sf`",
+  {
+    kernelNeeds: ['sch_plug'],
+  },
+);
+export const nfqueue = synholdStrategy(
+  'nfqueue',
+  "synhold's NFQUEUE backend (kernels without sch_plug) alone (--migrate-req off): `synhold protect -- haproxy -sf`",
+);
 // The seed could only reload every second with dropped SYNs ("exponentially
 // backing off connections" otherwise); that is its default interval here too.
-export const drop = synholdStrategy("drop", "synhold's drop backend (drop SYNs during the reload; clients retransmit after 1 s)", {
+export const drop = synholdStrategy('drop', "synhold's drop backend (drop SYNs during the reload; clients retransmit after 1 s)", {
   defaultIntervalMs: 1000,
 });

@@ -8,9 +8,7 @@ import { defineAttributes } from '../../netlink/schema.js';
 import { actMirred } from './act_mirred.js';
 import { decodeOptionsOf, type TcKind } from './kind.js';
 
-export const ACTION_KINDS: ReadonlyMap<string, TcKind<never>> = new Map<string, TcKind<never>>(
-  [actMirred].map((k) => [k.kind, k as TcKind<never>]),
-);
+export const ACTION_KINDS: ReadonlyMap<string, TcKind<never>> = new Map<string, TcKind<never>>([actMirred].map((k) => [k.kind, k as TcKind<never>]));
 
 /** TCA_ACT_* inside one entry of an action list */
 export const tcaActAttrs = defineAttributes('tca_act', {

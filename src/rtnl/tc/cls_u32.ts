@@ -149,7 +149,7 @@ export function packKey(keys: U32Key[], val: number, mask: number, off: number):
 /** `match u8 VAL MASK at OFF` */
 export function packKey8(keys: U32Key[], val: number, mask: number, at: number): void {
   const shift = 24 - (at & 3) * 8;
-  packKey(keys, (val & 0xff) << shift >>> 0, (mask & 0xff) << shift >>> 0, at & ~3);
+  packKey(keys, ((val & 0xff) << shift) >>> 0, ((mask & 0xff) << shift) >>> 0, at & ~3);
 }
 
 /** `match u16 VAL MASK at OFF` (OFF even) */

@@ -26,9 +26,7 @@ import {
   type TcStats,
 } from './tcmsg.js';
 
-export const FILTER_KINDS: ReadonlyMap<string, TcKind<never>> = new Map<string, TcKind<never>>(
-  [clsU32, clsFw].map((k) => [k.kind, k as TcKind<never>]),
-);
+export const FILTER_KINDS: ReadonlyMap<string, TcKind<never>> = new Map<string, TcKind<never>>([clsU32, clsFw].map((k) => [k.kind, k as TcKind<never>]));
 
 export interface FilterRef {
   dev: string | number;

@@ -13,17 +13,7 @@ import { schClsact, schIngress } from './sch_ingress.js';
 import { schBfifo, schPfifo } from './sch_fifo.js';
 import { schPlug } from './sch_plug.js';
 import { schPrio } from './sch_prio.js';
-import {
-  AF_UNSPEC,
-  RTM_DELQDISC,
-  RTM_GETQDISC,
-  RTM_NEWQDISC,
-  statsFrom,
-  tcaAttrs,
-  tcmsg,
-  type TcaValues,
-  type TcStats,
-} from './tcmsg.js';
+import { AF_UNSPEC, RTM_DELQDISC, RTM_GETQDISC, RTM_NEWQDISC, statsFrom, tcaAttrs, tcmsg, type TcaValues, type TcStats } from './tcmsg.js';
 
 /** The kinds synhold can encode; others still decode, with raw options. */
 export const QDISC_KINDS: ReadonlyMap<string, TcKind<never>> = new Map<string, TcKind<never>>(
@@ -68,7 +58,11 @@ function qdiscHint(kind: string | undefined): (e: NetlinkError) => ErrorHint | u
     const text = e.kernelMessage ?? '';
     if ((e.errno === 2 || e.errno === 22) && /kind is unknown/i.test(text)) {
       const fact = `this kernel lacks the ${kind ?? 'requested'} qdisc (CONFIG_NET_SCH_${(kind ?? '').toUpperCase()})`;
-      return kind === 'plug' ? { text: 'this kernel lacks sch_plug (CONFIG_NET_SCH_PLUG)', lacks: 'sch_plug' } : kind === 'prio' ? { text: fact, lacks: 'sch_prio' } : fact;
+      return kind === 'plug'
+        ? { text: 'this kernel lacks sch_plug (CONFIG_NET_SCH_PLUG)', lacks: 'sch_plug' }
+        : kind === 'prio'
+          ? { text: fact, lacks: 'sch_prio' }
+          : fact;
     }
     if (e.errno === 17) return 'a qdisc already exists there; delete it first or choose another handle';
     if (e.errno === 1) return 'needs root (CAP_NET_ADMIN)';
@@ -91,10 +85,7 @@ export function encodeQdiscRequest(ifindex: number, s: Omit<QdiscSpec, 'dev'>): 
   const attrs: TcaValues = { kind: s.kind };
   const opts = encodeOptions(s.kind, s.options);
   if (opts !== undefined) attrs.options = opts;
-  return Buffer.concat([
-    tcmsg.encode({ family: AF_UNSPEC, ifindex, handle: s.handle ?? 0, parent: s.parent }),
-    tcaAttrs.encode(attrs),
-  ]);
+  return Buffer.concat([tcmsg.encode({ family: AF_UNSPEC, ifindex, handle: s.handle ?? 0, parent: s.parent }), tcaAttrs.encode(attrs)]);
 }
 
 async function qdiscMessage(rt: Rtnl, s: QdiscSpec): Promise<Buffer> {
