@@ -16,7 +16,7 @@ import { histogramPoints } from './histogram.js';
 import { FAILURE_OUTCOMES } from './loadgen.js';
 import { fmtMs, fmtPct, kernelKey, reportsFromBenchJson, summarize, type BenchJson, type StrategyReport, type SummaryRow } from './report.js';
 import { attributionText, type CrossCheck, type KernelInfo } from './bench.js';
-import { QUICK_DURATION_MS, QUICK_MIN_RELOADS } from './options.js';
+import { QUICK_CAP_MS, QUICK_DURATION_MS, QUICK_MIN_RELOADS } from './options.js';
 
 export interface Run {
   /** path of the bench.json, as given */
@@ -459,7 +459,7 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     command,
     '```',
     '',
-    `\`synhold bench --quick\` runs every strategy in under 2 minutes (${QUICK_DURATION_MS / 1000} s of load each, at least ${QUICK_MIN_RELOADS} reloads); \`--full\` is the seed's size`,
+    `\`synhold bench --quick\` gives every strategy ${QUICK_DURATION_MS / 1000} s of load and at least ${QUICK_MIN_RELOADS} reloads (the load runs on for them, up to ${QUICK_CAP_MS / 1000} s, in a slow kernel lab); \`--full\` is the seed's size`,
     '(1,000,000 requests per strategy and at least 1,500 reloads). `--json` prints the document these pages are made from.',
     '',
     "## The seed's findings, reproduced or contradicted",
