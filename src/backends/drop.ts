@@ -9,6 +9,7 @@
  */
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { DropSwitch } from '../netfilter/drop.js';
+import { describeMissing, ProgramMissingError } from '../host/programs.js';
 import type { IpFamily } from '../model/prefix.js';
 import { synMatches, type SynMatch } from '../model/syn-match.js';
 import { atomically, type HoldBackend, type ProbeResult } from './backend.js';
@@ -84,6 +85,7 @@ async function probeDrop(): Promise<ProbeResult> {
     await detectIptables({ family: 4, need: 'drop' });
     return { ok: true };
   } catch (e) {
+    if (e instanceof ProgramMissingError) return { ok: false, missing: describeMissing(e) };
     return { ok: false, missing: `a working iptables (raw table): ${(e as Error).message}` };
   }
 }

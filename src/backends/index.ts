@@ -34,5 +34,5 @@ export async function chooseBackend(cfg: SetupConfig, ctx: BackendContext): Prom
     }
     notes.push(`no ${name}: missing ${r.missing}`);
   }
-  throw new SynholdError('ERR_NO_BACKEND', `no hold backend works on this kernel: ${notes.join('; ')}`);
+  throw new SynholdError('ERR_NO_BACKEND', `no hold backend works here: ${notes.join('; ')}`);
 }

@@ -16,6 +16,7 @@
  *   spawn iptables.
  */
 import { SynholdError } from '../model/errors.js';
+import { describeMissing, ProgramMissingError } from '../host/programs.js';
 import { NfQueue } from '../nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
@@ -94,6 +95,7 @@ async function probeNfqueue(_cfg: SetupConfig, ctx: BackendContext): Promise<Pro
   try {
     await detectIptables({ family: 4, need: 'nfqueue' });
   } catch (e) {
+    if (e instanceof ProgramMissingError) return { ok: false, missing: describeMissing(e) };
     return { ok: false, missing: `the iptables NFQUEUE target (xt_NFQUEUE): ${(e as Error).message}` };
   }
   // Bind a scratch queue number, without holding, to prove nfnetlink_queue is there.

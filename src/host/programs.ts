@@ -4,9 +4,6 @@
  * one is one clear error naming its Debian package instead of an ENOENT deep in a
  * spawn - or, worse, a step silently skipped. scripts/programs.txt lists the same
  * programs (and those the tests run) for the installer.
- *
- * iptables itself is checked where it runs (src/netfilter/iptables.ts turns its
- * ENOENT into an error naming the iptables package).
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -14,6 +11,10 @@ import { SynholdError } from '../model/errors.js';
 
 /** The Debian package of each program synhold runs. */
 export const PROGRAM_PACKAGES = {
+  'iptables-nft': 'iptables',
+  'iptables-legacy': 'iptables',
+  'ip6tables-nft': 'iptables',
+  'ip6tables-legacy': 'iptables',
   nsenter: 'util-linux',
   unshare: 'util-linux',
   cat: 'coreutils',
@@ -53,6 +54,11 @@ export function findProgram(name: string, path = process.env.PATH ?? '/usr/local
   }
   found.set(key, hit);
   return hit;
+}
+
+/** What the program's absence means, for a list of reasons why a backend cannot work: `the X program (Debian package P)`. */
+export function describeMissing(e: ProgramMissingError): string {
+  return `the ${e.program} program (Debian package ${e.debianPackage})`;
 }
 
 /** Throws ProgramMissingError unless every program is installed; `why` completes "needed ...". */

@@ -32,6 +32,7 @@ import { NETLINK_NETFILTER, NetlinkSocket, netnsPath } from '../netlink/socket.j
 import { deleteTableIfEmpty } from './nf_tables.js';
 import { NFPROTO_IPV4, NFPROTO_IPV6 } from './nfnetlink.js';
 import type { IpFamily } from '../model/prefix.js';
+import { findProgram, ProgramMissingError, requirePrograms, type Program } from '../host/programs.js';
 import { RULE_TAG_PREFIX, RuleSpecError, formatRule, nfqueueRule, type IptablesRule } from './rules.js';
 
 export type IptablesBackend = 'nft' | 'legacy';
@@ -410,8 +411,13 @@ export async function probeIptables(backend: IptablesBackend, opts: Omit<DetectO
 
 /** Picks the first backend that can install synhold's rule here (nft, then legacy). */
 export async function detectIptables(opts: DetectOptions = {}): Promise<Iptables> {
+  const order = opts.order ?? (['nft', 'legacy'] as const);
+  // No iptables program at all is one clear error, not one failed probe per flavour.
+  const bins = order.map((backend) => new Iptables({ backend, family: opts.family }).bin as Program);
+  if (!bins.some((b) => findProgram(b) !== undefined)) throw new ProgramMissingError(bins[0]!, 'for the nfqueue and drop backends');
+  requirePrograms(['unshare'], 'to probe iptables in a throwaway network namespace');
   const attempts: { backend: IptablesBackend; error: IptablesError }[] = [];
-  for (const backend of opts.order ?? (['nft', 'legacy'] as const)) {
+  for (const backend of order) {
     try {
       await probeIptables(backend, opts);
       return new Iptables({

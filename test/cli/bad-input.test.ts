@@ -4,9 +4,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { kernelHas, withNetns, type TestNetns } from '../helpers/netns.js';
 import { CLI, synhold } from '../helpers/cli.js';
 import { pathWithout } from '../helpers/path.js';
 import { stateDir } from '../../src/protect/state.js';
@@ -132,6 +132,35 @@ test('no nsenter on the host: --netns commands fail with one line naming util-li
         assert.match(r.stderr, /^synhold \w+: nsenter is not installed \(needed for --netns\): install it \(Debian: apt-get install util-linux\)\n$/);
       }
       assert.deepEqual([snapshot(ns), iptables()], before, 'kernel state unchanged');
+      assert.equal(existsSync(stateDir(ns.name)), false, 'no state left behind');
+    });
+  } finally {
+    p.cleanup();
+  }
+});
+
+test('no iptables on the host: setup with nfqueue, drop or auto fails with one line naming the iptables package (exit 1); nothing changed', async () => {
+  const iptablesBins = (process.env.PATH ?? '')
+    .split(':')
+    .filter((d) => d && existsSync(d))
+    .flatMap((d) => readdirSync(d).filter((n) => /^ip6?tables/.test(n)));
+  const p = pathWithout(iptablesBins);
+  try {
+    await withNetns(async (ns) => {
+      const before = snapshot(ns);
+      // auto on a kernel with sch_plug picks plug, which needs no iptables.
+      for (const backend of ['nfqueue', 'drop', ...(kernelHas('plug') ? [] : ['auto'])]) {
+        const r = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--backend', backend], { PATH: p.path });
+        assert.equal(r.status, 1, `${backend}: exit ${r.status}; stderr: ${r.stderr}`);
+        assert.equal(r.stderr.trimEnd().split('\n').length, 1, `one line: ${r.stderr}`);
+        assert.match(
+          r.stderr,
+          backend === 'auto'
+            ? /no nfqueue: missing the iptables-nft program \(Debian package iptables\)/
+            : /iptables-nft is not installed .*apt-get install iptables/,
+        );
+      }
+      assert.equal(snapshot(ns), before, 'kernel state unchanged');
       assert.equal(existsSync(stateDir(ns.name)), false, 'no state left behind');
     });
   } finally {
