@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-scripts/lab --timeout 600 -- sh -c 'ip netns add b && ip netns exec b node dist/src/bench/plug-roundtrip.js' >"$out"
-node dist/src/bench/plug-roundtrip-report.js "$out" docs/BENCH-PLUG.md
+scripts/lab --timeout 600 -- sh -c 'ip netns add b && ip netns exec b node dist/bench/src/plug-roundtrip.js' >"$out"
+node dist/bench/src/plug-roundtrip-report.js "$out" docs/BENCH-PLUG.md
 cat docs/BENCH-PLUG.md

@@ -56,7 +56,7 @@ fi
 
 # Show that the root is bare: which of the project's packages it already has
 # (only Debian's essential ones, such as coreutils, may be there).
-pkgs=$(awk '!/^#/ && NF >= 2 { print $2 }' "$here/scripts/programs.txt" | sort -u)
+pkgs=$(awk '!/^#/ && NF >= 2 && $2 != "-" { print $2 }' "$here/scripts/programs.txt" | sort -u)
 have=$(chroot "$base" dpkg-query -W -f='${Package} ${db:Status-Status} ${Essential}\n' $pkgs 2>/dev/null | awk '$2 == "installed" { print $1 ($3 == "yes" ? "" : "(not essential)") }' | tr '\n' ' ' || true)  # dpkg-query fails for the absent ones: the point
 echo "ci-bare: the bare root has $(chroot "$base" dpkg-query -W | wc -l) packages; of the project's $(wc -w <<<"$pkgs"): ${have:-none}" >&2
 

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # The packages: those of every program in scripts/programs.txt (one table says what
 # runs what), plus the ones no program names: debootstrap for scripts/ci-bare.sh.
-mapfile -t PACKAGES < <(awk '!/^#/ && NF >= 2 { print $2 }' scripts/programs.txt | sort -u)
+mapfile -t PACKAGES < <(awk '!/^#/ && NF >= 2 && $2 != "-" { print $2 }' scripts/programs.txt | sort -u)
 PACKAGES+=(debootstrap)
 
 missing=()
@@ -45,9 +45,10 @@ if [[ ! -d node_modules || ! -f $addon || package-lock.json -nt $addon ]]; then
 elif [[ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null)" ]]; then
   npm run install                   # the addon's sources changed since it was built
 fi
+rm -rf dist                         # no output of a moved or deleted source may linger (npm pack ships dist/src)
 npx tsc -p tsconfig.json
 
-# The kernel lab: Debian's UML (with the xstate shim src/lab/uml.ts builds on AMX
+# The kernel lab: Debian's UML (with the xstate shim bench/src/lab/uml.ts builds on AMX
 # CPUs). Only if that cannot boot here, download a newer UML (scripts/fetch-uml.sh).
 if ! scripts/lab --timeout 120 -- true >/dev/null 2>&1; then
   echo "install-deps: Debian's UML does not boot here; fetching another" >&2

@@ -4,7 +4,6 @@
  * document with --json); diagnostics go to stderr, one line per problem.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { readFileSync } from 'node:fs';
 import { SynholdError, type KernelFeature } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
 import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
@@ -15,7 +14,8 @@ import { releaseViaDaemon } from '../protect/daemon-client.js';
 import { runDaemon } from '../protect/daemon.js';
 import { pidAlive, StateStore } from '../protect/state.js';
 import { formatStatus } from './format.js';
-import { cmdBench } from '../bench/cli.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 /** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4 } as const;
@@ -271,6 +271,25 @@ const ADVICE: Record<KernelFeature, string> = {
   nfnetlink_queue: 'use --backend drop',
   xt_NFQUEUE: 'use --backend drop',
 };
+
+/**
+ * `synhold bench` is the bench package's (bench/ in the repository: the seed's
+ * experiment, the load generator, the kernel lab), which a production host does
+ * not install. It is loaded only for this command, from the checkout this CLI
+ * was built in.
+ */
+const BENCH_CLI = new URL('../../bench/src/cli.js', import.meta.url);
+
+async function cmdBench(args: string[], g: Globals): Promise<number> {
+  if (!existsSync(fileURLToPath(BENCH_CLI))) {
+    process.stderr.write(
+      'synhold bench: the benchmark is not installed with synhold: it is the synhold-bench package of the synhold repository (bench/); in a checkout, run `npm ci && npx tsc -p .`, then `node dist/src/cli/main.js bench`\n',
+    );
+    return EXIT.failed;
+  }
+  const bench = (await import(BENCH_CLI.href)) as typeof import('../../bench/src/cli.js');
+  return bench.cmdBench(args, g);
+}
 
 function exitCodeFor(e: unknown, command: string): number {
   const code = (e as SynholdError).code;

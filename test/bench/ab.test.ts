@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseAbOutput } from '../../src/bench/ab.js';
+import { parseAbOutput } from '../../bench/src/ab.js';
 
 const AB_OUTPUT = `This is ApacheBench, Version 2.3 <$Revision$>
 Benchmarking 127.0.0.1 (be patient).....done

@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { attributeFailures } from '../../src/bench/attribution.js';
+import { attributeFailures } from '../../bench/src/attribution.js';
 
 test('each failure goes to the last reload that started before it; counts per release reason', () => {
   const reloads = [

@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isPng, type BenchJson, type BenchJsonStrategy } from '../../src/bench/report.js';
+import { isPng, type BenchJson, type BenchJsonStrategy } from '../../bench/src/report.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 

@@ -3,11 +3,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { newLatencyHistogram, recordMs, type Histogram } from '../../src/bench/histogram.js';
-import { toBenchJson, type StrategyReport } from '../../src/bench/report.js';
-import { stats } from '../../src/bench/reloader.js';
-import { findings, renderBenchmarksMd, runFromDoc, slowCount, mdTable } from '../../src/bench/docs.js';
-import { summarize } from '../../src/bench/report.js';
+import { newLatencyHistogram, recordMs, type Histogram } from '../../bench/src/histogram.js';
+import { toBenchJson, type StrategyReport } from '../../bench/src/report.js';
+import { stats } from '../../bench/src/reloader.js';
+import { findings, renderBenchmarksMd, runFromDoc, slowCount, mdTable } from '../../bench/src/docs.js';
+import { summarize } from '../../bench/src/report.js';
 
 function hist(samples: Array<[ms: number, n: number]>): Histogram {
   const h = newLatencyHistogram();
@@ -116,7 +116,7 @@ test('slow requests are counted from the HDR histogram', () => {
 test('the page: kernels, reproduce command, tables per kernel, figure next to its JSON, no holes', () => {
   const skipped: StrategyReport = { ...rep('nfqueue', 'host', newLatencyHistogram(), 0, 0), skipped: 'synhold setup --backend nfqueue failed' };
   const run = runFromDoc('docs/bench/quick/bench.json', JSON.parse(JSON.stringify(doc([...good.filter((r) => r.name !== 'nfqueue'), skipped]))));
-  const md = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'node dist/src/bench/docs.js --out docs/BENCHMARKS.md docs/bench/quick/bench.json');
+  const md = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js --out docs/BENCHMARKS.md docs/bench/quick/bench.json');
   assert.match(md, /^# Benchmarks/);
   assert.match(md, /Generated from the bench's JSON by `node dist\/src\/bench\/docs.js/);
   assert.match(md, /node dist\/src\/cli\/main.js bench --quick/);
@@ -136,7 +136,7 @@ test('the page: kernels, reproduce command, tables per kernel, figure next to it
 test('several runs on one page: each finding says which run a number comes from; one reproduce line per distinct command', () => {
   const a = runFromDoc('docs/bench/host/bench.json', JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === 'host')))));
   const b = runFromDoc('docs/bench/host-earlier/bench.json', JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === 'host')))));
-  const md = renderBenchmarksMd([a, b], 'docs/BENCHMARKS.md', 'node dist/src/bench/docs.js --out docs/BENCHMARKS.md a b');
+  const md = renderBenchmarksMd([a, b], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js --out docs/BENCHMARKS.md a b');
   assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 1\]: 10 of 4,010/);
   assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 2\]: 10 of 4,010/);
   assert.equal((md.match(/^node dist\/src\/cli\/main.js bench --quick$/gm) ?? []).length, 1);

@@ -3,8 +3,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { exec, execOk, describeFailure, lastLine } from '../../src/bench/exec.js';
-import { failureLines } from '../../src/bench/run-strategy.js';
+import { exec, execOk, describeFailure, lastLine } from '../../bench/src/exec.js';
+import { failureLines } from '../../bench/src/run-strategy.js';
 
 test("exit status, stdout and stderr captured; a failure names the command, the status and stderr's tail", async () => {
   const r = await exec(['sh', '-c', "echo out; echo 'Error: Specified qdisc kind is unknown.' >&2; exit 2"]);

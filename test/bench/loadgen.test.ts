@@ -3,10 +3,10 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { runLoad, parseResponse, classifyError, loadResultToJson } from '../../src/bench/loadgen.js';
-import { checkTarget, TargetRefusedError, isLoopback, inNonInitialNetns } from '../../src/bench/target.js';
-import { startNginx, freePort, type NginxServer } from '../../src/bench/servers.js';
-import { summarizeMs, decodeHistogram } from '../../src/bench/histogram.js';
+import { runLoad, parseResponse, classifyError, loadResultToJson } from '../../bench/src/loadgen.js';
+import { checkTarget, TargetRefusedError, isLoopback, inNonInitialNetns } from '../../bench/src/target.js';
+import { startNginx, freePort, type NginxServer } from '../../bench/src/servers.js';
+import { summarizeMs, decodeHistogram } from '../../bench/src/histogram.js';
 import { tcpServer, rawHttpServer } from './helpers.js';
 
 describe('target checks (no packet leaves before them)', () => {

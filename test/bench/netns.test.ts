@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { addNetns, deleteNetns, benchNetnsName, inNetns, netnsPids, probeKernelFeatures } from '../../src/bench/netns.js';
-import { runStrategy } from '../../src/bench/run-strategy.js';
+import { addNetns, deleteNetns, benchNetnsName, inNetns, netnsPids, probeKernelFeatures } from '../../bench/src/netns.js';
+import { runStrategy } from '../../bench/src/run-strategy.js';
 
 const namespaces = (): string[] =>
   execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
@@ -48,7 +48,7 @@ test('inNetns: false here, true inside the named namespace', async () => {
   await addNetns(name);
   try {
     assert.equal(inNetns(name), false);
-    const mod = fileURLToPath(new URL('../../src/bench/netns.js', import.meta.url));
+    const mod = fileURLToPath(new URL('../../bench/src/netns.js', import.meta.url));
     const r = spawnSync('ip', [
       'netns',
       'exec',

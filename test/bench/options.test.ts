@@ -11,7 +11,7 @@ import {
   QUICK_CAP_MS,
   QUICK_DURATION_MS,
   type BenchOptions,
-} from '../../src/bench/options.js';
+} from '../../bench/src/options.js';
 
 const parse = (args: string[], g = {}): BenchOptions => {
   const o = parseBenchArgs(args, g);

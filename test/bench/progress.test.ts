@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileTail, ProgressView, bar, fractionDone } from '../../src/bench/progress.js';
-import type { LoadPlan, ProgressEvent } from '../../src/bench/protocol.js';
+import { FileTail, ProgressView, bar, fractionDone } from '../../bench/src/progress.js';
+import type { LoadPlan, ProgressEvent } from '../../bench/src/protocol.js';
 
 const plan: LoadPlan = { concurrency: 50, durationMs: 10_000, capMs: 10_000, requestTimeoutMs: 5000, warmupRequests: 200 };
 

@@ -4,11 +4,11 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runReloadLoop, type Reloadable } from '../../src/bench/reloader.js';
-import type { ReloadRecord } from '../../src/bench/servers.js';
-import { startNginx, startHaproxy, freePort, CleanupStack } from '../../src/bench/servers.js';
-import { runLoad } from '../../src/bench/loadgen.js';
-import { summarizeMs } from '../../src/bench/histogram.js';
+import { runReloadLoop, type Reloadable } from '../../bench/src/reloader.js';
+import type { ReloadRecord } from '../../bench/src/servers.js';
+import { startNginx, startHaproxy, freePort, CleanupStack } from '../../bench/src/servers.js';
+import { runLoad } from '../../bench/src/loadgen.js';
+import { summarizeMs } from '../../bench/src/histogram.js';
 
 /** A target whose reload takes `ms` and records the argv it was given. */
 function fakeTarget(ms: number, opts: { fail?: boolean; throws?: boolean } = {}): Reloadable & { calls: Array<string[] | undefined>; log: string[] } {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { newLatencyHistogram, recordMs, summarizeMs, type Histogram } from '../../src/bench/histogram.js';
+import { newLatencyHistogram, recordMs, summarizeMs, type Histogram } from '../../bench/src/histogram.js';
 import {
   summarize,
   renderTable,
@@ -18,9 +18,9 @@ import {
   strategyReport,
   isPng,
   type StrategyReport,
-} from '../../src/bench/report.js';
-import { stats } from '../../src/bench/reloader.js';
-import { loadResultToJson, type LoadResult } from '../../src/bench/loadgen.js';
+} from '../../bench/src/report.js';
+import { stats } from '../../bench/src/reloader.js';
+import { loadResultToJson, type LoadResult } from '../../bench/src/loadgen.js';
 
 function hist(samples: Array<[ms: number, n: number]>): Histogram {
   const h = newLatencyHistogram();

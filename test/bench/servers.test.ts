@@ -15,9 +15,9 @@ import {
   haproxySocketCommand,
   type NginxServer,
   type HaproxyMode,
-} from '../../src/bench/servers.js';
-import { isRunning, type OwnedProc } from '../../src/bench/procs.js';
-import { runLoad } from '../../src/bench/loadgen.js';
+} from '../../bench/src/servers.js';
+import { isRunning, type OwnedProc } from '../../bench/src/procs.js';
+import { runLoad } from '../../bench/src/loadgen.js';
 
 const allGone = (procs: OwnedProc[]): boolean => procs.every((p) => !isRunning(p));
 

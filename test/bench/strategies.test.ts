@@ -4,14 +4,14 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { STRATEGY_NAMES, strategyFor } from '../../src/bench/strategies/index.js';
-import { seedSetupCommands, PLUG_BUFFER, PLUG_RELEASE, NL_QDISC_ADD } from '../../src/bench/strategies/plug-spawn.js';
-import { parseHoldLines, holdSummary, reasonKind } from '../../src/bench/strategies/synhold-hold.js';
-import { placeStrategies, reportFromResult, workerLoadPlan } from '../../src/bench/bench.js';
-import { parseBenchArgs, type BenchOptions } from '../../src/bench/options.js';
-import { newLatencyHistogram, recordMs, encodeHistogram, summarizeMs } from '../../src/bench/histogram.js';
-import type { FeatureProbe } from '../../src/bench/netns.js';
-import type { WorkerResult } from '../../src/bench/protocol.js';
+import { STRATEGY_NAMES, strategyFor } from '../../bench/src/strategies/index.js';
+import { seedSetupCommands, PLUG_BUFFER, PLUG_RELEASE, NL_QDISC_ADD } from '../../bench/src/strategies/plug-spawn.js';
+import { parseHoldLines, holdSummary, reasonKind } from '../../bench/src/strategies/synhold-hold.js';
+import { placeStrategies, reportFromResult, workerLoadPlan } from '../../bench/src/bench.js';
+import { parseBenchArgs, type BenchOptions } from '../../bench/src/options.js';
+import { newLatencyHistogram, recordMs, encodeHistogram, summarizeMs } from '../../bench/src/histogram.js';
+import type { FeatureProbe } from '../../bench/src/netns.js';
+import type { WorkerResult } from '../../bench/src/protocol.js';
 
 describe("plug-spawn: the seed's tooling, command for command", () => {
   test('topology: prio bands 4, pfifo bands, a plug on 1:4 released right after creation, u32 SYN filter to 1:4', () => {

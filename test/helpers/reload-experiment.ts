@@ -13,11 +13,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stateDir } from '../../src/protect/state.js';
 import { fileURLToPath } from 'node:url';
-import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, type NginxServer } from '../../src/bench/servers.js';
-import { runLoad } from '../../src/bench/loadgen.js';
-import { runReloadLoop } from '../../src/bench/reloader.js';
-import { summarizeMs } from '../../src/bench/histogram.js';
-import { shQuote } from '../../src/lab/uml.js';
+import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, type NginxServer } from '../../bench/src/servers.js';
+import { runLoad } from '../../bench/src/loadgen.js';
+import { runReloadLoop } from '../../bench/src/reloader.js';
+import { summarizeMs } from '../../bench/src/histogram.js';
+import { shQuote } from '../../bench/src/lab/uml.js';
 import { CLI, synhold } from './cli.js';
 
 export interface ExperimentOptions {

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { labAvailable } from '../../src/lab/uml.js';
+import { labAvailable } from '../../bench/src/lab/uml.js';
 
 const UML_JS = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'src', 'lab', 'uml.js');
 

@@ -1,4 +1,4 @@
-// Tests of the kernel lab (src/lab/uml.ts): each test boots a User-Mode Linux guest.
+// Tests of the kernel lab (bench/src/lab/uml.ts): each test boots a User-Mode Linux guest.
 // Build: npx tsc -p /work/main; run: node --test dist/test/lab/uml.test.js
 //
 // The lab is what lets synhold's plug path be tested at all on a kernel without sch_plug, so an
@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { labAvailable, labKernel, runInLab } from '../../src/lab/uml.js';
+import { labAvailable, labKernel, runInLab } from '../../bench/src/lab/uml.js';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..');
 

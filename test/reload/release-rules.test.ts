@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold } from '../helpers/cli.js';
-import { HAPROXY_BIN, haproxyConfig } from '../../src/bench/servers.js';
+import { HAPROXY_BIN, haproxyConfig } from '../../bench/src/servers.js';
 
 const PORT = 16000;
 

@@ -47,7 +47,7 @@ const BIN_CONST = /\b[A-Z_]*BIN\s*=\s*(['"`])(\/[A-Za-z0-9_./+-]+)\1/g;
 /** Program names spawned by literal name in the sources, with where. */
 function spawned(): Map<string, string[]> {
   const out = new Map<string, string[]>();
-  for (const file of [...sources('src'), ...sources('test')]) {
+  for (const file of [...sources('src'), ...sources('bench/src'), ...sources('test')]) {
     if (file === 'test/repo/programs.test.ts') continue; // its own examples below
     const text = readFileSync(join(root, file), 'utf8');
     for (const re of [SPAWN, ARGV, BIN_CONST]) {

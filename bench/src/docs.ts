@@ -1,7 +1,7 @@
 // docs/BENCHMARKS.md, written from the JSON documents `synhold bench` produced,
 // never by hand:
 //
-//   node dist/src/bench/docs.js --out docs/BENCHMARKS.md docs/bench/host/bench.json docs/bench/lab/bench.json
+//   node dist/bench/src/docs.js --out docs/BENCHMARKS.md docs/bench/host/bench.json docs/bench/lab/bench.json
 //
 // For each run: the command, the kernels, one table per kernel, the figure
 // (the run's own latency.png / .svg, next to its bench.json), the ab
@@ -497,11 +497,11 @@ function main(argv: string[]): number {
     else files.push(argv[i]!);
   }
   if (!out || files.length === 0) {
-    process.stderr.write('usage: node dist/src/bench/docs.js --out docs/BENCHMARKS.md BENCH.json [BENCH.json ...]\n');
+    process.stderr.write('usage: node dist/bench/src/docs.js --out docs/BENCHMARKS.md BENCH.json [BENCH.json ...]\n');
     return 2;
   }
   const runs = files.map(loadRun);
-  const command = `node dist/src/bench/docs.js --out ${out} ${files.join(' ')}`;
+  const command = `node dist/bench/src/docs.js --out ${out} ${files.join(' ')}`;
   writeFileSync(out, renderBenchmarksMd(runs, out, command));
   process.stderr.write(`written ${out}\n`);
   return 0;

@@ -1,7 +1,7 @@
 // Entry point of one strategy's run, started by the bench inside the network
 // namespace it made for that strategy:
 //
-//   ip netns exec synhold-bench-... node dist/src/bench/worker.js SPEC.json
+//   ip netns exec synhold-bench-... node dist/bench/src/worker.js SPEC.json
 //
 // Writes the WorkerResult to spec.resultFile and exits 0 (a strategy that
 // failed or was skipped is a result, not a crash); exits 1 only if it could

@@ -1,6 +1,6 @@
 // Entry point inside the kernel lab (User-Mode Linux): `synhold bench` starts
 //
-//   runInLab({ command: [node, dist/src/bench/lab-main.js, GROUP.json], share: [workDir] })
+//   runInLab({ command: [node, dist/bench/src/lab-main.js, GROUP.json], share: [workDir] })
 //
 // and this runs the group's strategies there exactly as the host runs its own
 // (group.ts: a namespace per strategy, created in the guest's kernel). Results

@@ -1,4 +1,6 @@
-// `synhold bench ...`: the command's entry, called from src/cli/main.ts.
+// `synhold bench ...`: the command's entry. The core CLI (src/cli/main.ts) loads
+// this module when the bench package is there (a checkout of the repository),
+// and says how to get it otherwise.
 //
 // stdout: the tables (or, with --json, exactly one JSON document);
 // stderr: progress (a bar on a terminal, plain lines otherwise) and the paths
@@ -9,10 +11,7 @@
 // and the bench exits 130; during the kernel lab it exits at once, and the
 // lab's exit hook kills User-Mode Linux by PID (its namespaces die with it).
 
-// Everything is imported lazily: main.ts imports this module for every
-// synhold command, and `synhold protect` runs on the reload path, where the
-// bench's modules (HDR histograms, the lab, the report) would only cost
-// start-up time.
+// Everything is imported lazily: only what the bench runs is loaded.
 
 export async function cmdBench(args: string[], g: { json: boolean; netns?: string }): Promise<number> {
   const { BENCH_USAGE, parseBenchArgs } = await import('./options.js');

@@ -12,7 +12,7 @@
 // bounded in time (capMs) whatever it asks for.
 
 import { parseArgs } from 'node:util';
-import { ConfigError, parseDuration } from '../model/config.js';
+import { ConfigError, parseDuration } from '../../src/model/config.js';
 import { STRATEGY_NAMES, type StrategyName } from './strategies/strategy.js';
 import { isStrategyName, sortStrategies } from './strategies/index.js';
 

@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { labAvailable, labKernel, runInLab } from '../lab/uml.js';
+import { labAvailable, labKernel, runInLab } from './lab/uml.js';
 import { decodeHistogram, newLatencyHistogram, summarizeMs } from './histogram.js';
 import { FAILURE_OUTCOMES } from './loadgen.js';
 import { stats } from './reloader.js';

@@ -41,7 +41,7 @@ ${rows.join('\n')}
 - All three run in one scratch network namespace, on an IFB device created for the run; the benchmark
   process itself runs inside that namespace, so each tool is spawned directly.
 
-Reproduce: \`scripts/bench-plug.sh\` (runs \`ip netns exec b node dist/src/bench/plug-roundtrip.js\` inside
+Reproduce: \`scripts/bench-plug.sh\` (runs \`ip netns exec b node dist/bench/src/plug-roundtrip.js\` inside
 \`scripts/lab\` and regenerates this file). Iterations: N_INPROCESS (default 2000) and N_SPAWN (default 100).
 `;
 writeFileSync(output, md);

@@ -8,7 +8,7 @@
 // (the reload's output goes to HAProxy's log file, so the lines are read from
 // there after the run; the bench never parses synhold's state files).
 
-import { migrateReq } from '../../protect/sysctl.js';
+import { migrateReq } from '../../../src/protect/sysctl.js';
 import { stats } from '../reloader.js';
 import { describeFailure, exec } from '../exec.js';
 import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from './strategy.js';

@@ -4,7 +4,7 @@
 // The sysctl is per network namespace, so setting it here touches only the
 // bench's namespace. Reloads are the plain -sf ones.
 
-import { migrateReq as readMigrateReq } from '../../protect/sysctl.js';
+import { migrateReq as readMigrateReq } from '../../../src/protect/sysctl.js';
 import { describeFailure, exec } from '../exec.js';
 import { StrategyUnavailable, type Strategy } from './strategy.js';
 

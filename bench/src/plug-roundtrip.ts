@@ -18,10 +18,10 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { release as kernelRelease } from 'node:os';
-import { Rtnl } from '../rtnl/rtnl.js';
-import { addIfb, deleteLink, setLinkUp } from '../rtnl/link.js';
-import { Plug } from '../plug/plug.js';
-import { TC_H_ROOT, makeHandle } from '../rtnl/tc/handle.js';
+import { Rtnl } from '../../src/rtnl/rtnl.js';
+import { addIfb, deleteLink, setLinkUp } from '../../src/rtnl/link.js';
+import { Plug } from '../../src/plug/plug.js';
+import { TC_H_ROOT, makeHandle } from '../../src/rtnl/tc/handle.js';
 
 const NL_PLUG_SO = '/usr/lib/x86_64-linux-gnu/libnl-3/cli/qdisc/plug.so';
 
