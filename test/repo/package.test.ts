@@ -9,7 +9,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -45,4 +46,22 @@ test('the core never imports the bench at run time (synhold bench loads it only 
   };
   walk('src');
   assert.deepEqual(offenders, []);
+});
+
+test('the core package alone: synhold bench says where the benchmark is (exit 1), one line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-pack-'));
+  try {
+    const p = spawnSync('npm', ['pack', root, '--ignore-scripts', '--silent', '--pack-destination', dir], { cwd: dir, encoding: 'utf8' });
+    assert.equal(p.status, 0, p.stderr);
+    const x = spawnSync('tar', ['xzf', join(dir, p.stdout.trim().split('\n').at(-1)!), '-C', dir]);
+    assert.equal(x.status, 0, String(x.stderr));
+    const r = spawnSync(process.execPath, [join(dir, 'package/dist/src/cli/main.js'), 'bench'], { encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /^synhold bench: the benchmark is not installed with synhold: it is the synhold-bench package of the synhold repository \(bench\/\).*\n$/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
