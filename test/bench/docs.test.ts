@@ -118,7 +118,7 @@ test('the page: kernels, reproduce command, tables per kernel, figure next to it
   const run = runFromDoc('docs/bench/quick/bench.json', JSON.parse(JSON.stringify(doc([...good.filter((r) => r.name !== 'nfqueue'), skipped]))));
   const md = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js --out docs/BENCHMARKS.md docs/bench/quick/bench.json');
   assert.match(md, /^# Benchmarks/);
-  assert.match(md, /Generated from the bench's JSON by `node dist\/src\/bench\/docs.js/);
+  assert.match(md, /Generated from the bench's JSON by `node dist\/bench\/src\/docs.js/);
   assert.match(md, /node dist\/src\/cli\/main.js bench --quick/);
   assert.match(md, /#### Host: Linux 6\.18\.0, 2 CPUs/);
   assert.match(md, /#### Kernel lab: Linux 6\.1\.176, User-Mode Linux, 1 CPU/);
