@@ -14,7 +14,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { histogramPoints } from './histogram.js';
 import { FAILURE_OUTCOMES } from './loadgen.js';
-import { fmtMs, fmtPct, kernelKey, reportsFromBenchJson, summarize, type BenchJson, type StrategyReport, type SummaryRow } from './report.js';
+import { fmtMs, fmtPct, kernelKey, reportsFromBenchJson, resultCells, summarize, type BenchJson, type StrategyReport, type SummaryRow } from './report.js';
 import { attributionText, type CrossCheck, type KernelInfo } from './bench.js';
 import { QUICK_CAP_MS, QUICK_DURATION_MS, QUICK_MIN_RELOADS } from './options.js';
 
@@ -113,26 +113,7 @@ export function mdTable(rows: SummaryRow[]): string {
       );
       continue;
     }
-    const signed = (x: number): string => (x >= 0 ? `+${fmtMs(x)}` : fmtMs(x));
-    lines.push(
-      `| ${[
-        `**${r.name}**`,
-        fmtInt(r.requests),
-        fmtInt(r.reloads),
-        r.reloads > 0 ? r.reloadRatePerSec.toFixed(2) : '-',
-        r.reloads > 0 ? `${fmtMs(r.reloadMs.p50)} / ${fmtMs(r.reloadMs.max)}` : '-',
-        r.holdMs.count > 0 && r.reloads > 0 ? `${fmtMs(r.holdMs.p50)} / ${fmtMs(r.holdMs.max)}` : '-',
-        r.failed > 0 ? `**${fmtInt(r.failed)}**` : '0',
-        fmtPct(r.failedPct),
-        fmtMs(r.latencyMs.p50),
-        fmtMs(r.latencyMs.p99),
-        fmtMs(r.latencyMs.p999),
-        fmtMs(r.latencyMs.max),
-        r.addedMs ? signed(r.addedMs.p50) : '-',
-        r.addedMs ? signed(r.addedMs.p99) : '-',
-        r.addedMs ? signed(r.addedMs.p999) : '-',
-      ].join(' | ')} |`,
-    );
+    lines.push(`| ${resultCells(r, 'md').join(' | ')} |`);
   }
   const notes: string[] = [];
   for (const r of rows) {

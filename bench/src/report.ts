@@ -181,6 +181,35 @@ export function fmtPct(p: number): string {
 }
 
 const signed = (ms: number): string => (ms >= 0 ? `+${fmtMs(ms)}` : fmtMs(ms));
+const fmtInt = (n: number): string => n.toLocaleString('en');
+
+/**
+ * One strategy's row of the results table, as cells, for the terminal (`text`) or
+ * for Markdown (`md`: thousands separators, the name and any failures in bold).
+ * Both tables (renderTable, and docs.ts's page) are made from these.
+ */
+export function resultCells(r: SummaryRow, style: 'text' | 'md'): string[] {
+  const md = style === 'md';
+  const int = md ? fmtInt : String;
+  const pair = (a: number, b: number): string => (md ? `${fmtMs(a)} / ${fmtMs(b)}` : `${fmtMs(a)}/${fmtMs(b)}`);
+  return [
+    md ? `**${r.name}**` : r.name,
+    int(r.requests),
+    int(r.reloads),
+    r.reloads > 0 ? r.reloadRatePerSec.toFixed(2) : '-',
+    r.reloads > 0 ? pair(r.reloadMs.p50, r.reloadMs.max) : '-',
+    r.holdMs.count > 0 && r.reloads > 0 ? pair(r.holdMs.p50, r.holdMs.max) : '-',
+    md && r.failed > 0 ? `**${fmtInt(r.failed)}**` : String(r.failed),
+    fmtPct(r.failedPct),
+    fmtMs(r.latencyMs.p50),
+    fmtMs(r.latencyMs.p99),
+    fmtMs(r.latencyMs.p999),
+    fmtMs(r.latencyMs.max),
+    r.addedMs ? signed(r.addedMs.p50) : '-',
+    r.addedMs ? signed(r.addedMs.p99) : '-',
+    r.addedMs ? signed(r.addedMs.p999) : '-',
+  ];
+}
 
 /** A plain-text table, one row per strategy, then one failure breakdown line per strategy with failures or a skip reason. */
 export function renderTable(rows: SummaryRow[]): string {
@@ -201,27 +230,7 @@ export function renderTable(rows: SummaryRow[]): string {
     '+p99',
     '+p99.9',
   ];
-  const body = rows.map((r) =>
-    r.skipped !== undefined
-      ? [r.name, ...header.slice(1).map(() => '-')]
-      : [
-          r.name,
-          String(r.requests),
-          String(r.reloads),
-          r.reloads > 0 ? r.reloadRatePerSec.toFixed(2) : '-',
-          r.reloads > 0 ? `${fmtMs(r.reloadMs.p50)}/${fmtMs(r.reloadMs.max)}` : '-',
-          r.holdMs.count > 0 && r.reloads > 0 ? `${fmtMs(r.holdMs.p50)}/${fmtMs(r.holdMs.max)}` : '-',
-          String(r.failed),
-          fmtPct(r.failedPct),
-          fmtMs(r.latencyMs.p50),
-          fmtMs(r.latencyMs.p99),
-          fmtMs(r.latencyMs.p999),
-          fmtMs(r.latencyMs.max),
-          r.addedMs ? signed(r.addedMs.p50) : '-',
-          r.addedMs ? signed(r.addedMs.p99) : '-',
-          r.addedMs ? signed(r.addedMs.p999) : '-',
-        ],
-  );
+  const body = rows.map((r) => (r.skipped !== undefined ? [r.name, ...header.slice(1).map(() => '-')] : resultCells(r, 'text')));
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string =>
     cells
