@@ -24,6 +24,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
+import { probeTcp } from '../../src/protect/ready.js';
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, openSync, closeSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,23 +59,7 @@ export async function waitForPort(host: string, port: number, timeoutMs = 5000):
   const h = checkTarget(host, { namespaceLocal: true });
   const end = Date.now() + timeoutMs;
   for (let attempt = 0; ; attempt++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ host: h, port });
-      const t = setTimeout(() => {
-        s.destroy();
-        resolve(false);
-      }, 500);
-      s.once('connect', () => {
-        clearTimeout(t);
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => {
-        clearTimeout(t);
-        resolve(false);
-      });
-    });
-    if (ok) return;
+    if (await probeTcp(h, port, 500)) return;
     if (Date.now() >= end) throw new Error(`nothing listening on ${host}:${port} after ${timeoutMs} ms`);
     await sleep(Math.min(50, 5 * (attempt + 1)));
   }

@@ -16,10 +16,10 @@
  * not found; 128+N if CMD died of signal N.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { backendFor } from '../backends/index.js';
 import { requirePrograms } from '../host/programs.js';
+import { checkReadyTarget, probeTcp } from './ready.js';
 import { SynholdError } from '../model/errors.js';
 import { netnsPath } from '../netlink/socket.js';
 import { Rtnl } from '../rtnl/rtnl.js';
@@ -27,8 +27,6 @@ import { ListenerWatcher, reloadSettled, type Listener } from '../sockdiag/inet_
 import { startHolder, type HoldHandle } from './holder.js';
 import { holdViaDaemon } from './daemon-client.js';
 import { StateStore } from './state.js';
-import type { SetupConfig } from '../model/config.js';
-import { synMatches } from '../model/syn-match.js';
 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_FAILED = 125;
@@ -88,38 +86,6 @@ export const DEFAULT_MAX_HOLD_MS = 5000;
  * wrong pids. Holding new clients on its account until max-hold helps nobody.
  */
 export const DEFAULT_SETTLE_WAIT_MS = 2000;
-
-/** Throws if --ready points at something the hold itself would hold: the probe could never succeed. */
-export function checkReadyTarget(cfg: SetupConfig, host: string, port: number): void {
-  const tuples = synMatches(cfg).filter((t) => t.port === port);
-  if (!tuples.length) return;
-  const steered = tuples.some((t) => !t.src && (!t.dst || t.dst.address === host || t.dst.prefixLength < (t.family === 4 ? 32 : 128)));
-  if (steered) {
-    throw new SynholdError(
-      'ERR_BAD_INPUT',
-      `--ready ${host}:${port} is a protected destination: its SYN would be held too. Point --ready at an unprotected port (e.g. a stats or health port) or address`,
-    );
-  }
-}
-
-function probeTcp(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host, port });
-    const t = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => {
-      clearTimeout(t);
-      resolve(false);
-    });
-  });
-}
 
 function signalNumber(sig: NodeJS.Signals): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 0;
