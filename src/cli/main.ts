@@ -287,7 +287,7 @@ async function cmdBench(args: string[], g: Globals): Promise<number> {
     );
     return EXIT.failed;
   }
-  const bench = (await import(BENCH_CLI.href)) as typeof import('../../bench/src/cli.js');
+  const bench = (await import(BENCH_CLI.href)) as { cmdBench(args: string[], g: Globals): Promise<number> };
   return bench.cmdBench(args, g);
 }
 
