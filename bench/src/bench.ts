@@ -377,7 +377,7 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
     ...renderHolds(reports),
   ].join('\n');
   const title = `Request latency during HAProxy reloads (${o.preset === 'full' ? 'full run' : o.preset === 'quick' ? 'quick run' : 'bench'})`;
-  const written = writeReport(resolve(o.out), reports, { jsonExtra, table: text, svg: { title } });
+  const written = await writeReport(resolve(o.out), reports, { jsonExtra, table: text, svg: { title } });
   const exitCode = reports.some((r) => r.error !== undefined) ? 1 : 0;
   return { json: written.json, reports, text, written, exitCode };
 }

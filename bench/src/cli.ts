@@ -44,7 +44,6 @@ export async function cmdBench(args: string[], g: { json: boolean; netns?: strin
     if (o.json) process.stdout.write(`${JSON.stringify(r.json)}\n`);
     else process.stdout.write(r.text.endsWith('\n') ? r.text : `${r.text}\n`);
     process.stderr.write(`synhold bench: written ${Object.values(r.written.files).join(' ')}\n`);
-    for (const w of r.written.warnings) process.stderr.write(`synhold bench: warning: ${w}\n`);
     return r.exitCode;
   } catch (e) {
     progress.close();

@@ -1,6 +1,6 @@
 // Turning bench results into what a person reads: a plain-text table per
-// strategy, the issue's JSON document, and latency histograms (SVG, and PNG
-// through rsvg-convert) like the seed's Figures 2 and 3.
+// strategy, the issue's JSON document, and latency histograms (SVG from a
+// Vega-Lite specification, and PNG through resvg) like the seed's Figures 2 and 3.
 //
 // WHY a log-scale latency axis: the interesting features are orders of
 // magnitude apart — sub-millisecond loopback requests, the plug's tens of ms
@@ -9,12 +9,13 @@
 // count axis they would be invisible next to the main peak, and seeing them is
 // the point of the figure.
 //
-// The SVG is hand-written (no plotting dependency): one panel per strategy, all
-// panels on the same latency axis so they compare at a glance.
+// One panel per strategy, all panels on the same latency axis so they compare
+// at a glance. Everything the figures need comes from npm (Vega, Vega-Lite,
+// resvg's prebuilt binary, the DejaVu fonts): no Debian package.
 
-import { spawnSync } from 'node:child_process';
-import { writeFileSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { release } from 'node:os';
 import { summarizeMs, histogramPoints, newLatencyHistogram, encodeHistogram, decodeHistogram, type Histogram, type LatencySummaryMs } from './histogram.js';
 import { FAILURE_OUTCOMES, type FailureOutcome, type LoadResult, type LoadResultJson } from './loadgen.js';
@@ -382,40 +383,33 @@ export function reportsFromBenchJson(doc: BenchJson): StrategyReport[] {
   });
 }
 
-// ---------------------------------------------------------------- SVG
-
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+// ---------------------------------------------------------------- figures
 
 export interface SvgOptions {
   title?: string;
+  /** width of each panel's plot area, px (default 760) */
   width?: number;
+  /** height of each panel's plot area, px (default 130) */
   panelHeight?: number;
   /** histogram bins per decade of latency (default 20) */
   binsPerDecade?: number;
 }
 
-function fmtAxisMs(ms: number): string {
-  if (ms >= 1000) return `${ms / 1000} s`;
-  if (ms >= 1) return `${ms} ms`;
-  return `${ms} ms`;
-}
+/** One row of the figure's data: a histogram bin, a percentile line, a failure note, or why a strategy did not run. */
+type FigureDatum =
+  | { kind: 'bin'; panel: string; lo: number; hi: number; count: number }
+  | { kind: 'pct'; panel: string; ms: number; q: 'p50' | 'p99' }
+  | { kind: 'note'; panel: string; text: string };
 
 /**
- * One panel per strategy: a histogram of ok-request latencies, log-scale
- * latency (x, shared by all panels) and log-scale count (y), with p50 and p99
- * marked, and the failed count in the panel's title.
+ * The figure as a Vega-Lite specification (declarative, rendered by Vega): one
+ * panel per strategy, like the seed's Figures 2 and 3, all on the same
+ * log-scale latency axis, each with a log-scale count axis, p50 and p99
+ * marked, failures or the reason a strategy did not run written in the panel.
  */
-export function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): string {
-  const W = o.width ?? 900;
-  const PH = o.panelHeight ?? 190;
-  const top = 50;
-  const left = 70;
-  const right = 20;
-  const plotW = W - left - right;
+export function figureSpec(reports: StrategyReport[], o: SvgOptions = {}): Record<string, unknown> {
   const perDecade = o.binsPerDecade ?? 20;
   const rows = summarize(reports);
-
-  // Shared x range: whole decades around every strategy's min..max.
   const ran = reports.filter((r) => !r.skipped && r.latency.totalCount > 0);
   let lo = Infinity;
   let hi = -Infinity;
@@ -431,121 +425,127 @@ export function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): string
   const d0 = Math.floor(Math.log10(lo));
   const d1 = Math.max(d0 + 1, Math.ceil(Math.log10(hi * 1.0001)));
   const nb = (d1 - d0) * perDecade;
-  const xOf = (ms: number): number => left + ((Math.log10(ms) - d0) / (d1 - d0)) * plotW;
 
-  const H = top + reports.length * PH + 24;
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`,
-    `<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`,
-    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">${esc(o.title ?? 'Request latency during HAProxy reloads')}</text>`,
-    `<text x="${W / 2}" y="42" text-anchor="middle" font-size="11" fill="#555">ok requests, connect start to response end; log-scale latency and count; dashed: p50 (blue), p99 (red)</text>`,
-  );
-
+  const data: FigureDatum[] = [];
+  const panels: string[] = [];
   reports.forEach((rep, i) => {
     const row = rows[i]!;
-    const y0 = top + i * PH;
-    const plotTop = y0 + 24;
-    const plotH = PH - 60;
-    const base = plotTop + plotH;
-    out.push(`<g class="panel" data-strategy="${esc(rep.name)}"${rep.where ? ` data-where="${esc(rep.where)}"` : ''}>`);
     const label = rep.label ?? rep.name;
-    const title = rep.skipped
-      ? `${label} — skipped`
-      : `${label} — ${row.requests} requests, ${row.failed} failed (${fmtPct(row.failedPct)}), ${row.reloads} reloads` +
+    const panel = rep.skipped
+      ? `${label}: did not run`
+      : `${label}: ${fmtInt(row.requests)} requests, ${fmtInt(row.failed)} failed (${fmtPct(row.failedPct)}), ${row.reloads} reloads` +
         (row.latencyMs.count > 0 ? `, p50 ${fmtMs(row.latencyMs.p50)} ms, p99 ${fmtMs(row.latencyMs.p99)} ms` : '');
-    out.push(`<text x="${left}" y="${y0 + 16}" font-size="13" font-weight="bold">${esc(title)}</text>`);
-    out.push(`<rect x="${left}" y="${plotTop}" width="${plotW}" height="${plotH}" fill="#fafafa" stroke="#999" stroke-width="0.5"/>`);
+    panels.push(panel);
     if (rep.skipped) {
-      // Long reasons wrap over a few lines (SVG text does not wrap by itself).
-      const words = rep.skipped.split(' ');
-      const lines: string[] = [''];
-      for (const w of words) {
-        if ((lines[lines.length - 1]! + ' ' + w).length > 110 && lines[lines.length - 1]!.length > 0) lines.push(w);
-        else lines[lines.length - 1] = `${lines[lines.length - 1]} ${w}`.trim();
-      }
-      lines.slice(0, 6).forEach((l, k) => {
-        const y = plotTop + plotH / 2 - ((Math.min(lines.length, 6) - 1) * 14) / 2 + k * 14;
-        out.push(`<text x="${left + plotW / 2}" y="${y.toFixed(1)}" text-anchor="middle" font-size="11" fill="#a00">${esc(l)}</text>`);
-      });
-    } else {
-      // Re-bin the HDR buckets onto log-spaced bins.
-      const bins = new Array<number>(nb).fill(0);
-      for (const p of histogramPoints(rep.latency)) {
-        const b = Math.floor((Math.log10(Math.max(p.ms, 10 ** d0)) - d0) * perDecade);
-        bins[Math.min(nb - 1, Math.max(0, b))]! += p.count;
-      }
-      const maxC = Math.max(1, ...bins);
-      const yDec = Math.max(1, Math.ceil(Math.log10(maxC)));
-      // log count axis: count 1 sits a little above the baseline so single requests show
-      const yOf = (c: number): number => base - ((Math.log10(c) + 0.3) / (yDec + 0.3)) * plotH;
-      for (let k = 0; k <= yDec; k++) {
-        const y = yOf(10 ** k);
-        out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}" stroke="#e3e3e3" stroke-width="0.5"/>`);
-        out.push(`<text x="${left - 5}" y="${(y + 4).toFixed(1)}" text-anchor="end" font-size="10">${10 ** k >= 1000 ? `1e${k}` : 10 ** k}</text>`);
-      }
-      bins.forEach((c, b) => {
-        if (c === 0) return;
-        const x0 = left + (b / nb) * plotW;
-        const w = plotW / nb;
-        const y = yOf(c);
-        out.push(
-          `<rect class="bar" x="${x0.toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(0.5, w - 0.6).toFixed(1)}" height="${(base - y).toFixed(1)}" fill="#4a7fb5"><title>${fmtMs(10 ** (d0 + b / perDecade))}–${fmtMs(10 ** (d0 + (b + 1) / perDecade))} ms: ${c}</title></rect>`,
-        );
-      });
-      if (row.latencyMs.count > 0) {
-        for (const [v, col] of [
-          [row.latencyMs.p50, '#1f4fd6'],
-          [row.latencyMs.p99, '#d62728'],
-        ] as const) {
-          const x = xOf(Math.max(v, 10 ** d0));
-          out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${plotTop}" y2="${base}" stroke="${col}" stroke-width="1" stroke-dasharray="4,3"/>`);
-        }
-      }
-      if (row.failed > 0) {
-        const f = FAILURE_OUTCOMES.filter((k) => row.failures[k] > 0)
-          .map((k) => `${k} ${row.failures[k]}`)
-          .join(', ');
-        out.push(`<text x="${left + plotW - 6}" y="${plotTop + 14}" text-anchor="end" font-size="11" fill="#a00">failed: ${esc(f)}</text>`);
-      }
+      data.push({ kind: 'note', panel, text: rep.skipped.length > 150 ? `${rep.skipped.slice(0, 147)}...` : rep.skipped });
+      return;
     }
-    // x axis ticks (every panel, so each reads on its own)
-    for (let d = d0; d <= d1; d++) {
-      const x = xOf(10 ** d);
-      out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${base}" y2="${base + 4}" stroke="#333"/>`);
-      out.push(`<text x="${x.toFixed(1)}" y="${base + 15}" text-anchor="middle" font-size="10">${fmtAxisMs(Number((10 ** d).toPrecision(1)))}</text>`);
+    // Re-bin the HDR buckets onto log-spaced bins.
+    const bins = new Array<number>(nb).fill(0);
+    for (const p of histogramPoints(rep.latency)) {
+      const b = Math.floor((Math.log10(Math.max(p.ms, 10 ** d0)) - d0) * perDecade);
+      bins[Math.min(nb - 1, Math.max(0, b))]! += p.count;
     }
-    out.push(
-      `<text x="${left - 50}" y="${plotTop + plotH / 2}" font-size="10" transform="rotate(-90 ${left - 50} ${plotTop + plotH / 2})" text-anchor="middle">requests</text>`,
-    );
-    out.push('</g>');
+    bins.forEach((count, b) => {
+      if (count > 0) data.push({ kind: 'bin', panel, lo: 10 ** (d0 + b / perDecade), hi: 10 ** (d0 + (b + 1) / perDecade), count });
+    });
+    if (row.latencyMs.count > 0) {
+      data.push({ kind: 'pct', panel, ms: Math.max(row.latencyMs.p50, 10 ** d0), q: 'p50' });
+      data.push({ kind: 'pct', panel, ms: Math.max(row.latencyMs.p99, 10 ** d0), q: 'p99' });
+    }
+    if (row.failed > 0) {
+      const f = FAILURE_OUTCOMES.filter((k) => row.failures[k] > 0)
+        .map((k) => `${k} ${row.failures[k]}`)
+        .join(', ');
+      data.push({ kind: 'note', panel, text: `failed: ${f}` });
+    }
   });
-  out.push(`<text x="${left + plotW / 2}" y="${H - 8}" text-anchor="middle" font-size="12">latency (log scale)</text>`);
-  out.push('</svg>');
-  return out.join('\n') + '\n';
+
+  const width = o.width ?? 760;
+  const height = o.panelHeight ?? 130;
+  const x = { field: 'lo', type: 'quantitative', scale: { type: 'log', domain: [10 ** d0, 10 ** d1] }, title: 'latency (ms, log scale)' };
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: {
+      text: o.title ?? 'Request latency during HAProxy reloads',
+      subtitle: 'ok requests, connect start to response end; log-scale latency and count; dashed: p50 and p99',
+    },
+    data: { values: data },
+    facet: {
+      row: {
+        field: 'panel',
+        type: 'nominal',
+        sort: panels,
+        title: null,
+        header: { labelAngle: 0, labelAlign: 'left', labelAnchor: 'start', labelOrient: 'top', labelFontWeight: 'bold', labelFontSize: 12 },
+      },
+    },
+    spec: {
+      width,
+      height,
+      layer: [
+        {
+          transform: [{ filter: "datum.kind === 'bin'" }],
+          mark: { type: 'rect', color: '#4a7fb5' },
+          encoding: {
+            x,
+            x2: { field: 'hi' },
+            // A log count axis (single requests still show: bars start below 1).
+            y: { field: 'count', type: 'quantitative', scale: { type: 'log', domainMin: 0.7 }, axis: { format: '~s', tickCount: 5 }, title: 'requests' },
+            y2: { datum: 0.7 },
+            tooltip: [{ field: 'lo', format: '.3~g' }, { field: 'hi', format: '.3~g' }, { field: 'count' }],
+          },
+        },
+        {
+          transform: [{ filter: "datum.kind === 'pct'" }],
+          mark: { type: 'rule', strokeDash: [4, 3] },
+          encoding: {
+            x: { field: 'ms', type: 'quantitative' },
+            color: { field: 'q', type: 'nominal', title: 'percentile', scale: { domain: ['p50', 'p99'], range: ['#1f4fd6', '#d62728'] } },
+          },
+        },
+        {
+          transform: [{ filter: "datum.kind === 'note'" }],
+          mark: { type: 'text', align: 'right', baseline: 'top', color: '#a00', dx: -6, dy: 6 },
+          encoding: { text: { field: 'text' }, x: { value: width }, y: { value: 0 } },
+        },
+      ],
+    },
+    resolve: { scale: { y: 'independent' } },
+    config: { font: FIGURE_FONT, view: { stroke: '#999' } },
+  };
+}
+
+const FIGURE_FONT = 'DejaVu Sans';
+
+/** The figure as SVG (Vega renders it headless, no canvas or browser). */
+export async function renderSvg(reports: StrategyReport[], o: SvgOptions = {}): Promise<string> {
+  const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
+  const view = new vega.View(vega.parse(compile(figureSpec(reports, o) as never).spec), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
 }
 
 // ---------------------------------------------------------------- PNG
 
-export class RsvgMissingError extends Error {
-  constructor() {
-    super('rsvg-convert not found: install the Debian package librsvg2-bin (apt-get install librsvg2-bin) to get PNG plots; the SVG is written regardless');
-    this.name = 'RsvgMissingError';
-  }
+/** The DejaVu fonts from npm (dejavu-fonts-ttf): a PNG's text needs no font installed on the machine. */
+function figureFontFiles(): string[] {
+  const dir = join(dirname(createRequire(import.meta.url).resolve('dejavu-fonts-ttf/package.json')), 'ttf');
+  return ['DejaVuSans.ttf', 'DejaVuSans-Bold.ttf'].map((f) => join(dir, f));
 }
 
-/** Convert an SVG file to PNG with rsvg-convert. Throws RsvgMissingError when it is not installed. */
-export function svgToPng(svgPath: string, pngPath: string, opts: { zoom?: number; timeoutMs?: number } = {}): void {
-  const r = spawnSync('rsvg-convert', ['-f', 'png', '-z', String(opts.zoom ?? 1), '-b', 'white', '-o', pngPath, svgPath], {
-    timeout: opts.timeoutMs ?? 30_000,
-    encoding: 'utf8',
+/** An SVG rendered to PNG with resvg (a Rust renderer shipped prebuilt through npm), on white. */
+export async function svgToPng(svg: string, opts: { zoom?: number } = {}): Promise<Buffer> {
+  const { Resvg } = await import('@resvg/resvg-js');
+  const r = new Resvg(svg, {
+    background: 'white',
+    fitTo: { mode: 'zoom', value: opts.zoom ?? 1 },
+    font: { loadSystemFonts: false, fontFiles: figureFontFiles(), defaultFontFamily: FIGURE_FONT },
   });
-  if (r.error) {
-    if ((r.error as NodeJS.ErrnoException).code === 'ENOENT') throw new RsvgMissingError();
-    throw r.error;
-  }
-  if (r.status !== 0) throw new Error(`rsvg-convert failed (exit ${r.status}): ${r.stderr}`);
-  if (!existsSync(pngPath)) throw new Error(`rsvg-convert wrote no ${pngPath}`);
+  return r.render().asPng();
 }
 
 export const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -561,17 +561,15 @@ export function isPng(path: string): boolean {
 export interface WrittenReport {
   table: string;
   json: BenchJson;
-  files: { table: string; json: string; svg: string; png?: string };
-  /** e.g. why there is no PNG */
-  warnings: string[];
+  files: { table: string; json: string; svg: string; png: string };
 }
 
 /** Write table.txt, bench.json, latency.svg and latency.png into `dir`. */
-export function writeReport(
+export async function writeReport(
   dir: string,
   reports: StrategyReport[],
   o: { svg?: SvgOptions; jsonExtra?: Record<string, unknown>; table?: string } = {},
-): WrittenReport {
+): Promise<WrittenReport> {
   mkdirSync(dir, { recursive: true });
   const table = o.table ?? renderTable(summarize(reports));
   const json = toBenchJson(reports, o.jsonExtra);
@@ -579,17 +577,12 @@ export function writeReport(
     table: join(dir, 'table.txt'),
     json: join(dir, 'bench.json'),
     svg: join(dir, 'latency.svg'),
+    png: join(dir, 'latency.png'),
   };
   writeFileSync(files.table, table);
   writeFileSync(files.json, JSON.stringify(json, null, 2) + '\n');
-  writeFileSync(files.svg, renderSvg(reports, o.svg));
-  const warnings: string[] = [];
-  const png = join(dir, 'latency.png');
-  try {
-    svgToPng(files.svg, png);
-    files.png = png;
-  } catch (e) {
-    warnings.push(e instanceof Error ? e.message : String(e));
-  }
-  return { table, json, files, warnings };
+  const svg = await renderSvg(reports, o.svg);
+  writeFileSync(files.svg, svg);
+  writeFileSync(files.png, await svgToPng(svg));
+  return { table, json, files };
 }

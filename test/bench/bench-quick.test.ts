@@ -104,7 +104,7 @@ test('synhold bench --quick --strategies none,plug: plug fails nothing, none is 
 
     // Files: table, JSON, SVG with a panel per strategy, PNG.
     for (const f of ['table.txt', 'bench.json', 'latency.svg']) assert.ok(existsSync(join(out, f)), f);
-    assert.ok(isPng(join(out, 'latency.png')), 'latency.png is a PNG (librsvg2-bin)');
+    assert.ok(isPng(join(out, 'latency.png')), 'latency.png is a PNG (resvg)');
 
     assert.ok(r.ms < QUICK_BOUND_MS, `--quick must finish in under ${QUICK_BOUND_MS / 60_000} minutes; took ${(r.ms / 1000).toFixed(1)} s`);
     // The bench names its namespaces after its own PID: another bench running on the
