@@ -34,6 +34,8 @@ export interface ExperimentOptions {
   deadlineMs?: number;
   /** With reloads 0: how long the no-reload baseline load runs, ms. */
   durationMs?: number;
+  /** A request's deadline, connect to response, ms (default 10 s). */
+  requestTimeoutMs?: number;
   /** Run `synhold daemon` during the experiment, so protect holds through it instead of forking a holder. */
   daemon?: boolean;
   /**
@@ -113,7 +115,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       concurrency: o.concurrency,
       durationMs: Math.max(1000, deadline - Date.now()),
       deadlineMs: Math.max(2000, deadline - Date.now() + 10_000),
-      requestTimeoutMs: 10_000,
+      requestTimeoutMs: o.requestTimeoutMs ?? 10_000,
       signal: abort.signal,
     });
     if (o.reloads === 0) await new Promise((r) => setTimeout(r, o.durationMs ?? 10_000));
