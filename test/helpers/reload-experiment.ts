@@ -36,6 +36,8 @@ export interface ExperimentOptions {
   durationMs?: number;
   /** A request's deadline, connect to response, ms (default 10 s). */
   requestTimeoutMs?: number;
+  /** How long one reload (protect included, lock wait and all) may take before it is killed and counted failed, ms (default 30 s). */
+  reloadTimeoutMs?: number;
   /** Run `synhold daemon` during the experiment, so protect holds through it instead of forking a holder. */
   daemon?: boolean;
   /**
@@ -96,7 +98,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   let daemon: ChildProcess | undefined;
   try {
     nginx = await startNginx({ workers: 1 });
-    hap = await startHaproxy({ backendPort: nginx.port, port: 16000 });
+    hap = await startHaproxy({ backendPort: nginx.port, port: 16000, reloadTimeoutMs: o.reloadTimeoutMs });
     if (o.protect) {
       const s = synhold(['setup', '--port', '16000', ...(o.setupArgs ?? [])]);
       if (s.status !== 0) throw new Error(`synhold setup failed: ${s.stderr}`);

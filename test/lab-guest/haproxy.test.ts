@@ -109,6 +109,8 @@ test('concurrent protects under load: zero failures, every reload held', { timeo
         intervalMs: 100,
         concurrency: 2,
         requestTimeoutMs: 30_000,
+        // A reload here waits for the other loop's hold (the lock) and then holds itself.
+        reloadTimeoutMs: 90_000,
         loops: 2,
         deadlineMs: RUN_DEADLINE_MS,
       },
