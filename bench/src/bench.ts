@@ -76,6 +76,9 @@ export function labReason(p: Placement, features: Record<KernelFeature, FeatureP
   return `${names.map((s) => `${s} ${p.why[s]}`).join(', ')}, which this machine's kernel lacks (${lacking.map((f) => features[f].detail).join('; ')})`;
 }
 
+/** A request's deadline in the kernel lab: protect's --max-hold there (LAB_MAX_HOLD). */
+export const LAB_REQUEST_TIMEOUT_MS = 30_000;
+
 /** Which bound applies to a strategy (minReloads only where the run reloads at the common interval). */
 export function workerLoadPlan(o: BenchOptions, name: StrategyName): WorkerSpec['load'] {
   const s = strategyFor(name);
@@ -111,6 +114,10 @@ function groupSpec(o: BenchOptions, where: Where, names: StrategyName[], workDir
       // never next to a real set-up's in /run/synhold. In the lab, /run is the
       // guest's own tmpfs already.
       if (where === 'host') w.runDir = join(workDir, `run-${name}`);
+      // In the lab a held request may wait as long as a protected reload takes there
+      // (seconds, up to protect's --max-hold): its deadline is that bound, so the lab's
+      // failures are resets and refusals, not its slowness.
+      else w.load.requestTimeoutMs = Math.max(w.load.requestTimeoutMs, LAB_REQUEST_TIMEOUT_MS);
       if (abOn === name && o.abRequests > 0) w.abRequests = o.abRequests;
       return w;
     }),

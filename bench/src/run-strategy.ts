@@ -113,7 +113,14 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
 
     emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'set-up' });
     // StrategyUnavailable from here: reported as skipped, with its reason (below).
-    const prepared: PreparedStrategy = await strategy.prepare({ haproxy: hap, port: FRONTEND_PORT, synhold: synholdArgv(), env, log: (l) => notes.push(l) });
+    const prepared: PreparedStrategy = await strategy.prepare({
+      haproxy: hap,
+      port: FRONTEND_PORT,
+      synhold: synholdArgv(),
+      env,
+      where: spec.where,
+      log: (l) => notes.push(l),
+    });
     cl.add(() => prepared.cleanup());
     notes.push(...prepared.notes);
 

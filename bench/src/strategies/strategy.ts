@@ -12,6 +12,7 @@
 
 import type { HaproxyMode, HaproxyServer } from '../servers.js';
 import type { ReloadLoopResult, ReloadWrap, Stats } from '../reloader.js';
+import type { Where } from '../protocol.js';
 
 export const STRATEGY_NAMES = ['baseline', 'none', 'drop', 'plug', 'plug-spawn', 'nfqueue', 'haproxy-seamless', 'migrate-req'] as const;
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
@@ -27,6 +28,8 @@ export interface StrategyContext {
   synhold: string[];
   /** environment for every command the strategy runs (SYNHOLD_RUN_DIR on the host) */
   env: NodeJS.ProcessEnv;
+  /** this machine's kernel, or the kernel lab's one slow CPU */
+  where: Where;
   log(line: string): void;
 }
 

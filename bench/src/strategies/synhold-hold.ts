@@ -9,6 +9,9 @@
 // there after the run; the bench never parses synhold's state files).
 
 import { migrateReq } from '../../../src/protect/sysctl.js';
+
+/** protect's --max-hold in the kernel lab (see prepare()). */
+export const LAB_MAX_HOLD = '30s';
 import { stats } from '../reloader.js';
 import { describeFailure, exec } from '../exec.js';
 import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from './strategy.js';
@@ -92,8 +95,12 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
         await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
         throw new Error(`net.ipv4.tcp_migrate_req is 1 after \`${shown}\`: this row would not measure the hold alone`);
       }
+      // In the kernel lab (one slow CPU) a protected reload takes seconds (3-9 s on CI's
+      // EPYC): the default --max-hold 5s would end holds mid-reload and measure the
+      // lab, not the hold. The host keeps protect's defaults.
+      const protectArgs = ctx.where === 'lab' ? ['--max-hold', LAB_MAX_HOLD] : [];
       return {
-        wrap: { argv: (reload) => [...ctx.synhold, 'protect', '--', ...reload] },
+        wrap: { argv: (reload) => [...ctx.synhold, 'protect', ...protectArgs, '--', ...reload] },
         holds: (run) => {
           const h = holdSummary(parseHoldLines(run.reloadLog), "synhold protect's summary line (hold start to release)");
           if (name === 'drop') {
@@ -109,7 +116,7 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
           const t = await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
           if (t.code !== 0) throw new Error(describeFailure(t));
         },
-        notes: [`${shown}; reload: synhold protect -- haproxy ... -sf OLDPIDS`],
+        notes: [`${shown}; reload: synhold protect ${protectArgs.map((a) => `${a} `).join('')}-- haproxy ... -sf OLDPIDS`],
       };
     },
   };
