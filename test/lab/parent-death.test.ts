@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { labAvailable } from '../../bench/src/lab/uml.js';
 
-const UML_JS = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'src', 'lab', 'uml.js');
+const UML_JS = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'src', 'lab', 'uml.js');
 
 interface Proc {
   pid: number;
