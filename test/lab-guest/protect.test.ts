@@ -319,9 +319,13 @@ test('full restart (stop, then start): protect keeps holding until the new liste
     try {
       assert.equal(synhold(['--netns', ns.name, 'setup', '--port', '16000']).status, 0);
       // The "restart": stop the old server, start a new one 500 ms later in the
-      // background, and exit at once - while nothing listens on the port.
+      // background, and exit at once - while nothing listens on the port. It exits
+      // only once the old listener is gone (ss): a kill -9 takes effect a moment
+      // later, and in a loaded lab protect once saw the old listener still there at
+      // the exit (the same sockets as before: released at once).
       const server = "require('net').createServer((s)=>s.pipe(s)).listen(16000,'127.0.0.1');setTimeout(()=>process.exit(0),30000)";
-      const restart = `kill -9 ${old.child.pid}; (sleep 0.5; exec ${process.execPath} -e "${server}") >/dev/null 2>&1 & exit 0`;
+      const gone = `for i in $(seq 500); do ss -Hltn 'sport = :16000' | grep -q . || break; sleep 0.02; done`;
+      const restart = `kill -9 ${old.child.pid}; ${gone}; (sleep 0.5; exec ${process.execPath} -e "${server}") >/dev/null 2>&1 & exit 0`;
       const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '10s', '--', 'sh', '-c', restart]);
       await until('the hold', () => holding(ns));
       const c = startClient(ns.name, '127.0.0.1', 16000);
