@@ -373,7 +373,7 @@ export class Iptables {
    */
   async tidyTable(table: string): Promise<boolean> {
     if (this.backend !== 'nft') return false;
-    const sock = NetlinkSocket.open(NETLINK_NETFILTER, this.netns === undefined ? {} : { netns: this.netns });
+    const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: this.netns });
     try {
       return await deleteTableIfEmpty(sock, this.family === 6 ? NFPROTO_IPV6 : NFPROTO_IPV4, table);
     } finally {
