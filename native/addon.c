@@ -26,6 +26,7 @@ void throw_errno(napi_env env, const char *what, int err) {
 static napi_value init(napi_env env, napi_value exports) {
   register_netlink_socket(env, exports);
   register_file_lock(env, exports);
+  register_netns_file(env, exports);
   return exports;
 }
 

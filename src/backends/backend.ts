@@ -2,9 +2,11 @@
  * The one interface every hold backend (plug, nfqueue, drop) implements.
  *
  * A backend has two lives: setup time (install/uninstall the steering that
- * brings new SYNs to the hold, atomically) and hold time (hold, then release).
- * Holds run in the holder process (src/protect/holder.ts), which owns the hold
- * for its whole duration and releases it if its owner dies.
+ * brings new SYNs to the hold, atomically) and hold time: prepare (open the
+ * sockets, resolve the devices, check the steering is still there), then start,
+ * then release. Between prepare and start, the owner of the hold hands the
+ * backend's fallback to a watchdog process (src/protect/hold/), which ends the
+ * hold with it if the owner cannot.
  */
 import type { Rtnl } from '../rtnl/rtnl.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
@@ -37,6 +39,29 @@ export interface ActiveHold {
   release(): Promise<ReleaseResult>;
 }
 
+/**
+ * How to end a hold without its owner: what the watchdog sends or runs. Every
+ * step must be harmless when nothing is held (it may run after the owner's own
+ * release, or before the hold began).
+ */
+export interface Fallback {
+  /** File descriptors the watchdog inherits (netlink sockets). */
+  sockets: number[];
+  /** Whole netlink requests, in order, each sent on sockets[socket] and acknowledged. */
+  messages: { socket: number; bytes: Buffer }[];
+  /** Commands (argv) to run after the messages. */
+  commands: string[][];
+}
+
+/** One hold, ready to start: its sockets open, its devices resolved, its steering checked. */
+export interface PreparedHold {
+  readonly fallback: Fallback;
+  /** Turns the hold on. */
+  start(): Promise<ActiveHold>;
+  /** Closes what prepare opened (after release, or when start never ran or failed). */
+  close(): void;
+}
+
 /** Whether a backend can work on this kernel (`--backend auto` asks each in turn). */
 export interface ProbeResult {
   ok: boolean;
@@ -56,8 +81,12 @@ export interface HoldBackend<State = unknown> {
   uninstall(state: State, ctx: BackendContext): Promise<void>;
   /** Whether what install created is still in place (setup's idempotency check). */
   verify(state: State, ctx: BackendContext): Promise<string | undefined>;
-  /** Starts holding new SYNs. */
-  hold(state: State, ctx: BackendContext): Promise<ActiveHold>;
+  /**
+   * Gets a hold ready without holding. Fails with ERR_STEERING_GONE when the
+   * steering setup installed is no longer there (a flushed table, a replaced
+   * qdisc): holding then would protect nothing.
+   */
+  prepare(state: State, ctx: BackendContext): Promise<PreparedHold>;
   /** Releases with no holder (recovery after a crash); a no-op when nothing is held. */
   forceRelease(state: State, ctx: BackendContext): Promise<void>;
   counters(state: State, ctx: BackendContext): Promise<HoldCounters>;

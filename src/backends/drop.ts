@@ -7,6 +7,7 @@
  * Layout (src/netfilter/drop.ts): a chain of our own in the raw table, jumped to
  * at setup; hold appends a DROP, release flushes the chain.
  */
+import { SynholdError } from '../model/errors.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { DropSwitch } from '../netfilter/drop.js';
 import { describeMissing, ProgramMissingError } from '../host/programs.js';
@@ -58,14 +59,24 @@ export const dropBackend: HoldBackend<DropState> = {
     return undefined;
   },
 
-  async hold(s, ctx) {
+  async prepare(s, ctx) {
+    const gone = await this.verify(s, ctx);
+    if (gone) throw new SynholdError('ERR_STEERING_GONE', `${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
     const sws = switches(s, ctx.netns);
-    for (const sw of sws) await sw.hold();
     return {
-      async release() {
-        for (const sw of sws) await sw.release();
-        // The dropped SYNs are not held anywhere: nothing is "released"; clients retransmit.
-        return { released: 0, drops: 0 };
+      fallback: { sockets: [], messages: [], commands: sws.map((sw) => sw.releaseCommand()) },
+      async start() {
+        for (const sw of sws) await sw.hold();
+        return {
+          async release() {
+            for (const sw of sws) await sw.release();
+            // The dropped SYNs are not held anywhere: nothing is "released"; clients retransmit.
+            return { released: 0, drops: 0 };
+          },
+        };
+      },
+      close() {
+        // Nothing open: iptables runs as a process per step.
       },
     };
   },

@@ -17,7 +17,7 @@
  */
 import { SynholdError } from '../model/errors.js';
 import { describeMissing, ProgramMissingError } from '../host/programs.js';
-import { NfQueue } from '../nfqueue/nfnetlink_queue.js';
+import { encodeReleaseRequests, NfQueue } from '../nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { nfqueueRule, type IptablesRule } from '../netfilter/rules.js';
@@ -64,17 +64,32 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
     return undefined;
   },
 
-  async hold(s, ctx) {
+  async prepare(s, ctx) {
+    // The rule is what brings SYNs to the queue: a flushed raw table means a hold would protect nothing.
+    const gone = await this.verify(s, ctx);
+    if (gone) throw new SynholdError('ERR_STEERING_GONE', `${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
     const before = (await readKernelQueueStats(ctx.netns).catch(() => [])).find((q) => q.queue === s.queue);
-    const q = await NfQueue.bind({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns: ctx.netns });
+    const q = NfQueue.open({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns: ctx.netns });
+    // The watchdog shares this socket (a verdict must come from the socket that
+    // bound the queue) and, if it has to, releases as acceptAll() + unbind() do.
+    const messages = encodeReleaseRequests(s.queue, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes }));
     return {
-      async release() {
-        const k = await q.kernelStats().catch(() => undefined);
-        const { accepted } = await q.acceptAll();
-        await q.unbind();
+      fallback: { sockets: [q.fd], messages, commands: [] },
+      async start() {
+        await q.bindQueue(true);
+        return {
+          async release() {
+            // Let the held SYNs go first; then read the drop counters (before unbind, which removes the queue's line).
+            const { accepted } = await q.acceptAll();
+            const k = await q.kernelStats().catch(() => undefined);
+            await q.unbind();
+            const drops = (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) - ((before?.queueDropped ?? 0) + (before?.userDropped ?? 0));
+            return { released: accepted, drops: Math.max(0, drops) };
+          },
+        };
+      },
+      close() {
         q.close();
-        const drops = (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) - ((before?.queueDropped ?? 0) + (before?.userDropped ?? 0));
-        return { released: accepted, drops: Math.max(0, drops) };
       },
     };
   },

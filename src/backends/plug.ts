@@ -30,13 +30,15 @@
 import { randomBytes } from 'node:crypto';
 import { SynholdError } from '../model/errors.js';
 import { NetlinkError } from '../netlink/errors.js';
-import { addIfb, deleteLink, getLink, setLinkUp } from '../rtnl/link.js';
+import { addIfb, deleteLink, getLink, linkIndex, setLinkUp } from '../rtnl/link.js';
+import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
+import { NETLINK_ROUTE, NetlinkSocket } from '../netlink/socket.js';
 import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
 import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
-import { addQdisc, deleteQdisc, listQdiscs } from '../rtnl/tc/qdisc.js';
+import { addQdisc, deleteQdisc, encodeQdiscRequest, listQdiscs } from '../rtnl/tc/qdisc.js';
 import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
 import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
-import { ETH_P_IP, ETH_P_IPV6 } from '../rtnl/tc/tcmsg.js';
+import { ETH_P_IP, ETH_P_IPV6, RTM_NEWQDISC } from '../rtnl/tc/tcmsg.js';
 import { Plug, type PlugRef } from '../plug/plug.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches } from '../model/syn-match.js';
@@ -214,16 +216,39 @@ export const plugBackend: HoldBackend<PlugState> = {
     return undefined;
   },
 
-  async hold(s, ctx) {
-    const plug = new Plug(ctx.rt, plugRef(s));
+  async prepare(s, ctx) {
+    // Resolve the device once: the hold and its release then address it by index.
+    const ifindex = await linkIndex(ctx.rt, s.plug.dev).catch((e: unknown) => {
+      throw new SynholdError('ERR_STEERING_GONE', `the plug's device ${s.plug.dev} is gone (${(e as Error).message}); run synhold setup again`);
+    });
+    const gone = await this.verify(s, ctx);
+    if (gone) throw new SynholdError('ERR_STEERING_GONE', `${gone} (replaced or deleted since setup): holding would protect nothing; run synhold setup again`);
+    const plug = new Plug(ctx.rt, { ...plugRef(s), dev: ifindex });
     const before = await plug.stats();
-    await plug.buffer();
+    // The watchdog gets a socket of its own in the same namespace: a release it
+    // sends must not race ours for acknowledgements on one socket.
+    const spare = NetlinkSocket.open(NETLINK_ROUTE, ctx.netns ? { netns: ctx.netns } : {});
+    const release = encodeMessage({
+      type: RTM_NEWQDISC,
+      flags: NLM_F_REQUEST | NLM_F_ACK,
+      seq: spare.reserveSeq(),
+      payload: encodeQdiscRequest(ifindex, { parent: s.plug.parent, handle: s.plug.handle, kind: 'plug', options: { action: 'release_indefinite' } }),
+    });
     return {
-      async release() {
-        // Read what is held just before letting it go: that is what this hold delayed.
-        const atRelease = await plug.stats().catch(() => undefined);
-        await plug.releaseIndefinite();
-        return { released: atRelease?.heldPackets ?? 0, drops: (atRelease?.drops ?? before.drops) - before.drops };
+      fallback: { sockets: [spare.fd], messages: [{ socket: 0, bytes: release }], commands: [] },
+      async start() {
+        await plug.buffer();
+        return {
+          async release() {
+            // Read what is held just before letting it go: that is what this hold delayed.
+            const atRelease = await plug.stats().catch(() => undefined);
+            await plug.releaseIndefinite();
+            return { released: atRelease?.heldPackets ?? 0, drops: (atRelease?.drops ?? before.drops) - before.drops };
+          },
+        };
+      },
+      close() {
+        spare.close();
       },
     };
   },

@@ -15,9 +15,13 @@ export function formatStatus(s: StatusReport): string {
       `${c.sources.length ? `, from ${prefixes(c.sources)} only` : ''}`,
   );
   if (s.migrateReq !== undefined) lines.push(`  net.ipv4.tcp_migrate_req: ${s.migrateReq}${c.migrateReq ? ' (set by setup, restored by teardown)' : ''}`);
-  if (s.held && s.hold) {
+  if (s.held && !s.hold) {
+    lines.push('  state: HOLDING (a hold is starting or ending)');
+  } else if (s.held && s.hold) {
     lines.push(
-      `  state: HOLDING for ${s.hold.heldForMs} ms (holder pid ${s.hold.holderPid}; released at the latest in ${Math.max(0, s.hold.deadline - Date.now())} ms)`,
+      `  state: HOLDING for ${s.hold.heldForMs} ms (${s.hold.via} pid ${s.hold.owner.pid}${s.hold.ownerAlive ? '' : ', gone'}; ` +
+        `watchdog pid ${s.hold.watchdog.pid}${s.hold.watchdogStopped ? ', STOPPED' : s.hold.watchdogAlive ? '' : ', gone'}; ` +
+        `released at the latest in ${Math.max(0, s.hold.deadline - Date.now())} ms)`,
     );
   } else {
     lines.push('  state: not holding');

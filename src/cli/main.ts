@@ -6,13 +6,13 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SynholdError, type KernelFeature } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
-import { ConfigError, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
+import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
 import { setup, status, teardown, type StatusReport } from '../protect/setup.js';
-import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect, recoverRelease } from '../protect/protect.js';
-import { startHolder } from '../protect/holder.js';
-import { releaseViaDaemon } from '../protect/daemon-client.js';
+import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect } from '../protect/protect.js';
+import { HoldSession } from '../protect/hold/session.js';
+import { releaseHere } from '../protect/hold/recover.js';
 import { runDaemon } from '../protect/daemon.js';
-import { pidAlive, StateStore } from '../protect/state.js';
+import { StateStore } from '../protect/state.js';
 import { formatStatus } from './format.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,8 @@ commands:
                                         install the steering (idempotent, atomic); migrate-req
                                         also sets net.ipv4.tcp_migrate_req=1 (restored by teardown)
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
-  release                               stop holding and let held connections through
+  release [--wait D]                    stop holding and let held connections through (through the hold's
+                                        watchdog; after --wait (3s) for a stuck owner, directly)
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
           [--release-on sockets|exit] [--settle-wait D] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
@@ -49,6 +50,7 @@ global options:
   -h, --help      this text;  --version
 
 exit status: 0 ok, 1 failed, 2 bad usage or input, 3 not set up, 4 busy;
+Maximums: --max-hold, --lock-wait, --settle-wait 10m; --timeout 24h.
 protect: CMD's status, 124 timeout, 125 synhold failed, 126 cannot run CMD, 127 CMD not found, 128+N signal N.
 Durations: 500ms, 2s, 1m. Sizes: 65536, 64k, 1m.`;
 
@@ -125,51 +127,45 @@ function mergeGlobals(g: Globals, v: { json?: boolean | undefined; netns?: strin
   }
 }
 
+/** A duration option within its documented maximum (model/config.ts MAX_DURATION_MS). */
+function durationOption(flag: string, value: string | undefined, key: keyof typeof MAX_DURATION_MS, fallback: number): number {
+  if (value === undefined) return fallback;
+  const ms = parseDuration(value);
+  const max = MAX_DURATION_MS[key];
+  if (ms > max) throw new UsageError(`${flag} ${value} is over its maximum of ${max / 1000} s`);
+  return ms;
+}
+
 async function cmdPlug(args: string[], g: Globals): Promise<number> {
   const { values: v } = parse(args, { 'max-hold': { type: 'string' }, 'lock-wait': { type: 'string' } });
   mergeGlobals(g, v);
-  const maxHoldMs = v['max-hold'] ? parseDuration(v['max-hold']) : DEFAULT_MAX_HOLD_MS;
-  const store = StateStore.for(g.netns);
-  if (!store.readSetup()) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
-  const h = startHolder({ ...scopeOf(g), maxHoldMs, lockWaitMs: v['lock-wait'] ? parseDuration(v['lock-wait']) : 0, owner: 'none' });
-  const held = await h.held;
-  h.child.unref();
+  const maxHoldMs = durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS);
+  const lockWaitMs = durationOption('--lock-wait', v['lock-wait'], 'lockWait', 0);
+  // The hold outlives this command: its watchdog ends it at max-hold or on `synhold release`.
+  const s = await HoldSession.start({ ...scopeOf(g), maxHoldMs, lockWaitMs, via: 'plug', owner: 'none' });
+  const held = s.held;
+  s.detach();
   out(
     g,
-    { held: true, holderPid: h.child.pid, backend: held.backend, since: held.since, deadline: held.deadline },
-    `synhold: holding (${held.backend}, holder pid ${h.child.pid}); released by \`synhold release\` or in ${maxHoldMs} ms at the latest`,
+    { held: true, watchdogPid: held.watchdogPid, backend: held.backend, since: held.since, deadline: held.deadline },
+    `synhold: holding (${held.backend}, watchdog pid ${held.watchdogPid}); released by \`synhold release\` or in ${maxHoldMs} ms at the latest`,
   );
   return EXIT.ok;
 }
 
 async function cmdRelease(args: string[], g: Globals): Promise<number> {
-  const { values: v } = parse(args, {});
+  const { values: v } = parse(args, { wait: { type: 'string' } });
   mergeGlobals(g, v);
+  const waitMs = durationOption('--wait', v.wait, 'lockWait', 3000);
   const store = StateStore.for(g.netns);
-  if (!store.readSetup()) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
-  const hold = store.readHold();
-  let how = 'nothing was held';
-  let released = false;
-  if (hold?.via === 'daemon' && pidAlive(hold.holderPid)) {
-    released = (await releaseViaDaemon(g.netns, 'released by synhold release')) !== undefined;
-    if (released) how = `released by the daemon (pid ${hold.holderPid})`;
-  } else if (hold && pidAlive(hold.holderPid)) {
-    process.kill(hold.holderPid, 'SIGTERM');
-    const until = Date.now() + 2000;
-    while (pidAlive(hold.holderPid) && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
-    released = !pidAlive(hold.holderPid);
-    if (released) how = `released by holder pid ${hold.holderPid}`;
-  }
-  // Whatever the record says, make sure the kernel is not holding (a holder may have died).
-  if (!released) {
-    await recoverRelease(g.netns);
-    if (hold) how = `the hold record of pid ${hold.holderPid} was stale; released directly`;
-  }
+  const setupRecord = store.readSetup();
+  if (!setupRecord) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
+  const r = await releaseHere(store, setupRecord, g.netns, { waitMs });
   const last = store.readStats().lastHold;
   out(
     g,
-    { released: true, how, lastHold: last },
-    `synhold: ${how}${last && hold ? ` (held ${last.durationMs.toFixed(1)} ms, ${last.released} packets released, ${last.drops} dropped)` : ''}`,
+    { released: true, how: r.how, wasHolding: r.wasHolding, lastHold: last },
+    `synhold: ${r.how}${last && r.wasHolding ? ` (held ${last.durationMs.toFixed(1)} ms; ${last.reason})` : ''}`,
   );
   return EXIT.ok;
 }
@@ -201,10 +197,10 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     command,
     releaseOn,
     ...scopeOf(g),
-    ...(v.timeout ? { timeoutMs: parseDuration(v.timeout) } : {}),
-    maxHoldMs: v['max-hold'] ? parseDuration(v['max-hold']) : DEFAULT_MAX_HOLD_MS,
-    lockWaitMs: v['lock-wait'] ? parseDuration(v['lock-wait']) : 30_000,
-    ...(v['settle-wait'] ? { settleWaitMs: parseDuration(v['settle-wait']) } : {}),
+    ...(v.timeout ? { timeoutMs: durationOption('--timeout', v.timeout, 'timeout', 0) } : {}),
+    maxHoldMs: durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS),
+    lockWaitMs: durationOption('--lock-wait', v['lock-wait'], 'lockWait', 30_000),
+    ...(v['settle-wait'] ? { settleWaitMs: durationOption('--settle-wait', v['settle-wait'], 'settleWait', 0) } : {}),
     ready,
     ...(v.verbose ? { log: (l: string) => process.stderr.write(`synhold: ${l}\n`) } : {}),
   });

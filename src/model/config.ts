@@ -60,6 +60,19 @@ export function parseSize(s: string): number {
 }
 
 /** `250ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds (as timeout(1)). */
+/**
+ * The documented maximum of each duration option, in ms. Past them a hold would
+ * outlive any reload worth protecting, and setTimeout (which fires at once for
+ * anything over 2^31-1 ms) would turn a huge --max-hold into an instant release.
+ */
+export const MAX_DURATION_MS = {
+  maxHold: 10 * 60_000,
+  lockWait: 10 * 60_000,
+  timeout: 24 * 3_600_000,
+  settleWait: 10 * 60_000,
+  poll: 1000,
+} as const;
+
 export function parseDuration(s: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
   if (!m) throw new ConfigError(`"${s}" is not a duration (e.g. 500ms, 2s, 1m)`);

@@ -23,6 +23,8 @@ export interface NativeAddon {
   /** SO_NETNS_COOKIE of a namespace (null: kernel before 5.14). */
   netnsCookie(netnsPath: string | null): string | null;
   tryLock(path: string): number;
+  /** A /proc/thread-self/net/... file as another network namespace shows it. */
+  readFileInNetns(netnsPath: string, path: string): string;
   unlock(fd: number): void;
 }
 

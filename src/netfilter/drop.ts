@@ -43,6 +43,11 @@ export class DropSwitch {
     if (await this.ipt.chainExists('raw', this.chain)) await this.ipt.flushChain('raw', this.chain);
   }
 
+  /** release() as one argv that another process can run: `iptables -w 5 -t raw -F synhold-drop`. Flushing an absent chain fails harmlessly. */
+  releaseCommand(): string[] {
+    return this.ipt.commandLine(['-t', 'raw', '-F', this.chain]);
+  }
+
   /** Whether SYNs are being dropped right now (the DROP rule is in the chain). */
   holding(): Promise<boolean> {
     return this.ipt.has(this.drop);

@@ -248,6 +248,11 @@ export class Iptables {
     return this.netns === undefined ? [file, ...args] : ['nsenter', `--net=${netnsPath(this.netns)}`, file, ...args];
   }
 
+  /** The argv run() would run, for a process that must run it without us (the hold's watchdog). */
+  commandLine(args: readonly string[]): string[] {
+    return this.argv(this.bin, ['-w', '5', ...args]);
+  }
+
   /** Runs `BIN -w 5 ARGS`; `-w` waits for the xtables lock (legacy) and is ignored by nft. */
   run(args: readonly string[], allowExit?: readonly number[]): Promise<CommandResult> {
     return runCommand(this.argv(this.bin, ['-w', '5', ...args]), {

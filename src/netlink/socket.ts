@@ -126,6 +126,16 @@ export class NetlinkSocket {
     native().watch(handle, () => this.drain());
   }
 
+  /** The socket's file descriptor (for a child process to inherit; see src/protect/hold/watchdog.ts). */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
+  /** The sequence number the next request will carry (for messages encoded ahead, for another process to send). */
+  reserveSeq(): number {
+    return this.nextSeq();
+  }
+
   /** Opens a socket for a netlink protocol (NETLINK_ROUTE, ...), optionally inside a network namespace. */
   static open(protocol: number, opts: OpenOptions = {}): NetlinkSocket {
     try {

@@ -45,7 +45,7 @@
  */
 import { SynholdError } from '../model/errors.js';
 import { EncodeError, NetlinkError, type ErrorHint } from '../netlink/errors.js';
-import { NLMSG_ERROR, decodeAck, type NetlinkMessage } from '../netlink/message.js';
+import { NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST, decodeAck, encodeMessage, type NetlinkMessage } from '../netlink/message.js';
 import { defineAttributes, defineStruct, type AttrValues } from '../netlink/schema.js';
 import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, NetlinkSocket, SOL_NETLINK } from '../netlink/socket.js';
 import { AF_UNSPEC, NF_ACCEPT, NF_DROP, NFNETLINK_V0, NFNL_SUBSYS_QUEUE, nfgenmsg, nfnlMsgType } from '../netfilter/nfnetlink.js';
@@ -170,6 +170,23 @@ export const NFQNL_TYPE_VERDICT_BATCH = nfnlMsgType(NFNL_SUBSYS_QUEUE, NFQNL_MSG
 /** NFQNL_MSG_CONFIG payload for queue `queue`. Attributes go out in the order of `cfg`'s keys. */
 export function encodeConfig(queue: number, cfg: NfqaCfgValues): Buffer {
   return body(queue, nfqaCfgAttrs.encode(cfg));
+}
+
+/**
+ * A release as whole requests, for a process that has the bound socket but not
+ * this object (the hold's watchdog): FAIL_OPEN, then max length 0 (see acceptAll
+ * for the order), a batch ACCEPT of every id there can be (ids restart at 1 with
+ * each bind, so 0x7fffffff is "after" all of them in serial order), then UNBIND.
+ * Each step is harmless if already done; the batch answers ENOENT when nothing is queued.
+ */
+export function encodeReleaseRequests(queue: number, seq: () => number): Buffer[] {
+  const flags = NLM_F_REQUEST | NLM_F_ACK;
+  return [
+    encodeMessage({ type: NFQNL_TYPE_CONFIG, flags, seq: seq(), payload: encodeConfig(queue, { mask: NFQA_CFG_F_FAIL_OPEN, flags: NFQA_CFG_F_FAIL_OPEN }) }),
+    encodeMessage({ type: NFQNL_TYPE_CONFIG, flags, seq: seq(), payload: encodeConfig(queue, { queueMaxlen: 0 }) }),
+    encodeMessage({ type: NFQNL_TYPE_VERDICT_BATCH, flags, seq: seq(), payload: encodeVerdict(queue, NF_ACCEPT, 0x7fffffff) }),
+    encodeMessage({ type: NFQNL_TYPE_CONFIG, flags, seq: seq(), payload: encodeConfig(queue, { cmd: { command: NFQNL_CFG_CMD_UNBIND, pad: 0, pf: 0 } }) }),
+  ];
 }
 
 /** The payload of NFQNL_MSG_VERDICT (packet `id`) or NFQNL_MSG_VERDICT_BATCH (every queued id up to `id`): the type says which. */
@@ -347,7 +364,7 @@ async function explainBindError(e: unknown, opts: NfQueueOptions): Promise<unkno
   return e;
 }
 
-type State = 'bound' | 'unbound' | 'closed';
+type State = 'opened' | 'bound' | 'unbound' | 'closed';
 
 /**
  * One bound netfilter queue. Equivalent, in spirit, to libnetfilter_queue's
@@ -362,7 +379,8 @@ export class NfQueue {
   readonly failOpen: boolean;
   private readonly sock: NetlinkSocket;
   private readonly onPacket?: (p: NfqPacket) => void;
-  private state: State = 'bound';
+  private state: State = 'opened';
+  private opts!: NfQueueOptions;
   private holdingNow = false;
   private heldCount = 0;
   private maxIdSeen = 0;
@@ -397,6 +415,17 @@ export class NfQueue {
    * with `hold: false`, followed by the release's (see acceptAll).
    */
   static async bind(opts: NfQueueOptions): Promise<NfQueue> {
+    const q = NfQueue.open(opts);
+    await q.bindQueue(opts.hold !== false);
+    return q;
+  }
+
+  /**
+   * Opens NETLINK_NETFILTER (in `netns` if given) without binding: the socket
+   * exists, so its fd can be handed to a watchdog before the queue holds
+   * anything (src/protect/hold/). Then bindQueue().
+   */
+  static open(opts: NfQueueOptions): NfQueue {
     checkInt('nfqueue queue', opts.queue, 0, 0xffff);
     if (opts.maxLen !== undefined) checkInt('nfqueue maxLen', opts.maxLen, 1, 0xffffffff);
     if (opts.copyRange !== undefined) checkInt('nfqueue copyRange', opts.copyRange, 0, 0xffff);
@@ -411,28 +440,55 @@ export class NfQueue {
       // accounts for what it could not deliver (queue_user_dropped), so we take that
       // count from /proc instead of an error that carries no information.
       sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1);
-      const q = new NfQueue(sock, opts);
-      sock.onUnsolicited((m) => q.onMessage(m));
-      await sock.request(
-        NFQNL_TYPE_CONFIG,
-        encodeConfig(opts.queue, {
-          cmd: { command: NFQNL_CFG_CMD_BIND, pad: 0, pf: 0 },
-          params: { copyRange: q.copyRange, copyMode: q.copyRange > 0 ? NFQNL_COPY_PACKET : NFQNL_COPY_META },
-          queueMaxlen: q.maxLen,
-          mask: NFQA_CFG_F_FAIL_OPEN,
-          flags: q.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0,
-        }),
-        { op: 'NFQNL_MSG_CONFIG', object: `queue ${opts.queue} bind`, hint: bindHint(opts.queue) },
-      );
-      q.setHolding(true);
-      // Pass-through from the start goes the same way as a release, so that a packet
-      // queued in between is accepted rather than forgotten.
-      if (opts.hold === false) await q.acceptAll();
-      return q;
     } catch (e) {
       sock.close();
-      throw await explainBindError(e, opts);
+      throw e;
     }
+    const q = new NfQueue(sock, opts);
+    q.opts = opts;
+    sock.onUnsolicited((m) => q.onMessage(m));
+    return q;
+  }
+
+  /**
+   * Binds the queue and, if `hold`, starts holding: from here every packet the
+   * iptables rule sends to this queue waits for acceptAll(). One request:
+   * NFQNL_MSG_CONFIG { CMD BIND, PARAMS copy mode/range, QUEUE_MAXLEN, FLAGS/MASK };
+   * without `hold`, followed by the release's (see acceptAll). On failure the socket is closed.
+   */
+  async bindQueue(hold = true): Promise<void> {
+    if (this.state !== 'opened') throw new NfQueueStateError(this.queue, 'bind', this.state);
+    try {
+      await this.sock.request(
+        NFQNL_TYPE_CONFIG,
+        encodeConfig(this.queue, {
+          cmd: { command: NFQNL_CFG_CMD_BIND, pad: 0, pf: 0 },
+          params: { copyRange: this.copyRange, copyMode: this.copyRange > 0 ? NFQNL_COPY_PACKET : NFQNL_COPY_META },
+          queueMaxlen: this.maxLen,
+          mask: NFQA_CFG_F_FAIL_OPEN,
+          flags: this.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0,
+        }),
+        { op: 'NFQNL_MSG_CONFIG', object: `queue ${this.queue} bind`, hint: bindHint(this.queue) },
+      );
+      this.state = 'bound';
+      this.setHolding(true);
+      // Pass-through from the start goes the same way as a release, so that a packet
+      // queued in between is accepted rather than forgotten.
+      if (!hold) await this.acceptAll();
+    } catch (e) {
+      this.close();
+      throw await explainBindError(e, this.opts);
+    }
+  }
+
+  /** A sequence number of this socket's, for a request encoded now and sent later by another process. */
+  reserveSeq(): number {
+    return this.sock.reserveSeq();
+  }
+
+  /** The socket's file descriptor (inherited by a watchdog: verdicts must come from the socket that bound the queue). */
+  get fd(): number {
+    return this.sock.fd;
   }
 
   /** The socket's netlink port id: the peer_portid column of /proc/net/netfilter/nfnetlink_queue. */

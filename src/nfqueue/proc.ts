@@ -17,14 +17,10 @@
  *
  * A queue with no line is not bound: with `--queue-bypass` its packets pass untouched.
  */
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { netnsPath } from '../netlink/socket.js';
 import { SynholdError } from '../model/errors.js';
-import { ProgramMissingError, requirePrograms } from '../host/programs.js';
-
-const execFileP = promisify(execFile);
+import { native } from '../native/addon.js';
 
 export const NFNETLINK_QUEUE_PROC = '/proc/net/netfilter/nfnetlink_queue';
 
@@ -59,25 +55,22 @@ export function parseNfqueueProc(text: string): KernelQueueStats[] {
 }
 
 /**
- * Reads the file in the current namespace, or in `netns` through nsenter(1):
- * /proc/net follows the reading process's namespace, so another namespace's file
- * needs a process inside it. This is a status path, never the hold path.
+ * Reads the file in the current namespace, or in `netns` from a thread switched
+ * into it (native readFileInNetns): /proc/net follows the reading thread's
+ * namespace. No process is spawned: the hold reads it on its way to release.
  */
 export async function readKernelQueueStats(netns?: string): Promise<KernelQueueStats[]> {
   let text: string;
   try {
-    if (netns === undefined) {
-      text = await readFile(NFNETLINK_QUEUE_PROC, 'utf8');
-    } else {
-      requirePrograms(['nsenter', 'cat'], `to read ${NFNETLINK_QUEUE_PROC} in network namespace ${netns}`);
-      const r = await execFileP('nsenter', [`--net=${netnsPath(netns)}`, 'cat', NFNETLINK_QUEUE_PROC], { timeout: 5000 });
-      text = r.stdout;
-    }
+    text =
+      netns === undefined
+        ? await readFile(NFNETLINK_QUEUE_PROC, 'utf8')
+        : native().readFileInNetns(netnsPath(netns), '/proc/thread-self/net/netfilter/nfnetlink_queue');
   } catch (e) {
-    if (e instanceof ProgramMissingError) throw e;
     // The file appears when nfnetlink_queue is loaded; without it nothing is bound anywhere.
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && netns === undefined) return [];
+    const errno = (e as { errno?: number }).errno;
+    if ((code === 'ENOENT' && netns === undefined) || (netns !== undefined && errno === 2 && /^open:/.test((e as Error).message))) return [];
     throw new SynholdError('ERR_NFQUEUE_STATS', `reading ${NFNETLINK_QUEUE_PROC}${netns ? ` in netns ${netns}` : ''}: ${(e as Error).message}`, { cause: e });
   }
   return parseNfqueueProc(text);

@@ -1,69 +1,129 @@
 /**
  * protect's side of the daemon (daemon.ts): one connection per hold. Used when
- * a daemon answers on the namespace's socket; otherwise protect forks a holder.
+ * a daemon answers on the namespace's socket; otherwise protect holds itself.
+ * Every wait is bounded: a stopped or hung daemon never keeps protect waiting
+ * past its lock wait (for the hold) or a few seconds (for the release), and a
+ * release the daemon does not confirm is done through the hold's watchdog.
  */
 import { existsSync } from 'node:fs';
 import { SynholdError } from '../model/errors.js';
-import { daemonSocketPath } from './daemon.js';
-import type { Held, Released } from './hold-session.js';
-import type { HoldHandle } from './holder.js';
+import type { ReleaseCause } from './hold/cause.js';
+import { isAlive, processId, signalProcess } from './hold/process-id.js';
+import type { Held, Released } from './hold/session.js';
+import type { HoldHandle } from './protect.js';
 import { StateStore } from './state.js';
 import { connectUnix, onJsonLines } from './unix-json.js';
+import type { Reply } from './daemon-protocol.js';
 
-type Msg = Held | Released | { type: 'error'; code: string; message: string } | { type: 'idle' } | { type: 'pong'; pid: number };
+/** Beyond the lock wait, how long the daemon may take to hold. */
+const HOLD_SLACK_MS = 5000;
+/** How long the daemon may take to confirm a release before protect goes to the watchdog. */
+const RELEASE_WAIT_MS = 1000;
 
-/** Asks the namespace's daemon to hold; undefined when no daemon runs (then fork a holder). */
-export async function holdViaDaemon(netns: string | undefined, args: { maxHoldMs: number; lockWaitMs: number }): Promise<HoldHandle | undefined> {
-  const path = daemonSocketPath(StateStore.for(netns));
+function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(onTimeout()), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+/** How long past the deadline protect waits for the daemon's word before going to the watchdog. */
+const BACKUP_MS = 300;
+
+/** Ends the daemon's hold through its watchdog (SIGTERM, and SIGCONT in case it is stopped); waits, bounded, for it to exit. */
+async function viaWatchdog(store: StateStore, held: Held): Promise<void> {
+  const rec = store.readHold();
+  if (!rec || rec.watchdog.pid !== held.watchdogPid) return;
+  signalProcess(rec.watchdog, 'SIGTERM');
+  signalProcess(rec.watchdog, 'SIGCONT');
+  for (let i = 0; i < 100 && isAlive(rec.watchdog); i++) await new Promise((r) => setTimeout(r, 5));
+}
+
+/** Asks the namespace's daemon to hold; undefined when no daemon answers (then protect holds itself). */
+export async function holdViaDaemon(
+  netns: string | undefined,
+  args: { maxHoldMs: number; lockWaitMs: number; signal?: AbortSignal },
+): Promise<HoldHandle | undefined> {
+  const store = StateStore.for(netns);
+  const path = store.daemonSocketPath;
   if (!existsSync(path)) return undefined;
   const sock = await connectUnix(path, 200);
   if (!sock) return undefined;
-  const waiters: ((m: Msg) => void)[] = [];
-  let releasedInfo: Released | undefined;
-  onJsonLines<Msg>(sock, (m) => {
-    if (m.type === 'released') releasedInfo = m;
-    waiters.forEach((w) => w(m));
-  });
+  let onReply: (m: Reply) => void = () => undefined;
+  let resolveDone!: (r: Released) => void;
+  const done = new Promise<Released>((r) => (resolveDone = r));
   const gone = new Promise<void>((resolve) => sock.once('close', () => resolve()));
   sock.on('error', () => undefined);
-  const next = <T extends 'held' | 'released'>(type: T): Promise<Extract<Msg, { type: T }>> =>
+  onJsonLines<Reply>(sock, (m) => {
+    if (m.type === 'released') resolveDone(m);
+    onReply(m);
+  });
+  const next = (type: 'held' | 'released'): Promise<Reply> =>
     new Promise((resolve, reject) => {
-      waiters.push((m) => {
-        if (m.type === type) resolve(m as Extract<Msg, { type: T }>);
+      onReply = (m) => {
+        if (m.type === type) resolve(m);
         else if (m.type === 'error') reject(new SynholdError(m.code, m.message));
-      });
-      void gone.then(() => reject(new SynholdError('ERR_HOLDER_DIED', `the synhold daemon went away before it ${type === 'held' ? 'held' : 'released'}`)));
+      };
+      void gone.then(() => reject(new SynholdError('ERR_DAEMON_GONE', `the synhold daemon went away before it ${type === 'held' ? 'held' : 'released'}`)));
     });
-  const held = next('held');
-  held.catch(() => undefined);
-  sock.write(`${JSON.stringify({ op: 'hold', maxHoldMs: args.maxHoldMs, lockWaitMs: args.lockWaitMs, ownerPid: process.pid })}\n`);
-  return {
-    kind: 'daemon',
-    held,
-    gone,
-    release(reason) {
-      const done = releasedInfo ? Promise.resolve(releasedInfo) : next('released');
-      sock.write(`${JSON.stringify({ op: 'release', reason })}\n`);
-      return done.finally(() => sock.end());
+  const abort = () => sock.destroy();
+  args.signal?.addEventListener('abort', abort, { once: true });
+  const heldReply = next('held');
+  sock.write(`${JSON.stringify({ op: 'hold', maxHoldMs: args.maxHoldMs, lockWaitMs: args.lockWaitMs, client: processId(process.pid) })}\n`);
+  let held: Held;
+  try {
+    held = (await withTimeout(
+      heldReply,
+      args.lockWaitMs + HOLD_SLACK_MS,
+      () => new SynholdError('ERR_DAEMON_TIMEOUT', 'the synhold daemon did not answer in time'),
+    )) as Held;
+  } catch (e) {
+    // Closing the connection is how a client gives up: a hold the daemon takes later is released at once.
+    sock.destroy();
+    args.signal?.throwIfAborted();
+    throw e;
+  } finally {
+    args.signal?.removeEventListener('abort', abort);
+  }
+  // The daemon gone while holding: its watchdog released (owner gone). Say so to protect's loop.
+  void gone.then(() => resolveDone({ durationMs: Date.now() - held.since, released: 0, drops: 0, cause: { kind: 'owner-gone' }, by: 'watchdog' }));
+  // Past the deadline with no word from the daemon: it and its watchdog are stopped or hung.
+  // End the hold through the watchdog ourselves (SIGCONT lets a stopped one act).
+  const backup = setTimeout(
+    () => {
+      void viaWatchdog(store, held).then(() =>
+        resolveDone({ durationMs: Date.now() - held.since, released: 0, drops: 0, cause: { kind: 'max-hold' }, by: 'watchdog' }),
+      );
     },
-    get releasedInfo() {
-      return releasedInfo;
+    held.deadline - Date.now() + BACKUP_MS,
+  );
+  void done.then(() => clearTimeout(backup));
+  return {
+    held,
+    done,
+    async release(cause: ReleaseCause) {
+      const answered = next('released') as Promise<Released>;
+      answered.catch(() => undefined);
+      sock.write(`${JSON.stringify({ op: 'release', cause })}\n`);
+      try {
+        return await Promise.race([done, withTimeout(answered, RELEASE_WAIT_MS, () => new SynholdError('ERR_DAEMON_TIMEOUT', 'no release confirmation'))]);
+      } catch {
+        // A stopped or hung daemon: its hold's watchdog releases on SIGTERM.
+        await viaWatchdog(store, held);
+        return { durationMs: Date.now() - held.since, released: 0, drops: 0, cause, by: 'watchdog' as const };
+      } finally {
+        clearTimeout(backup);
+        sock.end();
+      }
     },
   };
-}
-
-/** `synhold release` for a hold the daemon owns: ask it to let go (never kill it). */
-export async function releaseViaDaemon(netns: string | undefined, reason: string): Promise<Released | undefined> {
-  const sock = await connectUnix(daemonSocketPath(StateStore.for(netns)), 500);
-  if (!sock) return undefined;
-  return new Promise((resolve, reject) => {
-    onJsonLines<Msg>(sock, (m) => {
-      sock.end();
-      if (m.type === 'released') resolve(m);
-      else if (m.type === 'idle') resolve(undefined);
-      else if (m.type === 'error') reject(new SynholdError(m.code, m.message));
-    });
-    sock.once('close', () => resolve(undefined));
-    sock.write(`${JSON.stringify({ op: 'release-current', reason })}\n`);
-  });
 }

@@ -1,42 +1,38 @@
 /**
- * `synhold daemon`: a long-running holder for one network namespace.
+ * `synhold daemon`: holds for protect in one network namespace, and serves
+ * Prometheus metrics.
  *
- * Why: a forked holder costs a Node.js start for every reload (~100 ms on the
- * host, far more on a slow machine), paid before the reload can begin. With the
- * daemon running, `protect` asks it over a unix socket instead; the guarantees
- * are the same:
+ * Why: with it, protect does not open a hold of its own (lock, backend sockets,
+ * watchdog); it asks over a unix socket. The guarantees are those of any hold
+ * (hold/session.ts): the daemon owns the hold and a watchdog process is its
+ * dead-man's switch, which also watches the client protect by pidfd:
  *  - one connection is one hold; if the connection closes while holding (the
- *    protect process died, even by kill -9), the daemon releases at once;
- *  - if the daemon dies, protect sees its connection close and releases itself;
- *  - max-hold bounds every hold; holds are serialised by the same flock.
- * It also serves Prometheus metrics over HTTP (--metrics HOST:PORT).
- *
- * Protocol: newline-delimited JSON on <state dir>/holder.sock (mode 0600).
- *   {"op":"hold","maxHoldMs":N,"lockWaitMs":N,"ownerPid":N} -> held | error
- *   {"op":"release","reason":"..."}                        -> released | error
- *   {"op":"release-current","reason":"..."} (synhold release) -> released | {"type":"idle"}
- *   {"op":"ping"}                                          -> {"type":"pong","pid":N}
+ *    client died, even by kill -9), the daemon releases at once, and so would the
+ *    watchdog if the daemon were stopped;
+ *  - if the daemon dies, its watchdog releases; protect sees its connection close;
+ *  - max-hold bounds every hold, whoever is stopped; holds are serialised by the lock.
+ * At start it ends any hold a previous instance left behind (under the lock).
+ * Protocol: daemon-protocol.ts.
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { backendFor } from '../backends/index.js';
 import { SynholdError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
-import { HoldSession, WATCHDOG_REASONS } from './hold-session.js';
+import { isSafetyNet } from './hold/cause.js';
+import { recoverUnderLock, releaseHere } from './hold/recover.js';
+import { HoldSession } from './hold/session.js';
+import { FileLock } from './lock.js';
 import { StateStore } from './state.js';
 import { connectUnix, onJsonLines } from './unix-json.js';
+import { MAX_LINE, parseRequest, type Reply, type Request } from './daemon-protocol.js';
 
 export interface DaemonOptions {
   netns?: string;
   /** Serve /metrics here (Prometheus text format). */
   metrics?: { host: string; port: number };
   log?: (line: string) => void;
-}
-
-export function daemonSocketPath(store: StateStore): string {
-  return join(store.dir, 'holder.sock');
 }
 
 /** Hold durations in seconds: buckets for a histogram that spans a fast reload and a stuck one. */
@@ -51,12 +47,12 @@ class Metrics {
   sum = 0;
   counts = BUCKETS.map(() => 0);
 
-  observe(seconds: number, released: number, drops: number, reason: string): void {
+  observe(seconds: number, released: number, drops: number, safetyNet: boolean): void {
     this.holds++;
     this.sum += seconds;
     this.released += released;
     this.drops += drops;
-    if (WATCHDOG_REASONS.has(reason)) this.watchdog++;
+    if (safetyNet) this.watchdog++;
     BUCKETS.forEach((b, i) => {
       if (seconds <= b) this.counts[i]!++;
     });
@@ -75,9 +71,8 @@ async function render(m: Metrics, store: StateStore, netns: string | undefined, 
   metric('synhold_hold_age_seconds', 'gauge', 'How long the current hold has lasted (0 when not holding).', [
     ['', active ? (Date.now() - active.held.since) / 1000 : 0],
   ]);
-  const cum = BUCKETS.map((b, i) => [`{le="${b}"}`, m.counts[i]!] as [string, number]);
   lines.push('# HELP synhold_hold_duration_seconds Duration of holds this daemon owned.', '# TYPE synhold_hold_duration_seconds histogram');
-  for (const [l, v] of cum) lines.push(`synhold_hold_duration_seconds_bucket${l} ${v}`);
+  BUCKETS.forEach((b, i) => lines.push(`synhold_hold_duration_seconds_bucket{le="${b}"} ${m.counts[i]}`));
   lines.push(
     `synhold_hold_duration_seconds_bucket{le="+Inf"} ${m.holds}`,
     `synhold_hold_duration_seconds_sum ${m.sum}`,
@@ -123,150 +118,178 @@ export async function pingDaemon(path: string, timeoutMs = 200): Promise<number 
   });
 }
 
+/** The daemon's state shared by its connections. */
+interface DaemonState {
+  opts: DaemonOptions;
+  metrics: Metrics;
+  active?: HoldSession;
+}
+
+/** One client connection: at most one hold, released when the client asks or goes. */
+function serveConnection(conn: Socket, d: DaemonState): void {
+  let session: HoldSession | undefined;
+  let buf = '';
+  const reply = (m: Reply) => {
+    if (!conn.destroyed) conn.write(`${JSON.stringify(m)}\n`);
+  };
+  conn.on('close', () => {
+    // The client went away while holding: release now (its watchdog would, too).
+    if (session) void session.release({ kind: 'owner-gone' }).catch(() => undefined);
+  });
+  conn.on('error', () => undefined);
+  conn.setEncoding('utf8');
+  conn.on('data', (chunk: string) => {
+    buf += chunk;
+    if (buf.length > MAX_LINE && !buf.includes('\n')) {
+      reply({ type: 'error', code: 'ERR_PROTOCOL', message: `request longer than ${MAX_LINE} bytes` });
+      conn.destroy();
+      return;
+    }
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const req = parseRequest(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      if ('invalid' in req) {
+        d.metrics.errors++;
+        reply({ type: 'error', code: 'ERR_PROTOCOL', message: req.invalid });
+        continue;
+      }
+      void handle(req).catch((e: unknown) => {
+        d.metrics.errors++;
+        reply({ type: 'error', code: (e as SynholdError).code ?? 'ERR_DAEMON', message: (e as Error).message });
+      });
+    }
+  });
+
+  async function handle(req: Request): Promise<void> {
+    switch (req.op) {
+      case 'ping':
+        reply({ type: 'pong', pid: process.pid });
+        return;
+      case 'hold': {
+        if (session) throw new SynholdError('ERR_PROTOCOL', 'this connection already holds');
+        const ac = new AbortController();
+        conn.once('close', () => ac.abort('owner-gone'));
+        const s = await HoldSession.start({
+          ...(d.opts.netns ? { netns: d.opts.netns } : {}),
+          maxHoldMs: req.maxHoldMs,
+          lockWaitMs: req.lockWaitMs,
+          client: req.client,
+          via: 'daemon',
+          signal: ac.signal,
+        });
+        if (conn.destroyed) {
+          // The client left while the hold was being set up: do not hold for nobody.
+          await s.release({ kind: 'owner-gone' });
+          return;
+        }
+        session = s;
+        d.active = s;
+        void s.done.then((r) => {
+          d.metrics.observe(r.durationMs / 1000, r.released, r.drops, isSafetyNet(r.cause));
+          if (d.active === s) d.active = undefined;
+          session = undefined;
+          // Unsolicited when the hold ended on its own; the answer to the client's release otherwise.
+          reply({ type: 'released', ...r });
+        });
+        reply({ type: 'held', ...s.held });
+        return;
+      }
+      case 'release': {
+        if (!session) throw new SynholdError('ERR_NOT_HOLDING', 'this connection holds nothing (the hold ended on its own, and was reported)');
+        await session.release(req.cause);
+        return;
+      }
+    }
+  }
+}
+
 export async function runDaemon(opts: DaemonOptions): Promise<{ close(): Promise<void> }> {
   const log = opts.log ?? (() => undefined);
   const store = StateStore.for(opts.netns);
   store.ensure();
-  const path = daemonSocketPath(store);
+  const path = store.daemonSocketPath;
   const other = await pingDaemon(path);
   if (other) throw new SynholdError('ERR_BUSY', `a synhold daemon already runs here (pid ${other})`);
   rmSync(path, { force: true }); // a dead daemon's socket
-  const metrics = new Metrics();
-  let active: HoldSession | undefined;
+  await reapLeftovers(store, opts.netns, log);
+  const d: DaemonState = { opts, metrics: new Metrics() };
   const conns = new Set<Socket>();
-
-  const server: Server = createServer((conn: Socket) => {
+  const server: Server = createServer((conn) => {
     conns.add(conn);
     conn.once('close', () => conns.delete(conn));
-    let session: HoldSession | undefined;
-    let buf = '';
-    const reply = (m: unknown) => {
-      if (!conn.destroyed) conn.write(`${JSON.stringify(m)}\n`);
-    };
-    const finish = async (reason: string) => {
-      const s = session;
-      if (!s) return undefined;
-      session = undefined;
-      const r = await s.release(reason);
-      if (active === s) active = undefined;
-      return r;
-    };
-    conn.on('close', () => {
-      // The owner went away while holding: release now (the watchdog case).
-      if (session) void finish('owner gone').catch((e: unknown) => log(`release after owner left failed: ${(e as Error).message}`));
-    });
-    conn.on('error', () => undefined);
-    conn.on('data', (d) => {
-      buf += d;
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        let req: { op?: string; maxHoldMs?: number; lockWaitMs?: number; ownerPid?: number; reason?: string };
-        try {
-          req = JSON.parse(line) as typeof req;
-        } catch {
-          reply({ type: 'error', code: 'ERR_PROTOCOL', message: 'not JSON' });
-          continue;
-        }
-        void handle(req).catch((e: unknown) => {
-          metrics.errors++;
-          reply({ type: 'error', code: (e as SynholdError).code ?? 'ERR_DAEMON', message: (e as Error).message });
-        });
-      }
-    });
-
-    async function handle(req: { op?: string; maxHoldMs?: number; lockWaitMs?: number; ownerPid?: number; reason?: string }): Promise<void> {
-      switch (req.op) {
-        case 'ping':
-          reply({ type: 'pong', pid: process.pid });
-          return;
-        case 'hold': {
-          if (session) throw new SynholdError('ERR_PROTOCOL', 'this connection already holds');
-          const s = await HoldSession.start({
-            netns: opts.netns,
-            maxHoldMs: req.maxHoldMs ?? 5000,
-            lockWaitMs: req.lockWaitMs ?? 30_000,
-            holderPid: process.pid,
-            ownerPid: req.ownerPid,
-            via: 'daemon',
-          });
-          void s.done.then((r) => metrics.observe(r.durationMs / 1000, r.released, r.drops, r.reason));
-          if (conn.destroyed) {
-            // The owner left while we waited for the lock: do not hold for nobody.
-            await s.release('owner gone');
-            return;
-          }
-          session = s;
-          active = s;
-          // Max-hold releases on its own; tell the owner when it happens.
-          void s.done.then((r) => {
-            if (session === s) {
-              session = undefined;
-              if (active === s) active = undefined;
-              reply(r);
-            }
-          });
-          reply(s.held);
-          return;
-        }
-        case 'release': {
-          const r = await finish(req.reason ?? 'released');
-          reply(r ?? { type: 'idle' });
-          return;
-        }
-        case 'release-current': {
-          const s = active;
-          if (!s) {
-            reply({ type: 'idle' });
-            return;
-          }
-          const r = await s.release(req.reason ?? 'released by synhold release');
-          if (active === s) active = undefined;
-          reply(r);
-          return;
-        }
-        default:
-          throw new SynholdError('ERR_PROTOCOL', `unknown op ${String(req.op)}`);
-      }
-    }
+    serveConnection(conn, d);
   });
-
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(path, () => resolve());
   });
   chmodSync(path, 0o600);
-  writeFileSync(join(store.dir, 'daemon.pid'), `${process.pid}\n`);
+  writeFileSync(store.daemonPidPath, `${process.pid}\n`);
   log(`holding on request at ${path}`);
-
-  let http: HttpServer | undefined;
-  if (opts.metrics) {
-    http = createHttpServer((req, res) => {
-      if (req.url !== '/metrics') {
-        res.writeHead(404).end('try /metrics\n');
-        return;
-      }
-      render(metrics, store, opts.netns, active).then(
-        (body) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(body),
-        (e: unknown) => res.writeHead(500).end(`${(e as Error).message}\n`),
-      );
-    });
-    await new Promise<void>((resolve, reject) => {
-      http!.once('error', reject);
-      http!.listen(opts.metrics!.port, opts.metrics!.host, () => resolve());
-    });
-    log(`metrics at http://${opts.metrics.host}:${opts.metrics.port}/metrics`);
-  }
-
+  const http = opts.metrics ? await serveMetrics(opts.metrics, d, store, log) : undefined;
+  const reaper = setInterval(() => void reapStuck(store, opts.netns, log).catch(() => undefined), REAP_EVERY_MS);
   return {
     async close() {
-      if (active) await active.release('daemon stopping').catch(() => undefined);
+      clearInterval(reaper);
+      if (d.active) await d.active.release({ kind: 'daemon-stopping' }).catch(() => undefined);
       const closed = new Promise<void>((r) => server.close(() => r()));
       for (const c of conns) c.destroy();
       await closed;
-      if (http) await new Promise<void>((r) => http!.close(() => r()));
+      if (http) await new Promise<void>((r) => http.close(() => r()));
       rmSync(path, { force: true });
-      rmSync(join(store.dir, 'daemon.pid'), { force: true });
+      rmSync(store.daemonPidPath, { force: true });
     },
   };
+}
+
+/** How often the daemon looks for a hold stuck past its deadline (its owner and watchdog stopped). */
+const REAP_EVERY_MS = 100;
+/** Past the deadline, how long before the daemon steps in (the watchdog and the owner's backup act first). */
+const REAP_GRACE_MS = 300;
+
+/**
+ * Any hold here, whoever owns it, that is still on REAP_GRACE_MS after its
+ * deadline: its watchdog and owner are stopped (or hung), the one case no
+ * process of the hold can end. The daemon, alive, ends it (releaseHere forces
+ * the kernel once the lock does not come free).
+ */
+async function reapStuck(store: StateStore, netns: string | undefined, log: (l: string) => void): Promise<void> {
+  const rec = store.readHold();
+  if (!rec || Date.now() < rec.deadline + REAP_GRACE_MS) return;
+  const setup = store.readSetup();
+  if (!setup) return;
+  const r = await releaseHere(store, setup, netns, { waitMs: 200 });
+  log(`a hold stuck past its deadline (${rec.via} pid ${rec.owner.pid}, watchdog pid ${rec.watchdog.pid}): ${r.how}`);
+}
+
+/** A hold left by a previous instance whose watchdog died too (the lock is free): end it. */
+async function reapLeftovers(store: StateStore, netns: string | undefined, log: (l: string) => void): Promise<void> {
+  const setup = store.readSetup();
+  if (!setup) return;
+  const lock = FileLock.tryAcquire(store.holdLockPath);
+  if (!lock) return; // a live hold: its owner and watchdog have it
+  try {
+    if (await recoverUnderLock(store, setup, netns)) log('released a hold left behind by processes that are gone');
+  } finally {
+    lock.release();
+  }
+}
+
+async function serveMetrics(at: { host: string; port: number }, d: DaemonState, store: StateStore, log: (l: string) => void): Promise<HttpServer> {
+  const http = createHttpServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('try /metrics\n');
+      return;
+    }
+    render(d.metrics, store, d.opts.netns, d.active).then(
+      (body) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(body),
+      (e: unknown) => res.writeHead(500).end(`${(e as Error).message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(at.port, at.host, () => resolve());
+  });
+  log(`metrics at http://${at.host}:${at.port}/metrics`);
+  return http;
 }

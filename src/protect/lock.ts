@@ -1,6 +1,8 @@
 /**
  * An exclusive flock(2) on a file, waited for by polling. The kernel drops the
- * lock when its holder dies, even by kill -9, so it can never go stale.
+ * lock when the last descriptor of its open file closes, even by kill -9, so it
+ * can never go stale; a hold's watchdog keeps a duplicate, so a hold's lock
+ * lasts until both its owner and its watchdog are gone.
  *
  * The poll backs off from 2 ms to 32 ms: a waiter must not take the CPU from
  * the reload it waits for (in the one-CPU kernel lab, where a system call is
@@ -13,32 +15,51 @@ import { SynholdError } from '../model/errors.js';
 const MAX_POLL_MS = 32;
 
 export class FileLock {
-  private fd: number;
+  private lockFd: number;
   private constructor(fd: number) {
-    this.fd = fd;
+    this.lockFd = fd;
   }
 
-  /** Takes the lock, waiting up to waitMs; undefined if someone else kept it that long. */
-  static async acquire(path: string, waitMs: number): Promise<FileLock | undefined> {
+  /** Takes the lock now, or undefined if someone has it. */
+  static tryAcquire(path: string): FileLock | undefined {
+    let fd: number;
+    try {
+      fd = native().tryLock(path);
+    } catch (e) {
+      throw new SynholdError('ERR_LOCK', `cannot lock ${path}: ${(e as Error).message}`);
+    }
+    return fd >= 0 ? new FileLock(fd) : undefined;
+  }
+
+  /**
+   * Takes the lock, waiting up to waitMs; undefined if someone else kept it that
+   * long. An abort (protect got a signal) ends the wait at once with the signal's reason.
+   */
+  static async acquire(path: string, waitMs: number, signal?: AbortSignal): Promise<FileLock | undefined> {
     const deadline = Date.now() + waitMs;
     let pollMs = 2;
     for (;;) {
-      let fd: number;
-      try {
-        fd = native().tryLock(path);
-      } catch (e) {
-        throw new SynholdError('ERR_LOCK', `cannot lock ${path}: ${(e as Error).message}`);
-      }
-      if (fd >= 0) return new FileLock(fd);
+      signal?.throwIfAborted();
+      const lock = FileLock.tryAcquire(path);
+      if (lock) return lock;
       const left = deadline - Date.now();
       if (left <= 0) return undefined;
-      await sleep(Math.min(pollMs, left));
+      try {
+        await sleep(Math.min(pollMs, left), undefined, signal ? { signal } : undefined);
+      } catch {
+        signal?.throwIfAborted();
+      }
       pollMs = Math.min(pollMs * 2, MAX_POLL_MS);
     }
   }
 
+  /** The descriptor, for a child process to inherit (the hold's watchdog). */
+  get fd(): number {
+    return this.lockFd;
+  }
+
   release(): void {
-    if (this.fd >= 0) native().unlock(this.fd);
-    this.fd = -1;
+    if (this.lockFd >= 0) native().unlock(this.lockFd);
+    this.lockFd = -1;
   }
 }

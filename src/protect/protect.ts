@@ -5,28 +5,30 @@
  * When is it safe? Not "when CMD exits": `haproxy -D -sf` takes 45-60 ms, but
  * the window in which the old listener closes is under a millisecond. The
  * kernel knows better: protect polls the listening sockets of the protected
- * ports over sock_diag and releases as soon as a new listener is up and every
- * listener that existed at the start of the hold is gone. CMD's exit is the
- * fallback (fd hand-over with `haproxy -x` keeps the same socket, so the
- * socket rule never fires). A full restart (stop, then start) has no listener
- * at all for a while: protect keeps holding until one appears, up to --max-hold.
+ * ports over sock_diag and asks the release policy (release-policy.ts) after
+ * every poll and every event (CMD's exit, a signal, the hold ending on its own).
+ *
+ * The hold itself is owned by this process (or by the daemon, when one runs
+ * here), with a watchdog process as its dead-man's switch (hold/session.ts).
  *
  * Exit status follows timeout(1): CMD's own; 124 if --timeout fired (after
  * releasing); 125 if synhold failed; 126 if CMD could not run; 127 if it was
- * not found; 128+N if CMD died of signal N.
+ * not found; 128+N if CMD died of signal N, or protect got signal N (then CMD
+ * gets it too, after the release; during the lock wait CMD never starts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import { backendFor } from '../backends/index.js';
 import { requirePrograms } from '../host/programs.js';
 import { checkReadyTarget, probeTcp } from './ready.js';
 import { SynholdError } from '../model/errors.js';
 import { netnsPath } from '../netlink/socket.js';
-import { Rtnl } from '../rtnl/rtnl.js';
-import { ListenerWatcher, reloadSettled, type Listener } from '../sockdiag/inet_diag.js';
-import { startHolder, type HoldHandle } from './holder.js';
+import { ListenerWatcher, type Listener } from '../sockdiag/inet_diag.js';
 import { holdViaDaemon } from './daemon-client.js';
+import { describeCause, type ReleaseCause } from './hold/cause.js';
+import { HoldSession, type Held, type Released } from './hold/session.js';
+import { decide, type PolicyOptions } from './release-policy.js';
 import { StateStore } from './state.js';
+import { MAX_DURATION_MS } from '../model/config.js';
 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_FAILED = 125;
@@ -40,37 +42,36 @@ export interface ProtectOptions {
   timeoutMs?: number;
   /** No hold lasts longer than this, whatever happens. */
   maxHoldMs: number;
-  /** How long to wait for another protect's hold to end. */
+  /** How long to wait for another hold to end. */
   lockWaitMs: number;
   /** Release only once this address accepts a connection (one that does not pass through the hold). */
   ready?: { host: string; port: number };
   /** Socket poll interval while holding. */
   pollMs?: number;
-  /**
-   * 'sockets' (default): release when the listening sockets say the reload is
-   * done, or at CMD's exit, whichever comes first. 'exit': only at CMD's exit
-   * (for comparison, and for servers whose reload the socket rule cannot see).
-   */
+  /** 'sockets' (default): the socket rules or CMD's exit; 'exit': only CMD's exit. See release-policy.ts. */
   releaseOn?: 'sockets' | 'exit';
-  /**
-   * After CMD exits, how long to keep holding while a new listener is up and an
-   * old one is still open (the old process closing late). Bounded by maxHoldMs.
-   */
+  /** After CMD exits, how long to keep holding while a new listener is up and an old one is still open. */
   settleWaitMs?: number;
+  /** Ends protect like SIGTERM does (the library's cancellation). */
+  signal?: AbortSignal;
   /** Called with progress lines (for --verbose). */
   log?: (line: string) => void;
 }
 
 export interface ProtectResult {
   exitCode: number;
-  /** CMD's own outcome. */
+  /** CMD's own outcome (null fields if it never ran). */
   command: { exitCode: number | null; signal: NodeJS.Signals | null; error?: string };
   timedOut: boolean;
   holdMs?: number;
   released?: number;
   drops?: number;
-  /** Why the hold ended: `new listener up, old gone`, `command exited`, `max-hold reached`, ... */
+  /** Why the hold ended, for people. */
   releaseReason?: string;
+  /** Why the hold ended, typed. */
+  releaseCause?: ReleaseCause['kind'];
+  /** Who let go: protect's side, or the watchdog on its own (max-hold, synhold release). */
+  releasedBy?: 'owner' | 'watchdog';
   /** From hold start to CMD's exit. */
   commandMs?: number;
 }
@@ -91,9 +92,58 @@ function signalNumber(sig: NodeJS.Signals): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 0;
 }
 
+/** What protect holds through: its own session, or the daemon's. */
+export interface HoldHandle {
+  readonly held: Held;
+  readonly done: Promise<Released>;
+  release(cause: ReleaseCause): Promise<Released>;
+}
+
+interface CommandEnd {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  error?: NodeJS.ErrnoException;
+  at: bigint;
+}
+
+/** CMD as a child, with its end as a promise. No shell: argv as given. */
+function runCommand(opts: ProtectOptions): { child: ChildProcess; ended: Promise<CommandEnd> } {
+  // With --netns, CMD runs inside that namespace too (a reload must bind there).
+  // nsenter execs CMD in place, so its exit status, 126/127 for a command that
+  // cannot run, and death by signal all pass through unchanged.
+  const argv = opts.netns ? ['nsenter', `--net=${netnsPath(opts.netns)}`, '--', ...opts.command] : opts.command;
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
+  const ended = new Promise<CommandEnd>((resolve) => {
+    child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error, at: process.hrtime.bigint() }));
+    child.once('exit', (code, signal) => resolve({ code, signal, at: process.hrtime.bigint() }));
+  });
+  return { child, ended };
+}
+
+/** The signals protect answers by releasing first; the AbortController carries the first one. */
+function trapSignals(opts: ProtectOptions): { ac: AbortController; untrap: () => void } {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!ac.signal.aborted) ac.abort(sig);
+  };
+  const sigs = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const s of sigs) process.on(s, onSignal);
+  const onAbort = () => onSignal('SIGTERM');
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onSignal('SIGTERM');
+  return {
+    ac,
+    untrap: () => {
+      for (const s of sigs) process.off(s, onSignal);
+      opts.signal?.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
 export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   const log = opts.log ?? (() => undefined);
   if (opts.command.length === 0) throw new SynholdError('ERR_BAD_INPUT', 'protect needs a command after --');
+  checkDurations(opts);
   const store = StateStore.for(opts.netns);
   const setup = store.readSetup();
   if (!setup) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
@@ -102,238 +152,157 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   // spawn's ENOENT would read as "CMD not found" (127).
   if (opts.netns) requirePrograms(['nsenter'], `to run CMD inside network namespace ${opts.netns}`);
 
+  const { ac, untrap } = trapSignals(opts);
   const watcher = ListenerWatcher.open(opts.netns ? { netns: opts.netns } : {});
-  const ports = setup.config.ports;
-  let holder: HoldHandle | undefined;
-  let child: ChildProcess | undefined;
   const result: ProtectResult = { exitCode: EXIT_FAILED, command: { exitCode: null, signal: null }, timedOut: false };
-
-  // Signals: release first, then pass the signal on to CMD and exit 128+N.
-  let interrupted: NodeJS.Signals | undefined;
-  let wake: () => void = () => undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    interrupted = sig;
-    wake();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
-
+  let hold: HoldHandle | undefined;
   try {
-    // The daemon, when one runs here, holds without a process to start;
-    // otherwise a holder is forked for this hold.
-    holder =
-      (await holdViaDaemon(opts.netns, { maxHoldMs: opts.maxHoldMs, lockWaitMs: opts.lockWaitMs })) ??
-      startHolder({
-        ...(opts.netns ? { netns: opts.netns } : {}),
-        maxHoldMs: opts.maxHoldMs,
-        lockWaitMs: opts.lockWaitMs,
-        owner: 'ipc',
-      });
-    const held = await holder.held;
-    const holdStart = process.hrtime.bigint();
-    log(`holding new connections to port ${ports.join(',')} (${held.backend}, via ${holder.kind})`);
-
-    const before: Listener[] = await watcher.list(ports);
-    const servedBefore = [...new Set(before.map((l) => l.port))];
-    const socketsKey = (ls: readonly Listener[]) =>
-      ls
-        .map((l) => l.cookie)
-        .sort()
-        .join(',');
-    const beforeKey = socketsKey(before);
-
-    // Run CMD. No shell: argv as given.
-    let commandExit: { code: number | null; signal: NodeJS.Signals | null; error?: NodeJS.ErrnoException } | undefined;
-    let commandExitAt: bigint | undefined;
-    // With --netns, CMD runs inside that namespace too (a reload must bind
-    // there). nsenter execs CMD in place, so its exit status, 126/127 for a
-    // command that cannot run, and death by signal all pass through unchanged.
-    const argv = opts.netns ? ['nsenter', `--net=${netnsPath(opts.netns)}`, '--', ...opts.command] : opts.command;
-    child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
-    const commandDone = new Promise<void>((resolve) => {
-      child!.once('error', (error: NodeJS.ErrnoException) => {
-        commandExit = { code: null, signal: null, error };
-        commandExitAt = process.hrtime.bigint();
-        resolve();
-        wake();
-      });
-      child!.once('exit', (code, signal) => {
-        commandExit ??= { code, signal };
-        commandExitAt = process.hrtime.bigint();
-        resolve();
-        wake();
-      });
-    });
-
-    let holderGone = false;
-    void holder.gone.then(() => {
-      holderGone = true;
-      wake();
-    });
-
-    const timeoutAt = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
-    const pollMs = opts.pollMs ?? 1;
-    const settleWaitMs = opts.settleWaitMs ?? DEFAULT_SETTLE_WAIT_MS;
-    let reason: string | undefined;
-    let readyOk = !opts.ready;
-    // Two settled polls in a row: one dump of the listening table is not an
-    // atomic snapshot (a socket can be skipped between batches), and releasing
-    // while the old listener still exists is exactly the failure we prevent.
-    let settledPolls = 0;
-    while (!reason) {
-      if (interrupted) {
-        reason = `synhold got ${interrupted}`;
-        break;
-      }
-      if (holderGone) {
-        reason = 'holder ended';
-        break;
-      }
-      if (Date.now() >= timeoutAt) {
-        result.timedOut = true;
-        reason = 'timeout';
-        break;
-      }
-      const now = await watcher.list(ports);
-      const settled = opts.releaseOn === 'exit' ? { settled: false, reason: '' } : reloadSettled(before, now, ports);
-      settledPolls = settled.settled ? settledPolls + 1 : 0;
-      if (!readyOk && opts.ready && (settled.settled || commandExit)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
-      if (settledPolls >= 2 && readyOk) {
-        reason = settled.reason;
-        break;
-      }
-      if (commandExit) {
-        if (commandExit.error || commandExit.code !== 0) {
-          reason = 'command failed';
-          break;
-        }
-        // CMD succeeded but the socket rule did not fire. If every port that was
-        // served before the hold has a listener again (fd hand-over, or an
-        // unrelated command), there is nothing to wait for. If one has none (a
-        // full restart still starting up), keep holding, up to max-hold. A port
-        // nobody served before the hold is not waited for: nothing was there to
-        // protect, and waiting would only delay its clients.
-        // Release at exit only when that is safe too: the reload settled, or the
-        // sockets are exactly the ones from before (fd hand-over, or a command
-        // that did not touch the server). A new listener beside a still-open old
-        // one is a reload half done (the old process may close any moment, with
-        // connections queued on it): keep holding, for at most --settle-wait
-        // after the exit; an old listener open longer is not closing (see
-        // DEFAULT_SETTLE_WAIT_MS): release, and say so.
-        const listening = new Set(now.map((l) => l.port));
-        if (servedBefore.every((p) => listening.has(p)) && readyOk) {
-          // --release-on exit asked for exactly this moment, settled or not.
-          if (opts.releaseOn === 'exit' || settled.settled || socketsKey(now) === beforeKey) {
-            reason = settled.settled ? `${settled.reason}, after the command exited` : 'command exited';
-            break;
-          }
-          const afterExitMs = Number(process.hrtime.bigint() - commandExitAt!) / 1e6;
-          if (afterExitMs >= settleWaitMs) {
-            reason = `command exited; ${settled.reason} ${Math.round(afterExitMs)} ms later (--settle-wait): not closing`;
-            break;
-          }
-        }
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, pollMs);
-        wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      wake = () => undefined;
+    const holdArgs = { maxHoldMs: opts.maxHoldMs, lockWaitMs: opts.lockWaitMs, signal: ac.signal };
+    try {
+      // The daemon, when one runs here, holds for us; otherwise this process does.
+      hold =
+        (await holdViaDaemon(opts.netns, holdArgs)) ?? (await HoldSession.start({ ...holdArgs, ...(opts.netns ? { netns: opts.netns } : {}), via: 'protect' }));
+    } catch (e) {
+      // A signal during the lock wait: nothing was held and CMD never starts.
+      if (ac.signal.aborted) return { ...result, exitCode: 128 + signalNumber(ac.signal.reason as NodeJS.Signals) };
+      throw e;
     }
-
-    // Release first, always.
-    if (!holderGone) {
-      const r = await holder.release(reason);
-      result.holdMs = r.durationMs;
-      result.released = r.released;
-      result.drops = r.drops;
-      result.releaseReason = r.reason;
-    } else if (holder.releasedInfo) {
-      // The holder released on its own (max-hold) and exited.
-      const r = holder.releasedInfo;
-      result.holdMs = r.durationMs;
-      result.released = r.released;
-      result.drops = r.drops;
-      result.releaseReason = r.reason;
-    } else {
-      // The holder died under us: make sure nothing stays held.
-      await recoverRelease(opts.netns);
-      result.releaseReason = 'holder died; released by protect';
-      result.holdMs = Number(process.hrtime.bigint() - holdStart) / 1e6;
-    }
-    log(`released after ${result.holdMs?.toFixed(1)} ms: ${result.releaseReason}`);
-
-    if (interrupted) {
-      child.kill(interrupted);
-      result.exitCode = 128 + signalNumber(interrupted);
-      return result;
-    }
-    if (result.timedOut) {
-      child.kill('SIGTERM');
-      const killTimer = setTimeout(() => child?.kill('SIGKILL'), 2000);
-      await commandDone;
-      clearTimeout(killTimer);
-      result.exitCode = EXIT_TIMEOUT;
-    } else {
-      // The hold is over; CMD may still be running (e.g. a foreground server start).
-      const remaining = timeoutAt - Date.now();
-      if (!commandExit && Number.isFinite(remaining)) {
-        const t = setTimeout(
-          () => {
-            result.timedOut = true;
-            child?.kill('SIGTERM');
-          },
-          Math.max(0, remaining),
-        );
-        await commandDone;
-        clearTimeout(t);
-      } else {
-        await commandDone;
-      }
-    }
-    const ce = commandExit!;
-    result.command = { exitCode: ce.code, signal: ce.signal, ...(ce.error ? { error: ce.error.message } : {}) };
-    if (commandExitAt) result.commandMs = Number(commandExitAt - holdStart) / 1e6;
-    if (result.timedOut) result.exitCode = EXIT_TIMEOUT;
-    else if (ce.error) result.exitCode = ce.error.code === 'ENOENT' ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
-    else if (ce.signal) result.exitCode = 128 + signalNumber(ce.signal);
-    else result.exitCode = ce.code ?? EXIT_FAILED;
-    return result;
+    const h = hold;
+    log(`holding new connections to port ${setup.config.ports.join(',')} (${h.held.backend}, watchdog pid ${h.held.watchdogPid})`);
+    const outcome = await holdWhileCommandRuns(h, opts, watcher, setup.config.ports, ac.signal, log);
+    Object.assign(result, outcome.result);
+    return await finishCommand(result, outcome, opts, ac.signal);
   } catch (e) {
-    // Whatever failed, nothing may stay held.
-    if (holder) {
-      await holder.release('synhold error').catch(() => recoverRelease(opts.netns).catch(() => undefined));
-    }
+    // Whatever failed, nothing may stay held (the watchdog covers a failure of this, too).
+    if (hold) await hold.release({ kind: 'error', message: (e as Error).message }).catch(() => undefined);
     throw e;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('SIGHUP', onSignal);
+    untrap();
     watcher.close();
   }
 }
 
-/** Releases with no holder: used when a holder died, and by `synhold release` for a stale hold. */
-export async function recoverRelease(netns?: string): Promise<void> {
-  const store = StateStore.for(netns);
-  const setup = store.readSetup();
-  if (!setup) return;
-  const rt = netns ? Rtnl.open({ netns }) : Rtnl.open();
-  try {
-    await backendFor(setup.backend).forceRelease(setup.backendState, netns ? { rt, netns } : { rt });
-  } finally {
-    rt.close();
+interface HoldOutcome {
+  result: Partial<ProtectResult>;
+  child: ChildProcess;
+  ended: Promise<CommandEnd>;
+  holdStart: bigint;
+}
+
+/** Runs CMD under the hold, polls the sockets, and releases when the policy (or a signal, the timeout, the hold's own end) says so. */
+async function holdWhileCommandRuns(
+  hold: HoldHandle,
+  opts: ProtectOptions,
+  watcher: ListenerWatcher,
+  ports: readonly number[],
+  signal: AbortSignal,
+  log: (l: string) => void,
+): Promise<HoldOutcome> {
+  const holdStart = process.hrtime.bigint();
+  const before: Listener[] = await watcher.list(ports);
+  const { child, ended } = runCommand(opts);
+  let commandEnd: CommandEnd | undefined;
+  let holdEnded: Released | undefined;
+  let wake: () => void = () => undefined;
+  void ended.then((c) => {
+    commandEnd = c;
+    wake();
+  });
+  void hold.done.then((r) => {
+    holdEnded = r;
+    wake();
+  });
+  signal.addEventListener('abort', () => wake(), { once: true });
+  const policy: PolicyOptions = { releaseOn: opts.releaseOn ?? 'sockets', settleWaitMs: opts.settleWaitMs ?? DEFAULT_SETTLE_WAIT_MS, ports };
+  const timeoutAt = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
+  let readyOk = !opts.ready;
+  let settledPolls = 0;
+  let timedOut = false;
+  let cause: ReleaseCause | undefined;
+  while (!cause && !holdEnded) {
+    if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
+    else if (Date.now() >= timeoutAt) {
+      timedOut = true;
+      cause = { kind: 'timeout' };
+    } else {
+      const now = await watcher.list(ports);
+      const c = commandEnd;
+      const cmd = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
+      if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
+      const d = decide({ before, now, settledPolls, readyOk, ...(cmd ? { command: cmd } : {}) }, policy);
+      if ('release' in d) cause = d.release;
+      else {
+        settledPolls = d.settled ? settledPolls + 1 : 0;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, opts.pollMs ?? 1);
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        wake = () => undefined;
+      }
+    }
   }
-  const h = store.readHold();
-  if (h) {
-    store.removeHold();
-    store.recordHold(
-      { startedAt: new Date(h.since).toISOString(), durationMs: Date.now() - h.since, released: 0, drops: 0, reason: 'recovered after holder died' },
-      true,
-    );
+  // Release first, always (a hold that ended on its own reports how).
+  const r = holdEnded ?? (await hold.release(cause!));
+  log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
+  return {
+    child,
+    ended,
+    holdStart,
+    result: {
+      timedOut,
+      holdMs: r.durationMs,
+      released: r.released,
+      drops: r.drops,
+      releaseReason: describeCause(r.cause),
+      releaseCause: r.cause.kind,
+      releasedBy: r.by,
+    },
+  };
+}
+
+/** After the release: pass a signal on, enforce --timeout, wait for CMD, and map its end to protect's exit status. */
+async function finishCommand(result: ProtectResult, o: HoldOutcome, opts: ProtectOptions, signal: AbortSignal): Promise<ProtectResult> {
+  const { child, ended } = o;
+  if (signal.aborted) {
+    const sig = signal.reason as NodeJS.Signals;
+    child.kill(sig);
+    result.exitCode = 128 + signalNumber(sig);
+    return result;
   }
+  let killTimer: NodeJS.Timeout | undefined;
+  const kill = () => {
+    result.timedOut = true;
+    child.kill('SIGTERM');
+    killTimer = setTimeout(() => child.kill('SIGKILL'), 2000);
+  };
+  // The hold is over; CMD may still be running (e.g. a foreground server start).
+  const remaining = opts.timeoutMs ? Number(o.holdStart / 1_000_000n) + opts.timeoutMs - Number(process.hrtime.bigint() / 1_000_000n) : Infinity;
+  const timer = result.timedOut ? (kill(), undefined) : Number.isFinite(remaining) ? setTimeout(kill, Math.max(0, remaining)) : undefined;
+  const ce = await ended;
+  clearTimeout(timer);
+  clearTimeout(killTimer);
+  result.command = { exitCode: ce.code, signal: ce.signal, ...(ce.error ? { error: ce.error.message } : {}) };
+  result.commandMs = Number(ce.at - o.holdStart) / 1e6;
+  if (result.timedOut) result.exitCode = EXIT_TIMEOUT;
+  else if (ce.error) result.exitCode = ce.error.code === 'ENOENT' ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
+  else if (ce.signal) result.exitCode = 128 + signalNumber(ce.signal);
+  else result.exitCode = ce.code ?? EXIT_FAILED;
+  return result;
+}
+
+/** Durations have documented maximums (model/config.ts): past them a timer would overflow or a hold outlive its purpose. */
+function checkDurations(opts: ProtectOptions): void {
+  const check = (name: string, v: number | undefined, min: number) => {
+    if (v === undefined) return;
+    if (!Number.isFinite(v) || v < min || v > MAX_DURATION_MS[name as keyof typeof MAX_DURATION_MS])
+      throw new SynholdError('ERR_BAD_INPUT', `${name} must be between ${min} ms and ${MAX_DURATION_MS[name as keyof typeof MAX_DURATION_MS]} ms, not ${v}`);
+  };
+  check('maxHold', opts.maxHoldMs, 1);
+  check('lockWait', opts.lockWaitMs, 0);
+  check('timeout', opts.timeoutMs, 1);
+  check('settleWait', opts.settleWaitMs, 0);
+  check('poll', opts.pollMs, 1);
 }

@@ -8,9 +8,15 @@ import { SynholdError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
 import { FileLock } from './lock.js';
-import { releaseViaDaemon } from './daemon-client.js';
 import { enableMigrateReq, migrateReq, restoreMigrateReq } from './sysctl.js';
-import { pidAlive, StateStore, type HoldRecord, type SetupRecord, type StatsRecord } from './state.js';
+import { StateStore, type HoldRecord, type SetupRecord, type StatsRecord } from './state.js';
+import { releaseHere } from './hold/recover.js';
+import { isAlive, isStopped } from './hold/process-id.js';
+
+/** How long setup waits for a live hold to end before refusing to change the steering under it. */
+const SETUP_HOLD_WAIT_MS = 5000;
+/** How long teardown waits for a live hold's processes after asking its watchdog to release. */
+const TEARDOWN_RELEASE_WAIT_MS = 3000;
 
 export interface Scope {
   netns?: string;
@@ -54,6 +60,7 @@ export async function setup(cfg: SetupConfig, scope: Scope = {}): Promise<SetupR
   const store = StateStore.for(scope.netns);
   return withSetupLock(store, async () => {
     const ctx = openCtx(scope);
+    let holdLock: FileLock | undefined;
     try {
       const existing = store.readSetup();
       if (existing) {
@@ -63,16 +70,42 @@ export async function setup(cfg: SetupConfig, scope: Scope = {}): Promise<SetupR
         if (wanted && !broken && sameConfig({ ...existing.config, backend: cfg.backend }, cfg)) {
           return { changed: false, action: 'unchanged', backend: existing.backend, backendReason: existing.backendReason, record: existing };
         }
-        const hold = store.readHold();
-        if (hold && pidAlive(hold.holderPid)) {
-          throw new SynholdError('ERR_BUSY', `a hold is in progress (holder pid ${hold.holderPid}); setup cannot change the steering now`);
+        // Never change the steering under a live hold: wait for it, bounded, then refuse.
+        holdLock = await FileLock.acquire(store.holdLockPath, SETUP_HOLD_WAIT_MS);
+        if (!holdLock) {
+          const h = store.readHold();
+          throw new SynholdError('ERR_BUSY', `a hold is in progress${h ? ` (${h.via} pid ${h.owner.pid})` : ''}; setup cannot change the steering now`);
         }
-        // Another config: remove the old steering, then install the new one.
-        // (Between the two, SYNs flow unheld, which is what no synhold means.)
+        // Another config: remove the old steering, then install the new one; if the
+        // new one fails, put the old one back (between the two, SYNs flow unheld,
+        // which is what no synhold means).
         await backend.uninstall(existing.backendState, ctx);
-        if (existing.previousMigrateReq !== undefined) restoreMigrateReq(existing.previousMigrateReq, scope.netns);
-        store.removeSetup();
+        try {
+          return await install(cfg, existing);
+        } catch (e) {
+          const restored = await backend.install(existing.config, ctx).then(
+            (st) => {
+              if (existing.config.migrateReq) enableMigrateReq(scope.netns);
+              store.writeSetup({ ...existing, backendState: st });
+              return 'the previous steering is back in place';
+            },
+            (e2: unknown) => {
+              store.removeSetup();
+              return `restoring the previous steering failed too (${(e2 as Error).message}); nothing is set up`;
+            },
+          );
+          if (e instanceof Error) e.message += `; ${restored}`;
+          throw e;
+        }
       }
+      return await install(cfg, undefined);
+    } finally {
+      holdLock?.release();
+      ctx.rt.close();
+    }
+
+    async function install(cfg: SetupConfig, existing: SetupRecord | undefined): Promise<SetupResult> {
+      if (existing?.previousMigrateReq !== undefined) restoreMigrateReq(existing.previousMigrateReq, scope.netns);
       const { backend: name, reason } = await chooseBackend(cfg, ctx);
       const backend = backendFor(name);
       const backendState = await backend.install(cfg, ctx);
@@ -94,8 +127,6 @@ export async function setup(cfg: SetupConfig, scope: Scope = {}): Promise<SetupR
         throw e;
       }
       return { changed: true, action: existing ? 'updated' : 'created', backend: name, backendReason: reason, record };
-    } finally {
-      ctx.rt.close();
     }
   });
 }
@@ -111,15 +142,8 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
   return withSetupLock(store, async () => {
     const existing = store.readSetup();
     if (!existing) return { removed: false };
-    const hold = store.readHold();
-    if (hold?.via === 'daemon' && pidAlive(hold.holderPid)) {
-      await releaseViaDaemon(scope.netns, 'teardown');
-    } else if (hold && pidAlive(hold.holderPid)) {
-      // Let the holder release and record it; it exits on SIGTERM.
-      process.kill(hold.holderPid, 'SIGTERM');
-      const until = Date.now() + 2000;
-      while (pidAlive(hold.holderPid) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    }
+    // End any hold first (through its watchdog), and keep the hold lock so none starts meanwhile.
+    const { lock } = await releaseHere(store, existing, scope.netns, { waitMs: TEARDOWN_RELEASE_WAIT_MS, keepLock: true });
     const ctx = openCtx(scope);
     try {
       await backendFor(existing.backend).uninstall(existing.backendState, ctx);
@@ -128,6 +152,7 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
     }
     if (existing.previousMigrateReq !== undefined) restoreMigrateReq(existing.previousMigrateReq, scope.netns);
     store.removeAll();
+    lock?.release();
     return { removed: true, backend: existing.backend };
   });
 }
@@ -141,7 +166,7 @@ export interface StatusReport {
   config?: SetupConfig;
   problem?: string;
   held: boolean;
-  hold?: HoldRecord & { heldForMs: number; holderAlive: boolean };
+  hold?: HoldRecord & { heldForMs: number; ownerAlive: boolean; watchdogAlive: boolean; watchdogStopped: boolean };
   counters?: HoldCounters;
   stats: StatsRecord;
   /** net.ipv4.tcp_migrate_req now, when this kernel has it. */
@@ -163,11 +188,18 @@ export async function status(scope: Scope = {}): Promise<StatusReport> {
   const mr = migrateReq(scope.netns);
   if (mr !== undefined) report.migrateReq = mr;
   const hold = store.readHold();
+  // The lock, not the record, says whether someone holds: it is kept by the hold's processes and dies with them.
+  const probe = FileLock.tryAcquire(store.holdLockPath);
+  probe?.release();
   if (hold) {
-    const holderAlive = pidAlive(hold.holderPid);
-    report.held = holderAlive;
-    report.hold = { ...hold, heldForMs: Date.now() - hold.since, holderAlive };
-    if (!holderAlive) report.problem = `hold record left by dead holder pid ${hold.holderPid}; run \`synhold release\` to make sure nothing is held`;
+    const watchdogAlive = isAlive(hold.watchdog);
+    report.held = !probe;
+    report.hold = { ...hold, heldForMs: Date.now() - hold.since, ownerAlive: isAlive(hold.owner), watchdogAlive, watchdogStopped: isStopped(hold.watchdog) };
+    if (probe)
+      report.problem = `a hold record left by processes that are gone (${hold.via} pid ${hold.owner.pid}); run \`synhold release\` to make sure nothing is held`;
+    else if (report.hold.watchdogStopped) report.problem = `the hold's watchdog (pid ${hold.watchdog.pid}) is stopped`;
+  } else if (!probe) {
+    report.held = true; // a hold starting or ending right now
   }
   const ctx = openCtx(scope);
   try {

@@ -6,11 +6,15 @@
  * (tmpfs: gone after a reboot, as is every qdisc), one directory per network
  * namespace, because `ip netns exec` shares /run between namespaces.
  *
- *   setup.json  the config and what the backend created (written by setup)
- *   hold.json   present while a hold is on: holder pid, since when, deadline
- *   stats.json  totals and the last hold, for status and metrics
- *   hold.lock   flock(2)ed by the holder for the whole hold: serialises holds
- *   setup.lock  flock(2)ed by setup and teardown
+ *   setup.json    the config and what the backend created (written by setup)
+ *   hold.json     present while a hold is on: owner and watchdog, since when, deadline
+ *   stats.json    totals and the last hold, for status and metrics
+ *   watchdog.log  one line per release a watchdog did on its own (it cannot
+ *                 write JSON); folded into stats.json by the next recordHold()
+ *   hold.lock     flock(2)ed by the owner and its watchdog for the whole hold:
+ *                 serialises holds, and every change of hold state happens under it
+ *   setup.lock    flock(2)ed by setup and teardown
+ *   holder.sock   the daemon's socket; daemon.pid its pid
  */
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +22,8 @@ import { netnsPath } from '../netlink/socket.js';
 import { isNativeError, native } from '../native/addon.js';
 import { SynholdError } from '../model/errors.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
+import type { ProcessId } from './hold/process-id.js';
+import { isSafetyNet, type ReleaseKind } from './hold/cause.js';
 
 export interface SetupRecord {
   version: 1;
@@ -32,10 +38,13 @@ export interface SetupRecord {
 }
 
 export interface HoldRecord {
-  holderPid: number;
-  ownerPid?: number;
-  /** Who holds: a forked holder process, or the daemon (which must not be killed to release). */
-  via?: 'holder' | 'daemon';
+  /** The process that holds in the kernel and releases in the normal case (protect, the daemon, or `synhold plug`, which exits at once). */
+  owner: ProcessId;
+  /** The dead-man's switch (native/watchdog.c): signal it to release. */
+  watchdog: ProcessId;
+  /** The process the hold is for, when that is not the owner (the daemon's client). */
+  client?: ProcessId;
+  via: 'protect' | 'daemon' | 'plug';
   backend: BackendName;
   /** Epoch milliseconds. */
   since: number;
@@ -48,7 +57,9 @@ export interface LastHold {
   durationMs: number;
   released: number;
   drops: number;
+  /** Why it ended (for people). */
   reason: string;
+  cause: ReleaseKind;
 }
 
 export interface StatsRecord {
@@ -111,6 +122,22 @@ export class StateStore {
     return join(this.dir, 'hold.lock');
   }
 
+  get holdPath(): string {
+    return join(this.dir, 'hold.json');
+  }
+
+  get journalPath(): string {
+    return join(this.dir, 'watchdog.log');
+  }
+
+  get daemonSocketPath(): string {
+    return join(this.dir, 'holder.sock');
+  }
+
+  get daemonPidPath(): string {
+    return join(this.dir, 'daemon.pid');
+  }
+
   get setupLockPath(): string {
     return join(this.dir, 'setup.lock');
   }
@@ -141,20 +168,46 @@ export class StateStore {
     rmSync(join(this.dir, 'hold.json'), { force: true });
   }
 
+  /** The totals, with the watchdogs' own releases not yet folded in. */
   readStats(): StatsRecord {
-    return readJson<StatsRecord>(join(this.dir, 'stats.json')) ?? { holds: 0, releasedTotal: 0, dropsTotal: 0, watchdogReleases: 0 };
+    const s = readJson<StatsRecord>(join(this.dir, 'stats.json')) ?? { holds: 0, releasedTotal: 0, dropsTotal: 0, watchdogReleases: 0 };
+    for (const j of this.readJournal()) addHold(s, j);
+    return s;
   }
 
-  /** Adds one finished hold to the totals. */
-  recordHold(h: LastHold, byWatchdog: boolean): void {
+  /** The watchdogs' lines: `EPOCH_MS CAUSE TOOK_MS`. A torn or foreign line is skipped. */
+  private readJournal(): LastHold[] {
+    let text: string;
+    try {
+      text = readFileSync(this.journalPath, 'utf8');
+    } catch {
+      return [];
+    }
+    const out: LastHold[] = [];
+    for (const line of text.split('\n')) {
+      const m = /^(\d+) (owner-gone|max-hold|signal|watched-exited) (\d+)$/.exec(line);
+      if (!m) continue;
+      const cause: ReleaseKind = m[2] === 'max-hold' ? 'max-hold' : m[2] === 'signal' ? 'manual' : 'owner-gone';
+      const took = Number(m[3]);
+      out.push({
+        startedAt: new Date(Number(m[1]) - took).toISOString(),
+        durationMs: took,
+        released: 0,
+        drops: 0,
+        reason: `released by the watchdog (${m[2]})`,
+        cause,
+      });
+    }
+    return out;
+  }
+
+  /** Adds one finished hold to the totals (and folds in the watchdogs' lines). Call under the hold lock. */
+  recordHold(h: LastHold): void {
     this.ensure();
     const s = this.readStats();
-    s.holds += 1;
-    s.releasedTotal += h.released;
-    s.dropsTotal += h.drops;
-    if (byWatchdog) s.watchdogReleases += 1;
-    s.lastHold = h;
+    addHold(s, h);
     writeJson(join(this.dir, 'stats.json'), s);
+    rmSync(this.journalPath, { force: true });
   }
 
   /** Removes the whole directory (teardown). */
@@ -163,11 +216,10 @@ export class StateStore {
   }
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+function addHold(s: StatsRecord, h: LastHold): void {
+  s.holds += 1;
+  s.releasedTotal += h.released;
+  s.dropsTotal += h.drops;
+  if (isSafetyNet(h.cause)) s.watchdogReleases += 1;
+  s.lastHold = h;
 }

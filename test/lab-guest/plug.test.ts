@@ -16,7 +16,8 @@ import { TC_H_ROOT, makeHandle } from '../../src/rtnl/tc/handle.js';
 import { normalizeConfig } from '../../src/model/config.js';
 import { setup, teardown } from '../../src/protect/setup.js';
 import { StateStore } from '../../src/protect/state.js';
-import { plugBackend, type PlugState } from '../../src/backends/plug.js';
+import type { PlugState } from '../../src/backends/plug.js';
+import { holdDirect } from '../helpers/plug-hold.js';
 
 interface TcQdisc {
   kind: string;
@@ -148,7 +149,7 @@ test('setup steers only new connections to the port into the plug; held connect 
       const state = StateStore.for(ns.name).readSetup()!.backendState as PlugState;
       const rt = Rtnl.open({ netns: ns.name });
       try {
-        const hold = await plugBackend.hold(state, { rt, netns: ns.name });
+        const hold = await holdDirect(state, { rt, netns: ns.name });
         const held = startClient(ns.name, '127.0.0.1', 16000);
         await until('the SYN to be held in the plug', () => (plugOf(ns)?.qlen ?? 0) >= 1);
         const heldSince = Date.now();
@@ -213,7 +214,7 @@ test('ingress: a client in another namespace is held at the server side via IFB,
       const state = StateStore.for(server.name).readSetup()!.backendState as PlugState;
       const rt = Rtnl.open({ netns: server.name });
       try {
-        const hold = await plugBackend.hold(state, { rt, netns: server.name });
+        const hold = await holdDirect(state, { rt, netns: server.name });
         const c = startClient(client.name, '10.77.0.2', 16000);
         await until('the SYN to be held on the IFB', () => (plugOf(server, ifb)?.qlen ?? 0) >= 1);
         await sleep(1100);

@@ -19,9 +19,11 @@ import { join } from 'node:path';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { startClient, startEchoServer, type Peer } from '../helpers/tcp.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
-import { pidAlive, stateDir, StateStore } from '../../src/protect/state.js';
+import { stateDir, StateStore } from '../../src/protect/state.js';
+import { isAlive, processId } from '../../src/protect/hold/process-id.js';
 import { Rtnl } from '../../src/rtnl/rtnl.js';
-import { plugBackend, type PlugState } from '../../src/backends/plug.js';
+import type { PlugState } from '../../src/backends/plug.js';
+import { holdDirect } from '../helpers/plug-hold.js';
 
 interface TcQdisc {
   kind: string;
@@ -109,7 +111,7 @@ async function releaseOverheadMs(ns: TestNetns, samples = 3): Promise<{ max: num
   const raw: number[] = [];
   try {
     for (let i = 0; i < samples; i++) {
-      const hold = await plugBackend.hold(state, { rt, netns: ns.name });
+      const hold = await holdDirect(state, { rt, netns: ns.name });
       const c = startClient(ns.name, '127.0.0.1', 16000);
       try {
         await until('the calibration SYN in the plug', () => plugQlen(ns) >= 1);
@@ -476,7 +478,7 @@ test("daemon: protect holds through it; kill -9 of protect releases within 50 ms
       assert.equal(after['synhold_hold_duration_seconds_count'], 2);
       assert.equal(after['synhold_watchdog_releases_total'], 1);
       assert.equal(after['synhold_holding'], 0);
-      assert.ok(pidAlive(daemonPid), 'the daemon lives on');
+      assert.ok(isAlive(processId(daemonPid)), 'the daemon lives on');
     }).finally(() => g.close());
   });
 });
