@@ -4,7 +4,7 @@
 # kernel), and writes docs/BENCH-PLUG.md from the JSON it produced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-npx tsc -p tsconfig.json
+npm run --silent build
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 scripts/lab --timeout 600 -- sh -c 'ip netns add b && ip netns exec b node dist/bench/src/plug-roundtrip.js' >"$out"

@@ -3,7 +3,7 @@
 # writes docs/PROTECT.md from the JSON (kept in docs/protect/, so the page can be regenerated). About 5 minutes on the host, 10 in the lab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-npx tsc -p tsconfig.json
+npm run --silent build
 tmp=docs/protect
 mkdir -p "$tmp"
 trap 'ip netns delete synhold-measure 2>/dev/null || true' EXIT

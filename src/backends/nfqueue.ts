@@ -66,7 +66,7 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
 
   async prepare(s, ctx) {
     // The rule is what brings SYNs to the queue: a flushed raw table means a hold would protect nothing.
-    const gone = await this.verify(s, ctx);
+    const gone = await presence(s, ctx.netns);
     if (gone) throw new SynholdError('ERR_STEERING_GONE', `${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
     const before = (await readKernelQueueStats(ctx.netns).catch(() => [])).find((q) => q.queue === s.queue);
     const q = NfQueue.open({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns: ctx.netns });
@@ -104,6 +104,13 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
     return { heldPackets: k?.queueTotal ?? 0, drops: (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) };
   },
 };
+
+/** Whether every rule is in place, checked the cheap way (Iptables.countTagged): undefined, or what is gone. */
+async function presence(s: NfqueueState, netns: string | undefined): Promise<string | undefined> {
+  const counts = await Promise.all(s.rules.map((r) => new Iptables({ backend: s.iptables, family: r.family, netns }).countTagged(r)));
+  const i = counts.findIndex((c) => c === 0);
+  return i < 0 ? undefined : `the NFQUEUE rule for port ${s.rules[i]!.spec[s.rules[i]!.spec.indexOf('--dport') + 1]} is gone`;
+}
 
 /** Can this kernel queue (nfnetlink_queue + the NFQUEUE target)? */
 async function probeNfqueue(_cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {

@@ -14,8 +14,10 @@ import { releaseHere } from '../protect/hold/recover.js';
 import { runDaemon } from '../protect/daemon.js';
 import { StateStore } from '../protect/state.js';
 import { formatStatus } from './format.js';
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { packageRoot, packageVersion } from '../host/package-root.js';
 
 /** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4 } as const;
@@ -274,12 +276,11 @@ const ADVICE: Record<KernelFeature, string> = {
  * not install. It is loaded only for this command, from the checkout this CLI
  * was built in.
  */
-const BENCH_CLI = new URL('../../bench/src/cli.js', import.meta.url);
-
 async function cmdBench(args: string[], g: Globals): Promise<number> {
+  const BENCH_CLI = pathToFileURL(join(packageRoot(), 'dist', 'bench', 'src', 'cli.js'));
   if (!existsSync(fileURLToPath(BENCH_CLI))) {
     process.stderr.write(
-      'synhold bench: the benchmark is not installed with synhold: it is the synhold-bench package of the synhold repository (bench/); in a checkout, run `npm ci && npx tsc -p .`, then `node dist/src/cli/main.js bench`\n',
+      'synhold bench: the benchmark is not installed with synhold: it is the synhold-bench package of the synhold repository (bench/); in a checkout, run `npm ci && npm run build`, then `node dist/synhold.mjs bench`\n',
     );
     return EXIT.failed;
   }
@@ -310,8 +311,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return EXIT.ok;
     } else if (a === '--version') {
-      const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-      process.stdout.write(`synhold ${pkg.version}\n`);
+      process.stdout.write(`synhold ${packageVersion()}\n`);
       return EXIT.ok;
     } else break;
   }

@@ -4,8 +4,8 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../host/package-root.js';
 
 export interface NativeSocketHandle {
   readonly portId: number;
@@ -40,17 +40,12 @@ export function isNativeError(e: unknown): e is NativeError {
 
 let cached: NativeAddon | undefined;
 
-/** Finds build/Release/synhold_native.node from both src/ (ts) and dist/src/ (js) layouts. */
+/** Loads build/Release/synhold_native.node from the package root (see host/package-root.ts). */
 export function native(): NativeAddon {
   if (cached) return cached;
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [
-    join(here, '..', '..', 'build', 'Release', 'synhold_native.node'),
-    join(here, '..', '..', '..', 'build', 'Release', 'synhold_native.node'),
-  ];
-  const found = candidates.find((p) => existsSync(p));
-  if (!found) {
-    throw new Error(`synhold's native addon is not built (looked in ${candidates.join(', ')}); run \`npm ci\` or \`npx node-gyp rebuild\``);
+  const found = join(packageRoot(), 'build', 'Release', 'synhold_native.node');
+  if (!existsSync(found)) {
+    throw new Error(`synhold's native addon is not built (no ${found}); run \`npm ci\` or \`npx node-gyp rebuild\``);
   }
   cached = createRequire(import.meta.url)(found) as NativeAddon;
   return cached;

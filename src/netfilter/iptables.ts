@@ -29,7 +29,7 @@
 import { execFile } from 'node:child_process';
 import { SynholdError } from '../model/errors.js';
 import { NETLINK_NETFILTER, NetlinkSocket, netnsPath } from '../netlink/socket.js';
-import { deleteTableIfEmpty } from './nf_tables.js';
+import { deleteTableIfEmpty, listRuleExpressions } from './nf_tables.js';
 import { NFPROTO_IPV4, NFPROTO_IPV6 } from './nfnetlink.js';
 import type { IpFamily } from '../model/prefix.js';
 import { findProgram, ProgramMissingError, requirePrograms, type Program } from '../host/programs.js';
@@ -376,6 +376,29 @@ export class Iptables {
    * Equivalent to: `nft list table ip raw`, then, if it shows only empty ACCEPT
    * base chains, `nft delete table ip raw`.
    */
+  /**
+   * How many rules in the rule's chain carry its tag (`-m comment --comment
+   * synhold:...`) and its target: for iptables-nft in-process (one netlink
+   * dump, no process), for legacy through `iptables -C`. This is the check a
+   * hold makes before it starts, where a process per rule is the cost to avoid.
+   */
+  async countTagged(rule: IptablesRule): Promise<number> {
+    this.check(rule);
+    if (this.backend !== 'nft') return (await this.has(rule)) ? 1 : 0;
+    const ci = rule.spec.indexOf('--comment');
+    const ji = rule.spec.indexOf('-j');
+    if (ci < 0 || ji < 0) return (await this.has(rule)) ? 1 : 0;
+    const tag = Buffer.from(`${rule.spec[ci + 1]}\0`);
+    const target = Buffer.from(rule.spec[ji + 1]!);
+    const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: this.netns });
+    try {
+      const rules = await listRuleExpressions(sock, this.family === 6 ? NFPROTO_IPV6 : NFPROTO_IPV4, rule.table, rule.chain);
+      return rules.filter((e) => e.includes(tag) && e.includes(target)).length;
+    } finally {
+      sock.close();
+    }
+  }
+
   async tidyTable(table: string): Promise<boolean> {
     if (this.backend !== 'nft') return false;
     const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: this.netns });

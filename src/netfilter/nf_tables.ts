@@ -285,6 +285,39 @@ export async function listChains(sock: NetlinkSocket, family: NftFamily, table: 
     .filter((c) => c.table === table);
 }
 
+/** enum nft_rule_attributes with the expressions kept as their raw bytes (for a search, not a decode). */
+const nftRuleWithExprAttrs = defineAttributes('nft_rule_attributes', {
+  table: { type: 1, kind: 'string' },
+  chain: { type: 2, kind: 'string' },
+  expressions: { type: 4, kind: 'binary' },
+});
+
+/**
+ * The rules of one chain as raw expression bytes. iptables-nft keeps an xt
+ * match's data (a comment's text) and a target's name inside them verbatim,
+ * which is enough to find a rule by the comment synhold tags it with, in one
+ * dump instead of an `iptables -C` process.
+ */
+export async function listRuleExpressions(sock: NetlinkSocket, family: NftFamily, table: string, chain: string): Promise<Buffer[]> {
+  let replies: NetlinkMessage[];
+  try {
+    replies = await sock.dumpConsistent(NFT_TYPE_GETRULE, encodeGetRules(family, table), {
+      op: 'NFT_MSG_GETRULE',
+      object: `${familyName(family)} ${table}`,
+      hint,
+    });
+  } catch (e) {
+    // No such table: no rules.
+    if ((e as { errno?: number }).errno === 2) return [];
+    throw e;
+  }
+  return replies
+    .filter((m) => m.type === NFT_TYPE_NEWRULE)
+    .map((m) => decodeNftMessage(m, nftRuleWithExprAttrs).attrs)
+    .filter((a) => a.chain === chain && a.expressions !== undefined)
+    .map((a) => a.expressions!);
+}
+
 /** The rules of one table, every chain. Equivalent to: the rules `nft list table ip raw` prints. */
 export async function listRules(sock: NetlinkSocket, family: NftFamily, table: string): Promise<NftRule[]> {
   const replies = await sock.dumpConsistent(NFT_TYPE_GETRULE, encodeGetRules(family, table), {

@@ -3,7 +3,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
+/** The CLI as installed: the bundle package.json's bin names (npm run build). */
+export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'synhold.mjs');
 
 export interface CliResult {
   status: number | null;

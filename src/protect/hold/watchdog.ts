@@ -6,8 +6,8 @@
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../../host/package-root.js';
 import type { Fallback } from '../../backends/backend.js';
 import { SynholdError } from '../../model/errors.js';
 import type { ReleaseKind } from './cause.js';
@@ -45,13 +45,8 @@ const BY_CODE: Record<number, Extract<WatchdogEnd, { kind: 'released' }>> = {
 
 /** The watchdog program, built by node-gyp next to the addon. */
 export function watchdogPath(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [
-    join(here, '..', '..', '..', 'build', 'Release', 'synhold-watchdog'),
-    join(here, '..', '..', '..', '..', 'build', 'Release', 'synhold-watchdog'),
-  ];
-  const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new SynholdError('ERR_NATIVE_MISSING', `synhold's watchdog program is not built (looked in ${candidates.join(', ')}); run \`npm ci\``);
+  const found = join(packageRoot(), 'build', 'Release', 'synhold-watchdog');
+  if (!existsSync(found)) throw new SynholdError('ERR_NATIVE_MISSING', `synhold's watchdog program is not built (no ${found}); run \`npm ci\``);
   return found;
 }
 
