@@ -26,6 +26,8 @@ export class FileLock {
     try {
       fd = native().tryLock(path);
     } catch (e) {
+      // The state directory went away under us: a teardown ran meanwhile.
+      if ((e as { errno?: number }).errno === 2) throw new SynholdError('ERR_NOT_SET_UP', 'synhold was torn down meanwhile; nothing is set up here');
       throw new SynholdError('ERR_LOCK', `cannot lock ${path}: ${(e as Error).message}`);
     }
     return fd >= 0 ? new FileLock(fd) : undefined;

@@ -212,7 +212,14 @@ export class StateStore {
 
   /** Removes the whole directory (teardown). */
   removeAll(): void {
-    rmSync(this.dir, { recursive: true, force: true });
+    try {
+      rmSync(this.dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 5 });
+    } catch (e) {
+      // A command racing teardown (a protect waiting for the hold lock) re-creates its
+      // lock file meanwhile. Everything that says "set up" or "holding" is gone; an
+      // empty lock file may stay, and goes with the next teardown or reboot (tmpfs).
+      if ((e as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw e;
+    }
   }
 }
 

@@ -77,6 +77,25 @@ export function runExperimentIn(netns: string, o: ExperimentOptions, timeoutMs =
   return JSON.parse(r.stdout) as ExperimentResult;
 }
 
+/** runExperimentIn without blocking this process (for tests that do other things meanwhile). */
+export function runExperimentInAsync(netns: string, o: ExperimentOptions, timeoutMs = 25 * 60_000): Promise<ExperimentResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', netns, process.execPath, fileURLToPath(import.meta.url), JSON.stringify(o)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const t = setTimeout(() => child.kill('SIGTERM'), timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(t);
+      if (code !== 0) reject(new Error(`experiment failed (${code ?? signal}): ${err}`));
+      else resolve(JSON.parse(out) as ExperimentResult);
+    });
+  });
+}
+
 /** One line for a test's diagnostics. */
 export function describeResult(r: ExperimentResult): string {
   const holds = r.holds.map((h) => h.ms).sort((a, b) => a - b);
