@@ -9,9 +9,10 @@
  * - A held client's SYN retransmits reach the queue too (raw PREROUTING sees a
  *   copy, not the socket's own packet), one per second per client; all are
  *   released together and the listener treats the extras as retransmissions.
- * - If the holder dies (kill -9), the kernel drops what it held: those clients
- *   retransmit (after ~1 s) and get through the bypass. Nothing is reset, but
- *   they pay a second. (A plug survives its holder; here the queue cannot.)
+ * - The queue lives as long as its socket: the hold's watchdog keeps a
+ *   duplicate, so when the owner dies the watchdog still accepts what is held.
+ *   Only if both die does the kernel drop it: those clients retransmit (after
+ *   ~1 s) and get through the bypass. Nothing is reset, but they pay a second.
  * - The hold path is in-process netlink (bind, verdict), but setup and teardown
  *   spawn iptables.
  */
@@ -36,7 +37,7 @@ export interface NfqueueState {
 
 export const nfqueueBackend: HoldBackend<NfqueueState> = {
   name: 'nfqueue',
-  cost: 'new connections wait for the hold; if the holder dies, held SYNs are dropped and those clients retransmit (~1 s later, then get through)',
+  cost: 'new connections wait for the hold; if the hold's owner and its watchdog both die, held SYNs are dropped and those clients retransmit (~1 s later, then get through)',
   probe: probeNfqueue,
 
   async install(cfg, ctx) {
