@@ -26,6 +26,6 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^synhold-[a-
 done
 
 dirs=()
-for d in repo codec kernel cli reload faults soak bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
+for d in repo codec unit kernel cli reload faults soak bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
 # One file at a time: kernel tests are timing-sensitive and the lab wants the CPU.
 exec node --test --test-concurrency=1 "${dirs[@]}"

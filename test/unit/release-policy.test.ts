@@ -1,0 +1,113 @@
+/**
+ * The release policy (src/protect/release-policy.ts), rule by rule, as a table:
+ * what protect observed (listeners before and now, CMD's end, --ready) and
+ * what the policy must answer. No kernel: listeners are plain objects.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decide, type Observation, type PolicyOptions } from '../../src/protect/release-policy.js';
+import type { Listener } from '../../src/sockdiag/inet_diag.js';
+
+function l(port: number, cookie: string, family: 'inet' | 'inet6' = 'inet'): Listener {
+  return {
+    family,
+    address: family === 'inet' ? '127.0.0.1' : '::1',
+    port,
+    inode: 1,
+    uid: 0,
+    cookie,
+    backlog: { queued: 0, max: 128 },
+    boundDev: 0,
+  } as unknown as Listener;
+}
+
+const opts: PolicyOptions = { releaseOn: 'sockets', settleWaitMs: 2000, ports: [80] };
+const exited = (ms = 0, failed = false) => ({ failed, msSinceExit: ms });
+
+const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want: string }[] = [
+  {
+    rule: 'socket swap, seen once: wait for a second poll',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 0, readyOk: true },
+    want: 'wait settled',
+  },
+  { rule: 'socket swap, seen twice: release', o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 1, readyOk: true }, want: 'release reload-done' },
+  {
+    rule: 'socket swap but --ready not answering: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 3, readyOk: false },
+    want: 'wait settled',
+  },
+  { rule: 'new listener up, old still open: wait', o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true }, want: 'wait' },
+  { rule: 'fd hand-over (same sockets) while CMD runs: wait', o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true }, want: 'wait' },
+  {
+    rule: 'fd hand-over, CMD exited 0: release at exit',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited() },
+    want: 'release command-exited',
+  },
+  {
+    rule: 'full restart, nothing listening yet, CMD exited: wait',
+    o: { before: [l(80, 'a')], now: [], settledPolls: 0, readyOk: true, command: exited(100) },
+    want: 'wait',
+  },
+  {
+    rule: 'full restart, listener back after CMD exited: release',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 1, readyOk: true, command: exited(100) },
+    want: 'release reload-done',
+  },
+  {
+    rule: 'CMD failed: release at once',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited(0, true) },
+    want: 'release command-failed',
+  },
+  {
+    rule: 'orphaned old listener within --settle-wait: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true, command: exited(500) },
+    want: 'wait',
+  },
+  {
+    rule: 'orphaned old listener past --settle-wait: release, saying so',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true, command: exited(2500) },
+    want: 'release command-exited',
+  },
+  {
+    rule: 'a port nobody served before the hold is not waited for',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited() },
+    opts: { ports: [80, 81] },
+    want: 'release command-exited',
+  },
+  {
+    rule: 'dual stack: the IPv4 listener swapped, the IPv6 one not yet: wait',
+    o: { before: [l(80, 'a'), l(80, 'b', 'inet6')], now: [l(80, 'c'), l(80, 'b', 'inet6')], settledPolls: 1, readyOk: true },
+    want: 'wait',
+  },
+  {
+    rule: 'dual stack: both families swapped: release',
+    o: { before: [l(80, 'a'), l(80, 'b', 'inet6')], now: [l(80, 'c'), l(80, 'd', 'inet6')], settledPolls: 1, readyOk: true },
+    want: 'release reload-done',
+  },
+  {
+    rule: '--release-on exit ignores the sockets while CMD runs',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 5, readyOk: true },
+    opts: { releaseOn: 'exit' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on exit releases at the exit',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 0, readyOk: true, command: exited() },
+    opts: { releaseOn: 'exit' },
+    want: 'release command-exited',
+  },
+];
+
+for (const row of ROWS) {
+  test(`release policy: ${row.rule}`, () => {
+    const d = decide(row.o, { ...opts, ...row.opts });
+    const got = 'release' in d ? `release ${d.release.kind}` : `wait${d.settled ? ' settled' : ''}`;
+    assert.equal(got, row.want);
+  });
+}
+
+test('release policy: the reason names the rule that fired', () => {
+  const d = decide({ before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true, command: exited(2500) }, opts);
+  assert.ok('release' in d && d.release.kind === 'command-exited');
+  assert.match((d.release as { detail?: string }).detail ?? '', /--settle-wait\): not closing/);
+});
