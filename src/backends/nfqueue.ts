@@ -37,7 +37,7 @@ export interface NfqueueState {
 
 export const nfqueueBackend: HoldBackend<NfqueueState> = {
   name: 'nfqueue',
-  cost: 'new connections wait for the hold; if the hold's owner and its watchdog both die, held SYNs are dropped and those clients retransmit (~1 s later, then get through)',
+  cost: 'new connections wait for the hold; if the owner of the hold and its watchdog both die, held SYNs are dropped and those clients retransmit (~1 s later, then get through)',
   probe: probeNfqueue,
 
   async install(cfg, ctx) {
