@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -308,4 +309,72 @@ test('bad durations change nothing: one line, exit 2 (125 for protect)', () => {
   const b = synhold(['protect', '--max-hold', '11m', '--', 'true']);
   assert.equal(b.status, 125, b.stderr);
   assert.match(b.stderr, /over its maximum/);
+});
+
+test('setup with new options under a live hold waits for it, then refuses (exit 4), and changes nothing', async () => {
+  await withNetns((ns) =>
+    withServer(ns, async () => {
+      const { watchdogPid, client } = await manualHoldWithClient(ns);
+      try {
+        const before = ns.exec('iptables-save', ['-t', 'raw']).replace(/^#.*\n/gm, '');
+        const r = synhold(['--netns', ns.name, 'setup', '--port', String(PORT), '--port', '16001', '--backend', 'nfqueue']);
+        assert.equal(r.status, 4, r.stderr);
+        assert.match(r.stderr, /a hold is in progress/);
+        assert.equal(ns.exec('iptables-save', ['-t', 'raw']).replace(/^#.*\n/gm, ''), before);
+        assert.ok((await queueHeld(ns)) >= 1, 'the hold is untouched');
+        synhold(['--netns', ns.name, 'release']);
+        assert.equal((await client.result).error, null);
+      } finally {
+        reap([watchdogPid]);
+      }
+    }),
+  );
+});
+
+test('the daemon answers garbage with one error line each and keeps serving: not JSON, unknown op, out-of-range values, an over-long line', async () => {
+  await withNetns((ns) =>
+    withServer(ns, async () => {
+      const d = synholdAsync(['--netns', ns.name, 'daemon']);
+      try {
+        const path = StateStore.for(ns.name).daemonSocketPath;
+        await until('the daemon socket', () => existsSync(path));
+        const ask = (payload: string) =>
+          new Promise<string>((resolve) => {
+            const s = connect(path);
+            let got = '';
+            s.setEncoding('utf8');
+            s.on('data', (c: string) => {
+              got += c;
+              if (got.includes('\n')) {
+                s.destroy();
+                resolve(got.trim());
+              }
+            });
+            s.on('error', () => resolve(got.trim()));
+            s.on('close', () => resolve(got.trim()));
+            s.write(payload);
+          });
+        const cases: [string, RegExp][] = [
+          ['not json\n', /not JSON/],
+          ['{"op":"format-disk"}\n', /unknown op/],
+          ['{"op":"hold","maxHoldMs":3000000000,"lockWaitMs":0,"client":{"pid":1,"start":"1"}}\n', /maxHoldMs must be an integer/],
+          ['{"op":"hold","maxHoldMs":1000,"lockWaitMs":-5,"client":{"pid":1,"start":"1"}}\n', /lockWaitMs must be an integer/],
+          ['{"op":"hold","maxHoldMs":1000,"lockWaitMs":0}\n', /client must be/],
+          ['{"op":"release","cause":{"kind":"recovered"}}\n', /cause.kind is not one a client may give/],
+          [`${'x'.repeat(5000)}`, /longer than 4096/],
+        ];
+        for (const [payload, want] of cases) {
+          const reply = await ask(payload);
+          assert.match(reply, /"type":"error"/, `${payload.slice(0, 40)} -> ${reply}`);
+          assert.match(reply, want);
+        }
+        assert.equal(await queueBound(ns), false, 'nothing was held');
+        // Still serving: a protect through it works.
+        const r = synhold(['--netns', ns.name, 'protect', '--', 'true']);
+        assert.equal(r.status, 0, r.stderr);
+      } finally {
+        reap([d.pid]);
+      }
+    }),
+  );
 });
