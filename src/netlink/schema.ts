@@ -247,73 +247,73 @@ function encodeScalarAttr(kind: ScalarKind, v: unknown, what: string): Buffer {
   return out;
 }
 
+/** One attribute of a set, by its spec (`what` names it in errors: set.key). */
+function encodeOne(what: string, s: AttrSpec, v: unknown): Buffer {
+  switch (s.kind) {
+    case 'string':
+      if (typeof v !== 'string') throw new EncodeError(what, 'expected a string');
+      return encodeAttr(s.type, Buffer.from(s.noNul ? v : `${v}\0`, 'utf8'));
+    case 'binary':
+      if (!Buffer.isBuffer(v)) throw new EncodeError(what, 'expected a Buffer');
+      return encodeAttr(s.type | (s.nestedFlag ? NLA_F_NESTED : 0), v);
+    case 'flag':
+      return encodeAttr(s.type, Buffer.alloc(0));
+    case 'u64': {
+      const b = Buffer.alloc(8);
+      writeScalar(b, 0, 'u64', v, what);
+      return encodeAttr(s.type, b);
+    }
+    case 'struct':
+      return encodeAttr(s.type, s.struct.encode(v as never));
+    case 'nested':
+      return encodeAttr(s.type | (s.nestedFlag ? NLA_F_NESTED : 0), s.set().encode(v as never));
+    case 'array': {
+      if (!Array.isArray(v)) throw new EncodeError(what, 'expected an array');
+      const inner = s.set();
+      const parts = v.map((item, i) => encodeAttr((i + 1) | (s.nestedFlag ? NLA_F_NESTED : 0), inner.encode(item)));
+      return encodeAttr(s.type | (s.nestedFlag ? NLA_F_NESTED : 0), Buffer.concat(parts));
+    }
+    default:
+      return encodeAttr(s.type, encodeScalarAttr(s.kind, v, what));
+  }
+}
+
+/** One attribute's payload, by its spec. */
+function decodeOne(what: string, s: AttrSpec, data: Buffer): unknown {
+  const need = (n: number) => {
+    if (data.length < n) throw new DecodeError(what, 0, `needs ${n} bytes, got ${data.length}`);
+  };
+  switch (s.kind) {
+    case 'string': {
+      const end = data.indexOf(0);
+      return data.toString('utf8', 0, end < 0 ? data.length : end);
+    }
+    case 'binary':
+      return Buffer.from(data);
+    case 'flag':
+      return true;
+    case 'u64':
+      need(8);
+      return data.readBigUInt64LE(0);
+    case 'struct':
+      return s.struct.decode(data);
+    case 'nested':
+      return s.set().decode(data);
+    case 'array': {
+      const inner = s.set();
+      return splitAttributes(data, what).map((a) => inner.decode(a.data));
+    }
+    default:
+      need(SCALAR_SIZE[s.kind]);
+      return readScalar(data, 0, s.kind);
+  }
+}
+
 export function defineAttributes<const M extends AttrSpecMap>(name: string, spec: M): AttributeSet<M> {
   const byType = new Map<number, [string, AttrSpec]>();
   for (const [key, s] of Object.entries(spec)) {
     if (byType.has(s.type)) throw new Error(`${name}: attribute type ${s.type} declared twice`);
     byType.set(s.type, [key, s]);
-  }
-
-  function encodeOne(key: string, s: AttrSpec, v: unknown): Buffer {
-    const what = `${name}.${key}`;
-    switch (s.kind) {
-      case 'string':
-        if (typeof v !== 'string') throw new EncodeError(what, 'expected a string');
-        return encodeAttr(s.type, Buffer.from(s.noNul ? v : `${v}\0`, 'utf8'));
-      case 'binary':
-        if (!Buffer.isBuffer(v)) throw new EncodeError(what, 'expected a Buffer');
-        return encodeAttr(s.type | (s.nestedFlag ? NLA_F_NESTED : 0), v);
-      case 'flag':
-        return encodeAttr(s.type, Buffer.alloc(0));
-      case 'u64': {
-        const b = Buffer.alloc(8);
-        writeScalar(b, 0, 'u64', v, what);
-        return encodeAttr(s.type, b);
-      }
-      case 'struct':
-        return encodeAttr(s.type, s.struct.encode(v as never));
-      case 'nested':
-        return encodeAttr(s.type | (s.nestedFlag ? NLA_F_NESTED : 0), s.set().encode(v as never));
-      case 'array': {
-        if (!Array.isArray(v)) throw new EncodeError(what, 'expected an array');
-        const inner = s.set();
-        const parts = v.map((item, i) => encodeAttr((i + 1) | (s.nestedFlag ? NLA_F_NESTED : 0), inner.encode(item)));
-        return encodeAttr(s.type | (s.nestedFlag ? NLA_F_NESTED : 0), Buffer.concat(parts));
-      }
-      default:
-        return encodeAttr(s.type, encodeScalarAttr(s.kind, v, what));
-    }
-  }
-
-  function decodeOne(key: string, s: AttrSpec, data: Buffer): unknown {
-    const what = `${name}.${key}`;
-    const need = (n: number) => {
-      if (data.length < n) throw new DecodeError(what, 0, `needs ${n} bytes, got ${data.length}`);
-    };
-    switch (s.kind) {
-      case 'string': {
-        const end = data.indexOf(0);
-        return data.toString('utf8', 0, end < 0 ? data.length : end);
-      }
-      case 'binary':
-        return Buffer.from(data);
-      case 'flag':
-        return true;
-      case 'u64':
-        need(8);
-        return data.readBigUInt64LE(0);
-      case 'struct':
-        return s.struct.decode(data);
-      case 'nested':
-        return s.set().decode(data);
-      case 'array': {
-        const inner = s.set();
-        return splitAttributes(data, what).map((a) => inner.decode(a.data));
-      }
-      default:
-        need(SCALAR_SIZE[s.kind]);
-        return readScalar(data, 0, s.kind);
-    }
   }
 
   return {
@@ -331,9 +331,9 @@ export function defineAttributes<const M extends AttrSpecMap>(name: string, spec
         if (!s) throw new EncodeError(name, `unknown attribute "${key}"`);
         if (s.multi) {
           if (!Array.isArray(v)) throw new EncodeError(`${name}.${key}`, 'expected an array (multi attribute)');
-          for (const item of v) parts.push(encodeOne(key, s, item));
+          for (const item of v) parts.push(encodeOne(`${name}.${key}`, s, item));
         } else {
-          parts.push(encodeOne(key, s, v));
+          parts.push(encodeOne(`${name}.${key}`, s, v));
         }
       }
       return Buffer.concat(parts);
@@ -347,7 +347,7 @@ export function defineAttributes<const M extends AttrSpecMap>(name: string, spec
           continue;
         }
         const [key, s] = known;
-        const v = decodeOne(key, s, raw.data);
+        const v = decodeOne(`${name}.${key}`, s, raw.data);
         if (s.multi) ((out[key] ??= []) as unknown[]).push(v);
         else out[key] = v;
       }
