@@ -25,7 +25,7 @@ import { netnsPath } from '../netlink/socket.js';
 import { ListenerWatcher, type Listener } from '../sockdiag/inet_diag.js';
 import { holdViaDaemon } from './daemon-client.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
-import { HoldSession, type Held, type Released } from './hold/session.js';
+import { HoldSession, type HoldHandle, type Released } from './hold/session.js';
 import { decide, type PolicyOptions } from './release-policy.js';
 import { StateStore } from './state.js';
 import { MAX_DURATION_MS } from '../model/config.js';
@@ -90,13 +90,6 @@ export const DEFAULT_SETTLE_WAIT_MS = 2000;
 
 function signalNumber(sig: NodeJS.Signals): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 0;
-}
-
-/** What protect holds through: its own session, or the daemon's. */
-export interface HoldHandle {
-  readonly held: Held;
-  readonly done: Promise<Released>;
-  release(cause: ReleaseCause): Promise<Released>;
 }
 
 interface CommandEnd {

@@ -58,6 +58,13 @@ export interface Released {
   by: 'owner' | 'watchdog';
 }
 
+/** What protect holds through: a session of its own, or the daemon's (daemon-client.ts). */
+export interface HoldHandle {
+  readonly held: Held;
+  readonly done: Promise<Released>;
+  release(cause: ReleaseCause): Promise<Released>;
+}
+
 /** How long past the deadline the owner waits for a stopped watchdog before releasing itself. */
 const BACKUP_MS = 300;
 const RELEASE_ATTEMPTS = 3;
