@@ -1,0 +1,62 @@
+/**
+ * synhold as a library: `import { setup, protect, hold, Plug, ... } from 'synhold'`.
+ *
+ * Every function here is what a CLI command does (the CLI is a thin user of
+ * the same modules); each comment names its command. Errors are SynholdError
+ * subclasses with a stable `code`.
+ */
+import { Rtnl } from './rtnl/rtnl.js';
+import { HoldSession, type Held, type Released } from './protect/hold/session.js';
+import { releaseHere, type ReleaseHereResult } from './protect/hold/recover.js';
+import { StateStore } from './protect/state.js';
+import { SynholdError } from './model/errors.js';
+
+export { setup, teardown, status, type Scope, type SetupResult, type TeardownResult, type StatusReport } from './protect/setup.js';
+export { protect, DEFAULT_MAX_HOLD_MS, DEFAULT_SETTLE_WAIT_MS, type ProtectOptions, type ProtectResult } from './protect/protect.js';
+export { runDaemon, type DaemonOptions } from './protect/daemon.js';
+export { normalizeConfig, parseDuration, parseSize, MAX_DURATION_MS, type SetupConfig, type BackendName } from './model/config.js';
+export { Plug, type PlugRef, type PlugStats } from './plug/plug.js';
+export { Rtnl } from './rtnl/rtnl.js';
+export { SynholdError, type KernelFeature } from './model/errors.js';
+export { describeCause, type ReleaseCause } from './protect/hold/cause.js';
+export type { Held, Released } from './protect/hold/session.js';
+
+/** A hold this process owns: released by release(), by disposal, at max-hold, or by the watchdog if this process dies. */
+export interface Hold extends AsyncDisposable {
+  readonly held: Held;
+  /** Resolves when the hold ended, whoever ended it. */
+  readonly done: Promise<Released>;
+  release(): Promise<Released>;
+}
+
+/**
+ * Holds new connections to the protected ports until release() (or max-hold).
+ * CLI equivalent: `synhold plug --max-hold D` then `synhold release`, except
+ * that this hold belongs to the calling process: if it dies, the hold ends.
+ *
+ *   await using h = await hold({ maxHoldMs: 2000 });   // TypeScript 5.2+; or call h[Symbol.asyncDispose]()
+ */
+export async function hold(opts: { netns?: string; maxHoldMs: number; lockWaitMs?: number; signal?: AbortSignal }): Promise<Hold> {
+  const s = await HoldSession.start({
+    ...(opts.netns ? { netns: opts.netns } : {}),
+    maxHoldMs: opts.maxHoldMs,
+    lockWaitMs: opts.lockWaitMs ?? 0,
+    via: 'plug',
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  const release = () => s.release({ kind: 'manual' });
+  return { held: s.held, done: s.done, release, [Symbol.asyncDispose]: async () => void (await release()) };
+}
+
+/** Ends whatever hold is on in the namespace (through its watchdog). CLI equivalent: `synhold release`. */
+export async function release(opts: { netns?: string; waitMs?: number } = {}): Promise<ReleaseHereResult> {
+  const store = StateStore.for(opts.netns);
+  const setupRecord = store.readSetup();
+  if (!setupRecord) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
+  return releaseHere(store, setupRecord, opts.netns, { waitMs: opts.waitMs ?? 3000 });
+}
+
+/** Opens rtnetlink (in a namespace, if given) for the Plug control API; close() it when done. CLI equivalent: none (`tc` for one-off changes). */
+export function openRtnl(netns?: string): Rtnl {
+  return netns ? Rtnl.open({ netns }) : Rtnl.open();
+}

@@ -1,0 +1,106 @@
+/**
+ * synhold as a library, as a user gets it: `npm pack`, the tarball installed in
+ * an empty directory (its native addon and watchdog built by its install
+ * script), then a small program that imports 'synhold' and uses every exported
+ * entry point against a real network namespace on this kernel.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { withNetns } from '../helpers/netns.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+
+const PROGRAM = `
+import * as synhold from 'synhold';
+const ns = process.argv[2];
+const out = { exports: Object.keys(synhold).sort() };
+const cfg = synhold.normalizeConfig({ ports: [16000], backend: 'nfqueue' });
+out.setup = (await synhold.setup(cfg, { netns: ns })).action;
+out.status = (await synhold.status({ netns: ns })).backend;
+{
+  // What \`await using h = ...\` does (TypeScript 5.2+; Node.js 20 has Symbol.asyncDispose but not the syntax).
+  const h = await synhold.hold({ netns: ns, maxHoldMs: 2000 });
+  try {
+    out.held = h.held.backend;
+    out.holding = (await synhold.status({ netns: ns })).held;
+  } finally {
+    await h[Symbol.asyncDispose]();
+  }
+}
+out.afterDispose = (await synhold.status({ netns: ns })).held;
+const p = await synhold.protect({ command: ['true'], netns: ns, maxHoldMs: 2000, lockWaitMs: 1000 });
+out.protect = { exitCode: p.exitCode, cause: p.releaseCause };
+const ac = new AbortController();
+ac.abort();
+const aborted = await synhold.protect({ command: ['true'], netns: ns, maxHoldMs: 2000, lockWaitMs: 1000, signal: ac.signal });
+out.aborted = aborted.exitCode;
+out.release = (await synhold.release({ netns: ns })).how;
+const rt = synhold.openRtnl(ns);
+out.plugClass = typeof new synhold.Plug(rt, { dev: 'lo', parent: 0xffffffff, handle: 0x53020000 }).buffer;
+rt.close();
+out.durations = [synhold.parseDuration('2s'), synhold.parseSize('64k'), synhold.MAX_DURATION_MS.maxHold, synhold.DEFAULT_MAX_HOLD_MS, synhold.DEFAULT_SETTLE_WAIT_MS];
+out.cause = synhold.describeCause({ kind: 'max-hold' });
+try { await synhold.setup(synhold.normalizeConfig({ ports: [16000], backend: 'plug' }), { netns: ns }); } catch (e) { out.error = [e instanceof synhold.SynholdError, typeof e.code]; }
+out.teardown = (await synhold.teardown({ netns: ns })).removed;
+out.daemon = typeof synhold.runDaemon;
+out.rtnl = typeof synhold.Rtnl.open;
+console.log(JSON.stringify(out));
+`;
+
+test('npm pack, installed in an empty directory: import "synhold" and use every exported entry point', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-lib-'));
+  try {
+    const p = spawnSync('npm', ['pack', root, '--silent', '--pack-destination', dir], { cwd: dir, encoding: 'utf8' });
+    assert.equal(p.status, 0, p.stderr);
+    const tarball = join(dir, p.stdout.trim().split('\n').at(-1)!);
+    writeFileSync(join(dir, 'package.json'), '{"name":"uses-synhold","version":"1.0.0","type":"module","private":true}\n');
+    const i = spawnSync('npm', ['install', '--no-audit', '--no-fund', tarball], { cwd: dir, encoding: 'utf8', timeout: 300_000 });
+    assert.equal(i.status, 0, `npm install: ${i.stderr}`);
+    writeFileSync(join(dir, 'use.mjs'), PROGRAM);
+    await withNetns(async (ns) => {
+      const r = spawnSync(process.execPath, ['use.mjs', ns.name], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+      assert.equal(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout) as Record<string, unknown>;
+      assert.deepEqual(out.exports, [
+        'DEFAULT_MAX_HOLD_MS',
+        'DEFAULT_SETTLE_WAIT_MS',
+        'MAX_DURATION_MS',
+        'Plug',
+        'Rtnl',
+        'SynholdError',
+        'describeCause',
+        'hold',
+        'normalizeConfig',
+        'openRtnl',
+        'parseDuration',
+        'parseSize',
+        'protect',
+        'release',
+        'runDaemon',
+        'setup',
+        'status',
+        'teardown',
+      ]);
+      assert.equal(out.setup, 'created');
+      assert.equal(out.status, 'nfqueue');
+      assert.equal(out.held, 'nfqueue');
+      assert.equal(out.holding, true);
+      assert.equal(out.afterDispose, false, 'await using released the hold');
+      assert.deepEqual(out.protect, { exitCode: 0, cause: 'command-exited' });
+      assert.equal(out.aborted, 143, 'an aborted signal ends protect like SIGTERM, before CMD');
+      assert.equal(out.release, 'nothing was held');
+      assert.equal(out.plugClass, 'function');
+      assert.deepEqual(out.durations, [2000, 65536, 600000, 5000, 2000]);
+      assert.equal(out.cause, 'max-hold reached');
+      assert.deepEqual(out.error, [true, 'string']);
+      assert.equal(out.teardown, true);
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
