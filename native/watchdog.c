@@ -9,7 +9,8 @@
  *   - a watched process exits (--watch-pid: the daemon's client, via pidfd),
  *   - the max-hold deadline passes (CLOCK_MONOTONIC, whatever the owner does:
  *     a SIGSTOPped owner cannot keep traffic held),
- *   - it gets SIGTERM, SIGINT or SIGHUP (how `synhold release` ends a hold).
+ *   - it gets SIGTERM, SIGINT or SIGHUP (how `synhold release` ends a hold), or
+ *     SIGUSR1 (a safety net past max-hold: recorded as max-hold, not as a release by hand).
  * It is not a Node.js process, so it costs ~1 ms to start instead of a second
  * runtime start per reload, and it holds no JavaScript heap.
  *
@@ -290,6 +291,7 @@ int main(int argc, char **argv) {
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGUSR1);
   sigprocmask(SIG_BLOCK, &mask, NULL);
   int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
   if (sfd < 0) {
@@ -342,7 +344,12 @@ int main(int argc, char **argv) {
       if (now_ms() >= stand_down_until) return finish(MAX_HOLD, started);
       continue;
     }
-    if (p[0].revents) return finish(SIGNALLED, started);
+    if (p[0].revents) {
+      struct signalfd_siginfo si;
+      ssize_t got = read(sfd, &si, sizeof si);
+      /* SIGUSR1: a safety net (protect's backup, the daemon's reaper) saying max-hold has passed. */
+      return finish(got == (ssize_t)sizeof si && si.ssi_signo == SIGUSR1 ? MAX_HOLD : SIGNALLED, started);
+    }
     if (pid_i >= 0 && p[pid_i].revents) return finish(WATCHED_EXITED, started);
     if (now_ms() >= deadline) return finish(MAX_HOLD, started);
   }

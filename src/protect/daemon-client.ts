@@ -42,7 +42,8 @@ const BACKUP_MS = 300;
 async function viaWatchdog(store: StateStore, held: Held): Promise<void> {
   const rec = store.readHold();
   if (!rec || rec.watchdog.pid !== held.watchdogPid) return;
-  signalProcess(rec.watchdog, 'SIGTERM');
+  // SIGUSR1: "max-hold passed", recorded as a safety-net release (SIGTERM would read as synhold release).
+  signalProcess(rec.watchdog, 'SIGUSR1');
   signalProcess(rec.watchdog, 'SIGCONT');
   for (let i = 0; i < 100 && isAlive(rec.watchdog); i++) await new Promise((r) => setTimeout(r, 5));
 }
@@ -105,7 +106,13 @@ export async function holdViaDaemon(
     },
     held.deadline - Date.now() + BACKUP_MS,
   );
-  void done.then(() => clearTimeout(backup));
+  // However the hold ended (our release, the daemon's unsolicited report, the backup above),
+  // the connection has done its work: close it, or it would keep protect running.
+  void done.then(() => {
+    clearTimeout(backup);
+    sock.end();
+    setTimeout(() => sock.destroy(), 100).unref();
+  });
   return {
     held,
     done,

@@ -258,7 +258,7 @@ async function reapStuck(store: StateStore, netns: string | undefined, log: (l: 
   if (!rec || Date.now() < rec.deadline + REAP_GRACE_MS) return;
   const setup = store.readSetup();
   if (!setup) return;
-  const r = await releaseHere(store, setup, netns, { waitMs: 200 });
+  const r = await releaseHere(store, setup, netns, { waitMs: 200, as: 'max-hold' });
   log(`a hold stuck past its deadline (${rec.via} pid ${rec.owner.pid}, watchdog pid ${rec.watchdog.pid}): ${r.how}`);
 }
 

@@ -206,6 +206,9 @@ export async function status(scope: Scope = {}): Promise<StatusReport> {
     const broken = await backend.verify(existing.backendState, ctx);
     if (broken) report.problem = `${broken}; run \`synhold setup\` again to repair`;
     report.counters = await backend.counters(existing.backendState, ctx).catch(() => undefined);
+    // A record whose processes are gone, and packets in the hold: the kernel is still holding
+    // (a plug outlives its owner and watchdog; sch_plug cannot say it is plugged, its queue can).
+    if (!report.held && report.hold && (report.counters?.heldPackets ?? 0) > 0) report.held = true;
   } finally {
     ctx.rt.close();
   }

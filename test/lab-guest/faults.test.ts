@@ -28,7 +28,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
-import { synhold, synholdAsync } from '../helpers/cli.js';
+import { synhold } from '../helpers/cli.js';
 import { startEchoServer, type Peer } from '../helpers/tcp.js';
 import { childrenOf, commOf, kill, reap, stateOf } from '../helpers/faults.js';
 import {
@@ -188,6 +188,7 @@ interface Bench {
   cal: Calibration;
   pids: number[];
   gates: ReturnType<typeof gate>[];
+  daemon?: LiveCli;
 }
 
 /** A namespace with an echo server on :16000, synhold set up there (plug), the armed clients, and the lab's release overhead measured. */
@@ -230,11 +231,19 @@ async function probeReleased(b: Bench): Promise<ArmedResult> {
   return p;
 }
 
+/** `synhold daemon` for the namespace; b.daemon is its process (its stderr says what it did). */
 async function startDaemon(b: Bench): Promise<number> {
-  const d = synholdAsync(['--netns', b.ns.name, 'daemon']);
+  const d = synholdLive(['--netns', b.ns.name, 'daemon']);
   b.pids.push(d.pid);
+  b.daemon = d;
   await until('the daemon socket', () => existsSync(StateStore.for(b.ns.name).daemonSocketPath));
   return d.pid;
+}
+
+/** A daemon no fault was aimed at serves on: it is still running (and did not crash). */
+function assertDaemonLives(b: Bench): void {
+  const d = b.daemon!;
+  assert.ok(!d.exited() && !['', 'Z'].includes(stateOf(d.pid)), `the daemon exited; its stderr:\n${d.stderr()}`);
 }
 
 interface LabHold {
@@ -348,6 +357,7 @@ async function runCell(t: TestContext, cell: Cell): Promise<void> {
       assert.ok(holdLength <= bound, `held ${holdLength} ms (bound: max-hold ${MAX_HOLD_MS} + ${PAST_MAX_HOLD_MS} + 3 x ${b.cal.max} ms)`);
     }
     assert.ok(cause && cell.causes.includes(cause), `the hold was recorded as ${st.stats.lastHold?.reason} (${cause}), not one of ${cell.causes.join(', ')}`);
+    if (cell.viaDaemon && !cell.targets.includes('daemon')) assertDaemonLives(b);
     if (cell.protectReports) {
       assert.equal(reported!.json.releaseCause, cell.protectReports.cause, "protect's releaseCause");
       assert.equal(reported!.json.releasedBy, cell.protectReports.by, "protect's releasedBy");
@@ -382,61 +392,89 @@ async function assertStillPlugged(b: Bench, k: { goneAt: number; connected: () =
   return Date.now() - k.goneAt;
 }
 
-test('fault: protect and its watchdog both killed (plug: the kernel keeps the plug plugged): `synhold release` releases it', { timeout: 5 * 60_000 }, async (t) => {
-  await withBench(async (b) => {
-    const k = await killBoth(b);
-    const stillMs = await assertStillPlugged(b, k);
-    const releaseAt = Date.now();
-    const r = synhold(['--netns', b.ns.name, 'release']);
-    const releaseEnd = Date.now();
-    assert.equal(r.status, 0, r.stderr);
-    const res = await b.held.result;
-    assert.equal(res.error, null, JSON.stringify(res));
-    const bound = killBound(b.cal);
-    t.diagnostic(
-      `still plugged ${stillMs} ms after both died; \`synhold release\` took ${releaseEnd - releaseAt} ms: ${r.stdout.trim()}; ` +
-        `client connected ${res.connectedAt! - releaseAt} ms after it started (${res.connectedAt! - releaseEnd} ms after it ended); ` +
-        `lab release overhead ${b.cal.raw.join(', ')} ms`,
-    );
-    report({ name: 'protect and watchdog killed, then synhold release', targets: ['protect', 'watchdog'], signal: 'SIGKILL', phase: 'during CMD', bound: 'recovery', stillPluggedMs: stillMs, releaseMs: res.connectedAt! - releaseAt, releaseCommandMs: releaseEnd - releaseAt, overheadMs: b.cal.raw });
-    assert.match(r.stdout, /the hold record was stale \(its owner and watchdog were gone\); released directly/);
-    assert.ok(res.connectedAt! >= releaseAt, 'connected only once synhold release ran');
-    assert.ok(res.connectedAt! - releaseEnd <= bound, `connected ${res.connectedAt! - releaseEnd} ms after synhold release ended (bound ${bound} ms)`);
-    await probeReleased(b);
-    const st = status(b.ns);
-    assert.equal(st.held, false);
-    assert.equal(st.stats.lastHold?.cause, 'recovered');
-    assert.equal(st.stats.lastHold?.reason, 'recovered: owner and watchdog were gone');
-  });
-});
+test(
+  'fault: protect and its watchdog both killed (plug: the kernel keeps the plug plugged): `synhold release` releases it',
+  { timeout: 5 * 60_000 },
+  async (t) => {
+    await withBench(async (b) => {
+      const k = await killBoth(b);
+      const stillMs = await assertStillPlugged(b, k);
+      const releaseAt = Date.now();
+      const r = synhold(['--netns', b.ns.name, 'release']);
+      const releaseEnd = Date.now();
+      assert.equal(r.status, 0, r.stderr);
+      const res = await b.held.result;
+      assert.equal(res.error, null, JSON.stringify(res));
+      const bound = killBound(b.cal);
+      t.diagnostic(
+        `still plugged ${stillMs} ms after both died; \`synhold release\` took ${releaseEnd - releaseAt} ms: ${r.stdout.trim()}; ` +
+          `client connected ${res.connectedAt! - releaseAt} ms after it started (${res.connectedAt! - releaseEnd} ms after it ended); ` +
+          `lab release overhead ${b.cal.raw.join(', ')} ms`,
+      );
+      report({
+        name: 'protect and watchdog killed, then synhold release',
+        targets: ['protect', 'watchdog'],
+        signal: 'SIGKILL',
+        phase: 'during CMD',
+        bound: 'recovery',
+        stillPluggedMs: stillMs,
+        releaseMs: res.connectedAt! - releaseAt,
+        releaseCommandMs: releaseEnd - releaseAt,
+        overheadMs: b.cal.raw,
+      });
+      assert.match(r.stdout, /the hold record was stale \(its owner and watchdog were gone\); released directly/);
+      assert.ok(res.connectedAt! >= releaseAt, 'connected only once synhold release ran');
+      assert.ok(res.connectedAt! - releaseEnd <= bound, `connected ${res.connectedAt! - releaseEnd} ms after synhold release ended (bound ${bound} ms)`);
+      await probeReleased(b);
+      const st = status(b.ns);
+      assert.equal(st.held, false);
+      assert.equal(st.stats.lastHold?.cause, 'recovered');
+      assert.equal(st.stats.lastHold?.reason, 'recovered: owner and watchdog were gone');
+    });
+  },
+);
 
-test('fault: protect and its watchdog both killed (plug): the next protect recovers the hold under the lock and releases it', { timeout: 5 * 60_000 }, async (t) => {
-  await withBench(async (b) => {
-    const k = await killBoth(b);
-    const stillMs = await assertStillPlugged(b, k);
-    const startAt = Date.now();
-    const p = synholdLive(['--netns', b.ns.name, '--json', 'protect', '--max-hold', '30s', '--', 'true']);
-    b.pids.push(p.pid);
-    const out = await p.done;
-    const endAt = Date.now();
-    assert.equal(out.status, 0, out.stderr);
-    const res = await b.held.result;
-    assert.equal(res.error, null, JSON.stringify(res));
-    const bound = killBound(b.cal);
-    t.diagnostic(
-      `still plugged ${stillMs} ms after both died; the next protect ran ${endAt - startAt} ms; the held client connected ${res.connectedAt! - startAt} ms after it started; ${out.stderr.trim()}`,
-    );
-    report({ name: 'protect and watchdog killed, then a new protect', targets: ['protect', 'watchdog'], signal: 'SIGKILL', phase: 'during CMD', bound: 'recovery', stillPluggedMs: stillMs, releaseMs: res.connectedAt! - startAt, releaseCommandMs: endAt - startAt, overheadMs: b.cal.raw });
-    assert.ok(res.connectedAt! >= startAt, 'connected only once the new protect ran');
-    assert.ok(res.connectedAt! - endAt <= bound, `connected ${res.connectedAt! - endAt} ms after the new protect ended (bound ${bound} ms)`);
-    await probeReleased(b);
-    const st = status(b.ns);
-    // Two holds recorded: the dead one, recovered (a safety-net release), and the new protect's own.
-    assert.equal(st.stats.holds, 2, JSON.stringify(st.stats));
-    assert.equal(st.stats.watchdogReleases, 1, JSON.stringify(st.stats));
-    assert.equal(st.held, false);
-  });
-});
+test(
+  'fault: protect and its watchdog both killed (plug): the next protect recovers the hold under the lock and releases it',
+  { timeout: 5 * 60_000 },
+  async (t) => {
+    await withBench(async (b) => {
+      const k = await killBoth(b);
+      const stillMs = await assertStillPlugged(b, k);
+      const startAt = Date.now();
+      const p = synholdLive(['--netns', b.ns.name, '--json', 'protect', '--max-hold', '30s', '--', 'true']);
+      b.pids.push(p.pid);
+      const out = await p.done;
+      const endAt = Date.now();
+      assert.equal(out.status, 0, out.stderr);
+      const res = await b.held.result;
+      assert.equal(res.error, null, JSON.stringify(res));
+      const bound = killBound(b.cal);
+      t.diagnostic(
+        `still plugged ${stillMs} ms after both died; the next protect ran ${endAt - startAt} ms; the held client connected ${res.connectedAt! - startAt} ms after it started; ${out.stderr.trim()}`,
+      );
+      report({
+        name: 'protect and watchdog killed, then a new protect',
+        targets: ['protect', 'watchdog'],
+        signal: 'SIGKILL',
+        phase: 'during CMD',
+        bound: 'recovery',
+        stillPluggedMs: stillMs,
+        releaseMs: res.connectedAt! - startAt,
+        releaseCommandMs: endAt - startAt,
+        overheadMs: b.cal.raw,
+      });
+      assert.ok(res.connectedAt! >= startAt, 'connected only once the new protect ran');
+      assert.ok(res.connectedAt! - endAt <= bound, `connected ${res.connectedAt! - endAt} ms after the new protect ended (bound ${bound} ms)`);
+      await probeReleased(b);
+      const st = status(b.ns);
+      // Two holds recorded: the dead one, recovered (a safety-net release), and the new protect's own.
+      assert.equal(st.stats.holds, 2, JSON.stringify(st.stats));
+      assert.equal(st.stats.watchdogReleases, 1, JSON.stringify(st.stats));
+      assert.equal(st.held, false);
+    });
+  },
+);
 
 test('fault: protect and its watchdog both stopped (no other synhold process): `synhold release` ends the hold at once', { timeout: 5 * 60_000 }, async (t) => {
   await withBench(async (b) => {
@@ -454,7 +492,16 @@ test('fault: protect and its watchdog both stopped (no other synhold process): `
       `${r.stdout.trim()}; \`synhold release\` took ${releaseEnd - releaseAt} ms; the client connected ${res.connectedAt! - releaseAt} ms after it started; ` +
         `lab release overhead ${b.cal.raw.join(', ')} ms`,
     );
-    report({ name: 'protect and watchdog stopped, then synhold release', targets: ['protect', 'watchdog'], signal: 'SIGSTOP', phase: 'during CMD', bound: 'release', releaseMs: res.connectedAt! - releaseAt, releaseCommandMs: releaseEnd - releaseAt, overheadMs: b.cal.raw });
+    report({
+      name: 'protect and watchdog stopped, then synhold release',
+      targets: ['protect', 'watchdog'],
+      signal: 'SIGSTOP',
+      phase: 'during CMD',
+      bound: 'release',
+      releaseMs: res.connectedAt! - releaseAt,
+      releaseCommandMs: releaseEnd - releaseAt,
+      overheadMs: b.cal.raw,
+    });
     assert.match(r.stdout, new RegExp(`released by the hold's watchdog \\(pid ${h.watchdogPid}, holding for protect pid ${h.protect.pid}\\)`));
     assert.ok(res.connectedAt! >= releaseAt, 'connected only once synhold release ran');
     assert.ok(res.connectedAt! - releaseEnd <= bound, `connected ${res.connectedAt! - releaseEnd} ms after synhold release ended (bound ${bound} ms)`);
@@ -488,68 +535,108 @@ test('fault: a manual plug whose watchdog is stopped, with a daemon running: the
       `held ${held} ms from the watchdog's start (max-hold ${MAX_HOLD_MS} ms; stopped ${stoppedAt - startedAt} ms in; bound ${bound} ms); ` +
         `recorded: ${st.stats.lastHold?.reason}; lab release overhead ${b.cal.raw.join(', ')} ms`,
     );
-    report({ name: 'manual plug, watchdog stopped, daemon running', targets: ['watchdog'], signal: 'SIGSTOP', phase: 'during CMD', bound: 'max-hold', holdMs: held, maxHoldMs: MAX_HOLD_MS, boundMs: bound, overheadMs: b.cal.raw });
+    report({
+      name: 'manual plug, watchdog stopped, daemon running',
+      targets: ['watchdog'],
+      signal: 'SIGSTOP',
+      phase: 'during CMD',
+      bound: 'max-hold',
+      holdMs: held,
+      maxHoldMs: MAX_HOLD_MS,
+      boundMs: bound,
+      overheadMs: b.cal.raw,
+    });
     assert.ok(held >= MAX_HOLD_MS - CLOCK_SLACK_MS, `held ${held} ms: released before max-hold`);
     assert.ok(held <= bound, `held ${held} ms (bound ${bound} ms)`);
     await probeReleased(b);
     // The daemon's reaper asks the watchdog (SIGTERM, SIGCONT): it logs a signal.
     assert.ok(['manual', 'max-hold'].includes(st.stats.lastHold?.cause ?? ''), JSON.stringify(st.stats.lastHold));
+    assertDaemonLives(b);
   });
 });
 
-test('fault: a manual plug whose watchdog is killed (plug: nothing releases it by itself): `synhold release` releases it', { timeout: 5 * 60_000 }, async (t) => {
-  await withBench(async (b) => {
-    const p = synhold(['--netns', b.ns.name, '--json', 'plug', '--max-hold', '60s']);
-    assert.equal(p.status, 0, p.stderr);
-    const watchdogPid = (JSON.parse(p.stdout) as { watchdogPid: number }).watchdogPid;
-    b.pids.push(watchdogPid);
-    b.held.go();
-    await until('the SYN in the plug (tc)', () => plugQlen(b.ns) >= 1);
-    let connected = false;
-    void b.held.result.then((r) => (connected = r.connectedAt !== null));
-    kill(watchdogPid, 'SIGKILL');
-    await until('the watchdog to be gone', () => ['', 'Z'].includes(stateOf(watchdogPid)));
-    const stillMs = await assertStillPlugged(b, { goneAt: Date.now(), connected: () => connected });
-    const before = status(b.ns);
-    assert.equal(before.held, true, 'status: held (a hold record left by processes that are gone)');
-    assert.match(before.problem ?? '', /left by processes that are gone/);
-    const releaseAt = Date.now();
-    const r = synhold(['--netns', b.ns.name, 'release']);
-    const releaseEnd = Date.now();
-    assert.equal(r.status, 0, r.stderr);
-    const res = await b.held.result;
-    assert.equal(res.error, null, JSON.stringify(res));
-    const bound = killBound(b.cal);
-    t.diagnostic(`still plugged ${stillMs} ms on; ${r.stdout.trim()}; connected ${res.connectedAt! - releaseEnd} ms after synhold release ended`);
-    report({ name: 'manual plug, watchdog killed, then synhold release', targets: ['watchdog'], signal: 'SIGKILL', phase: 'during CMD', bound: 'recovery', stillPluggedMs: stillMs, releaseMs: res.connectedAt! - releaseAt, releaseCommandMs: releaseEnd - releaseAt, overheadMs: b.cal.raw });
-    assert.match(r.stdout, /the hold record was stale/);
-    assert.ok(res.connectedAt! >= releaseAt, 'connected only once synhold release ran');
-    assert.ok(res.connectedAt! - releaseEnd <= bound, `connected ${res.connectedAt! - releaseEnd} ms after synhold release ended (bound ${bound} ms)`);
-    await probeReleased(b);
-    assert.equal(status(b.ns).stats.lastHold?.cause, 'recovered');
-  });
-});
+test(
+  'fault: a manual plug whose watchdog is killed (plug: nothing releases it by itself): `synhold release` releases it',
+  { timeout: 5 * 60_000 },
+  async (t) => {
+    await withBench(async (b) => {
+      const p = synhold(['--netns', b.ns.name, '--json', 'plug', '--max-hold', '60s']);
+      assert.equal(p.status, 0, p.stderr);
+      const watchdogPid = (JSON.parse(p.stdout) as { watchdogPid: number }).watchdogPid;
+      b.pids.push(watchdogPid);
+      b.held.go();
+      await until('the SYN in the plug (tc)', () => plugQlen(b.ns) >= 1);
+      let connected = false;
+      void b.held.result.then((r) => (connected = r.connectedAt !== null));
+      kill(watchdogPid, 'SIGKILL');
+      await until('the watchdog to be gone', () => ['', 'Z'].includes(stateOf(watchdogPid)));
+      const stillMs = await assertStillPlugged(b, { goneAt: Date.now(), connected: () => connected });
+      // status: the record is there, its processes are gone (the lock is free), and the kernel still holds the SYN.
+      const before = status(b.ns);
+      assert.match(before.problem ?? '', /a hold record left by processes that are gone \(plug pid \d+\); run `synhold release`/);
+      assert.ok((before.counters?.heldPackets ?? 0) >= 1, `status: the kernel holds the SYN: ${JSON.stringify(before.counters)}`);
+      const releaseAt = Date.now();
+      const r = synhold(['--netns', b.ns.name, 'release']);
+      const releaseEnd = Date.now();
+      assert.equal(r.status, 0, r.stderr);
+      const res = await b.held.result;
+      assert.equal(res.error, null, JSON.stringify(res));
+      const bound = killBound(b.cal);
+      t.diagnostic(
+        `still plugged ${stillMs} ms on (status then: held ${before.held}, ${before.counters?.heldPackets} packets held, problem: ${before.problem}); ` +
+          `${r.stdout.trim()}; connected ${res.connectedAt! - releaseEnd} ms after synhold release ended`,
+      );
+      report({
+        name: 'manual plug, watchdog killed, then synhold release',
+        targets: ['watchdog'],
+        signal: 'SIGKILL',
+        phase: 'during CMD',
+        bound: 'recovery',
+        stillPluggedMs: stillMs,
+        releaseMs: res.connectedAt! - releaseAt,
+        releaseCommandMs: releaseEnd - releaseAt,
+        overheadMs: b.cal.raw,
+      });
+      assert.match(r.stdout, /the hold record was stale/);
+      assert.ok(res.connectedAt! >= releaseAt, 'connected only once synhold release ran');
+      assert.ok(res.connectedAt! - releaseEnd <= bound, `connected ${res.connectedAt! - releaseEnd} ms after synhold release ended (bound ${bound} ms)`);
+      await probeReleased(b);
+      assert.equal(status(b.ns).stats.lastHold?.cause, 'recovered');
+    });
+  },
+);
 
 /*
- * After a fault that leaves a process of the hold stopped, protect still owes its caller an
- * exit with CMD's status once CMD has exited (the hold having ended at max-hold): a deploy
+ * Whatever ended the hold (max-hold here, with or without a process of the hold stopped),
+ * protect still owes its caller an exit with CMD's status once CMD has exited: a deploy
  * script waits on it.
  */
-for (const which of ['watchdog', 'daemon'] as const) {
-  test(`fault: protect exits once CMD has exited, though its ${which} is stopped (the hold ended at max-hold)`, { timeout: 5 * 60_000 }, async (t) => {
+const EXIT_CASES = [
+  { stopped: 'watchdog', title: 'though its watchdog is stopped' },
+  { stopped: 'daemon', title: 'though the daemon it holds through is stopped' },
+  { stopped: undefined, title: 'holding through a running daemon' },
+] as const;
+for (const c of EXIT_CASES) {
+  test(`fault: protect exits once CMD has exited, ${c.title} (the hold ended at max-hold)`, { timeout: 5 * 60_000 }, async (t) => {
     await withBench(async (b) => {
-      const daemonPid = which === 'daemon' ? await startDaemon(b) : undefined;
+      const daemonPid = c.stopped !== 'watchdog' ? await startDaemon(b) : undefined;
       const h = await holdWithClient(b, daemonPid ? { daemonPid } : {});
-      kill(which === 'daemon' ? daemonPid! : h.watchdogPid, 'SIGSTOP');
+      const stoppedPid = c.stopped === 'daemon' ? daemonPid! : c.stopped === 'watchdog' ? h.watchdogPid : undefined;
+      if (stoppedPid) kill(stoppedPid, 'SIGSTOP');
       const res = await b.held.result;
       assert.equal(res.error, null, JSON.stringify(res));
       const r = await protectReport(h);
       t.diagnostic(
         `held ${res.connectedAt! - h.watchdogStartedAt} ms; protect said ${r.json.releaseCause} by ${r.json.releasedBy}; ` +
-          (r.exitedWithinMs !== undefined ? `exited ${r.exitedWithinMs} ms after its report` : `still running 10 s after its report (${which} state ${stateOf(which === 'daemon' ? daemonPid! : h.watchdogPid)})`),
+          (b.daemon ? `daemon ${b.daemon.exited() ? `EXITED (stderr: ${b.daemon.stderr().trim()})` : `running (state ${stateOf(b.daemon.pid)})`}; ` : '') +
+          (r.exitedWithinMs !== undefined
+            ? `exited ${r.exitedWithinMs} ms after its report`
+            : `still running 10 s after its report${stoppedPid ? ` (${c.stopped} state ${stateOf(stoppedPid)})` : ` (daemon state ${stateOf(daemonPid!)})`}`),
       );
+      assert.equal(r.json.releaseCause, 'max-hold');
       assert.equal(r.json.exitCode, 0);
-      assert.ok(r.exitedWithinMs !== undefined, `protect printed its report (CMD exited 0) but had not exited 10 s later: it waits for its stopped ${which}`);
+      if (!c.stopped) assertDaemonLives(b);
+      assert.ok(r.exitedWithinMs !== undefined, `protect printed its report (CMD exited 0) but had not exited 10 s later`);
     });
   });
 }

@@ -12,6 +12,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withNetns } from '../helpers/netns.js';
 import { describeResult, runExperimentIn, type ExperimentResult } from '../helpers/reload-experiment.js';
+import { describeCause } from '../../src/protect/hold/cause.js';
+
+/** protect's summary for a hold that a safety net ended (max-hold, a process of the hold gone): none may, in a healthy reload. */
+const SAFETY_NET = new Set((['max-hold', 'owner-gone', 'watchdog-gone', 'recovered'] as const).map((kind) => describeCause({ kind })));
+
+function safetyNetReleases(r: ExperimentResult): number {
+  return r.holds.filter((h) => SAFETY_NET.has(h.reason)).length;
+}
 
 /** How many holds ended for each reason (the socket rule's reasons folded into one). */
 function reasons(r: ExperimentResult): Record<string, number> {
@@ -53,8 +61,9 @@ test(
       assert.equal(plain.failed, plain.outcomes.reset, 'the failures are resets, the race the seed describes');
 
       // With `synhold daemon` running, as a production host would: each protect then
-      // starts one process, not two (on this one slow CPU that is seconds per reload).
-      // The forked-holder path is exercised under load below and on the host.
+      // only asks the daemon, which owns the hold and starts its watchdog.
+      // protect's own in-process hold (with a watchdog of its own per reload) is
+      // exercised under load below and on the host.
       const prot = runExperimentIn(
         ns.name,
         {
@@ -78,6 +87,7 @@ test(
         prot.holds.every((h) => h.dropped === 0),
         'no SYN dropped at the plug limit',
       );
+      assert.equal(safetyNetReleases(prot), 0, `a hold ended by a safety net: ${JSON.stringify(reasons(prot))}`);
     });
   },
 );
@@ -126,5 +136,6 @@ test('concurrent protects under load: zero failures, every reload held', { timeo
     assert.equal(r.holds.length, CONCURRENT_RELOADS);
     assert.equal(r.failed, 0, `${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
     assert.equal(why['max-hold reached'] ?? 0, 0, 'no hold ran to max-hold');
+    assert.equal(safetyNetReleases(r), 0, `no hold ended by a safety net (a watchdog or an owner gone): ${JSON.stringify(why)}`);
   });
 });

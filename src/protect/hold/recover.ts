@@ -65,7 +65,8 @@ export async function releaseHere(
   store: StateStore,
   setup: SetupRecord,
   netns: string | undefined,
-  opts: { waitMs: number; keepLock?: boolean },
+  /** as 'max-hold': a safety net past the deadline (the daemon's reaper), recorded as such, not as an operator's release. */
+  opts: { waitMs: number; keepLock?: boolean; as?: 'manual' | 'max-hold' },
 ): Promise<ReleaseHereResult> {
   const finish = (r: Omit<ReleaseHereResult, 'lock'>, lock: FileLock): ReleaseHereResult => {
     if (opts.keepLock) return { ...r, lock };
@@ -82,7 +83,8 @@ export async function releaseHere(
   }
   const rec = store.readHold();
   let how = 'a hold was starting or ending';
-  if (rec && signalProcess(rec.watchdog, 'SIGTERM')) {
+  // The watchdog records SIGTERM as "synhold release", SIGUSR1 as max-hold.
+  if (rec && signalProcess(rec.watchdog, opts.as === 'max-hold' ? 'SIGUSR1' : 'SIGTERM')) {
     signalProcess(rec.watchdog, 'SIGCONT');
     how = `released by the hold's watchdog (pid ${rec.watchdog.pid}, holding for ${rec.via} pid ${rec.owner.pid})`;
     const until = Date.now() + opts.waitMs;

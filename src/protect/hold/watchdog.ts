@@ -112,9 +112,16 @@ export class Watchdog {
     this.child.stdin?.write('B');
   }
 
-  /** The owner released and recorded it: exit without sending anything. */
+  /**
+   * The owner released and recorded it: exit without sending anything. A
+   * watchdog that has not gone 200 ms later is stopped (SIGSTOP) or hung; its
+   * job is done, and it would keep the hold lock (and this process) alive: kill it.
+   */
   stand(): void {
     this.child.stdin?.end('X');
+    if (this.endedWith) return;
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 200);
+    void this.ended.then(() => clearTimeout(t));
   }
 
   /** Finish the release for the owner (the owner's own attempt failed): EOF after 'B'. */
