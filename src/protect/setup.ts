@@ -17,6 +17,8 @@ import { isAlive, isStopped } from './hold/process-id.js';
 const SETUP_HOLD_WAIT_MS = 5000;
 /** How long teardown waits for a live hold's processes after asking its watchdog to release. */
 const TEARDOWN_RELEASE_WAIT_MS = 3000;
+/** How many holds teardown ends, one after another, before it gives up (exit 4). */
+const TEARDOWN_ATTEMPTS = 5;
 
 export interface Scope {
   netns?: string;
@@ -143,7 +145,15 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
     const existing = store.readSetup();
     if (!existing) return { removed: false };
     // End any hold first (through its watchdog), and keep the hold lock so none starts meanwhile.
-    const { lock } = await releaseHere(store, existing, scope.netns, { waitMs: TEARDOWN_RELEASE_WAIT_MS, keepLock: true });
+    // Another hold may take the lock the moment the first lets go (a protect waiting for it):
+    // end that one too. Never remove the steering without the lock: under a live hold, that
+    // would leave its queue bound with nothing steering to it and no lock to say so.
+    let lock: FileLock | undefined;
+    for (let i = 0; i < TEARDOWN_ATTEMPTS && !lock; i++) {
+      ({ lock } = await releaseHere(store, existing, scope.netns, { waitMs: TEARDOWN_RELEASE_WAIT_MS, keepLock: true }));
+    }
+    if (!lock)
+      throw new SynholdError('ERR_BUSY', `holds kept starting; teardown did not get the hold lock in ${TEARDOWN_ATTEMPTS} attempts and changed nothing`);
     const ctx = openCtx(scope);
     try {
       await backendFor(existing.backend).uninstall(existing.backendState, ctx);
@@ -152,7 +162,7 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
     }
     if (existing.previousMigrateReq !== undefined) restoreMigrateReq(existing.previousMigrateReq, scope.netns);
     store.removeAll();
-    lock?.release();
+    lock.release();
     return { removed: true, backend: existing.backend };
   });
 }

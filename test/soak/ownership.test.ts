@@ -1,5 +1,5 @@
 /**
- * The concurrency soak (SYNHOLD_SOAK_MS, default 10 minutes), on this
+ * The concurrency soak (SYNHOLD_SOAK_MS, default 4 minutes), on this
  * machine's kernel (nfqueue):
  *   - namespace A, chaos: loops of protect, manual plug, release, and
  *     teardown + setup, all at once, while a client loop connects through the
@@ -25,7 +25,8 @@ import { startClient, startEchoServer } from '../helpers/tcp.js';
 import { describeResult, runExperimentInAsync } from '../helpers/reload-experiment.js';
 import { PORT } from '../helpers/faults.js';
 
-const SOAK_MS = Number(process.env.SYNHOLD_SOAK_MS ?? 10 * 60_000);
+// 4 minutes in the test command; the 10-minute soak is SYNHOLD_SOAK_MS=600000.
+const SOAK_MS = Number(process.env.SYNHOLD_SOAK_MS ?? 4 * 60_000);
 const MAX_HOLD_MS = 800;
 
 /** What the commands said when they exited 1 (failed), by message: reported, for a reader to judge. */
