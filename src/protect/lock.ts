@@ -8,6 +8,7 @@
  * the reload it waits for (in the one-CPU kernel lab, where a system call is
  * slow, a 2 ms poll did), and a hand-over 32 ms late is nothing next to a reload.
  */
+import { readFileSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../native/addon.js';
 import { SynholdError } from '../model/errors.js';
@@ -53,6 +54,28 @@ export class FileLock {
       }
       pollMs = Math.min(pollMs * 2, MAX_POLL_MS);
     }
+  }
+
+  /**
+   * Whether someone holds the lock, without taking it: a look at /proc/locks for
+   * a FLOCK on the file's device and inode. Status uses this; taking the lock to
+   * find out, even for a moment, would make a concurrent `synhold plug` (which
+   * waits 0 ms by default) fail as busy.
+   */
+  static isHeld(path: string): boolean {
+    let st: { dev: number; ino: number };
+    try {
+      st = statSync(path);
+    } catch {
+      return false; // no lock file: nobody has locked it
+    }
+    // dev_t as the kernel encodes it (new_encode_dev), printed by /proc/locks as MAJOR:MINOR:INODE (hex, hex, decimal).
+    const major = Math.floor(st.dev / 256) & 0xfff;
+    const minor = (st.dev & 0xff) | (Math.floor(st.dev / 4096) & ~0xff);
+    const want = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`;
+    return readFileSync('/proc/locks', 'utf8')
+      .split('\n')
+      .some((l) => / FLOCK /.test(l) && l.split(/\s+/).includes(want));
   }
 
   /** The descriptor, for a child process to inherit (the hold's watchdog). */

@@ -199,16 +199,15 @@ export async function status(scope: Scope = {}): Promise<StatusReport> {
   if (mr !== undefined) report.migrateReq = mr;
   const hold = store.readHold();
   // The lock, not the record, says whether someone holds: it is kept by the hold's processes and dies with them.
-  const probe = FileLock.tryAcquire(store.holdLockPath);
-  probe?.release();
+  const locked = FileLock.isHeld(store.holdLockPath);
   if (hold) {
     const watchdogAlive = isAlive(hold.watchdog);
-    report.held = !probe;
+    report.held = locked;
     report.hold = { ...hold, heldForMs: Date.now() - hold.since, ownerAlive: isAlive(hold.owner), watchdogAlive, watchdogStopped: isStopped(hold.watchdog) };
-    if (probe)
+    if (!locked)
       report.problem = `a hold record left by processes that are gone (${hold.via} pid ${hold.owner.pid}); run \`synhold release\` to make sure nothing is held`;
     else if (report.hold.watchdogStopped) report.problem = `the hold's watchdog (pid ${hold.watchdog.pid}) is stopped`;
-  } else if (!probe) {
+  } else if (locked) {
     report.held = true; // a hold starting or ending right now
   }
   const ctx = openCtx(scope);
