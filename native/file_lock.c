@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -25,20 +26,39 @@ static napi_value try_lock(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "tryLock(path)");
     return NULL;
   }
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) { throw_errno(env, "open lock file", errno); return NULL; }
-  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-    int err = errno;
-    close(fd);
-    if (err == EWOULDBLOCK) {
-      napi_create_int32(env, -1, &out);
+  /* teardown removes the lock file while it holds the lock, and setup makes a new
+   * one. A lock taken on a file opened before that removal would be a lock on a
+   * dead inode that nobody else looks at: two holders at once. So after flock,
+   * the path must still name the locked file; if not, try again with the new one. */
+  for (int attempt = 0; attempt < 100; attempt++) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) { throw_errno(env, "open lock file", errno); return NULL; }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+      int err = errno;
+      close(fd);
+      if (err == EWOULDBLOCK) {
+        napi_create_int32(env, -1, &out);
+        return out;
+      }
+      throw_errno(env, "flock", err);
+      return NULL;
+    }
+    struct stat held, named;
+    if (fstat(fd, &held) < 0) {
+      int err = errno;
+      close(fd);
+      throw_errno(env, "fstat lock file", err);
+      return NULL;
+    }
+    if (stat(path, &named) == 0 && named.st_dev == held.st_dev && named.st_ino == held.st_ino) {
+      napi_create_int32(env, fd, &out);
       return out;
     }
-    throw_errno(env, "flock", err);
-    return NULL;
+    /* Replaced or removed meanwhile: start over (open fails with ENOENT if the directory went too). */
+    close(fd);
   }
-  napi_create_int32(env, fd, &out);
-  return out;
+  throw_errno(env, "lock file kept being replaced", EAGAIN);
+  return NULL;
 }
 
 /* unlock(fd): closing the descriptor drops the lock. */

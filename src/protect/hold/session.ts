@@ -96,8 +96,8 @@ export class HoldSession {
   static async start(args: HoldArgs): Promise<HoldSession> {
     const store = StateStore.for(args.netns);
     store.ensure();
-    const setup = store.readSetup();
-    if (!setup) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
+    const notSetUp = () => new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
+    if (!store.readSetup()) throw notSetUp();
     const lock = await FileLock.acquire(store.holdLockPath, args.lockWaitMs, args.signal);
     if (!lock) {
       const h = store.readHold();
@@ -105,6 +105,12 @@ export class HoldSession {
         'ERR_BUSY',
         `another hold is in progress${h ? ` (${h.via} pid ${h.owner.pid}, watchdog pid ${h.watchdog.pid})` : ''} and did not end within ${args.lockWaitMs} ms`,
       );
+    }
+    // Read under the lock: a teardown (and maybe a new setup) may have run while we waited.
+    const setup = store.readSetup();
+    if (!setup) {
+      lock.release();
+      throw notSetUp();
     }
     const rt = args.netns ? Rtnl.open({ netns: args.netns }) : Rtnl.open();
     const ctx: BackendContext = args.netns ? { rt, netns: args.netns } : { rt };

@@ -1,0 +1,74 @@
+/**
+ * The hold lock across processes, on the real kernel's flock(2). teardown
+ * removes the lock file while it holds the lock and setup makes a new one; a
+ * process that opened the old file just before could otherwise lock a dead
+ * inode while another locks the new file: two holders at once. Here worker
+ * processes take and give back the lock while one of them keeps replacing
+ * the file, and each holder claims an O_EXCL marker: a second claimant is a
+ * second holder.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const LOCK_MODULE = fileURLToPath(new URL('../../src/protect/lock.js', import.meta.url));
+
+// Each worker: for `ms`, take the lock (tryAcquire), claim the marker, hold for a moment, let go.
+// The replacer also unlinks the lock file while it holds it, as teardown does.
+const WORKER = `
+import { openSync, closeSync, unlinkSync, writeSync } from 'node:fs';
+const { FileLock } = await import(process.argv[1]);
+const [lockPath, marker, ms, replace] = [process.argv[2], process.argv[3], Number(process.argv[4]), process.argv[5] === '1'];
+const end = Date.now() + ms;
+let taken = 0, clashes = 0;
+while (Date.now() < end) {
+  const lock = FileLock.tryAcquire(lockPath);
+  if (!lock) continue;
+  taken++;
+  let fd;
+  try { fd = openSync(marker, 'wx'); } catch { clashes++; lock.release(); continue; }
+  writeSync(fd, String(process.pid));
+  for (let i = 0; i < 200; i++) Math.sqrt(i);
+  closeSync(fd);
+  unlinkSync(marker);
+  if (replace) unlinkSync(lockPath);
+  lock.release();
+}
+process.stdout.write(JSON.stringify({ taken, clashes }));
+`;
+
+function worker(lockPath: string, marker: string, ms: number, replace: boolean): Promise<{ taken: number; clashes: number }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, ['--input-type=module', '-e', WORKER, LOCK_MODULE, lockPath, marker, String(ms), replace ? '1' : '0'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    const t = setTimeout(() => c.kill('SIGKILL'), ms + 20_000);
+    c.on('close', (code) => {
+      clearTimeout(t);
+      if (code !== 0) reject(new Error(`worker exited ${code}`));
+      else resolve(JSON.parse(out) as { taken: number; clashes: number });
+    });
+  });
+}
+
+test('a lock file replaced under waiters never gives two holders at once', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-lock-'));
+  try {
+    const lockPath = join(dir, 'hold.lock');
+    const marker = join(dir, 'holder');
+    const results = await Promise.all([worker(lockPath, marker, 4000, true), ...[1, 2, 3].map(() => worker(lockPath, marker, 4000, false))]);
+    const clashes = results.reduce((n, r) => n + r.clashes, 0);
+    const taken = results.reduce((n, r) => n + r.taken, 0);
+    assert.ok(results[0]!.taken > 100, `the replacer replaced the file ${results[0]!.taken} times`);
+    assert.ok(taken - results[0]!.taken > 100, `the others took the lock ${taken - results[0]!.taken} times`);
+    assert.equal(clashes, 0, `${clashes} of ${taken} takes found another holder`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
