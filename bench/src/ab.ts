@@ -46,18 +46,33 @@ export function parseAbOutput(out: string): Omit<AbResult, 'requests' | 'concurr
   };
 }
 
+/** ab's command line: `ab -q [-t S] -n N -c C -r -s 5 http://HOST:PORT/` (-n after -t: -t alone caps -n at 50,000). */
+export function abArgv(host: string, port: number, requests: number, concurrency: number, o: { timeLimitS?: number } = {}): string[] {
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
+  const limit = o.timeLimitS !== undefined ? ['-t', String(o.timeLimitS)] : [];
+  return [AB_BIN, '-q', ...limit, '-n', String(requests), '-c', String(concurrency), '-r', '-s', '5', url];
+}
+
+/** Why an ab run gave no result, or undefined when it did. */
+export function abError(
+  r: { code: number | null; error?: string; timedOut: boolean; stderr: string },
+  parsed: { complete: number },
+  timeoutMs: number,
+): string | undefined {
+  if (r.code === 0 && Number.isFinite(parsed.complete)) return undefined;
+  return r.error
+    ? `ab could not run (${r.error}): install apache2-utils`
+    : r.timedOut
+      ? `ab timed out after ${timeoutMs} ms`
+      : `ab exited ${r.code}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}`;
+}
+
 /** `ab -q -n N -c C -r -s 5 http://HOST:PORT/`, bounded by timeoutMs. Never rejects. */
 export async function runAb(host: string, port: number, requests: number, concurrency: number, timeoutMs: number): Promise<AbResult> {
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
-  const r = await exec([AB_BIN, '-q', '-n', String(requests), '-c', String(concurrency), '-r', '-s', '5', url], { timeoutMs });
+  const r = await exec(abArgv(host, port, requests, concurrency), { timeoutMs });
   const parsed = parseAbOutput(r.stdout);
   const out: AbResult = { requests, concurrency, ...parsed };
-  if (r.code !== 0 || !Number.isFinite(parsed.complete)) {
-    out.error = r.error
-      ? `ab could not run (${r.error}): install apache2-utils`
-      : r.timedOut
-        ? `ab timed out after ${timeoutMs} ms`
-        : `ab exited ${r.code}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}`;
-  }
+  const error = abError(r, parsed, timeoutMs);
+  if (error !== undefined) out.error = error;
   return out;
 }

@@ -31,16 +31,47 @@
 // comes first, waits for the ones in flight (each bounded by requestTimeoutMs),
 // and has a hard `deadlineMs` after which every socket still open is destroyed
 // and counted as `aborted`.
+//
+// How (bench/src/load/): the requests run in engines (load/engine.ts) over
+// bare libuv TCP handles: a pre-built request, one shared read buffer, one
+// timeout scan per engine instead of a timer per request. A run of SMALL_RUN
+// requests or more (or bounded by time only) runs its engines in worker
+// threads (load/thread.ts), which send their records back in batches
+// (load/batch.ts), so the thread that called runLoad (in the bench, also the
+// one that spawns a reload every 100 ms) never delays a request, and the
+// generator uses every CPU. A small run (a readiness probe, a warm-up) runs on
+// the calling thread: a worker thread takes tens of ms to start.
+// load/compare.ts holds the generator against ab and wrk on the bench's pair.
 
-import { connect, type Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import { availableParallelism } from 'node:os';
+import { isIP } from 'node:net';
 import { checkTarget } from './target.js';
 import { newLatencyHistogram, recordMs, summarizeMs, encodeHistogram, type Histogram, type LatencySummaryMs } from './histogram.js';
+import { OUTCOMES, type Outcome } from './load/response.js';
+import {
+  Engine,
+  CTL_INFLIGHT,
+  CTL_REASON,
+  STOP_DEADLINE,
+  STOP_DURATION,
+  STOP_REQUESTS,
+  STOP_SIGNAL,
+  handleBinding,
+  monoOffset,
+  newControl,
+  requestStop,
+  type EngineConfig,
+  type OpenLoopStats,
+  type Transport,
+} from './load/engine.js';
+import { codeOutcome, codeTag, type RecordBatch } from './load/batch.js';
+import type { FromThread, ThreadData, ToThread } from './load/thread.js';
 
-export type Outcome = 'ok' | 'reset' | 'refused' | 'timeout' | 'badResponse';
-export const OUTCOMES: readonly Outcome[] = ['ok', 'reset', 'refused', 'timeout', 'badResponse'];
-export type FailureOutcome = Exclude<Outcome, 'ok'>;
-export const FAILURE_OUTCOMES: readonly FailureOutcome[] = ['reset', 'refused', 'timeout', 'badResponse'];
+export { OUTCOMES, FAILURE_OUTCOMES, classifyError, parseResponse } from './load/response.js';
+export type { Outcome, FailureOutcome, ParsedResponse } from './load/response.js';
+export type { Transport } from './load/engine.js';
 
 /** One request, for timeline plots (times in ms; startMs relative to the run's start). */
 export interface TimelineRecord {
@@ -88,7 +119,8 @@ export interface LoadOptions {
   /** Hard deadline for the whole run, in-flight requests included (default:
    * durationMs + requestTimeoutMs + 2 s, or 10 min when only `requests` bounds the run). */
   deadlineMs?: number;
-  /** Per request: connect start to complete response (default 5000 ms). */
+  /** Per request: connect start to complete response (default 5000 ms; checked
+   * every requestTimeoutMs / 10, at most every 50 ms, so a timeout ends up to that much later). */
   requestTimeoutMs?: number;
 
   httpVersion?: '1.0' | '1.1';
@@ -100,6 +132,15 @@ export interface LoadOptions {
   /** Keep one TimelineRecord per request (true: up to 2,000,000; or give a limit;
    * failuresOnly: only failed requests, to place failures in time on a long run). */
   timeline?: boolean | { limit: number; failuresOnly?: boolean };
+
+  /** Worker threads running the requests; 0: on the calling thread. Default:
+   * defaultThreads(), or 0 for a run bounded below SMALL_RUN requests and for
+   * the open loop. The closed loop's concurrency is split between them; the open
+   * loop always runs on one. */
+  threads?: number;
+  /** "handle" (default where this Node has it): libuv TCP handles through Node's
+   * tcp_wrap binding; "socket": net.Socket, slower, the fallback. */
+  transport?: 'auto' | Transport;
 
   /** Stop starting new requests (in-flight ones finish). */
   signal?: AbortSignal;
@@ -131,175 +172,25 @@ export interface LoadResult {
   failedLatency: Histogram;
   /** Finished requests per second. */
   throughput: number;
-  open?: {
-    rate: number;
-    scheduled: number;
-    started: number;
-    missed: number;
-    late: number;
-    maxStartLagMs: number;
-    maxInFlightSeen: number;
-  };
+  open?: OpenLoopStats;
   timeline?: TimelineRecord[];
   timelineDropped?: number;
-}
-
-const MAX_RESPONSE_BYTES = 64 * 1024;
-
-interface RequestSpec {
-  host: string;
-  port: number;
-  localAddress: string | undefined;
-  payload: Buffer;
-  timeoutMs: number;
-  expectBody: string | null;
-}
-
-interface RequestOutcome {
-  outcome: Outcome;
-  detail?: string;
-  note?: string;
-  startMs: number;
-  latencyMs: number;
-}
-
-/** Classify a socket error. */
-export function classifyError(code: string | undefined): Outcome {
-  switch (code) {
-    case 'ECONNREFUSED':
-      return 'refused';
-    case 'ECONNRESET':
-    case 'EPIPE':
-      return 'reset';
-    case 'ETIMEDOUT':
-      return 'timeout';
-    default:
-      return 'badResponse';
-  }
-}
-
-export interface ParsedResponse {
-  complete: boolean;
-  status?: number;
-  body?: string;
-  reason?: string;
-}
-
-/** Parse a whole HTTP/1.x response (as read until the server's FIN). */
-export function parseResponse(buf: Buffer): ParsedResponse {
-  const sep = buf.indexOf('\r\n\r\n');
-  if (buf.length === 0) return { complete: false, reason: 'empty' };
-  if (sep < 0) return { complete: false, reason: 'no-header-end' };
-  const head = buf.subarray(0, sep).toString('latin1');
-  const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
-  if (!m) return { complete: false, reason: 'bad-status-line' };
-  const status = Number(m[1]);
-  let body = buf.subarray(sep + 4);
-  const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-  if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
-    const dec = decodeChunked(body);
-    if (!dec) return { complete: false, status, reason: 'truncated' };
-    body = dec;
-  } else if (cl) {
-    const n = Number(cl[1]);
-    if (body.length < n) return { complete: false, status, reason: 'truncated' };
-    body = body.subarray(0, n);
-  }
-  return { complete: true, status, body: body.toString('utf8') };
-}
-
-function decodeChunked(b: Buffer): Buffer | null {
-  const parts: Buffer[] = [];
-  let i = 0;
-  for (let guard = 0; guard < 10_000; guard++) {
-    const eol = b.indexOf('\r\n', i);
-    if (eol < 0) return null;
-    const size = parseInt(b.subarray(i, eol).toString('latin1'), 16);
-    if (!Number.isFinite(size)) return null;
-    if (size === 0) return Buffer.concat(parts);
-    if (eol + 2 + size > b.length) return null;
-    parts.push(b.subarray(eol + 2, eol + 2 + size));
-    i = eol + 2 + size + 2;
-  }
-  return null;
-}
-
-/** Has a response buffer got everything its headers promised? (for a RST right after it) */
-function isCompleteOk(buf: Buffer, expectBody: string | null): boolean {
-  const p = parseResponse(buf);
-  return p.complete && p.status === 200 && (expectBody === null || p.body === expectBody);
+  /** How the requests ran: worker threads (0: the calling thread) and transport. */
+  generator?: { threads: number; transport: Transport };
 }
 
 /**
- * One request on a fresh connection. Never rejects. `live` tracks the socket so
- * the hard deadline can destroy it.
+ * Worker threads for a closed loop of SMALL_RUN requests or more: one per CPU,
+ * as wrk advises for its own threads. Measured with load/compare.ts on the
+ * bench's 2-CPU host (concurrency 50): one thread waits on the servers with
+ * about a third of a CPU idle, as ab and a one-thread wrk do; two drove 4-20%
+ * more than one; three a few % more again, at more CPU per request; four less.
  */
-function oneRequest(spec: RequestSpec, live: Set<Socket>, isAborted: () => boolean): Promise<RequestOutcome | null> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let connected = false;
-    let settled = false;
-    const sock = connect({
-      host: spec.host,
-      port: spec.port,
-      ...(spec.localAddress ? { localAddress: spec.localAddress } : {}),
-      noDelay: true,
-    });
-    live.add(sock);
-    const finish = (outcome: Outcome, detail?: string, note?: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      live.delete(sock);
-      sock.destroy();
-      if (isAborted()) {
-        resolve(null);
-        return;
-      }
-      const r: RequestOutcome = { outcome, startMs: t0, latencyMs: performance.now() - t0 };
-      if (detail !== undefined) r.detail = detail;
-      if (note !== undefined) r.note = note;
-      resolve(r);
-    };
-    const timer = setTimeout(() => finish('timeout', connected ? 'timeout-response' : 'timeout-connect'), spec.timeoutMs);
-    sock.on('connect', () => {
-      connected = true;
-      sock.write(spec.payload);
-    });
-    sock.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > MAX_RESPONSE_BYTES) {
-        finish('badResponse', 'too-large');
-        return;
-      }
-      chunks.push(d);
-    });
-    sock.on('end', () => {
-      const p = parseResponse(Buffer.concat(chunks));
-      if (!p.complete) finish('badResponse', p.reason ?? 'incomplete');
-      else if (p.status !== 200) finish('badResponse', `status-${p.status}`);
-      else if (spec.expectBody !== null && p.body !== spec.expectBody) finish('badResponse', 'wrong-body');
-      else finish('ok');
-    });
-    sock.on('error', (e: NodeJS.ErrnoException) => {
-      const code = e.code ?? 'EUNKNOWN';
-      const outcome = classifyError(code);
-      // A RST that arrives after the full, correct response (some servers reset
-      // on close when unread data remains) did not cost the user anything: count
-      // it as ok, but keep a note so it is visible.
-      if (outcome === 'reset' && isCompleteOk(Buffer.concat(chunks), spec.expectBody)) {
-        finish('ok', undefined, 'reset-after-response');
-      } else {
-        finish(outcome, code);
-      }
-    });
-    // Safety net: 'close' without 'end' or 'error' should not happen, but a
-    // request must never hang past its timeout, nor stay unclassified.
-    sock.on('close', () => finish('badResponse', 'closed'));
-  });
+export function defaultThreads(): number {
+  return availableParallelism();
 }
+/** Runs bounded below this many requests run on the calling thread. */
+export const SMALL_RUN = 1000;
 
 function buildPayload(o: LoadOptions): Buffer {
   const path = o.path ?? '/';
@@ -309,7 +200,173 @@ function buildPayload(o: LoadOptions): Buffer {
   return Buffer.from(req, 'latin1');
 }
 
-/** Run a bounded load. Rejects only on invalid options or a refused target. */
+const STOP_REASONS: Record<number, StopReason> = {
+  [STOP_REQUESTS]: 'requests',
+  [STOP_DURATION]: 'duration',
+  [STOP_DEADLINE]: 'deadline',
+  [STOP_SIGNAL]: 'signal',
+};
+
+/** The run's tally: counts, histograms, timeline; fed one finished request at a time, from any engine. */
+class Tally {
+  finished = 0;
+  readonly outcomes: Record<Outcome, number> = { ok: 0, reset: 0, refused: 0, timeout: 0, badResponse: 0 };
+  readonly details: Record<string, number> = {};
+  readonly latency = newLatencyHistogram();
+  readonly failedLatency = newLatencyHistogram();
+  readonly timeline: TimelineRecord[] = [];
+  timelineDropped = 0;
+
+  constructor(
+    private readonly timelineLimit: number,
+    private readonly failuresOnly: boolean,
+  ) {}
+
+  /** `tag`: the failure's detail, or the note on an ok request. */
+  add(startMs: number, latencyMs: number, outcome: number, tag: string | undefined): void {
+    this.finished++;
+    const name = OUTCOMES[outcome]!;
+    this.outcomes[name]++;
+    if (outcome === 0) recordMs(this.latency, latencyMs);
+    else recordMs(this.failedLatency, latencyMs);
+    if (tag !== undefined) this.details[tag] = (this.details[tag] ?? 0) + 1;
+    if (this.timelineLimit > 0 && !(this.failuresOnly && outcome === 0)) {
+      if (this.timeline.length < this.timelineLimit) {
+        const rec: TimelineRecord = { startMs, latencyMs, outcome: name };
+        if (outcome !== 0 && tag !== undefined) rec.detail = tag;
+        this.timeline.push(rec);
+      } else this.timelineDropped++;
+    }
+  }
+
+  addBatch(b: RecordBatch, tags: string[]): void {
+    tags.push(...b.newTags);
+    const d = b.data;
+    for (let i = 0; i < 3 * b.n; i += 3) {
+      const tag = codeTag(d[i + 2]!);
+      this.add(d[i]!, d[i + 1]!, codeOutcome(d[i + 2]!), tag < 0 ? undefined : tags[tag]);
+    }
+  }
+}
+
+/** One engine as runLoad drives it, on this thread or in a worker. */
+interface EngineRunner {
+  /** resolves when the engine has ended by itself (not after abort) */
+  done: Promise<void>;
+  go(t0: number): void;
+  /** the hard deadline; resolves with how many requests it destroyed */
+  abort(): Promise<number>;
+  openStats(): OpenLoopStats | undefined;
+  dispose(): Promise<void>;
+}
+
+function inlineRunner(cfg: EngineConfig, ctl: Int32Array, tally: Tally, offset: number): EngineRunner {
+  const engine: Engine = new Engine(cfg, ctl, {
+    record: (startMs: number, latencyMs: number, outcome: number, tag: number): void =>
+      tally.add(startMs, latencyMs, outcome, tag < 0 ? undefined : engine.tags[tag]),
+  });
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  return {
+    done,
+    go: (t0) => engine.start(t0, offset, resolveDone),
+    abort: () => Promise.resolve(engine.abort()),
+    openStats: () => engine.openStats,
+    dispose: () => Promise.resolve(),
+  };
+}
+
+const THREAD_URL = new URL('./load/thread.js', import.meta.url);
+const THREAD_START_MS = 30_000;
+
+/** Start a worker thread for the engine; resolves once it is ready to go. */
+async function threadRunner(cfg: EngineConfig, ctl: Int32Array, tally: Tally): Promise<EngineRunner> {
+  const data: ThreadData = { cfg, ctl };
+  const worker = new Worker(THREAD_URL, { workerData: data });
+  const tags: string[] = [];
+  let open: OpenLoopStats | undefined;
+  let aborted = 0;
+  let finished = false;
+  let failure: Error | undefined;
+  let resolveReady!: () => void;
+  let rejectReady!: (e: Error) => void;
+  const ready = new Promise<void>((res, rej) => {
+    resolveReady = res;
+    rejectReady = rej;
+  });
+  let resolveDone!: () => void;
+  let rejectDone!: (e: Error) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  done.catch(() => undefined);
+  const fail = (e: Error): void => {
+    if (finished) return;
+    finished = true;
+    failure = e;
+    rejectReady(e);
+    rejectDone(e);
+  };
+  worker.on('message', (m: FromThread) => {
+    if (m.t === 'records') tally.addBatch(m, tags);
+    else if (m.t === 'ready') resolveReady();
+    else if (m.t === 'done') {
+      finished = true;
+      aborted = m.aborted;
+      open = m.open;
+      resolveDone();
+    }
+  });
+  worker.on('error', (e) => fail(new Error(`load generator thread failed: ${e.stack ?? e.message}`)));
+  worker.on('exit', (code) => fail(new Error(`load generator thread exited (code ${code}) before it was done`)));
+  const post = (m: ToThread): void => worker.postMessage(m);
+  // bounded: a thread that cannot even load its modules in this long is broken
+  const startTimer = setTimeout(() => fail(new Error(`load generator thread not ready after ${THREAD_START_MS} ms`)), THREAD_START_MS);
+  try {
+    await ready;
+  } catch (e) {
+    await worker.terminate();
+    throw e;
+  } finally {
+    clearTimeout(startTimer);
+  }
+  return {
+    done,
+    go: (t0) => post({ t: 'go', t0 }),
+    abort: async () => {
+      if (finished) return failure ? 0 : aborted;
+      post({ t: 'abort' });
+      // A thread that does not answer within a second is stuck: end it and
+      // count what it had in flight.
+      const answered = await Promise.race([done.then(() => true).catch(() => false), new Promise<boolean>((r) => setTimeout(() => r(false), 1000).unref())]);
+      if (answered) return aborted;
+      const n = Atomics.load(ctl, CTL_INFLIGHT + cfg.index);
+      finished = true;
+      await worker.terminate();
+      return n;
+    },
+    openStats: () => open,
+    dispose: async () => {
+      finished = true;
+      await worker.terminate();
+    },
+  };
+}
+
+/** A worker thread per engine, all ready to go; none left running if one fails to start. */
+async function startThreads(configs: EngineConfig[], ctl: Int32Array, tally: Tally): Promise<EngineRunner[]> {
+  const started = await Promise.allSettled(configs.map((c) => threadRunner(c, ctl, tally)));
+  const runners = started.filter((s): s is PromiseFulfilledResult<EngineRunner> => s.status === 'fulfilled').map((s) => s.value);
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(runners.map((r) => r.dispose()));
+    throw failed.reason;
+  }
+  return runners;
+}
+
+/** Run a bounded load. Rejects only on invalid options, a refused target, or a generator thread that failed. */
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const host = checkTarget(o.host, { namespaceLocal: o.namespaceLocal ?? false });
   if (!Number.isInteger(o.port) || o.port <= 0 || o.port > 65535) throw new Error(`bad port ${o.port}`);
@@ -320,160 +377,102 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const concurrency = o.concurrency ?? 50;
   if (mode === 'closed' && (!Number.isInteger(concurrency) || concurrency < 1)) throw new Error('concurrency must be >= 1');
   if (mode === 'open' && !(o.rate !== undefined && o.rate > 0)) throw new Error('open loop needs rate > 0');
+  if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 0)) throw new Error('threads must be an integer >= 0');
   const maxRequests = o.requests ?? Number.POSITIVE_INFINITY;
   const durationMs = o.durationMs ?? Number.POSITIVE_INFINITY;
   const timeoutMs = o.requestTimeoutMs ?? 5000;
   const deadlineMs = o.deadlineMs ?? (o.durationMs !== undefined ? o.durationMs + timeoutMs + 2000 : 600_000);
   const timelineLimit = o.timeline === undefined || o.timeline === false ? 0 : o.timeline === true ? 2_000_000 : o.timeline.limit;
   const timelineFailuresOnly = typeof o.timeline === 'object' && o.timeline.failuresOnly === true;
+  const transportOpt = o.transport ?? 'auto';
+  const transport: Transport = transportOpt === 'auto' ? (handleBinding() ? 'handle' : 'socket') : transportOpt;
+  if (transport === 'handle' && !handleBinding()) throw new Error('transport "handle": this Node.js has no tcp_wrap binding; use "socket"');
 
-  const spec: RequestSpec = {
+  const small = maxRequests < SMALL_RUN || mode === 'open';
+  const threads = mode === 'open' ? Math.min(o.threads ?? 0, 1) : Math.min(o.threads ?? (small ? 0 : defaultThreads()), concurrency);
+  const engines = Math.max(1, threads);
+  const payload = buildPayload(o);
+  const base: Omit<EngineConfig, 'index' | 'concurrency'> = {
     host,
+    family: isIP(host) === 6 ? 6 : 4,
     port: o.port,
-    localAddress: o.localAddress,
-    payload: buildPayload(o),
-    timeoutMs,
+    ...(o.localAddress ? { localAddress: o.localAddress } : {}),
+    payload: new Uint8Array(payload),
     expectBody: o.expectBody === undefined ? 'pong' : o.expectBody,
+    timeoutMs,
+    maxRequests,
+    durationMs,
+    transport,
+    mode,
+    ...(mode === 'open' ? { open: { rate: o.rate!, maxInFlight: o.maxInFlight ?? 1000, lateThresholdMs: o.lateThresholdMs ?? 10 } } : {}),
   };
+  // The closed loop's concurrency, split as evenly as it goes.
+  const configs: EngineConfig[] = Array.from({ length: engines }, (_, index) => ({
+    ...base,
+    index,
+    concurrency: mode === 'closed' ? Math.floor(concurrency / engines) + (index < concurrency % engines ? 1 : 0) : 0,
+  }));
 
-  const outcomes: Record<Outcome, number> = { ok: 0, reset: 0, refused: 0, timeout: 0, badResponse: 0 };
-  const details: Record<string, number> = {};
-  const latency = newLatencyHistogram();
-  const failedLatency = newLatencyHistogram();
-  const timeline: TimelineRecord[] = [];
-  let timelineDropped = 0;
-  const live = new Set<Socket>();
-  let finished = 0;
-  let inFlight = 0;
-  let started = 0;
-  let aborted = 0;
-  let hardStopped = false;
-  let stopReason: StopReason | null = null;
+  const ctl = newControl(engines);
+  const tally = new Tally(timelineLimit, timelineFailuresOnly);
+  const offset = monoOffset();
+  const mono = (): number => performance.now() + offset;
+  const runners: EngineRunner[] = threads === 0 ? [inlineRunner(configs[0]!, ctl, tally, offset)] : await startThreads(configs, ctl, tally);
+
+  const inFlight = (): number => {
+    let n = 0;
+    for (let i = 0; i < engines; i++) n += Atomics.load(ctl, CTL_INFLIGHT + i);
+    return n;
+  };
+  const onAbort = (): void => requestStop(ctl, STOP_SIGNAL);
+  if (o.signal?.aborted) onAbort();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
 
   const startedAt = Date.now();
-  const t0 = performance.now();
-
-  const record = (r: RequestOutcome | null): void => {
-    inFlight--;
-    if (r === null) return; // destroyed by the hard deadline: counted there
-
-    finished++;
-    outcomes[r.outcome]++;
-    if (r.outcome === 'ok') recordMs(latency, r.latencyMs);
-    else recordMs(failedLatency, r.latencyMs);
-    const key = r.detail ?? r.note;
-    if (key !== undefined) details[key] = (details[key] ?? 0) + 1;
-    if (timelineLimit > 0 && !(timelineFailuresOnly && r.outcome === 'ok')) {
-      if (timeline.length < timelineLimit) {
-        const rec: TimelineRecord = { startMs: r.startMs - t0, latencyMs: r.latencyMs, outcome: r.outcome };
-        if (r.detail !== undefined) rec.detail = r.detail;
-        timeline.push(rec);
-      } else timelineDropped++;
-    }
-  };
-
-  /** May another request start now? Sets stopReason when the answer turns to no. */
-  const mayStart = (): boolean => {
-    if (stopReason !== null) return false;
-    if (o.signal?.aborted) stopReason = 'signal';
-    else if (started >= maxRequests) stopReason = 'requests';
-    else if (performance.now() - t0 >= durationMs) stopReason = 'duration';
-    return stopReason === null;
-  };
-
-  const launch = (): Promise<void> => {
-    started++;
-    inFlight++;
-    return oneRequest(spec, live, () => hardStopped).then(record);
-  };
-
+  const t0 = mono();
+  const elapsed = (): number => mono() - t0;
   let progressTimer: NodeJS.Timeout | undefined;
   if (o.onProgress) {
     const cb = o.onProgress;
     progressTimer = setInterval(() => {
-      cb({ elapsedMs: performance.now() - t0, requests: finished, ok: outcomes.ok, failed: finished - outcomes.ok, inFlight });
+      cb({ elapsedMs: elapsed(), requests: tally.finished, ok: tally.outcomes.ok, failed: tally.finished - tally.outcomes.ok, inFlight: inFlight() });
     }, o.progressIntervalMs ?? 1000);
     progressTimer.unref();
   }
 
   // Hard deadline: whatever is still open is destroyed and counted as aborted.
   let deadlineTimer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<void>((resolve) => {
-    deadlineTimer = setTimeout(() => {
-      hardStopped = true;
-      if (stopReason === null) stopReason = 'deadline';
-      // Count synchronously: the sockets' close events come later, after the
-      // result has been returned.
-      aborted = live.size;
-      for (const s of live) s.destroy();
-      resolve();
-    }, deadlineMs);
+  let aborted = 0;
+  const deadline = new Promise<'deadline'>((resolve) => {
+    deadlineTimer = setTimeout(() => resolve('deadline'), deadlineMs);
   });
-
-  let openStats: LoadResult['open'];
-  let work: Promise<void>;
-  if (mode === 'closed') {
-    const worker = async (): Promise<void> => {
-      while (!hardStopped && mayStart()) await launch();
-    };
-    work = Promise.all(Array.from({ length: concurrency }, worker)).then(() => undefined);
-  } else {
-    const rate = o.rate!;
-    const maxInFlight = o.maxInFlight ?? 1000;
-    const lateMs = o.lateThresholdMs ?? 10;
-    const stats = { rate, scheduled: 0, started: 0, missed: 0, late: 0, maxStartLagMs: 0, maxInFlightSeen: 0 };
-    openStats = stats;
-    const intervalMs = 1000 / rate;
-    const pending = new Set<Promise<void>>();
-    work = new Promise<void>((resolveAll) => {
-      // Start every request whose due time (t0 + k/rate) has passed, then sleep
-      // until the next one is due. Timers fire at ~1 ms granularity, so at high
-      // rates several start per tick; lag beyond lateThresholdMs is counted.
-      let k = 0;
-      const tick = (): void => {
-        const now = performance.now();
-        while (!hardStopped) {
-          const due = t0 + k * intervalMs;
-          if (due > now) break;
-          if (due - t0 >= durationMs) {
-            if (stopReason === null) stopReason = 'duration';
-            break;
-          }
-          if (!mayStart()) break;
-          k++;
-          stats.scheduled++;
-          if (inFlight >= maxInFlight) {
-            // Not started at all (it would only have been late): counted, so the
-            // offered rate the table reports is the one really offered.
-            stats.missed++;
-            started++; // counts against `requests`, like a started one
-            continue;
-          }
-          const lag = now - due;
-          if (lag > lateMs) stats.late++;
-          if (lag > stats.maxStartLagMs) stats.maxStartLagMs = lag;
-          stats.started++;
-          const p = launch();
-          pending.add(p);
-          void p.then(() => pending.delete(p));
-          if (inFlight > stats.maxInFlightSeen) stats.maxInFlightSeen = inFlight;
-        }
-        if (hardStopped || stopReason !== null) {
-          void Promise.all([...pending]).then(() => resolveAll());
-          return;
-        }
-        setTimeout(tick, Math.max(0, t0 + k * intervalMs - performance.now()));
-      };
-      tick();
-    });
+  let ended: 'done' | 'deadline';
+  let elapsedMs: number;
+  try {
+    for (const r of runners) r.go(t0);
+    ended = await Promise.race([Promise.all(runners.map((r) => r.done)).then(() => 'done' as const), deadline]);
+    if (ended === 'deadline') {
+      requestStop(ctl, STOP_DEADLINE);
+      // Count what each engine destroys: the sockets' own ends would come
+      // later, after the result has been returned.
+      for (const n of await Promise.all(runners.map((r) => r.abort()))) aborted += n;
+    }
+    elapsedMs = elapsed();
+  } finally {
+    clearTimeout(deadlineTimer);
+    if (progressTimer) clearInterval(progressTimer);
+    o.signal?.removeEventListener('abort', onAbort);
+    await Promise.all(runners.map((r) => r.dispose()));
   }
-
-  await Promise.race([work, deadline]);
-  clearTimeout(deadlineTimer);
-  if (progressTimer) clearInterval(progressTimer);
-  const elapsedMs = performance.now() - t0;
+  const finished = tally.finished;
   if (o.onProgress) {
-    o.onProgress({ elapsedMs, requests: finished, ok: outcomes.ok, failed: finished - outcomes.ok, inFlight });
+    o.onProgress({
+      elapsedMs,
+      requests: finished,
+      ok: tally.outcomes.ok,
+      failed: finished - tally.outcomes.ok,
+      inFlight: ended === 'deadline' ? 0 : inFlight(),
+    });
   }
 
   const result: LoadResult = {
@@ -481,21 +480,23 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     target: { host, port: o.port, ...(o.localAddress ? { localAddress: o.localAddress } : {}) },
     startedAt,
     elapsedMs,
-    stoppedBy: stopReason ?? 'requests',
+    stoppedBy: STOP_REASONS[Atomics.load(ctl, CTL_REASON)] ?? 'requests',
     requests: finished,
-    outcomes,
-    failed: finished - outcomes.ok,
-    details,
+    outcomes: tally.outcomes,
+    failed: finished - tally.outcomes.ok,
+    details: tally.details,
     aborted,
-    latency,
-    failedLatency,
+    latency: tally.latency,
+    failedLatency: tally.failedLatency,
     throughput: elapsedMs > 0 ? (finished * 1000) / elapsedMs : 0,
+    generator: { threads, transport },
   };
   if (mode === 'closed') result.concurrency = concurrency;
-  if (openStats) result.open = openStats;
+  const openStats = runners[0]!.openStats();
+  if (mode === 'open' && openStats) result.open = openStats;
   if (timelineLimit > 0) {
-    result.timeline = timeline;
-    result.timelineDropped = timelineDropped;
+    result.timeline = tally.timeline;
+    result.timelineDropped = tally.timelineDropped;
   }
   return result;
 }
