@@ -27,6 +27,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_netlink_socket(env, exports);
   register_file_lock(env, exports);
   register_netns_file(env, exports);
+  register_spawn(env, exports);
   return exports;
 }
 

@@ -10,4 +10,5 @@ void throw_errno(napi_env env, const char *what, int err);
 void register_netlink_socket(napi_env env, napi_value exports);
 void register_file_lock(napi_env env, napi_value exports);
 void register_netns_file(napi_env env, napi_value exports);
+void register_spawn(napi_env env, napi_value exports);
 #endif

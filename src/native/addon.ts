@@ -26,6 +26,19 @@ export interface NativeAddon {
   /** A /proc/thread-self/net/... file as another network namespace shows it. */
   readFileInNetns(netnsPath: string, path: string): string;
   unlock(fd: number): void;
+  /** Starts file (PATH-searched) with argv; child fd i = our fds[i]; see native/spawn.c. Returns the pid. */
+  spawn(
+    file: string,
+    argv: string[],
+    fds: number[],
+    netnsPath: string | null,
+    newSession: boolean,
+    onExit: (code: number | null, signal: number | null) => void,
+  ): number;
+  /** A close-on-exec pipe: [read end, write end]. */
+  pipe(): [number, number];
+  /** Whether a child started by spawn keeps the event loop alive (it does at first). */
+  setChildRef(pid: number, ref: boolean): void;
 }
 
 /** Errors thrown by the addon carry the positive errno and the failing step. */

@@ -4,8 +4,8 @@
  * from its exit whether it released on its own (max-hold, a signal from
  * `synhold release`, the daemon's client gone).
  */
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, writeSync } from 'node:fs';
+import { Child, devNull, pipe, StartError } from '../../host/child.js';
 import { join } from 'node:path';
 import { packageRoot } from '../../host/package-root.js';
 import type { Fallback } from '../../backends/backend.js';
@@ -57,7 +57,9 @@ export class Watchdog {
   private endedWith?: WatchdogEnd;
 
   private constructor(
-    private readonly child: ChildProcess,
+    private readonly child: Child,
+    /** Our end of its owner pipe (-1: none, or closed). */
+    private ownerFd: number,
     id: ProcessId,
     ended: Promise<WatchdogEnd>,
   ) {
@@ -65,37 +67,37 @@ export class Watchdog {
     this.ended = ended.then((e) => (this.endedWith = e));
   }
 
-  /** Starts the watchdog and resolves once it runs (before the hold may begin). */
-  static async start(o: WatchdogOptions): Promise<Watchdog> {
-    const fds = [o.lockFd, ...o.fallback.sockets];
-    // fd 0: the owner pipe (or nothing); 1: nothing; 2: our stderr for its one line (none for a
-    // manual hold, which outlives the command that started it); 3: the lock; 4...: the sockets.
-    const stdio: StdioOptions = [o.owner === 'process' ? 'pipe' : 'ignore', 'ignore', o.owner === 'process' ? 'inherit' : 'ignore', ...fds];
+  /** Starts the watchdog; it runs when this returns (before the hold may begin). */
+  static start(o: WatchdogOptions): Promise<Watchdog> {
     const args = ['--deadline-ms', String(Math.max(0, Math.round(o.deadlineMs))), '--lock-fd', '3', '--record', o.recordPath, '--journal', o.journalPath];
     args.push(...(o.owner === 'process' ? ['--owner-fd', '0'] : ['--no-owner']));
     if (o.watchPid) args.push('--watch-pid', String(o.watchPid));
     for (const m of o.fallback.messages) args.push('--send', `${4 + m.socket}:${m.bytes.toString('hex')}`);
     for (const c of o.fallback.commands) args.push('--run', c.join('\x1f'));
-    // Its own session: a Ctrl-C aimed at the reload command's group, or a kill of
-    // protect's group, must not take the dead-man's switch down with the owner.
-    const child = spawn(watchdogPath(), args, { stdio, detached: true });
-    const ended = new Promise<WatchdogEnd>((resolve) => {
-      child.once('exit', (code, signal) => {
-        if (code === 0) resolve({ kind: 'stood-down' });
-        else if (code !== null && BY_CODE[code]) resolve(BY_CODE[code]);
-        else if (code === 20) resolve({ kind: 'release-failed' });
-        else resolve({ kind: 'died', signal, code });
-      });
+    const [ownerRead, ownerWrite] = o.owner === 'process' ? pipe() : [devNull(), -1];
+    // fd 0: the owner pipe (or nothing); 1: nothing; 2: our stderr for its one line (none for a
+    // manual hold, which outlives the command that started it); 3: the lock; 4...: the sockets.
+    const fds = [ownerRead, devNull(), o.owner === 'process' ? 2 : devNull(), o.lockFd, ...o.fallback.sockets];
+    let child: Child;
+    try {
+      // Its own session: a Ctrl-C aimed at the reload command's group, or a kill of
+      // protect's group, must not take the dead-man's switch down with the owner.
+      child = Child.start([watchdogPath(), ...args], { fds, newSession: true });
+    } catch (e) {
+      if (ownerWrite >= 0) closeSync(ownerWrite);
+      throw e instanceof StartError ? new SynholdError('ERR_WATCHDOG', `cannot start the watchdog: ${e.message}`) : e;
+    } finally {
+      if (ownerWrite >= 0) closeSync(ownerRead);
+    }
+    const ended = child.ended.then(({ code, signal }): WatchdogEnd => {
+      if (code === 0) return { kind: 'stood-down' };
+      if (code !== null && BY_CODE[code]) return BY_CODE[code];
+      if (code === 20) return { kind: 'release-failed' };
+      return { kind: 'died', signal, code };
     });
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', (e) => reject(new SynholdError('ERR_WATCHDOG', `cannot start the watchdog: ${e.message}`)));
-    });
-    // A write racing the watchdog's exit fails with EPIPE: its exit says what happened.
-    child.stdin?.on('error', () => undefined);
-    const id = processId(child.pid!) ?? { pid: child.pid!, start: '?' };
+    const id = processId(child.pid) ?? { pid: child.pid, start: '?' };
     if (o.owner === 'none') child.unref();
-    return new Watchdog(child, id, ended);
+    return Promise.resolve(new Watchdog(child, ownerWrite, id, ended));
   }
 
   get pid(): number {
@@ -107,9 +109,26 @@ export class Watchdog {
     return this.endedWith;
   }
 
+  /** One byte to the owner pipe. A write racing the watchdog's exit fails (EPIPE): its exit says what happened. */
+  private tell(byte: 'B' | 'X'): void {
+    if (this.ownerFd < 0) return;
+    try {
+      writeSync(this.ownerFd, byte);
+    } catch {
+      // it is gone; ended reports how
+    }
+  }
+
+  /** EOF on the owner pipe. */
+  private closeOwner(): void {
+    if (this.ownerFd < 0) return;
+    closeSync(this.ownerFd);
+    this.ownerFd = -1;
+  }
+
   /** The owner is releasing: stand down from the deadline and signals (but finish if the owner dies now). */
   beginRelease(): void {
-    this.child.stdin?.write('B');
+    this.tell('B');
   }
 
   /**
@@ -118,7 +137,8 @@ export class Watchdog {
    * job is done, and it would keep the hold lock (and this process) alive: kill it.
    */
   stand(): void {
-    this.child.stdin?.end('X');
+    this.tell('X');
+    this.closeOwner();
     if (this.endedWith) return;
     const t = setTimeout(() => this.child.kill('SIGKILL'), 200);
     void this.ended.then(() => clearTimeout(t));
@@ -126,7 +146,7 @@ export class Watchdog {
 
   /** Finish the release for the owner (the owner's own attempt failed): EOF after 'B'. */
   takeOver(): void {
-    this.child.stdin?.end();
+    this.closeOwner();
   }
 
   /** Releases now, as `synhold release` does. */
@@ -141,7 +161,7 @@ export class Watchdog {
 
   /** Forget it: a manual hold leaves the watchdog running after this process exits. */
   detach(): void {
-    this.child.stdin?.destroy();
+    this.closeOwner();
     this.child.unref();
   }
 }
