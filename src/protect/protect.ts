@@ -16,9 +16,8 @@
  * not found; 128+N if CMD died of signal N, or protect got signal N (then CMD
  * gets it too, after the release; during the lock wait CMD never starts).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import { requirePrograms } from '../host/programs.js';
+import { Child, StartError } from '../host/child.js';
 import { checkReadyTarget, probeTcp } from './ready.js';
 import { SynholdError } from '../model/errors.js';
 import { netnsPath } from '../netlink/socket.js';
@@ -74,6 +73,12 @@ export interface ProtectResult {
   releasedBy?: 'owner' | 'watchdog';
   /** From hold start to CMD's exit. */
   commandMs?: number;
+  /**
+   * What protect saw of the reload, in ms from the hold's start (absent: not seen while holding): the
+   * first listener of a protected port that was not there before, the moment none of the old ones was
+   * left, and when the release was sent. Seen by polls, so each is up to one poll late.
+   */
+  timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number };
 }
 
 /** Default max-hold: long enough for a slow full restart, short enough that a stuck hold is noticed. */
@@ -95,22 +100,23 @@ function signalNumber(sig: NodeJS.Signals): number {
 interface CommandEnd {
   code: number | null;
   signal: NodeJS.Signals | null;
-  error?: NodeJS.ErrnoException;
+  /** It could not start: ENOENT (not found, 127) or another reason (126). */
+  error?: StartError;
   at: bigint;
 }
 
 /** CMD as a child, with its end as a promise. No shell: argv as given. */
-function runCommand(opts: ProtectOptions): { child: ChildProcess; ended: Promise<CommandEnd> } {
-  // With --netns, CMD runs inside that namespace too (a reload must bind there).
-  // nsenter execs CMD in place, so its exit status, 126/127 for a command that
-  // cannot run, and death by signal all pass through unchanged.
-  const argv = opts.netns ? ['nsenter', `--net=${netnsPath(opts.netns)}`, '--', ...opts.command] : opts.command;
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
-  const ended = new Promise<CommandEnd>((resolve) => {
-    child.once('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, error, at: process.hrtime.bigint() }));
-    child.once('exit', (code, signal) => resolve({ code, signal, at: process.hrtime.bigint() }));
-  });
-  return { child, ended };
+function runCommand(opts: ProtectOptions): { child: Child | undefined; ended: Promise<CommandEnd> } {
+  // With --netns, CMD runs inside that namespace too (a reload must bind there): the
+  // child enters it itself before exec (host/child.ts), so its exit status and death
+  // by signal are CMD's own.
+  try {
+    const child = Child.start(opts.command, opts.netns ? { netnsPath: netnsPath(opts.netns) } : {});
+    return { child, ended: child.ended };
+  } catch (e) {
+    if (!(e instanceof StartError)) throw e;
+    return { child: undefined, ended: Promise.resolve({ code: null, signal: null, error: e, at: process.hrtime.bigint() }) };
+  }
 }
 
 /** The signals protect answers by releasing first; the AbortController carries the first one. */
@@ -141,9 +147,6 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   const setup = store.readSetup();
   if (!setup) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
   if (opts.ready) checkReadyTarget(setup.config, opts.ready.host, opts.ready.port);
-  // Before the hold: without nsenter, CMD could not run in the namespace and the
-  // spawn's ENOENT would read as "CMD not found" (127).
-  if (opts.netns) requirePrograms(['nsenter'], `to run CMD inside network namespace ${opts.netns}`);
 
   const { ac, untrap } = trapSignals(opts);
   const watcher = ListenerWatcher.open(opts.netns ? { netns: opts.netns } : {});
@@ -177,7 +180,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
 
 interface HoldOutcome {
   result: Partial<ProtectResult>;
-  child: ChildProcess;
+  child: Child | undefined;
   ended: Promise<CommandEnd>;
   holdStart: bigint;
 }
@@ -212,6 +215,7 @@ async function holdWhileCommandRuns(
   let settledPolls = 0;
   let timedOut = false;
   let cause: ReleaseCause | undefined;
+  const timeline: Omit<NonNullable<ProtectResult['timeline']>, 'releaseSentMs'> = {};
   while (!cause && !holdEnded) {
     if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
     else if (Date.now() >= timeoutAt) {
@@ -219,6 +223,7 @@ async function holdWhileCommandRuns(
       cause = { kind: 'timeout' };
     } else {
       const now = await watcher.list(ports);
+      noteSwap(timeline, before, now, msSince(holdStart));
       const c = commandEnd;
       const cmd = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
       if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
@@ -238,6 +243,7 @@ async function holdWhileCommandRuns(
     }
   }
   // Release first, always (a hold that ended on its own reports how).
+  const releaseSentMs = msSince(holdStart);
   const r = holdEnded ?? (await hold.release(cause!));
   log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
   return {
@@ -252,8 +258,21 @@ async function holdWhileCommandRuns(
       releaseReason: describeCause(r.cause),
       releaseCause: r.cause.kind,
       releasedBy: r.by,
+      timeline: { ...timeline, releaseSentMs },
     },
   };
+}
+
+const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
+
+/** Notes, once each, the first new listener of a protected port and the moment the last old one is gone. */
+function noteSwap(t: { newListenerMs?: number; oldGoneMs?: number }, before: readonly Listener[], now: readonly Listener[], ms: number): void {
+  const old = new Set(before.map((l) => l.cookie));
+  if (t.newListenerMs === undefined && now.some((l) => !old.has(l.cookie))) t.newListenerMs = ms;
+  if (t.oldGoneMs === undefined && before.length > 0) {
+    const current = new Set(now.map((l) => l.cookie));
+    if (before.every((l) => !current.has(l.cookie))) t.oldGoneMs = ms;
+  }
 }
 
 /** After the release: pass a signal on, enforce --timeout, wait for CMD, and map its end to protect's exit status. */
@@ -261,15 +280,15 @@ async function finishCommand(result: ProtectResult, o: HoldOutcome, opts: Protec
   const { child, ended } = o;
   if (signal.aborted) {
     const sig = signal.reason as NodeJS.Signals;
-    child.kill(sig);
+    child?.kill(sig);
     result.exitCode = 128 + signalNumber(sig);
     return result;
   }
   let killTimer: NodeJS.Timeout | undefined;
   const kill = () => {
     result.timedOut = true;
-    child.kill('SIGTERM');
-    killTimer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    child?.kill('SIGTERM');
+    killTimer = setTimeout(() => child?.kill('SIGKILL'), 2000);
   };
   // The hold is over; CMD may still be running (e.g. a foreground server start).
   const remaining = opts.timeoutMs ? Number(o.holdStart / 1_000_000n) + opts.timeoutMs - Number(process.hrtime.bigint() / 1_000_000n) : Infinity;

@@ -90,6 +90,7 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       const late = synhold([
         '--netns',
         ns.name,
+        '--json',
         'protect',
         '--max-hold',
         '10s',
@@ -103,6 +104,11 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
       assert.match(s1.reason, /replaced 1 old listener, after the command exited/);
       assert.ok(s1.ms >= 400, `released after ${s1.ms} ms, before the old listener closed`);
       assert.ok(s1.ms < 2000, `held ${s1.ms} ms: the settle rule should have fired at once`);
+      // --json's timeline: the new listener first, the old one gone >= 400 ms later, the release right after.
+      const tl = (JSON.parse(late.stdout) as { timeline: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number } }).timeline;
+      assert.ok(tl.newListenerMs !== undefined && tl.oldGoneMs !== undefined, JSON.stringify(tl));
+      assert.ok(tl.oldGoneMs - tl.newListenerMs >= 400, `old listener gone ${tl.oldGoneMs - tl.newListenerMs} ms after the new one appeared`);
+      assert.ok(tl.releaseSentMs >= tl.oldGoneMs && tl.releaseSentMs - tl.oldGoneMs < 100, `release sent ${tl.releaseSentMs - tl.oldGoneMs} ms after the swap`);
       await sleep(100);
       assert.equal(h.listeners(), 1, 'the old process closed its listener');
 
