@@ -22,6 +22,6 @@ fi
 bash scripts/install-deps.sh
 
 out=out/bench-demo
-node dist/synhold.mjs bench --quick --strategies "${DEMO_STRATEGIES:-none,nfqueue,plug}" --out "$out"
+node dist/synhold.cjs bench --quick --strategies "${DEMO_STRATEGIES:-none,nfqueue,plug}" --out "$out"
 echo
 echo "figures: $out/latency.png ($out/latency.svg); raw data: $out/bench.json"

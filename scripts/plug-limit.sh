@@ -6,12 +6,12 @@
 # the clients give up at 19 s, the lab run at 120 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -f dist/synhold.mjs ]] || npm run --silent build
+[[ -f dist/synhold.cjs ]] || npm run --silent build
 exec scripts/lab --timeout 120 -- sh -c '
 set -u
 ns=synhold-limit
 ip netns add $ns && ip -n $ns link set lo up
-S="node dist/synhold.mjs --netns $ns"
+S="node dist/synhold.cjs --netns $ns"
 ip netns exec $ns node -e "require(\"net\").createServer((s) => s.end()).listen(16000, \"127.0.0.1\")" &
 srv=$!
 sleep 1

@@ -436,7 +436,7 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     'As root, from this repository (after `bash scripts/install-deps.sh`):',
     '',
     '```sh',
-    ...[...new Set(runs.map((r) => `node dist/synhold.mjs ${(r.doc.command as string).replace(/^synhold /, '')}`))],
+    ...[...new Set(runs.map((r) => `node dist/synhold.cjs ${(r.doc.command as string).replace(/^synhold /, '')}`))],
     command,
     '```',
     '',

@@ -34,7 +34,7 @@ const HOST = '127.0.0.1';
 
 /** argv prefix running this checkout's synhold CLI. */
 export function synholdArgv(): string[] {
-  return [process.execPath, fileURLToPath(new URL('../../synhold.mjs', import.meta.url))];
+  return [process.execPath, fileURLToPath(new URL('../../synhold.cjs', import.meta.url))];
 }
 
 async function haproxyVersion(): Promise<string | undefined> {

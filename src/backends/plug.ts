@@ -27,7 +27,6 @@
  *   The IFB device sends held packets back into eth0's receive path on release.
  *   Only matching SYNs are redirected; all other traffic is untouched.
  */
-import { randomBytes } from 'node:crypto';
 import { SynholdError } from '../model/errors.js';
 import { NetlinkError } from '../netlink/errors.js';
 import { addIfb, deleteLink, getLink, linkIndex, setLinkUp } from '../rtnl/link.js';
@@ -277,7 +276,8 @@ function ignoreGone(e: unknown): void {
  */
 /** Can this kernel build the plug topology `cfg` asks for? */
 async function probePlug(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {
-  const name = `shprobe${randomBytes(3).toString('hex')}`;
+  // Unique per process (one probe at a time each); node:crypto is not worth loading on every protect for this.
+  const name = `shprobe${(process.pid & 0xffffff).toString(16)}`;
   try {
     await addIfb(ctx.rt, name);
   } catch (e) {

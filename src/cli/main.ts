@@ -7,13 +7,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SynholdError, type KernelFeature } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
 import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
-import { setup, status, teardown, type StatusReport } from '../protect/setup.js';
+import type { StatusReport } from '../protect/setup.js';
 import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect } from '../protect/protect.js';
-import { HoldSession } from '../protect/hold/session.js';
-import { releaseHere } from '../protect/hold/recover.js';
-import { runDaemon } from '../protect/daemon.js';
 import { StateStore } from '../protect/state.js';
-import { formatStatus } from './format.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -110,6 +106,7 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     ...(v.backend ? { backend: v.backend as SetupConfig['backend'] } : {}),
     ...(v['queue-num'] ? { queueNum: Number(v['queue-num']) } : {}),
   });
+  const { setup } = await import('../protect/setup.js');
   const r = await setup(cfg, scopeOf(g));
   const what = `${cfg.ports.join(',')} on dev ${cfg.dev} (${cfg.direction})`;
   out(
@@ -144,6 +141,7 @@ async function cmdPlug(args: string[], g: Globals): Promise<number> {
   const maxHoldMs = durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS);
   const lockWaitMs = durationOption('--lock-wait', v['lock-wait'], 'lockWait', 0);
   // The hold outlives this command: its watchdog ends it at max-hold or on `synhold release`.
+  const { HoldSession } = await import('../protect/hold/session.js');
   const s = await HoldSession.start({ ...scopeOf(g), maxHoldMs, lockWaitMs, via: 'plug', owner: 'none' });
   const held = s.held;
   s.detach();
@@ -162,6 +160,7 @@ async function cmdRelease(args: string[], g: Globals): Promise<number> {
   const store = StateStore.for(g.netns);
   const setupRecord = store.readSetup();
   if (!setupRecord) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
+  const { releaseHere } = await import('../protect/hold/recover.js');
   const r = await releaseHere(store, setupRecord, g.netns, { waitMs });
   const last = store.readStats().lastHold;
   out(
@@ -225,6 +224,7 @@ async function cmdDaemon(args: string[], g: Globals): Promise<number> {
     metrics = { host: m[1]!.replace(/^\[|\]$/g, ''), port: parsePort(m[2]!) };
   }
   const log = (l: string) => process.stderr.write(`synhold daemon: ${l}\n`);
+  const { runDaemon } = await import('../protect/daemon.js');
   const d = await runDaemon({ ...scopeOf(g), metrics, log });
   const sig = await new Promise<NodeJS.Signals>((resolve) => {
     for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
@@ -237,6 +237,7 @@ async function cmdDaemon(args: string[], g: Globals): Promise<number> {
 async function cmdStatus(args: string[], g: Globals): Promise<number> {
   const { values: v } = parse(args, {});
   mergeGlobals(g, v);
+  const [{ status }, { formatStatus }] = await Promise.all([import('../protect/setup.js'), import('./format.js')]);
   const s: StatusReport = await status(scopeOf(g));
   out(g, s, formatStatus(s));
   return s.setUp ? EXIT.ok : EXIT.notSetUp;
@@ -245,11 +246,14 @@ async function cmdStatus(args: string[], g: Globals): Promise<number> {
 async function cmdTeardown(args: string[], g: Globals): Promise<number> {
   const { values: v } = parse(args, {});
   mergeGlobals(g, v);
+  const { teardown } = await import('../protect/setup.js');
   const r = await teardown(scopeOf(g));
   out(g, r, r.removed ? `synhold: removed (${r.backend})` : 'synhold: nothing was set up');
   return EXIT.ok;
 }
 
+// Each command loads what it alone needs when it runs (import() below): protect, run on every
+// reload, must not pay for the daemon's HTTP server or setup's iptables calls.
 const COMMANDS: Record<string, (args: string[], g: Globals) => Promise<number>> = {
   setup: cmdSetup,
   plug: cmdPlug,
@@ -280,7 +284,7 @@ async function cmdBench(args: string[], g: Globals): Promise<number> {
   const BENCH_CLI = pathToFileURL(join(packageRoot(), 'dist', 'bench', 'src', 'cli.js'));
   if (!existsSync(fileURLToPath(BENCH_CLI))) {
     process.stderr.write(
-      'synhold bench: the benchmark is not installed with synhold: it is the synhold-bench package of the synhold repository (bench/); in a checkout, run `npm ci && npm run build`, then `node dist/synhold.mjs bench`\n',
+      'synhold bench: the benchmark is not installed with synhold: it is the synhold-bench package of the synhold repository (bench/); in a checkout, run `npm ci && npm run build`, then `node dist/synhold.cjs bench`\n',
     );
     return EXIT.failed;
   }

@@ -17,7 +17,7 @@
  *
  * A queue with no line is not bound: with `--queue-bypass` its packets pass untouched.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs';
 import { netnsPath } from '../netlink/socket.js';
 import { SynholdError } from '../model/errors.js';
 import { native } from '../native/addon.js';
@@ -64,7 +64,7 @@ export async function readKernelQueueStats(netns?: string): Promise<KernelQueueS
   try {
     text =
       netns === undefined
-        ? await readFile(NFNETLINK_QUEUE_PROC, 'utf8')
+        ? await readText(NFNETLINK_QUEUE_PROC)
         : native().readFileInNetns(netnsPath(netns), '/proc/thread-self/net/netfilter/nfnetlink_queue');
   } catch (e) {
     // The file appears when nfnetlink_queue is loaded; without it nothing is bound anywhere.
@@ -74,4 +74,9 @@ export async function readKernelQueueStats(netns?: string): Promise<KernelQueueS
     throw new SynholdError('ERR_NFQUEUE_STATS', `reading ${NFNETLINK_QUEUE_PROC}${netns ? ` in netns ${netns}` : ''}: ${(e as Error).message}`, { cause: e });
   }
   return parseNfqueueProc(text);
+}
+
+/** fs.readFile as a promise: node:fs/promises is a module more to load on every protect. */
+function readText(path: string): Promise<string> {
+  return new Promise((resolve, reject) => readFile(path, 'utf8', (e, text) => (e ? reject(e) : resolve(text))));
 }

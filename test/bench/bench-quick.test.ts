@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isPng, type BenchJson, type BenchJsonStrategy } from '../../bench/src/report.js';
 
-const CLI = fileURLToPath(new URL('../../synhold.mjs', import.meta.url));
+const CLI = fileURLToPath(new URL('../../synhold.cjs', import.meta.url));
 
 function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; ms: number; pid: number }> {
   return new Promise((resolve) => {

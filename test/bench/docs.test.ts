@@ -119,7 +119,7 @@ test('the page: kernels, reproduce command, tables per kernel, figure next to it
   const md = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js --out docs/BENCHMARKS.md docs/bench/quick/bench.json');
   assert.match(md, /^# Benchmarks/);
   assert.match(md, /Generated from the bench's JSON by `node dist\/bench\/src\/docs.js/);
-  assert.match(md, /node dist\/synhold.mjs bench --quick/);
+  assert.match(md, /node dist\/synhold.cjs bench --quick/);
   assert.match(md, /#### Host: Linux 6\.18\.0, 2 CPUs/);
   assert.match(md, /#### Kernel lab: Linux 6\.1\.176, User-Mode Linux, 1 CPU/);
   assert.match(md, /\(bench\/quick\/latency\.png\)/);
@@ -139,7 +139,7 @@ test('several runs on one page: each finding says which run a number comes from;
   const md = renderBenchmarksMd([a, b], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js --out docs/BENCHMARKS.md a b');
   assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 1\]: 10 of 4,010/);
   assert.match(md, /the host \(Linux 6\.18\.0, 2 CPUs\) \[run 2\]: 10 of 4,010/);
-  assert.equal((md.match(/^node dist\/synhold.mjs bench --quick$/gm) ?? []).length, 1);
+  assert.equal((md.match(/^node dist\/synhold.cjs bench --quick$/gm) ?? []).length, 1);
   assert.match(md, /### Run 2: `synhold bench --quick`/);
   assert.match(md, /\(bench\/host-earlier\/latency\.png\)/);
 });

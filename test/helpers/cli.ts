@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The CLI as installed: the bundle package.json's bin names (npm run build). */
-export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'synhold.mjs');
+export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'synhold.cjs');
 
 export interface CliResult {
   status: number | null;

@@ -26,7 +26,7 @@ test('npm pack of the core package: no bench or lab code, no bench dependency, t
     [],
     'bench or lab files in the core package',
   );
-  for (const f of ['dist/synhold.mjs', 'dist/src/cli/main.js', 'dist/src/protect/protect.js', 'native/netlink_socket.c', 'native/watchdog.c', 'binding.gyp'])
+  for (const f of ['dist/synhold.cjs', 'dist/src/cli/main.js', 'dist/src/protect/protect.js', 'native/netlink_socket.c', 'native/watchdog.c', 'binding.gyp'])
     assert.ok(files.includes(f), `${f} is shipped`);
   const core = readJson('package.json');
   const bench = readJson('bench/package.json');
@@ -55,7 +55,7 @@ test('the core package alone: synhold bench says where the benchmark is (exit 1)
     assert.equal(p.status, 0, p.stderr);
     const x = spawnSync('tar', ['xzf', join(dir, p.stdout.trim().split('\n').at(-1)!), '-C', dir]);
     assert.equal(x.status, 0, String(x.stderr));
-    const r = spawnSync(process.execPath, [join(dir, 'package/dist/synhold.mjs'), 'bench'], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(dir, 'package/dist/synhold.cjs'), 'bench'], { encoding: 'utf8' });
     assert.equal(r.status, 1, r.stderr);
     assert.match(
       r.stderr,

@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StateStore } from '../../../src/protect/state.js';
 
-const CLI = fileURLToPath(new URL('../../../synhold.mjs', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../synhold.cjs', import.meta.url));
 const TICK_MS = 1000 / 100; // USER_HZ
 
 function childCpuMs(): number {
