@@ -24,7 +24,7 @@ import { netnsPath } from '../netlink/socket.js';
 import { ListenerWatcher, type Listener } from '../sockdiag/inet_diag.js';
 import { holdViaDaemon } from './daemon-client.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
-import { HoldSession, type HoldHandle, type Released } from './hold/session.js';
+import type { HoldHandle, Released } from './hold/session.js';
 import { decide, type PolicyOptions } from './release-policy.js';
 import { StateStore } from './state.js';
 import { MAX_DURATION_MS } from '../model/config.js';
@@ -156,8 +156,10 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     const holdArgs = { maxHoldMs: opts.maxHoldMs, lockWaitMs: opts.lockWaitMs, signal: ac.signal };
     try {
       // The daemon, when one runs here, holds for us; otherwise this process does.
+      // The session's modules (backends, codecs) are loaded only when this process holds itself.
       hold =
-        (await holdViaDaemon(opts.netns, holdArgs)) ?? (await HoldSession.start({ ...holdArgs, ...(opts.netns ? { netns: opts.netns } : {}), via: 'protect' }));
+        (await holdViaDaemon(opts.netns, holdArgs)) ??
+        (await (await import('./hold/session.js')).HoldSession.start({ ...holdArgs, ...(opts.netns ? { netns: opts.netns } : {}), via: 'protect' }));
     } catch (e) {
       // A signal during the lock wait: nothing was held and CMD never starts.
       if (ac.signal.aborted) return { ...result, exitCode: 128 + signalNumber(ac.signal.reason as NodeJS.Signals) };
