@@ -32,9 +32,11 @@ commands:
   release [--wait D]                    stop holding and let held connections through (through the hold's
                                         watchdog; after --wait (3s) for a stuck owner, directly)
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
-          [--release-on sockets|exit] [--settle-wait D] [--verbose] -- CMD [ARGS...]
+          [--release-on sockets|exit|swap] [--settle-wait D] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
-                                        (sockets: new listener up and old gone; exit: CMD exited);
+                                        (sockets: new listener up and old gone; exit: CMD exited;
+                                        swap: only the socket swap, for a CMD that returns before the
+                                        reload is done: kill -USR2, systemctl reload, nginx -s reload);
                                         after CMD exits, an old listener still open for
                                         --settle-wait (2s) is taken as not closing
   status [--json]                       setup, backend, held or not, counters, last hold
@@ -193,7 +195,8 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     ready = { host: m[1]!.replace(/^\[|\]$/g, ''), port: parsePort(m[2]!) };
   }
   const releaseOn = v['release-on'] ?? 'sockets';
-  if (releaseOn !== 'sockets' && releaseOn !== 'exit') throw new UsageError(`--release-on must be sockets or exit, not "${releaseOn}"`);
+  if (releaseOn !== 'sockets' && releaseOn !== 'exit' && releaseOn !== 'swap')
+    throw new UsageError(`--release-on must be sockets, exit or swap, not "${releaseOn}"`);
   const r = await protect({
     command,
     releaseOn,

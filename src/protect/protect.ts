@@ -47,8 +47,8 @@ export interface ProtectOptions {
   ready?: { host: string; port: number };
   /** Socket poll interval while holding. */
   pollMs?: number;
-  /** 'sockets' (default): the socket rules or CMD's exit; 'exit': only CMD's exit. See release-policy.ts. */
-  releaseOn?: 'sockets' | 'exit';
+  /** 'sockets' (default): the socket rules or CMD's exit; 'exit': only CMD's exit; 'swap': only the socket swap (a CMD that returns early). See release-policy.ts. */
+  releaseOn?: 'sockets' | 'exit' | 'swap';
   /** After CMD exits, how long to keep holding while a new listener is up and an old one is still open. */
   settleWaitMs?: number;
   /** Ends protect like SIGTERM does (the library's cancellation). */

@@ -15,6 +15,10 @@
  *   - a new listener beside a still-open old one: keep holding for at most
  *     --settle-wait after the exit (the old process closing late), then release
  *     and say the old one is not closing.
+ * - --release-on swap, for a reload command that returns before the reload is done
+ *   (`kill -USR2`, `systemctl reload`, `nginx -s reload`, a master CLI's `reload`):
+ *   CMD's exit says nothing; release once the sockets have settled, whenever that is
+ *   (max-hold bounds it), or at once if CMD failed.
  * - A port nobody served before the hold is not waited for.
  * - Otherwise wait (max-hold, protect's --timeout and signals are protect's own exits).
  */
@@ -22,7 +26,7 @@ import { reloadSettled, type Listener } from '../sockdiag/inet_diag.js';
 import type { ReleaseCause } from './hold/cause.js';
 
 export interface PolicyOptions {
-  releaseOn: 'sockets' | 'exit';
+  releaseOn: 'sockets' | 'exit' | 'swap';
   settleWaitMs: number;
   ports: readonly number[];
 }
@@ -53,6 +57,7 @@ export function decide(o: Observation, opts: PolicyOptions): Decision {
   const c = o.command;
   if (!c) return { wait: true, settled: settled.settled };
   if (c.failed) return { release: { kind: 'command-failed' } };
+  if (opts.releaseOn === 'swap') return { wait: true, settled: settled.settled };
   const listening = new Set(o.now.map((l) => l.port));
   const servedBefore = new Set(o.before.map((l) => l.port));
   if (![...servedBefore].every((p) => listening.has(p)) || !o.readyOk) return { wait: true, settled: settled.settled };

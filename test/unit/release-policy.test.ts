@@ -96,6 +96,30 @@ const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want:
     opts: { releaseOn: 'exit' },
     want: 'release command-exited',
   },
+  {
+    rule: '--release-on swap: CMD returned early (kill -USR2), sockets unchanged: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited(5000) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on swap: new listener beside the old, long after the exit: wait (no --settle-wait)',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true, command: exited(5000) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on swap: the swap, seen twice, after the exit: release',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 1, readyOk: true, command: exited(300) },
+    opts: { releaseOn: 'swap' },
+    want: 'release reload-done',
+  },
+  {
+    rule: '--release-on swap: CMD failed: release at once',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited(0, true) },
+    opts: { releaseOn: 'swap' },
+    want: 'release command-failed',
+  },
 ];
 
 for (const row of ROWS) {

@@ -59,8 +59,11 @@ interface CostRun {
   rows: CostRow[];
 }
 
-/** `report OUT.md RUN.json=COMMAND ...`: the page, from runs made with --json. */
-function report(out: string, inputs: string[]): void {
+/** `report OUT.md [--notes FILE.md] RUN.json=COMMAND ...`: the page, from runs made with --json (and the notes, verbatim, after the tables). */
+function report(out: string, args: string[]): void {
+  const notesAt = args.indexOf('--notes');
+  const notes = notesAt >= 0 ? readFileSync(args[notesAt + 1]!, 'utf8') : '';
+  const inputs = notesAt >= 0 ? args.filter((_, i) => i !== notesAt && i !== notesAt + 1) : args;
   const lines = [
     '# What protect costs',
     '',
@@ -80,7 +83,7 @@ function report(out: string, inputs: string[]): void {
       lines.push(`| \`${r.command}\` | ${r.wallMs.toFixed(1)} ms | ${r.wallRatio.toFixed(2)} | ${r.cpuMs.toFixed(1)} ms | ${r.cpuRatio.toFixed(2)} |`);
     lines.push('');
   }
-  writeFileSync(out, `${lines.join('\n')}`);
+  writeFileSync(out, `${lines.join('\n')}${notes ? `\n${notes}` : ''}`);
 }
 
 async function main(): Promise<void> {
