@@ -12,7 +12,9 @@ let cached: string | undefined;
 
 export function packageRoot(): string {
   if (cached) return cached;
-  let dir = dirname(fileURLToPath(import.meta.url));
+  // Bundled (CommonJS), __dirname is at hand; parsing a file URL costs a module load (tens of ms in the kernel lab).
+  const start = typeof __dirname === 'string' ? __dirname : dirname(fileURLToPath(import.meta.url));
+  let dir = start;
   for (;;) {
     const pj = join(dir, 'package.json');
     if (existsSync(pj)) {
@@ -23,7 +25,7 @@ export function packageRoot(): string {
       }
     }
     const up = dirname(dir);
-    if (up === dir) throw new Error(`cannot find synhold's package.json above ${fileURLToPath(import.meta.url)}`);
+    if (up === dir) throw new Error(`cannot find synhold's package.json above ${start}`);
     dir = up;
   }
 }

@@ -60,6 +60,6 @@ export function native(): NativeAddon {
   if (!existsSync(found)) {
     throw new Error(`synhold's native addon is not built (no ${found}); run \`npm ci\` or \`npx node-gyp rebuild\``);
   }
-  cached = createRequire(import.meta.url)(found) as NativeAddon;
+  cached = createRequire(typeof __filename === 'string' ? __filename : import.meta.url)(found) as NativeAddon;
   return cached;
 }

@@ -16,7 +16,7 @@
  *   setup.lock    flock(2)ed by setup and teardown
  *   holder.sock   the daemon's socket; daemon.pid its pid
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { netnsPath } from '../netlink/socket.js';
 import { isNativeError, native } from '../native/addon.js';
@@ -115,7 +115,8 @@ export class StateStore {
   }
 
   ensure(): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // Every hold calls this: one stat, not a recursive mkdir's walk (slow where system calls are, as in the kernel lab).
+    if (!existsSync(this.dir)) mkdirSync(this.dir, { recursive: true, mode: 0o700 });
   }
 
   get holdLockPath(): string {
