@@ -10,7 +10,7 @@ import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDurat
 import type { StatusReport } from '../protect/setup.js';
 import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect } from '../protect/protect.js';
 import { StateStore } from '../protect/state.js';
-import { existsSync } from 'node:fs';
+import { existsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot, packageVersion } from '../host/package-root.js';
@@ -74,8 +74,27 @@ interface Globals {
   netns?: string;
 }
 
+/**
+ * Writes to fd 1 or 2 directly. process.stdout/stderr on a pipe or socket (a
+ * supervisor's, a test's, the journal's) would load node:net just to print the
+ * one line protect prints per reload. A non-blocking descriptor that is full
+ * is waited on (1 ms at a time), as Node's synchronous stdio does.
+ */
+function write(fd: 1 | 2, text: string): void {
+  let buf = Buffer.from(text);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  while (buf.length > 0) {
+    try {
+      buf = buf.subarray(writeSync(fd, buf));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+}
+
 function out(g: Globals, value: unknown, human: string): void {
-  process.stdout.write(g.json ? `${JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n` : `${human}\n`);
+  write(1, g.json ? `${JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n` : `${human}\n`);
 }
 
 function scopeOf(g: Globals): { netns?: string } {
@@ -206,14 +225,14 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     lockWaitMs: durationOption('--lock-wait', v['lock-wait'], 'lockWait', 30_000),
     ...(v['settle-wait'] ? { settleWaitMs: durationOption('--settle-wait', v['settle-wait'], 'settleWait', 0) } : {}),
     ready,
-    ...(v.verbose ? { log: (l: string) => process.stderr.write(`synhold: ${l}\n`) } : {}),
+    ...(v.verbose ? { log: (l: string) => write(2, `synhold: ${l}\n`) } : {}),
   });
   const cmd = r.command.error ? `could not run: ${r.command.error}` : r.command.signal ? `killed by ${r.command.signal}` : `exited ${r.command.exitCode}`;
   const summary =
     `synhold: held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})` +
     `; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
   if (g.json) out(g, r, '');
-  process.stderr.write(`${summary}\n`);
+  write(2, `${summary}\n`);
   return r.exitCode;
 }
 
@@ -340,7 +359,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     const advice = e instanceof SynholdError && e.lacks ? ADVICE[e.lacks] : undefined;
-    process.stderr.write(`synhold ${command}: ${msg}${advice ? `; ${advice}` : ''}\n`);
+    write(2, `synhold ${command}: ${msg}${advice ? `; ${advice}` : ''}\n`);
     if (process.env.SYNHOLD_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return exitCodeFor(e, command!);
   }

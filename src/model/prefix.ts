@@ -1,5 +1,5 @@
 /** IP addresses and prefixes as synhold's configuration names them (`--address`, `--source`). */
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from './ip.js';
 import { SynholdError } from './errors.js';
 
 export type IpFamily = 4 | 6;

@@ -26,7 +26,6 @@
  * the table holds nothing at all, so `iptables-save` and `nft list ruleset` read
  * as before.
  */
-import { execFile } from 'node:child_process';
 import { SynholdError } from '../model/errors.js';
 import { NETLINK_NETFILTER, NetlinkSocket, netnsPath } from '../netlink/socket.js';
 import { deleteTableIfEmpty, listRuleExpressions } from './nf_tables.js';
@@ -144,13 +143,15 @@ export class IptablesUnavailableError extends SynholdError {
  * Runs a command; resolves with its output when it exits 0, or (with
  * `allowExit`) with any of the listed exit codes. Otherwise throws IptablesError.
  */
-export function runCommand(
+export async function runCommand(
   argv: readonly string[],
   opts: { timeoutMs?: number; allowExit?: readonly number[]; hintFor?: string } = {},
 ): Promise<CommandResult> {
   const [file, ...args] = argv;
   if (!file) throw new Error('runCommand: empty argv');
   const timeoutMs = opts.timeoutMs ?? 15000;
+  // Loaded on first use: a hold checks its steering over netlink and never runs iptables.
+  const { execFile } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
       if (!err) {

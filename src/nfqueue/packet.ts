@@ -5,7 +5,7 @@
  * stranger than expected yields `undefined` fields, never an exception: a
  * packet we cannot parse must still be held and released like any other.
  */
-import { isIPv4 } from 'node:net';
+import { isIPv4 } from '../model/ip.js';
 
 export interface PacketHeaders {
   family: 4 | 6;

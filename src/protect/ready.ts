@@ -3,7 +3,6 @@
  * there succeeds. The target must be one the hold does not hold, or the probe
  * could never succeed.
  */
-import { connect } from 'node:net';
 import { SynholdError } from '../model/errors.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches } from '../model/syn-match.js';
@@ -22,7 +21,9 @@ export function checkReadyTarget(cfg: SetupConfig, host: string, port: number): 
 }
 
 /** Whether a TCP connect to host:port succeeds within timeoutMs. */
-export function probeTcp(host: string, port: number, timeoutMs: number): Promise<boolean> {
+export async function probeTcp(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  // Loaded on first use (only with --ready): node:net is a costly module to load on every reload.
+  const { connect } = await import('node:net');
   return new Promise((resolve) => {
     const s = connect({ host, port });
     const t = setTimeout(() => {

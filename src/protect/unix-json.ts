@@ -1,8 +1,10 @@
 /** Newline-delimited JSON over a unix socket: the daemon's wire format, both ends. */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 
 /** Connects, or resolves undefined (no daemon there) within timeoutMs. */
-export function connectUnix(path: string, timeoutMs: number): Promise<Socket | undefined> {
+export async function connectUnix(path: string, timeoutMs: number): Promise<Socket | undefined> {
+  // Loaded here, not at start: protect without a daemon never needs node:net.
+  const { connect } = await import('node:net');
   return new Promise((resolve) => {
     const s = connect(path);
     const t = setTimeout(() => {

@@ -16,7 +16,7 @@
  */
 import { SynholdError } from '../../model/errors.js';
 import { EncodeError } from '../../netlink/errors.js';
-import { isIPv4 } from 'node:net';
+import { isIPv4 } from '../../model/ip.js';
 import { prefixFamily, type Prefix } from '../../model/prefix.js';
 import type { SynMatch } from '../../model/syn-match.js';
 import { defineAttributes, defineStruct } from '../../netlink/schema.js';
