@@ -2,7 +2,6 @@
  * Typed face of the native addon (native/*.c). Nothing else in synhold loads
  * the .node file; everything above this goes through NetlinkSocket or FileLock.
  */
-import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../host/package-root.js';
@@ -60,6 +59,9 @@ export function native(): NativeAddon {
   if (!existsSync(found)) {
     throw new Error(`synhold's native addon is not built (no ${found}); run \`npm ci\` or \`npx node-gyp rebuild\``);
   }
-  cached = createRequire(typeof __filename === 'string' ? __filename : import.meta.url)(found) as NativeAddon;
+  // process.dlopen, not require(): the same in the ESM library and the CommonJS bundle, and no node:module to load.
+  const m = { exports: {} as NativeAddon };
+  process.dlopen(m, found);
+  cached = m.exports;
   return cached;
 }
