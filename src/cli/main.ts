@@ -310,7 +310,11 @@ async function cmdBench(args: string[], g: Globals): Promise<number> {
     );
     return EXIT.failed;
   }
-  const bench = (await import(BENCH_CLI.href)) as { cmdBench(args: string[], g: Globals): Promise<number> };
+  // The bundle turns import() into require() (esbuild --supported:dynamic-import=false: a built-in
+  // loaded on demand through require costs far less than through the ESM loader); the bench package
+  // is ESM, so its import goes through a function esbuild does not rewrite.
+  const importEsm = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<unknown>;
+  const bench = (await importEsm(BENCH_CLI.href)) as { cmdBench(args: string[], g: Globals): Promise<number> };
   return bench.cmdBench(args, g);
 }
 
