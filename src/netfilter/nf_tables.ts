@@ -301,18 +301,13 @@ const nftRuleWithExprAttrs = defineAttributes('nft_rule_attributes', {
 export async function listRuleExpressions(sock: NetlinkSocket, family: NftFamily, table: string, chain: string): Promise<Buffer[]> {
   let replies: NetlinkMessage[];
   try {
-    replies = await sock.dumpConsistent(NFT_TYPE_GETRULE, encodeGetRules(family, table), {
-      op: 'NFT_MSG_GETRULE',
-      object: `${familyName(family)} ${table}`,
-      hint,
-    });
+    replies = await dumpRules(sock, family, table);
   } catch (e) {
     // No such table: no rules.
     if ((e as { errno?: number }).errno === 2) return [];
     throw e;
   }
   return replies
-    .filter((m) => m.type === NFT_TYPE_NEWRULE)
     .map((m) => decodeNftMessage(m, nftRuleWithExprAttrs).attrs)
     .filter((a) => a.chain === chain && a.expressions !== undefined)
     .map((a) => a.expressions!);
@@ -320,12 +315,17 @@ export async function listRuleExpressions(sock: NetlinkSocket, family: NftFamily
 
 /** The rules of one table, every chain. Equivalent to: the rules `nft list table ip raw` prints. */
 export async function listRules(sock: NetlinkSocket, family: NftFamily, table: string): Promise<NftRule[]> {
+  return (await dumpRules(sock, family, table)).map(decodeRule);
+}
+
+/** One table's NFT_MSG_NEWRULE messages, from a consistent dump. */
+async function dumpRules(sock: NetlinkSocket, family: NftFamily, table: string): Promise<NetlinkMessage[]> {
   const replies = await sock.dumpConsistent(NFT_TYPE_GETRULE, encodeGetRules(family, table), {
     op: 'NFT_MSG_GETRULE',
     object: `${familyName(family)} ${table}`,
     hint,
   });
-  return replies.filter((m) => m.type === NFT_TYPE_NEWRULE).map(decodeRule);
+  return replies.filter((m) => m.type === NFT_TYPE_NEWRULE);
 }
 
 /**

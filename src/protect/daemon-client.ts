@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { SynholdError } from '../model/errors.js';
 import type { ReleaseCause } from './hold/cause.js';
-import { isAlive, processId, signalProcess } from './hold/process-id.js';
+import { processId, signalWatchdog } from './hold/process-id.js';
 import type { Held, HoldHandle, Released } from './hold/session.js';
 import { StateStore } from './state.js';
 import { connectUnix, onJsonLines } from './unix-json.js';
@@ -43,9 +43,7 @@ async function viaWatchdog(store: StateStore, held: Held): Promise<void> {
   const rec = store.readHold();
   if (!rec || rec.watchdog.pid !== held.watchdogPid) return;
   // SIGUSR1: "max-hold passed", recorded as a safety-net release (SIGTERM would read as synhold release).
-  signalProcess(rec.watchdog, 'SIGUSR1');
-  signalProcess(rec.watchdog, 'SIGCONT');
-  for (let i = 0; i < 100 && isAlive(rec.watchdog); i++) await new Promise((r) => setTimeout(r, 5));
+  await signalWatchdog(rec.watchdog, 'SIGUSR1', 500);
 }
 
 /** Asks the namespace's daemon to hold; undefined when no daemon answers (then protect holds itself). */

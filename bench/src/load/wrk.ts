@@ -13,6 +13,8 @@ export interface WrkOptions {
   threads: number;
   connections: number;
   durationS: number;
+  /** Keep connections open (wrk's default); otherwise `Connection: close`, a new connection per request. */
+  keepAlive?: boolean;
 }
 
 export interface WrkResult extends WrkOptions {
@@ -64,7 +66,7 @@ export function parseWrkOutput(out: string): Pick<WrkResult, 'requests' | 'rps' 
   };
 }
 
-/** wrk's command line: `wrk -t T -c C -d Ds --timeout 5s --latency -H 'Connection: close' http://HOST:PORT/`. */
+/** wrk's command line: `wrk -t T -c C -d Ds --timeout 5s --latency [-H 'Connection: close'] http://HOST:PORT/`. */
 export function wrkArgv(host: string, port: number, o: WrkOptions): string[] {
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
   return [
@@ -78,8 +80,7 @@ export function wrkArgv(host: string, port: number, o: WrkOptions): string[] {
     '--timeout',
     '5s',
     '--latency',
-    '-H',
-    'Connection: close',
+    ...(o.keepAlive ? [] : ['-H', 'Connection: close']),
     url,
   ];
 }

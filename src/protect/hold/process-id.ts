@@ -4,6 +4,7 @@
  * process is never mistaken for the one we recorded, nor signalled.
  */
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ProcessId {
   pid: number;
@@ -62,4 +63,17 @@ export function signalProcess(id: ProcessId, signal: NodeJS.Signals): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Asks a hold's watchdog to release (SIGTERM: as `synhold release`; SIGUSR1: as
+ * max-hold), with SIGCONT so a stopped one can act, and waits up to waitMs for
+ * it to exit. Returns whether it was signalled (false: it was already gone).
+ */
+export async function signalWatchdog(id: ProcessId, signal: 'SIGTERM' | 'SIGUSR1', waitMs: number): Promise<boolean> {
+  if (!signalProcess(id, signal)) return false;
+  signalProcess(id, 'SIGCONT');
+  const until = Date.now() + waitMs;
+  while (isAlive(id) && Date.now() < until) await sleep(2);
+  return true;
 }

@@ -5,14 +5,13 @@
  * lock's keeper is stuck (stopped or hung) past the wait: then it forces the
  * kernel, because traffic must flow, and says so.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { backendFor } from '../../backends/index.js';
 import { readKernelQueueStats } from '../../nfqueue/proc.js';
 import { Rtnl } from '../../rtnl/rtnl.js';
 import { FileLock } from '../lock.js';
 import type { SetupRecord, StateStore } from '../state.js';
 import { describeCause, type ReleaseCause } from './cause.js';
-import { isAlive, signalProcess } from './process-id.js';
+import { isAlive, signalProcess, signalWatchdog } from './process-id.js';
 
 /** Ends the kernel side of a hold without its owner (a no-op when nothing is held). */
 export async function forceRelease(setup: SetupRecord, netns: string | undefined): Promise<void> {
@@ -84,11 +83,8 @@ export async function releaseHere(
   const rec = store.readHold();
   let how = 'a hold was starting or ending';
   // The watchdog records SIGTERM as "synhold release", SIGUSR1 as max-hold.
-  if (rec && signalProcess(rec.watchdog, opts.as === 'max-hold' ? 'SIGUSR1' : 'SIGTERM')) {
-    signalProcess(rec.watchdog, 'SIGCONT');
+  if (rec && (await signalWatchdog(rec.watchdog, opts.as === 'max-hold' ? 'SIGUSR1' : 'SIGTERM', opts.waitMs))) {
     how = `released by the hold's watchdog (pid ${rec.watchdog.pid}, holding for ${rec.via} pid ${rec.owner.pid})`;
-    const until = Date.now() + opts.waitMs;
-    while (isAlive(rec.watchdog) && Date.now() < until) await sleep(2);
     // The watchdog removes the record once its release succeeded: the kernel hold is off,
     // whatever the owner (maybe stopped, still keeping the lock) does next.
     if (!isAlive(rec.watchdog) && !store.readHold()) {
