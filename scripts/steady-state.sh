@@ -10,5 +10,5 @@ host="node dist/bench/src/cost/steady-state.js --rounds 15 --seconds 2 --json"
 lab="node dist/bench/src/cost/steady-state.js --rounds 5 --seconds 2 --json"
 $host >"$out/host.json"
 scripts/lab --timeout 3000 -- $lab >"$out/lab.json"
-node dist/bench/src/cost/steady-state.js report docs/STEADY-STATE.md "$out/host.json=$host" "$out/lab.json=scripts/lab -- $lab"
+node dist/bench/src/cost/steady-state.js report docs/STEADY-STATE.md --notes "$out/notes.md" "$out/host.json=$host" "$out/lab.json=scripts/lab -- $lab"
 cat docs/STEADY-STATE.md

@@ -129,20 +129,26 @@ export function renderSteady(run: SteadyRun, command: string): string {
     '',
     `Command: \`${command}\``,
     '',
-    '| load | bare | set up | set up / bare |',
-    '|---|---:|---:|---:|',
+    '| load | bare | set up | set up / bare | per-round ratios, min - max |',
+    '|---|---:|---:|---:|---:|',
   ];
   for (const [label, k, fmt] of rows) {
     const bare = run.samples.bare.map((s) => s[k]);
     const setUp = run.samples['set up'].map((s) => s[k]);
     const ratios = setUp.map((v, i) => v / bare[i]!);
-    out.push(`| ${label} | ${fmt(median(bare))} | ${fmt(median(setUp))} | ${(median(ratios) * 100).toFixed(1)}% |`);
+    const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
+    out.push(
+      `| ${label} | ${fmt(median(bare))} | ${fmt(median(setUp))} | ${pct(median(ratios))} | ${pct(Math.min(...ratios))} - ${pct(Math.max(...ratios))} |`,
+    );
   }
   return `${out.join('\n')}\n`;
 }
 
-/** `report OUT.md RUN.json=COMMAND ...`: the page, from runs made with --json. */
-function report(out: string, inputs: string[]): void {
+/** `report OUT.md [--notes FILE.md] RUN.json=COMMAND ...`: the page, from runs made with --json (the notes verbatim after the tables). */
+function report(out: string, args: string[]): void {
+  const notesAt = args.indexOf('--notes');
+  const notes = notesAt >= 0 ? readFileSync(args[notesAt + 1]!, 'utf8') : '';
+  const inputs = notesAt >= 0 ? args.filter((_, i) => i !== notesAt && i !== notesAt + 1) : args;
   const parts = [
     '# What synhold costs while not holding',
     '',
@@ -158,7 +164,7 @@ function report(out: string, inputs: string[]): void {
     const eq = spec.indexOf('=');
     parts.push(renderSteady(JSON.parse(readFileSync(spec.slice(0, eq), 'utf8')) as SteadyRun, spec.slice(eq + 1)));
   }
-  writeFileSync(out, parts.join('\n'));
+  writeFileSync(out, `${parts.join('\n')}${notes ? `\n${notes}` : ''}`);
 }
 
 async function main(): Promise<number> {
