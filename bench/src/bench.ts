@@ -175,6 +175,7 @@ export function reportFromResult(r: WorkerResult, kernelLabel: string): Strategy
     if (r.hold.released !== undefined) rep.hold.released = r.hold.released;
     if (r.hold.dropped !== undefined) rep.hold.dropped = r.hold.dropped;
     if (r.hold.reasons !== undefined) rep.hold.reasons = r.hold.reasons;
+    if (r.hold.swapToReleaseMs !== undefined) rep.hold.swapToReleaseMs = r.hold.swapToReleaseMs;
   }
   return rep;
 }
@@ -412,6 +413,9 @@ function renderHolds(reports: StrategyReport[]): string[] {
     out.push(
       `hold ${r.name} (${r.where}): ${r.holdMs.count} holds, p50 ${fmtMs(r.holdMs.p50)} ms, p99 ${fmtMs(r.holdMs.p99)} ms, max ${fmtMs(r.holdMs.max)} ms` +
         (r.hold.released !== undefined ? `, ${r.hold.released} SYNs released, ${r.hold.dropped ?? 0} dropped` : '') +
+        (r.hold.swapToReleaseMs && r.hold.swapToReleaseMs.count > 0
+          ? `; release after the old listener closed: p50 ${fmtMs(r.hold.swapToReleaseMs.p50)} ms, p99 ${fmtMs(r.hold.swapToReleaseMs.p99)} ms, max ${fmtMs(r.hold.swapToReleaseMs.max)} ms (${r.hold.swapToReleaseMs.count} holds)`
+          : '') +
         (reasons ? ` (${reasons})` : '') +
         ` — measured: ${r.hold.source}`,
     );

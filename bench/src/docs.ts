@@ -455,7 +455,7 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     '',
     'Reading them:',
     '',
-    "- A hold is measured by the tool that holds: synhold's from `synhold protect`'s own summary line (hold start to",
+    "- A hold is measured by the tool that holds: synhold's from `synhold protect --report` (its --json result; hold start to",
     "  release, the release coming as soon as the new listener is up and the old one gone); the seed's tooling",
     '  (`plug-spawn`) from the moment `nl-qdisc-add --buffer` returned to the moment `--release-indefinite` returned.',
     '- The reload loop starts a reload every 100 ms *start to start*, or at once when the previous one took longer; the',

@@ -55,7 +55,7 @@ export interface StrategyReport {
   /** tried to run and broke (unlike skipped: could not run here) */
   error?: string;
   /** SYNs released / dropped by the holds, and why the holds ended */
-  hold?: { source: string; released?: number; dropped?: number; reasons?: Record<string, number> };
+  hold?: { source: string; released?: number; dropped?: number; reasons?: Record<string, number>; swapToReleaseMs?: Stats };
   /** failure detail codes (ECONNRESET, status-503, ...) */
   details?: Record<string, number>;
   /** requests per second over the run */

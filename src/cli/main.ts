@@ -10,7 +10,7 @@ import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDurat
 import type { StatusReport } from '../protect/setup.js';
 import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect } from '../protect/protect.js';
 import { StateStore } from '../protect/state.js';
-import { existsSync, writeSync } from 'node:fs';
+import { appendFileSync, existsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot, packageVersion } from '../host/package-root.js';
@@ -32,13 +32,14 @@ commands:
   release [--wait D]                    stop holding and let held connections through (through the hold's
                                         watchdog; after --wait (3s) for a stuck owner, directly)
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
-          [--release-on sockets|exit|swap] [--settle-wait D] [--verbose] -- CMD [ARGS...]
+          [--release-on sockets|exit|swap] [--settle-wait D] [--report FILE] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
                                         (sockets: new listener up and old gone; exit: CMD exited;
                                         swap: only the socket swap, for a CMD that returns before the
                                         reload is done: kill -USR2, systemctl reload, nginx -s reload);
                                         after CMD exits, an old listener still open for
-                                        --settle-wait (2s) is taken as not closing
+                                        --settle-wait (2s) is taken as not closing;
+                                        --report appends the --json result to FILE as one line
   status [--json]                       setup, backend, held or not, counters, last hold
   daemon [--metrics HOST:PORT]          hold for protect without a process per reload; serve /metrics
   teardown                              remove everything setup created
@@ -204,6 +205,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     'lock-wait': { type: 'string' },
     'release-on': { type: 'string' },
     'settle-wait': { type: 'string' },
+    report: { type: 'string' },
     verbose: { type: 'boolean', short: 'v' },
   });
   mergeGlobals(g, v);
@@ -232,6 +234,9 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     `synhold: held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})` +
     `; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
   if (g.json) out(g, r, '');
+  // One JSON line per run, appended (O_APPEND: concurrent protects never interleave a line):
+  // what a benchmark or a log shipper reads instead of the human summary below.
+  if (v.report) appendFileSync(v.report, `${JSON.stringify(r)}\n`);
   write(2, `${summary}\n`);
   return r.exitCode;
 }

@@ -76,6 +76,9 @@ test('synhold bench --quick --strategies none,plug: plug fails nothing, none is 
     assert.equal(p.reloadFailures ?? 0, 0, JSON.stringify(p.notes));
     assert.equal(p.failed, 0, `the protected strategy failed requests: ${JSON.stringify(p.failures)} ${JSON.stringify(p.details)}`);
     assert.ok(p.holdMs.count > 0 && p.holdMs.max > 0, `plug holds: ${JSON.stringify(p.holdMs)}`);
+    // protect --report's timeline: every hold released after the old listener was seen closed.
+    const gap = p.hold?.swapToReleaseMs;
+    assert.ok(gap && gap.count > 0 && gap.min >= 0, `release after the swap: ${JSON.stringify(gap)}`);
     assert.ok(p.addedMs, "plug's added latency against the baseline on its kernel");
 
     // The unprotected strategy ran and is reported, on every kernel that ran plug (and the host).

@@ -1,12 +1,12 @@
 // The strategies' own logic, without servers: the seed's exact commands, how
-// holds are read from synhold protect's summary lines, where each strategy
+// holds are read from synhold protect's --report lines, where each strategy
 // runs, and how a worker's result becomes a report row.
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { STRATEGY_NAMES, strategyFor } from '../../bench/src/strategies/index.js';
 import { seedSetupCommands, PLUG_BUFFER, PLUG_RELEASE, NL_QDISC_ADD } from '../../bench/src/strategies/plug-spawn.js';
-import { parseHoldLines, holdSummary, reasonKind } from '../../bench/src/strategies/synhold-hold.js';
+import { parseProtectReports, holdSummary, reasonKind } from '../../bench/src/strategies/synhold-hold.js';
 import { placeStrategies, reportFromResult, workerLoadPlan } from '../../bench/src/bench.js';
 import { parseBenchArgs, type BenchOptions } from '../../bench/src/options.js';
 import { newLatencyHistogram, recordMs, encodeHistogram, summarizeMs } from '../../bench/src/histogram.js';
@@ -38,35 +38,51 @@ describe("plug-spawn: the seed's tooling, command for command", () => {
   });
 });
 
-describe("synhold strategies: holds from protect's summary lines", () => {
-  const log = [
-    '[WARNING]  (123) : some haproxy line',
-    'synhold: held 12.3 ms (4 SYNs released, 0 dropped; port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener); command exited 0',
-    'synhold: held 60.5 ms (0 SYNs released, 2 dropped; command exited); command exited 0',
-    'synhold: held 8 ms (1 SYNs released, 0 dropped; port 16000: 127.0.0.1:16000 sk:25d1 replaced 1 old listener); command exited 0',
-    'synhold: held ? ms (0 SYNs released, 0 dropped; released); command could not run: ENOENT',
+describe('synhold strategies: holds from protect --report lines', () => {
+  const line = (o: Record<string, unknown>) => JSON.stringify({ exitCode: 0, command: { exitCode: 0, signal: null }, timedOut: false, ...o });
+  const jsonl = [
+    line({
+      holdMs: 12.3,
+      released: 4,
+      drops: 0,
+      releaseReason: 'port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener',
+      timeline: { newListenerMs: 8, oldGoneMs: 11.5, releaseSentMs: 12.1 },
+    }),
+    line({ holdMs: 60.5, released: 0, drops: 2, releaseReason: 'command exited', timeline: { releaseSentMs: 60.2 } }),
+    'not json: a line some other writer left',
+    line({
+      holdMs: 8,
+      released: 1,
+      drops: 0,
+      releaseReason: 'port 16000: 127.0.0.1:16000 sk:25d1 replaced 1 old listener',
+      timeline: { newListenerMs: 5, oldGoneMs: 6, releaseSentMs: 7.5 },
+    }),
+    line({ exitCode: 125 }),
+    '',
   ].join('\n');
 
-  test('every complete summary line, in order; other output ignored', () => {
-    const h = parseHoldLines(log);
+  test('every hold line, in order; other lines ignored', () => {
+    const h = parseProtectReports(jsonl);
     assert.deepEqual(
-      h.map((x) => [x.ms, x.released, x.dropped]),
+      h.map((x) => [x.ms, x.released, x.dropped, x.swapToReleaseMs]),
       [
-        [12.3, 4, 0],
-        [60.5, 0, 2],
-        [8, 1, 0],
+        [12.3, 4, 0, 12.1 - 11.5],
+        [60.5, 0, 2, undefined],
+        [8, 1, 0, 1.5],
       ],
     );
   });
 
-  test('summary: stats, totals, reasons counted without socket ids', () => {
+  test('summary: stats, totals, reasons counted without socket ids, the swap-to-release gap', () => {
     assert.equal(reasonKind('port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener'), 'port 16000: 127.0.0.1:16000 replaced 1 old listener');
-    const s = holdSummary(parseHoldLines(log), 'test');
+    const s = holdSummary(parseProtectReports(jsonl), 'test');
     assert.equal(s.ms.count, 3);
     assert.equal(s.ms.max, 60.5);
     assert.equal(s.released, 5);
     assert.equal(s.dropped, 2);
     assert.deepEqual(s.reasons, { 'port 16000: 127.0.0.1:16000 replaced 1 old listener': 2, 'command exited': 1 });
+    assert.equal(s.swapToReleaseMs?.count, 2);
+    assert.equal(s.swapToReleaseMs?.max, 1.5);
   });
 });
 

@@ -36,6 +36,8 @@ export interface StrategyContext {
 /** How long new connections were held, per reload, and by what measure. */
 export interface HoldSummary {
   ms: Stats;
+  /** From the last old listener's close to the release (synhold's own holds, as protect reports them) */
+  swapToReleaseMs?: Stats;
   /** where the numbers come from, for the report's footnotes */
   source: string;
   /** SYNs released / dropped, totals over the run (when the tool reports them) */

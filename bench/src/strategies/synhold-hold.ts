@@ -1,13 +1,14 @@
 // The strategies that are synhold itself: `synhold setup --port 16000
-// --backend B --migrate-req off` once, then every reload runs as `synhold protect -- haproxy
-// ... -sf OLDPIDS`, exactly as the README tells a user to. The hold each
-// protect made is read from the summary line it prints on stderr:
-//
-//   synhold: held 12.3 ms (4 SYNs released, 0 dropped; new listener up, old gone); command exited 0
-//
-// (the reload's output goes to HAProxy's log file, so the lines are read from
-// there after the run; the bench never parses synhold's state files).
+// --backend B --migrate-req off` once, then every reload runs as `synhold protect
+// --report FILE -- haproxy ... -sf OLDPIDS`, as the README tells a user to, plus
+// --report: each protect appends its --json result to FILE as one line (hold
+// length, SYNs released and dropped, why it released, and the reload's timeline:
+// when the new listener appeared, the last old one closed, the release was sent).
+// The bench reads that file after the run; it never parses synhold's state files
+// or its human summary line.
 
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { migrateReq } from '../../../src/protect/sysctl.js';
 
 /** protect's --max-hold in the kernel lab (see prepare()). */
@@ -16,21 +17,44 @@ import { stats } from '../reloader.js';
 import { describeFailure, exec } from '../exec.js';
 import { StrategyUnavailable, type HoldSummary, type Strategy, type StrategyName } from './strategy.js';
 
-export const HELD_LINE = /^synhold: held ([\d.]+) ms \((\d+) SYNs released, (\d+) dropped; (.*?)\); command/;
-
 export interface ParsedHold {
   ms: number;
   released: number;
   dropped: number;
   reason: string;
+  /** From the last old listener's close to the release being sent (both seen by protect's polls). */
+  swapToReleaseMs?: number;
 }
 
-/** Every `synhold: held ...` summary line in a log. */
-export function parseHoldLines(log: string): ParsedHold[] {
+/** The fields of protect's --json result the bench reads (see ProtectResult in src/protect/protect.ts). */
+interface ProtectReportLine {
+  holdMs?: number;
+  released?: number;
+  drops?: number;
+  releaseReason?: string;
+  timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number };
+}
+
+/** Every line of a --report file (protect's --json result, one per run); a line that is not JSON is skipped. */
+export function parseProtectReports(jsonl: string): ParsedHold[] {
   const out: ParsedHold[] = [];
-  for (const line of log.split('\n')) {
-    const m = HELD_LINE.exec(line.trim());
-    if (m) out.push({ ms: Number(m[1]), released: Number(m[2]), dropped: Number(m[3]), reason: m[4]! });
+  for (const line of jsonl.split('\n')) {
+    if (!line.trim()) continue;
+    let r: ProtectReportLine;
+    try {
+      r = JSON.parse(line) as ProtectReportLine;
+    } catch {
+      continue;
+    }
+    if (typeof r.holdMs !== 'number') continue;
+    const t = r.timeline;
+    out.push({
+      ms: r.holdMs,
+      released: r.released ?? 0,
+      dropped: r.drops ?? 0,
+      reason: r.releaseReason ?? '',
+      ...(t?.oldGoneMs !== undefined ? { swapToReleaseMs: t.releaseSentMs - t.oldGoneMs } : {}),
+    });
   }
   return out;
 }
@@ -44,8 +68,10 @@ export function reasonKind(reason: string): string {
 export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
   const reasons: Record<string, number> = {};
   for (const h of holds) reasons[reasonKind(h.reason)] = (reasons[reasonKind(h.reason)] ?? 0) + 1;
+  const gaps = holds.flatMap((h) => (h.swapToReleaseMs !== undefined ? [h.swapToReleaseMs] : []));
   return {
     ms: stats(holds.map((h) => h.ms)),
+    ...(gaps.length > 0 ? { swapToReleaseMs: stats(gaps) } : {}),
     source,
     released: holds.reduce((a, h) => a + h.released, 0),
     dropped: holds.reduce((a, h) => a + h.dropped, 0),
@@ -99,10 +125,12 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
       // EPYC): the default --max-hold 5s would end holds mid-reload and measure the
       // lab, not the hold. The host keeps protect's defaults.
       const protectArgs = ctx.where === 'lab' ? ['--max-hold', LAB_MAX_HOLD] : [];
+      const report = join(ctx.haproxy.dir, 'protect.jsonl');
       return {
-        wrap: { argv: (reload) => [...ctx.synhold, 'protect', ...protectArgs, '--', ...reload] },
-        holds: (run) => {
-          const h = holdSummary(parseHoldLines(run.reloadLog), "synhold protect's summary line (hold start to release)");
+        wrap: { argv: (reload) => [...ctx.synhold, 'protect', ...protectArgs, '--report', report, '--', ...reload] },
+        holds: () => {
+          const lines = existsSync(report) ? readFileSync(report, 'utf8') : '';
+          const h = holdSummary(parseProtectReports(lines), "synhold protect --report (hold start to release; the reload's timeline)");
           if (name === 'drop') {
             // Dropped SYNs are not counted by the drop backend (its summary always says
             // "0 SYNs released, 0 dropped"): no counts rather than misleading zeros.
@@ -116,7 +144,7 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
           const t = await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
           if (t.code !== 0) throw new Error(describeFailure(t));
         },
-        notes: [`${shown}; reload: synhold protect ${protectArgs.map((a) => `${a} `).join('')}-- haproxy ... -sf OLDPIDS`],
+        notes: [`${shown}; reload: synhold protect ${protectArgs.map((a) => `${a} `).join('')}--report FILE -- haproxy ... -sf OLDPIDS`],
       };
     },
   };
