@@ -27,76 +27,13 @@ import { FileLock } from './lock.js';
 import { StateStore } from './state.js';
 import { connectUnix, onJsonLines } from './unix-json.js';
 import { MAX_LINE, parseRequest, type Reply, type Request } from './daemon-protocol.js';
+import type { DaemonMetrics, Snapshot } from './metrics.js';
 
 export interface DaemonOptions {
   netns?: string;
-  /** Serve /metrics here (Prometheus text format). */
+  /** Serve /metrics here (Prometheus text format, or OpenMetrics when the scraper asks for it). */
   metrics?: { host: string; port: number };
   log?: (line: string) => void;
-}
-
-/** Hold durations in seconds: buckets for a histogram that spans a fast reload and a stuck one. */
-const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-
-class Metrics {
-  holds = 0;
-  watchdog = 0;
-  released = 0;
-  drops = 0;
-  errors = 0;
-  sum = 0;
-  counts = BUCKETS.map(() => 0);
-
-  observe(seconds: number, released: number, drops: number, safetyNet: boolean): void {
-    this.holds++;
-    this.sum += seconds;
-    this.released += released;
-    this.drops += drops;
-    if (safetyNet) this.watchdog++;
-    BUCKETS.forEach((b, i) => {
-      if (seconds <= b) this.counts[i]!++;
-    });
-  }
-}
-
-async function render(m: Metrics, store: StateStore, netns: string | undefined, active: HoldSession | undefined): Promise<string> {
-  const setup = store.readSetup();
-  const lines: string[] = [];
-  const metric = (name: string, type: string, help: string, values: [string, number][]) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, v] of values) lines.push(`${name}${labels} ${v}`);
-  };
-  metric('synhold_up', 'gauge', 'Whether synhold is set up here (1) or not (0).', [[setup ? `{backend="${setup.backend}"}` : '', setup ? 1 : 0]]);
-  metric('synhold_holding', 'gauge', 'Whether new connections are being held right now.', [['', active ? 1 : 0]]);
-  metric('synhold_hold_age_seconds', 'gauge', 'How long the current hold has lasted (0 when not holding).', [
-    ['', active ? (Date.now() - active.held.since) / 1000 : 0],
-  ]);
-  lines.push('# HELP synhold_hold_duration_seconds Duration of holds this daemon owned.', '# TYPE synhold_hold_duration_seconds histogram');
-  BUCKETS.forEach((b, i) => lines.push(`synhold_hold_duration_seconds_bucket{le="${b}"} ${m.counts[i]}`));
-  lines.push(
-    `synhold_hold_duration_seconds_bucket{le="+Inf"} ${m.holds}`,
-    `synhold_hold_duration_seconds_sum ${m.sum}`,
-    `synhold_hold_duration_seconds_count ${m.holds}`,
-  );
-  metric('synhold_released_packets_total', 'counter', 'Held packets let through at release (holds this daemon owned).', [['', m.released]]);
-  metric('synhold_dropped_packets_total', 'counter', 'Packets dropped during holds because the hold was full (holds this daemon owned).', [['', m.drops]]);
-  metric('synhold_watchdog_releases_total', 'counter', 'Holds released because the owner died or max-hold was reached.', [['', m.watchdog]]);
-  metric('synhold_hold_errors_total', 'counter', 'Hold requests that failed.', [['', m.errors]]);
-  const st = store.readStats();
-  metric('synhold_holds_total', 'counter', 'Holds recorded here by any holder (daemon or forked), since setup.', [['', st.holds]]);
-  if (setup) {
-    const rt = netns ? Rtnl.open({ netns }) : Rtnl.open();
-    try {
-      const c = await backendFor(setup.backend).counters(setup.backendState, netns ? { rt, netns } : { rt });
-      metric('synhold_kernel_held_packets', 'gauge', 'Packets the kernel holds right now (plug qlen / queue_total).', [['', c.heldPackets]]);
-      metric('synhold_kernel_dropped_packets', 'counter', 'Drops the kernel counted at the hold since setup.', [['', c.drops]]);
-    } catch {
-      // Counters are best effort: a scrape must not fail because a qdisc is being replaced.
-    } finally {
-      rt.close();
-    }
-  }
-  return `${lines.join('\n')}\n`;
 }
 
 /** Is a daemon answering on this socket? Its pid, or undefined. */
@@ -121,7 +58,8 @@ export async function pingDaemon(path: string, timeoutMs = 200): Promise<number 
 /** The daemon's state shared by its connections. */
 interface DaemonState {
   opts: DaemonOptions;
-  metrics: Metrics;
+  /** Only with --metrics: without it, prom-client is never loaded. */
+  metrics?: DaemonMetrics;
   active?: HoldSession;
 }
 
@@ -149,12 +87,12 @@ function serveConnection(conn: Socket, d: DaemonState): void {
       const req = parseRequest(buf.slice(0, i));
       buf = buf.slice(i + 1);
       if ('invalid' in req) {
-        d.metrics.errors++;
+        d.metrics?.holdError();
         reply({ type: 'error', code: 'ERR_PROTOCOL', message: req.invalid });
         continue;
       }
       void handle(req).catch((e: unknown) => {
-        d.metrics.errors++;
+        d.metrics?.holdError();
         reply({ type: 'error', code: (e as SynholdError).code ?? 'ERR_DAEMON', message: (e as Error).message });
       });
     }
@@ -185,7 +123,7 @@ function serveConnection(conn: Socket, d: DaemonState): void {
         session = s;
         d.active = s;
         void s.done.then((r) => {
-          d.metrics.observe(r.durationMs / 1000, r.released, r.drops, isSafetyNet(r.cause));
+          d.metrics?.observeHold(r.durationMs / 1000, r.released, r.drops, isSafetyNet(r.cause));
           if (d.active === s) d.active = undefined;
           session = undefined;
           // Unsolicited when the hold ended on its own; the answer to the client's release otherwise.
@@ -212,7 +150,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<{ close(): Promise
   if (other) throw new SynholdError('ERR_BUSY', `a synhold daemon already runs here (pid ${other})`);
   rmSync(path, { force: true }); // a dead daemon's socket
   await reapLeftovers(store, opts.netns, log);
-  const d: DaemonState = { opts, metrics: new Metrics() };
+  const d: DaemonState = { opts };
   const conns = new Set<Socket>();
   const server: Server = createServer((conn) => {
     conns.add(conn);
@@ -276,15 +214,20 @@ async function reapLeftovers(store: StateStore, netns: string | undefined, log: 
 }
 
 async function serveMetrics(at: { host: string; port: number }, d: DaemonState, store: StateStore, log: (l: string) => void): Promise<HttpServer> {
+  const { DaemonMetrics } = await import('./metrics.js');
+  const metrics = new DaemonMetrics();
+  d.metrics = metrics;
   const http = createHttpServer((req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end('try /metrics\n');
       return;
     }
-    render(d.metrics, store, d.opts.netns, d.active).then(
-      (body) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(body),
-      (e: unknown) => res.writeHead(500).end(`${(e as Error).message}\n`),
-    );
+    snapshot(store, d.opts.netns, d.active)
+      .then((s) => metrics.render(req.headers.accept, s))
+      .then(
+        ({ contentType, body }) => res.writeHead(200, { 'content-type': contentType }).end(body),
+        (e: unknown) => res.writeHead(500).end(`${(e as Error).message}\n`),
+      );
   });
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
@@ -292,4 +235,20 @@ async function serveMetrics(at: { host: string; port: number }, d: DaemonState, 
   });
   log(`metrics at http://${at.host}:${at.port}/metrics`);
   return http;
+}
+
+/** What a scrape reports: the setup and hold records, and the kernel's counters at the hold. */
+async function snapshot(store: StateStore, netns: string | undefined, active: HoldSession | undefined): Promise<Snapshot> {
+  const setup = store.readSetup();
+  const s: Snapshot = { backend: setup?.backend, holdSince: active?.held.since, holdsTotal: store.readStats().holds, kernel: undefined };
+  if (!setup) return s;
+  const rt = netns ? Rtnl.open({ netns }) : Rtnl.open();
+  try {
+    s.kernel = await backendFor(setup.backend).counters(setup.backendState, netns ? { rt, netns } : { rt });
+  } catch {
+    // Counters are best effort: a scrape must not fail because a qdisc is being replaced.
+  } finally {
+    rt.close();
+  }
+  return s;
 }
