@@ -6,6 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SynholdError, type KernelFeature } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
+import { resolveNetns } from '../host/netns.js';
 import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
 import type { StatusReport } from '../protect/setup.js';
 import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect } from '../protect/protect.js';
@@ -18,7 +19,7 @@ import { packageRoot, packageVersion } from '../host/package-root.js';
 /** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4 } as const;
 
-const USAGE = `usage: synhold [--netns NAME] COMMAND [OPTIONS]
+const USAGE = `usage: synhold [--netns NS] COMMAND [OPTIONS]
 
 Hold new TCP connections while a server reloads, so none is refused or reset.
 
@@ -46,7 +47,9 @@ commands:
   bench [--strategies LIST] [--quick|--full] ...  the seed's experiment, every reload strategy (bench --help)
 
 global options:
-  --netns NAME    act inside network namespace NAME (as ip -n NAME); protect runs CMD there too
+  --netns NS      act inside a network namespace; protect runs CMD there too. NS is a name
+                  (as ip -n NAME: /run/netns/NAME), a path (/run/netns/X, /proc/PID/ns/net),
+                  or pid:PID (the namespace of process PID; a bare number is a name)
   --json          machine-readable output on stdout
   -h, --help      this text;  --version
 
@@ -141,7 +144,7 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
 
 function mergeGlobals(g: Globals, v: { json?: boolean | undefined; netns?: string | undefined; help?: boolean | undefined }): void {
   if (v.json) g.json = true;
-  if (v.netns) g.netns = v.netns;
+  if (v.netns) g.netns = resolveNetns(v.netns).path;
   if (v.help) {
     process.stdout.write(`${USAGE}\n`);
     process.exit(EXIT.ok);
@@ -356,11 +359,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(command ? `synhold: unknown command "${command}"\n${USAGE}\n` : `${USAGE}\n`);
     return EXIT.usage;
   }
-  if (g.netns === '') {
-    process.stderr.write('synhold: --netns needs a name\n');
-    return EXIT.usage;
-  }
   try {
+    // A wrong target is one line and exit 2 (protect: 125) before anything acts (host/netns.ts).
+    if (g.netns !== undefined && command !== 'bench') g.netns = resolveNetns(g.netns).path;
     // Checked up front, so a host without it gets one line before anything changes
     // (iptables rules, sysctls and protect's CMD go through it inside a namespace).
     if (g.netns !== undefined && command !== 'bench') requirePrograms(['nsenter'], 'for --netns');
