@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What serving /metrics (prom-client) costs the daemon, on this kernel (nfqueue, a fresh namespace):
-# for each CLI bundle given (default dist/synhold.mjs), `synhold daemon` without and with --metrics:
+# for each CLI bundle given (default dist/synhold.cjs), `synhold daemon` without and with --metrics:
 # the time from spawn until it serves (its unix socket; with --metrics, the HTTP port too), its RSS
 # 2 s after start, one scrape's time (mean of 100), and its CPU time over 30 s idle.
 #   scripts/metrics-cost.sh [BUNDLE ...]          ROUNDS=10 IDLE_S=30 by default
@@ -11,18 +11,18 @@ ROUNDS=${ROUNDS:-10}
 IDLE_S=${IDLE_S:-30}
 PORT=${PORT:-19591}
 bundles=("$@")
-[[ ${#bundles[@]} -gt 0 ]] || bundles=(dist/synhold.mjs)
+[[ ${#bundles[@]} -gt 0 ]] || bundles=(dist/synhold.cjs)
 NS=synhold-mcost-$$-$(printf '%04x' $RANDOM)
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 dpid=
 cleanup() {
   [[ -n $dpid ]] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
-  node dist/synhold.mjs --netns "$NS" teardown >/dev/null 2>&1 || true
+  node dist/synhold.cjs --netns "$NS" teardown >/dev/null 2>&1 || true
   ip netns delete "$NS"
 }
 trap cleanup EXIT
-node dist/synhold.mjs --netns "$NS" setup --port 16000 --backend nfqueue >/dev/null
+node dist/synhold.cjs --netns "$NS" setup --port 16000 --backend nfqueue >/dev/null
 sock=$(node -e "import('./dist/src/protect/state.js').then(m => console.log(m.StateStore.for(process.argv[1]).daemonSocketPath))" "$NS")
 now_us() { echo $(($(date +%s%N) / 1000)); }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
