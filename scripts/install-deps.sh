@@ -23,6 +23,17 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# promtool (tests: the alert rules and the /metrics exposition) comes from Debian's prometheus
+# package, unpacked, not installed: installing it would start a Prometheus server (its postinst
+# runs invoke-rc.d, which starts the init script where systemd is not PID 1).
+if ! command -v promtool >/dev/null; then
+  tmp=$(mktemp -d)
+  apt-get update -qq
+  (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null)
+  dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+  install -m 0755 "$tmp/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+fi
 # Every program the product, tests, demo and scripts run must be here now: a
 # missing one fails here, loudly, naming its package, not deep inside a test.
 missing_programs=()

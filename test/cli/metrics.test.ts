@@ -9,6 +9,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -175,5 +176,22 @@ test('daemon /metrics: another path is 404', async () => {
     const res = await fetch(`http://127.0.0.1:${d.port}/nope`);
     assert.equal(res.status, 404);
     assert.equal(await res.text(), 'try /metrics\n');
+  });
+});
+
+test("promtool check metrics parses the daemon's exposition; its only lint remarks are the known names", async () => {
+  await withMetricsDaemon(async (_ns, d) => {
+    const { body } = await d.scrape();
+    const r = spawnSync('promtool', ['check', 'metrics'], { input: body, encoding: 'utf8' });
+    // Exit 3 is "lint problems", 1 a parse error. The remarks: prom-client's own handle/request
+    // gauges, and synhold_kernel_dropped_packets, a counter named without _total before
+    // prom-client (kept: dashboards and alert rules use the name).
+    assert.equal(r.status, 3, `${r.stdout}${r.stderr}`);
+    assert.deepEqual(`${r.stdout}${r.stderr}`.trim().split('\n').sort(), [
+      'nodejs_active_handles_total non-counter metrics should not have "_total" suffix',
+      'nodejs_active_requests_total non-counter metrics should not have "_total" suffix',
+      'nodejs_active_resources_total non-counter metrics should not have "_total" suffix',
+      'synhold_kernel_dropped_packets counter metrics should have "_total" suffix',
+    ]);
   });
 });
