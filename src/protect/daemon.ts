@@ -150,7 +150,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<{ close(): Promise
   if (other) throw new SynholdError('ERR_BUSY', `a synhold daemon already runs here (pid ${other})`);
   rmSync(path, { force: true }); // a dead daemon's socket
   await reapLeftovers(store, opts.netns, log);
-  const d: DaemonState = { opts };
+  // Created before the socket listens, so that no hold goes uncounted.
+  const d: DaemonState = opts.metrics ? { opts, metrics: new (await import('./metrics.js')).DaemonMetrics() } : { opts };
   const conns = new Set<Socket>();
   const server: Server = createServer((conn) => {
     conns.add(conn);
@@ -164,7 +165,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<{ close(): Promise
   chmodSync(path, 0o600);
   writeFileSync(store.daemonPidPath, `${process.pid}\n`);
   log(`holding on request at ${path}`);
-  const http = opts.metrics ? await serveMetrics(opts.metrics, d, store, log) : undefined;
+  const http = opts.metrics && d.metrics ? await serveMetrics(opts.metrics, d.metrics, d, store, log) : undefined;
   const reaper = setInterval(() => void reapStuck(store, opts.netns, log).catch(() => undefined), REAP_EVERY_MS);
   return {
     async close() {
@@ -213,10 +214,13 @@ async function reapLeftovers(store: StateStore, netns: string | undefined, log: 
   }
 }
 
-async function serveMetrics(at: { host: string; port: number }, d: DaemonState, store: StateStore, log: (l: string) => void): Promise<HttpServer> {
-  const { DaemonMetrics } = await import('./metrics.js');
-  const metrics = new DaemonMetrics();
-  d.metrics = metrics;
+async function serveMetrics(
+  at: { host: string; port: number },
+  metrics: DaemonMetrics,
+  d: DaemonState,
+  store: StateStore,
+  log: (l: string) => void,
+): Promise<HttpServer> {
   const http = createHttpServer((req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end('try /metrics\n');
