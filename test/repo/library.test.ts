@@ -6,12 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withNetns } from '../helpers/netns.js';
+import { until } from '../helpers/faults.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -99,6 +100,22 @@ test('npm pack, installed in an empty directory: import "synhold" and use every 
       assert.equal(out.cause, 'max-hold reached');
       assert.deepEqual(out.error, [true, 'string']);
       assert.equal(out.teardown, true);
+      // The installed CLI's daemon serves metrics: prom-client is not in the bundle (it would slow
+      // every command's start), so it must resolve from the package's installed dependencies.
+      const cli = join(dir, 'node_modules/synhold/dist/synhold.cjs');
+      const d = spawn(process.execPath, [cli, '--netns', ns.name, 'daemon', '--metrics', '127.0.0.1:19476'], { stdio: 'ignore' });
+      try {
+        const body = await until('the metrics endpoint', () =>
+          fetch('http://127.0.0.1:19476/metrics').then(
+            (res) => res.text(),
+            () => undefined,
+          ),
+        );
+        assert.match(body, /^synhold_up 0$/m);
+        assert.match(body, /^process_resident_memory_bytes \d+/m);
+      } finally {
+        d.kill('SIGTERM');
+      }
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });
