@@ -13,6 +13,8 @@ PORT=${PORT:-19591}
 bundles=("$@")
 [[ ${#bundles[@]} -gt 0 ]] || bundles=(dist/synhold.cjs)
 NS=synhold-mcost-$$-$(printf '%04x' $RANDOM)
+# A state directory of its own: the daemon's socket is the one holder.sock under it.
+export SYNHOLD_RUN_DIR=$(mktemp -d)
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 dpid=
@@ -20,10 +22,11 @@ cleanup() {
   [[ -n $dpid ]] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
   node dist/synhold.cjs --netns "$NS" teardown >/dev/null 2>&1 || true
   ip netns delete "$NS"
+  rm -rf "$SYNHOLD_RUN_DIR"
 }
 trap cleanup EXIT
 node dist/synhold.cjs --netns "$NS" setup --port 16000 --backend nfqueue >/dev/null
-sock=$(node -e "import('./dist/src/protect/state.js').then(m => console.log(m.StateStore.for(process.argv[1]).daemonSocketPath))" "$NS")
+sock=$(echo "$SYNHOLD_RUN_DIR"/netns-*)/holder.sock
 now_us() { echo $(($(date +%s%N) / 1000)); }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
