@@ -36,6 +36,7 @@ import { StateStore } from '../../src/protect/state.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const DAEMON_UNIT = join(root, 'deploy/systemd/synhold-daemon.service');
+const TEMPLATE_UNIT = join(root, 'deploy/systemd/synhold-daemon@.service');
 const HAPROXY_DROPIN = join(root, 'deploy/systemd/haproxy.service.d/synhold.conf');
 
 /**
@@ -43,13 +44,14 @@ const HAPROXY_DROPIN = join(root, 'deploy/systemd/haproxy.service.d/synhold.conf
  * units installed where the docs say (/etc/systemd/system), and the programs their
  * Exec lines name (verify fails on a missing one): synhold is the CLI bundle.
  */
-function unitRoot(daemonUnit: string, dropIn: string): string {
+function unitRoot(daemonUnit: string, dropIn: string, template = readFileSync(TEMPLATE_UNIT, 'utf8')): string {
   const r = mkdtempSync(join(tmpdir(), 'synhold-units-'));
   for (const d of ['etc/systemd/system/haproxy.service.d', 'usr/local/bin', 'usr/lib/systemd', 'usr/sbin', 'usr/bin'])
     mkdirSync(join(r, d), { recursive: true });
   cpSync('/usr/lib/systemd/system', join(r, 'usr/lib/systemd/system'), { recursive: true });
   for (const l of ['lib', 'bin', 'sbin']) symlinkSync(`usr/${l}`, join(r, l));
   writeFileSync(join(r, 'etc/systemd/system/synhold-daemon.service'), daemonUnit);
+  writeFileSync(join(r, 'etc/systemd/system/synhold-daemon@.service'), template);
   writeFileSync(join(r, 'etc/systemd/system/haproxy.service.d/synhold.conf'), dropIn);
   copyFileSync(CLI, join(r, 'usr/local/bin/synhold'));
   chmodSync(join(r, 'usr/local/bin/synhold'), 0o755);
@@ -68,17 +70,18 @@ function executable(path: string): boolean {
 }
 
 /** What is wrong with the units: systemd-analyze verify's every line, and capability names the kernel does not have. */
-function problems(daemonUnit: string, dropIn: string): string[] {
-  const r = unitRoot(daemonUnit, dropIn);
+function problems(daemonUnit: string, dropIn: string, template = readFileSync(TEMPLATE_UNIT, 'utf8')): string[] {
+  const r = unitRoot(daemonUnit, dropIn, template);
   try {
-    const v = spawnSync('systemd-analyze', ['verify', `--root=${r}`, 'synhold-daemon.service', 'haproxy.service'], { encoding: 'utf8' });
+    const units = ['synhold-daemon.service', 'synhold-daemon@test.service', 'haproxy.service'];
+    const v = spawnSync('systemd-analyze', ['verify', `--root=${r}`, ...units], { encoding: 'utf8' });
     const out = `${v.stdout}${v.stderr}`.split('\n').filter(Boolean);
     if (v.status !== 0 && out.length === 0) out.push(`systemd-analyze verify exited ${v.status}`);
     // verify ignores an unknown capability without a word: check the names against util-linux's list.
     const known = new Set(spawnSync('setpriv', ['--list-caps'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean));
-    for (const cap of capabilities(daemonUnit)) if (!known.has(cap)) out.push(`unknown capability CAP_${cap.toUpperCase()}`);
+    for (const cap of [...capabilities(daemonUnit), ...capabilities(template)]) if (!known.has(cap)) out.push(`unknown capability CAP_${cap.toUpperCase()}`);
     // verify checks the program of ExecStart= and ExecStartPre=, not of ExecReload=: every Exec line's is checked here.
-    for (const m of `${daemonUnit}\n${dropIn}`.matchAll(/^Exec\w+=[-@:+!]*(\/\S+)/gm))
+    for (const m of `${daemonUnit}\n${template}\n${dropIn}`.matchAll(/^Exec\w+=[-@:+!]*(\/\S+)/gm))
       if (!executable(join(r, m[1]!))) out.push(`${m[1]} is not an executable program`);
     return out.map((l) => l.replace(r, ''));
   } finally {
@@ -95,7 +98,7 @@ function capabilities(unit: string): string[] {
     .map((c) => c.replace(/^CAP_/, '').toLowerCase());
 }
 
-test('systemd-analyze verify: the daemon unit and the haproxy.service drop-in as shipped, over Debian 12 haproxy.service: not a word', () => {
+test('systemd-analyze verify: the daemon unit, its per-namespace template and the haproxy.service drop-in as shipped, over Debian 12 haproxy.service: not a word', () => {
   assert.ok(existsSync('/usr/lib/systemd/system/haproxy.service'), "Debian's haproxy.service (package haproxy)");
   assert.deepEqual(problems(readFileSync(DAEMON_UNIT, 'utf8'), readFileSync(HAPROXY_DROPIN, 'utf8')), []);
 });
@@ -103,7 +106,8 @@ test('systemd-analyze verify: the daemon unit and the haproxy.service drop-in as
 test('the unit check catches a misspelt key, a bad value, an unknown system call or capability, a missing program', () => {
   const unit = readFileSync(DAEMON_UNIT, 'utf8');
   const dropIn = readFileSync(HAPROXY_DROPIN, 'utf8');
-  const mutations: [string, string, string, RegExp][] = [
+  const template = readFileSync(TEMPLATE_UNIT, 'utf8');
+  const mutations: [string, string, string, RegExp, string?][] = [
     ['misspelt key', unit.replace('ProtectSystem=strict', 'ProtectSystm=strict'), dropIn, /Unknown key 'ProtectSystm' in section \[Service\]/],
     ['bad value', unit.replace('ProtectSystem=strict', 'ProtectSystem=strictest'), dropIn, /Failed to parse protect system value.*strictest/],
     ['unknown system call', unit.replace('@system-service pkey_alloc', '@system-service pkey_allocate'), dropIn, /Failed to parse system call.*pkey_allocate/],
@@ -112,6 +116,20 @@ test('the unit check catches a misspelt key, a bad value, an unknown system call
       unit.replace('CapabilityBoundingSet=CAP_NET_ADMIN', 'CapabilityBoundingSet=CAP_NET_ADMINS'),
       dropIn,
       /unknown capability CAP_NET_ADMINS/,
+    ],
+    [
+      'template: misspelt key',
+      unit,
+      dropIn,
+      /Unknown key 'RuntimeDirectoryPreserv' in section \[Service\]/,
+      template.replace('RuntimeDirectoryPreserve=', 'RuntimeDirectoryPreserv='),
+    ],
+    [
+      'template: unknown capability',
+      unit,
+      dropIn,
+      /unknown capability CAP_SYS_ADMN/,
+      template.replace('CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN', 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMN'),
     ],
     ['drop-in: misspelt key', unit, dropIn.replace('ExecStartPre=', 'ExecStartPr='), /Unknown key 'ExecStartPr' in section \[Service\]/],
     [
@@ -127,8 +145,8 @@ test('the unit check catches a misspelt key, a bad value, an unknown system call
       /\/usr\/sbin\/nosuch is not an executable program/,
     ],
   ];
-  for (const [what, u, d, expected] of mutations) {
-    const p = problems(u, d);
+  for (const [what, u, d, expected, tpl] of mutations) {
+    const p = problems(u, d, tpl ?? template);
     assert.ok(
       p.some((l) => expected.test(l)),
       `${what}: ${JSON.stringify(p)}`,
@@ -136,15 +154,16 @@ test('the unit check catches a misspelt key, a bad value, an unknown system call
   }
 });
 
-test('systemd-analyze security --offline: the daemon unit is exposed 2.5 or less (of 10)', () => {
+test('systemd-analyze security --offline: the daemon unit and its template are exposed 2.5 or less (of 10)', (t) => {
   const r = unitRoot(readFileSync(DAEMON_UNIT, 'utf8'), readFileSync(HAPROXY_DROPIN, 'utf8'));
   try {
-    const s = spawnSync('systemd-analyze', ['security', '--offline=true', `--root=${r}`, '--threshold=25', '--no-pager', 'synhold-daemon.service'], {
-      encoding: 'utf8',
-    });
-    const level = /Overall exposure level for synhold-daemon\.service: ([\d.]+)/.exec(s.stdout)?.[1];
-    assert.ok(level, s.stdout + s.stderr);
-    assert.equal(s.status, 0, `exposure ${level}: ${s.stderr}`);
+    for (const unit of ['synhold-daemon.service', 'synhold-daemon@test.service']) {
+      const s = spawnSync('systemd-analyze', ['security', '--offline=true', `--root=${r}`, '--threshold=25', '--no-pager', unit], { encoding: 'utf8' });
+      const level = new RegExp(`Overall exposure level for ${unit.replace('.', '\\.')}: ([\\d.]+)`).exec(s.stdout)?.[1];
+      assert.ok(level, s.stdout + s.stderr);
+      t.diagnostic(`${unit}: exposure ${level}`);
+      assert.equal(s.status, 0, `${unit}: exposure ${level}: ${s.stderr}`);
+    }
   } finally {
     rmSync(r, { recursive: true, force: true });
   }
@@ -177,7 +196,7 @@ function allowedSyscalls(unit: string): Set<string> {
 
 /** The daemon under strace is strace's child: `ip netns exec` and setpriv exec, they do not fork. */
 function daemonUnder(stracePid: number): number | undefined {
-  return childrenOf(stracePid).find((c) => commOf(c) === 'node');
+  return childrenOf(stracePid).find((c) => commOf(c) === 'node' || commOf(c) === 'MainThread');
 }
 
 interface DaemonRun {
@@ -195,14 +214,19 @@ interface DaemonRun {
  * protect's exit, whether the client got through, the daemon's exit and the
  * system calls the daemon and its watchdog made.
  */
-async function daemonRun(caps: string[]): Promise<DaemonRun> {
+async function daemonRun(caps: string[], how: 'inside' | 'netns' = 'inside'): Promise<DaemonRun> {
   return withNetns(async (ns) => {
     const server = await startEchoServer(ns.name, '127.0.0.1', PORT);
     setupNfqueue(ns);
     const dir = mkdtempSync(join(tmpdir(), 'synhold-strace-'));
     const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',');
     const argv = ['setpriv', '--bounding-set', bounding, '--inh-caps', '-all', 'strace', '-f', '-qq', '-o', join(dir, 'trace')];
-    const d = spawn('ip', ['netns', 'exec', ns.name, ...argv, process.execPath, CLI, 'daemon', '--metrics', '127.0.0.1:9473'], { stdio: 'ignore' });
+    // inside: entered by ip netns exec, as synhold-daemon.service serves its own namespace;
+    // netns: from this namespace with --netns, as synhold-daemon@.service does (its HTTP port here).
+    const d =
+      how === 'inside'
+        ? spawn('ip', ['netns', 'exec', ns.name, ...argv, process.execPath, CLI, 'daemon', '--metrics', '127.0.0.1:9473'], { stdio: 'ignore' })
+        : spawn(argv[0]!, [...argv.slice(1), process.execPath, CLI, '--netns', ns.name, 'daemon', '--metrics', '127.0.0.1:19477'], { stdio: 'ignore' });
     const exited = new Promise<number | null>((r) => d.on('exit', (c) => r(c)));
     try {
       await until('the daemon socket', () => existsSync(StateStore.for(ns.name).daemonSocketPath));
@@ -211,8 +235,9 @@ async function daemonRun(caps: string[]): Promise<DaemonRun> {
       const c = held ? startClient(ns.name, '127.0.0.1', PORT) : undefined;
       const pr = await p.done;
       const clientOk = c ? (await c.result).error === null : false;
-      const scrape = "fetch('http://127.0.0.1:9473/metrics').then((r) => process.exit(r.status === 200 ? 0 : 1))";
-      assert.equal(spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, '-e', scrape]).status, 0, 'a metrics scrape');
+      const scrape = `fetch('http://127.0.0.1:${how === 'inside' ? 9473 : 19477}/metrics').then((r) => process.exit(r.status === 200 ? 0 : 1))`;
+      const scraper = how === 'inside' ? ['ip', ['netns', 'exec', ns.name, process.execPath, '-e', scrape]] : [process.execPath, ['-e', scrape]];
+      assert.equal(spawnSync(scraper[0] as string, scraper[1] as string[]).status, 0, 'a metrics scrape');
       kill(daemonUnder(d.pid!) ?? d.pid!, 'SIGTERM');
       const daemonExit = await exited;
       const syscalls = new Set(
@@ -254,4 +279,30 @@ test('without CAP_NET_ADMIN the daemon cannot hold: protect through it fails (ex
   const run = await daemonRun([]);
   assert.equal(run.protect, 125, run.protectStderr);
   assert.match(run.protectStderr, /EPERM|needs root|CAP_NET_ADMIN/);
+});
+
+test("the template unit's sandbox fits the daemon with --netns: it holds with CAP_NET_ADMIN and CAP_SYS_ADMIN alone, within the filter; without CAP_SYS_ADMIN it cannot start", async (t) => {
+  const unit = readFileSync(TEMPLATE_UNIT, 'utf8');
+  const caps = capabilities(unit);
+  assert.deepEqual(caps, ['net_admin', 'sys_admin']);
+  const run = await daemonRun(caps, 'netns');
+  assert.equal(run.protect, 0, run.protectStderr);
+  assert.ok(run.clientOk, 'the held client got through');
+  assert.equal(run.daemonExit, 0, 'the daemon stopped cleanly on SIGTERM');
+  assert.ok(run.syscalls.has('setns'), 'it entered the namespace');
+  const allowed = allowedSyscalls(unit);
+  t.diagnostic(`system calls made: ${[...run.syscalls].sort().join(' ')}`);
+  assert.deepEqual(
+    [...run.syscalls].filter((s) => !allowed.has(s)),
+    [],
+    'system calls the unit would deny',
+  );
+  await withNetns(async (ns) => {
+    const r = spawnSync('setpriv', ['--bounding-set', '-all,+net_admin', '--inh-caps', '-all', process.execPath, CLI, '--netns', ns.name, 'daemon'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /needs CAP_SYS_ADMIN/);
+  });
 });
