@@ -57,6 +57,7 @@ function unitRoot(daemonUnit: string, dropIn: string, template = readFileSync(TE
   chmodSync(join(r, 'usr/local/bin/synhold'), 0o755);
   copyFileSync('/usr/sbin/haproxy', join(r, 'usr/sbin/haproxy'));
   copyFileSync('/usr/bin/kill', join(r, 'usr/bin/kill'));
+  copyFileSync('/bin/sh', join(r, 'usr/bin/sh'));
   return r;
 }
 
@@ -305,4 +306,47 @@ test("the template unit's sandbox fits the daemon with --netns: it holds with CA
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /needs CAP_SYS_ADMIN/);
   });
+});
+
+/** The fail-open ExecReload= line docs/OPERATIONS.md offers, as written there. */
+function documentedFailOpenLine(): string {
+  const doc = readFileSync(join(root, 'docs/OPERATIONS.md'), 'utf8');
+  const line = /^ExecReload=\/bin\/sh -c .*$/m.exec(doc)?.[0];
+  assert.ok(line, 'the line is in docs/OPERATIONS.md');
+  return line;
+}
+
+test("docs/OPERATIONS.md's fail-open ExecReload= line: systemd accepts it, and it reloads anyway only when synhold failed (125)", () => {
+  const line = documentedFailOpenLine();
+  const dropIn = readFileSync(HAPROXY_DROPIN, 'utf8').replace(/^ExecReload=\/usr\/local\/bin\/synhold .*$/m, line);
+  assert.notEqual(dropIn, readFileSync(HAPROXY_DROPIN, 'utf8'));
+  assert.deepEqual(problems(readFileSync(DAEMON_UNIT, 'utf8'), dropIn), []);
+  // What systemd runs: $$ is a literal $, ${MAINPID} the main pid; the single-quoted script is one word.
+  const m = /^ExecReload=\/bin\/sh -c '(.*)' sh \$\{MAINPID\}$/.exec(line);
+  assert.ok(m, line);
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-failopen-'));
+  try {
+    // Stand-ins for synhold (exits with $SYNHOLD_EXIT, running its CMD first unless that is 125) and kill (logs).
+    writeFileSync(join(dir, 'synhold'), '#!/bin/sh\nshift 2\n[ "$SYNHOLD_EXIT" = 125 ] || "$@"\nexit "$SYNHOLD_EXIT"\n');
+    writeFileSync(join(dir, 'kill'), `#!/bin/sh\necho "$@" >> ${join(dir, 'log')}\nexit "\${KILL_EXIT:-0}"\n`);
+    for (const f of ['synhold', 'kill']) chmodSync(join(dir, f), 0o755);
+    // systemd's expansion: $$ is a literal $, and $NAME or ${NAME} an environment variable, empty here.
+    const script = m[1]!
+      .replaceAll('$$', '\0')
+      .replace(/\$\{[A-Za-z_]\w*\}|\$[A-Za-z_]\w*/g, '')
+      .replaceAll('\0', '$')
+      .replaceAll('/usr/local/bin/synhold', join(dir, 'synhold'))
+      .replaceAll('/bin/kill', join(dir, 'kill'));
+    const run = (env: Record<string, string>) => {
+      rmSync(join(dir, 'log'), { force: true });
+      const r = spawnSync('sh', ['-c', script, 'sh', '4242'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+      const log = existsSync(join(dir, 'log')) ? readFileSync(join(dir, 'log'), 'utf8') : '';
+      return { status: r.status, kills: log.split('\n').filter(Boolean) };
+    };
+    assert.deepEqual(run({ SYNHOLD_EXIT: '0' }), { status: 0, kills: ['-USR2 4242'] }, 'protected: one reload');
+    assert.deepEqual(run({ SYNHOLD_EXIT: '125' }), { status: 0, kills: ['-USR2 4242'] }, 'synhold failed: reloaded anyway');
+    assert.deepEqual(run({ SYNHOLD_EXIT: '1', KILL_EXIT: '1' }), { status: 1, kills: ['-USR2 4242'] }, "kill's own failure is the reload's");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
