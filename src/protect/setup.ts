@@ -35,9 +35,28 @@ async function withSetupLock<T>(store: StateStore, fn: () => Promise<T>): Promis
   try {
     return await fn();
   } finally {
-    // A failed first setup leaves no trace, not even the lock file's directory.
-    if (!store.readSetup() && !store.readHold()) store.removeAll();
+    // A failed first setup leaves no trace, not even the lock file's directory. Removed only
+    // under the hold lock: a lock file removed under its holder would let a second process lock
+    // the next one (two holds at once).
+    removeIfUnused(store);
     lock.release();
+  }
+}
+
+/** Removes the state directory if nothing is set up or held there, taking the hold lock to do it. */
+function removeIfUnused(store: StateStore): void {
+  if (store.readSetup() || store.readHold()) return;
+  let hold: FileLock | undefined;
+  try {
+    hold = FileLock.tryAcquire(store.holdLockPath);
+  } catch {
+    return; // the directory is gone already
+  }
+  if (!hold) return; // someone holds it: not ours to remove
+  try {
+    if (!store.readSetup() && !store.readHold()) store.removeAll();
+  } finally {
+    hold.release();
   }
 }
 

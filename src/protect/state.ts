@@ -211,7 +211,7 @@ export class StateStore {
     rmSync(this.journalPath, { force: true });
   }
 
-  /** Removes the whole directory (teardown). */
+  /** Removes the whole directory (teardown). Only with the hold lock held: its file goes too. */
   removeAll(): void {
     try {
       rmSync(this.dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 5 });

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -19,6 +19,7 @@ import { synhold, synholdAsync } from '../helpers/cli.js';
 import { startClient, startEchoServer } from '../helpers/tcp.js';
 import { kill, PORT, queueBound, queueHeld, reap, setupNfqueue, stateOf, until } from '../helpers/faults.js';
 import { StateStore } from '../../src/protect/state.js';
+import { FileLock } from '../../src/protect/lock.js';
 import { processId } from '../../src/protect/hold/process-id.js';
 
 async function withServer(ns: TestNetns, fn: () => Promise<void>): Promise<void> {
@@ -377,4 +378,27 @@ test('the daemon answers garbage with one error line each and keeps serving: not
       }
     }),
   );
+});
+
+test('a failed first setup removes the state directory only under the hold lock: never a lock file someone holds', async () => {
+  await withNetns(async (ns) => {
+    const store = StateStore.for(ns.name);
+    // Someone holds the hold lock in a directory with nothing set up (as a protect that found
+    // no setup record does for a moment): a failing setup must leave that file alone.
+    store.ensure();
+    const held = FileLock.tryAcquire(store.holdLockPath);
+    assert.ok(held, 'took the hold lock');
+    const before = statSync(store.holdLockPath).ino;
+    try {
+      const r = synhold(['--netns', ns.name, 'setup', '--port', String(PORT), '--backend', 'plug']);
+      assert.notEqual(r.status, 0, 'setup --backend plug fails on this kernel (no sch_plug)');
+      assert.equal(statSync(store.holdLockPath).ino, before, 'the held lock file is still the one named by the path');
+    } finally {
+      held.release();
+    }
+    // With the lock free, the same failure leaves no trace.
+    const r2 = synhold(['--netns', ns.name, 'setup', '--port', String(PORT), '--backend', 'plug']);
+    assert.notEqual(r2.status, 0);
+    assert.equal(existsSync(store.dir), false, 'nothing left of the failed setup');
+  });
 });

@@ -95,7 +95,8 @@ export class HoldSession {
 
   static async start(args: HoldArgs): Promise<HoldSession> {
     const store = StateStore.for(args.netns);
-    store.ensure();
+    // No ensure(): a hold needs a setup, whose record lives in the directory; creating the
+    // directory here would race teardown's removal of it.
     const notSetUp = () => new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
     if (!store.readSetup()) throw notSetUp();
     const lock = await FileLock.acquire(store.holdLockPath, args.lockWaitMs, args.signal);
