@@ -613,8 +613,39 @@ export class NfQueue {
     });
   }
 
-  private async acceptUpTo(id: number): Promise<number> {
-    const n = this.heldCount;
+  /**
+   * Accepts the held packets with ids up to `id` and keeps holding: one
+   * VERDICT_BATCH, which the kernel applies walking its queue in order, so they
+   * leave in the order they came. `count` is how many held packets that covers
+   * (this class keeps no list of ids; the caller does). Resolves with how many
+   * were accepted (0 when the kernel had none of them any more).
+   */
+  acceptThrough(id: number, count: number): Promise<number> {
+    checkInt('nfqueue packet id', id, 1, 0xffffffff);
+    checkInt('nfqueue accept count', count, 1, this.heldCount);
+    return this.serial(async () => {
+      this.assertBound('accept');
+      return this.acceptUpTo(id, count);
+    });
+  }
+
+  /**
+   * Resolves once every packet the kernel queued before this call has been
+   * handed to onPacket. A configuration request that changes nothing (the
+   * fail-open flag set to what it is) takes the queue lock, under which each
+   * packet's message is put on our socket; its ACK comes after all of them, and
+   * the socket dispatches in order. A buffer's step uses it, so that "what is
+   * held" means what the kernel holds, not what we have read so far.
+   */
+  barrier(): Promise<void> {
+    return this.serial(async () => {
+      this.assertBound('barrier');
+      const flags = !this.holdingNow || this.failOpen ? NFQA_CFG_F_FAIL_OPEN : 0;
+      await this.config({ mask: NFQA_CFG_F_FAIL_OPEN, flags }, 'barrier');
+    });
+  }
+
+  private async acceptUpTo(id: number, n = this.heldCount): Promise<number> {
     if (n === 0) return 0;
     try {
       await this.sock.request(NFQNL_TYPE_VERDICT_BATCH, encodeVerdict(this.queue, NF_ACCEPT, id), {
@@ -626,10 +657,10 @@ export class NfQueue {
       // ENOENT: nothing of ours was queued any more (the kernel dropped entries
       // itself, e.g. their device went away). Nothing left to accept.
       if (!(e instanceof NetlinkError && e.errnoName === 'ENOENT')) throw e;
-      this.heldCount = 0;
+      this.heldCount -= n;
       return 0;
     }
-    this.heldCount = 0;
+    this.heldCount -= n;
     this.counters.accepted += n;
     this.counters.batches++;
     return n;

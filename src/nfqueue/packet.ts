@@ -1,7 +1,7 @@
 /**
  * The IP and TCP headers of a queued packet, read from the first bytes the
  * kernel copied (NFQNL_COPY_PACKET with a small copy range). Only what a SYN
- * holder wants to report: addresses, ports and TCP flags. Anything shorter or
+ * holder (or a buffer's list) wants to report: addresses, ports (TCP, UDP) and TCP flags. Anything shorter or
  * stranger than expected yields `undefined` fields, never an exception: a
  * packet we cannot parse must still be held and released like any other.
  */
@@ -11,7 +11,7 @@ export interface PacketHeaders {
   family: 4 | 6;
   src: string;
   dst: string;
-  /** IP protocol number (6 for TCP); for IPv6, the first next-header (no extension header walk). */
+  /** IP protocol number (6 for TCP, 17 for UDP); for IPv6, the first next-header (no extension header walk). */
   protocol: number;
   sport?: number;
   dport?: number;
@@ -25,6 +25,7 @@ export const TCP_RST = 0x04;
 export const TCP_ACK = 0x10;
 
 const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
 
 function ipv6ToString(b: Buffer): string {
   const groups: string[] = [];
@@ -49,7 +50,12 @@ function ipv6ToString(b: Buffer): string {
   return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
 }
 
+/** Ports (TCP and UDP put them first, in the same place) and, for TCP, the flags byte. */
 function tcp(out: PacketHeaders, buf: Buffer, off: number): PacketHeaders {
+  if (out.protocol === IPPROTO_UDP && buf.length >= off + 8) {
+    out.sport = buf.readUInt16BE(off);
+    out.dport = buf.readUInt16BE(off + 2);
+  }
   if (out.protocol !== IPPROTO_TCP || buf.length < off + 14) return out;
   out.sport = buf.readUInt16BE(off);
   out.dport = buf.readUInt16BE(off + 2);
