@@ -20,6 +20,15 @@ export { Rtnl } from './rtnl/rtnl.js';
 export { SynholdError, type KernelFeature } from './model/errors.js';
 export { describeCause, type ReleaseCause } from './protect/hold/cause.js';
 export type { Held, Released } from './protect/hold/session.js';
+/**
+ * A packet-level pause for any flow: `await using b = await buffer({ dport: 8080, direction: 'both' }); await b.step(); await b.release()`.
+ * CLI equivalent: `synhold buffer start --dport 8080 --direction both` (the owner, in the foreground), then `synhold buffer step|list|release`.
+ */
+export { buffer, type PacketBuffer, type BufferOptions, type StepOptions, type StepResult, type BufferReleased } from './buffer/buffer.js';
+/** A buffer another process owns. CLI equivalents: `synhold buffer list`, `synhold buffer step [--count N] [--drop]`, `synhold buffer release`. */
+export { listBuffer, stepBuffer, releaseBuffer, type BufferRef } from './buffer/client.js';
+export type { HeldPacket } from './buffer/held.js';
+export type { BufferFilter, BufferFilterInput } from './buffer/filter.js';
 
 /** A hold this process owns: released by release(), by disposal, at max-hold, or by the watchdog if this process dies. */
 export interface Hold extends AsyncDisposable {

@@ -45,6 +45,7 @@ commands:
   daemon [--metrics HOST:PORT]          hold for protect without a process per reload; serve /metrics
   teardown                              remove everything setup created
   bench [--strategies LIST] [--quick|--full] ...  the seed's experiment, every reload strategy (bench --help)
+  buffer start|list|step|release [FILTER] ...   hold any flow's packets, release them epoch by epoch (buffer --help)
 
 global options:
   --netns NS      act inside a network namespace; protect runs CMD there too. NS is a name
@@ -293,6 +294,7 @@ const COMMANDS: Record<string, (args: string[], g: Globals) => Promise<number>> 
   daemon: cmdDaemon,
   teardown: cmdTeardown,
   bench: cmdBench,
+  buffer: async (args, g) => (await import('../buffer/cli.js')).cmdBuffer(args, g),
 };
 
 /** What to do when the kernel lacks a feature: the lower layers say what is missing, the CLI knows the alternatives. */

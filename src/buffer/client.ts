@@ -1,0 +1,82 @@
+/**
+ * A buffer owned by another process (`synhold buffer start`, or a program using
+ * buffer()), driven over its control socket: what `synhold buffer list|step|release` do.
+ */
+import { existsSync } from 'node:fs';
+import { SynholdError } from '../model/errors.js';
+import { FileLock } from '../protect/lock.js';
+import { detectIptables } from '../netfilter/iptables.js';
+import { request, type BufferInfo, type ControlReply, type ControlRequest } from './control.js';
+import type { BufferReleased, StepOptions, StepResult } from './buffer.js';
+import type { HeldPacket } from './held.js';
+import { BufferPaths } from './paths.js';
+import { checkQueue, DEFAULT_BUFFER_QUEUE, removeAllSteering } from './plan.js';
+
+export interface BufferRef {
+  netns?: string;
+  /** Default 7100, as buffer()'s. */
+  queue?: number;
+}
+
+/** What `release` found when no owner answered: rules a dead buffer left, now removed. */
+export interface StaleCleanup {
+  stale: true;
+  rulesRemoved: number;
+}
+
+function pathsOf(ref: BufferRef): BufferPaths {
+  return BufferPaths.for(ref.netns, checkQueue(ref.queue ?? DEFAULT_BUFFER_QUEUE));
+}
+
+function noBuffer(paths: BufferPaths): SynholdError {
+  return new SynholdError('ERR_NOT_SET_UP', `no buffer on queue ${paths.queue} here; start one with synhold buffer start`);
+}
+
+async function call<T extends ControlReply & { ok: true }>(paths: BufferPaths, req: ControlRequest): Promise<T> {
+  const reply = existsSync(paths.socket) ? await request(paths.socket, req) : undefined;
+  if (!reply) {
+    // Nobody answers. A held lock means an owner that lives but does not listen (stopping, or stopped).
+    if (FileLock.isHeld(paths.lock)) throw new SynholdError('ERR_BUSY', `the buffer on queue ${paths.queue} is starting or ending; try again`);
+    throw noBuffer(paths);
+  }
+  if (!reply.ok) throw new SynholdError(reply.code, reply.message);
+  return reply as T;
+}
+
+/** What is held, oldest first, and what the buffer is. CLI equivalent: `synhold buffer list`. */
+export async function listBuffer(ref: BufferRef = {}): Promise<{ info: BufferInfo; packets: HeldPacket[] }> {
+  const r = await call<Extract<ControlReply, { op: 'list' }>>(pathsOf(ref), { op: 'list' });
+  return { info: r.info, packets: r.packets };
+}
+
+/** Releases the current epoch (or the oldest N, or drops). CLI equivalent: `synhold buffer step [--count N] [--drop]`. */
+export async function stepBuffer(ref: BufferRef = {}, o: StepOptions = {}): Promise<StepResult> {
+  return (await call<Extract<ControlReply, { op: 'step' }>>(pathsOf(ref), { op: 'step', ...o })).result;
+}
+
+/**
+ * Releases everything and ends the buffer; with no owner alive, removes what a
+ * dead one left (its rules; the watchdog removed them already unless it died
+ * too). CLI equivalent: `synhold buffer release`.
+ */
+export async function releaseBuffer(ref: BufferRef = {}): Promise<BufferReleased | StaleCleanup> {
+  const paths = pathsOf(ref);
+  try {
+    return (await call<Extract<ControlReply, { op: 'release' }>>(paths, { op: 'release' })).result;
+  } catch (e) {
+    if ((e as SynholdError).code !== 'ERR_NOT_SET_UP') throw e;
+  }
+  paths.ensure();
+  const lock = FileLock.tryAcquire(paths.lock);
+  if (!lock) throw new SynholdError('ERR_BUSY', `a buffer on queue ${paths.queue} started meanwhile`);
+  try {
+    const backend = paths.readRecord()?.iptables ?? (await detectIptables({ family: 4, need: 'nfqueue' })).backend;
+    const rulesRemoved = await removeAllSteering(paths.queue, backend, ref.netns);
+    const hadFiles = existsSync(paths.record) || existsSync(paths.socket);
+    paths.removeFiles();
+    if (!rulesRemoved && !hadFiles) throw noBuffer(paths);
+    return { stale: true, rulesRemoved };
+  } finally {
+    lock.release();
+  }
+}
