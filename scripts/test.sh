@@ -7,6 +7,7 @@
 #   test/kernel     this machine's kernel, one fresh network namespace per test
 #   test/cli        the synhold command as a user runs it
 #   test/reload     real HAProxy reloaded under load on this kernel (nfqueue, drop)
+#   test/buffer     synhold buffer (nfqueue) on this kernel, a namespace per test
 #   test/bench      the benchmark's parts (real nginx, HAProxy, load)
 #   test/lab        the kernel lab: boots User-Mode Linux (which has sch_plug) and
 #                   runs test/lab-guest there; fails, never skips, if it cannot
@@ -26,6 +27,6 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^synhold-[a-
 done
 
 dirs=()
-for d in repo codec unit kernel cli reload faults soak bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
+for d in repo codec unit kernel cli reload faults buffer soak bench lab; do [[ -d dist/test/$d ]] && dirs+=("dist/test/$d"); done
 # One file at a time: kernel tests are timing-sensitive and the lab wants the CPU.
 exec node --test --test-concurrency=1 "${dirs[@]}"

@@ -33,7 +33,7 @@ function parse<T extends ParseArgsConfig['options']>(args: string[], options: T,
   try {
     r = parseArgs({ args, options: { ...options, json: { type: 'boolean' }, netns: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
   } catch (e) {
-    throw new ConfigError(`buffer: ${(e as Error).message.replace(/\. To specify a positional.*$/, '')}`);
+    throw new ConfigError(`${(e as Error).message.replace(/\. To specify a positional.*$/, '')}`);
   }
   const v = r.values as { json?: boolean; netns?: string; help?: boolean };
   if (v.json) g.json = true;
@@ -168,7 +168,6 @@ export async function cmdBuffer(args: string[], g: BufferGlobals): Promise<numbe
   const [sub, ...rest] = args;
   if (sub === '-h' || sub === '--help') return usage();
   const run = sub ? SUBCOMMANDS[sub] : undefined;
-  if (!run)
-    throw new ConfigError(sub ? `buffer: unknown subcommand "${sub}" (start, list, step, release)` : 'buffer needs a subcommand: start, list, step or release');
+  if (!run) throw new ConfigError(sub ? `unknown subcommand "${sub}" (start, list, step, release)` : 'buffer needs a subcommand: start, list, step or release');
   return run(rest, g);
 }
