@@ -35,7 +35,7 @@ import { describeFilter, type BufferFilter } from './filter.js';
 import { HeldTable, type HeldPacket } from './held.js';
 import { BufferPaths } from './paths.js';
 import { flushArgv, installSteering, restoreArgv, writeRuleFiles } from './steering.js';
-import { planBuffer, removeAllSteering, type BufferOptions, type BufferPlan } from './plan.js';
+import { planBuffer, removeAllSteering, removeOwnSteering, type BufferOptions, type BufferPlan } from './plan.js';
 import { serveControl, type ControlServer } from './control.js';
 
 /** Room for a long debugging session's worth of packets; past it the kernel drops (counted in /proc). */
@@ -267,7 +267,7 @@ class BufferOwner implements PacketBuffer {
       throw new SynholdError('ERR_RELEASE', `buffer release failed (${(e as Error).message}); its watchdog released instead`);
     }
     this.held.clear();
-    const rulesError = await removeAllSteering(this.queue, this.plan.steering.iptables, this.plan.netns).then(
+    const rulesError = await removeOwnSteering(this.plan).then(
       () => undefined,
       (e: Error) => e,
     );

@@ -8,14 +8,14 @@ import { ConfigError, MAX_DURATION_MS } from '../model/config.js';
 import { SynholdError } from '../model/errors.js';
 import type { IpFamily } from '../model/prefix.js';
 import { NetlinkError } from '../netlink/errors.js';
-import type { IptablesBackend } from '../netfilter/iptables.js';
+import { Iptables, runCommand, type IptablesBackend } from '../netfilter/iptables.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
 import { getLink } from '../rtnl/link.js';
 import { withRtnl } from '../rtnl/rtnl.js';
 import { StateStore } from '../protect/state.js';
 import { normalizeFilter, type BufferFilter, type BufferFilterInput } from './filter.js';
 import { BufferPaths } from './paths.js';
-import { buildSteering, detectBackend, removeSteering, type BufferSteering } from './steering.js';
+import { buildSteering, detectBackend, removeSteering, restoreArgv, type BufferSteering } from './steering.js';
 
 /**
  * protect's default queue is 7001 (src/model/config.ts); buffers default to a
@@ -99,6 +99,23 @@ export async function planBuffer(opts: BufferOptions): Promise<BufferPlan> {
   const plan: BufferPlan = { filter, queue, maxHoldMs, paths, steering, control: opts.control ?? true };
   if (opts.netns !== undefined) plan.netns = opts.netns;
   return plan;
+}
+
+/**
+ * Removes a live buffer's rules: its own deletion file per family (one
+ * iptables-restore each, atomic), then the table iptables-nft leaves; by tag if
+ * that fails (something changed the rules meanwhile).
+ */
+export async function removeOwnSteering(plan: BufferPlan): Promise<void> {
+  const { steering, paths, netns } = plan;
+  try {
+    for (const r of steering.families) {
+      await runCommand(restoreArgv(r.family, steering.iptables, paths.del(r.family), netns));
+      await new Iptables({ backend: steering.iptables, family: r.family, netns }).tidyTable('raw');
+    }
+  } catch {
+    await removeAllSteering(plan.queue, steering.iptables, netns);
+  }
 }
 
 /** Removes every rule of this buffer in both families (ours, or a dead buffer's on the same queue). */

@@ -134,3 +134,35 @@ test('step --count N releases the oldest N, in order; step --drop drops the olde
     }
   });
 });
+
+for (const at of ['egress', 'ingress'] as const) {
+  test(`--at ${at} on lo: three writes held 600 ms; ${at === 'egress' ? 'TCP skips its retransmissions (still its packets)' : 'TCP retransmits into the buffer (the packets left it)'}`, async (t) => {
+    await withNetns(async (ns) => {
+      oneWriteOnePacket(ns);
+      const pair = await startPair(ns, 'tcp', PORT);
+      try {
+        const retransBefore = nstat(ns, 'TcpRetransSegs');
+        await using b = await buffer({ netns: ns.name, dport: PORT, at, maxHoldMs: 30_000 });
+        for (const c of ['one|', 'two|', 'three|']) {
+          pair.send('c2s', Buffer.from(c));
+          await sleep(20);
+        }
+        await sleep(600);
+        const held = await b.list();
+        const retrans = nstat(ns, 'TcpRetransSegs') - retransBefore;
+        t.diagnostic(`--at ${at}: ${held.length} packets held (${held.map((p) => p.length).join(', ')} bytes), TcpRetransSegs ${retrans}`);
+        assert.ok(held.every((p) => p.at === at));
+        if (at === 'egress') {
+          assert.deepEqual([held.length, retrans], [3, 0], 'one packet per write, none retransmitted');
+        } else {
+          assert.ok(retrans > 0 && held.length > 3, 'the retransmissions are held too');
+        }
+        await b.release();
+        await until('delivered', () => pair.total('server') === 14);
+        assert.equal((await pair.dump()).server.toString(), 'one|two|three|');
+      } finally {
+        pair.kill();
+      }
+    });
+  });
+}

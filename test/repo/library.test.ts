@@ -48,6 +48,16 @@ out.durations = [synhold.parseDuration('2s'), synhold.parseSize('64k'), synhold.
 out.cause = synhold.describeCause({ kind: 'max-hold' });
 try { await synhold.setup(synhold.normalizeConfig({ ports: [16000], backend: 'plug' }), { netns: ns }); } catch (e) { out.error = [e instanceof synhold.SynholdError, typeof e.code]; }
 out.teardown = (await synhold.teardown({ netns: ns })).removed;
+{
+  // A buffer this program owns, driven through its control socket as \`synhold buffer\` would.
+  const b = await synhold.buffer({ netns: ns, proto: 'udp', dport: 16001, maxHoldMs: 5000 });
+  try {
+    out.buffer = [(await synhold.listBuffer({ netns: ns })).packets.length, (await synhold.stepBuffer({ netns: ns })).released];
+    out.bufferRelease = (await synhold.releaseBuffer({ netns: ns })).cause;
+  } finally {
+    await b[Symbol.asyncDispose]();
+  }
+}
 out.daemon = typeof synhold.runDaemon;
 out.rtnl = typeof synhold.Rtnl.open;
 console.log(JSON.stringify(out));
@@ -74,17 +84,21 @@ test('npm pack, installed in an empty directory: import "synhold" and use every 
         'Plug',
         'Rtnl',
         'SynholdError',
+        'buffer',
         'describeCause',
         'hold',
+        'listBuffer',
         'normalizeConfig',
         'openRtnl',
         'parseDuration',
         'parseSize',
         'protect',
         'release',
+        'releaseBuffer',
         'runDaemon',
         'setup',
         'status',
+        'stepBuffer',
         'teardown',
       ]);
       assert.equal(out.setup, 'created');
@@ -116,6 +130,8 @@ test('npm pack, installed in an empty directory: import "synhold" and use every 
       } finally {
         d.kill('SIGTERM');
       }
+      assert.deepEqual(out.buffer, [0, 0], 'a buffer with nothing held lists and steps nothing');
+      assert.equal(out.bufferRelease, 'release');
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });
