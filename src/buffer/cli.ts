@@ -95,8 +95,14 @@ async function cmdStart(args: string[], g: BufferGlobals): Promise<number> {
     ...(maxHold !== undefined ? { maxHoldMs: maxHold } : {}),
     ...(v['queue-num'] !== undefined ? { queue: queueOption(v['queue-num'])! } : {}),
   });
-  // Ctrl-C, kill, a closed terminal: let everything go before exiting.
-  const onSignal = () => void b.release().catch(() => undefined);
+  // Ctrl-C, kill, a closed terminal: let everything go before exiting. A second
+  // signal exits at once: the watchdog, seeing its owner gone, releases then.
+  let signalled = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signalled) process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGHUP' ? 1 : 15));
+    signalled = true;
+    void b.release().catch(() => undefined);
+  };
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   for (const s of signals) process.on(s, onSignal);
   out(

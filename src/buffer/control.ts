@@ -94,12 +94,11 @@ export async function serveControl(path: string, owner: Controlled): Promise<Con
   // The queue keeps the owner alive while it holds; the socket alone must not.
   server.unref();
   return {
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Connections still open (a client waiting on its release reply) are answered before this.
-        setTimeout(resolve, 200).unref();
-      }),
+    // Stops accepting; a connection still open (the client waiting for its release reply) gets its answer after this.
+    close: () => {
+      server.close();
+      return Promise.resolve();
+    },
   };
 }
 

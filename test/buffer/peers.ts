@@ -173,7 +173,7 @@ export function nstat(ns: TestNetns, name: string): number {
 }
 
 const CONNECT = `
-const s = require('net').connect({ host: '127.0.0.1', port: Number(process.argv[1]), localPort: Number(process.argv[2]) || undefined });
+const s = require('net').connect({ host: process.argv[4], port: Number(process.argv[1]), localPort: Number(process.argv[2]) || undefined });
 s.on('connect', () => console.log(JSON.stringify({ connectedAt: Date.now() })));
 s.on('error', (e) => console.log(JSON.stringify({ error: e.code || e.message })));
 setTimeout(() => process.exit(0), Number(process.argv[3])).unref();
@@ -185,9 +185,10 @@ export interface Connecting {
   kill(): void;
 }
 
-/** A TCP client in the namespace connecting to 127.0.0.1:port, from localPort if given (0: any). */
-export function connectFrom(ns: TestNetns, port: number, localPort = 0, lifetimeMs = 30_000): Connecting {
-  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e', CONNECT, String(port), String(localPort), String(lifetimeMs)], {
+/** A TCP client in the namespace connecting to host:port (127.0.0.1 by default), from localPort if given (0: any). */
+export function connectFrom(ns: TestNetns, port: number, localPort = 0, lifetimeMs = 30_000, host = '127.0.0.1'): Connecting {
+  const args = [String(port), String(localPort), String(lifetimeMs), host];
+  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e', CONNECT, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const connected = new Promise<number>((resolve, reject) => {
@@ -225,4 +226,10 @@ export async function startOwner(ns: TestNetns, args: string[]): Promise<Owner> 
     }),
   ]);
   return { pid: child.pid!, started: JSON.parse(first) as Owner['started'], done };
+}
+
+/** Every non-zero TCP counter of `nstat -az` in the namespace (for failure messages). */
+export function nstatAll(ns: TestNetns): Record<string, number> {
+  const j = JSON.parse(ns.exec('nstat', ['-az', '--json'])) as { kernel: Record<string, number> };
+  return Object.fromEntries(Object.entries(j.kernel).filter(([k, v]) => v !== 0 && /^Tcp/.test(k)));
 }

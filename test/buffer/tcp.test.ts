@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns } from '../helpers/netns.js';
 import { buffer } from '../../src/buffer/buffer.js';
 import type { HeldPacket } from '../../src/buffer/held.js';
-import { nstat, procQueue, startPair, until } from './peers.js';
+import { nstat, nstatAll, procQueue, startPair, until } from './peers.js';
 
 const PORT = 16100;
 const QUEUE = 7100;
@@ -74,7 +74,8 @@ test('established TCP, both directions: each epoch held until its step, then del
         const step = await b.step();
         assert.equal(step.released, held.length, `epoch ${epoch}: the step released the whole epoch`);
         await until(`epoch ${epoch} delivered`, () => pair.total('server') === want.server && pair.total('client') === want.client);
-        assert.equal((await b.list()).length, 0, `epoch ${epoch}: nothing left held`);
+        const left = await b.list();
+        assert.equal(left.length, 0, `epoch ${epoch}: nothing left held, got ${JSON.stringify(left)}; nstat ${JSON.stringify(nstatAll(ns))}`);
       }
       const end = await b.release();
       assert.equal(end.cause, 'release');

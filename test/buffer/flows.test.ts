@@ -1,5 +1,5 @@
 /**
- * UDP held and released; what `list` shows against what was sent; and a filter
+ * UDP held and released; what `list` shows against what was sent (IPv4, IPv6); and a filter
  * that holds one flow never delays another (measured, and the kernel's own
  * packet ids say none of it went through the queue).
  */
@@ -74,6 +74,30 @@ test('list: a held SYN shows its 5-tuple and flags as sent (client port chosen b
         await pair.connected;
       } finally {
         pair.kill();
+      }
+    } finally {
+      server.kill();
+    }
+  });
+});
+
+test('IPv6: with no address the buffer holds both families; a SYN to [::1] is listed as family 6, then released', async () => {
+  await withNetns(async (ns) => {
+    const server = await startEchoServer(ns.name, '::1', 16310);
+    try {
+      await using b = await buffer({ netns: ns.name, dport: 16310, maxHoldMs: 30_000 });
+      assert.match(ns.exec('ip6tables-save', ['-t', 'raw']), /-A OUTPUT -o lo -p tcp -m tcp --dport 16310 .*-j synhold-buf-7100/);
+      const c = connectFrom(ns, 16310, 16311, 30_000, '::1');
+      try {
+        const [syn] = await until('the IPv6 SYN held', async () => {
+          const l = await b.list();
+          return l.length === 1 && l;
+        });
+        assert.deepEqual([syn!.family, syn!.src, syn!.sport, syn!.dst, syn!.dport, syn!.flags], [6, '::1', 16311, '::1', 16310, 'SYN']);
+        await b.release();
+        await c.connected;
+      } finally {
+        c.kill();
       }
     } finally {
       server.kill();
