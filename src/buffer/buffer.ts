@@ -1,9 +1,10 @@
 /**
  * A packet-level pause for any flow (issue 10, the seed's "bufferize IP packets
  * and release them as needed ... to reproduce painful races"): every packet
- * matching a filter waits in an NFQUEUE bound by this process, which lets them
- * go an epoch at a time (`step`: everything held so far), N at a time, drops
- * one, or lets everything go and stops (`release`).
+ * matching a filter waits, in an NFQUEUE bound by this process or in an sch_plug
+ * qdisc (engine.ts), until it lets them go an epoch at a time (`step`: everything
+ * held so far), N at a time or drops one (nfqueue), or lets everything go and
+ * stops (`release`).
  *
  * Who owns a buffer: the process that called buffer() (for the CLI, the
  * foreground `synhold buffer start`). Not the daemon: a buffer is a debugging
@@ -13,53 +14,32 @@
  * owner over its control socket (control.ts): `synhold buffer step|list|release`.
  *
  * The dead-man's switch is protect's (native/watchdog.c through
- * src/protect/hold/watchdog.ts), started before the queue is bound, with a
- * duplicate of the queue's socket and the buffer's lock, and the release encoded
- * in advance: FAIL_OPEN, max length 0, accept everything, unbind (what
- * NfQueue.unbind() does), then two commands per IP family: flush the buffer's
- * chain, and iptables-restore the file that deletes its rules (steering.ts). It
- * fires when the owner dies (kill -9 included: its pipe closes), at max-hold
- * whatever the owner does, or on SIGTERM. So a buffer never outlives its owner,
- * and never lasts past max-hold.
+ * src/protect/hold/watchdog.ts), started before anything is held, with a
+ * duplicate of the engine's socket and of the buffer's lock, and the engine's
+ * release encoded in advance (engine-nfqueue.ts, engine-plug.ts). It fires when
+ * the owner dies (kill -9 included: its pipe closes), at max-hold whatever the
+ * owner does, or on SIGTERM. So a buffer never outlives its owner, and never
+ * lasts past max-hold.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SynholdError } from '../model/errors.js';
-import { ConfigError, MAX_DURATION_MS } from '../model/config.js';
-import { encodeReleaseRequests, NfQueue } from '../nfqueue/nfnetlink_queue.js';
-import { NF_DROP } from '../netfilter/nfnetlink.js';
-import type { Fallback } from '../backends/backend.js';
+import { MAX_DURATION_MS } from '../model/config.js';
 import { FileLock } from '../protect/lock.js';
 import { Watchdog, type WatchdogEnd } from '../protect/hold/watchdog.js';
 import { processId } from '../protect/hold/process-id.js';
 import { describeFilter, type BufferFilter } from './filter.js';
-import { HeldTable, type HeldPacket } from './held.js';
 import { BufferPaths } from './paths.js';
-import { flushArgv, installSteering, restoreArgv, writeRuleFiles } from './steering.js';
-import { planBuffer, removeAllSteering, removeOwnSteering, type BufferOptions, type BufferPlan } from './plan.js';
-import { serveControl, type ControlServer } from './control.js';
+import { planBuffer, type BufferOptions, type BufferPlan } from './plan.js';
+import { serveControl, type BufferInfo, type ControlServer } from './control.js';
+import type { BufferBackend, BufferEngine, BufferHeld, StepOptions, StepResult } from './engine.js';
+import { prepareNfqueue } from './engine-nfqueue.js';
+import { preparePlug } from './engine-plug.js';
 
-/** Room for a long debugging session's worth of packets; past it the kernel drops (counted in /proc). */
-const BUFFER_MAXLEN = 16384;
-/** Enough of each packet to read its IP and TCP/UDP headers for `list`. */
-const COPY_RANGE = 128;
 /** How long past max-hold the owner waits for a stopped watchdog before releasing itself. */
 const BACKUP_MS = 300;
 
-export interface StepOptions {
-  /** Release (or drop) only the oldest N held packets (default: the whole epoch; with drop, 1). */
-  count?: number;
-  /** Drop instead of releasing. */
-  drop?: boolean;
-}
-
-export interface StepResult {
-  released: number;
-  dropped: number;
-  /** The kernel ids of the packets let go (or dropped), oldest first. */
-  ids: number[];
-  /** Packets still held after the step. */
-  held: number;
-}
+export type { BufferOptions } from './plan.js';
+export type { BufferBackend, BufferHeld, StepOptions, StepResult } from './engine.js';
 
 export type BufferEndCause = 'release' | 'max-hold' | 'signal' | 'owner-gone' | 'watchdog-gone';
 
@@ -79,6 +59,7 @@ export interface BufferReleased {
 export interface PacketBuffer extends AsyncDisposable {
   readonly queue: number;
   readonly filter: BufferFilter;
+  readonly backend: BufferBackend;
   /** Epoch ms when it began holding, and when its watchdog ends it whatever happens. */
   readonly since: number;
   readonly deadline: number;
@@ -87,19 +68,18 @@ export interface PacketBuffer extends AsyncDisposable {
   readonly controlSocket: string | undefined;
   /** Resolves once released, whoever released. */
   readonly done: Promise<BufferReleased>;
-  /** What is held now, oldest first. */
-  list(): Promise<HeldPacket[]>;
+  /** What is held now: every packet, oldest first (nfqueue), or counts (plug). */
+  list(): Promise<BufferHeld>;
   step(o?: StepOptions): Promise<StepResult>;
   release(): Promise<BufferReleased>;
 }
-
-export type { BufferOptions } from './plan.js';
 
 /**
  * Starts holding every packet that matches the filter, until release(), max-hold,
  * or this process's death (then its watchdog lets everything go within
  * milliseconds). Bad input throws ConfigError (code ERR_BAD_INPUT) before
  * anything changes; a buffer already on the queue throws ERR_BUSY.
+ * CLI equivalent: `synhold buffer start FILTER` (which then serves `synhold buffer step|list|release`).
  */
 export async function buffer(opts: BufferOptions): Promise<PacketBuffer> {
   return BufferOwner.start(await planBuffer(opts));
@@ -108,6 +88,7 @@ export async function buffer(opts: BufferOptions): Promise<PacketBuffer> {
 class BufferOwner implements PacketBuffer {
   readonly queue: number;
   readonly filter: BufferFilter;
+  readonly backend: BufferBackend;
   readonly since = Date.now();
   readonly deadline: number;
   readonly done: Promise<BufferReleased>;
@@ -122,12 +103,12 @@ class BufferOwner implements PacketBuffer {
   private constructor(
     private readonly plan: BufferPlan,
     private readonly lock: FileLock,
-    private readonly q: NfQueue,
+    private readonly engine: BufferEngine,
     private readonly wd: Watchdog,
-    private readonly held: HeldTable,
   ) {
     this.queue = plan.queue;
     this.filter = plan.filter;
+    this.backend = plan.backend;
     this.deadline = this.since + plan.maxHoldMs;
     this.done = new Promise((r) => (this.resolveDone = r));
     // A stopped watchdog cannot end the buffer at max-hold: then the owner does, a moment later.
@@ -137,34 +118,29 @@ class BufferOwner implements PacketBuffer {
   }
 
   static async start(plan: BufferPlan): Promise<BufferOwner> {
-    const { paths, netns } = plan;
+    const { paths } = plan;
     paths.ensure();
     const lock = FileLock.tryAcquire(paths.lock);
     if (!lock) throw busy(paths);
-    let q: NfQueue | undefined;
+    let engine: BufferEngine | undefined;
     let wd: Watchdog | undefined;
     try {
-      // Under the lock: whatever a dead buffer on this queue left is ours to remove.
-      await removeAllSteering(plan.queue, plan.steering.iptables, netns);
-      writeRuleFiles(plan.steering, paths);
-      const held = new HeldTable();
-      q = NfQueue.open({ queue: plan.queue, netns, maxLen: BUFFER_MAXLEN, copyRange: COPY_RANGE, onPacket: (p) => held.add(p) });
+      engine = plan.backend === 'plug' ? await preparePlug(plan) : await prepareNfqueue(plan);
       wd = await Watchdog.start({
-        fallback: fallbackFor(plan, q),
+        fallback: engine.fallback,
         deadlineMs: plan.maxHoldMs,
         owner: 'process',
         lockFd: lock.fd,
         recordPath: paths.record,
         journalPath: paths.journal,
       });
-      await q.bindQueue(true);
-      await installSteering(plan.steering, paths, netns);
-      const owner = new BufferOwner(plan, lock, q, wd, held);
+      await engine.start();
+      const owner = new BufferOwner(plan, lock, engine, wd);
       owner.writeRecord();
       if (plan.control) owner.server = await serveControl(paths.socket, owner);
       return owner;
     } catch (e) {
-      await abortStart(plan, lock, q, wd);
+      await abortStart(plan, lock, engine, wd);
       throw e;
     }
   }
@@ -177,19 +153,21 @@ class BufferOwner implements PacketBuffer {
     return this.plan.control ? this.plan.paths.socket : undefined;
   }
 
-  list(): Promise<HeldPacket[]> {
+  list(): Promise<BufferHeld> {
     return this.serial(async () => {
       this.assertHolding('list');
-      await this.q.barrier();
-      return this.held.list();
+      return this.engine.list();
     });
   }
 
   step(o: StepOptions = {}): Promise<StepResult> {
-    if (o.count !== undefined && (!Number.isInteger(o.count) || o.count < 1)) {
-      return Promise.reject(new ConfigError(`step count ${String(o.count)} is not a positive integer`));
-    }
-    return this.serial(() => this.doStep(o));
+    return this.serial(async () => {
+      this.assertHolding('step');
+      const r = await this.engine.step(o);
+      this.stepped += r.released;
+      this.dropped += r.dropped;
+      return r;
+    });
   }
 
   release(): Promise<BufferReleased> {
@@ -201,9 +179,10 @@ class BufferOwner implements PacketBuffer {
   }
 
   /** For the control socket and the CLI: what this buffer is. */
-  describe(): { queue: number; filter: string; since: number; deadline: number; watchdogPid: number; ownerPid: number } {
+  describe(): BufferInfo {
     return {
       queue: this.queue,
+      backend: this.backend,
       filter: describeFilter(this.filter),
       since: this.since,
       deadline: this.deadline,
@@ -222,52 +201,29 @@ class BufferOwner implements PacketBuffer {
     if (this.releasing) throw new SynholdError('ERR_NOT_SET_UP', `cannot ${op}: the buffer on queue ${this.queue} is released`);
   }
 
-  /**
-   * The epoch is what the kernel holds when the step begins: the barrier makes
-   * sure every packet queued before it is in the table. Releasing is one batch
-   * verdict, so the epoch leaves in the order it came and nothing newer goes with it.
-   */
-  private async doStep(o: StepOptions): Promise<StepResult> {
-    this.assertHolding('step');
-    await this.q.barrier();
-    const n = Math.min(o.count ?? (o.drop ? 1 : this.held.size), this.held.size);
-    if (n === 0) return { released: 0, dropped: 0, ids: [], held: 0 };
-    const ids = this.held.take(n);
-    if (o.drop) {
-      for (const id of ids) await this.q.verdict(id, NF_DROP);
-      this.dropped += ids.length;
-      return { released: 0, dropped: ids.length, ids, held: this.held.size };
-    }
-    const released = await this.q.acceptThrough(ids[ids.length - 1]!, ids.length);
-    this.stepped += released;
-    return { released, dropped: 0, ids, held: this.held.size };
-  }
-
   private endWith(cause: BufferEndCause): Promise<BufferReleased> {
     this.releasing ??= this.serial(() => this.ownerRelease(cause));
     return this.releasing;
   }
 
   /**
-   * Tell the watchdog we release ('B'), let everything go and unbind (traffic
-   * flows from here: --queue-bypass), remove the rules, tell it we are done
-   * ('X'). If our release fails, the watchdog finishes it with its own copy.
+   * Tell the watchdog we release ('B'), let everything go (traffic flows from
+   * here), remove the steering, tell it we are done ('X'). If our release
+   * fails, the watchdog finishes it with its own copy.
    */
   private async ownerRelease(cause: BufferEndCause): Promise<BufferReleased> {
     if (this.wd.end?.kind === 'released') return this.afterWatchdog(this.wd.end);
     this.wd.beginRelease();
     let released = 0;
     try {
-      released = (await this.q.acceptAll()).accepted;
-      await this.q.unbind();
+      released = await this.engine.releaseAll();
     } catch (e) {
       this.wd.takeOver();
       await Promise.race([this.wd.ended, sleep(3000, undefined, { ref: false })]);
       await this.close();
       throw new SynholdError('ERR_RELEASE', `buffer release failed (${(e as Error).message}); its watchdog released instead`);
     }
-    this.held.clear();
-    const rulesError = await removeOwnSteering(this.plan).then(
+    const steeringError = await this.engine.removeSteering().then(
       () => undefined,
       (e: Error) => e,
     );
@@ -275,16 +231,15 @@ class BufferOwner implements PacketBuffer {
     await this.close();
     const r = this.result(released, cause, 'owner');
     this.resolveDone(r);
-    if (rulesError) {
-      throw new SynholdError('ERR_RELEASE', `released, but removing the rules failed (${rulesError.message}); \`synhold buffer release\` removes them`);
+    if (steeringError) {
+      throw new SynholdError('ERR_RELEASE', `released, but removing the steering failed (${steeringError.message}); \`synhold buffer release\` removes it`);
     }
     return r;
   }
 
-  /** The watchdog let go on its own (max-hold, SIGTERM): its queue is unbound; tidy up after it. */
+  /** The watchdog let go on its own (max-hold, SIGTERM): tidy up after it. */
   private async afterWatchdog(end: Extract<WatchdogEnd, { kind: 'released' }>): Promise<BufferReleased> {
-    const released = this.held.clear();
-    await removeAllSteering(this.queue, this.plan.steering.iptables, this.plan.netns).catch(() => undefined);
+    const released = await this.engine.afterWatchdog();
     await this.close();
     const cause: BufferEndCause = end.detail === 'signal' ? 'signal' : end.detail === 'max-hold' ? 'max-hold' : 'owner-gone';
     const r = this.result(released, cause, 'watchdog');
@@ -310,7 +265,7 @@ class BufferOwner implements PacketBuffer {
   private async close(): Promise<void> {
     clearTimeout(this.backup);
     await this.server?.close();
-    this.q.close();
+    this.engine.close();
     this.plan.paths.removeFiles();
     this.lock.release();
   }
@@ -318,40 +273,29 @@ class BufferOwner implements PacketBuffer {
   private writeRecord(): void {
     this.plan.paths.writeRecord({
       queue: this.queue,
+      backend: this.backend,
       owner: processId(process.pid)!,
       watchdog: this.wd.id,
       filter: this.filter,
-      iptables: this.plan.steering.iptables,
-      families: this.plan.steering.families.map((f) => f.family),
+      ...(this.plan.steering ? { iptables: this.plan.steering.iptables, families: this.plan.steering.families.map((f) => f.family) } : {}),
       since: this.since,
       deadline: this.deadline,
     });
   }
 }
 
-/**
- * The watchdog's release: the queue's (as NfQueue.unbind() does it, on a
- * duplicate of our socket: verdicts must come from the socket that bound the
- * queue), then the rules' (flush the chain, then delete it and the jumps).
- */
-function fallbackFor(plan: BufferPlan, q: NfQueue): Fallback {
-  const messages = encodeReleaseRequests(plan.queue, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes }));
-  const commands: string[][] = [];
-  for (const r of plan.steering.families) commands.push(flushArgv(plan.steering, r.family, plan.netns));
-  for (const r of plan.steering.families) commands.push(restoreArgv(r.family, plan.steering.iptables, plan.paths.del(r.family), plan.netns));
-  return { sockets: [q.fd], messages, commands };
-}
-
 /** Undoes a start that failed part way: nothing may stay held or steered. */
-async function abortStart(plan: BufferPlan, lock: FileLock, q: NfQueue | undefined, wd: Watchdog | undefined): Promise<void> {
+async function abortStart(plan: BufferPlan, lock: FileLock, engine: BufferEngine | undefined, wd: Watchdog | undefined): Promise<void> {
   wd?.beginRelease();
-  await q?.unbind().catch(() => undefined);
-  await removeAllSteering(plan.queue, plan.steering.iptables, plan.netns).catch(() => undefined);
+  if (engine) {
+    await engine.releaseAll().catch(() => undefined);
+    await engine.removeSteering().catch(() => undefined);
+  }
   if (wd) {
     wd.stand();
     await wd.ended;
   }
-  q?.close();
+  engine?.close();
   plan.paths.removeFiles();
   lock.release();
 }

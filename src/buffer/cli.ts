@@ -7,7 +7,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, parseDuration } from '../model/config.js';
-import { buffer, type BufferReleased, type StepOptions } from './buffer.js';
+import { buffer, type BufferBackend, type BufferReleased, type StepOptions } from './buffer.js';
 import { listBuffer, releaseBuffer, stepBuffer, type BufferRef } from './client.js';
 import { formatHeld } from './held.js';
 import { describeFilter, type BufferDirection, type BufferHook, type BufferProto } from './filter.js';
@@ -19,14 +19,15 @@ export interface BufferGlobals {
 
 export const BUFFER_USAGE = `usage: synhold [--netns NAME] buffer start [--proto tcp|udp] [--src A] [--dst A] [--sport P] [--dport P]
                      [--tcp-flags SET[/MASK]] [--direction one|both] [--dev DEV] [--at egress|ingress]
-                     [--max-hold D] [--queue-num N]
+                     [--max-hold D] [--queue-num N] [--backend auto|plug|nfqueue]
        synhold [--netns NAME] buffer list|release [--queue-num N]
        synhold [--netns NAME] buffer step [--count N] [--drop] [--queue-num N]
 
 start holds every packet matching the filter (at least one address or port) until release, Ctrl-C,
 --max-hold (60s; at most 10m) or its own death; it stays in the foreground and prints one line once
 holding. step releases the epoch (everything held when it runs), or the oldest --count N; --drop drops
-instead (the oldest one by default). list shows what is held; release lets everything go and ends it.`;
+instead (the oldest one by default; --count and --drop need nfqueue: a plug releases whole epochs). list
+shows what is held (each packet with nfqueue, counts with plug); release lets everything go and ends it.`;
 
 function parse<T extends ParseArgsConfig['options']>(args: string[], options: T, g: BufferGlobals) {
   let r;
@@ -71,6 +72,7 @@ const START_OPTIONS = {
   at: { type: 'string' },
   'max-hold': { type: 'string' },
   'queue-num': { type: 'string' },
+  backend: { type: 'string' },
 } as const;
 
 function summary(r: BufferReleased): string {
@@ -94,6 +96,7 @@ async function cmdStart(args: string[], g: BufferGlobals): Promise<number> {
     ...(v.at !== undefined ? { at: v.at as BufferHook } : {}),
     ...(maxHold !== undefined ? { maxHoldMs: maxHold } : {}),
     ...(v['queue-num'] !== undefined ? { queue: queueOption(v['queue-num'])! } : {}),
+    ...(v.backend !== undefined ? { backend: v.backend as BufferBackend | 'auto' } : {}),
   });
   // Ctrl-C, kill, a closed terminal: let everything go before exiting. A second
   // signal exits at once: the watchdog, seeing its owner gone, releases then.
@@ -109,6 +112,7 @@ async function cmdStart(args: string[], g: BufferGlobals): Promise<number> {
     g,
     {
       buffering: true,
+      backend: b.backend,
       queue: b.queue,
       filter: describeFilter(b.filter),
       ownerPid: process.pid,
@@ -116,7 +120,7 @@ async function cmdStart(args: string[], g: BufferGlobals): Promise<number> {
       socket: b.controlSocket,
       deadline: b.deadline,
     },
-    `synhold buffer: holding ${describeFilter(b.filter)} (queue ${b.queue}, owner pid ${process.pid}, watchdog pid ${b.watchdogPid}); ` +
+    `synhold buffer: holding ${describeFilter(b.filter)} (${b.backend}, queue ${b.queue}, owner pid ${process.pid}, watchdog pid ${b.watchdogPid}); ` +
       `synhold buffer list|step|release, or Ctrl-C`,
   );
   const r = await b.done;
@@ -129,8 +133,9 @@ async function cmdList(args: string[], g: BufferGlobals): Promise<number> {
   const { values: v, help } = parse(args, { 'queue-num': { type: 'string' } }, g);
   if (help) return usage();
   const r = await listBuffer(refOf(g, v['queue-num']));
-  const head = `queue ${r.info.queue}: ${r.info.filter}; ${r.packets.length} held`;
-  out(g, r, [head, ...r.packets.map(formatHeld)].join('\n'));
+  const bytes = r.held.heldBytes !== undefined ? ` (${r.held.heldBytes} bytes)` : '';
+  const head = `queue ${r.info.queue} (${r.info.backend}): ${r.info.filter}; ${r.held.heldPackets} held${bytes}`;
+  out(g, r, [head, ...(r.held.packets ?? []).map(formatHeld)].join('\n'));
   return 0;
 }
 

@@ -7,8 +7,10 @@ import { SynholdError } from '../model/errors.js';
 import { FileLock } from '../protect/lock.js';
 import { detectIptables } from '../netfilter/iptables.js';
 import { request, type BufferInfo, type ControlReply, type ControlRequest } from './control.js';
-import type { BufferReleased, StepOptions, StepResult } from './buffer.js';
-import type { HeldPacket } from './held.js';
+import { withRtnl } from '../rtnl/rtnl.js';
+import { removePlugLeftovers } from './engine-plug.js';
+import type { BufferReleased } from './buffer.js';
+import type { BufferHeld, StepOptions, StepResult } from './engine.js';
 import { BufferPaths } from './paths.js';
 import { checkQueue, DEFAULT_BUFFER_QUEUE, removeAllSteering } from './plan.js';
 
@@ -18,7 +20,7 @@ export interface BufferRef {
   queue?: number;
 }
 
-/** What `release` found when no owner answered: rules a dead buffer left, now removed. */
+/** What `release` found when no owner answered: rules (nfqueue) or tc objects (plug) a dead buffer left, now removed. */
 export interface StaleCleanup {
   stale: true;
   rulesRemoved: number;
@@ -43,10 +45,10 @@ async function call<T extends ControlReply & { ok: true }>(paths: BufferPaths, r
   return reply as T;
 }
 
-/** What is held, oldest first, and what the buffer is. CLI equivalent: `synhold buffer list`. */
-export async function listBuffer(ref: BufferRef = {}): Promise<{ info: BufferInfo; packets: HeldPacket[] }> {
+/** What is held (every packet, oldest first, with nfqueue; counts with plug), and what the buffer is. CLI equivalent: `synhold buffer list`. */
+export async function listBuffer(ref: BufferRef = {}): Promise<{ info: BufferInfo; held: BufferHeld }> {
   const r = await call<Extract<ControlReply, { op: 'list' }>>(pathsOf(ref), { op: 'list' });
-  return { info: r.info, packets: r.packets };
+  return { info: r.info, held: r.held };
 }
 
 /** Releases the current epoch (or the oldest N, or drops). CLI equivalent: `synhold buffer step [--count N] [--drop]`. */
@@ -70,13 +72,26 @@ export async function releaseBuffer(ref: BufferRef = {}): Promise<BufferReleased
   const lock = FileLock.tryAcquire(paths.lock);
   if (!lock) throw new SynholdError('ERR_BUSY', `a buffer on queue ${paths.queue} started meanwhile`);
   try {
-    const backend = paths.readRecord()?.iptables ?? (await detectIptables({ family: 4, need: 'nfqueue' })).backend;
-    const rulesRemoved = await removeAllSteering(paths.queue, backend, ref.netns);
-    const hadFiles = existsSync(paths.record) || existsSync(paths.socket);
+    const hadFiles = existsSync(paths.record) || existsSync(paths.socket) || existsSync(paths.plugState);
+    const removed =
+      (await withRtnl(ref.netns ? { netns: ref.netns } : {}, (rt) => removePlugLeftovers(paths, rt))) + (await removeStaleRules(paths, ref.netns));
     paths.removeFiles();
-    if (!rulesRemoved && !hadFiles) throw noBuffer(paths);
-    return { stale: true, rulesRemoved };
+    if (!removed && !hadFiles) throw noBuffer(paths);
+    return { stale: true, rulesRemoved: removed };
   } finally {
     lock.release();
   }
+}
+
+/** A dead nfqueue buffer's iptables rules; none where iptables cannot work (the kernel lab has no raw table). */
+async function removeStaleRules(paths: BufferPaths, netns: string | undefined): Promise<number> {
+  let backend = paths.readRecord()?.iptables;
+  if (!backend) {
+    try {
+      backend = (await detectIptables({ family: 4, need: 'nfqueue' })).backend;
+    } catch {
+      return 0;
+    }
+  }
+  return removeAllSteering(paths.queue, backend, netns);
 }

@@ -11,13 +11,14 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { SynholdError } from '../model/errors.js';
 import { connectUnix, onJsonLines } from '../protect/unix-json.js';
-import type { HeldPacket } from './held.js';
-import type { BufferReleased, StepOptions, StepResult } from './buffer.js';
+import type { BufferReleased } from './buffer.js';
+import type { BufferBackend, BufferHeld, StepOptions, StepResult } from './engine.js';
 
 export type ControlRequest = { op: 'list' } | { op: 'info' } | ({ op: 'step' } & StepOptions) | { op: 'release' };
 
 export interface BufferInfo {
   queue: number;
+  backend: BufferBackend;
   filter: string;
   since: number;
   deadline: number;
@@ -26,7 +27,7 @@ export interface BufferInfo {
 }
 
 export type ControlReply =
-  | { ok: true; op: 'list'; info: BufferInfo; packets: HeldPacket[] }
+  | { ok: true; op: 'list'; info: BufferInfo; held: BufferHeld }
   | { ok: true; op: 'info'; info: BufferInfo }
   | { ok: true; op: 'step'; result: StepResult }
   | { ok: true; op: 'release'; result: BufferReleased }
@@ -34,7 +35,7 @@ export type ControlReply =
 
 /** What the server needs of the owner. */
 export interface Controlled {
-  list(): Promise<HeldPacket[]>;
+  list(): Promise<BufferHeld>;
   step(o: StepOptions): Promise<StepResult>;
   release(): Promise<BufferReleased>;
   describe(): BufferInfo;
@@ -50,7 +51,7 @@ const REPLY_TIMEOUT_MS = 5000;
 async function answer(owner: Controlled, req: ControlRequest): Promise<ControlReply> {
   switch (req.op) {
     case 'list':
-      return { ok: true, op: 'list', info: owner.describe(), packets: await owner.list() };
+      return { ok: true, op: 'list', info: owner.describe(), held: await owner.list() };
     case 'info':
       return { ok: true, op: 'info', info: owner.describe() };
     case 'step': {

@@ -9,7 +9,9 @@
  *   q<N>.sock      the owner's control socket (`synhold buffer step|list|release`)
  *   q<N>.json      the record: owner, watchdog, filter, rules (removed at release,
  *                  by the watchdog too when it releases)
- *   q<N>.v4.add / .v4.del (and .v6.*)  the iptables-restore files (steering.ts)
+ *   q<N>.v4.add / .v4.del (and .v6.*)  nfqueue: the iptables-restore files (steering.ts)
+ *   q<N>.plug.json  plug: the objects it created (IFB, filters, clsact), kept until
+ *                  they are removed, by the owner or by the next start or release
  *   watchdog.log   one line per release a watchdog did on its own
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
@@ -20,14 +22,17 @@ import type { IpFamily } from '../model/prefix.js';
 import type { BufferFilter } from './filter.js';
 import type { RuleFiles } from './steering.js';
 import type { IptablesBackend } from '../netfilter/iptables.js';
+import type { BufferBackend } from './engine.js';
 
 export interface BufferRecord {
   queue: number;
+  backend: BufferBackend;
   owner: ProcessId;
   watchdog: ProcessId;
   filter: BufferFilter;
-  iptables: IptablesBackend;
-  families: IpFamily[];
+  /** nfqueue: which iptables, and the families with rules. */
+  iptables?: IptablesBackend;
+  families?: IpFamily[];
   /** Epoch ms. */
   since: number;
   deadline: number;
@@ -70,6 +75,10 @@ export class BufferPaths implements RuleFiles {
 
   del(family: IpFamily): string {
     return join(this.dir, `q${this.queue}.v${family}.del`);
+  }
+
+  get plugState(): string {
+    return join(this.dir, `q${this.queue}.plug.json`);
   }
 
   readRecord(): BufferRecord | undefined {

@@ -4,7 +4,9 @@
  * Any problem here is bad input (exit 2) or a busy queue (exit 4), and the
  * kernel is exactly as it was.
  */
-import { ConfigError, MAX_DURATION_MS } from '../model/config.js';
+import { ConfigError, MAX_DURATION_MS, normalizeConfig } from '../model/config.js';
+import { plugBackend } from '../backends/plug.js';
+import type { BufferBackend } from './engine.js';
 import { SynholdError } from '../model/errors.js';
 import type { IpFamily } from '../model/prefix.js';
 import { NetlinkError } from '../netlink/errors.js';
@@ -27,12 +29,14 @@ export const DEFAULT_BUFFER_MAX_HOLD_MS = 60_000;
 export interface BufferOptions extends BufferFilterInput {
   /** A network namespace (a name under /run/netns, or a path); default: this process's. */
   netns?: string;
-  /** The NFQUEUE number (default 7100): one buffer per number and namespace. */
+  /** The NFQUEUE number (default 7100), and the buffer's name with either backend: one buffer per number and namespace. */
   queue?: number;
   /** The watchdog ends the buffer this long after it began, whatever happens (default 60 s, at most 10 min). */
   maxHoldMs?: number;
   /** Serve `synhold buffer step|list|release` on the control socket (default true). */
   control?: boolean;
+  /** plug where the kernel has sch_plug, else nfqueue (auto, the default, as setup chooses). */
+  backend?: 'auto' | BufferBackend;
 }
 
 export interface BufferPlan {
@@ -41,7 +45,11 @@ export interface BufferPlan {
   maxHoldMs: number;
   netns?: string;
   paths: BufferPaths;
-  steering: BufferSteering;
+  backend: BufferBackend;
+  /** Why this backend (auto's probe result, or "requested"). */
+  backendReason: string;
+  /** The nfqueue backend's iptables rules. */
+  steering?: BufferSteering;
   control: boolean;
 }
 
@@ -80,25 +88,41 @@ async function checkDevice(netns: string | undefined, dev: string): Promise<void
   });
 }
 
-/** Validates everything and decides the rules; changes nothing. */
+/** Validates everything and decides the backend and its rules; changes nothing. */
 export async function planBuffer(opts: BufferOptions): Promise<BufferPlan> {
   const filter = normalizeFilter(opts);
   const queue = checkQueue(opts.queue ?? DEFAULT_BUFFER_QUEUE);
   const maxHoldMs = checkMaxHold(opts.maxHoldMs);
+  const choice = opts.backend ?? 'auto';
+  if (!['auto', 'nfqueue', 'plug'].includes(choice)) throw new ConfigError(`--backend must be auto, plug or nfqueue, not "${String(choice)}"`);
   const paths = BufferPaths.for(opts.netns, queue);
-  checkNotProtectQueue(opts.netns, queue);
   await checkDevice(opts.netns, filter.dev);
-  const bound = (await readKernelQueueStats(opts.netns)).find((s) => s.queue === queue);
-  if (bound) {
-    throw new SynholdError(
-      'ERR_BUSY',
-      `queue ${queue} is already bound here (peer_portid ${bound.peerPortId} in /proc/net/netfilter/nfnetlink_queue); use another --queue-num`,
-    );
-  }
-  const steering = buildSteering(filter, queue, await detectBackend(filter));
-  const plan: BufferPlan = { filter, queue, maxHoldMs, paths, steering, control: opts.control ?? true };
+  const { backend, reason } = await chooseBackend(choice, opts.netns);
+  const plan: BufferPlan = { filter, queue, maxHoldMs, paths, backend, backendReason: reason, control: opts.control ?? true };
   if (opts.netns !== undefined) plan.netns = opts.netns;
+  if (backend === 'nfqueue') {
+    checkNotProtectQueue(opts.netns, queue);
+    const bound = (await readKernelQueueStats(opts.netns)).find((s) => s.queue === queue);
+    if (bound) {
+      throw new SynholdError(
+        'ERR_BUSY',
+        `queue ${queue} is already bound here (peer_portid ${bound.peerPortId} in /proc/net/netfilter/nfnetlink_queue); use another --queue-num`,
+      );
+    }
+    plan.steering = buildSteering(filter, queue, await detectBackend(filter));
+  }
   return plan;
+}
+
+/** As setup's auto: plug when this kernel has sch_plug and IFB (probed on a throwaway IFB device), else nfqueue. */
+async function chooseBackend(choice: 'auto' | BufferBackend, netns: string | undefined): Promise<{ backend: BufferBackend; reason: string }> {
+  if (choice === 'nfqueue') return { backend: 'nfqueue', reason: 'requested' };
+  const probe = await withRtnl(netns ? { netns } : {}, (rt) =>
+    plugBackend.probe({ ...normalizeConfig({ ports: [1] }), direction: 'ingress' }, netns ? { rt, netns } : { rt }),
+  );
+  if (probe.ok) return { backend: 'plug', reason: choice === 'plug' ? 'requested' : 'auto: this kernel has sch_plug' };
+  if (choice === 'plug') throw new SynholdError('ERR_BACKEND_UNAVAILABLE', `no plug: missing ${probe.missing}`, { lacks: 'sch_plug' });
+  return { backend: 'nfqueue', reason: `auto: no plug (missing ${probe.missing})` };
 }
 
 /**
@@ -107,7 +131,8 @@ export async function planBuffer(opts: BufferOptions): Promise<BufferPlan> {
  * that fails (something changed the rules meanwhile).
  */
 export async function removeOwnSteering(plan: BufferPlan): Promise<void> {
-  const { steering, paths, netns } = plan;
+  const { paths, netns } = plan;
+  const steering = plan.steering!;
   try {
     for (const r of steering.families) {
       await runCommand(restoreArgv(r.family, steering.iptables, paths.del(r.family), netns));

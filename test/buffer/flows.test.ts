@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns } from '../helpers/netns.js';
 import { startClient, startEchoServer } from '../helpers/tcp.js';
 import { buffer } from '../../src/buffer/buffer.js';
-import { connectFrom, procQueue, startPair, until } from './peers.js';
+import { connectFrom, packetsOf, procQueue, startPair, until } from './peers.js';
 
 const QUEUE = 7100;
 
@@ -21,7 +21,7 @@ test('UDP: datagrams held (list shows each one), then released in order by steps
       const sent = ['alpha', 'bravo-2', 'charlie-33', 'delta-444', 'echo-5555'].map((s) => Buffer.from(s));
       for (const d of sent) pair.send('c2s', d);
       const held = await until('five datagrams held', async () => {
-        const l = await b.list();
+        const l = await packetsOf(b);
         return l.length === 5 && l;
       });
       assert.deepEqual(
@@ -55,7 +55,7 @@ test('list: a held SYN shows its 5-tuple and flags as sent (client port chosen b
       const pair = connectFrom(ns, 16300, 16301);
       try {
         const [syn] = await until('the SYN held', async () => {
-          const l = await b.list();
+          const l = await packetsOf(b);
           return l.length === 1 && l;
         });
         assert.deepEqual(
@@ -66,7 +66,7 @@ test('list: a held SYN shows its 5-tuple and flags as sent (client port chosen b
         assert.equal(syn!.length, 60);
         await b.step();
         const [synAck] = await until('the SYN-ACK held (both directions)', async () => {
-          const l = await b.list();
+          const l = await packetsOf(b);
           return l.length === 1 && l;
         });
         assert.deepEqual([synAck!.sport, synAck!.dport, synAck!.flags], [16300, 16301, 'SYN,ACK']);
@@ -90,7 +90,7 @@ test('IPv6: with no address the buffer holds both families; a SYN to [::1] is li
       const c = connectFrom(ns, 16310, 16311, 30_000, '::1');
       try {
         const [syn] = await until('the IPv6 SYN held', async () => {
-          const l = await b.list();
+          const l = await packetsOf(b);
           return l.length === 1 && l;
         });
         assert.deepEqual([syn!.family, syn!.src, syn!.sport, syn!.dst, syn!.dport, syn!.flags], [6, '::1', 16311, '::1', 16310, 'SYN']);
@@ -112,7 +112,7 @@ test('a filter matches nothing else: another port is never delayed while the buf
     try {
       await using b = await buffer({ netns: ns.name, dport: 16400, direction: 'both', maxHoldMs: 30_000 });
       const victim = startClient(ns.name, '127.0.0.1', 16400);
-      await until('the held SYN', async () => (await b.list()).length === 1);
+      await until('the held SYN', async () => (await packetsOf(b)).length === 1);
       const idsBefore = procQueue(ns, QUEUE)!.idSequence;
       // 200 round trips on the other port, while the first is held.
       const c = startClient(ns.name, '127.0.0.1', 16401, 200, 1);

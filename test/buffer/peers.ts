@@ -15,6 +15,8 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestNetns } from '../helpers/netns.js';
 import { CLI } from '../helpers/cli.js';
+import type { BufferHeld } from '../../src/buffer/engine.js';
+import type { HeldPacket } from '../../src/buffer/held.js';
 
 const PAIR = `
 const net = require('net'), dgram = require('dgram');
@@ -232,4 +234,11 @@ export async function startOwner(ns: TestNetns, args: string[]): Promise<Owner> 
 export function nstatAll(ns: TestNetns): Record<string, number> {
   const j = JSON.parse(ns.exec('nstat', ['-az', '--json'])) as { kernel: Record<string, number> };
   return Object.fromEntries(Object.entries(j.kernel).filter(([k, v]) => v !== 0 && /^Tcp/.test(k)));
+}
+
+/** The packets an nfqueue buffer lists (a plug buffer only counts: then this fails the test). */
+export async function packetsOf(b: { list(): Promise<BufferHeld> }): Promise<HeldPacket[]> {
+  const h = await b.list();
+  if (!h.packets) throw new Error('this buffer lists no packets (plug backend?)');
+  return h.packets;
 }

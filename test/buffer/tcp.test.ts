@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns } from '../helpers/netns.js';
 import { buffer } from '../../src/buffer/buffer.js';
 import type { HeldPacket } from '../../src/buffer/held.js';
-import { nstat, nstatAll, procQueue, startPair, until } from './peers.js';
+import { nstat, nstatAll, packetsOf, procQueue, startPair, until } from './peers.js';
 
 const PORT = 16100;
 const QUEUE = 7100;
@@ -57,10 +57,10 @@ test('established TCP, both directions: each epoch held until its step, then del
         }
         const want = { server: Buffer.concat(sent.c2s).length, client: Buffer.concat(sent.s2c).length };
         const before = { server: pair.total('server'), client: pair.total('client') };
-        await until(`epoch ${epoch}'s data in the queue`, async () => (await b.list()).filter((p) => p.flags?.includes('PSH')).length >= 6);
+        await until(`epoch ${epoch}'s data in the queue`, async () => (await packetsOf(b)).filter((p) => p.flags?.includes('PSH')).length >= 6);
         await sleep(QUIET_MS);
         assert.deepEqual({ server: pair.total('server'), client: pair.total('client') }, before, `epoch ${epoch}: nothing arrived before the step`);
-        const held = await b.list();
+        const held = await packetsOf(b);
         assert.equal(procQueue(ns, QUEUE)?.queueTotal, held.length, `epoch ${epoch}: /proc's queue_total agrees with list (${held.length})`);
         const data = held.filter((p) => p.flags?.includes('PSH'));
         assert.equal(data.length, 6, `epoch ${epoch}: 6 data packets held, got ${JSON.stringify(held)}`);
@@ -74,7 +74,7 @@ test('established TCP, both directions: each epoch held until its step, then del
         const step = await b.step();
         assert.equal(step.released, held.length, `epoch ${epoch}: the step released the whole epoch`);
         await until(`epoch ${epoch} delivered`, () => pair.total('server') === want.server && pair.total('client') === want.client);
-        const left = await b.list();
+        const left = await packetsOf(b);
         assert.equal(left.length, 0, `epoch ${epoch}: nothing left held, got ${JSON.stringify(left)}; nstat ${JSON.stringify(nstatAll(ns))}`);
       }
       const end = await b.release();
@@ -104,7 +104,7 @@ test('step --count N releases the oldest N, in order; step --drop drops the olde
       for (const c of chunks) {
         pair.send('c2s', c);
         // One write, one segment: wait for each to be queued before the next.
-        await until('the segment queued', async () => (await b.list()).length === chunks.indexOf(c) + 1);
+        await until('the segment queued', async () => (await packetsOf(b)).length === chunks.indexOf(c) + 1);
       }
       const first = await b.step({ count: 1 });
       assert.equal(first.released, 1);
@@ -118,13 +118,13 @@ test('step --count N releases the oldest N, in order; step --drop drops the olde
       // Drop: the segment is lost in the kernel (queue ids say which); TCP's retransmit brings it back later.
       pair.send('c2s', Buffer.from('four|'));
       const [fourth] = await until('the fourth segment queued', async () => {
-        const l = await b.list();
+        const l = await packetsOf(b);
         return l.length === 1 && l;
       });
       const dropped = await b.step({ drop: true });
       assert.deepEqual([dropped.dropped, dropped.ids], [1, [fourth!.id]]);
       // TCP retransmits what the kernel dropped: the same segment comes back as a new packet, held again.
-      const again = await until('the retransmission held', async () => (await b.list()).find((p) => p.id > fourth!.id), 5000);
+      const again = await until('the retransmission held', async () => (await packetsOf(b)).find((p) => p.id > fourth!.id), 5000);
       assert.deepEqual([again.flags, again.length, again.sport, again.dport], [fourth!.flags, fourth!.length, fourth!.sport, fourth!.dport]);
       assert.equal(pair.total('server'), 14, 'the dropped segment never reached the server');
       await b.step();
@@ -149,7 +149,7 @@ for (const at of ['egress', 'ingress'] as const) {
           await sleep(20);
         }
         await sleep(600);
-        const held = await b.list();
+        const held = await packetsOf(b);
         const retrans = nstat(ns, 'TcpRetransSegs') - retransBefore;
         t.diagnostic(`--at ${at}: ${held.length} packets held (${held.map((p) => p.length).join(', ')} bytes), TcpRetransSegs ${retrans}`);
         assert.ok(held.every((p) => p.at === at));

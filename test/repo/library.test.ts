@@ -52,7 +52,7 @@ out.teardown = (await synhold.teardown({ netns: ns })).removed;
   // A buffer this program owns, driven through its control socket as \`synhold buffer\` would.
   const b = await synhold.buffer({ netns: ns, proto: 'udp', dport: 16001, maxHoldMs: 5000 });
   try {
-    out.buffer = [(await synhold.listBuffer({ netns: ns })).packets.length, (await synhold.stepBuffer({ netns: ns })).released];
+    out.buffer = [(await synhold.listBuffer({ netns: ns })).held.heldPackets, (await synhold.stepBuffer({ netns: ns })).released];
     out.bufferRelease = (await synhold.releaseBuffer({ netns: ns })).cause;
   } finally {
     await b[Symbol.asyncDispose]();
