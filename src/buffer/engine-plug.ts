@@ -1,28 +1,35 @@
 /**
  * The plug engine, for kernels with sch_plug (the kernel lab here): the filter's
- * packets are redirected to an IFB device whose root is a plug, which holds them
- * in the kernel; a step is sch_plug's own epoch (BUFFER, then RELEASE_ONE: what
- * was held before the new BUFFER goes), release is RELEASE_INDEFINITE.
+ * packets go to an sch_plug qdisc, which holds them in the kernel; a step is
+ * sch_plug's own epoch (BUFFER, then RELEASE_ONE: what was held before the new
+ * BUFFER goes), release is RELEASE_INDEFINITE. Two topologies, as protect's:
  *
- *     dev DEV  clsact (created if absent; an existing clsact is shared)
- *              egress (--at egress) or ingress hook:
- *                u32 <the flow, each direction> -> mirred egress redirect dev synbufN
- *     dev synbufN (IFB)  root plug 5303:
+ * egress (default) - on the device's own transmit path:
  *
- * Why this shape, rather than protect's egress prio root: the device's root
- * qdisc is never touched (protect's prio on lo, or anybody's shaping, stays as
- * it is), and only matching packets leave their path. The IFB sends a released
- * packet back where it was going (out of DEV, or into DEV's receive path). At
- * egress the packet is still its socket's, as in the nfqueue engine: TCP does
- * not retransmit what is held.
+ *     dev DEV root  prio 5304: bands 4, default priomap -> bands 1..3 as before
+ *                   └─ 5304:4  plug 5305:   (reached only through the filters)
+ *     filters on 5304:  u32 <the flow, each direction> -> flowid 5304:4
+ *
+ *   A held packet is still in its socket's host queue, so TCP does not
+ *   retransmit it (measured in the lab: TcpRetransSegs 0). Redirecting to an
+ *   IFB instead (tried first) lets TCP retransmit every RTO: mirred hands the IFB
+ *   a copy and the socket's own packet is freed. The price: the device's root
+ *   qdisc becomes a prio (refused if somebody configured one, protect's plug
+ *   setup on the same device included: then --backend nfqueue).
+ *
+ * ingress - packets arriving on DEV, held on an IFB (a qdisc holds only egress):
+ *
+ *     dev DEV  clsact (created if absent; an existing one is shared)
+ *              ingress filters u32 <flow> -> mirred egress redirect dev synbufN
+ *     dev synbufN (IFB)  root plug 5305:
  *
  * What it cannot do: list each packet (sch_plug keeps no list anyone can read:
  * it counts), release N packets or drop one (it releases whole epochs).
  *
  * The watchdog's release, on a socket of its own: RELEASE_INDEFINITE on the
- * plug, then the filters' deletion (RTM_DELTFILTER each), so nothing is
- * redirected any more. The IFB and a clsact it created stay until the next
- * start or `synhold buffer release` removes them (q<N>.plug.json says what they are).
+ * plug, then the filters' deletion (RTM_DELTFILTER each), so nothing is steered
+ * any more. The root prio (or the IFB and a clsact it created) stays until the
+ * next start or `synhold buffer release` removes it (q<N>.plug.json says what).
  */
 import { writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,7 +43,8 @@ import { addIfb, deleteLink, linkIndex, setLinkUp } from '../rtnl/link.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { packAddress, packKey16, packKey8, type U32Key } from '../rtnl/tc/cls_u32.js';
 import { addFilter, deleteFilter, encodeFilterDelete, listFilters } from '../rtnl/tc/filter.js';
-import { makeHandle, TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_EGRESS, TC_H_MIN_INGRESS, TC_H_ROOT } from '../rtnl/tc/handle.js';
+import { makeHandle, TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT } from '../rtnl/tc/handle.js';
+import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
 import { addQdisc, deleteQdisc, encodeQdiscRequest, listQdiscs } from '../rtnl/tc/qdisc.js';
 import { ETH_P_IP, ETH_P_IPV6, RTM_DELTFILTER, RTM_NEWQDISC } from '../rtnl/tc/tcmsg.js';
 import type { Fallback } from '../backends/backend.js';
@@ -45,7 +53,8 @@ import type { BufferPaths } from './paths.js';
 import type { BufferPlan } from './plan.js';
 import type { BufferEngine, BufferHeld, StepOptions, StepResult } from './engine.js';
 
-const PLUG_HANDLE = makeHandle(0x5303, 0);
+const PRIO_MAJOR = 0x5304;
+const PLUG_HANDLE = makeHandle(0x5305, 0);
 /** The plug's byte limit: room for a debugging session (past it the kernel drops, counted in tc -s). */
 const PLUG_LIMIT = 16 * 1024 * 1024;
 const IPPROTO = { tcp: 6, udp: 17 } as const;
@@ -62,9 +71,15 @@ export function filterPrio(queue: number, family: IpFamily): number {
 /** What a plug buffer created, so it (or the next start, or release) removes exactly that. */
 interface PlugObjects {
   dev: string;
-  ifb: string;
-  parent: number;
+  /** Where the plug is: DEV's prio band (egress) or the IFB's root (ingress). */
+  plug: { dev: string; parent: number };
+  /** egress: the root prio on DEV is ours. */
+  rootPrio: boolean;
+  /** ingress: the IFB, and whether the clsact on DEV is ours. */
+  ifb?: string;
   createdClsact: boolean;
+  /** The filters' parent (the prio, or the clsact/ingress hook) and priorities. */
+  parent: number;
   filters: { prio: number; protocol: number }[];
 }
 
@@ -94,14 +109,51 @@ function writeObjects(paths: BufferPaths, o: PlugObjects): void {
   writeFileSync(paths.plugState, `${JSON.stringify(o)}\n`, { mode: 0o600 });
 }
 
-/** The hook the filters hang on: a clsact of ours, or the device's own (clsact, or ingress for --at ingress). */
-async function hookOn(rt: Rtnl, f: BufferFilter): Promise<{ parent: number; create: boolean }> {
-  const minor = f.at === 'egress' ? TC_H_MIN_EGRESS : TC_H_MIN_INGRESS;
-  const hook = (await listQdiscs(rt, f.dev)).find((q) => q.parent === TC_H_INGRESS);
-  if (!hook) return { parent: makeHandle(0xffff, minor), create: true };
-  if (hook.kind === 'clsact') return { parent: makeHandle(0xffff, minor), create: false };
-  if (f.at === 'ingress') return { parent: makeHandle(0xffff, 0), create: false };
-  throw new SynholdError('ERR_BUFFER_HOOK', `dev ${f.dev} has an ingress qdisc, which has no egress hook; use --at ingress or --backend nfqueue`);
+/** The ingress hook the filters hang on: a clsact of ours, or the device's own ingress or clsact qdisc. */
+async function ingressHook(rt: Rtnl, dev: string): Promise<{ parent: number; create: boolean }> {
+  const hook = (await listQdiscs(rt, dev)).find((q) => q.parent === TC_H_INGRESS);
+  if (!hook) return { parent: makeHandle(0xffff, TC_H_MIN_INGRESS), create: true };
+  return { parent: hook.kind === 'clsact' ? makeHandle(0xffff, TC_H_MIN_INGRESS) : makeHandle(0xffff, 0), create: false };
+}
+
+/** egress: a root prio of ours on DEV, the plug in its fourth band. Refuses a configured root (somebody's policy). */
+async function buildEgress(rt: Rtnl, plan: BufferPlan, o: PlugObjects): Promise<{ plug: Plug; target: { classid: number } }> {
+  const dev = plan.filter.dev;
+  const root = (await listQdiscs(rt, dev)).find((q) => q.parent === TC_H_ROOT);
+  if (root && root.handle !== 0) {
+    throw new SynholdError(
+      'ERR_ROOT_QDISC_IN_USE',
+      `dev ${dev} already has a configured root qdisc (${root.kind} ${(root.handle >>> 16).toString(16)}:); the plug buffer will not replace it - use --backend nfqueue or --at ingress`,
+    );
+  }
+  o.parent = makeHandle(PRIO_MAJOR, 0);
+  o.plug = { dev, parent: makeHandle(PRIO_MAJOR, 4) };
+  writeObjects(plan.paths, o);
+  await addQdisc(rt, { dev, parent: TC_H_ROOT, handle: o.parent, kind: 'prio', options: { bands: 4, priomap: DEFAULT_PRIOMAP } });
+  o.rootPrio = true;
+  writeObjects(plan.paths, o);
+  const plug = new Plug(rt, { dev, parent: o.plug.parent, handle: PLUG_HANDLE });
+  await plug.attach(PLUG_LIMIT);
+  return { plug, target: { classid: makeHandle(PRIO_MAJOR, 4) } };
+}
+
+/** ingress: an IFB whose root is the plug, and a redirect from DEV's ingress hook. */
+async function buildIngress(rt: Rtnl, plan: BufferPlan, o: PlugObjects): Promise<{ plug: Plug; target: { redirectTo: number } }> {
+  const hook = await ingressHook(rt, plan.filter.dev);
+  o.parent = hook.parent;
+  o.ifb = ifbName(plan.queue);
+  o.plug = { dev: o.ifb, parent: TC_H_ROOT };
+  writeObjects(plan.paths, o);
+  const ifb = await addIfb(rt, o.ifb);
+  await setLinkUp(rt, o.ifb, true);
+  const plug = new Plug(rt, { dev: ifb.index, parent: TC_H_ROOT, handle: PLUG_HANDLE });
+  await plug.attach(PLUG_LIMIT);
+  if (hook.create) {
+    await addQdisc(rt, { dev: plan.filter.dev, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' });
+    o.createdClsact = true;
+    writeObjects(plan.paths, o);
+  }
+  return { plug, target: { redirectTo: ifb.index } };
 }
 
 export async function preparePlug(plan: BufferPlan): Promise<BufferEngine> {
@@ -110,33 +162,25 @@ export async function preparePlug(plan: BufferPlan): Promise<BufferEngine> {
   const families = [...new Set(flowsOf(f).map((x) => x.family))];
   const o: PlugObjects = {
     dev: f.dev,
-    ifb: ifbName(plan.queue),
-    parent: 0,
+    plug: { dev: f.dev, parent: 0 },
+    rootPrio: false,
     createdClsact: false,
+    parent: 0,
     filters: families.map((family) => ({ prio: filterPrio(plan.queue, family), protocol: family === 4 ? ETH_P_IP : ETH_P_IPV6 })),
   };
   let spare: NetlinkSocket | undefined;
   try {
     await removePlugLeftovers(plan.paths, rt);
     const devIndex = await linkIndex(rt, f.dev);
-    const hook = await hookOn(rt, f);
-    o.parent = hook.parent;
-    const taken = (await listFilters(rt, f.dev, hook.parent)).filter((x) => o.filters.some((m) => m.prio === x.prio));
+    // Each step records what it is about to create first: a crash part way leaves a record of what may exist.
+    const built = f.at === 'egress' ? await buildEgress(rt, plan, o) : await buildIngress(rt, plan, o);
+    const taken = (await listFilters(rt, f.dev, o.parent)).filter((x) => o.filters.some((m) => m.prio === x.prio));
     if (taken.length)
       throw new SynholdError('ERR_BUSY', `dev ${f.dev} already has filters at priority ${taken[0]!.prio}: another buffer on queue ${plan.queue}?`);
-    // Recorded before anything exists, so that a crash part way leaves a record of what may.
-    writeObjects(plan.paths, o);
-    const ifb = await addIfb(rt, o.ifb);
-    await setLinkUp(rt, o.ifb, true);
-    const plug = new Plug(rt, { dev: ifb.index, parent: TC_H_ROOT, handle: PLUG_HANDLE });
-    await plug.attach(PLUG_LIMIT);
-    if (hook.create) {
-      await addQdisc(rt, { dev: f.dev, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' });
-      o.createdClsact = true;
-      writeObjects(plan.paths, o);
-    }
     spare = NetlinkSocket.open(NETLINK_ROUTE, plan.netns ? { netns: plan.netns } : {});
-    return new PlugEngine(plan, rt, plug, ifb.index, o, spare, watchdogRelease(spare, ifb.index, devIndex, o));
+    const plugIndex = o.ifb ? await linkIndex(rt, o.ifb) : devIndex;
+    const fallback = watchdogRelease(spare, plugIndex, devIndex, o);
+    return new PlugEngine(plan, rt, built.plug, built.target, o, spare, fallback);
   } catch (e) {
     spare?.close();
     await removePlugLeftovers(plan.paths, rt).catch(() => undefined);
@@ -146,9 +190,9 @@ export async function preparePlug(plan: BufferPlan): Promise<BufferEngine> {
 }
 
 /** RELEASE_INDEFINITE, then each filter's deletion: whole requests, for the watchdog to send on `spare`. */
-function watchdogRelease(spare: NetlinkSocket, ifbIndex: number, devIndex: number, o: PlugObjects): Fallback {
+function watchdogRelease(spare: NetlinkSocket, plugIndex: number, devIndex: number, o: PlugObjects): Fallback {
   const flags = NLM_F_REQUEST | NLM_F_ACK;
-  const release = encodeQdiscRequest(ifbIndex, { parent: TC_H_ROOT, handle: PLUG_HANDLE, kind: 'plug', options: { action: 'release_indefinite' } });
+  const release = encodeQdiscRequest(plugIndex, { parent: o.plug.parent, handle: PLUG_HANDLE, kind: 'plug', options: { action: 'release_indefinite' } });
   const messages = [encodeMessage({ type: RTM_NEWQDISC, flags, seq: spare.reserveSeq(), payload: release })];
   for (const x of o.filters) {
     const payload = encodeFilterDelete(devIndex, { parent: o.parent, prio: x.prio, protocol: x.protocol });
@@ -164,27 +208,24 @@ class PlugEngine implements BufferEngine {
     private readonly plan: BufferPlan,
     private readonly rt: Rtnl,
     private readonly plug: Plug,
-    private readonly ifbIndex: number,
+    private readonly target: { classid: number } | { redirectTo: number },
     private readonly o: PlugObjects,
     private readonly spare: NetlinkSocket,
     readonly fallback: Fallback,
   ) {}
 
-  /** Hold first, then steer: everything redirected from here on is held. */
+  /** Hold first, then steer: everything the filters pick from here on is held. */
   async start(): Promise<void> {
     await this.plug.buffer();
     const f = this.plan.filter;
     for (const flow of flowsOf(f)) {
       const m = this.o.filters.find((x) => x.protocol === (flow.family === 4 ? ETH_P_IP : ETH_P_IPV6))!;
-      const actions = [{ kind: 'mirred', options: { eaction: 'egress_redirect', ifindex: this.ifbIndex } }];
-      await addFilter(this.rt, {
-        dev: f.dev,
-        parent: this.o.parent,
-        prio: m.prio,
-        protocol: m.protocol,
-        kind: 'u32',
-        options: { keys: flowKeys(f, flow), actions },
-      });
+      const keys = flowKeys(f, flow);
+      const options =
+        'classid' in this.target
+          ? { keys, classid: this.target.classid }
+          : { keys, actions: [{ kind: 'mirred', options: { eaction: 'egress_redirect', ifindex: this.target.redirectTo } }] };
+      await addFilter(this.rt, { dev: f.dev, parent: this.o.parent, prio: m.prio, protocol: m.protocol, kind: 'u32', options });
     }
   }
 
@@ -259,17 +300,19 @@ export async function removePlugLeftovers(paths: BufferPaths, rt: Rtnl): Promise
     return 0;
   }
   let n = 0;
-  const plug = new Plug(rt, { dev: o.ifb, parent: TC_H_ROOT, handle: PLUG_HANDLE });
-  const held = await plug.stats().catch(() => undefined);
-  if (held) {
-    await plug.releaseIndefinite();
-    for (let i = 0; i < 200 && (await plug.stats()).heldPackets > 0; i++) await sleep(5);
+  if (o.plug?.parent) {
+    const plug = new Plug(rt, { dev: o.plug.dev, parent: o.plug.parent, handle: PLUG_HANDLE });
+    if (await plug.stats().catch(() => undefined)) {
+      await plug.releaseIndefinite();
+      for (let i = 0; i < 200 && (await plug.stats()).heldPackets > 0; i++) await sleep(5);
+    }
   }
   if (o.parent) {
     for (const x of o.filters) await deleteFilter(rt, { dev: o.dev, parent: o.parent, prio: x.prio, protocol: x.protocol }).then(() => n++, ignoreGone);
   }
+  if (o.rootPrio) await deleteQdisc(rt, { dev: o.dev, parent: TC_H_ROOT, handle: makeHandle(PRIO_MAJOR, 0) }).then(() => n++, ignoreGone);
   if (o.createdClsact) await deleteQdisc(rt, { dev: o.dev, parent: TC_H_CLSACT }).then(() => n++, ignoreGone);
-  await deleteLink(rt, o.ifb).then(() => n++, ignoreGone);
+  if (o.ifb) await deleteLink(rt, o.ifb).then(() => n++, ignoreGone);
   rmSync(paths.plugState, { force: true });
   return n;
 }

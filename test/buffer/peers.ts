@@ -242,3 +242,33 @@ export async function packetsOf(b: { list(): Promise<BufferHeld> }): Promise<Hel
   if (!h.packets) throw new Error('this buffer lists no packets (plug backend?)');
   return h.packets;
 }
+
+/**
+ * To TCP, a hold longer than its retransmission timeout (200 ms at least, the
+ * minimum on lo, where the RTT is microseconds) is a loss: the timer marks what
+ * is held lost, and TCP retransmits it once the original leaves the buffer.
+ * Tests that count retransmissions give the namespace's 127.0.0.1 route a 3 s
+ * minimum (`ip route ... rto_min 3s`, before connecting), so that holding an
+ * epoch for under a second is not a timeout. Race reproductions that hold longer
+ * can do the same.
+ */
+export function longRtoMin(ns: TestNetns): void {
+  ns.exec('ip', [
+    'route',
+    'replace',
+    'local',
+    '127.0.0.1',
+    'dev',
+    'lo',
+    'table',
+    'local',
+    'proto',
+    'kernel',
+    'scope',
+    'host',
+    'src',
+    '127.0.0.1',
+    'rto_min',
+    '3s',
+  ]);
+}

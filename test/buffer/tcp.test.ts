@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns } from '../helpers/netns.js';
 import { buffer } from '../../src/buffer/buffer.js';
 import type { HeldPacket } from '../../src/buffer/held.js';
-import { nstat, nstatAll, packetsOf, procQueue, startPair, until } from './peers.js';
+import { longRtoMin, nstat, nstatAll, packetsOf, procQueue, startPair, until } from './peers.js';
 
 const PORT = 16100;
 const QUEUE = 7100;
@@ -40,6 +40,7 @@ function oneWriteOnePacket(ns: { exec(cmd: string, args: string[]): string }): v
 test('established TCP, both directions: each epoch held until its step, then delivered in order, byte for byte, no retransmission', async (t) => {
   await withNetns(async (ns) => {
     oneWriteOnePacket(ns);
+    longRtoMin(ns);
     const pair = await startPair(ns, 'tcp', PORT);
     try {
       const retransBefore = nstat(ns, 'TcpRetransSegs');
