@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { createNetns, withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold } from '../helpers/cli.js';
 import { startEchoServer } from '../helpers/tcp.js';
 import { buffer } from '../../src/buffer/buffer.js';
@@ -133,3 +133,46 @@ test('plug: UDP datagrams held (tc counts them, list too), then released by a st
     }
   });
 });
+
+test('plug, --at ingress on a veth: SYNs from another namespace held on the IFB, released by a step; the clsact and IFB removed after', async () => {
+  const client = createNetns();
+  try {
+    await withNetns(async (ns) => {
+      // client ns: 10.9.0.1 on va  <->  vb: 10.9.0.2 in the buffer's namespace
+      ns.exec('ip', ['link', 'add', 'vb', 'type', 'veth', 'peer', 'name', 'va', 'netns', client.name]);
+      ns.exec('ip', ['addr', 'add', '10.9.0.2/24', 'dev', 'vb']);
+      ns.exec('ip', ['link', 'set', 'vb', 'up']);
+      client.exec('ip', ['addr', 'add', '10.9.0.1/24', 'dev', 'va']);
+      client.exec('ip', ['link', 'set', 'va', 'up']);
+      const server = await startEchoServer(ns.name, '10.9.0.2', 16700);
+      try {
+        const state = () =>
+          JSON.stringify([(ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname), ns.tcJson(['qdisc', 'show', 'dev', 'vb'])]);
+        const before = state();
+        const b = await buffer({ netns: ns.name, dev: 'vb', at: 'ingress', dport: 16700, backend: 'plug', maxHoldMs: 120_000 });
+        try {
+          const c = connectFrom(client, 16700, 0, WAIT_MS, '10.9.0.2');
+          await until('the SYN held on the IFB (tc)', () => ifbQlen(ns) === 1, WAIT_MS);
+          await sleep(300);
+          assert.equal(await Promise.race([c.connected.then(() => 'connected'), sleep(0, 'held')]), 'held');
+          // A remote sender retransmits a SYN it gets no answer to (after 1 s): in the slow lab, a copy may be held too.
+          const step = await b.step();
+          assert.ok(step.released >= 1, `the step released the held SYN(s): ${step.released}`);
+          await c.connected;
+          c.kill();
+        } finally {
+          await b.release();
+        }
+        assert.equal(state(), before, 'the IFB and the clsact on vb are gone');
+      } finally {
+        server.kill();
+      }
+    });
+  } finally {
+    client.delete();
+  }
+});
+
+function ifbQlen(ns: TestNetns): number | undefined {
+  return (ns.tcJson(['-s', 'qdisc', 'show', 'dev', 'synbuf7100']) as TcQdisc[]).find((x) => x.kind === 'plug')?.qlen;
+}
