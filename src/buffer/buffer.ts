@@ -220,6 +220,9 @@ class BufferOwner implements PacketBuffer {
     } catch (e) {
       this.wd.takeOver();
       await Promise.race([this.wd.ended, sleep(3000, undefined, { ref: false })]);
+      // Its deadline came as we began (the queue was already unbound): the buffer ended all the same.
+      const end = this.wd.end as WatchdogEnd | undefined; // changed while we awaited
+      if (end?.kind === 'released') return this.afterWatchdog(end);
       await this.close();
       throw new SynholdError('ERR_RELEASE', `buffer release failed (${(e as Error).message}); its watchdog released instead`);
     }

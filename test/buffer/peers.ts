@@ -244,15 +244,17 @@ export async function packetsOf(b: { list(): Promise<BufferHeld> }): Promise<Hel
 }
 
 /**
- * To TCP, a hold longer than its retransmission timeout (200 ms at least, the
- * minimum on lo, where the RTT is microseconds) is a loss: the timer marks what
- * is held lost, and TCP retransmits it once the original leaves the buffer.
- * Tests that count retransmissions give the namespace's 127.0.0.1 route a 3 s
- * minimum (`ip route ... rto_min 3s`, before connecting), so that holding an
- * epoch for under a second is not a timeout. Race reproductions that hold longer
- * can do the same.
+ * To TCP, a hold longer than its timers is a loss: the retransmission timeout
+ * (200 ms at least, the minimum on lo, where the RTT is microseconds) marks what
+ * is held lost, and a tail loss probe (about two RTTs, and the RTT it measures
+ * includes the holds) fires too; either retransmits as soon as the original
+ * has left the buffer, if its ACK is not back yet. Tests that count
+ * retransmissions give the namespace's 127.0.0.1 route a 3 s RTO minimum (`ip
+ * route ... rto_min 3s`, before connecting) and turn tail loss probes off
+ * (net.ipv4.tcp_early_retrans=0), so that holding an epoch for under a second
+ * arms no timer that can fire. Race reproductions that hold long can do the same.
  */
-export function longRtoMin(ns: TestNetns): void {
+export function patientTcp(ns: TestNetns): void {
   ns.exec('ip', [
     'route',
     'replace',
@@ -271,4 +273,5 @@ export function longRtoMin(ns: TestNetns): void {
     'rto_min',
     '3s',
   ]);
+  ns.exec('sysctl', ['-qw', 'net.ipv4.tcp_early_retrans=0']);
 }

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns } from '../helpers/netns.js';
 import { buffer } from '../../src/buffer/buffer.js';
 import type { HeldPacket } from '../../src/buffer/held.js';
-import { longRtoMin, nstat, nstatAll, packetsOf, procQueue, startPair, until } from './peers.js';
+import { patientTcp, nstat, nstatAll, packetsOf, procQueue, startPair, until } from './peers.js';
 
 const PORT = 16100;
 const QUEUE = 7100;
@@ -40,7 +40,7 @@ function oneWriteOnePacket(ns: { exec(cmd: string, args: string[]): string }): v
 test('established TCP, both directions: each epoch held until its step, then delivered in order, byte for byte, no retransmission', async (t) => {
   await withNetns(async (ns) => {
     oneWriteOnePacket(ns);
-    longRtoMin(ns);
+    patientTcp(ns);
     const pair = await startPair(ns, 'tcp', PORT);
     try {
       const retransBefore = nstat(ns, 'TcpRetransSegs');
@@ -85,9 +85,9 @@ test('established TCP, both directions: each epoch held until its step, then del
       assert.ok(got.client.equals(Buffer.concat(sent.s2c)), 'the client received exactly what the server sent, in order');
       const retrans = nstat(ns, 'TcpRetransSegs') - retransBefore;
       const spurious = nstat(ns, 'TcpExtTCPSpuriousRtxHostQueues') - spuriousBefore;
+      // (With patientTcp no timer fires during an epoch, so TCP never even tries: the egress/ingress tests below show what it does when one does.)
       t.diagnostic(`TcpRetransSegs: ${retrans}; TCPSpuriousRtxHostQueues (retransmissions skipped while held): ${spurious}; released ${end.stepped} by steps`);
       assert.equal(retrans, 0, 'no segment was retransmitted');
-      assert.ok(spurious > 0, 'TCP wanted to retransmit while held, and the kernel skipped it: the packets were still its own');
       assert.equal(procQueue(ns, QUEUE), undefined, 'the queue is unbound after release');
     } finally {
       pair.kill();

@@ -12,7 +12,7 @@ import { createNetns, withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold } from '../helpers/cli.js';
 import { startEchoServer } from '../helpers/tcp.js';
 import { buffer } from '../../src/buffer/buffer.js';
-import { connectFrom, longRtoMin, nstat, startOwner, startPair, until } from '../buffer/peers.js';
+import { connectFrom, patientTcp, nstat, startOwner, startPair, until } from '../buffer/peers.js';
 
 /** The lab is slow (one CPU, ~50 ms per process spawn): waits are generous; the bounds that matter are asserted separately. */
 const WAIT_MS = 60_000;
@@ -37,7 +37,7 @@ function tcState(ns: TestNetns): string {
 test('plug (auto): established TCP, data held both ways, released epoch by epoch, byte for byte, no retransmission', async (t) => {
   await withNetns(async (ns) => {
     ns.exec('sysctl', ['-qw', 'net.ipv4.tcp_autocorking=0']);
-    longRtoMin(ns);
+    patientTcp(ns);
     const before = tcState(ns);
     const pair = await startPair(ns, 'tcp', 16100);
     try {
