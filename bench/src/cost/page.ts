@@ -1,0 +1,25 @@
+/**
+ * What the cost scripts (protect-cost.ts, steady-state.ts) share: the median,
+ * and their `report` page: a fixed head, then one section per run read from
+ * `RUN.json=COMMAND` (the JSON a run printed, and the command that made it),
+ * then `--notes FILE.md` verbatim.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** `report OUT.md [--notes FILE.md] RUN.json=COMMAND ...`: head, each run's section, the notes. */
+export function writeReportPage<Run>(out: string, args: string[], head: string[], section: (run: Run, command: string) => string): void {
+  const notesAt = args.indexOf('--notes');
+  const notes = notesAt >= 0 ? readFileSync(args[notesAt + 1]!, 'utf8') : '';
+  const inputs = notesAt >= 0 ? args.filter((_, i) => i !== notesAt && i !== notesAt + 1) : args;
+  const parts = [...head];
+  for (const spec of inputs) {
+    const eq = spec.indexOf('=');
+    parts.push(section(JSON.parse(readFileSync(spec.slice(0, eq), 'utf8')) as Run, spec.slice(eq + 1)));
+  }
+  writeFileSync(out, `${parts.join('\n')}${notes ? `\n${notes}` : ''}`);
+}
