@@ -370,9 +370,11 @@ test('a restarted daemon (Restart=on-failure) ends the hold its killed predecess
       second = synholdAsync(['--netns', ns.name, 'daemon']);
       // The killed daemon's socket file is still there: wait for what the new one does at start.
       type Status = { problem?: string; held: boolean; hold?: unknown };
+      // Until the new daemon has let go of the hold lock too: between clearing the record and
+      // unlocking, status truthfully reports a hold ending ("held", no problem).
       const after = await until('the leftover hold to be ended', () => {
         const st = JSON.parse(synhold(['--netns', ns.name, '--json', 'status']).stdout) as Status;
-        return st.problem === undefined ? st : undefined;
+        return st.problem === undefined && !st.held ? st : undefined;
       });
       assert.equal(after.problem, undefined);
       assert.equal(after.held, false);
