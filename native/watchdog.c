@@ -19,12 +19,20 @@
  * watchdog are gone. A watchdog releasing late can then never cut the next
  * hold short: the next hold cannot start before this process exits.
  *
- * The owner pipe carries single bytes:
+ * The owner pipe carries records, each one atomic write:
  *   'B'  the owner begins its own release: stand down from the deadline and
  *        signals (two releasers on one nfqueue socket would take each other's
  *        acknowledgements), but still finish the release if the owner dies now,
  *        or has not said 'X' half a second after max-hold (stopped mid-release);
- *   'X'  the owner released and recorded it: exit 0 without sending anything.
+ *   'X'  the owner released and recorded it: exit 0 without sending anything;
+ *   'T'  the owner's own release failed: release now (as if the owner were
+ *        gone), the pipe left open for 'A';
+ *   'A' seq(u32 BE) error(i32 BE)
+ *        an acknowledgement of one of our requests that the owner read. A socket
+ *        we share with a living owner is one receive queue for two readers, and
+ *        the kernel gives each reply to whichever reads first: without this, an
+ *        owner reading its nfqueue socket took every ack of a max-hold release
+ *        (CI: "release message 1 failed: Connection timed out").
  *
  * A backend whose release is not a netlink request (drop: an iptables flush)
  * gives a command to run instead (--run).
@@ -73,6 +81,11 @@ static char *commands[MAX_COMMANDS][MAX_ARGS + 1];
 static int n_commands;
 static const char *record_path;
 static const char *journal_path;
+/* The owner pipe while a living owner may relay acks (-1: none, or EOF seen). */
+static int owner_pipe = -1;
+/* Bytes read from the owner pipe and not yet parsed (a record may span two reads). */
+static unsigned char pipe_buf[512];
+static size_t pipe_len;
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -116,6 +129,41 @@ static int parse_message(const char *arg) {
   return 0;
 }
 
+static uint32_t be32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/*
+ * Reads what the owner pipe has and parses whole records. Returns 1 with *error
+ * set when a relayed ack answers `seq`, else 0. During a release 'B', 'X' and
+ * 'T' change nothing: the release goes on. EOF: the owner is gone, stop reading.
+ */
+static int read_relayed(uint32_t seq, int *error) {
+  ssize_t n = read(owner_pipe, pipe_buf + pipe_len, sizeof pipe_buf - pipe_len);
+  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+    owner_pipe = -1;
+    return 0;
+  }
+  if (n > 0) pipe_len += (size_t)n;
+  int found = 0;
+  size_t i = 0;
+  while (i < pipe_len) {
+    if (pipe_buf[i] != 'A') {
+      i++;
+      continue;
+    }
+    if (pipe_len - i < 9) break;
+    if (be32(pipe_buf + i + 1) == seq) {
+      *error = (int32_t)be32(pipe_buf + i + 5);
+      found = 1;
+    }
+    i += 9;
+  }
+  memmove(pipe_buf, pipe_buf + i, pipe_len - i);
+  pipe_len -= i;
+  return found;
+}
+
 /*
  * Sends one request and waits for its acknowledgement, skipping anything else
  * on the socket (an nfqueue socket also carries the held packets' messages,
@@ -132,10 +180,15 @@ static int send_once(const struct message *m) {
   for (;;) {
     int64_t left = deadline - now_ms();
     if (left <= 0) return ETIMEDOUT;
-    struct pollfd p = {.fd = m->fd, .events = POLLIN};
-    int r = poll(&p, 1, (int)left);
+    struct pollfd p[2] = {{.fd = m->fd, .events = POLLIN}, {.fd = owner_pipe, .events = POLLIN}};
+    int r = poll(p, owner_pipe >= 0 ? 2 : 1, (int)left);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) continue;
+    if (owner_pipe >= 0 && p[1].revents) {
+      int error = 0;
+      if (read_relayed(req->nlmsg_seq, &error)) return error < 0 ? -error : 0;
+    }
+    if (!p[0].revents) continue;
     ssize_t n = recv(m->fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
@@ -285,6 +338,7 @@ int main(int argc, char **argv) {
   }
   if (deadline_ms < 0 || (owner_fd < 0 && !no_owner) || n_messages + n_commands == 0) usage();
 
+  owner_pipe = owner_fd;
   signal(SIGPIPE, SIG_IGN);
   sigset_t mask;
   sigemptyset(&mask);
@@ -330,6 +384,15 @@ int main(int argc, char **argv) {
       char c;
       ssize_t got = read(owner_fd, &c, 1);
       if (got == 1 && c == 'X') return 0;
+      if (got == 1 && c == 'T') return finish(OWNER_GONE, started);
+      if (got == 1 && c == 'A') {
+        /* A relay with no request of ours in flight cannot answer anything: skip it whole. */
+        char rest[8];
+        if (read(owner_fd, rest, sizeof rest) < 0) {
+          /* the EOF or error shows on the next poll */
+        }
+        continue;
+      }
       if (got == 1 && c == 'B') {
         /* A releasing owner that stops (SIGSTOP) must not hold past max-hold: finish for it half a second on. */
         standing_down = 1;

@@ -51,6 +51,13 @@ export interface Fallback {
   messages: { socket: number; bytes: Buffer }[];
   /** Commands (argv) to run after the messages. */
   commands: string[][];
+  /**
+   * Subscribes to acks of `messages` that this process read from a socket it
+   * shares with the watchdog (the kernel gives a reply to whichever reader is
+   * first); the watchdog hears them over its owner pipe. Without it, a living
+   * owner could take every ack of the watchdog's release and make it fail.
+   */
+  relayAcks?: (listener: (seq: number, error: number) => void) => void;
 }
 
 /** One hold, ready to start: its sockets open, its devices resolved, its steering checked. */

@@ -75,7 +75,7 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
     // bound the queue) and, if it has to, releases as acceptAll() + unbind() do.
     const messages = encodeReleaseRequests(s.queue, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes }));
     return {
-      fallback: { sockets: [q.fd], messages, commands: [] },
+      fallback: { sockets: [q.fd], messages, commands: [], relayAcks: (l) => q.onReservedAck(l) },
       async start() {
         await q.bindQueue(true);
         return {

@@ -234,7 +234,7 @@ export const plugBackend: HoldBackend<PlugState> = {
       payload: encodeQdiscRequest(ifindex, { parent: s.plug.parent, handle: s.plug.handle, kind: 'plug', options: { action: 'release_indefinite' } }),
     });
     return {
-      fallback: { sockets: [spare.fd], messages: [{ socket: 0, bytes: release }], commands: [] },
+      fallback: { sockets: [spare.fd], messages: [{ socket: 0, bytes: release }], commands: [], relayAcks: (l) => spare.onReservedAck(l) },
       async start() {
         await plug.buffer();
         return {

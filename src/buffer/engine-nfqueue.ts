@@ -35,7 +35,7 @@ export async function prepareNfqueue(plan: BufferPlan): Promise<BufferEngine> {
   const commands: string[][] = [];
   for (const r of steering.families) commands.push(flushArgv(steering, r.family, netns));
   for (const r of steering.families) commands.push(restoreArgv(r.family, steering.iptables, paths.del(r.family), netns));
-  const fallback: Fallback = { sockets: [q.fd], messages, commands };
+  const fallback: Fallback = { sockets: [q.fd], messages, commands, relayAcks: (l) => q.onReservedAck(l) };
   return new NfqueueEngine(plan, q, held, fallback);
 }
 

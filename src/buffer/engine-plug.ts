@@ -198,7 +198,7 @@ function watchdogRelease(spare: NetlinkSocket, plugIndex: number, devIndex: numb
     const payload = encodeFilterDelete(devIndex, { parent: o.parent, prio: x.prio, protocol: x.protocol });
     messages.push(encodeMessage({ type: RTM_DELTFILTER, flags, seq: spare.reserveSeq(), payload }));
   }
-  return { sockets: [spare.fd], messages: messages.map((bytes) => ({ socket: 0, bytes })), commands: [] };
+  return { sockets: [spare.fd], messages: messages.map((bytes) => ({ socket: 0, bytes })), commands: [], relayAcks: (l) => spare.onReservedAck(l) };
 }
 
 class PlugEngine implements BufferEngine {

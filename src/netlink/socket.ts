@@ -114,6 +114,9 @@ export class NetlinkSocket {
   private seq: number;
   private closed = false;
   private unsolicited?: (m: NetlinkMessage) => void;
+  /** Sequence numbers handed out for another process's requests (the watchdog's), and who hears their acks. */
+  private readonly reserved = new Set<number>();
+  private reservedAck?: (seq: number, error: number) => void;
   private socketError?: Error;
   private keepAliveWanted = false;
 
@@ -133,7 +136,19 @@ export class NetlinkSocket {
 
   /** The sequence number the next request will carry (for messages encoded ahead, for another process to send). */
   reserveSeq(): number {
-    return this.nextSeq();
+    const seq = this.nextSeq();
+    this.reserved.add(seq);
+    return seq;
+  }
+
+  /**
+   * Hears the acknowledgements of reserved requests that this process read. A
+   * socket shared with a child (the watchdog) is one queue for both readers: the
+   * kernel hands each reply to whichever reads first, so a living owner can take
+   * the watchdog's ack; the listener passes it on (error: 0 or -errno).
+   */
+  onReservedAck(listener: ((seq: number, error: number) => void) | undefined): void {
+    this.reservedAck = listener;
   }
 
   /** Opens a socket for a netlink protocol (NETLINK_ROUTE, ...), optionally inside a network namespace. */
@@ -357,6 +372,18 @@ export class NetlinkSocket {
   private dispatch(m: NetlinkMessage): void {
     const p = m.seq !== 0 ? this.pending.get(m.seq) : undefined;
     if (!p) {
+      if (m.type === NLMSG_ERROR && this.reservedAck && this.reserved.has(m.seq)) {
+        let error: number | undefined;
+        try {
+          error = decodeAck(m).error;
+        } catch {
+          // malformed: leave it to the unsolicited handler's counters
+        }
+        if (error !== undefined) {
+          this.reservedAck(m.seq, error);
+          return;
+        }
+      }
       if (m.type !== NLMSG_NOOP) this.unsolicited?.(m);
       return;
     }

@@ -486,6 +486,11 @@ export class NfQueue {
     return this.sock.reserveSeq();
   }
 
+  /** Acknowledgements of reserved requests that we read (see NetlinkSocket.onReservedAck). */
+  onReservedAck(listener: ((seq: number, error: number) => void) | undefined): void {
+    this.sock.onReservedAck(listener);
+  }
+
   /** The socket's file descriptor (inherited by a watchdog: verdicts must come from the socket that bound the queue). */
   get fd(): number {
     return this.sock.fd;

@@ -64,7 +64,11 @@ export class Watchdog {
     ended: Promise<WatchdogEnd>,
   ) {
     this.id = id;
-    this.ended = ended.then((e) => (this.endedWith = e));
+    this.ended = ended.then((e) => {
+      this.endedWith = e;
+      this.closeOwner();
+      return e;
+    });
   }
 
   /** Starts the watchdog; it runs when this returns (before the hold may begin). */
@@ -97,7 +101,9 @@ export class Watchdog {
     });
     const id = processId(child.pid) ?? { pid: child.pid, start: '?' };
     if (o.owner === 'none') child.unref();
-    return Promise.resolve(new Watchdog(child, ownerWrite, id, ended));
+    const wd = new Watchdog(child, ownerWrite, id, ended);
+    o.fallback.relayAcks?.((seq, error) => wd.relayAck(seq, error));
+    return Promise.resolve(wd);
   }
 
   get pid(): number {
@@ -110,10 +116,27 @@ export class Watchdog {
   }
 
   /** One byte to the owner pipe. A write racing the watchdog's exit fails (EPIPE): its exit says what happened. */
-  private tell(byte: 'B' | 'X'): void {
+  private tell(byte: 'B' | 'X' | 'T'): void {
     if (this.ownerFd < 0) return;
     try {
       writeSync(this.ownerFd, byte);
+    } catch {
+      // it is gone; ended reports how
+    }
+  }
+
+  /**
+   * An ack of one of the watchdog's requests that our socket read first: 'A',
+   * seq and error (big-endian u32, i32): 9 bytes, one atomic pipe write.
+   */
+  relayAck(seq: number, error: number): void {
+    if (this.ownerFd < 0) return;
+    const rec = Buffer.alloc(9);
+    rec.write('A', 0, 'latin1');
+    rec.writeUInt32BE(seq >>> 0, 1);
+    rec.writeInt32BE(error | 0, 5);
+    try {
+      writeSync(this.ownerFd, rec);
     } catch {
       // it is gone; ended reports how
     }
@@ -144,9 +167,12 @@ export class Watchdog {
     void this.ended.then(() => clearTimeout(t));
   }
 
-  /** Finish the release for the owner (the owner's own attempt failed): EOF after 'B'. */
+  /**
+   * Finish the release for the owner (the owner's own attempt failed). 'T', not
+   * EOF: the pipe stays open to relay the acks our sockets read meanwhile.
+   */
   takeOver(): void {
-    this.closeOwner();
+    this.tell('T');
   }
 
   /** Releases now, as `synhold release` does. */
