@@ -17,7 +17,7 @@ export { runDaemon, type DaemonOptions } from './protect/daemon.js';
 export { normalizeConfig, parseDuration, parseSize, MAX_DURATION_MS, type SetupConfig, type BackendName } from './model/config.js';
 export { Plug, type PlugRef, type PlugStats } from './plug/plug.js';
 export { Rtnl } from './rtnl/rtnl.js';
-export { SynholdError, type KernelFeature } from './model/errors.js';
+export * from './model/errors.js';
 export { describeCause, type ReleaseCause } from './protect/hold/cause.js';
 export type { Held, Released } from './protect/hold/session.js';
 /**
