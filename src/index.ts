@@ -9,7 +9,7 @@ import { Rtnl } from './rtnl/rtnl.js';
 import { HoldSession, type Held, type Released } from './protect/hold/session.js';
 import { releaseHere, type ReleaseHereResult } from './protect/hold/recover.js';
 import { StateStore } from './protect/state.js';
-import { SynholdError } from './model/errors.js';
+import { NotSetUpError } from './model/errors.js';
 
 export { setup, teardown, status, type Scope, type SetupResult, type TeardownResult, type StatusReport } from './protect/setup.js';
 export { protect, DEFAULT_MAX_HOLD_MS, DEFAULT_SETTLE_WAIT_MS, type ProtectOptions, type ProtectResult } from './protect/protect.js';
@@ -18,6 +18,11 @@ export { normalizeConfig, parseDuration, parseSize, MAX_DURATION_MS, type SetupC
 export { Plug, type PlugRef, type PlugStats } from './plug/plug.js';
 export { Rtnl } from './rtnl/rtnl.js';
 export * from './model/errors.js';
+export { NetlinkError, DumpInterruptedError, DecodeError, EncodeError, SocketError, NetlinkTimeoutError } from './netlink/errors.js';
+export { IptablesError, IptablesUnavailableError } from './netfilter/iptables.js';
+export { RuleSpecError } from './netfilter/rules.js';
+export { NfQueueStateError } from './nfqueue/nfnetlink_queue.js';
+export { ProgramMissingError } from './host/programs.js';
 export { describeCause, type ReleaseCause } from './protect/hold/cause.js';
 export type { Held, Released } from './protect/hold/session.js';
 /**
@@ -61,7 +66,7 @@ export async function hold(opts: { netns?: string; maxHoldMs: number; lockWaitMs
 export async function release(opts: { netns?: string; waitMs?: number } = {}): Promise<ReleaseHereResult> {
   const store = StateStore.for(opts.netns);
   const setupRecord = store.readSetup();
-  if (!setupRecord) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
+  if (!setupRecord) throw new NotSetUpError('synhold is not set up here; nothing to release');
   return releaseHere(store, setupRecord, opts.netns, { waitMs: opts.waitMs ?? 3000 });
 }
 

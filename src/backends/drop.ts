@@ -7,7 +7,7 @@
  * Layout (src/netfilter/drop.ts): a chain of our own in the raw table, jumped to
  * at setup; hold appends a DROP, release flushes the chain.
  */
-import { SynholdError } from '../model/errors.js';
+import { SteeringGoneError } from '../model/errors.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { DropSwitch } from '../netfilter/drop.js';
 import { describeMissing, ProgramMissingError } from '../host/programs.js';
@@ -61,7 +61,7 @@ export const dropBackend: HoldBackend<DropState> = {
 
   async prepare(s, ctx) {
     const gone = await this.verify(s, ctx);
-    if (gone) throw new SynholdError('ERR_STEERING_GONE', `${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
+    if (gone) throw new SteeringGoneError(`${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
     const sws = switches(s, ctx.netns);
     return {
       fallback: { sockets: [], messages: [], commands: sws.map((sw) => sw.releaseCommand()) },

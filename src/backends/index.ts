@@ -3,7 +3,7 @@
  * kernel can do, without touching any traffic, and pick plug, then nfqueue,
  * then drop.
  */
-import { SynholdError } from '../model/errors.js';
+import { NoBackendError } from '../model/errors.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
 import type { BackendContext, HoldBackend } from './backend.js';
 import { dropBackend } from './drop.js';
@@ -34,5 +34,5 @@ export async function chooseBackend(cfg: SetupConfig, ctx: BackendContext): Prom
     }
     notes.push(`no ${name}: missing ${r.missing}`);
   }
-  throw new SynholdError('ERR_NO_BACKEND', `no hold backend works here: ${notes.join('; ')}`);
+  throw new NoBackendError(`no hold backend works here: ${notes.join('; ')}`);
 }

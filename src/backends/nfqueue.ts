@@ -16,7 +16,7 @@
  * - The hold path is in-process netlink (bind, verdict), but setup and teardown
  *   spawn iptables.
  */
-import { SynholdError } from '../model/errors.js';
+import { SteeringGoneError, SynholdError } from '../model/errors.js';
 import { describeMissing, ProgramMissingError } from '../host/programs.js';
 import { encodeReleaseRequests, NfQueue } from '../nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
@@ -68,7 +68,7 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   async prepare(s, ctx) {
     // The rule is what brings SYNs to the queue: a flushed raw table means a hold would protect nothing.
     const gone = await presence(s, ctx.netns);
-    if (gone) throw new SynholdError('ERR_STEERING_GONE', `${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
+    if (gone) throw new SteeringGoneError(`${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
     const before = (await readKernelQueueStats(ctx.netns).catch(() => [])).find((q) => q.queue === s.queue);
     const q = NfQueue.open({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns: ctx.netns });
     // The watchdog shares this socket (a verdict must come from the socket that

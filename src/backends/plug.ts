@@ -27,7 +27,7 @@
  *   The IFB device sends held packets back into eth0's receive path on release.
  *   Only matching SYNs are redirected; all other traffic is untouched.
  */
-import { SynholdError } from '../model/errors.js';
+import { FilterPrioInUseError, RootQdiscInUseError, SteeringGoneError } from '../model/errors.js';
 import { NetlinkError } from '../netlink/errors.js';
 import { addIfb, deleteLink, getLink, linkIndex, setLinkUp } from '../rtnl/link.js';
 import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
@@ -108,8 +108,7 @@ async function installEgress(cfg: SetupConfig, ctx: BackendContext): Promise<Plu
   // replacing it loses nothing and deleting ours brings it back. A configured
   // root is somebody's traffic policy; synhold will not replace it.
   if (root && root.handle !== 0) {
-    throw new SynholdError(
-      'ERR_ROOT_QDISC_IN_USE',
+    throw new RootQdiscInUseError(
       `dev ${cfg.dev} already has a configured root qdisc (${root.kind} ${formatHandle(root.handle)}); ` +
         'synhold will not replace it - remove it, or use --direction ingress or --backend nfqueue',
     );
@@ -165,10 +164,7 @@ async function installIngress(cfg: SetupConfig, ctx: BackendContext): Promise<Pl
       parent = hook.kind === 'clsact' ? makeHandle(0xffff, TC_H_MIN_INGRESS) : makeHandle(0xffff, 0);
       const taken = (await listFilters(ctx.rt, cfg.dev, parent)).filter((f) => f.prio === INGRESS_PRIO_V4 || f.prio === INGRESS_PRIO_V6);
       if (taken.length) {
-        throw new SynholdError(
-          'ERR_FILTER_PRIO_IN_USE',
-          `dev ${cfg.dev} already has filters at priorities ${INGRESS_PRIO_V4}/${INGRESS_PRIO_V6}; is synhold already set up?`,
-        );
+        throw new FilterPrioInUseError(`dev ${cfg.dev} already has filters at priorities ${INGRESS_PRIO_V4}/${INGRESS_PRIO_V6}; is synhold already set up?`);
       }
     }
     const prios = { v4: INGRESS_PRIO_V4, v6: INGRESS_PRIO_V6 };
@@ -218,10 +214,10 @@ export const plugBackend: HoldBackend<PlugState> = {
   async prepare(s, ctx) {
     // Resolve the device once: the hold and its release then address it by index.
     const ifindex = await linkIndex(ctx.rt, s.plug.dev).catch((e: unknown) => {
-      throw new SynholdError('ERR_STEERING_GONE', `the plug's device ${s.plug.dev} is gone (${(e as Error).message}); run synhold setup again`);
+      throw new SteeringGoneError(`the plug's device ${s.plug.dev} is gone (${(e as Error).message}); run synhold setup again`);
     });
     const gone = await this.verify(s, ctx);
-    if (gone) throw new SynholdError('ERR_STEERING_GONE', `${gone} (replaced or deleted since setup): holding would protect nothing; run synhold setup again`);
+    if (gone) throw new SteeringGoneError(`${gone} (replaced or deleted since setup): holding would protect nothing; run synhold setup again`);
     const plug = new Plug(ctx.rt, { ...plugRef(s), dev: ifindex });
     const before = await plug.stats();
     // The watchdog gets a socket of its own in the same namespace: a release it

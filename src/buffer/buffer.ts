@@ -22,7 +22,7 @@
  * lasts past max-hold.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SynholdError } from '../model/errors.js';
+import { BusyError, NotSetUpError, ReleaseError, SynholdError } from '../model/errors.js';
 import { MAX_DURATION_MS } from '../model/config.js';
 import { FileLock } from '../protect/lock.js';
 import { Watchdog, type WatchdogEnd } from '../protect/hold/watchdog.js';
@@ -198,7 +198,7 @@ class BufferOwner implements PacketBuffer {
   }
 
   private assertHolding(op: string): void {
-    if (this.releasing) throw new SynholdError('ERR_NOT_SET_UP', `cannot ${op}: the buffer on queue ${this.queue} is released`);
+    if (this.releasing) throw new NotSetUpError(`cannot ${op}: the buffer on queue ${this.queue} is released`);
   }
 
   private endWith(cause: BufferEndCause): Promise<BufferReleased> {
@@ -224,7 +224,7 @@ class BufferOwner implements PacketBuffer {
       const end = this.wd.end as WatchdogEnd | undefined; // changed while we awaited
       if (end?.kind === 'released') return this.afterWatchdog(end);
       await this.close();
-      throw new SynholdError('ERR_RELEASE', `buffer release failed (${(e as Error).message}); its watchdog released instead`);
+      throw new ReleaseError(`buffer release failed (${(e as Error).message}); its watchdog released instead`);
     }
     const steeringError = await this.engine.removeSteering().then(
       () => undefined,
@@ -235,7 +235,7 @@ class BufferOwner implements PacketBuffer {
     const r = this.result(released, cause, 'owner');
     this.resolveDone(r);
     if (steeringError) {
-      throw new SynholdError('ERR_RELEASE', `released, but removing the steering failed (${steeringError.message}); \`synhold buffer release\` removes it`);
+      throw new ReleaseError(`released, but removing the steering failed (${steeringError.message}); \`synhold buffer release\` removes it`);
     }
     return r;
   }
@@ -306,7 +306,7 @@ async function abortStart(plan: BufferPlan, lock: FileLock, engine: BufferEngine
 function busy(paths: BufferPaths): SynholdError {
   const r = paths.readRecord();
   const who = r ? ` (owner pid ${r.owner.pid}, watchdog pid ${r.watchdog.pid})` : '';
-  return new SynholdError('ERR_BUSY', `a buffer on queue ${paths.queue} is running here${who}; use another --queue-num, or synhold buffer release`);
+  return new BusyError(`a buffer on queue ${paths.queue} is running here${who}; use another --queue-num, or synhold buffer release`);
 }
 
 /** The maximum of --max-hold, as for holds. */

@@ -3,7 +3,7 @@
  * buffer()), driven over its control socket: what `synhold buffer list|step|release` do.
  */
 import { existsSync } from 'node:fs';
-import { SynholdError } from '../model/errors.js';
+import { BusyError, NotSetUpError, errorFromWire, type SynholdError } from '../model/errors.js';
 import { FileLock } from '../protect/lock.js';
 import { detectIptables } from '../netfilter/iptables.js';
 import { request, type BufferInfo, type ControlReply, type ControlRequest } from './control.js';
@@ -31,17 +31,17 @@ function pathsOf(ref: BufferRef): BufferPaths {
 }
 
 function noBuffer(paths: BufferPaths): SynholdError {
-  return new SynholdError('ERR_NOT_SET_UP', `no buffer on queue ${paths.queue} here; start one with synhold buffer start`);
+  return new NotSetUpError(`no buffer on queue ${paths.queue} here; start one with synhold buffer start`);
 }
 
 async function call<T extends ControlReply & { ok: true }>(paths: BufferPaths, req: ControlRequest): Promise<T> {
   const reply = existsSync(paths.socket) ? await request(paths.socket, req) : undefined;
   if (!reply) {
     // Nobody answers. A held lock means an owner that lives but does not listen (stopping, or stopped).
-    if (FileLock.isHeld(paths.lock)) throw new SynholdError('ERR_BUSY', `the buffer on queue ${paths.queue} is starting or ending; try again`);
+    if (FileLock.isHeld(paths.lock)) throw new BusyError(`the buffer on queue ${paths.queue} is starting or ending; try again`);
     throw noBuffer(paths);
   }
-  if (!reply.ok) throw new SynholdError(reply.code, reply.message);
+  if (!reply.ok) throw errorFromWire(reply.code, reply.message);
   return reply as T;
 }
 
@@ -70,7 +70,7 @@ export async function releaseBuffer(ref: BufferRef = {}): Promise<BufferReleased
   }
   paths.ensure();
   const lock = FileLock.tryAcquire(paths.lock);
-  if (!lock) throw new SynholdError('ERR_BUSY', `a buffer on queue ${paths.queue} started meanwhile`);
+  if (!lock) throw new BusyError(`a buffer on queue ${paths.queue} started meanwhile`);
   try {
     const hadFiles = existsSync(paths.record) || existsSync(paths.socket) || existsSync(paths.plugState);
     const removed =

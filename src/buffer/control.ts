@@ -9,7 +9,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
-import { SynholdError } from '../model/errors.js';
+import { BufferGoneError, BufferTimeoutError, SynholdError } from '../model/errors.js';
 import { connectUnix, onJsonLines } from '../protect/unix-json.js';
 import type { BufferReleased } from './buffer.js';
 import type { BufferBackend, BufferHeld, StepOptions, StepResult } from './engine.js';
@@ -113,7 +113,7 @@ export async function request(path: string, req: ControlRequest): Promise<Contro
   return new Promise<ControlReply>((resolve, reject) => {
     const t = setTimeout(() => {
       s.destroy();
-      reject(new SynholdError('ERR_BUFFER_TIMEOUT', `the buffer's owner did not answer within ${REPLY_TIMEOUT_MS} ms (stopped?)`));
+      reject(new BufferTimeoutError(`the buffer's owner did not answer within ${REPLY_TIMEOUT_MS} ms (stopped?)`));
     }, REPLY_TIMEOUT_MS);
     s.on('error', () => undefined);
     onJsonLines<ControlReply>(s, (m) => {
@@ -123,7 +123,7 @@ export async function request(path: string, req: ControlRequest): Promise<Contro
     });
     s.once('close', () => {
       clearTimeout(t);
-      reject(new SynholdError('ERR_BUFFER_GONE', "the buffer's owner closed the connection without answering"));
+      reject(new BufferGoneError("the buffer's owner closed the connection without answering"));
     });
     s.write(`${JSON.stringify(req)}\n`);
   });

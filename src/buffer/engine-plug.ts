@@ -34,7 +34,7 @@
 import { writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../model/config.js';
-import { SynholdError } from '../model/errors.js';
+import { BusyError, RootQdiscInUseError } from '../model/errors.js';
 import type { IpFamily } from '../model/prefix.js';
 import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
 import { NETLINK_ROUTE, NetlinkSocket } from '../netlink/socket.js';
@@ -121,8 +121,7 @@ async function buildEgress(rt: Rtnl, plan: BufferPlan, o: PlugObjects): Promise<
   const dev = plan.filter.dev;
   const root = (await listQdiscs(rt, dev)).find((q) => q.parent === TC_H_ROOT);
   if (root && root.handle !== 0) {
-    throw new SynholdError(
-      'ERR_ROOT_QDISC_IN_USE',
+    throw new RootQdiscInUseError(
       `dev ${dev} already has a configured root qdisc (${root.kind} ${(root.handle >>> 16).toString(16)}:); the plug buffer will not replace it - use --backend nfqueue or --at ingress`,
     );
   }
@@ -175,8 +174,7 @@ export async function preparePlug(plan: BufferPlan): Promise<BufferEngine> {
     // Each step records what it is about to create first: a crash part way leaves a record of what may exist.
     const built = f.at === 'egress' ? await buildEgress(rt, plan, o) : await buildIngress(rt, plan, o);
     const taken = (await listFilters(rt, f.dev, o.parent)).filter((x) => o.filters.some((m) => m.prio === x.prio));
-    if (taken.length)
-      throw new SynholdError('ERR_BUSY', `dev ${f.dev} already has filters at priority ${taken[0]!.prio}: another buffer on queue ${plan.queue}?`);
+    if (taken.length) throw new BusyError(`dev ${f.dev} already has filters at priority ${taken[0]!.prio}: another buffer on queue ${plan.queue}?`);
     spare = NetlinkSocket.open(NETLINK_ROUTE, plan.netns ? { netns: plan.netns } : {});
     const plugIndex = o.ifb ? await linkIndex(rt, o.ifb) : devIndex;
     const fallback = watchdogRelease(spare, plugIndex, devIndex, o);

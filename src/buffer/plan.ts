@@ -7,7 +7,7 @@
 import { ConfigError, MAX_DURATION_MS, normalizeConfig } from '../model/config.js';
 import { plugBackend } from '../backends/plug.js';
 import type { BufferBackend } from './engine.js';
-import { SynholdError } from '../model/errors.js';
+import { BackendUnavailableError, BadDeviceError, BusyError } from '../model/errors.js';
 import type { IpFamily } from '../model/prefix.js';
 import { NetlinkError } from '../netlink/errors.js';
 import { Iptables, runCommand, type IptablesBackend } from '../netfilter/iptables.js';
@@ -82,7 +82,7 @@ async function checkDevice(netns: string | undefined, dev: string): Promise<void
     try {
       await getLink(rt, dev);
     } catch (e) {
-      if (e instanceof NetlinkError && e.errno === 19) throw new SynholdError('ERR_BAD_DEVICE', `no network interface named "${dev}" here (see \`ip link\`)`);
+      if (e instanceof NetlinkError && e.errno === 19) throw new BadDeviceError(`no network interface named "${dev}" here (see \`ip link\`)`);
       throw e;
     }
   });
@@ -104,8 +104,7 @@ export async function planBuffer(opts: BufferOptions): Promise<BufferPlan> {
     checkNotProtectQueue(opts.netns, queue);
     const bound = (await readKernelQueueStats(opts.netns)).find((s) => s.queue === queue);
     if (bound) {
-      throw new SynholdError(
-        'ERR_BUSY',
+      throw new BusyError(
         `queue ${queue} is already bound here (peer_portid ${bound.peerPortId} in /proc/net/netfilter/nfnetlink_queue); use another --queue-num`,
       );
     }
@@ -121,7 +120,7 @@ async function chooseBackend(choice: 'auto' | BufferBackend, netns: string | und
     plugBackend.probe({ ...normalizeConfig({ ports: [1] }), direction: 'ingress' }, netns ? { rt, netns } : { rt }),
   );
   if (probe.ok) return { backend: 'plug', reason: choice === 'plug' ? 'requested' : 'auto: this kernel has sch_plug' };
-  if (choice === 'plug') throw new SynholdError('ERR_BACKEND_UNAVAILABLE', `no plug: missing ${probe.missing}`, { lacks: 'sch_plug' });
+  if (choice === 'plug') throw new BackendUnavailableError(`no plug: missing ${probe.missing}`, { lacks: 'sch_plug' });
   return { backend: 'nfqueue', reason: `auto: no plug (missing ${probe.missing})` };
 }
 

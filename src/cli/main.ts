@@ -4,7 +4,7 @@
  * document with --json); diagnostics go to stderr, one line per problem.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { SynholdError, type KernelFeature } from '../model/errors.js';
+import { EXIT, NotSetUpError, SynholdError, type KernelFeature } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
 import { resolveNetns } from '../host/netns.js';
 import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
@@ -17,7 +17,6 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot, packageVersion } from '../host/package-root.js';
 
 /** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4 } as const;
 
 const USAGE = `usage: synhold [--netns NS] COMMAND [OPTIONS]
 
@@ -185,7 +184,7 @@ async function cmdRelease(args: string[], g: Globals): Promise<number> {
   const waitMs = durationOption('--wait', v.wait, 'lockWait', 3000);
   const store = StateStore.for(g.netns);
   const setupRecord = store.readSetup();
-  if (!setupRecord) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; nothing to release');
+  if (!setupRecord) throw new NotSetUpError('synhold is not set up here; nothing to release');
   const { releaseHere } = await import('../protect/hold/recover.js');
   const r = await releaseHere(store, setupRecord, g.netns, { waitMs });
   const last = store.readStats().lastHold;
@@ -328,14 +327,10 @@ async function cmdBench(args: string[], g: Globals): Promise<number> {
   return bench.cmdBench(args, g);
 }
 
+/** Each error class carries its exit code (model/errors.ts); protect's own failures are 125 whatever the cause. */
 function exitCodeFor(e: unknown, command: string): number {
-  const code = (e as SynholdError).code;
   if (command === 'protect') return EXIT_FAILED;
-  if (e instanceof ConfigError || code === 'ERR_BAD_INPUT' || code === 'ERR_BAD_ADDRESS' || code === 'ERR_BAD_PORT' || code === 'ERR_BAD_DEVICE')
-    return EXIT.usage;
-  if (code === 'ERR_NOT_SET_UP') return EXIT.notSetUp;
-  if (code === 'ERR_BUSY') return EXIT.busy;
-  return EXIT.failed;
+  return e instanceof SynholdError ? e.cliExitCode : EXIT.failed;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -25,7 +25,7 @@
 import { closeSync, openSync, statSync, statfsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isNativeError, native } from '../native/addon.js';
-import { SynholdError } from '../model/errors.js';
+import { ConfigError, PermissionError, SynholdError } from '../model/errors.js';
 
 /** statfs(2) f_type of nsfs, the filesystem of /proc/PID/ns/* and of `ip netns` bind mounts (linux/magic.h NSFS_MAGIC). */
 const NSFS_MAGIC = 0x6e736673;
@@ -40,14 +40,13 @@ export interface NetnsTarget {
 }
 
 function bad(message: string): SynholdError {
-  return new SynholdError('ERR_BAD_INPUT', message);
+  return new ConfigError(message);
 }
 
 /** The target exists but this process may not use it: not bad input (exit 1). */
 function denied(given: string, shown: string, e: NodeJS.ErrnoException): SynholdError | undefined {
   if (e.code !== 'EACCES' && e.code !== 'EPERM') return undefined;
-  return new SynholdError(
-    'ERR_PERMISSION',
+  return new PermissionError(
     `--netns ${given}: ${shown}: permission denied (another process's namespace needs root and ptrace access to it: CAP_SYS_PTRACE, or the same user)`,
   );
 }
@@ -94,7 +93,7 @@ function checkNetns(given: string, open: string, shown: string): void {
   } catch (e) {
     if (isNativeError(e) && e.errno === 22) throw bad(`--netns ${given}: ${shown} is a namespace, but not a network namespace`);
     if (isNativeError(e) && (e.errno === 1 || e.errno === 13))
-      throw new SynholdError('ERR_PERMISSION', `--netns ${given}: entering ${shown} needs CAP_SYS_ADMIN (and CAP_NET_ADMIN there)`);
+      throw new PermissionError(`--netns ${given}: entering ${shown} needs CAP_SYS_ADMIN (and CAP_NET_ADMIN there)`);
     throw e;
   }
 }

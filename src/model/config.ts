@@ -2,7 +2,7 @@
  * What `synhold setup` is asked to protect, validated before anything touches
  * the kernel, so bad input changes nothing.
  */
-import { SynholdError } from './errors.js';
+import { ConfigError } from './errors.js';
 import { parsePrefix, prefixFamily, type Prefix } from './prefix.js';
 
 export type BackendName = 'plug' | 'nfqueue' | 'drop';
@@ -25,11 +25,7 @@ export interface SetupConfig {
   migrateReq: boolean;
 }
 
-export class ConfigError extends SynholdError {
-  constructor(message: string) {
-    super('ERR_BAD_INPUT', message);
-  }
-}
+export { ConfigError };
 
 export const DEFAULT_QUEUE_NUM = 7001;
 

@@ -1,6 +1,6 @@
 /** IP addresses and prefixes as synhold's configuration names them (`--address`, `--source`). */
 import { isIPv4, isIPv6 } from './ip.js';
-import { SynholdError } from './errors.js';
+import { BadAddressError } from './errors.js';
 
 export type IpFamily = 4 | 6;
 
@@ -13,10 +13,10 @@ export interface Prefix {
 export function parsePrefix(s: string): Prefix {
   const [address = '', len] = s.split('/');
   const max = isIPv4(address) ? 32 : isIPv6(address) ? 128 : 0;
-  if (!max) throw new SynholdError('ERR_BAD_ADDRESS', `"${s}" is not an IPv4 or IPv6 address`);
+  if (!max) throw new BadAddressError(`"${s}" is not an IPv4 or IPv6 address`);
   const prefixLength = len === undefined ? max : Number(len);
   if (!Number.isInteger(prefixLength) || prefixLength < 0 || prefixLength > max || (len !== undefined && !/^\d+$/.test(len))) {
-    throw new SynholdError('ERR_BAD_ADDRESS', `"${s}": prefix length must be 0..${max}`);
+    throw new BadAddressError(`"${s}": prefix length must be 0..${max}`);
   }
   return { address, prefixLength };
 }

@@ -26,6 +26,7 @@ export interface IptablesRule {
 export const RULE_TAG_PREFIX = 'synhold:';
 export const DEFAULT_DROP_CHAIN = 'synhold-drop';
 
+/** An iptables rule specification synhold cannot build or parse. */
 export class RuleSpecError extends SynholdError {
   constructor(detail: string) {
     super('ERR_IPTABLES_RULE', `iptables rule: ${detail}`);

@@ -43,7 +43,7 @@
  * had its message put on our socket before the ACK of that change; so when the
  * ACK arrives we have seen every id there is to accept.
  */
-import { SynholdError } from '../model/errors.js';
+import { KernelReplyError, SynholdError } from '../model/errors.js';
 import { EncodeError, NetlinkError, type ErrorHint } from '../netlink/errors.js';
 import { NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST, decodeAck, encodeMessage, type NetlinkMessage } from '../netlink/message.js';
 import { defineAttributes, defineStruct, type AttrValues } from '../netlink/schema.js';
@@ -220,7 +220,7 @@ export function decodePacket(payload: Buffer): NfqPacket {
   const gen = nfgenmsg.decode(payload, 0);
   const attrs = nfqaAttrs.decode(payload.subarray(nfgenmsg.size));
   const hdr = attrs.packetHdr;
-  if (!hdr) throw new SynholdError('ERR_NFQUEUE_DECODE', `NFQNL_MSG_PACKET for queue ${gen.resId} without NFQA_PACKET_HDR`);
+  if (!hdr) throw new KernelReplyError(`NFQNL_MSG_PACKET for queue ${gen.resId} without NFQA_PACKET_HDR`);
   const payloadLength = attrs.payload?.length ?? 0;
   const p: NfqPacket = {
     queue: gen.resId,

@@ -19,7 +19,7 @@
  */
 import { readFile } from 'node:fs';
 import { netnsPath } from '../netlink/socket.js';
-import { SynholdError } from '../model/errors.js';
+import { NfqueueStatsError } from '../model/errors.js';
 import { native } from '../native/addon.js';
 
 export const NFNETLINK_QUEUE_PROC = '/proc/net/netfilter/nfnetlink_queue';
@@ -71,7 +71,7 @@ export async function readKernelQueueStats(netns?: string): Promise<KernelQueueS
     const code = (e as NodeJS.ErrnoException).code;
     const errno = (e as { errno?: number }).errno;
     if ((code === 'ENOENT' && netns === undefined) || (netns !== undefined && errno === 2 && /^open:/.test((e as Error).message))) return [];
-    throw new SynholdError('ERR_NFQUEUE_STATS', `reading ${NFNETLINK_QUEUE_PROC}${netns ? ` in netns ${netns}` : ''}: ${(e as Error).message}`, { cause: e });
+    throw new NfqueueStatsError(`reading ${NFNETLINK_QUEUE_PROC}${netns ? ` in netns ${netns}` : ''}: ${(e as Error).message}`, { cause: e });
   }
   return parseNfqueueProc(text);
 }

@@ -7,7 +7,7 @@ import type { Rtnl } from '../rtnl/rtnl.js';
 import { addQdisc, changeQdisc, deleteQdisc, findQdisc, type QdiscRef } from '../rtnl/tc/qdisc.js';
 import type { PlugAction } from '../rtnl/tc/sch_plug.js';
 import type { TcStats } from '../rtnl/tc/tcmsg.js';
-import { SynholdError } from '../model/errors.js';
+import { HandleClashError, NoPlugError } from '../model/errors.js';
 import { DEFAULT_PLUG_LIMIT } from '../model/config.js';
 
 /** Where a plug lives: a device, its parent (root or a class such as 1:4) and its handle. */
@@ -57,7 +57,7 @@ export class Plug {
     const existing = await findQdisc(this.rt, this.ref.dev, this.ref.handle);
     if (existing) {
       if (existing.kind !== 'plug') {
-        throw new SynholdError('ERR_HANDLE_CLASH', `dev ${this.ref.dev} already has a ${existing.kind} qdisc with handle ${this.ref.handle.toString(16)}:`);
+        throw new HandleClashError(`dev ${this.ref.dev} already has a ${existing.kind} qdisc with handle ${this.ref.handle.toString(16)}:`);
       }
       await this.setLimit(limit);
       return false;
@@ -102,7 +102,7 @@ export class Plug {
   async stats(): Promise<PlugStats> {
     const q = await findQdisc(this.rt, this.ref.dev, this.ref.handle);
     if (!q || q.kind !== 'plug') {
-      throw new SynholdError('ERR_NO_PLUG', `no plug qdisc with handle ${this.ref.handle.toString(16)}: on dev ${this.ref.dev}`);
+      throw new NoPlugError(`no plug qdisc with handle ${this.ref.handle.toString(16)}: on dev ${this.ref.dev}`);
     }
     return plugStatsFrom(q.stats);
   }

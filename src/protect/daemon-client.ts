@@ -6,7 +6,7 @@
  * release the daemon does not confirm is done through the hold's watchdog.
  */
 import { existsSync } from 'node:fs';
-import { SynholdError } from '../model/errors.js';
+import { DaemonGoneError, DaemonTimeoutError, errorFromWire } from '../model/errors.js';
 import type { ReleaseCause } from './hold/cause.js';
 import { processId, signalWatchdog } from './hold/process-id.js';
 import type { Held, HoldHandle, Released } from './hold/session.js';
@@ -69,9 +69,9 @@ export async function holdViaDaemon(
     new Promise((resolve, reject) => {
       onReply = (m) => {
         if (m.type === type) resolve(m);
-        else if (m.type === 'error') reject(new SynholdError(m.code, m.message));
+        else if (m.type === 'error') reject(errorFromWire(m.code, m.message));
       };
-      void gone.then(() => reject(new SynholdError('ERR_DAEMON_GONE', `the synhold daemon went away before it ${type === 'held' ? 'held' : 'released'}`)));
+      void gone.then(() => reject(new DaemonGoneError(`the synhold daemon went away before it ${type === 'held' ? 'held' : 'released'}`)));
     });
   const abort = () => sock.destroy();
   args.signal?.addEventListener('abort', abort, { once: true });
@@ -79,11 +79,7 @@ export async function holdViaDaemon(
   sock.write(`${JSON.stringify({ op: 'hold', maxHoldMs: args.maxHoldMs, lockWaitMs: args.lockWaitMs, client: processId(process.pid) })}\n`);
   let held: Held;
   try {
-    held = (await withTimeout(
-      heldReply,
-      args.lockWaitMs + HOLD_SLACK_MS,
-      () => new SynholdError('ERR_DAEMON_TIMEOUT', 'the synhold daemon did not answer in time'),
-    )) as Held;
+    held = (await withTimeout(heldReply, args.lockWaitMs + HOLD_SLACK_MS, () => new DaemonTimeoutError('the synhold daemon did not answer in time'))) as Held;
   } catch (e) {
     // Closing the connection is how a client gives up: a hold the daemon takes later is released at once.
     sock.destroy();
@@ -119,7 +115,7 @@ export async function holdViaDaemon(
       answered.catch(() => undefined);
       sock.write(`${JSON.stringify({ op: 'release', cause })}\n`);
       try {
-        return await Promise.race([done, withTimeout(answered, RELEASE_WAIT_MS, () => new SynholdError('ERR_DAEMON_TIMEOUT', 'no release confirmation'))]);
+        return await Promise.race([done, withTimeout(answered, RELEASE_WAIT_MS, () => new DaemonTimeoutError('no release confirmation'))]);
       } catch {
         // A stopped or hung daemon: its hold's watchdog releases on SIGTERM.
         await viaWatchdog(store, held);

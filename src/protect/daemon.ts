@@ -18,7 +18,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { backendFor } from '../backends/index.js';
-import { SynholdError } from '../model/errors.js';
+import { BusyError, DaemonProtocolError, NotHoldingError, SynholdError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import { isSafetyNet } from './hold/cause.js';
 import { recoverUnderLock, releaseHere } from './hold/recover.js';
@@ -79,7 +79,7 @@ function serveConnection(conn: Socket, d: DaemonState): void {
   conn.on('data', (chunk: string) => {
     buf += chunk;
     if (buf.length > MAX_LINE && !buf.includes('\n')) {
-      reply({ type: 'error', code: 'ERR_PROTOCOL', message: `request longer than ${MAX_LINE} bytes` });
+      reply({ type: 'error', code: 'ERR_DAEMON_PROTOCOL', message: `request longer than ${MAX_LINE} bytes` });
       conn.destroy();
       return;
     }
@@ -88,12 +88,12 @@ function serveConnection(conn: Socket, d: DaemonState): void {
       buf = buf.slice(i + 1);
       if ('invalid' in req) {
         d.metrics?.holdError();
-        reply({ type: 'error', code: 'ERR_PROTOCOL', message: req.invalid });
+        reply({ type: 'error', code: 'ERR_DAEMON_PROTOCOL', message: req.invalid });
         continue;
       }
       void handle(req).catch((e: unknown) => {
         d.metrics?.holdError();
-        reply({ type: 'error', code: (e as SynholdError).code ?? 'ERR_DAEMON', message: (e as Error).message });
+        reply({ type: 'error', code: (e as SynholdError).code ?? 'ERR_INTERNAL', message: (e as Error).message });
       });
     }
   });
@@ -104,7 +104,7 @@ function serveConnection(conn: Socket, d: DaemonState): void {
         reply({ type: 'pong', pid: process.pid });
         return;
       case 'hold': {
-        if (session) throw new SynholdError('ERR_PROTOCOL', 'this connection already holds');
+        if (session) throw new DaemonProtocolError('this connection already holds');
         const ac = new AbortController();
         conn.once('close', () => ac.abort('owner-gone'));
         const s = await HoldSession.start({
@@ -133,7 +133,7 @@ function serveConnection(conn: Socket, d: DaemonState): void {
         return;
       }
       case 'release': {
-        if (!session) throw new SynholdError('ERR_NOT_HOLDING', 'this connection holds nothing (the hold ended on its own, and was reported)');
+        if (!session) throw new NotHoldingError('this connection holds nothing (the hold ended on its own, and was reported)');
         await session.release(req.cause);
         return;
       }
@@ -147,7 +147,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<{ close(): Promise
   store.ensure();
   const path = store.daemonSocketPath;
   const other = await pingDaemon(path);
-  if (other) throw new SynholdError('ERR_BUSY', `a synhold daemon already runs here (pid ${other})`);
+  if (other) throw new BusyError(`a synhold daemon already runs here (pid ${other})`);
   rmSync(path, { force: true }); // a dead daemon's socket
   await reapLeftovers(store, opts.netns, log);
   // Created before the socket listens, so that no hold goes uncounted.

@@ -11,7 +11,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../native/addon.js';
-import { SynholdError } from '../model/errors.js';
+import { LockError, NotSetUpError } from '../model/errors.js';
 
 const MAX_POLL_MS = 32;
 
@@ -28,8 +28,8 @@ export class FileLock {
       fd = native().tryLock(path);
     } catch (e) {
       // The state directory went away under us: a teardown ran meanwhile.
-      if ((e as { errno?: number }).errno === 2) throw new SynholdError('ERR_NOT_SET_UP', 'synhold was torn down meanwhile; nothing is set up here');
-      throw new SynholdError('ERR_LOCK', `cannot lock ${path}: ${(e as Error).message}`);
+      if ((e as { errno?: number }).errno === 2) throw new NotSetUpError('synhold was torn down meanwhile; nothing is set up here');
+      throw new LockError(`cannot lock ${path}: ${(e as Error).message}`);
     }
     return fd >= 0 ? new FileLock(fd) : undefined;
   }

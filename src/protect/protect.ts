@@ -19,7 +19,7 @@
 import { constants as osConstants } from 'node:os';
 import { Child, StartError } from '../host/child.js';
 import { checkReadyTarget, probeTcp } from './ready.js';
-import { SynholdError } from '../model/errors.js';
+import { ConfigError, NotSetUpError } from '../model/errors.js';
 import { netnsPath } from '../netlink/socket.js';
 import { ListenerWatcher, type Listener } from '../sockdiag/inet_diag.js';
 import { holdViaDaemon } from './daemon-client.js';
@@ -141,11 +141,11 @@ function trapSignals(opts: ProtectOptions): { ac: AbortController; untrap: () =>
 
 export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   const log = opts.log ?? (() => undefined);
-  if (opts.command.length === 0) throw new SynholdError('ERR_BAD_INPUT', 'protect needs a command after --');
+  if (opts.command.length === 0) throw new ConfigError('protect needs a command after --');
   checkDurations(opts);
   const store = StateStore.for(opts.netns);
   const setup = store.readSetup();
-  if (!setup) throw new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
+  if (!setup) throw new NotSetUpError('synhold is not set up here; run `synhold setup --port P` first');
   if (opts.ready) checkReadyTarget(setup.config, opts.ready.host, opts.ready.port);
 
   const { ac, untrap } = trapSignals(opts);
@@ -312,7 +312,7 @@ function checkDurations(opts: ProtectOptions): void {
   const check = (name: string, v: number | undefined, min: number) => {
     if (v === undefined) return;
     if (!Number.isFinite(v) || v < min || v > MAX_DURATION_MS[name as keyof typeof MAX_DURATION_MS])
-      throw new SynholdError('ERR_BAD_INPUT', `${name} must be between ${min} ms and ${MAX_DURATION_MS[name as keyof typeof MAX_DURATION_MS]} ms, not ${v}`);
+      throw new ConfigError(`${name} must be between ${min} ms and ${MAX_DURATION_MS[name as keyof typeof MAX_DURATION_MS]} ms, not ${v}`);
   };
   check('maxHold', opts.maxHoldMs, 1);
   check('lockWait', opts.lockWaitMs, 0);

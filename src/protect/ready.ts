@@ -3,7 +3,7 @@
  * there succeeds. The target must be one the hold does not hold, or the probe
  * could never succeed.
  */
-import { SynholdError } from '../model/errors.js';
+import { ConfigError } from '../model/errors.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches } from '../model/syn-match.js';
 
@@ -13,8 +13,7 @@ export function checkReadyTarget(cfg: SetupConfig, host: string, port: number): 
   if (!tuples.length) return;
   const steered = tuples.some((t) => !t.src && (!t.dst || t.dst.address === host || t.dst.prefixLength < (t.family === 4 ? 32 : 128)));
   if (steered) {
-    throw new SynholdError(
-      'ERR_BAD_INPUT',
+    throw new ConfigError(
       `--ready ${host}:${port} is a protected destination: its SYN would be held too. Point --ready at an unprotected port (e.g. a stats or health port) or address`,
     );
   }

@@ -4,7 +4,7 @@
  */
 import { backendFor, chooseBackend } from '../backends/index.js';
 import type { BackendContext, HoldCounters } from '../backends/backend.js';
-import { SynholdError } from '../model/errors.js';
+import { BusyError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
 import { FileLock } from './lock.js';
@@ -31,7 +31,7 @@ function openCtx(scope: Scope): BackendContext {
 async function withSetupLock<T>(store: StateStore, fn: () => Promise<T>): Promise<T> {
   store.ensure();
   const lock = await FileLock.acquire(store.setupLockPath, 10_000);
-  if (!lock) throw new SynholdError('ERR_BUSY', 'another synhold setup or teardown is running');
+  if (!lock) throw new BusyError('another synhold setup or teardown is running');
   try {
     return await fn();
   } finally {
@@ -95,7 +95,7 @@ export async function setup(cfg: SetupConfig, scope: Scope = {}): Promise<SetupR
         holdLock = await FileLock.acquire(store.holdLockPath, SETUP_HOLD_WAIT_MS);
         if (!holdLock) {
           const h = store.readHold();
-          throw new SynholdError('ERR_BUSY', `a hold is in progress${h ? ` (${h.via} pid ${h.owner.pid})` : ''}; setup cannot change the steering now`);
+          throw new BusyError(`a hold is in progress${h ? ` (${h.via} pid ${h.owner.pid})` : ''}; setup cannot change the steering now`);
         }
         // Another config: remove the old steering, then install the new one; if the
         // new one fails, put the old one back (between the two, SYNs flow unheld,
@@ -171,8 +171,7 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
     for (let i = 0; i < TEARDOWN_ATTEMPTS && !lock; i++) {
       ({ lock } = await releaseHere(store, existing, scope.netns, { waitMs: TEARDOWN_RELEASE_WAIT_MS, keepLock: true }));
     }
-    if (!lock)
-      throw new SynholdError('ERR_BUSY', `holds kept starting; teardown did not get the hold lock in ${TEARDOWN_ATTEMPTS} attempts and changed nothing`);
+    if (!lock) throw new BusyError(`holds kept starting; teardown did not get the hold lock in ${TEARDOWN_ATTEMPTS} attempts and changed nothing`);
     const ctx = openCtx(scope);
     try {
       await backendFor(existing.backend).uninstall(existing.backendState, ctx);

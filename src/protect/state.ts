@@ -20,7 +20,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writ
 import { join } from 'node:path';
 import { netnsPath } from '../netlink/socket.js';
 import { isNativeError, native } from '../native/addon.js';
-import { SynholdError } from '../model/errors.js';
+import { ConfigError } from '../model/errors.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
 import type { ProcessId } from './hold/process-id.js';
 import { isSafetyNet, type ReleaseKind } from './hold/cause.js';
@@ -85,7 +85,7 @@ export function stateDir(netns?: string): string {
   try {
     id = native().netnsCookie(path);
   } catch (e) {
-    if (isNativeError(e) && e.errno === 2) throw new SynholdError('ERR_BAD_INPUT', `no network namespace ${netns} (${path})`);
+    if (isNativeError(e) && e.errno === 2) throw new ConfigError(`no network namespace ${netns} (${path})`);
     throw e;
   }
   return join(base, id !== null ? `netns-${id}` : `ns-ino-${statSync(path ?? '/proc/self/ns/net').ino}`);

@@ -3,7 +3,7 @@
  * name, and creating, raising and deleting the IFB device that carries the
  * plug for ingress protection.
  */
-import { SynholdError } from '../model/errors.js';
+import { BadDeviceError, KernelReplyError } from '../model/errors.js';
 import { NetlinkError } from '../netlink/errors.js';
 import { NLM_F_CREATE, NLM_F_EXCL } from '../netlink/message.js';
 import { defineAttributes, defineStruct } from '../netlink/schema.js';
@@ -65,7 +65,7 @@ export interface LinkInfo {
 
 function validateName(name: string): void {
   if (name.length === 0 || Buffer.byteLength(name) >= IFNAMSIZ || /[\s/:]/.test(name)) {
-    throw new SynholdError('ERR_BAD_DEVICE', `"${name}" is not a valid interface name (1-15 bytes, no spaces, '/' or ':')`);
+    throw new BadDeviceError(`"${name}" is not a valid interface name (1-15 bytes, no spaces, '/' or ':')`);
   }
 }
 
@@ -90,7 +90,7 @@ export async function getLink(rt: Rtnl, name: string): Promise<LinkInfo> {
   const body = Buffer.concat([ifinfomsg.encode({}), iflaAttrs.encode({ ifname: name })]);
   const replies = await rt.sock.request(RTM_GETLINK, body, { op: 'RTM_GETLINK', object: `dev ${name}`, hint: noDevice(name) });
   const m = replies.find((r) => r.type === RTM_NEWLINK);
-  if (!m) throw new SynholdError('ERR_NETLINK_PROTOCOL', `RTM_GETLINK dev ${name}: the kernel sent no link`);
+  if (!m) throw new KernelReplyError(`RTM_GETLINK dev ${name}: the kernel sent no link`);
   return toLinkInfo(m.payload);
 }
 

@@ -7,7 +7,7 @@
  * Equivalent to: `ss -Hltne '( sport = :P1 or sport = :P2 )'`, one dump per
  * address family, filtered in the kernel by the same bytecode ss sends.
  */
-import { SynholdError } from '../model/errors.js';
+import { BadPortError, ConfigError } from '../model/errors.js';
 import { type NetlinkError } from '../netlink/errors.js';
 import { defineAttributes, defineStruct, encodeAttr, type AttrValues } from '../netlink/schema.js';
 import { NETLINK_SOCK_DIAG, NetlinkSocket } from '../netlink/socket.js';
@@ -178,7 +178,7 @@ export interface InetDiagSocket {
  * address follows each hostcond though the kernel needs none for AF_UNSPEC.
  */
 export function sportBytecode(ports: readonly number[]): Buffer {
-  if (ports.length === 0) throw new SynholdError('ERR_INVALID_PORT', 'a port filter needs at least one port');
+  if (ports.length === 0) throw new BadPortError('a port filter needs at least one port');
   const COND = 16; // op 4 + hostcond 8 + address 4
   const JMP = 4;
   const out = Buffer.alloc(ports.length * COND + (ports.length - 1) * JMP);
@@ -320,7 +320,7 @@ export function describeListener(l: Listener): string {
 function checkPorts(ports: readonly number[]): number[] {
   for (const p of ports) {
     if (!Number.isInteger(p) || p < 1 || p > 65535) {
-      throw new SynholdError('ERR_INVALID_PORT', `invalid TCP port ${String(p)}: expected an integer from 1 to 65535`);
+      throw new BadPortError(`invalid TCP port ${String(p)}: expected an integer from 1 to 65535`);
     }
   }
   return [...new Set(ports)];
@@ -372,7 +372,7 @@ export class ListenerWatcher {
     const families: readonly InetFamily[] = opts.families?.length ? [...new Set(opts.families)] : ALL_FAMILIES;
     for (const f of families) {
       if (!Object.hasOwn(FAMILY_NUMBER, f)) {
-        throw new SynholdError('ERR_INVALID_FAMILY', `unknown address family "${String(f)}": expected ipv4 or ipv6`);
+        throw new ConfigError(`unknown address family "${String(f)}": expected ipv4 or ipv6`);
       }
     }
     const sock = NetlinkSocket.open(NETLINK_SOCK_DIAG, opts.netns !== undefined ? { netns: opts.netns } : {});

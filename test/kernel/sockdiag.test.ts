@@ -284,7 +284,7 @@ test('IPv6 addresses print as inet_ntop prints them', () => {
 
 test('invalid ports are refused before asking the kernel', async () => {
   for (const bad of [0, 65536, -1, 1.5, Number.NaN]) {
-    await assert.rejects(listListeners({ ports: [bad] }), (e: unknown) => e instanceof SynholdError && e.code === 'ERR_INVALID_PORT');
+    await assert.rejects(listListeners({ ports: [bad] }), (e: unknown) => e instanceof SynholdError && e.code === 'ERR_BAD_PORT');
   }
 });
 

@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { backendFor } from '../../backends/index.js';
 import type { ActiveHold, BackendContext, PreparedHold } from '../../backends/backend.js';
 import type { BackendName } from '../../model/config.js';
-import { SynholdError } from '../../model/errors.js';
+import { BusyError, NotSetUpError, ReleaseError, StateError } from '../../model/errors.js';
 import { Rtnl } from '../../rtnl/rtnl.js';
 import { FileLock } from '../lock.js';
 import { StateStore } from '../state.js';
@@ -97,13 +97,12 @@ export class HoldSession {
     const store = StateStore.for(args.netns);
     // No ensure(): a hold needs a setup, whose record lives in the directory; creating the
     // directory here would race teardown's removal of it.
-    const notSetUp = () => new SynholdError('ERR_NOT_SET_UP', 'synhold is not set up here; run `synhold setup --port P` first');
+    const notSetUp = () => new NotSetUpError('synhold is not set up here; run `synhold setup --port P` first');
     if (!store.readSetup()) throw notSetUp();
     const lock = await FileLock.acquire(store.holdLockPath, args.lockWaitMs, args.signal);
     if (!lock) {
       const h = store.readHold();
-      throw new SynholdError(
-        'ERR_BUSY',
+      throw new BusyError(
         `another hold is in progress${h ? ` (${h.via} pid ${h.owner.pid}, watchdog pid ${h.watchdog.pid})` : ''} and did not end within ${args.lockWaitMs} ms`,
       );
     }
@@ -242,13 +241,10 @@ export class HoldSession {
     }
     this.close();
     if (failure)
-      throw new SynholdError(
-        'ERR_RELEASE',
-        `release failed after ${RELEASE_ATTEMPTS} attempts (${failure.message}), and so did the watchdog's; its sockets are closed`,
-      );
+      throw new ReleaseError(`release failed after ${RELEASE_ATTEMPTS} attempts (${failure.message}), and so did the watchdog's; its sockets are closed`);
     const r: Released = { durationMs, released: result.released, drops: result.drops, cause, by: 'owner' };
     this.resolveDone(r);
-    if (recordError) throw new SynholdError('ERR_STATE', `released, but the record could not be written: ${recordError.message}`);
+    if (recordError) throw new StateError(`released, but the record could not be written: ${recordError.message}`);
     return r;
   }
 

@@ -9,7 +9,7 @@ import { Child, devNull, pipe, StartError } from '../../host/child.js';
 import { join } from 'node:path';
 import { packageRoot } from '../../host/package-root.js';
 import type { Fallback } from '../../backends/backend.js';
-import { SynholdError } from '../../model/errors.js';
+import { NativeMissingError, WatchdogError } from '../../model/errors.js';
 import type { ReleaseKind } from './cause.js';
 import { processId, type ProcessId } from './process-id.js';
 
@@ -46,7 +46,7 @@ const BY_CODE: Record<number, Extract<WatchdogEnd, { kind: 'released' }>> = {
 /** The watchdog program, built by node-gyp next to the addon. */
 export function watchdogPath(): string {
   const found = join(packageRoot(), 'build', 'Release', 'synhold-watchdog');
-  if (!existsSync(found)) throw new SynholdError('ERR_NATIVE_MISSING', `synhold's watchdog program is not built (no ${found}); run \`npm ci\``);
+  if (!existsSync(found)) throw new NativeMissingError(`synhold's watchdog program is not built (no ${found}); run \`npm ci\``);
   return found;
 }
 
@@ -89,7 +89,7 @@ export class Watchdog {
       child = Child.start([watchdogPath(), ...args], { fds, newSession: true });
     } catch (e) {
       if (ownerWrite >= 0) closeSync(ownerWrite);
-      throw e instanceof StartError ? new SynholdError('ERR_WATCHDOG', `cannot start the watchdog: ${e.message}`) : e;
+      throw e instanceof StartError ? new WatchdogError(`cannot start the watchdog: ${e.message}`) : e;
     } finally {
       if (ownerWrite >= 0) closeSync(ownerRead);
     }

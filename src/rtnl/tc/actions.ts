@@ -3,7 +3,7 @@
  * entries numbered 1..N, each with TCA_ACT_KIND and the kind's TCA_ACT_OPTIONS
  * (include/uapi/linux/pkt_cls.h).
  */
-import { SynholdError } from '../../model/errors.js';
+import { UnknownKindError } from '../../model/errors.js';
 import { defineAttributes } from '../../netlink/schema.js';
 import { actMirred } from './act_mirred.js';
 import { decodeOptionsOf, type TcKind } from './kind.js';
@@ -39,7 +39,7 @@ export interface ActionInfo {
 export function encodeActionList(actions: readonly ActionSpec[]): { kind: string; options?: Buffer }[] {
   return actions.map((a) => {
     const k = ACTION_KINDS.get(a.kind);
-    if (!k) throw new SynholdError('ERR_UNKNOWN_KIND', `synhold cannot encode action kind "${a.kind}"`);
+    if (!k) throw new UnknownKindError(`synhold cannot encode action kind "${a.kind}"`);
     const options = k.encodeOptions(a.options as never);
     return options === undefined ? { kind: a.kind } : { kind: a.kind, options };
   });

@@ -14,7 +14,7 @@
  * - Fragments: the IPv4 match requires fragment offset 0, so the bytes of a
  *   later fragment can never be mistaken for a SYN.
  */
-import { SynholdError } from '../../model/errors.js';
+import { BadAddressError, BadPortError } from '../../model/errors.js';
 import { EncodeError } from '../../netlink/errors.js';
 import { isIPv4 } from '../../model/ip.js';
 import { prefixFamily, type Prefix } from '../../model/prefix.js';
@@ -208,12 +208,12 @@ export function packAddress(keys: U32Key[], p: Prefix, which: 'src' | 'dst'): vo
  */
 export function synMatchKeys(m: SynMatch): U32Key[] {
   if (!Number.isInteger(m.port) || m.port < 1 || m.port > 65535) {
-    throw new SynholdError('ERR_BAD_PORT', `port ${m.port} is not in 1..65535`);
+    throw new BadPortError(`port ${m.port} is not in 1..65535`);
   }
   const keys: U32Key[] = [];
   for (const p of [m.src, m.dst]) {
     if (p && prefixFamily(p) !== m.family) {
-      throw new SynholdError('ERR_BAD_ADDRESS', `${p.address} is not an IPv${m.family} address`);
+      throw new BadAddressError(`${p.address} is not an IPv${m.family} address`);
     }
   }
   if (m.family === 4) {

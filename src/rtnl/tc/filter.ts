@@ -1,7 +1,7 @@
 /**
  * Filter (classifier) operations over rtnetlink, whatever the kind.
  */
-import { SynholdError } from '../../model/errors.js';
+import { UnknownKindError } from '../../model/errors.js';
 import { NetlinkError } from '../../netlink/errors.js';
 import { NLM_F_CREATE, NLM_F_EXCL } from '../../netlink/message.js';
 import { linkIndex } from '../link.js';
@@ -78,7 +78,7 @@ function filterHint(kind: string | undefined): (e: NetlinkError) => string | und
 /** The RTM_NEWTFILTER body for a device already resolved to its index. */
 export function encodeFilterRequest(ifindex: number, f: Omit<FilterSpec, 'dev'>): Buffer {
   const k = FILTER_KINDS.get(f.kind);
-  if (!k) throw new SynholdError('ERR_UNKNOWN_KIND', `synhold cannot encode filter kind "${f.kind}"`);
+  if (!k) throw new UnknownKindError(`synhold cannot encode filter kind "${f.kind}"`);
   const attrs: TcaValues = { kind: f.kind };
   const opts = k.encodeOptions(f.options as never);
   if (opts !== undefined) attrs.options = opts;

@@ -2,7 +2,7 @@
  * tc handles: 32-bit major:minor numbers written in hex, as tc(8) prints them.
  * (include/uapi/linux/pkt_sched.h: TC_H_MAJ, TC_H_MIN, TC_H_ROOT, TC_H_INGRESS)
  */
-import { SynholdError } from '../../model/errors.js';
+import { BadHandleError } from '../../model/errors.js';
 
 export const TC_H_UNSPEC = 0;
 export const TC_H_ROOT = 0xffffffff;
@@ -30,7 +30,7 @@ export function parseHandle(s: string): number {
   if (s === 'ingress') return TC_H_INGRESS;
   if (s === 'none' || s === '0') return TC_H_UNSPEC;
   const m = /^([0-9a-f]{0,4}):([0-9a-f]{0,4})$/i.exec(s);
-  if (!m) throw new SynholdError('ERR_BAD_HANDLE', `"${s}" is not a tc handle (expected MAJOR:MINOR in hex, e.g. 1: or 1:4)`);
+  if (!m) throw new BadHandleError(`"${s}" is not a tc handle (expected MAJOR:MINOR in hex, e.g. 1: or 1:4)`);
   return makeHandle(parseInt(m[1] || '0', 16), parseInt(m[2] || '0', 16));
 }
 

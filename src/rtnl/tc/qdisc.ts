@@ -2,7 +2,7 @@
  * Qdisc operations over rtnetlink, whatever the kind: each kind's options go
  * through its own module, found in a plain map by name.
  */
-import { SynholdError } from '../../model/errors.js';
+import { UnknownKindError } from '../../model/errors.js';
 import { NetlinkError, type ErrorHint } from '../../netlink/errors.js';
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from '../../netlink/message.js';
 import { linkIndex } from '../link.js';
@@ -75,7 +75,7 @@ function encodeOptions(kind: string, options: unknown): Buffer | undefined {
   const k = QDISC_KINDS.get(kind);
   if (!k) {
     if (options === undefined) return undefined;
-    throw new SynholdError('ERR_UNKNOWN_KIND', `synhold cannot encode options for qdisc kind "${kind}"`);
+    throw new UnknownKindError(`synhold cannot encode options for qdisc kind "${kind}"`);
   }
   return options === undefined && kind !== 'ingress' && kind !== 'clsact' ? undefined : k.encodeOptions(options as never);
 }
