@@ -40,7 +40,8 @@ commands:
                                         after CMD exits, an old listener still open for
                                         --settle-wait (2s) is taken as not closing;
                                         --report appends the --json result to FILE as one line
-  status [--json]                       setup, backend, held or not, counters, last hold
+  status [--json]                       setup, backend, held or not, counters, last hold;
+                                        exit 0 healthy, 3 not set up, 5 set up with a problem
   daemon [--metrics HOST:PORT]          hold for protect without a process per reload; serve /metrics
   teardown                              remove everything setup created
   bench [--strategies LIST] [--quick|--full] ...  the seed's experiment, every reload strategy (bench --help)
@@ -53,7 +54,7 @@ global options:
   --json          machine-readable output on stdout
   -h, --help      this text;  --version
 
-exit status: 0 ok, 1 failed, 2 bad usage or input, 3 not set up, 4 busy;
+exit status: 0 ok, 1 failed, 2 bad usage or input, 3 not set up, 4 busy, 5 unhealthy (status);
 Maximums: --max-hold, --lock-wait, --settle-wait 10m; --timeout 24h.
 protect: CMD's status, 124 timeout, 125 synhold failed, 126 cannot run CMD, 127 CMD not found, 128+N signal N.
 Durations: 500ms, 2s, 1m. Sizes: 65536, 64k, 1m.`;
@@ -270,7 +271,7 @@ async function cmdStatus(args: string[], g: Globals): Promise<number> {
   const [{ status }, { formatStatus }] = await Promise.all([import('../protect/setup.js'), import('./format.js')]);
   const s: StatusReport = await status(scopeOf(g));
   out(g, s, formatStatus(s));
-  return s.setUp ? EXIT.ok : EXIT.notSetUp;
+  return !s.setUp ? EXIT.notSetUp : s.problem ? EXIT.unhealthy : EXIT.ok;
 }
 
 async function cmdTeardown(args: string[], g: Globals): Promise<number> {

@@ -8,8 +8,13 @@
  * (test/unit/errors.test.ts checks both directions).
  */
 
-/** The CLI's exit codes. protect keeps its own (CMD's status, 124-127: src/protect/protect.ts). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4 } as const;
+/**
+ * The CLI's exit codes. protect keeps its own (CMD's status, 124-127:
+ * src/protect/protect.ts). `unhealthy` is status's alone: set up, but with a
+ * problem (steering gone, a stale hold record, a stopped watchdog), so that a
+ * health check or a probe can use the exit status without reading the JSON.
+ */
+export const EXIT = { ok: 0, failed: 1, usage: 2, notSetUp: 3, busy: 4, unhealthy: 5 } as const;
 export type ExitName = keyof typeof EXIT;
 
 /** code -> the class that throws it and the CLI exit code (by name). */

@@ -125,14 +125,17 @@ test('--netns pid:PID is pinned: a daemon started that way still holds in the na
   });
 });
 
-/** Network state that a wrong target must leave alone: the host's iptables, synhold's state directories. */
-function hostSnapshot(): string {
-  const ipt = spawnSync('iptables-save', [], { encoding: 'utf8' })
+/**
+ * Network state that a wrong target must leave alone: the host's iptables, and
+ * synhold's state directories (none created; one removed meanwhile is another
+ * test's namespace ending, not ours to judge).
+ */
+function hostSnapshot(): { iptables: string; stateDirs: string[] } {
+  const iptables = spawnSync('iptables-save', [], { encoding: 'utf8' })
     .stdout.split('\n')
     .filter((l) => !l.startsWith('#'))
     .join('\n');
-  const run = existsSync('/run/synhold') ? readdirSync('/run/synhold').sort().join(',') : '';
-  return `${ipt}\n${run}`;
+  return { iptables, stateDirs: existsSync('/run/synhold') ? readdirSync('/run/synhold').sort() : [] };
 }
 
 test('--netns that names no network namespace: one line, exit 2 (protect 125), nothing changed', async () => {
@@ -173,7 +176,13 @@ test('--netns that names no network namespace: one line, exit 2 (protect 125), n
         }
       }
     }
-    assert.equal(hostSnapshot(), before, 'the host namespace and synhold state are untouched');
+    const after = hostSnapshot();
+    assert.equal(after.iptables, before.iptables, "the host's iptables are untouched");
+    assert.deepEqual(
+      after.stateDirs.filter((d) => !before.stateDirs.includes(d)),
+      [],
+      'no synhold state directory created',
+    );
   } finally {
     rmSync(stale, { force: true });
   }
