@@ -126,7 +126,7 @@ class BufferOwner implements PacketBuffer {
     let wd: Watchdog | undefined;
     try {
       engine = plan.backend === 'plug' ? await preparePlug(plan) : await prepareNfqueue(plan);
-      wd = await Watchdog.start({
+      wd = Watchdog.start({
         fallback: engine.fallback,
         deadlineMs: plan.maxHoldMs,
         owner: 'process',

@@ -218,6 +218,7 @@ async function holdWhileCommandRuns(
   let timedOut = false;
   let cause: ReleaseCause | undefined;
   const timeline: Omit<NonNullable<ProtectResult['timeline']>, 'releaseSentMs'> = {};
+  const noteSwap = swapNoter(timeline, before);
   while (!cause && !holdEnded) {
     if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
     else if (Date.now() >= timeoutAt) {
@@ -225,7 +226,7 @@ async function holdWhileCommandRuns(
       cause = { kind: 'timeout' };
     } else {
       const now = await watcher.list(ports);
-      noteSwap(timeline, before, now, msSince(holdStart));
+      noteSwap(now, msSince(holdStart));
       const c = commandEnd;
       const cmd = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
       if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
@@ -267,14 +268,19 @@ async function holdWhileCommandRuns(
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
 
-/** Notes, once each, the first new listener of a protected port and the moment the last old one is gone. */
-function noteSwap(t: { newListenerMs?: number; oldGoneMs?: number }, before: readonly Listener[], now: readonly Listener[], ms: number): void {
+/**
+ * Notes in `t`, once each, the first new listener of a protected port and the
+ * moment the last old one is gone. Built once per hold: it runs on every poll
+ * (every few ms), so the old listeners' set is made once and nothing is
+ * allocated once both moments are known.
+ */
+function swapNoter(t: { newListenerMs?: number; oldGoneMs?: number }, before: readonly Listener[]): (now: readonly Listener[], ms: number) => void {
   const old = new Set(before.map((l) => l.cookie));
-  if (t.newListenerMs === undefined && now.some((l) => !old.has(l.cookie))) t.newListenerMs = ms;
-  if (t.oldGoneMs === undefined && before.length > 0) {
-    const current = new Set(now.map((l) => l.cookie));
-    if (before.every((l) => !current.has(l.cookie))) t.oldGoneMs = ms;
-  }
+  return (now, ms) => {
+    if (t.newListenerMs === undefined && now.some((l) => !old.has(l.cookie))) t.newListenerMs = ms;
+    // Old gone: no listener of now is one of before's (cookies are unique, so counting is enough).
+    if (t.oldGoneMs === undefined && before.length > 0 && !now.some((l) => old.has(l.cookie))) t.oldGoneMs = ms;
+  };
 }
 
 /** After the release: pass a signal on, enforce --timeout, wait for CMD, and map its end to protect's exit status. */

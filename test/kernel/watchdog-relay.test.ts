@@ -49,7 +49,7 @@ async function queueBound(ns: TestNetns): Promise<boolean> {
   return (await readKernelQueueStats(ns.name)).some((q) => q.queue === QUEUE);
 }
 
-function startWatchdog(f: Files, fallback: Fallback, deadlineMs: number): Promise<Watchdog> {
+function startWatchdog(f: Files, fallback: Fallback, deadlineMs: number): Watchdog {
   return Watchdog.start({ fallback, deadlineMs, owner: 'process', lockFd: f.lockFd, recordPath: f.recordPath, journalPath: f.journalPath });
 }
 
@@ -94,7 +94,7 @@ test('relay protocol: an ack only the owner could read, relayed, ends the watchd
     try {
       await q.bindQueue(true);
       const { seq, fallback } = unackedFailOpen(q);
-      const wd = await startWatchdog(f, fallback, 50);
+      const wd = startWatchdog(f, fallback, 50);
       const end = await relayUntilEnded(wd, seq, 0);
       assert.deepEqual(end, { kind: 'released', cause: 'max-hold', detail: 'max-hold' });
       assert.equal(existsSync(f.recordPath), false, 'the watchdog removed the record after its release');
@@ -112,7 +112,7 @@ test('relay protocol: a relayed error fails the release (exit 20), and the recor
     try {
       await q.bindQueue(true);
       const { seq, fallback } = unackedFailOpen(q);
-      const wd = await startWatchdog(f, fallback, 50);
+      const wd = startWatchdog(f, fallback, 50);
       const end = await relayUntilEnded(wd, seq, -1 /* -EPERM */);
       assert.deepEqual(end, { kind: 'release-failed' });
       assert.equal(existsSync(f.recordPath), true);
@@ -130,7 +130,7 @@ test('relay protocol: an ack of another sequence number answers nothing (the wat
     try {
       await q.bindQueue(true);
       const { seq, fallback } = unackedFailOpen(q);
-      const wd = await startWatchdog(f, fallback, 50);
+      const wd = startWatchdog(f, fallback, 50);
       const t0 = Date.now();
       const end = await relayUntilEnded(wd, (seq + 1000) >>> 0, 0);
       assert.deepEqual(end, { kind: 'release-failed' });
@@ -157,7 +157,7 @@ async function maxHoldRound(ns: TestNetns, relay: boolean): Promise<{ end: Watch
     const messages = encodeReleaseRequests(QUEUE, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes }));
     const fallback: Fallback = { sockets: [q.fd], messages, commands: [] };
     if (relay) fallback.relayAcks = (l) => q.onReservedAck(l);
-    const wd = await startWatchdog(f, fallback, 20);
+    const wd = startWatchdog(f, fallback, 20);
     const end = await ended(wd);
     return { end, unbound: !(await queueBound(ns)) };
   } finally {

@@ -6,10 +6,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 
-export const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+export { median } from '../median.js';
 
 /** `report OUT.md [--notes FILE.md] RUN.json=COMMAND ...`: head, each run's section, the notes. */
 export function writeReportPage<Run>(out: string, args: string[], head: string[], section: (run: Run, command: string) => string): void {

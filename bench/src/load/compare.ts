@@ -34,6 +34,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { addNetns, benchNetnsName, deleteNetns, inNetns } from '../netns.js';
 import { startHaproxy, startNginx, installSignalCleanup, CleanupStack } from '../servers.js';
 import { exec } from '../exec.js';
+import { median as medianOf } from '../median.js';
 import { abArgv, abError, parseAbOutput } from '../ab.js';
 import { wrkArgv, wrkResult } from './wrk.js';
 import { summarizeMs } from '../histogram.js';
@@ -301,11 +302,10 @@ async function runClient(c: ClientSpec, a: CompareArgs, loaders: Map<string, Run
 
 // ---------------------------------------------------------------- report
 
+/** The median of the finite values (a run that failed has NaN fields), NaN if none. */
 const median = (xs: number[]): number => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  const finite = xs.filter((x) => Number.isFinite(x));
+  return medianOf(finite);
 };
 
 const fmt = (x: number, digits = 0): string => (Number.isFinite(x) ? x.toFixed(digits) : '-');

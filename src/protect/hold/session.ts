@@ -120,7 +120,7 @@ export class HoldSession {
     try {
       await recoverUnderLock(store, setup, args.netns);
       prepared = await backendFor(setup.backend).prepare(setup.backendState, ctx);
-      watchdog = await Watchdog.start({
+      watchdog = Watchdog.start({
         fallback: prepared.fallback,
         deadlineMs: args.maxHoldMs,
         owner: args.owner ?? 'process',

@@ -72,7 +72,7 @@ export class Watchdog {
   }
 
   /** Starts the watchdog; it runs when this returns (before the hold may begin). */
-  static start(o: WatchdogOptions): Promise<Watchdog> {
+  static start(o: WatchdogOptions): Watchdog {
     const args = ['--deadline-ms', String(Math.max(0, Math.round(o.deadlineMs))), '--lock-fd', '3', '--record', o.recordPath, '--journal', o.journalPath];
     args.push(...(o.owner === 'process' ? ['--owner-fd', '0'] : ['--no-owner']));
     if (o.watchPid) args.push('--watch-pid', String(o.watchPid));
@@ -103,7 +103,7 @@ export class Watchdog {
     if (o.owner === 'none') child.unref();
     const wd = new Watchdog(child, ownerWrite, id, ended);
     o.fallback.relayAcks?.((seq, error) => wd.relayAck(seq, error));
-    return Promise.resolve(wd);
+    return wd;
   }
 
   get pid(): number {
