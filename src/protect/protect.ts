@@ -47,6 +47,8 @@ export interface ProtectOptions {
   ready?: { host: string; port: number };
   /** Socket poll interval while holding. */
   pollMs?: number;
+  /** Wake on the kernel's notification that an old listener was freed (default true; false: polling alone, for measuring). */
+  destroyEvents?: boolean;
   /** 'sockets' (default): the socket rules or CMD's exit; 'exit': only CMD's exit; 'swap': only the socket swap (a CMD that returns early). See release-policy.ts. */
   releaseOn?: 'sockets' | 'exit' | 'swap';
   /** After CMD exits, how long to keep holding while a new listener is up and an old one is still open. */
@@ -219,31 +221,52 @@ async function holdWhileCommandRuns(
   let cause: ReleaseCause | undefined;
   const timeline: Omit<NonNullable<ProtectResult['timeline']>, 'releaseSentMs'> = {};
   const noteSwap = swapNoter(timeline, before);
-  while (!cause && !holdEnded) {
-    if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
-    else if (Date.now() >= timeoutAt) {
-      timedOut = true;
-      cause = { kind: 'timeout' };
-    } else {
-      const now = await watcher.list(ports);
-      noteSwap(now, msSince(holdStart));
-      const c = commandEnd;
-      const cmd = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
-      if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
-      const d = decide({ before, now, settledPolls, readyOk, ...(cmd ? { command: cmd } : {}) }, policy);
-      if ('release' in d) cause = d.release;
-      else {
-        settledPolls = d.settled ? settledPolls + 1 : 0;
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, opts.pollMs ?? 1);
-          wake = () => {
-            clearTimeout(t);
-            resolve();
-          };
+  // The old listeners' end wakes the loop at once (the kernel's destroy notification), rather than at
+  // the next poll; the poll stays, for what has no notification (a new listener) and for a lost one.
+  const oldCookies = new Set(before.map((l) => l.cookie));
+  const freed = new Set<string>();
+  let freedUnseen = false;
+  const unwatch =
+    opts.destroyEvents === false
+      ? undefined
+      : watcher.watchDestroyed(oldCookies, (s) => {
+          freed.add(s.cookie);
+          // Between polls this wakes the sleep; during one, the next sleep is skipped.
+          freedUnseen = true;
+          wake();
         });
-        wake = () => undefined;
+  try {
+    while (!cause && !holdEnded) {
+      if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
+      else if (Date.now() >= timeoutAt) {
+        timedOut = true;
+        cause = { kind: 'timeout' };
+      } else {
+        freedUnseen = false;
+        const now = await watcher.list(ports);
+        noteSwap(now, msSince(holdStart));
+        const c = commandEnd;
+        const cmd = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
+        if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
+        const oldGoneConfirmed = oldCookies.size > 0 && freed.size === oldCookies.size;
+        const d = decide({ before, now, settledPolls, readyOk, oldGoneConfirmed, ...(cmd ? { command: cmd } : {}) }, policy);
+        if ('release' in d) cause = d.release;
+        else {
+          settledPolls = d.settled ? settledPolls + 1 : 0;
+          if (!freedUnseen)
+            await new Promise<void>((resolve) => {
+              const t = setTimeout(resolve, opts.pollMs ?? 1);
+              wake = () => {
+                clearTimeout(t);
+                resolve();
+              };
+            });
+          wake = () => undefined;
+        }
       }
     }
+  } finally {
+    unwatch?.();
   }
   // Release first, always (a hold that ended on its own reports how).
   const releaseSentMs = msSince(holdStart);

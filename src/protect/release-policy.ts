@@ -7,7 +7,10 @@
  * The rules:
  * - The sockets settled (reloadSettled: every protected port has a new listener
  *   and none of the old ones), twice in a row (one dump of the listening table is
- *   not an atomic snapshot), and --ready answers: release.
+ *   not an atomic snapshot: a dump can miss a socket that is still there), or
+ *   once when the kernel itself reported every old listener freed (sock_diag's
+ *   destroy notification: then "gone" is not a dump's word), and --ready
+ *   answers: release.
  * - CMD failed (could not run, non-zero exit): release; nothing will come.
  * - CMD exited 0, and every port served before the hold is served again:
  *   - settled, or the very sockets from before (fd hand-over such as haproxy -x,
@@ -37,6 +40,8 @@ export interface Observation {
   now: readonly Listener[];
   /** How many polls in a row (including this one) found the sockets settled. */
   settledPolls: number;
+  /** The kernel reported every old listener freed (destroy notifications, by cookie). */
+  oldGoneConfirmed?: boolean;
   /** Whether --ready answered (true when not asked for). */
   readyOk: boolean;
   /** CMD's end, once it ended. */
@@ -53,7 +58,10 @@ const socketsKey = (ls: readonly Listener[]) =>
 
 export function decide(o: Observation, opts: PolicyOptions): Decision {
   const settled = opts.releaseOn === 'exit' ? { settled: false, reason: '' } : reloadSettled(o.before, o.now, opts.ports);
-  if (settled.settled && o.settledPolls + 1 >= 2 && o.readyOk) return { release: { kind: 'reload-done', detail: settled.reason } };
+  // The kernel's word on the old listeners stands for the second poll, where CMD's exit would not
+  // decide anyway (still running, or --release-on swap); after an exit the rules below name it.
+  const confirmed = o.settledPolls + 1 >= 2 || (o.oldGoneConfirmed === true && (!o.command || opts.releaseOn === 'swap'));
+  if (settled.settled && confirmed && o.readyOk) return { release: { kind: 'reload-done', detail: settled.reason } };
   const c = o.command;
   if (!c) return { wait: true, settled: settled.settled };
   if (c.failed) return { release: { kind: 'command-failed' } };

@@ -22,7 +22,7 @@ const V6_AFTER_S = 0.7;
 const ROUNDS = 3;
 
 // Serves PORT on both families; on SIGUSR2 swaps IPv4 after V4_AFTER_S and IPv6 after V6_AFTER_S,
-// printing "swap4 T" / "swap6 T" (time.monotonic()), and "accept FAMILY GEN T" for each connection
+// printing "swap4 T" / "swap6 T" (time.monotonic() just before the old one's close()), and "accept FAMILY GEN T" for each connection
 // (GEN: 0 the first listeners, +1 at each swap). Exits after 60 s.
 const SERVER = `
 import select, signal, socket, sys, time
@@ -49,9 +49,10 @@ while time.monotonic() < end:
         if fam in due and time.monotonic() >= due[fam]:
             old, gen = socks[fam]
             socks[fam] = (listen(socket.AF_INET if fam == 4 else socket.AF_INET6, "127.0.0.1" if fam == 4 else "::1"), gen + 1)
+            t = time.monotonic()
             old.close()
             del due[fam]
-            print("swap%d %.6f" % (fam, time.monotonic()), flush=True)
+            print("swap%d %.6f" % (fam, t), flush=True)
     r, _, _ = select.select([s for s, _ in socks.values()], [], [], 0.002)
     for s in r:
         fam, gen = next((f, g) for f, (x, g) in socks.items() if x is s)

@@ -32,6 +32,32 @@ const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want:
   },
   { rule: 'socket swap, seen twice: release', o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 1, readyOk: true }, want: 'release reload-done' },
   {
+    rule: 'socket swap seen once, the kernel reported the old listener freed: release (no second poll)',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 0, readyOk: true, oldGoneConfirmed: true },
+    want: 'release reload-done',
+  },
+  {
+    rule: 'CMD exited 0, socket swap seen once with the kernel confirming: released as after the exit',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 0, readyOk: true, oldGoneConfirmed: true, command: exited(5) },
+    want: 'release command-exited',
+  },
+  {
+    rule: '--release-on swap, CMD exited, socket swap seen once with the kernel confirming: release',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 0, readyOk: true, oldGoneConfirmed: true, command: exited(5) },
+    opts: { releaseOn: 'swap' },
+    want: 'release reload-done',
+  },
+  {
+    rule: 'old listener freed (kernel), no new listener yet: wait',
+    o: { before: [l(80, 'a')], now: [], settledPolls: 0, readyOk: true, oldGoneConfirmed: true },
+    want: 'wait',
+  },
+  {
+    rule: 'old listener freed (kernel), --ready not answering: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 0, readyOk: false, oldGoneConfirmed: true },
+    want: 'wait settled',
+  },
+  {
     rule: 'socket swap but --ready not answering: wait',
     o: { before: [l(80, 'a')], now: [l(80, 'b')], settledPolls: 3, readyOk: false },
     want: 'wait settled',
