@@ -10,9 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The packages: those of every program in scripts/programs.txt (one table says what
-# runs what), plus the ones no program names: debootstrap for scripts/ci-bare.sh.
+# runs what), plus the ones no program names: debootstrap for scripts/ci-bare.sh, and the
+# arm64 libc of the cross compiler (scripts/prebuild.sh; only a Recommends of gcc-aarch64-linux-gnu).
 mapfile -t PACKAGES < <(awk '!/^#/ && NF >= 2 && $2 != "-" { print $2 }' scripts/programs.txt | sort -u)
-PACKAGES+=(debootstrap)
+PACKAGES+=(debootstrap libc6-dev-arm64-cross)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

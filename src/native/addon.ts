@@ -2,9 +2,7 @@
  * Typed face of the native addon (native/*.c). Nothing else in synhold loads
  * the .node file; everything above this goes through NetlinkSocket or FileLock.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { packageRoot } from '../host/package-root.js';
+import { nativeBinary } from './binary.js';
 
 export interface NativeSocketHandle {
   readonly portId: number;
@@ -55,10 +53,7 @@ let cached: NativeAddon | undefined;
 /** Loads build/Release/synhold_native.node from the package root (see host/package-root.ts). */
 export function native(): NativeAddon {
   if (cached) return cached;
-  const found = join(packageRoot(), 'build', 'Release', 'synhold_native.node');
-  if (!existsSync(found)) {
-    throw new Error(`synhold's native addon is not built (no ${found}); run \`npm ci\` or \`npx node-gyp rebuild\``);
-  }
+  const found = nativeBinary('synhold_native.node');
   // process.dlopen, not require(): the same in the ESM library and the CommonJS bundle, and no node:module to load.
   const m = { exports: {} as NativeAddon };
   process.dlopen(m, found);

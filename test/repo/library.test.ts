@@ -1,7 +1,7 @@
 /**
  * synhold as a library, as a user gets it: `npm pack`, the tarball installed in
- * an empty directory (its native addon and watchdog built by its install
- * script), then a small program that imports 'synhold' and uses every exported
+ * an empty directory (its install script takes the prebuilt native addon and
+ * watchdog: test/repo/no-compiler.test.ts), then a small program that imports 'synhold' and uses every exported
  * entry point against a real network namespace on this kernel.
  */
 import { test } from 'node:test';

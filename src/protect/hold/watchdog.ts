@@ -4,12 +4,11 @@
  * from its exit whether it released on its own (max-hold, a signal from
  * `synhold release`, the daemon's client gone).
  */
-import { closeSync, existsSync, writeSync } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import { Child, devNull, pipe, StartError } from '../../host/child.js';
-import { join } from 'node:path';
-import { packageRoot } from '../../host/package-root.js';
+import { nativeBinary } from '../../native/binary.js';
 import type { Fallback } from '../../backends/backend.js';
-import { NativeMissingError, WatchdogError } from '../../model/errors.js';
+import { WatchdogError } from '../../model/errors.js';
 import type { ReleaseKind } from './cause.js';
 import { processId, type ProcessId } from './process-id.js';
 
@@ -43,11 +42,9 @@ const BY_CODE: Record<number, Extract<WatchdogEnd, { kind: 'released' }>> = {
   13: { kind: 'released', cause: 'owner-gone', detail: 'watched-exited' },
 };
 
-/** The watchdog program, built by node-gyp next to the addon. */
+/** The watchdog program: built by node-gyp next to the addon, or the package's prebuilt one (native/binary.ts). */
 export function watchdogPath(): string {
-  const found = join(packageRoot(), 'build', 'Release', 'synhold-watchdog');
-  if (!existsSync(found)) throw new NativeMissingError(`synhold's watchdog program is not built (no ${found}); run \`npm ci\``);
-  return found;
+  return nativeBinary('synhold-watchdog');
 }
 
 export class Watchdog {
