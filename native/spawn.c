@@ -48,7 +48,8 @@ typedef struct {
   int new_session;
   int nfds;
   int fds[MAX_FDS];     /* child fd i <- our fd fds[i] */
-  sigset_t mask;        /* the caller's signal mask, restored just before exec */
+  sigset_t mask;        /* the caller's signal mask */
+  sigset_t exec_mask;   /* the child's at exec: the caller's, plus any the caller asked to stay blocked */
   int err;              /* set by the child when it could not exec */
   const char *failed_step;
 } spawn_args;
@@ -88,7 +89,7 @@ static int child_main(void *arg) {
       _exit(127);
     }
   }
-  sigprocmask(SIG_SETMASK, &a->mask, NULL);
+  sigprocmask(SIG_SETMASK, &a->exec_mask, NULL);
   int err = ENOENT;
   if (strchr(a->file, '/')) {
     err = try_exec(a, a->file);
@@ -238,14 +239,16 @@ static void free_argv(char **argv, uint32_t n) {
 }
 
 /*
- * spawn(file, argv, fds, netnsPath | null, newSession, onExit(code, signal)) -> pid
+ * spawn(file, argv, fds, netnsPath | null, newSession, onExit(code, signal)[, blocked]) -> pid
  * Child fd i is our fd fds[i]; every other fd of ours is CLOEXEC (Node's are) and
- * does not reach it. Throws with errno/syscall when the child could not start
+ * does not reach it. `blocked` (signal numbers) stay blocked in the child across
+ * exec, so that one sent before the program has set up its own handling stays
+ * pending for it instead of killing it (the watchdog reads them from a signalfd). Throws with errno/syscall when the child could not start
  * (ENOENT: not found; EACCES: not executable; setns: the namespace).
  */
 static napi_value sp_spawn(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6], out, name;
+  size_t argc = 7;
+  napi_value argv[7], out, name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 6) {
     napi_throw_type_error(env, NULL, "spawn(file, argv, fds, netnsPath, newSession, onExit)");
@@ -293,6 +296,19 @@ static napi_value sp_spawn(napi_env env, napi_callback_info info) {
   }
   bool new_session = false;
   napi_get_value_bool(env, argv[4], &new_session);
+  int blocked[64];
+  uint32_t n_blocked = 0;
+  if (argc >= 7) {
+    napi_typeof(env, argv[6], &t);
+    if (t != napi_undefined && t != napi_null) {
+      if (napi_get_array_length(env, argv[6], &n_blocked) != napi_ok || n_blocked > 64) goto bad;
+      for (uint32_t i = 0; i < n_blocked; i++) {
+        napi_value el;
+        napi_get_element(env, argv[6], i, &el);
+        if (napi_get_value_int32(env, el, &blocked[i]) != napi_ok || blocked[i] < 1 || blocked[i] >= NSIG) goto bad;
+      }
+    }
+  }
   a.new_session = new_session;
   a.file = file;
   a.argv = cargv;
@@ -307,6 +323,8 @@ static napi_value sp_spawn(napi_env env, napi_callback_info info) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &a.mask);
+  a.exec_mask = a.mask;
+  for (uint32_t i = 0; i < n_blocked; i++) sigaddset(&a.exec_mask, blocked[i]);
   pid_t pid = clone(child_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
   int clone_err = errno;
   pthread_sigmask(SIG_SETMASK, &a.mask, NULL);

@@ -27,6 +27,11 @@ export interface StartOptions {
   netnsPath?: string;
   /** Its own session (setsid): a signal to our process group does not reach it. */
   newSession?: boolean;
+  /**
+   * Signals that stay blocked across exec: one sent before the program has set up its own
+   * handling then waits for it (pending) instead of killing it with the default action.
+   */
+  blockSignals?: NodeJS.Signals[];
 }
 
 /** A child that could not start: `code` as child_process names it (ENOENT: not found; EACCES, ENOEXEC: not executable). */
@@ -69,7 +74,8 @@ export class Child {
     };
     let pid: number;
     try {
-      pid = native().spawn(argv[0]!, [...argv], o.fds ?? [0, 1, 2], o.netnsPath ?? null, o.newSession ?? false, onExit);
+      const blocked = o.blockSignals?.map((s) => osConstants.signals[s]);
+      pid = native().spawn(argv[0]!, [...argv], o.fds ?? [0, 1, 2], o.netnsPath ?? null, o.newSession ?? false, onExit, blocked);
     } catch (e) {
       if (!isNativeError(e)) throw e;
       const code = ERRNO_NAMES.get(e.errno) ?? `errno ${e.errno}`;

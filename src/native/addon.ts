@@ -31,6 +31,8 @@ export interface NativeAddon {
     netnsPath: string | null,
     newSession: boolean,
     onExit: (code: number | null, signal: number | null) => void,
+    /** Signal numbers left blocked in the child across exec. */
+    blocked?: number[],
   ): number;
   /** A close-on-exec pipe: [read end, write end]. */
   pipe(): [number, number];

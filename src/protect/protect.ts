@@ -309,12 +309,16 @@ function swapNoter(t: { newListenerMs?: number; oldGoneMs?: number }, before: re
 /** After the release: pass a signal on, enforce --timeout, wait for CMD, and map its end to protect's exit status. */
 async function finishCommand(result: ProtectResult, o: HoldOutcome, opts: ProtectOptions, signal: AbortSignal): Promise<ProtectResult> {
   const { child, ended } = o;
-  if (signal.aborted) {
+  // A signal (or an abort) passes on to CMD and ends protect with 128+N, whether it comes during the
+  // hold or after it (max-hold over, CMD still running): after, too, it must not be swallowed.
+  const passOn = (): ProtectResult => {
     const sig = signal.reason as NodeJS.Signals;
     child?.kill(sig);
+    if (child) result.command = { exitCode: null, signal: sig };
     result.exitCode = 128 + signalNumber(sig);
     return result;
-  }
+  };
+  if (signal.aborted) return passOn();
   let killTimer: NodeJS.Timeout | undefined;
   const kill = () => {
     result.timedOut = true;
@@ -324,9 +328,13 @@ async function finishCommand(result: ProtectResult, o: HoldOutcome, opts: Protec
   // The hold is over; CMD may still be running (e.g. a foreground server start).
   const remaining = opts.timeoutMs ? Number(o.holdStart / 1_000_000n) + opts.timeoutMs - Number(process.hrtime.bigint() / 1_000_000n) : Infinity;
   const timer = result.timedOut ? (kill(), undefined) : Number.isFinite(remaining) ? setTimeout(kill, Math.max(0, remaining)) : undefined;
-  const ce = await ended;
+  let onAbort: () => void = () => undefined;
+  const aborted = new Promise<'aborted'>((resolve) => signal.addEventListener('abort', (onAbort = () => resolve('aborted')), { once: true }));
+  const ce = await Promise.race([ended, aborted]);
+  signal.removeEventListener('abort', onAbort);
   clearTimeout(timer);
   clearTimeout(killTimer);
+  if (ce === 'aborted') return passOn();
   result.command = { exitCode: ce.code, signal: ce.signal, ...(ce.error ? { error: ce.error.message } : {}) };
   result.commandMs = Number(ce.at - o.holdStart) / 1e6;
   if (result.timedOut) result.exitCode = EXIT_TIMEOUT;

@@ -17,7 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { startClient, startEchoServer } from '../helpers/tcp.js';
-import { kill, PORT, queueBound, queueHeld, reap, setupNfqueue, stateOf, until } from '../helpers/faults.js';
+import { childrenOf, commOf, kill, PORT, queueBound, queueHeld, reap, setupNfqueue, stateOf, until } from '../helpers/faults.js';
 import { StateStore } from '../../src/protect/state.js';
 import { FileLock } from '../../src/protect/lock.js';
 import { processId } from '../../src/protect/hold/process-id.js';
@@ -147,6 +147,28 @@ test('SIGTERM during the hold, then a second one: protect releases, passes the s
         assert.match(r.stderr, /synhold got SIGTERM/);
         assert.equal((await client.result).error, null);
         await until('the queue to be unbound', async () => !(await queueBound(ns)), 2000);
+      } finally {
+        reap([p.pid]);
+      }
+    }),
+  );
+});
+
+test('SIGTERM after max-hold ended the hold, CMD still running: protect passes it to CMD and exits 143 at once', async () => {
+  await withNetns((ns) =>
+    withServer(ns, async () => {
+      const p = synholdAsync(['--netns', ns.name, '--json', 'protect', '--max-hold', '300ms', '--', 'sleep', '20']);
+      try {
+        await until('the hold', () => queueBound(ns));
+        await until('max-hold to end the hold', async () => !(await queueBound(ns)), 3000);
+        const sleeper = await until('CMD running', () => childrenOf(p.pid).find((pid) => commOf(pid) === 'sleep'));
+        const t0 = Date.now();
+        kill(p.pid, 'SIGTERM');
+        const r = await p.done;
+        assert.equal(r.status, 143, r.stderr);
+        assert.ok(Date.now() - t0 < 2000, `exited ${Date.now() - t0} ms after the signal, not when sleep 20 ended`);
+        assert.deepEqual((JSON.parse(r.stdout) as { command: unknown }).command, { exitCode: null, signal: 'SIGTERM' });
+        await until('CMD killed by it', () => !existsSync(`/proc/${sleeper}`) || stateOf(sleeper) === 'Z', 2000);
       } finally {
         reap([p.pid]);
       }

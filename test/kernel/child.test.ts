@@ -7,6 +7,7 @@
  * dispositions, and an unref'd child not keeping Node alive.
  */
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -128,6 +129,20 @@ test('the child starts with default signal dispositions (Node ignores SIGPIPE; a
   const r = await sh('grep -E "^Sig(Ign|Blk):" /proc/self/status');
   assert.match(r.out, /SigIgn:\s+0+\n/);
   assert.match(r.out, /SigBlk:\s+0+\n/);
+});
+
+test('blockSignals: those signals reach the program blocked (SigBlk), and one sent at once waits for it instead of killing it', async () => {
+  // sleep, not sh: a shell clears its signal mask as it starts.
+  const child = Child.start(['sleep', '0.3'], { fds: [devNull(), devNull(), 2], blockSignals: ['SIGTERM', 'SIGUSR1'] });
+  // At once: before sleep has run a line. Blocked, it stays pending (ShdPnd: sent to the process).
+  process.kill(child.pid, 'SIGTERM');
+  await sleep(100);
+  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+  const field = (name: string) => BigInt(`0x${new RegExp(`^${name}:\\s+([0-9a-f]+)$`, 'm').exec(status)![1]}`);
+  assert.equal(field('SigBlk'), (1n << 14n) | (1n << 9n), 'SIGTERM (15) and SIGUSR1 (10) blocked, nothing else');
+  assert.equal(field('ShdPnd') & (1n << 14n), 1n << 14n, 'the SIGTERM is pending');
+  const end = await child.ended;
+  assert.deepEqual([end.code, end.signal], [0, null], 'not killed by the SIGTERM');
 });
 
 test('a pipe end passed as stdin reaches it, and EOF when we close ours', async () => {

@@ -179,3 +179,29 @@ test(`a living owner reading the shared socket: ${ROUNDS} max-hold releases by t
     }
   });
 });
+
+test('synhold release at once after a hold began (library: hold() then release()): 40 of 40 ended by the watchdog as a manual release', async () => {
+  // The watchdog's signals are blocked from its birth: a SIGTERM that came before it had set up its
+  // signalfd killed it unreleased (its default action), and the owner ended the hold as "watchdog gone"
+  // (20 of 40 here before the fix).
+  const lib = await import('../../src/index.js');
+  await withNetns(async (ns) => {
+    await lib.setup(lib.normalizeConfig({ ports: [16450], backend: 'nfqueue' }), { netns: ns.name });
+    try {
+      const ends: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const h = await lib.hold({ netns: ns.name, maxHoldMs: 5000 });
+        await lib.release({ netns: ns.name });
+        const d = await h.done;
+        ends.push(`${d.cause.kind} by ${d.by}`);
+      }
+      assert.deepEqual(
+        ends.filter((e) => e !== 'manual by watchdog'),
+        [],
+      );
+      assert.deepEqual(await readKernelQueueStats(ns.name), [], 'no queue bound (/proc/net/netfilter/nfnetlink_queue)');
+    } finally {
+      await lib.teardown({ netns: ns.name });
+    }
+  });
+});

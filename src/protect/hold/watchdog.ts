@@ -83,7 +83,10 @@ export class Watchdog {
     try {
       // Its own session: a Ctrl-C aimed at the reload command's group, or a kill of
       // protect's group, must not take the dead-man's switch down with the owner.
-      child = Child.start([watchdogPath(), ...args], { fds, newSession: true });
+      // Its signals blocked from birth: a `synhold release` (SIGTERM) that comes before it has set up
+      // its signalfd waits for it, instead of killing it unreleased (the hold record names it as
+      // soon as the hold begins, which can be before the program has run its first line).
+      child = Child.start([watchdogPath(), ...args], { fds, newSession: true, blockSignals: ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1'] });
     } catch (e) {
       if (ownerWrite >= 0) closeSync(ownerWrite);
       throw e instanceof StartError ? new WatchdogError(`cannot start the watchdog: ${e.message}`) : e;
