@@ -16,6 +16,8 @@
  * not found; 128+N if CMD died of signal N, or protect got signal N (then CMD
  * gets it too, after the release; during the lock wait CMD never starts).
  */
+import { readdirSync, readlinkSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { constants as osConstants } from 'node:os';
 import { Child, StartError } from '../host/child.js';
 import { checkReadyTarget, probeTcp } from './ready.js';
@@ -80,7 +82,18 @@ export interface ProtectResult {
    * first listener of a protected port that was not there before, the moment none of the old ones was
    * left, and when the release was sent. Seen by polls, so each is up to one poll late.
    */
-  timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number };
+  timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number; handover?: Handover };
+}
+
+/**
+ * --release-on swap: the same listening socket(s) passed from one process to another
+ * (HAProxy master-worker's `-x sockpair@N`), seen in /proc/PID/fd. `ms` from the hold's
+ * start, when first seen; `from`/`to` the pids holding the sockets then and at the start.
+ */
+export interface Handover {
+  ms: number;
+  from: number[];
+  to: number[];
 }
 
 /** Default max-hold: long enough for a slow full restart, short enough that a stuck hold is noticed. */
@@ -200,6 +213,9 @@ async function holdWhileCommandRuns(
 ): Promise<HoldOutcome> {
   const holdStart = process.hrtime.bigint();
   const before: Listener[] = await watcher.list(ports);
+  // --release-on swap: who holds the sockets, for a hand-over (release-policy.ts). Read
+  // before CMD starts; later only while the sockets are the very ones from before.
+  const holders = opts.releaseOn === 'swap' && before.length > 0 ? new HolderScan(before) : undefined;
   const { child, ended } = runCommand(opts);
   let commandEnd: CommandEnd | undefined;
   let holdEnded: Released | undefined;
@@ -249,7 +265,12 @@ async function holdWhileCommandRuns(
         const cmd = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
         if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
         const oldGoneConfirmed = oldCookies.size > 0 && freed.size === oldCookies.size;
-        const d = decide({ before, now, settledPolls, readyOk, oldGoneConfirmed, ...(cmd ? { command: cmd } : {}) }, policy);
+        const held = holders?.observe(now);
+        if (held && timeline.handover === undefined && held.change) timeline.handover = { ms: msSince(holdStart), ...held.change };
+        const d = decide(
+          { before, now, settledPolls, readyOk, oldGoneConfirmed, ...(cmd ? { command: cmd } : {}), ...(held ? { holders: held.holders } : {}) },
+          policy,
+        );
         if ('release' in d) cause = d.release;
         else {
           settledPolls = d.settled ? settledPolls + 1 : 0;
@@ -290,6 +311,77 @@ async function holdWhileCommandRuns(
 }
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
+
+/** Every pid holding one of `inodes`, by inode: /proc/PID/fd links read `socket:[INODE]` (what `ss -p` reads). */
+export function socketHolders(inodes: ReadonlySet<number>): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${name}/fd`);
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = readlinkSync(`/proc/${name}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (!link.startsWith('socket:[')) continue;
+      const inode = Number(link.slice(8, -1));
+      if (!inodes.has(inode)) continue;
+      const pids = out.get(inode) ?? [];
+      if (!pids.includes(Number(name))) pids.push(Number(name));
+      out.set(inode, pids);
+    }
+  }
+  return out;
+}
+
+/**
+ * The holders of the listeners from before the hold, read again while they are still the
+ * very same sockets. A scan walks every process's fds (~5 ms for 800 fds here), so it runs
+ * at most every max(HOLDER_SCAN_MS, twice its last cost), not at every 1 ms poll: the
+ * socket stays open across a hand-over, so seeing it a few ms late puts no one at risk.
+ */
+const HOLDER_SCAN_MS = 10;
+class HolderScan {
+  private readonly inodes: Set<number>;
+  private readonly before: Map<number, number[]>;
+  private now: Map<number, number[]>;
+  private nextAt = 0;
+  private readonly key: string;
+  constructor(before: readonly Listener[]) {
+    this.inodes = new Set(before.map((l) => l.inode));
+    this.key = before
+      .map((l) => l.cookie)
+      .sort()
+      .join(',');
+    this.before = socketHolders(this.inodes);
+    this.now = this.before;
+  }
+  observe(now: readonly Listener[]): { holders: { before: Map<number, number[]>; now: Map<number, number[]> }; change?: { from: number[]; to: number[] } } {
+    const same =
+      now
+        .map((l) => l.cookie)
+        .sort()
+        .join(',') === this.key;
+    const t = performance.now();
+    if (same && t >= this.nextAt) {
+      this.now = socketHolders(this.inodes);
+      const cost = performance.now() - t;
+      this.nextAt = performance.now() + Math.max(HOLDER_SCAN_MS, 2 * cost);
+    }
+    const flat = (m: Map<number, number[]>) => [...new Set([...m.values()].flat())].sort((a, b) => a - b);
+    const from = flat(this.before);
+    const to = flat(this.now);
+    const change = to.length > 0 && !to.some((p) => from.includes(p)) ? { from, to } : undefined;
+    return { holders: { before: this.before, now: this.now }, ...(change ? { change } : {}) };
+  }
+}
 
 /**
  * Notes in `t`, once each, the first new listener of a protected port and the

@@ -22,6 +22,15 @@
  *   (`kill -USR2`, `systemctl reload`, `nginx -s reload`, a master CLI's `reload`):
  *   CMD's exit says nothing; release once the sockets have settled, whenever that is
  *   (max-hold bounds it), or at once if CMD failed.
+ *   A server that hands its listening socket over instead of rebinding (HAProxy
+ *   master-worker: the re-executed master passes `-x sockpair@N` to the new worker)
+ *   swaps processes, not sockets: the very socket from before stays open, so "old
+ *   one gone" never comes and the hold would last until max-hold, every reload.
+ *   sock_diag cannot see that swap; the processes holding the socket (protect reads
+ *   them from /proc/PID/fd when asked, `holders`) can: every old listener still open,
+ *   no other listener on its port, and held now only by processes that did not hold
+ *   it when the hold began (the old worker closed its copy, a new one has it) is
+ *   handed over. Settled, twice in a row, like a swap.
  * - A port nobody served before the hold is not waited for.
  * - Otherwise wait (max-hold, protect's --timeout and signals are protect's own exits).
  */
@@ -46,6 +55,11 @@ export interface Observation {
   readyOk: boolean;
   /** CMD's end, once it ended. */
   command?: { failed: boolean; msSinceExit: number };
+  /**
+   * --release-on swap only: the pids holding each listening socket (by inode), when
+   * the hold began and now. Absent: not looked at (the hand-over rule stays off).
+   */
+  holders?: { before: ReadonlyMap<number, readonly number[]>; now: ReadonlyMap<number, readonly number[]> };
 }
 
 export type Decision = { release: ReleaseCause } | { wait: true; settled: boolean };
@@ -56,8 +70,42 @@ const socketsKey = (ls: readonly Listener[]) =>
     .sort()
     .join(',');
 
+/**
+ * The same listening sockets as before, each now held only by processes that did not
+ * hold it when the hold began: the server handed them over (see the header). Ports
+ * that had no listener before are not looked at, as in the swap rule.
+ */
+export function handedOver(
+  before: readonly Listener[],
+  now: readonly Listener[],
+  holders: NonNullable<Observation['holders']>,
+  ports: readonly number[],
+): { settled: boolean; reason: string } {
+  const clauses: string[] = [];
+  const served = [...new Set(before.filter((l) => ports.includes(l.port)).map((l) => l.port))].sort((a, b) => a - b);
+  if (served.length === 0) return { settled: false, reason: 'no listener before the hold' };
+  for (const port of served) {
+    const old = before.filter((l) => l.port === port);
+    const cur = now.filter((l) => l.port === port);
+    if (socketsKey(old) !== socketsKey(cur)) return { settled: false, reason: `port ${port}: not the same sockets as before` };
+    for (const l of old) {
+      const was = holders.before.get(l.inode) ?? [];
+      const is = holders.now.get(l.inode) ?? [];
+      // No known holder before (unreadable /proc/PID/fd): nothing to call a hand-over.
+      if (was.length === 0 || is.length === 0 || is.some((pid) => was.includes(pid)))
+        return { settled: false, reason: `port ${port}: sk:${l.cookie} held by pid ${is.join(',') || 'none'} (before: ${was.join(',') || 'none'})` };
+      clauses.push(`port ${port}: sk:${l.cookie} handed over from pid ${was.join(',')} to pid ${is.join(',')} (same socket)`);
+    }
+  }
+  return { settled: true, reason: clauses.join('; ') };
+}
+
 export function decide(o: Observation, opts: PolicyOptions): Decision {
-  const settled = opts.releaseOn === 'exit' ? { settled: false, reason: '' } : reloadSettled(o.before, o.now, opts.ports);
+  let settled = opts.releaseOn === 'exit' ? { settled: false, reason: '' } : reloadSettled(o.before, o.now, opts.ports);
+  if (!settled.settled && opts.releaseOn === 'swap' && o.holders) {
+    const h = handedOver(o.before, o.now, o.holders, opts.ports);
+    if (h.settled) settled = h;
+  }
   // The kernel's word on the old listeners stands for the second poll, where CMD's exit would not
   // decide anyway (still running, or --release-on swap); after an exit the rules below name it.
   const confirmed = o.settledPolls + 1 >= 2 || (o.oldGoneConfirmed === true && (!o.command || opts.releaseOn === 'swap'));

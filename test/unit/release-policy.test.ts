@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { decide, type Observation, type PolicyOptions } from '../../src/protect/release-policy.js';
 import type { Listener } from '../../src/sockdiag/inet_diag.js';
 
-function l(port: number, cookie: string, family: 'inet' | 'inet6' = 'inet'): Listener {
+function l(port: number, cookie: string, family: 'inet' | 'inet6' = 'inet', inode = 1): Listener {
   return {
     family,
     address: family === 'inet' ? '127.0.0.1' : '::1',
     port,
-    inode: 1,
+    inode,
     uid: 0,
     cookie,
     backlog: { queued: 0, max: 128 },
@@ -22,6 +22,8 @@ function l(port: number, cookie: string, family: 'inet' | 'inet6' = 'inet'): Lis
 }
 
 const opts: PolicyOptions = { releaseOn: 'sockets', settleWaitMs: 2000, ports: [80] };
+/** Who held each socket (by inode) when the hold began, and now: `held([[1, [402]]], [[1, [615]]])`. */
+const held = (before: [number, number[]][], now: [number, number[]][]) => ({ before: new Map(before), now: new Map(now) });
 const exited = (ms = 0, failed = false) => ({ failed, msSinceExit: ms });
 
 const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want: string }[] = [
@@ -140,6 +142,97 @@ const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want:
     opts: { releaseOn: 'swap' },
     want: 'release reload-done',
   },
+  // HAProxy master-worker: the re-executed master hands the very socket to the new worker
+  // (-x sockpair@N). Before the hand-over rule, swap waited for an "old gone" that never came:
+  // every reload held until max-hold (5 s, released by the watchdog; measured on HAProxy 2.6.12).
+  {
+    rule: '--release-on swap: same socket, still held by the old worker: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited(50), holders: held([[1, [402]]], [[1, [402]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on swap: same socket, old worker and new worker both hold it: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 3, readyOk: true, command: exited(50), holders: held([[1, [402]]], [[1, [402, 615]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on swap: same socket handed over to a new process, seen once: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited(50), holders: held([[1, [402]]], [[1, [615]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait settled',
+  },
+  {
+    rule: '--release-on swap: same socket handed over, seen twice: release',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 1, readyOk: true, command: exited(50), holders: held([[1, [402]]], [[1, [615]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'release reload-done',
+  },
+  {
+    rule: '--release-on swap: handed over before CMD exits (the hand-over is the reload): release',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 1, readyOk: true, holders: held([[1, [402]]], [[1, [615]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'release reload-done',
+  },
+  {
+    rule: '--release-on swap: handed over but --ready not answering: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 3, readyOk: false, command: exited(50), holders: held([[1, [402]]], [[1, [615]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait settled',
+  },
+  {
+    rule: '--release-on swap: nobody held the socket before (unreadable /proc): no hand-over, wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 3, readyOk: true, command: exited(50), holders: held([], [[1, [615]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on swap: nobody holds the socket now: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 3, readyOk: true, command: exited(50), holders: held([[1, [402]]], []) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: "--release-on swap: two sockets, one handed over, the other still the old worker's: wait",
+    o: {
+      before: [l(80, 'a', 'inet', 1), l(80, 'b', 'inet6', 2)],
+      now: [l(80, 'a', 'inet', 1), l(80, 'b', 'inet6', 2)],
+      settledPolls: 3,
+      readyOk: true,
+      command: exited(50),
+      holders: held(
+        [
+          [1, [402]],
+          [2, [402]],
+        ],
+        [
+          [1, [615]],
+          [2, [402]],
+        ],
+      ),
+    },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on swap: a new listener beside the handed-over one: not a hand-over (the socket rule decides): wait',
+    o: {
+      before: [l(80, 'a')],
+      now: [l(80, 'a'), l(80, 'b', 'inet', 2)],
+      settledPolls: 3,
+      readyOk: true,
+      command: exited(50),
+      holders: held([[1, [402]]], [[1, [615]]]),
+    },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: 'default rule: holders are not consulted (same sockets while CMD runs): wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 3, readyOk: true, holders: held([[1, [402]]], [[1, [615]]]) },
+    want: 'wait',
+  },
   {
     rule: '--release-on swap: CMD failed: release at once',
     o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited(0, true) },
@@ -155,6 +248,15 @@ for (const row of ROWS) {
     assert.equal(got, row.want);
   });
 }
+
+test('release policy: a hand-over names the socket and both processes', () => {
+  const d = decide(
+    { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 1, readyOk: true, command: exited(50), holders: held([[1, [402]]], [[1, [615]]]) },
+    { ...opts, releaseOn: 'swap' },
+  );
+  assert.ok('release' in d && d.release.kind === 'reload-done');
+  assert.equal((d.release as { detail: string }).detail, 'port 80: sk:a handed over from pid 402 to pid 615 (same socket)');
+});
 
 test('release policy: the reason names the rule that fired', () => {
   const d = decide({ before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true, command: exited(2500) }, opts);
