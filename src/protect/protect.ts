@@ -312,11 +312,15 @@ async function holdWhileCommandRuns(
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
 
-/** Every pid holding one of `inodes`, by inode: /proc/PID/fd links read `socket:[INODE]` (what `ss -p` reads). */
-export function socketHolders(inodes: ReadonlySet<number>): Map<number, number[]> {
+/**
+ * Every pid holding one of `inodes`, by inode: /proc/PID/fd links read `socket:[INODE]`
+ * (what `ss -p` reads). `running` gets every pid seen.
+ */
+export function socketHolders(inodes: ReadonlySet<number>, running?: Set<number>): Map<number, number[]> {
   const out = new Map<number, number[]>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
+    running?.add(Number(name));
     let fds: string[];
     try {
       fds = readdirSync(`/proc/${name}/fd`);
@@ -351,6 +355,7 @@ const HOLDER_SCAN_MS = 10;
 class HolderScan {
   private readonly inodes: Set<number>;
   private readonly before: Map<number, number[]>;
+  private readonly running = new Set<number>();
   private now: Map<number, number[]>;
   private nextAt = 0;
   private readonly key: string;
@@ -360,10 +365,13 @@ class HolderScan {
       .map((l) => l.cookie)
       .sort()
       .join(',');
-    this.before = socketHolders(this.inodes);
+    this.before = socketHolders(this.inodes, this.running);
     this.now = this.before;
   }
-  observe(now: readonly Listener[]): { holders: { before: Map<number, number[]>; now: Map<number, number[]> }; change?: { from: number[]; to: number[] } } {
+  observe(now: readonly Listener[]): {
+    holders: { before: Map<number, number[]>; now: Map<number, number[]>; running: Set<number> };
+    change?: { from: number[]; to: number[] };
+  } {
     const same =
       now
         .map((l) => l.cookie)
@@ -378,8 +386,8 @@ class HolderScan {
     const flat = (m: Map<number, number[]>) => [...new Set([...m.values()].flat())].sort((a, b) => a - b);
     const from = flat(this.before);
     const to = flat(this.now);
-    const change = to.length > 0 && !to.some((p) => from.includes(p)) ? { from, to } : undefined;
-    return { holders: { before: this.before, now: this.now }, ...(change ? { change } : {}) };
+    const change = to.length > 0 && !to.some((p) => this.running.has(p)) ? { from, to } : undefined;
+    return { holders: { before: this.before, now: this.now, running: this.running }, ...(change ? { change } : {}) };
   }
 }
 

@@ -22,8 +22,15 @@ function l(port: number, cookie: string, family: 'inet' | 'inet6' = 'inet', inod
 }
 
 const opts: PolicyOptions = { releaseOn: 'sockets', settleWaitMs: 2000, ports: [80] };
-/** Who held each socket (by inode) when the hold began, and now: `held([[1, [402]]], [[1, [615]]])`. */
-const held = (before: [number, number[]][], now: [number, number[]][]) => ({ before: new Map(before), now: new Map(now) });
+/**
+ * Who held each socket (by inode) when the hold began, and now: `held([[1, [402]]], [[1, [615]]])`;
+ * running when the hold began: the master (391), the holders then, and `alsoRunning`.
+ */
+const held = (before: [number, number[]][], now: [number, number[]][], alsoRunning: number[] = []) => ({
+  before: new Map(before),
+  now: new Map(now),
+  running: new Set([391, ...before.flatMap(([, pids]) => pids), ...alsoRunning]),
+});
 const exited = (ms = 0, failed = false) => ({ failed, msSinceExit: ms });
 
 const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want: string }[] = [
@@ -180,6 +187,27 @@ const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want:
     o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 3, readyOk: false, command: exited(50), holders: held([[1, [402]]], [[1, [615]]]) },
     opts: { releaseOn: 'swap' },
     want: 'wait settled',
+  },
+  {
+    // Back-to-back reloads: the previous reload's worker (615) takes the socket over during its
+    // start, after the master listed it; seen from the next hold, that is not this reload's hand-over.
+    rule: '--release-on swap: held now only by a process that was already running (the previous reload finishing): wait',
+    o: {
+      before: [l(80, 'a')],
+      now: [l(80, 'a')],
+      settledPolls: 3,
+      readyOk: true,
+      command: exited(50),
+      holders: held([[1, [402]]], [[1, [615]]], [615]),
+    },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
+  },
+  {
+    rule: '--release-on swap: held by the re-executed master (same pid, running before): wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], settledPolls: 3, readyOk: true, command: exited(50), holders: held([[1, [402]]], [[1, [391]]]) },
+    opts: { releaseOn: 'swap' },
+    want: 'wait',
   },
   {
     rule: '--release-on swap: nobody held the socket before (unreadable /proc): no hand-over, wait',
