@@ -1,0 +1,124 @@
+/**
+ * Issue 13: HAProxy in master-worker mode (`haproxy -W -S ...`, what Debian 12's
+ * haproxy.service runs as `-Ws`), reloaded the way operators reload it, SIGUSR2 to the
+ * master, under load in a fresh network namespace (this kernel: nfqueue). The master
+ * re-executes and its new worker takes the listening socket over (`-x sockpair@N`):
+ * the socket is never closed, so there is no race for a hold to cover.
+ *
+ * Each run: 40 reloads, each over when the master CLI lists the new worker; load from
+ * the project's generator (50 closed-loop clients) and `ab -r` (8) beside it.
+ *   1. unprotected: `kill -USR2 MASTER`;
+ *   2. `synhold protect --release-on swap -- kill -USR2 MASTER`: before the hand-over
+ *      rule (release-policy.ts) every one of these held until max-hold, 5 s;
+ *   3. `synhold protect -- kill -USR2 MASTER`, the default rule the README gives for
+ *      master-worker: released at kill's exit.
+ * Oracles besides the generator: ab's counts, `ss -ltnpe` after every reload (the
+ * listener's inode and holder against `show proc` on the master CLI), and the
+ * namespace's TcpExt/Tcp counters. Numbers: docs/OPERATIONS.md, "master-worker, measured".
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { withNetns } from '../helpers/netns.js';
+import { runMasterWorkerIn, type MasterWorkerResult } from '../helpers/master-worker-experiment.js';
+
+const RELOADS = 40;
+const RUN = { reloads: RELOADS, intervalMs: 300, concurrency: 50, abConcurrency: 8, deadlineMs: 60_000 };
+
+function describe(r: MasterWorkerResult): string {
+  const ready = r.reloads.map((x) => x.readyMs).sort((a, b) => a - b);
+  const holds = r.protects.map((p) => p.holdMs).sort((a, b) => a - b);
+  const q = (v: number[], p: number) => (v.length ? v[Math.min(v.length - 1, Math.floor(p * v.length))]!.toFixed(1) : '-');
+  return (
+    `${r.reloads.length} reloads in ${r.elapsedMs} ms (new worker listed p50 ${q(ready, 0.5)} max ${q(ready, 1)} ms); ` +
+    `loadgen ${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)}, latency p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms; ` +
+    `ab ${JSON.stringify(r.ab)}; netstat ${JSON.stringify(r.netstat)}` +
+    `; ss: the new worker alone ${q(
+      r.reloads.map((x) => x.ssMs).sort((a, b) => a - b),
+      1,
+    )} ms after ready at most` +
+    (holds.length
+      ? `; holds p50 ${q(holds, 0.5)} max ${q(holds, 1)} ms, hand-over seen p50 ${q(
+          r.protects.map((p) => p.timeline.handover?.ms ?? NaN).sort((a, b) => a - b),
+          0.5,
+        )} ms, SYNs released per hold p50 ${q(
+          r.protects.map((p) => p.released).sort((a, b) => a - b),
+          0.5,
+        )}, causes ${JSON.stringify(count(r.protects.map((p) => p.releaseCause)))}`
+      : '')
+  );
+}
+
+const count = (xs: string[]) => xs.reduce<Record<string, number>>((a, x) => ((a[x] = (a[x] ?? 0) + 1), a), {});
+
+/** What every run must show, protected or not: each reload happened, on the same socket, and nothing was lost. */
+function assertReloadsAndNoLoss(r: MasterWorkerResult, what: string): void {
+  assert.equal(r.reloads.length, RELOADS, `${what}: only ${r.reloads.length} reloads before the deadline`);
+  const bad = r.reloads.filter((x) => !x.ok);
+  assert.equal(bad.length, 0, `${what}: reloads failed: ${JSON.stringify(bad.slice(0, 3))}`);
+  const inode = r.reloads[0]!.ssInodes;
+  assert.equal(inode.length, 1, `${what}: one listener (ss): ${JSON.stringify(inode)}`);
+  for (const [i, x] of r.reloads.entries()) {
+    // The fd hand-over, by ss: the very socket from the first reload on, held by the new worker alone.
+    assert.deepEqual(x.ssInodes, inode, `${what}: reload ${i}: the listener's inode changed (ss)`);
+    assert.equal(x.newWorkers.length, 1, `${what}: reload ${i}: show proc lists ${JSON.stringify(x.newWorkers)}`);
+    assert.deepEqual(
+      x.ssPids,
+      x.newWorkers,
+      `${what}: reload ${i}: ss shows the listener held by ${JSON.stringify(x.ssPids)}, show proc's worker is ${x.newWorkers}`,
+    );
+    assert.ok(!x.oldWorkers.includes(x.newWorkers[0]!), `${what}: reload ${i}: no new worker`);
+  }
+  assert.ok(r.requests > 5_000, `${what}: only ${r.requests} requests`);
+  assert.equal(r.failed, 0, `${what}: the load generator counted failures: ${JSON.stringify(r.details)} ${JSON.stringify(r.outcomes)}`);
+  assert.ok(r.ab && r.ab.complete > 500, `${what}: ab: ${JSON.stringify(r.ab)}`);
+  assert.equal(r.ab.failed, 0, `${what}: ab counted failures: ${JSON.stringify(r.ab)}`);
+  assert.deepEqual(r.ab.errors, [], `${what}: ab's socket errors`);
+  for (const k of ['TcpExt.ListenDrops', 'TcpExt.ListenOverflows', 'TcpExt.TCPReqQFullDrop', 'Tcp.AttemptFails'] as const)
+    assert.equal(r.netstat[k], 0, `${what}: ${k} moved by ${r.netstat[k]}`);
+}
+
+test(`HAProxy master-worker, ${RELOADS} SIGUSR2 reloads under load: unprotected, the fd hand-over loses nothing; protect --release-on swap releases at the hand-over; the default rule at kill's exit`, async (t) => {
+  await withNetns(async (ns) => {
+    const plain = runMasterWorkerIn(ns.name, { protect: false, ...RUN });
+    t.diagnostic(`${plain.haproxyVersion}`);
+    t.diagnostic(`unprotected: ${describe(plain)}`);
+    assertReloadsAndNoLoss(plain, 'unprotected');
+
+    const swap = runMasterWorkerIn(ns.name, { protect: true, releaseOn: 'swap', ...RUN });
+    t.diagnostic(`protect --release-on swap: ${describe(swap)}`);
+    assertReloadsAndNoLoss(swap, '--release-on swap');
+    assert.equal(swap.protects.length, RELOADS, 'one --report line per reload');
+    for (const [i, p] of swap.protects.entries()) {
+      const x = swap.reloads[i]!;
+      assert.equal(p.exitCode, 0, `reload ${i}: protect exited ${p.exitCode}`);
+      // Released by the hand-over rule, by protect itself, long before max-hold (5 s).
+      assert.equal(p.releaseCause, 'reload-done', `reload ${i}: ${p.releaseReason}`);
+      assert.equal(p.releasedBy, 'owner');
+      assert.match(p.releaseReason, /^port 16000: sk:\S+ handed over from pid \d+ to pid \d+ \(same socket\)$/);
+      assert.ok(p.holdMs < 2000, `reload ${i}: held ${p.holdMs} ms`);
+      assert.equal(p.drops, 0);
+      // protect saw the new worker take the socket: the pid show proc and ss name.
+      const h = p.timeline.handover;
+      assert.ok(h, `reload ${i}: no hand-over in the timeline: ${JSON.stringify(p.timeline)}`);
+      assert.deepEqual(h.from, x.oldWorkers, `reload ${i}: hand-over from ${h.from}, show proc's old worker ${x.oldWorkers}`);
+      assert.ok(h.to.includes(x.newWorkers[0]!), `reload ${i}: hand-over to ${h.to}, show proc's new worker ${x.newWorkers}`);
+      assert.ok(
+        h.to.every((pid) => pid === x.newWorkers[0] || pid === swap.masterPid),
+        `reload ${i}: hand-over to ${h.to}: neither the new worker nor the master`,
+      );
+      assert.ok(p.timeline.releaseSentMs >= h.ms, `reload ${i}: released before the hand-over`);
+      assert.equal(p.timeline.newListenerMs, undefined, `reload ${i}: sock_diag saw a new listener: not a hand-over`);
+    }
+
+    const dflt = runMasterWorkerIn(ns.name, { protect: true, releaseOn: 'sockets', ...RUN });
+    t.diagnostic(`protect (default rule): ${describe(dflt)}`);
+    assertReloadsAndNoLoss(dflt, 'default rule');
+    assert.equal(dflt.protects.length, RELOADS);
+    for (const [i, p] of dflt.protects.entries()) {
+      assert.equal(p.exitCode, 0);
+      // kill returns at once with the same socket: released at its exit, before the hand-over.
+      assert.equal(p.releaseCause, 'command-exited', `reload ${i}: ${p.releaseReason}`);
+      assert.ok(p.holdMs < 1000, `reload ${i}: held ${p.holdMs} ms`);
+    }
+  });
+});
