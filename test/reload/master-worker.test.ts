@@ -38,7 +38,7 @@ function describe(r: MasterWorkerResult): string {
     )} ms after ready at most` +
     (holds.length
       ? `; holds p50 ${q(holds, 0.5)} max ${q(holds, 1)} ms, hand-over seen p50 ${q(
-          r.protects.map((p) => p.timeline.handover?.ms ?? NaN).sort((a, b) => a - b),
+          r.protects.flatMap((p) => (p.timeline.handover ? [p.timeline.handover.ms] : [])).sort((a, b) => a - b),
           0.5,
         )} ms, SYNs released per hold p50 ${q(
           r.protects.map((p) => p.released).sort((a, b) => a - b),
