@@ -17,12 +17,27 @@ export { runDaemon, type DaemonOptions } from './protect/daemon.js';
 export { normalizeConfig, parseDuration, parseSize, MAX_DURATION_MS, type SetupConfig, type BackendName } from './model/config.js';
 export { Plug, type PlugRef, type PlugStats } from './plug/plug.js';
 export { Rtnl } from './rtnl/rtnl.js';
+/**
+ * Errors: every failure is a SynholdError subclass with a stable `code`.
+ * CLI equivalent: the one line `synhold` prints on stderr, and the exit status
+ * its code maps to in ERROR_CODES (docs/ERRORS.md): 2 bad input, 3 not set up,
+ * 4 busy, 1 the rest (`synhold protect`: 125).
+ */
 export * from './model/errors.js';
+/** Netlink failures: the operation, errno, the kernel's extack text and offset. CLI equivalent: the `synhold` line on stderr, exit status 1 (docs/ERRORS.md). */
 export { NetlinkError, DumpInterruptedError, DecodeError, EncodeError, SocketError, NetlinkTimeoutError } from './netlink/errors.js';
+/** An iptables command that failed (what ran, its status, its stderr's tail), or no iptables that can install the rule. CLI equivalent: the `synhold` line on stderr, exit status 1. */
 export { IptablesError, IptablesUnavailableError } from './netfilter/iptables.js';
+/** An iptables rule specification synhold cannot build or parse. CLI equivalent: the `synhold` line on stderr, exit status 1. */
 export { RuleSpecError } from './netfilter/rules.js';
+/** An NFQUEUE used after unbind() or close(). CLI equivalent: the `synhold` line on stderr, exit status 1. */
 export { NfQueueStateError } from './nfqueue/nfnetlink_queue.js';
+/** A program synhold needs is not installed. CLI equivalent: the `synhold` line on stderr, exit status 1. */
 export { ProgramMissingError } from './host/programs.js';
+/**
+ * Why a hold ended. CLI equivalent: the reason in parentheses on `synhold status`'s
+ * `last hold:` line, and `releaseCause` in `synhold protect --json`'s result.
+ */
 export { describeCause, type ReleaseCause } from './protect/hold/cause.js';
 export type { Held, Released } from './protect/hold/session.js';
 /**
@@ -48,7 +63,9 @@ export interface Hold extends AsyncDisposable {
  * CLI equivalent: `synhold plug --max-hold D` then `synhold release`, except
  * that this hold belongs to the calling process: if it dies, the hold ends.
  *
- *   await using h = await hold({ maxHoldMs: 2000 });   // TypeScript 5.2+; or call h[Symbol.asyncDispose]()
+ * ```ts
+ * await using h = await hold({ maxHoldMs: 2000 }); // TypeScript 5.2+; or call h[Symbol.asyncDispose]()
+ * ```
  */
 export async function hold(opts: { netns?: string; maxHoldMs: number; lockWaitMs?: number; signal?: AbortSignal }): Promise<Hold> {
   const s = await HoldSession.start({

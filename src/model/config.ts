@@ -46,6 +46,9 @@ export function parseAddress(s: string): Prefix {
   }
 }
 
+/**
+ * A byte count: `65536`, `64k`, `1m` (units of 1024). CLI equivalent: how `synhold setup --limit BYTES` reads BYTES.
+ */
 export function parseSize(s: string): number {
   const m = /^(\d+)\s*(k|kb|kib|m|mb|mib|b)?$/i.exec(s.trim());
   if (!m) throw new ConfigError(`"${s}" is not a size (e.g. 65536, 64k, 1m)`);
@@ -55,7 +58,6 @@ export function parseSize(s: string): number {
   return n;
 }
 
-/** `250ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds (as timeout(1)). */
 /**
  * The documented maximum of each duration option, in ms. Past them a hold would
  * outlive any reload worth protecting, and setTimeout (which fires at once for
@@ -69,6 +71,10 @@ export const MAX_DURATION_MS = {
   poll: 1000,
 } as const;
 
+/**
+ * `250ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds (as timeout(1)), in ms.
+ * CLI equivalent: how `synhold protect --max-hold D` (and every other duration option) reads D.
+ */
 export function parseDuration(s: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
   if (!m) throw new ConfigError(`"${s}" is not a duration (e.g. 500ms, 2s, 1m)`);
@@ -83,6 +89,11 @@ export function validateDevice(dev: string): string {
   return dev;
 }
 
+/**
+ * A complete, validated SetupConfig from the fields given (the rest defaulted):
+ * throws ConfigError (code ERR_BAD_INPUT) on bad input, before anything touches the kernel.
+ * CLI equivalent: what `synhold setup` does with its flags before it acts (bad input: exit 2).
+ */
 export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): SetupConfig {
   if (c.ports.length === 0) throw new ConfigError('at least one --port is needed');
   const ports = [...new Set(c.ports.map(parsePort))].sort((a, b) => a - b);

@@ -37,6 +37,12 @@ export function plugStatsFrom(s: TcStats | undefined): PlugStats {
   };
 }
 
+/**
+ * One sch_plug qdisc, controlled in-process: attach, buffer, releaseOne,
+ * releaseIndefinite, setLimit, stats, delete (HAProxy's contrib/plug_qdisc.c and
+ * more). Needs a kernel with sch_plug. Each method names its tc equivalent;
+ * the class as a whole is `tc qdisc add|change|del dev DEV parent P handle H plug ...`.
+ */
 export class Plug {
   constructor(
     readonly rt: Rtnl,

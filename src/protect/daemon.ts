@@ -141,6 +141,12 @@ function serveConnection(conn: Socket, d: DaemonState): void {
   }
 }
 
+/**
+ * Serves holds for `protect` on a unix socket, ends any hold left behind or stuck
+ * past its deadline, and serves metrics if asked; resolves once listening, with
+ * close() to stop (releasing what it holds).
+ * CLI equivalent: `synhold daemon [--metrics HOST:PORT]`.
+ */
 export async function runDaemon(opts: DaemonOptions): Promise<{ close(): Promise<void> }> {
   const log = opts.log ?? (() => undefined);
   const store = StateStore.for(opts.netns);

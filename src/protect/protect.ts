@@ -154,6 +154,13 @@ function trapSignals(opts: ProtectOptions): { ac: AbortController; untrap: () =>
   };
 }
 
+/**
+ * Holds new connections, runs `opts.command` (no shell), releases as soon as the
+ * reload is done (the release policy: new listeners up and the old ones gone, or
+ * CMD's exit), and resolves with CMD's outcome; exitCode follows timeout(1), as
+ * the CLI's exit status does. Through the daemon when one runs here.
+ * CLI equivalent: `synhold protect [--timeout D] [--max-hold D] [--release-on R] ... -- CMD ...`.
+ */
 export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   const log = opts.log ?? (() => undefined);
   if (opts.command.length === 0) throw new ConfigError('protect needs a command after --');

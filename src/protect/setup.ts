@@ -76,6 +76,7 @@ export interface SetupResult {
  * Installs the steering for `cfg`. Idempotent (the same config twice changes
  * nothing), updating (another config replaces the old one), atomic (a failure
  * leaves the system as it was).
+ * CLI equivalent: `synhold setup --port P [--address A] [--source A] [--dev DEV] [--direction D] [--limit BYTES] [--backend B]`.
  */
 export async function setup(cfg: SetupConfig, scope: Scope = {}): Promise<SetupResult> {
   const store = StateStore.for(scope.netns);
@@ -157,7 +158,7 @@ export interface TeardownResult {
   backend?: BackendName;
 }
 
-/** Removes everything setup created (releasing any hold first). */
+/** Removes everything setup created (releasing any hold first). CLI equivalent: `synhold teardown`. */
 export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
   const store = StateStore.for(scope.netns);
   return withSetupLock(store, async () => {
@@ -201,6 +202,11 @@ export interface StatusReport {
   migrateReq?: string;
 }
 
+/**
+ * Whether synhold is set up here, with which backend and why, whether a hold is
+ * on (and whose), the kernel's counters and the last hold. Changes nothing.
+ * CLI equivalent: `synhold status [--json]`.
+ */
 export async function status(scope: Scope = {}): Promise<StatusReport> {
   const store = StateStore.for(scope.netns);
   const existing = store.readSetup();

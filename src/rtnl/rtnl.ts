@@ -4,6 +4,11 @@
  */
 import { NETLINK_ROUTE, NetlinkSocket, type OpenOptions } from '../netlink/socket.js';
 
+/**
+ * A route-netlink connection, optionally inside a network namespace; what the Plug
+ * control API talks through. CLI equivalent: none as such; `tc -n NS` and `ip -n NS`
+ * reach a namespace the same way. close() it when done.
+ */
 export class Rtnl {
   readonly sock: NetlinkSocket;
   /** The namespace this connection is bound to, if not the caller's own. */
