@@ -3,7 +3,8 @@
  *
  * Every function here is what a CLI command does (the CLI is a thin user of
  * the same modules); each comment names its command. Errors are SynholdError
- * subclasses with a stable `code`.
+ * subclasses with a stable `code`. Runnable examples: examples/library/.
+ * docs/API.md is generated from these comments (`node scripts/api-doc.mjs`).
  */
 import { Rtnl } from './rtnl/rtnl.js';
 import { HoldSession, type Held, type Released } from './protect/hold/session.js';
