@@ -311,6 +311,7 @@ const BY_CODE: Partial<Record<ErrorCode, new (message: string) => SynholdError>>
 /** The product error classes by code (those whose only field is the message): what errorFromWire can rebuild. */
 export const ERROR_CLASSES: Readonly<typeof BY_CODE> = BY_CODE;
 
+/** Whether `code` is one of synhold's error codes (the table above; docs/ERRORS.md). CLI equivalent: none; the CLI's exit status is the code's. */
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
 }
