@@ -209,6 +209,56 @@ interface HoldOutcome {
   holdStart: bigint;
 }
 
+/**
+ * What wakes protect's loop between polls: CMD's exit, the hold's own end, a signal, an old listener
+ * freed. A poke during a poll (not while sleeping) makes the next sleep return at once, so no event
+ * waits for the poll after.
+ */
+class LoopClock {
+  private wake: () => void = () => undefined;
+  private poked = false;
+
+  poke(): void {
+    this.poked = true;
+    this.wake();
+  }
+
+  /** Called as a poll begins: what comes from now on is news to it. */
+  polling(): void {
+    this.poked = false;
+  }
+
+  async sleep(ms: number): Promise<void> {
+    if (this.poked) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = () => undefined;
+  }
+}
+
+/**
+ * The old listeners' end, from the kernel: sock_diag's destroy notifications pokes the loop when one
+ * is freed, rather than leaving it for the next poll, and once every one is freed the kernel's word
+ * stands for the policy's second poll (release-policy.ts). The poll stays, for what has no
+ * notification (a new listener) and for a lost one.
+ */
+function watchOldListeners(watcher: ListenerWatcher, before: readonly Listener[], clock: LoopClock, enabled: boolean): { allFreed(): boolean; close(): void } {
+  const old = new Set(before.map((l) => l.cookie));
+  const freed = new Set<string>();
+  const unwatch = enabled
+    ? watcher.watchDestroyed(old, (s) => {
+        freed.add(s.cookie);
+        clock.poke();
+      })
+    : undefined;
+  return { allFreed: () => old.size > 0 && freed.size === old.size, close: () => unwatch?.() };
+}
+
 /** Runs CMD under the hold, polls the sockets, and releases when the policy (or a signal, the timeout, the hold's own end) says so. */
 async function holdWhileCommandRuns(
   hold: HoldHandle,
@@ -224,18 +274,18 @@ async function holdWhileCommandRuns(
   // before CMD starts; later only while the sockets are the very ones from before.
   const holders = opts.releaseOn === 'swap' && before.length > 0 ? new HolderScan(before) : undefined;
   const { child, ended } = runCommand(opts);
+  const clock = new LoopClock();
   let commandEnd: CommandEnd | undefined;
   let holdEnded: Released | undefined;
-  let wake: () => void = () => undefined;
   void ended.then((c) => {
     commandEnd = c;
-    wake();
+    clock.poke();
   });
   void hold.done.then((r) => {
     holdEnded = r;
-    wake();
+    clock.poke();
   });
-  signal.addEventListener('abort', () => wake(), { once: true });
+  signal.addEventListener('abort', () => clock.poke(), { once: true });
   const policy: PolicyOptions = { releaseOn: opts.releaseOn ?? 'sockets', settleWaitMs: opts.settleWaitMs ?? DEFAULT_SETTLE_WAIT_MS, ports };
   const timeoutAt = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
   let readyOk = !opts.ready;
@@ -244,20 +294,7 @@ async function holdWhileCommandRuns(
   let cause: ReleaseCause | undefined;
   const timeline: Omit<NonNullable<ProtectResult['timeline']>, 'releaseSentMs'> = {};
   const noteSwap = swapNoter(timeline, before);
-  // The old listeners' end wakes the loop at once (the kernel's destroy notification), rather than at
-  // the next poll; the poll stays, for what has no notification (a new listener) and for a lost one.
-  const oldCookies = new Set(before.map((l) => l.cookie));
-  const freed = new Set<string>();
-  let freedUnseen = false;
-  const unwatch =
-    opts.destroyEvents === false
-      ? undefined
-      : watcher.watchDestroyed(oldCookies, (s) => {
-          freed.add(s.cookie);
-          // Between polls this wakes the sleep; during one, the next sleep is skipped.
-          freedUnseen = true;
-          wake();
-        });
+  const oldListeners = watchOldListeners(watcher, before, clock, opts.destroyEvents !== false);
   try {
     while (!cause && !holdEnded) {
       if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
@@ -265,56 +302,36 @@ async function holdWhileCommandRuns(
         timedOut = true;
         cause = { kind: 'timeout' };
       } else {
-        freedUnseen = false;
+        clock.polling();
         const now = await watcher.list(ports);
         noteSwap(now, msSince(holdStart));
         const c = commandEnd;
-        const cmd = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
+        const command = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
         if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
-        const oldGoneConfirmed = oldCookies.size > 0 && freed.size === oldCookies.size;
         const held = holders?.observe(now);
         if (held && timeline.handover === undefined && held.change) timeline.handover = { ms: msSince(holdStart), ...held.change };
-        const d = decide(
-          { before, now, settledPolls, readyOk, oldGoneConfirmed, ...(cmd ? { command: cmd } : {}), ...(held ? { holders: held.holders } : {}) },
-          policy,
-        );
+        const observation = { before, now, settledPolls, readyOk, oldGoneConfirmed: oldListeners.allFreed() };
+        const d = decide({ ...observation, ...(command ? { command } : {}), ...(held ? { holders: held.holders } : {}) }, policy);
         if ('release' in d) cause = d.release;
         else {
           settledPolls = d.settled ? settledPolls + 1 : 0;
-          if (!freedUnseen)
-            await new Promise<void>((resolve) => {
-              const t = setTimeout(resolve, opts.pollMs ?? 1);
-              wake = () => {
-                clearTimeout(t);
-                resolve();
-              };
-            });
-          wake = () => undefined;
+          await clock.sleep(opts.pollMs ?? 1);
         }
       }
     }
   } finally {
-    unwatch?.();
+    oldListeners.close();
   }
   // Release first, always (a hold that ended on its own reports how).
   const releaseSentMs = msSince(holdStart);
   const r = holdEnded ?? (await hold.release(cause!));
   log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
-  return {
-    child,
-    ended,
-    holdStart,
-    result: {
-      timedOut,
-      holdMs: r.durationMs,
-      released: r.released,
-      drops: r.drops,
-      releaseReason: describeCause(r.cause),
-      releaseCause: r.cause.kind,
-      releasedBy: r.by,
-      timeline: { ...timeline, releaseSentMs },
-    },
-  };
+  return { child, ended, holdStart, result: { timedOut, ...releaseResult(r), timeline: { ...timeline, releaseSentMs } } };
+}
+
+/** What protect's result says of the release. */
+function releaseResult(r: Released): Partial<ProtectResult> {
+  return { holdMs: r.durationMs, released: r.released, drops: r.drops, releaseReason: describeCause(r.cause), releaseCause: r.cause.kind, releasedBy: r.by };
 }
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
