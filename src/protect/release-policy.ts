@@ -15,6 +15,8 @@
  * - CMD exited 0, and every port served before the hold is served again:
  *   - settled, or the very sockets from before (fd hand-over such as haproxy -x,
  *     or a command that did not touch the server), or --release-on exit: release;
+ *   - some ports swapped and the others kept their very sockets (one service of
+ *     several restarted, under a setup that protects them all): release;
  *   - a new listener beside a still-open old one: keep holding for at most
  *     --settle-wait after the exit (the old process closing late), then release
  *     and say the old one is not closing.
@@ -111,6 +113,24 @@ export function handedOver(
   return { settled: true, reason: clauses.join('; ') };
 }
 
+/**
+ * Each protected port either has the very sockets it had before (CMD did not touch it) or has
+ * swapped (a new listener, none of the old), and at least one swapped: the swaps' reasons, else
+ * undefined.
+ */
+function touchedPortsSwapped(before: readonly Listener[], now: readonly Listener[], ports: readonly number[]): string | undefined {
+  const reasons: string[] = [];
+  for (const port of ports) {
+    const old = before.filter((l) => l.port === port);
+    const cur = now.filter((l) => l.port === port);
+    if (socketsKey(old) === socketsKey(cur)) continue;
+    const s = reloadSettled(old, cur, [port]);
+    if (!s.settled) return undefined;
+    reasons.push(s.reason);
+  }
+  return reasons.length ? reasons.join('; ') : undefined;
+}
+
 export function decide(o: Observation, opts: PolicyOptions): Decision {
   let settled = opts.releaseOn === 'exit' ? { settled: false, reason: '' } : reloadSettled(o.before, o.now, opts.ports);
   if (!settled.settled && opts.releaseOn === 'swap' && o.holders) {
@@ -130,6 +150,10 @@ export function decide(o: Observation, opts: PolicyOptions): Decision {
   if (![...servedBefore].every((p) => listening.has(p)) || !o.readyOk) return { wait: true, settled: settled.settled };
   if (opts.releaseOn === 'exit' || socketsKey(o.now) === socketsKey(o.before)) return { release: { kind: 'command-exited' } };
   if (settled.settled) return { release: { kind: 'command-exited', detail: `${settled.reason}, after the command exited` } };
+  // One service of several restarted (`systemctl restart` of one unit, under a setup that protects
+  // every port of the host): the ports CMD did not touch keep their very sockets; the others swapped.
+  const partial = touchedPortsSwapped(o.before, o.now, opts.ports);
+  if (partial) return { release: { kind: 'command-exited', detail: `${partial}, after the command exited; the other ports untouched` } };
   if (c.msSinceExit >= opts.settleWaitMs) {
     return {
       release: { kind: 'command-exited', detail: `command exited; ${settled.reason} ${Math.round(c.msSinceExit)} ms later (--settle-wait): not closing` },

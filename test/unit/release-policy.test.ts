@@ -94,6 +94,24 @@ const ROWS: { rule: string; o: Observation; opts?: Partial<PolicyOptions>; want:
     want: 'release command-failed',
   },
   {
+    rule: 'two ports, CMD restarted the service of one (swapped) and left the other (same socket): released at the exit',
+    o: { before: [l(80, 'a'), l(81, 'c')], now: [l(80, 'a'), l(81, 'd')], settledPolls: 0, readyOk: true, command: exited(5) },
+    opts: { ports: [80, 81] },
+    want: 'release command-exited',
+  },
+  {
+    rule: 'two ports, one swapped, the other with a new listener beside its old: wait (--settle-wait)',
+    o: { before: [l(80, 'a'), l(81, 'c')], now: [l(80, 'a'), l(80, 'b'), l(81, 'd')], settledPolls: 0, readyOk: true, command: exited(5) },
+    opts: { ports: [80, 81] },
+    want: 'wait',
+  },
+  {
+    rule: 'two ports, one untouched, the other not yet listening again: wait',
+    o: { before: [l(80, 'a'), l(81, 'c')], now: [l(80, 'a')], settledPolls: 0, readyOk: true, command: exited(5) },
+    opts: { ports: [80, 81] },
+    want: 'wait',
+  },
+  {
     rule: 'orphaned old listener within --settle-wait: wait',
     o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true, command: exited(500) },
     want: 'wait',
