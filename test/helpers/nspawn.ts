@@ -1,0 +1,197 @@
+/**
+ * A real systemd, booted as PID 1 of a throwaway container (systemd-nspawn,
+ * Debian package systemd-container): this host's own root filesystem under a
+ * tmpfs overlay (nothing the container writes persists), a network namespace of
+ * its own with only `lo` (its traffic stays inside), and the checkout bound
+ * read-only at /opt/synhold (the daemon's PrivateTmp= and ProtectHome= would hide
+ * a checkout under /tmp or /home). Driven with `nsenter -t LEADER -a`, stopped by
+ * PID. Works where the host's PID 1 is not systemd (this project's machines):
+ *
+ *   - nspawn refuses `--directory=/` ("Spawning container on root directory is not
+ *     supported"), so the root is a non-recursive bind mount of / elsewhere;
+ *   - without systemd on the host there is no bus: `--register=no --keep-unit`
+ *     (no machined, no scope of its own: `machinectl` cannot see the machine);
+ *   - the host and the container share a machine id: `--link-journal=no`.
+ */
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface Machine {
+  readonly name: string;
+  /** The container's PID 1 (systemd), as the host sees it. */
+  readonly leader: number;
+  readonly nspawnPid: number;
+  /** Spawn to `systemctl is-system-running` answering running (or degraded), ms. */
+  readonly bootMs: number;
+  /** The container's network namespace, for `nsenter --net=`. */
+  readonly netnsPath: string;
+  /** A shell line inside the container (all its namespaces), bounded. */
+  sh(script: string, timeoutMs?: number): SpawnSyncReturns<string>;
+  /** As sh, but throws with the output unless it exits 0; returns stdout. */
+  shOk(script: string, timeoutMs?: number): string;
+  /** What the machine printed on its console so far (the boot, the shutdown). */
+  console(): string;
+  /** Orderly poweroff (SIGTERM to nspawn), SIGKILL after graceMs; unmounts and removes the root. Idempotent. */
+  terminate(graceMs?: number): Promise<void>;
+}
+
+export interface BootOptions {
+  name: string;
+  /** Host path -> path in the container, read-only. */
+  bindRo?: [string, string][];
+  /** Units masked for this boot (systemd.mask= on PID 1's command line): the host's own servers. */
+  mask?: string[];
+  timeoutMs?: number;
+}
+
+const live = new Set<Machine>();
+process.once('exit', () => {
+  // Last resort (a test that threw past its finally): nothing may outlive the test process.
+  for (const m of live) {
+    try {
+      process.kill(m.nspawnPid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    try {
+      process.kill(m.leader, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The container's PID 1: nspawn's child whose pid in its own namespace is 1. */
+function findLeader(nspawnPid: number): number | undefined {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${d}/status`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!new RegExp(`^PPid:\\s+${nspawnPid}$`, 'm').test(status)) continue;
+    const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/);
+    if (ns && ns.length >= 2 && ns.at(-1) === '1') return Number(d);
+  }
+  return undefined;
+}
+
+export async function bootMachine(o: BootOptions): Promise<Machine> {
+  for (const p of ['systemd-nspawn', 'nsenter'])
+    if (spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0) throw new Error(`${p} is missing (scripts/install-deps.sh installs it)`);
+  const dir = mkdtempSync('/tmp/synhold-nspawn-');
+  const root = join(dir, 'root');
+  mkdirSync(root);
+  const logPath = join(dir, 'console.log');
+  const bind = spawnSync('mount', ['--bind', '/', root], { encoding: 'utf8' });
+  if (bind.status !== 0) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`mount --bind / ${root}: ${bind.stderr}`);
+  }
+  const log = openSync(logPath, 'a');
+  const args = [
+    '--quiet',
+    '--volatile=overlay',
+    `--directory=${root}`,
+    `--machine=${o.name}`,
+    '--private-network',
+    '--register=no',
+    '--keep-unit',
+    '--link-journal=no',
+    '--console=passive',
+    ...(o.bindRo ?? []).map(([from, to]) => `--bind-ro=${from}:${to}`),
+    '--boot',
+    '--',
+    ...(o.mask ?? []).map((u) => `systemd.mask=${u}`),
+  ];
+  const t0 = Date.now();
+  const child: ChildProcess = spawn('systemd-nspawn', args, { stdio: ['ignore', log, log] });
+  closeSync(log);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const nspawnPid = child.pid!;
+  let leader = 0;
+  let terminated = false;
+
+  const sh = (script: string, timeoutMs = 30_000): SpawnSyncReturns<string> =>
+    spawnSync('nsenter', ['-t', String(leader), '-a', '/bin/sh', '-c', script], { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
+  const readConsole = (): string => (existsSync(logPath) ? readFileSync(logPath, 'utf8') : '');
+
+  const m: Machine = {
+    name: o.name,
+    get leader() {
+      return leader;
+    },
+    nspawnPid,
+    bootMs: 0,
+    get netnsPath() {
+      return `/proc/${leader}/ns/net`;
+    },
+    sh,
+    shOk(script, timeoutMs) {
+      const r = sh(script, timeoutMs);
+      if (r.status !== 0)
+        throw new Error(`in ${o.name}: ${script}\nexit ${r.status ?? r.signal}${r.error ? ` (${r.error.message})` : ''}\n${r.stdout}${r.stderr}`);
+      return r.stdout;
+    },
+    console: readConsole,
+    async terminate(graceMs = 20_000) {
+      if (terminated) return;
+      terminated = true;
+      if (alive(nspawnPid)) {
+        // nspawn turns its first SIGTERM into an orderly poweroff of the container.
+        child.kill('SIGTERM');
+        await Promise.race([exited, sleep(graceMs)]);
+      }
+      if (alive(nspawnPid)) {
+        child.kill('SIGKILL');
+        if (leader && alive(leader)) process.kill(leader, 'SIGKILL'); // PID 1 of its namespace: takes every process in it along
+        await Promise.race([exited, sleep(5000)]);
+      }
+      for (let i = 0; i < 50 && spawnSync('mountpoint', ['-q', root]).status === 0; i++) {
+        if (spawnSync('umount', [root]).status !== 0) await sleep(100);
+      }
+      if (spawnSync('mountpoint', ['-q', root]).status === 0) spawnSync('umount', ['--lazy', root]);
+      // Only now is the root no mount point: removing it before would remove the host's files.
+      if (spawnSync('mountpoint', ['-q', root]).status !== 0) rmSync(dir, { recursive: true, force: true });
+      live.delete(m);
+    },
+  };
+  live.add(m);
+
+  const deadline = t0 + (o.timeoutMs ?? 90_000);
+  try {
+    while (!leader) {
+      if (!alive(nspawnPid) || Date.now() > deadline) throw new Error(`systemd-nspawn did not start a container:\n${readConsole()}`);
+      leader = findLeader(nspawnPid) ?? 0;
+      if (!leader) await sleep(20);
+    }
+    // Until PID 1 answers on its private socket and the boot is over.
+    let state = '';
+    for (;;) {
+      if (!alive(nspawnPid)) throw new Error(`the container exited during its boot:\n${readConsole()}`);
+      const r = sh('systemctl is-system-running', 10_000);
+      state = r.stdout.trim();
+      if (state === 'running' || state === 'degraded') break;
+      if (Date.now() > deadline) throw new Error(`the container's systemd is "${state}" after ${o.timeoutMs ?? 90_000} ms:\n${readConsole()}`);
+      await sleep(100);
+    }
+    (m as { bootMs: number }).bootMs = Date.now() - t0;
+    return m;
+  } catch (e) {
+    await m.terminate(5000);
+    throw e;
+  }
+}
