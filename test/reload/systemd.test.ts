@@ -35,7 +35,7 @@ install -d /usr/local/bin /etc/systemd/system/haproxy.service.d
 ln -sf /opt/synhold/dist/synhold.cjs /usr/local/bin/synhold
 install -m 0644 /opt/synhold/deploy/systemd/synhold-daemon.service /etc/systemd/system/
 install -m 0644 /opt/synhold/deploy/systemd/haproxy.service.d/synhold.conf /etc/systemd/system/haproxy.service.d/
-printf '[Service]\\nEnvironment="SYNHOLD_PORTS=--port ${HAPROXY_PORT}"\\n' > /etc/systemd/system/haproxy.service.d/zz-ports.conf
+printf '[Service]\\nEnvironment="SYNHOLD_PORTS=--port ${HAPROXY_PORT}"\\n' > /etc/systemd/system/haproxy.service.d/zz-synhold-ports.conf
 cat > /etc/haproxy/haproxy.cfg <<'CFG'
 global
 	log /dev/log local0 notice
