@@ -33,7 +33,7 @@ const PONG_PORT = 16001;
 const INSTALL = `set -e
 install -d /usr/local/bin /etc/systemd/system/haproxy.service.d
 ln -sf /opt/synhold/dist/synhold.cjs /usr/local/bin/synhold
-install -m 0644 /opt/synhold/deploy/systemd/synhold-daemon.service /etc/systemd/system/
+install -m 0644 /opt/synhold/deploy/systemd/synhold-daemon.service /opt/synhold/deploy/systemd/synhold-daemon@.service /etc/systemd/system/
 install -m 0644 /opt/synhold/deploy/systemd/haproxy.service.d/synhold.conf /etc/systemd/system/haproxy.service.d/
 printf '[Service]\\nEnvironment="SYNHOLD_PORTS=--port ${HAPROXY_PORT}"\\n' > /etc/systemd/system/haproxy.service.d/zz-synhold-ports.conf
 cat > /etc/haproxy/haproxy.cfg <<'CFG'
@@ -292,3 +292,28 @@ for (const [how, kill] of [
     m.sh('kill $(cat /run/protect.pid) 2>/dev/null; true');
   });
 }
+
+test('synhold-daemon@.service (the per-namespace template) under systemd 252: serves an `ip netns` namespace with CAP_NET_ADMIN and CAP_SYS_ADMIN alone', async () => {
+  const ns = 'synhold-tpl';
+  m.shOk(`ip netns add ${ns} && ip -n ${ns} link set lo up && synhold --netns ${ns} setup --port ${HAPROXY_PORT}`);
+  try {
+    m.shOk(`systemctl start synhold-daemon@${ns}`);
+    assert.equal(m.sh(`systemctl is-active synhold-daemon@${ns}`).stdout.trim(), 'active', m.sh(`systemctl status synhold-daemon@${ns} --no-pager -l`).stdout);
+    const pid = Number(show(`synhold-daemon@${ns}`, ['MainPID']).MainPID);
+    const st = m.shOk(`cat /proc/${pid}/status`);
+    assert.match(st, /^CapBnd:\s+0000000000201000$/m, 'bounding set: CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21)');
+    assert.match(st, /^NoNewPrivs:\s+1$/m);
+    // Its socket is up in the namespace's state directory before protect asks.
+    await until('the daemon serves', () => m.sh(`ls /run/synhold/*/holder.sock 2>/dev/null | wc -l`).stdout.trim() === '2', 10_000);
+    const r = m.sh(`synhold --netns ${ns} protect --max-hold 5s -- true`);
+    assert.equal(r.status, 0, r.stderr);
+    const journal = m.shOk(`journalctl -b --no-pager -o cat -u synhold-daemon@${ns}.service`);
+    assert.deepEqual(
+      journal.split('\n').filter((l) => /unknown|ignor|fail|warn|not supported|denied|error/i.test(l)),
+      [],
+      journal,
+    );
+  } finally {
+    m.sh(`systemctl stop synhold-daemon@${ns}; synhold --netns ${ns} teardown; ip netns delete ${ns}`);
+  }
+});
