@@ -128,7 +128,8 @@ function show(unit: string, props: string[]): Record<string, string> {
   );
 }
 
-test('synhold-daemon.service as shipped runs under systemd 252: every sandbox option applied, RuntimeDirectory 0700, nothing in its journal', () => {
+test('synhold-daemon.service as shipped runs under systemd 252: every sandbox option applied, RuntimeDirectory 0700, nothing in its journal', (t) => {
+  t.diagnostic(`${m.name}: systemd running ${m.bootMs} ms after systemd-nspawn was spawned`);
   assert.equal(m.sh('systemctl is-active synhold-daemon').stdout.trim(), 'active', m.sh('systemctl status synhold-daemon --no-pager -l').stdout);
   const p = show('synhold-daemon', ['MainPID', 'NRestarts']);
   const pid = Number(p.MainPID);
