@@ -14,7 +14,7 @@
  *   - the host and the container share a machine id: `--link-journal=no`.
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -89,9 +89,34 @@ function findLeader(nspawnPid: number): number | undefined {
   return undefined;
 }
 
+/**
+ * Whether something is mounted at path, from the kernel's own table (a missing or failing
+ * `mountpoint` program must never read as "not mounted": the root is a bind mount of /, and
+ * removing the directory while it is mounted would remove the host's files).
+ */
+function isMountPoint(path: string): boolean {
+  const unescape = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => unescape(l.split(' ')[4] ?? '') === path);
+}
+
+/** The root mount and directory of a machine whose test process died before it could clean up. */
+function sweepLeftovers(): void {
+  for (const d of readdirSync('/tmp').filter((n) => n.startsWith('synhold-nspawn-'))) {
+    const dir = join('/tmp', d);
+    const pid = Number(existsSync(join(dir, 'nspawn.pid')) ? readFileSync(join(dir, 'nspawn.pid'), 'utf8') : 0);
+    if (pid && alive(pid)) continue;
+    const root = join(dir, 'root');
+    if (isMountPoint(root)) spawnSync('umount', ['--lazy', root]);
+    if (!isMountPoint(root)) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function bootMachine(o: BootOptions): Promise<Machine> {
   for (const p of ['systemd-nspawn', 'nsenter'])
     if (spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0) throw new Error(`${p} is missing (scripts/install-deps.sh installs it)`);
+  sweepLeftovers();
   const dir = mkdtempSync('/tmp/synhold-nspawn-');
   const root = join(dir, 'root');
   mkdirSync(root);
@@ -118,8 +143,11 @@ export async function bootMachine(o: BootOptions): Promise<Machine> {
     ...(o.mask ?? []).map((u) => `systemd.mask=${u}`),
   ];
   const t0 = Date.now();
-  const child: ChildProcess = spawn('systemd-nspawn', args, { stdio: ['ignore', log, log] });
+  // setpriv --pdeathsig: should the test process die (a runner's timeout), nspawn gets SIGTERM and
+  // powers the machine off; the next boot unmounts the root it left (sweepLeftovers).
+  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', 'systemd-nspawn', ...args], { stdio: ['ignore', log, log] });
   closeSync(log);
+  writeFileSync(join(dir, 'nspawn.pid'), String(child.pid));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const nspawnPid = child.pid!;
   let leader = 0;
@@ -160,12 +188,12 @@ export async function bootMachine(o: BootOptions): Promise<Machine> {
         if (leader && alive(leader)) process.kill(leader, 'SIGKILL'); // PID 1 of its namespace: takes every process in it along
         await Promise.race([exited, sleep(5000)]);
       }
-      for (let i = 0; i < 50 && spawnSync('mountpoint', ['-q', root]).status === 0; i++) {
+      for (let i = 0; i < 50 && isMountPoint(root); i++) {
         if (spawnSync('umount', [root]).status !== 0) await sleep(100);
       }
-      if (spawnSync('mountpoint', ['-q', root]).status === 0) spawnSync('umount', ['--lazy', root]);
+      if (isMountPoint(root)) spawnSync('umount', ['--lazy', root]);
       // Only now is the root no mount point: removing it before would remove the host's files.
-      if (spawnSync('mountpoint', ['-q', root]).status !== 0) rmSync(dir, { recursive: true, force: true });
+      if (!isMountPoint(root)) rmSync(dir, { recursive: true, force: true });
       live.delete(m);
     },
   };
