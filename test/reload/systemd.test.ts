@@ -223,6 +223,22 @@ test('systemctl restart of a plain Type=simple server under load: refused connec
   });
   t.diagnostic(`synhold protect -- systemctl restart pong: ${describe(prot)}`);
   t.diagnostic(`protect's last words: ${prot.commands.at(-1)?.stderr.trim()}`);
+  // HAProxy's port, in the same setup, never gets a new listener when only pong restarts: the
+  // socket rule waits --settle-wait (2 s) after the command. 1ms releases once pong listens again.
+  const quick = experiment({
+    port: PONG_PORT,
+    command: 'synhold protect --max-hold 5s --settle-wait 1ms -- systemctl restart pong',
+    count: 10,
+    intervalMs: 600,
+    concurrency: 10,
+  });
+  t.diagnostic(`synhold protect --settle-wait 1ms -- systemctl restart pong: ${describe(quick)}`);
+  t.diagnostic(`protect's last words: ${quick.commands.at(-1)?.stderr.trim()}`);
+  assert.deepEqual(
+    quick.commands.filter((c) => c.status !== 0),
+    [],
+  );
+  assert.equal(quick.failed, 0, JSON.stringify(quick.details));
   assert.deepEqual(
     prot.commands.filter((c) => c.status !== 0),
     [],
