@@ -21,9 +21,10 @@
  *            sequence as `race`; closing the old listener moves the request to the
  *            new one (TcpExtTCPMigrateReqSuccess counts it).
  *
- * What protect does NOT fix, and this sequence shows if you run `race` with
- * protect added: a handshake whose SYN reached the old listener BEFORE the hold
- * began. Only tcp_migrate_req (synhold setup turns it on by default) saves that one.
+ *   protect-late  what protect does NOT fix: the `race` sequence, with the swap
+ *            done by protect's CMD. The SYN reached the old listener before the hold
+ *            began, so holding SYNs cannot help: RST again. Only tcp_migrate_req
+ *            (which synhold setup turns on by default) saves that handshake.
  *
  * Run (root, after `npm run build`): node dist/examples/races/reload-race.js [RUNS]
  */
@@ -90,7 +91,7 @@ for line in sys.stdin:
     if line.strip() == 'swap': swap()
 `;
 
-export type ReloadWay = 'race' | 'protect' | 'migrate';
+export type ReloadWay = 'race' | 'protect' | 'protect-late' | 'migrate';
 
 export interface ReloadOutcome {
   way: ReloadWay;
@@ -116,7 +117,8 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
   const dir = mkdtempSync(join(tmpdir(), 'synhold-race-'));
   try {
     await peer.next('listening');
-    if (way === 'protect') {
+    const viaProtect = way === 'protect' || way === 'protect-late';
+    if (viaProtect) {
       // nfqueue (this kernel has no sch_plug); migrate-req off, or the kernel's fix would hide whether protect's works.
       cli(netns, ['setup', '--port', String(PORT), '--backend', 'nfqueue', '--migrate-req', 'off']);
     }
@@ -128,29 +130,36 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
     let protect: ReloadOutcome['protect'];
     try {
       const ackHeld = () => until('the handshake ACK held', async () => ((await b.list()).packets ?? []).some((p) => p.flags === 'ACK'));
-      if (way !== 'protect') {
+      const connectToOld = async () => {
         peer.send('connect');
         await peer.next('connected'); // SYN-ACK received: the client thinks it is connected
-        await ackHeld();
-        synRecvAtSwap = ssCount(netns, 'syn-recv', PORT); // 1: the handshake sits in the old listener's queue
+        await ackHeld(); // and the handshake waits in the old listener's queue
+      };
+      if (way === 'race' || way === 'migrate') {
+        await connectToOld();
+        synRecvAtSwap = ssCount(netns, 'syn-recv', PORT);
         peer.send('swap');
         await peer.next('swapped');
       } else {
-        // CMD, run by protect while it holds new SYNs: waits for the test's go, then tells the server to swap.
+        if (way === 'protect-late') await connectToOld(); // before protect's hold begins
+        // CMD, run by protect while it holds new SYNs: waits for our go, then tells the server to swap.
         const cmd = `touch ${dir}/started; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; kill -USR1 ${peer.pid}`;
         const run = cliAsync(netns, ['--json', 'protect', '--max-hold', '10s', '--', 'sh', '-c', cmd]);
         await until('protect running CMD', () => existsSync(`${dir}/started`));
-        peer.send('connect');
-        // The kernel's word that protect holds the client's SYN: it has not reached any listener.
-        await until("the client's SYN held by protect", () => nfqueueTotal(netns, PROTECT_QUEUE) === 1);
-        synRecvAtSwap = ssCount(netns, 'syn-recv', PORT); // 0: nothing in the old listener's queue
+        if (way === 'protect') {
+          peer.send('connect');
+          // The kernel's word that protect holds the client's SYN: it has reached no listener.
+          await until("the client's SYN held by protect", () => nfqueueTotal(netns, PROTECT_QUEUE) === 1);
+        }
+        synRecvAtSwap = ssCount(netns, 'syn-recv', PORT);
         writeFileSync(`${dir}/go`, '');
         await peer.next('swapped');
-        const r = await run;
-        protect = JSON.parse(r.stdout) as ReloadOutcome['protect'];
-        // protect released the SYN to the new listener; the buffer holds the ACK as before.
-        await peer.next('connected');
-        await ackHeld();
+        protect = JSON.parse((await run).stdout) as ReloadOutcome['protect'];
+        if (way === 'protect') {
+          // protect released the SYN to the new listener; the buffer holds the ACK as before.
+          await peer.next('connected');
+          await ackHeld();
+        }
       }
       await b.release(); // the held ACK and request go now
     } finally {
@@ -166,7 +175,7 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
       grew: grew(netns, before, COUNTERS),
     };
     if (protect) outcome.protect = protect;
-    if (way === 'protect') cli(netns, ['teardown']);
+    if (viaProtect) cli(netns, ['teardown']);
     return outcome;
   } finally {
     peer.kill();
@@ -196,13 +205,13 @@ async function cliAsync(netns: string, args: string[]): Promise<{ status: number
 export function describeReload(o: ReloadOutcome): string {
   const got = o.answer !== null ? `answer "${o.answer}"` : `error ${o.error}`;
   const p = o.protect ? `; protect: exit ${o.protect.exitCode}, held ${o.protect.holdMs} ms, released ${o.protect.released}` : '';
-  return `${o.way.padEnd(8)} migrate_req=${o.migrateReq} syn-recv at swap ${o.synRecvAtSwap}: ${got}; grew ${JSON.stringify(o.grew)}${p}`;
+  return `${o.way.padEnd(12)} migrate_req=${o.migrateReq} syn-recv at swap ${o.synRecvAtSwap}: ${got}; grew ${JSON.stringify(o.grew)}${p}`;
 }
 
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 1);
   const { withNetns } = await import('../../test/helpers/netns.js');
-  for (const way of ['race', 'protect', 'migrate'] as const) {
+  for (const way of ['race', 'protect', 'protect-late', 'migrate'] as const) {
     for (let i = 0; i < runs; i++) console.log(describeReload(await withNetns((ns) => reloadRace(ns.name, way))));
   }
 }
