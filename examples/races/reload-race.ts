@@ -102,6 +102,8 @@ export interface ReloadOutcome {
   error: string | null;
   /** `ss state syn-recv` on the port just before the old listener closed: handshakes in its queue. */
   synRecvAtSwap: number;
+  /** Packets the buffer let go at the end (the ACK and the request: 2). */
+  heldAtRelease: number;
   /** Growth of the namespace's counters over the run (/proc/net/snmp, /proc/net/netstat). */
   grew: Record<string, number>;
   /** protect's --json result (protect only). */
@@ -127,13 +129,19 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
     // The client's packets to the port, except its SYN: the handshake ACK and the request.
     const b = await buffer({ netns, dport: PORT, tcpFlags: 'ACK/SYN,ACK', maxHoldMs: 15_000, control: false });
     let synRecvAtSwap = -1;
+    let heldAtRelease = -1;
     let protect: ReloadOutcome['protect'];
     try {
-      const ackHeld = () => until('the handshake ACK held', async () => ((await b.list()).packets ?? []).some((p) => p.flags === 'ACK'));
+      // Both of the client's held packets: the handshake ACK, then the request (PSH).
+      const ackHeld = () =>
+        until('the handshake ACK and the request held', async () => {
+          const flags = ((await b.list()).packets ?? []).map((p) => p.flags);
+          return flags.includes('ACK') && flags.includes('PSH,ACK');
+        });
       const connectToOld = async () => {
         peer.send('connect');
         await peer.next('connected'); // SYN-ACK received: the client thinks it is connected
-        await ackHeld(); // and the handshake waits in the old listener's queue
+        await ackHeld(); // so the handshake waits in the old listener's queue
       };
       if (way === 'race' || way === 'migrate') {
         await connectToOld();
@@ -161,7 +169,7 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
           await ackHeld();
         }
       }
-      await b.release(); // the held ACK and request go now
+      heldAtRelease = (await b.release()).released; // the held ACK and request go now
     } finally {
       await b.release().catch(() => undefined);
     }
@@ -172,6 +180,7 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
       answer: result.answer as string | null,
       error: result.error as string | null,
       synRecvAtSwap,
+      heldAtRelease,
       grew: grew(netns, before, COUNTERS),
     };
     if (protect) outcome.protect = protect;
@@ -205,7 +214,7 @@ async function cliAsync(netns: string, args: string[]): Promise<{ status: number
 export function describeReload(o: ReloadOutcome): string {
   const got = o.answer !== null ? `answer "${o.answer}"` : `error ${o.error}`;
   const p = o.protect ? `; protect: exit ${o.protect.exitCode}, held ${o.protect.holdMs} ms, released ${o.protect.released}` : '';
-  return `${o.way.padEnd(12)} migrate_req=${o.migrateReq} syn-recv at swap ${o.synRecvAtSwap}: ${got}; grew ${JSON.stringify(o.grew)}${p}`;
+  return `${o.way.padEnd(12)} migrate_req=${o.migrateReq} syn-recv at swap ${o.synRecvAtSwap}, released ${o.heldAtRelease}: ${got}; grew ${JSON.stringify(o.grew)}${p}`;
 }
 
 async function main(): Promise<void> {

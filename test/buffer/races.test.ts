@@ -30,6 +30,8 @@ async function everyRun<O>(t: { diagnostic(s: string): void }, run: () => Promis
     tally.set(key, (tally.get(key) ?? 0) + 1);
   }
   for (const [line, n] of tally) t.diagnostic(`${n}/${RUNS}: ${line}`);
+  const held = outcomes.map((o) => (o as { protect?: { holdMs?: number } }).protect?.holdMs).filter((ms) => ms !== undefined);
+  if (held.length) t.diagnostic(`protect held ${Math.round(Math.min(...held))}-${Math.round(Math.max(...held))} ms`);
   outcomes.forEach((o, i) => {
     try {
       check(o);
@@ -41,7 +43,15 @@ async function everyRun<O>(t: { diagnostic(s: string): void }, run: () => Promis
 
 const reload = (way: ReloadWay, check: (o: ReloadOutcome) => void) =>
   test(`reload race, ${way}: the same outcome ${RUNS} of ${RUNS} runs`, async (t) => {
-    await everyRun(t, () => withNetns((ns) => reloadRace(ns.name, way)), describeReload, check);
+    await everyRun(
+      t,
+      () => withNetns((ns) => reloadRace(ns.name, way)),
+      describeReload,
+      (o) => {
+        check(o);
+        assert.equal(o.heldAtRelease, 2, 'the buffer held the handshake ACK and the request, and nothing else');
+      },
+    );
   });
 
 reload('race', (o) => {
