@@ -117,9 +117,10 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
   nsRun(netns, ['sysctl', '-qw', `net.ipv4.tcp_migrate_req=${way === 'migrate' ? 1 : 0}`]);
   const peer = startPeer(netns, [PYTHON, '-c', PEER_PY, String(PORT)]);
   const dir = mkdtempSync(join(tmpdir(), 'synhold-race-'));
+  const viaProtect = way === 'protect' || way === 'protect-late';
+  let protectRun: ReturnType<typeof cliAsync> | undefined;
   try {
     await peer.next('listening');
-    const viaProtect = way === 'protect' || way === 'protect-late';
     if (viaProtect) {
       // nfqueue (this kernel has no sch_plug); migrate-req off, or the kernel's fix would hide whether protect's works.
       cli(netns, ['setup', '--port', String(PORT), '--backend', 'nfqueue', '--migrate-req', 'off']);
@@ -152,7 +153,7 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
         if (way === 'protect-late') await connectToOld(); // before protect's hold begins
         // CMD, run by protect while it holds new SYNs: waits for our go, then tells the server to swap.
         const cmd = `touch ${dir}/started; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; kill -USR1 ${peer.pid}`;
-        const run = cliAsync(netns, ['--json', 'protect', '--max-hold', '10s', '--', 'sh', '-c', cmd]);
+        protectRun = cliAsync(netns, ['--json', 'protect', '--max-hold', '10s', '--', 'sh', '-c', cmd]);
         await until('protect running CMD', () => existsSync(`${dir}/started`));
         if (way === 'protect') {
           peer.send('connect');
@@ -162,7 +163,7 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
         synRecvAtSwap = ssCount(netns, 'syn-recv', PORT);
         writeFileSync(`${dir}/go`, '');
         await peer.next('swapped');
-        protect = JSON.parse((await run).stdout) as ReloadOutcome['protect'];
+        protect = JSON.parse((await protectRun.done).stdout) as ReloadOutcome['protect'];
         if (way === 'protect') {
           // protect released the SYN to the new listener; the buffer holds the ACK as before.
           await peer.next('connected');
@@ -184,9 +185,10 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
       grew: grew(netns, before, COUNTERS),
     };
     if (protect) outcome.protect = protect;
-    if (viaProtect) cli(netns, ['teardown']);
     return outcome;
   } finally {
+    protectRun?.kill(); // by its PID, if it is still running (a failed run): it releases, then ends CMD
+    if (viaProtect) cli(netns, ['teardown']);
     peer.kill();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -198,16 +200,22 @@ function cli(netns: string, args: string[]): string {
   return r.stdout;
 }
 
-async function cliAsync(netns: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+/** `synhold --netns NS ARGS` in the background; `done` rejects unless it exits 0. */
+function cliAsync(netns: string, args: string[]): { done: Promise<{ stdout: string; stderr: string }>; kill(): void } {
   const child = spawn(process.execPath, [CLI, '--netns', netns, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let [stdout, stderr] = ['', ''];
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const status = await new Promise<number | null>((r) => child.once('close', r));
-  clearTimeout(timer);
-  if (status !== 0) throw new Error(`synhold ${args.join(' ')}: exit ${status}: ${stderr}`);
-  return { status, stdout, stderr };
+  const done = new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+    child.once('close', (status, signal) => {
+      clearTimeout(timer);
+      if (status === 0) resolve({ stdout, stderr });
+      else reject(new Error(`synhold ${args.join(' ')}: exit ${status ?? signal}: ${stderr}`));
+    }),
+  );
+  done.catch(() => undefined);
+  return { done, kill: () => void (child.exitCode === null && child.signalCode === null && child.kill('SIGTERM')) };
 }
 
 /** One line per run, for people. */
