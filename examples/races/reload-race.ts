@@ -107,7 +107,7 @@ export interface ReloadOutcome {
   /** Growth of the namespace's counters over the run (/proc/net/snmp, /proc/net/netstat). */
   grew: Record<string, number>;
   /** protect's --json result (protect only). */
-  protect?: { exitCode: number; releaseReason?: string; holdMs?: number; released?: number };
+  protect?: { exitCode: number; releaseCause?: string; holdMs?: number; released?: number };
 }
 
 const COUNTERS = ['TcpOutRsts', 'TcpExtTCPMigrateReqSuccess', 'TcpExtTCPMigrateReqFailure'];
@@ -153,7 +153,10 @@ export async function reloadRace(netns: string, way: ReloadWay): Promise<ReloadO
         if (way === 'protect-late') await connectToOld(); // before protect's hold begins
         // CMD, run by protect while it holds new SYNs: waits for our go, then tells the server to swap.
         const cmd = `touch ${dir}/started; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; kill -USR1 ${peer.pid}`;
-        protectRun = cliAsync(netns, ['--json', 'protect', '--max-hold', '10s', '--', 'sh', '-c', cmd]);
+        // --release-on swap: CMD only signals the server and exits before the swap is done (as `kill -USR2`
+        // reloads do). With the default (sockets), CMD's exit with the old listener still the only one
+        // reads as an fd hand-over and releases at once: the SYN then reaches the old listener (2 of 20 runs here).
+        protectRun = cliAsync(netns, ['--json', 'protect', '--release-on', 'swap', '--max-hold', '10s', '--', 'sh', '-c', cmd]);
         await until('protect running CMD', () => existsSync(`${dir}/started`));
         if (way === 'protect') {
           peer.send('connect');
@@ -221,7 +224,7 @@ function cliAsync(netns: string, args: string[]): { done: Promise<{ stdout: stri
 /** One line per run, for people. */
 export function describeReload(o: ReloadOutcome): string {
   const got = o.answer !== null ? `answer "${o.answer}"` : `error ${o.error}`;
-  const p = o.protect ? `; protect: exit ${o.protect.exitCode}, held ${o.protect.holdMs} ms, released ${o.protect.released}` : '';
+  const p = o.protect ? `; protect: exit ${o.protect.exitCode}, ${o.protect.releaseCause} after ${o.protect.holdMs} ms, released ${o.protect.released}` : '';
   return `${o.way.padEnd(12)} migrate_req=${o.migrateReq} syn-recv at swap ${o.synRecvAtSwap}, released ${o.heldAtRelease}: ${got}; grew ${JSON.stringify(o.grew)}${p}`;
 }
 

@@ -26,7 +26,7 @@ async function everyRun<O>(t: { diagnostic(s: string): void }, run: () => Promis
   const tally = new Map<string, number>();
   // The run's line without the parts that vary by timing (protect's hold time).
   for (const o of outcomes) {
-    const key = describe(o).replace(/held [\d.]+ ms/, 'held N ms');
+    const key = describe(o).replace(/after [\d.]+ ms/, 'after N ms');
     tally.set(key, (tally.get(key) ?? 0) + 1);
   }
   for (const [line, n] of tally) t.diagnostic(`${n}/${RUNS}: ${line}`);
@@ -69,6 +69,7 @@ reload('protect', (o) => {
   assert.equal(o.grew.TcpOutRsts, 0, 'no RST');
   assert.equal(o.protect?.exitCode, 0);
   assert.equal(o.protect?.released, 1, "protect released the client's SYN");
+  assert.equal(o.protect?.releaseCause, 'reload-done', 'once the swap was seen');
 });
 
 reload('protect-late', (o) => {
