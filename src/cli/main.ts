@@ -4,7 +4,7 @@
  * document with --json); diagnostics go to stderr, one line per problem.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { EXIT, NotSetUpError, SynholdError, type KernelFeature } from '../model/errors.js';
+import { ERROR_CODES, EXIT, isErrorCode, NotSetUpError, type KernelFeature, type SynholdError } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
 import { resolveNetns } from '../host/netns.js';
 import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
@@ -328,10 +328,15 @@ async function cmdBench(args: string[], g: Globals): Promise<number> {
   return bench.cmdBench(args, g);
 }
 
-/** Each error class carries its exit code (model/errors.ts); protect's own failures are 125 whatever the cause. */
+/**
+ * The exit status of the error's code (model/errors.ts); protect's own failures are 125 whatever
+ * the cause. By code, not instanceof: `synhold bench` runs the bench package, whose errors come
+ * from the ESM build of the same classes, not from this bundle's copy.
+ */
 function exitCodeFor(e: unknown, command: string): number {
   if (command === 'protect') return EXIT_FAILED;
-  return e instanceof SynholdError ? e.cliExitCode : EXIT.failed;
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return isErrorCode(code) ? EXIT[ERROR_CODES[code].exit] : EXIT.failed;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -366,7 +371,8 @@ export async function main(argv: string[]): Promise<number> {
     return await run(argv.slice(i + 1), g);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    const advice = e instanceof SynholdError && e.lacks ? ADVICE[e.lacks] : undefined;
+    const lacks = (e as Partial<SynholdError> | undefined)?.lacks;
+    const advice = lacks ? ADVICE[lacks] : undefined;
     write(2, `synhold ${command}: ${msg}${advice ? `; ${advice}` : ''}\n`);
     if (process.env.SYNHOLD_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return exitCodeFor(e, command!);
