@@ -87,48 +87,46 @@ async function relayUntilEnded(wd: Watchdog, seq: number, error: number): Promis
   return ended(wd);
 }
 
+/** Queue QUEUE bound in ns, with a watchdog's files; both removed after fn. */
+async function withQueue<T>(ns: TestNetns, fn: (q: NfQueue, f: Files) => Promise<T>): Promise<T> {
+  const f = files();
+  const q = NfQueue.open({ queue: QUEUE, netns: ns.name, maxLen: 64, copyRange: 0 });
+  try {
+    await q.bindQueue(true);
+    return await fn(q, f);
+  } finally {
+    q.close();
+    removeFiles(f);
+  }
+}
+
 test('relay protocol: an ack only the owner could read, relayed, ends the watchdog release as a success; its record goes', async () => {
-  await withNetns(async (ns) => {
-    const f = files();
-    const q = NfQueue.open({ queue: QUEUE, netns: ns.name, maxLen: 64, copyRange: 0 });
-    try {
-      await q.bindQueue(true);
+  await withNetns((ns) =>
+    withQueue(ns, async (q, f) => {
       const { seq, fallback } = unackedFailOpen(q);
       const wd = startWatchdog(f, fallback, 50);
       const end = await relayUntilEnded(wd, seq, 0);
       assert.deepEqual(end, { kind: 'released', cause: 'max-hold', detail: 'max-hold' });
       assert.equal(existsSync(f.recordPath), false, 'the watchdog removed the record after its release');
-    } finally {
-      q.close();
-      removeFiles(f);
-    }
-  });
+    }),
+  );
 });
 
 test('relay protocol: a relayed error fails the release (exit 20), and the record stays for recovery', async () => {
-  await withNetns(async (ns) => {
-    const f = files();
-    const q = NfQueue.open({ queue: QUEUE, netns: ns.name, maxLen: 64, copyRange: 0 });
-    try {
-      await q.bindQueue(true);
+  await withNetns((ns) =>
+    withQueue(ns, async (q, f) => {
       const { seq, fallback } = unackedFailOpen(q);
       const wd = startWatchdog(f, fallback, 50);
       const end = await relayUntilEnded(wd, seq, -1 /* -EPERM */);
       assert.deepEqual(end, { kind: 'release-failed' });
       assert.equal(existsSync(f.recordPath), true);
-    } finally {
-      q.close();
-      removeFiles(f);
-    }
-  });
+    }),
+  );
 });
 
 test('relay protocol: an ack of another sequence number answers nothing (the watchdog times out: exit 20)', async () => {
-  await withNetns(async (ns) => {
-    const f = files();
-    const q = NfQueue.open({ queue: QUEUE, netns: ns.name, maxLen: 64, copyRange: 0 });
-    try {
-      await q.bindQueue(true);
+  await withNetns((ns) =>
+    withQueue(ns, async (q, f) => {
       const { seq, fallback } = unackedFailOpen(q);
       const wd = startWatchdog(f, fallback, 50);
       const t0 = Date.now();
@@ -136,11 +134,8 @@ test('relay protocol: an ack of another sequence number answers nothing (the wat
       assert.deepEqual(end, { kind: 'release-failed' });
       // Three attempts of 250 ms each, after the 50 ms deadline.
       assert.ok(Date.now() - t0 >= 750, `timed out after ${Date.now() - t0} ms`);
-    } finally {
-      q.close();
-      removeFiles(f);
-    }
-  });
+    }),
+  );
 });
 
 const ROUNDS = 20;
@@ -150,20 +145,14 @@ const ROUNDS = 20;
  * shared socket with nothing else to do (as `synhold buffer` and protect do).
  */
 async function maxHoldRound(ns: TestNetns, relay: boolean): Promise<{ end: WatchdogEnd; unbound: boolean }> {
-  const f = files();
-  const q = NfQueue.open({ queue: QUEUE, netns: ns.name, maxLen: 64, copyRange: 0 });
-  try {
-    await q.bindQueue(true);
+  return withQueue(ns, async (q, f) => {
     const messages = encodeReleaseRequests(QUEUE, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes }));
     const fallback: Fallback = { sockets: [q.fd], messages, commands: [] };
     if (relay) fallback.relayAcks = (l) => q.onReservedAck(l);
     const wd = startWatchdog(f, fallback, 20);
     const end = await ended(wd);
     return { end, unbound: !(await queueBound(ns)) };
-  } finally {
-    q.close();
-    removeFiles(f);
-  }
+  });
 }
 
 test(`a living owner reading the shared socket: ${ROUNDS} max-hold releases by the watchdog all succeed and unbind the queue (kernel's /proc)`, async (t) => {
