@@ -13,7 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CFLAGS=(-Wall -Wextra -Werror=implicit-function-declaration -O2)
-ADDON_SOURCES=(native/netlink_socket.c native/file_lock.c native/netns_file.c native/spawn.c native/addon.c)
+# The sources as binding.gyp lists them (the one list: a source build and a prebuilt build the same files).
+gyp_sources() { node -e 'const t = JSON.parse(require("fs").readFileSync("binding.gyp", "utf8")).targets.find((x) => x.target_name === process.argv[1]); console.log(t.sources.join(" "))' "$1"; }
+read -r -a ADDON_SOURCES <<<"$(gyp_sources synhold_native)"
+read -r -a WATCHDOG_SOURCES <<<"$(gyp_sources synhold-watchdog)"
 NODE_INCLUDE=${NODE_INCLUDE:-$(dirname "$(dirname "$(command -v node)")")/include/node}
 [[ -f $NODE_INCLUDE/node_api.h ]] || { echo "prebuild: no node_api.h under $NODE_INCLUDE (set NODE_INCLUDE)" >&2; exit 1; }
 
@@ -23,7 +26,7 @@ build() { # ARCH CC
   mkdir -p "$out"
   command -v "$2" >/dev/null || { echo "prebuild: $2 missing (Debian: see scripts/programs.txt)" >&2; exit 1; }
   "$2" "${CFLAGS[@]}" -fPIC -shared -DBUILDING_NODE_EXTENSION -DNODE_GYP_MODULE_NAME=synhold_native -I"$NODE_INCLUDE" "${ADDON_SOURCES[@]}" -o "$out/synhold_native.node"
-  "$2" "${CFLAGS[@]}" native/watchdog.c -o "$out/synhold-watchdog"
+  "$2" "${CFLAGS[@]}" "${WATCHDOG_SOURCES[@]}" -o "$out/synhold-watchdog"
 }
 build x64 cc
 build arm64 aarch64-linux-gnu-gcc
