@@ -27,7 +27,7 @@ import { runGroup, readGroupResults, WORKER_OVERHEAD_MS } from './group.js';
 import { FileTail, type ProgressView } from './progress.js';
 import { strategyFor, sortStrategies } from './strategies/index.js';
 import type { KernelFeature, StrategyName } from './strategies/strategy.js';
-import { DEFAULT_INTERVAL_MS, type BenchOptions } from './options.js';
+import { DEFAULT_INTERVAL_MS, REQUESTS_CAP_MS, type BenchOptions } from './options.js';
 import type { GroupSpec, WorkerResult, WorkerSpec, Where } from './protocol.js';
 import { writeJsonFile } from './protocol.js';
 import { fmtMs, renderKernelTables, writeReport, type BenchJson, type StrategyReport, type WrittenReport } from './report.js';
@@ -79,9 +79,22 @@ export function labReason(p: Placement, features: Record<KernelFeature, FeatureP
 /** A request's deadline in the kernel lab: protect's --max-hold there (LAB_MAX_HOLD). */
 export const LAB_REQUEST_TIMEOUT_MS = 30_000;
 
-/** Which bound applies to a strategy (minReloads only where the run reloads at the common interval). */
+/**
+ * Which bound applies to a strategy (minReloads only where the run reloads at the common interval).
+ * A reference row (one not asked for: the baseline, the lab's `none`) takes --reference-requests
+ * when given, and no minimum of reloads: it is there for its latencies and failure rate.
+ */
 export function workerLoadPlan(o: BenchOptions, name: StrategyName): WorkerSpec['load'] {
   const s = strategyFor(name);
+  if (o.referenceRequests !== undefined && !o.strategies.includes(name)) {
+    return {
+      concurrency: o.concurrency,
+      capMs: REQUESTS_CAP_MS,
+      requestTimeoutMs: o.requestTimeoutMs,
+      warmupRequests: o.warmupRequests,
+      requests: o.referenceRequests,
+    };
+  }
   const ownInterval = o.intervalMs === undefined && s.defaultIntervalMs !== undefined;
   return {
     concurrency: o.concurrency,
@@ -361,6 +374,7 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
       intervalMs: o.intervalMs ?? DEFAULT_INTERVAL_MS,
       ...(o.durationMs !== undefined ? { durationMs: o.durationMs } : {}),
       ...(o.requests !== undefined ? { requests: o.requests } : {}),
+      ...(o.referenceRequests !== undefined ? { referenceRequests: o.referenceRequests } : {}),
       ...(o.minReloads !== undefined ? { minReloads: o.minReloads } : {}),
       requestTimeoutMs: o.requestTimeoutMs,
     },

@@ -27,6 +27,11 @@ export interface BenchOptions {
   concurrency: number;
   durationMs?: number;
   requests?: number;
+  /**
+   * --reference-requests: the request bound of the rows that only give the requested ones their
+   * reference (the baseline, and `none` where the kernel lab adds it), in place of the bound above
+   */
+  referenceRequests?: number;
   minReloads?: number;
   /** hard bound on each strategy's load */
   capMs: number;
@@ -73,6 +78,10 @@ together with a baseline and 'none' there: numbers compare within one kernel onl
   --full             the seed's run: ${FULL_REQUESTS.toLocaleString('en')} requests per strategy and at least ${FULL_MIN_RELOADS} reloads
   --requests N       stop each strategy's load after N requests (default: --duration ${DEFAULT_DURATION_MS / 1000}s)
   --duration D       ...or after D (30s, 2m)
+  --reference-requests N
+                     stop the reference rows (the baseline, and 'none' where the lab adds it
+                     beside the strategies asked for) after N requests instead: a baseline's
+                     percentiles need far fewer requests than the seed's scale, and the lab is slow
   --min-reloads N    keep the load going past its bound until N reloads were done too
                      (at most ${DURATION_CAP_FACTOR}x the --duration, or an hour with --requests;
                      --quick: ${QUICK_MIN_RELOADS}, for up to ${QUICK_CAP_MS / 1000} s)
@@ -124,6 +133,7 @@ export function parseBenchArgs(args: string[], globals: { json?: boolean } = {})
         requests: { type: 'string' },
         duration: { type: 'string' },
         'min-reloads': { type: 'string' },
+        'reference-requests': { type: 'string' },
         interval: { type: 'string' },
         concurrency: { type: 'string' },
         out: { type: 'string' },
@@ -162,6 +172,7 @@ export function parseBenchArgs(args: string[], globals: { json?: boolean } = {})
   else if (preset === 'full') o.requests = FULL_REQUESTS;
   else o.durationMs = preset === 'quick' ? QUICK_DURATION_MS : DEFAULT_DURATION_MS;
 
+  if (v['reference-requests'] !== undefined) o.referenceRequests = positiveInt('--reference-requests', v['reference-requests']);
   if (v['min-reloads'] !== undefined) o.minReloads = positiveInt('--min-reloads', v['min-reloads'], 0);
   else if (preset === 'full' && v.requests === undefined) o.minReloads = FULL_MIN_RELOADS;
   else if (preset === 'quick' && v.requests === undefined && v.duration === undefined) o.minReloads = QUICK_MIN_RELOADS;

@@ -86,6 +86,7 @@ test('bad input: one clear message each', () => {
     [['--requests', '10', '--duration', '1s'], /not both/],
     [['--min-reloads', '-1'], /integer >= 0|ambiguous|argument/],
     [['--requests', '0'], /integer >= 1/],
+    [['--reference-requests', '0'], /--reference-requests "0" is not an integer >= 1/],
     [['--requests', '1e6'], /integer/],
     [['--interval', 'fast'], /not a duration/],
     [['--concurrency', '99999'], /more than/],

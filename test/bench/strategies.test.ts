@@ -145,6 +145,32 @@ describe('strategies and where they run', () => {
     assert.equal(workerLoadPlan(o2, 'drop').minReloads, 1500, '--interval given: drop reloads like the others');
     assert.equal(workerLoadPlan(o, 'none').requests, 1_000_000);
   });
+
+  test('--reference-requests bounds only the rows not asked for, with no minimum of reloads', () => {
+    const o = parseBenchArgs([
+      '--strategies',
+      'plug,plug-spawn',
+      '--requests',
+      '1000000',
+      '--min-reloads',
+      '1500',
+      '--reference-requests',
+      '100000',
+    ]) as BenchOptions;
+    for (const ref of ['baseline', 'none'] as const) {
+      assert.equal(workerLoadPlan(o, ref).requests, 100_000, ref);
+      assert.equal(workerLoadPlan(o, ref).minReloads, undefined, ref);
+      assert.equal(workerLoadPlan(o, ref).durationMs, undefined, ref);
+    }
+    for (const asked of ['plug', 'plug-spawn'] as const) {
+      assert.equal(workerLoadPlan(o, asked).requests, 1_000_000, asked);
+      assert.equal(workerLoadPlan(o, asked).minReloads, 1500, asked);
+    }
+    // none asked for itself: its own bound, not the reference one
+    const o2 = parseBenchArgs(['--strategies', 'none,plug', '--requests', '5000', '--reference-requests', '100']) as BenchOptions;
+    assert.equal(workerLoadPlan(o2, 'none').requests, 5000);
+    assert.equal(workerLoadPlan(o2, 'baseline').requests, 100);
+  });
 });
 
 describe('worker results as report rows', () => {
