@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,6 +82,33 @@ test('a command that cannot run throws at once: ENOENT (not found), EACCES (no x
     rmSync(dir, { recursive: true, force: true });
   }
   // No zombie left behind by the failed starts.
+  assert.deepEqual(zombieChildren(), []);
+});
+
+test('PATH is searched as execvp does: a file without the x bit is passed over (EACCES if nothing else is found), the first executable one runs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'synhold-child-path-'));
+  const saved = process.env.PATH;
+  try {
+    for (const d of ['a', 'b', 'c']) mkdirSync(join(dir, d));
+    writeFileSync(join(dir, 'a', 'prog'), '#!/bin/sh\nexit 3\n', { mode: 0o644 });
+    writeFileSync(join(dir, 'b', 'prog'), '#!/bin/sh\nexit 4\n', { mode: 0o755 });
+    writeFileSync(join(dir, 'c', 'prog'), '#!/bin/sh\nexit 5\n', { mode: 0o755 });
+    process.env.PATH = ['missing', 'a', 'b', 'c'].map((d) => join(dir, d)).join(':');
+    assert.equal((await Child.start(['prog']).ended).code, 4, 'the first executable candidate, after a missing dir and a non-executable file');
+    process.env.PATH = [join(dir, 'missing'), join(dir, 'a')].join(':');
+    assert.throws(
+      () => Child.start(['prog']),
+      (e: unknown) => e instanceof StartError && e.code === 'EACCES',
+    );
+    process.env.PATH = join(dir, 'missing');
+    assert.throws(
+      () => Child.start(['prog']),
+      (e: unknown) => e instanceof StartError && e.code === 'ENOENT',
+    );
+  } finally {
+    process.env.PATH = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
   assert.deepEqual(zombieChildren(), []);
 });
 
