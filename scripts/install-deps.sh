@@ -10,10 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The packages: those of every program in scripts/programs.txt (one table says what
-# runs what), plus the ones no program names: debootstrap for scripts/ci-bare.sh, and the
-# arm64 libc of the cross compiler (scripts/prebuild.sh; only a Recommends of gcc-aarch64-linux-gnu).
+# runs what), plus the ones no program names: debootstrap for scripts/ci-bare.sh, the
+# arm64 libc of the cross compiler (scripts/prebuild.sh; only a Recommends of gcc-aarch64-linux-gnu;
+# its libc6-arm64-cross is also what qemu-aarch64 runs the arm64 watchdog on in test/repo/arm64-prebuilt),
+# and Debian's archive key (scripts/arm64-node.sh checks the arm64 packages with it).
 mapfile -t PACKAGES < <(awk '!/^#/ && NF >= 2 && $2 != "-" { print $2 }' scripts/programs.txt | sort -u)
-PACKAGES+=(debootstrap libc6-dev-arm64-cross)
+PACKAGES+=(debootstrap libc6-dev-arm64-cross debian-archive-keyring)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -46,6 +48,9 @@ if ((${#missing_programs[@]})); then
   printf 'install-deps: missing after install: %s\n' "${missing_programs[@]}" >&2
   exit 1
 fi
+# Debian bookworm's arm64 Node.js and its libraries, unpacked under .cache/ (not installed) for
+# test/repo/arm64-prebuilt; cached, so a second run only checks.
+bash scripts/arm64-node.sh >/dev/null
 # Debian starts packaged daemons on install where it can; synhold starts its own, by PID.
 for svc in nginx haproxy; do
   if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
