@@ -10,32 +10,35 @@
  *   - the arm64 addon, loaded by Debian bookworm's arm64 Node.js 18 (unpacked
  *     by scripts/arm64-node.sh into .cache/, not installed) running the packed
  *     CLI (dist/synhold.cjs picks prebuilds/linux-arm64 by process.arch): the
- *     install script's check, status, setup (nfqueue), status, checked with
- *     iptables-save and /proc from outside.
+ *     install script's check, status, setup (nfqueue), protect holding a client
+ *     until its command ends (the hold's watchdog the arm64 one), status,
+ *     teardown; checked from outside with iptables-save, /proc and the client.
  *
- * Two limits of qemu 7.2's user-mode emulation (not of the product) shape the
- * second test:
- *   - it refuses netlink sockets other than NETLINK_ROUTE, NETLINK_AUDIT and
- *     NETLINK_KOBJECT_UEVENT (EPROTONOSUPPORT: it only knows how to translate
- *     those), so protect and teardown, which open NETLINK_NETFILTER, cannot run
- *     under it; the test holds protect to failing with exactly that, leaving
- *     the namespace's rules as setup made them;
- *   - it passes an int-sized optlen to getsockopt for SOL_SOCKET options it
- *     does not know, so SO_NETNS_COOKIE (a u64) fails with EINVAL. A one-call
- *     arm64 shim (LD_PRELOAD, given to the guest only) turns that EINVAL into
- *     ENOPROTOOPT, which the product takes as a kernel before 5.14 (its state
- *     keyed by the namespace's inode instead).
- * The arm64 watchdog that protect would start is exec'd by the arm64 Node.js
- * through binfmt_misc: an instance private to the test's user namespace
- * (Linux 6.7+ sandboxed binfmt_misc), so the machine's own binfmt_misc is never
- * touched.
+ * The arm64 Node.js execs the arm64 watchdog through binfmt_misc: an instance
+ * private to the test's user namespace (sandboxed binfmt_misc, Linux 6.7+), so
+ * the machine's own binfmt_misc is never touched.
+ *
+ * Two limits of qemu 7.2's user-mode emulation (not of the product) are worked
+ * around for the arm64 node only, by a shim it preloads (QEMU_SET_ENV, which the
+ * shim removes from the environment the node's own children inherit):
+ *   - qemu refuses netlink sockets other than NETLINK_ROUTE, NETLINK_AUDIT and
+ *     NETLINK_KOBJECT_UEVENT (EPROTONOSUPPORT: the only ones it can translate
+ *     between byte orders), so the addon's NETLINK_NETFILTER sockets would fail
+ *     ("synhold protect: open netlink socket: EPROTONOSUPPORT"). For that one
+ *     failure the shim asks a broker, a native python3 in the same namespaces,
+ *     to create the socket and pass it back (SCM_RIGHTS); everything else on it
+ *     (bind, config, verdicts, the watchdog's copy) is the arm64 code's.
+ *   - qemu passes an int-sized optlen to getsockopt for SOL_SOCKET options it
+ *     does not know, so SO_NETNS_COOKIE (a u64) fails with EINVAL. The shim
+ *     turns that EINVAL into ENOPROTOOPT, which the product takes as a kernel
+ *     before 5.14 (its state keyed by the namespace's inode instead).
  */
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -46,6 +49,7 @@ import { Child, devNull, pipe } from '../../src/host/child.js';
 import { NfQueue, encodeReleaseRequests } from '../../src/nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../../src/nfqueue/proc.js';
 
+// Bounds in Promise.race are unref'd: a pending one must not keep the test process alive after its test ends.
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const QUEUE = 7300;
 const PORT = 16310;
@@ -54,6 +58,7 @@ const CROSS_LIBC = '/usr/aarch64-linux-gnu';
 
 let dir: string;
 let pkg: string;
+let packMs = 0;
 
 function qemu(): string {
   const r = spawnSync('sh', ['-c', 'command -v qemu-aarch64'], { encoding: 'utf8' });
@@ -70,11 +75,13 @@ function elfMachine(path: string): number {
 before(() => {
   // The package as npm packs it (prepack: scripts/prebuild.sh), unpacked: the binaries a user gets.
   dir = mkdtempSync(join(tmpdir(), 'synhold-arm64-'));
+  const t0 = performance.now();
   const p = spawnSync('npm', ['pack', root, '--silent', '--pack-destination', dir], { cwd: dir, encoding: 'utf8', timeout: 300_000 });
   assert.equal(p.status, 0, p.stderr);
   const tarball = join(dir, p.stdout.trim().split('\n').at(-1)!);
   const x = spawnSync('tar', ['-xzf', tarball, '-C', dir], { encoding: 'utf8' });
   assert.equal(x.status, 0, x.stderr);
+  packMs = performance.now() - t0;
   pkg = join(dir, 'package');
   assert.equal(existsSync(join(pkg, 'build')), false, 'the package has no source build: only the prebuilt binaries can load');
   for (const f of ['synhold_native.node', 'synhold-watchdog'])
@@ -132,11 +139,14 @@ test('the arm64 watchdog under qemu-aarch64 keeps an nfqueue hold while its owne
 
       const k0 = performance.now();
       owner.kill('SIGKILL');
-      const end = await Promise.race([wd.ended, sleep(10_000, undefined)]);
+      const end = await Promise.race([wd.ended, sleep(10_000, undefined, { ref: false })]);
       const endMs = performance.now() - k0;
       assert.ok(end, 'the watchdog ended within 10 s of its owner');
       assert.deepEqual([end.code, end.signal], [10, null], 'exit 10: released because its owner is gone');
-      await Promise.race([client.connected, sleep(5000).then(() => assert.fail('the held client did not connect after the release'))]);
+      await Promise.race([
+        client.connected,
+        sleep(5000, undefined, { ref: false }).then(() => assert.fail('the held client did not connect after the release')),
+      ]);
       const connectMs = performance.now() - k0;
       assert.deepEqual(
         (await readKernelQueueStats(ns.name)).filter((s) => s.queue === QUEUE),
@@ -150,6 +160,7 @@ test('the arm64 watchdog under qemu-aarch64 keeps an nfqueue hold while its owne
       );
       assert.equal(existsSync(record), false, 'the watchdog removed the hold record after its release');
       assert.match(readFileSync(join(dir, 'journal'), 'utf8'), /\S/, 'the watchdog journaled its release');
+      t.diagnostic(`npm pack (prebuild: both architectures) and unpack: ${(packMs / 1000).toFixed(1)} s`);
       t.diagnostic(
         `qemu watchdog: started to owner killed ${(k0 - t0).toFixed(0)} ms; owner killed to watchdog exit ${endMs.toFixed(0)} ms, to client connected ${connectMs.toFixed(0)} ms`,
       );
@@ -164,20 +175,28 @@ test('the arm64 watchdog under qemu-aarch64 keeps an nfqueue hold while its owne
   });
 });
 
-/** The arm64 shim for qemu's SO_NETNS_COOKIE (see the top of this file), built with the cross compiler. */
-function cookieShim(): string {
-  const src = join(dir, 'netns-cookie-shim.c');
+/**
+ * The arm64 shim for the two limits of qemu-user (see the top of this file),
+ * built with the cross compiler, preloaded into the arm64 node only.
+ */
+function qemuShim(): string {
+  const src = join(dir, 'qemu-shim.c');
   writeFileSync(
     src,
-    `#define _GNU_SOURCE
+    String.raw`#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
-/* qemu-user 7.2 hands the kernel an int-sized optlen for this u64 option: EINVAL. Say "no such option" instead. */
+/* qemu-user hands the kernel an int-sized optlen for this u64 option: EINVAL. Say "no such option" instead. */
 int getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
   static int (*real)(int, int, int, void *, socklen_t *);
   if (!real) real = (int (*)(int, int, int, void *, socklen_t *))dlsym(RTLD_NEXT, "getsockopt");
@@ -185,70 +204,143 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
   if (rc < 0 && errno == EINVAL && level == SOL_SOCKET && name == SO_NETNS_COOKIE) errno = ENOPROTOOPT;
   return rc;
 }
-/* Only the arm64 node: not the x86-64 programs it runs (iptables), nor the watchdog. */
-__attribute__((constructor)) static void forget(void) { unsetenv("LD_PRELOAD"); }
+/* The socket qemu would not create, from the broker (a native process in this network namespace, which it checks). */
+static int brokered(int domain, int type, int protocol) {
+  char ns[64] = {0};
+  if (readlink("/proc/thread-self/ns/net", ns, sizeof ns - 1) < 0) return -1;
+  int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c < 0) return -1;
+  static const char name[] = "${BROKER_NAME}";
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  memcpy(a.sun_path + 1, name, sizeof name - 1);
+  int req[3] = {domain, type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC), protocol};
+  char msg[sizeof req + sizeof ns];
+  memcpy(msg, req, sizeof req);
+  memcpy(msg + sizeof req, ns, sizeof ns);
+  int err = EPROTONOSUPPORT, fd = -1;
+  if (connect(c, (struct sockaddr *)&a, offsetof(struct sockaddr_un, sun_path) + sizeof name) == 0 && write(c, msg, sizeof msg) == (ssize_t)sizeof msg) {
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    int reply = EIO;
+    struct iovec iov = {&reply, sizeof reply};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+    if (recvmsg(c, &m, MSG_CMSG_CLOEXEC) == (ssize_t)sizeof reply) {
+      struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+      if (reply == 0 && h && h->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(h), sizeof fd);
+      err = reply ? reply : EIO;
+    }
+  }
+  close(c);
+  if (fd < 0) { errno = err; return -1; }
+  if (type & SOCK_NONBLOCK) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (!(type & SOCK_CLOEXEC)) fcntl(fd, F_SETFD, 0);
+  return fd;
+}
+int socket(int domain, int type, int protocol) {
+  static int (*real)(int, int, int);
+  if (!real) real = (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket");
+  int fd = real(domain, type, protocol);
+  if (fd >= 0 || errno != EPROTONOSUPPORT || domain != AF_NETLINK) return fd;
+  return brokered(domain, type, protocol);
+}
+/* Only the arm64 node: not the programs it runs (iptables, the watchdog, and the watchdog's qemu). */
+__attribute__((constructor)) static void forget(void) {
+  unsetenv("LD_PRELOAD");
+  unsetenv("QEMU_SET_ENV");
+}
 `,
   );
-  const so = join(dir, 'netns-cookie-shim.so');
-  const r = spawnSync('aarch64-linux-gnu-gcc', ['-Wall', '-Wextra', '-O2', '-shared', '-fPIC', src, '-o', so], { encoding: 'utf8' });
+  const so = join(dir, 'qemu-shim.so');
+  const r = spawnSync('aarch64-linux-gnu-gcc', ['-Wall', '-Wextra', '-Werror', '-O2', '-shared', '-fPIC', src, '-o', so], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return so;
 }
 
-// A user, mount and network namespace: binfmt_misc mounted there is a fresh instance (Linux 6.7+),
-// where AArch64 ELF files run under qemu-aarch64 (F: the interpreter is opened now, in this mount namespace).
+const BROKER_NAME = 'synhold-qemu-netlink';
+/**
+ * The netlink socket broker: creates the socket a request names (netlink only,
+ * and only for a caller in its own network namespace) and passes it back
+ * (SCM_RIGHTS). Prints "ready" once it listens.
+ */
+const BROKER = `
+import os, socket, struct
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind('\\0${BROKER_NAME}')
+srv.listen(16)
+mine = os.readlink('/proc/self/ns/net')
+print('ready', flush=True)
+while True:
+    c, _ = srv.accept()
+    with c:
+        msg = c.recv(12 + 64, socket.MSG_WAITALL)
+        domain, type_, protocol = struct.unpack('iii', msg[:12])
+        if domain != socket.AF_NETLINK or msg[12:].split(b'\\0', 1)[0].decode() != mine:
+            c.sendall(struct.pack('i', 18))  # EXDEV
+            continue
+        try:
+            s = socket.socket(domain, type_, protocol)
+        except OSError as e:
+            c.sendall(struct.pack('i', e.errno))
+            continue
+        with s:
+            socket.send_fds(c, [struct.pack('i', 0)], [s.fileno()])
+`;
+
+// A user, mount, PID and network namespace: binfmt_misc mounted there is a fresh instance (Linux 6.7+),
+// where AArch64 ELF files run under qemu-aarch64 (F: the interpreter is opened now, in this mount
+// namespace); the broker runs in it. PID 1 of its own PID namespace: killed, it takes the broker along.
 const HOLDER = String.raw`set -e
 mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 printf '%s' ':synhold-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:'"$1"':F' >/proc/sys/fs/binfmt_misc/register
 ip link set lo up
-echo "ready $$"
+python3 -c "$2" &
 exec cat >/dev/null
 `;
 
-test('the arm64 addon in arm64 Node.js 18 under qemu: the packed CLI checks, sets up (nfqueue) and reports on this kernel; protect fails only on qemu refusing NETLINK_NETFILTER', async (t) => {
+/** Non-comment lines of iptables-save (its header and footer carry the time). */
+const rulesOf = (save: string) => save.replace(/^# .*\n/gm, '');
+
+test('the arm64 addon in arm64 Node.js 18 under qemu: the packed CLI sets up (nfqueue), protect holds a client until its command ends (the arm64 watchdog beside it), status, teardown', async (t) => {
   const qemuBin = qemu();
   const s0 = performance.now();
   const sysroot = spawnSync('bash', [join(root, 'scripts/arm64-node.sh')], { encoding: 'utf8', timeout: 600_000 });
   assert.equal(sysroot.status, 0, sysroot.stderr);
   const nodeRoot = sysroot.stdout.trim();
   const sysrootMs = performance.now() - s0;
-  const shim = cookieShim();
+  const shim = qemuShim();
 
-  const holder = spawn('unshare', ['--user', '--map-root-user', '--mount', '--net', '--fork', '--kill-child', 'sh', '-c', HOLDER, 'holder', qemuBin], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+  const holder = spawn(
+    'unshare',
+    ['--user', '--map-root-user', '--mount', '--net', '--pid', '--fork', '--kill-child', 'sh', '-c', HOLDER, 'holder', qemuBin, BROKER],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
+  const name = `synhold-arm64-${process.pid}`;
+  let server: Awaited<ReturnType<typeof startEchoServer>> | undefined;
+  let client: ReturnType<typeof startClient> | undefined;
+  let protect: ChildProcess | undefined;
   try {
     const [line] = (await Promise.race([once(createInterface({ input: holder.stdout! }), 'line'), once(holder, 'exit').then(() => ['exited'])])) as string[];
-    const pid = /^ready (\d+)$/.exec(line ?? '')?.[1];
-    assert.ok(pid, `the namespace holder started (${line})`);
+    assert.equal(line, 'ready', 'the namespaces, their binfmt_misc and the broker are up');
+    // The holder (unshare's one child) in this machine's PID numbering, and its network namespace named for the oracles.
+    const pid = readFileSync(`/proc/${holder.pid}/task/${holder.pid}/children`, 'utf8').trim();
+    assert.match(pid, /^\d+$/);
+    execFileSync('ip', ['netns', 'attach', name, pid]);
+    const outside = (cmd: string, args: string[]) => execFileSync('ip', ['netns', 'exec', name, cmd, ...args], { encoding: 'utf8' });
     const runDir = join(dir, 'run');
-    // From outside, as root of this machine: the oracles.
-    const outside = (cmd: string, args: string[]) => {
-      const r = spawnSync('nsenter', ['--target', pid, '--net', cmd, ...args], { encoding: 'utf8' });
-      assert.equal(r.status, 0, `${cmd}: ${r.stderr}`);
-      return r.stdout;
-    };
     // Inside: the arm64 node, its libraries from the private root, the shim for it alone.
+    const arm64Argv = (args: string[]) => ['--target', pid, '--user', '--mount', '--net', join(nodeRoot, 'usr/bin/node'), ...args];
+    const arm64Env = { PATH: process.env.PATH, QEMU_LD_PREFIX: nodeRoot, QEMU_SET_ENV: `LD_PRELOAD=${shim}`, SYNHOLD_RUN_DIR: runDir };
     const times: string[] = [];
     const arm64 = (args: string[]) => {
       const a0 = performance.now();
-      const r = spawnSync('nsenter', ['--target', pid, '--user', '--mount', '--net', join(nodeRoot, 'usr/bin/node'), ...args], {
-        cwd: pkg,
-        encoding: 'utf8',
-        timeout: 120_000,
-        env: { PATH: process.env.PATH, QEMU_LD_PREFIX: nodeRoot, QEMU_SET_ENV: `LD_PRELOAD=${shim}`, SYNHOLD_RUN_DIR: runDir },
-      });
-      times.push(
-        `${args
-          .map((a) => a.replace(/.*\//, ''))
-          .slice(0, 2)
-          .join(' ')} ${(performance.now() - a0).toFixed(0)} ms`,
-      );
+      const r = spawnSync('nsenter', arm64Argv(args), { encoding: 'utf8', timeout: 120_000, env: arm64Env });
+      times.push(`${args[0] === cli ? args[1] : basename(args[0]!)} ${(performance.now() - a0).toFixed(0)} ms`);
       return r;
     };
-
     // Absolute paths: nsenter --mount starts it in /.
     const cli = join(pkg, 'dist/synhold.cjs');
+
     const v = arm64(['-p', 'process.arch + " " + process.version']);
     assert.equal(v.status, 0, v.stderr);
     assert.match(v.stdout, /^arm64 v18\./, 'Debian bookworm arm64 Node.js 18 runs');
@@ -260,34 +352,86 @@ test('the arm64 addon in arm64 Node.js 18 under qemu: the packed CLI checks, set
     const st = arm64([cli, 'status']);
     assert.equal(st.status, 3, `status before setup: ${st.stderr}`);
     assert.match(st.stdout + st.stderr, /not set up/);
-    assert.doesNotMatch(outside('iptables-save', []), /synhold/, 'nothing set up yet (iptables-save)');
+    const before = rulesOf(outside('iptables-save', []));
+    assert.doesNotMatch(before, /synhold/, 'nothing set up yet (iptables-save)');
 
     const setup = arm64([cli, 'setup', '--port', String(PORT), '--backend', 'nfqueue']);
     assert.equal(setup.status, 0, setup.stderr);
     const rules = outside('iptables-save', ['-t', 'raw']);
-    assert.match(
-      rules,
-      new RegExp(`-A PREROUTING -p tcp -m tcp --dport ${PORT} .*-j NFQUEUE --queue-num \\d+ --queue-bypass`),
-      `the steering rule (iptables-save):\n${rules}`,
-    );
+    const steer = new RegExp(`-A PREROUTING -p tcp -m tcp --dport ${PORT} .*-j NFQUEUE --queue-num (\\d+) --queue-bypass`).exec(rules);
+    assert.ok(steer, `the steering rule (iptables-save):\n${rules}`);
+    const queue = Number(steer[1]);
     assert.equal(outside('cat', ['/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '1', 'setup set net.ipv4.tcp_migrate_req (/proc)');
+
+    // protect: its command waits on a fifo the test opens once a client's SYN is seen held.
+    server = await startEchoServer(name, '127.0.0.1', PORT);
+    const gate = join(dir, 'gate');
+    execFileSync('mkfifo', [gate]);
+    const p0 = performance.now();
+    protect = spawn('nsenter', arm64Argv([cli, 'protect', '--', 'cat', gate]), { env: arm64Env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    protect.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    protect.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const protectEnded = once(protect, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    const until = Date.now() + 60_000;
+    while (Date.now() < until && !(await readKernelQueueStats(name)).some((s) => s.queue === queue) && protect.exitCode === null) await sleep(50);
+    assert.ok(
+      (await readKernelQueueStats(name)).some((s) => s.queue === queue),
+      `protect bound queue ${queue} (/proc/net/netfilter/nfnetlink_queue): ${out}`,
+    );
+    const heldAt = performance.now();
+    const watchdogBin = join(pkg, 'prebuilds/linux-arm64/synhold-watchdog');
+    const watchdogs = execFileSync('pgrep', ['-f', '-a', watchdogBin], { encoding: 'utf8' });
+    assert.match(
+      watchdogs,
+      /qemu-aarch64 \S+\/prebuilds\/linux-arm64\/synhold-watchdog --deadline-ms/,
+      'the hold runs the arm64 watchdog, under qemu (binfmt_misc)',
+    );
+    const wdPid = watchdogs.split('\n')[0]!.split(' ')[0]!;
+    const wdEnv = readFileSync(`/proc/${wdPid}/environ`, 'utf8').split('\0');
+    assert.deepEqual(
+      wdEnv.filter((e) => /^(LD_PRELOAD|QEMU_SET_ENV)=/.test(e)),
+      [],
+      'the shim stays in the arm64 node: the watchdog (and its qemu) run without it',
+    );
+    client = startClient(name, '127.0.0.1', PORT);
+    let connected = false;
+    void client.connected.then(() => (connected = true));
+    let queued = 0;
+    while (Date.now() < until && queued === 0) {
+      queued = (await readKernelQueueStats(name)).find((s) => s.queue === queue)?.queueTotal ?? 0;
+      if (queued === 0) await sleep(20);
+    }
+    assert.equal(queued, 1, "the client's SYN is held (/proc/net/netfilter/nfnetlink_queue)");
+    await sleep(300);
+    assert.equal(connected, false, 'the client waits while the command runs');
+    writeFileSync(gate, ''); // the command (cat) reads EOF and exits: protect releases
+    const [code] = await Promise.race([protectEnded, sleep(60_000, undefined, { ref: false }).then(() => assert.fail(`protect did not end: ${out}`))]);
+    const protectMs = performance.now() - p0;
+    assert.equal(code, 0, out);
+    assert.match(out, /held [\d.]+ ms \(1 SYNs? released/, out);
+    await Promise.race([client.connected, sleep(5000, undefined, { ref: false }).then(() => assert.fail('the held client did not connect after the release'))]);
+    assert.deepEqual(await readKernelQueueStats(name), [], 'released: no queue bound (/proc/net/netfilter/nfnetlink_queue)');
+
     const st2 = arm64([cli, 'status']);
     assert.equal(st2.status, 0, st2.stderr);
     assert.match(st2.stdout, /set up, backend nfqueue/);
-    assert.match(st2.stdout, new RegExp(`port ${PORT}`));
+    assert.match(st2.stdout, /totals: 1 holds, 1 released/);
 
-    const protect = arm64([cli, 'protect', '--', 'true']);
-    assert.equal(protect.status, 125, `protect under qemu: ${protect.stderr}`);
-    assert.match(protect.stderr, /^synhold protect: open netlink socket: EPROTONOSUPPORT/, 'qemu-user refuses NETLINK_NETFILTER; nothing else failed');
-    assert.deepEqual(
-      outside('iptables-save', ['-t', 'raw']).replace(/^# .*\n/gm, ''),
-      rules.replace(/^# .*\n/gm, ''),
-      'the failed protect left the rules as setup made them',
+    const down = arm64([cli, 'teardown']);
+    assert.equal(down.status, 0, down.stderr);
+    assert.equal(rulesOf(outside('iptables-save', [])), before, 'teardown restored iptables-save as it was before setup');
+    assert.equal(outside('cat', ['/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '0', 'teardown restored net.ipv4.tcp_migrate_req (/proc)');
+    assert.equal(spawnSync('pgrep', ['-f', watchdogBin]).status, 1, 'no arm64 watchdog left (pgrep)');
+    t.diagnostic(
+      `arm64 Node.js root: ${(sysrootMs / 1000).toFixed(1)} s (scripts/arm64-node.sh, cached after the first run); under qemu: ${times.join('; ')}; protect -- cat gate ${protectMs.toFixed(0)} ms (${(heldAt - p0).toFixed(0)} ms until the queue was bound)`,
     );
-    assert.equal(outside('cat', ['/proc/net/netfilter/nfnetlink_queue']), '', 'no queue bound (/proc/net/netfilter/nfnetlink_queue)');
-    t.diagnostic(`arm64 Node.js root: ${(sysrootMs / 1000).toFixed(1)} s (scripts/arm64-node.sh, cached after the first run); under qemu: ${times.join('; ')}`);
   } finally {
-    // unshare --kill-child: its child (the namespace's only process) dies with it, and the namespaces with them.
+    client?.kill();
+    server?.kill();
+    protect?.kill('SIGKILL');
+    spawnSync('ip', ['netns', 'delete', name]);
+    // unshare --kill-child: PID 1 of the namespaces dies with it, and every process in them (the broker) with it.
     holder.kill('SIGKILL');
     if (holder.exitCode === null && holder.signalCode === null) await once(holder, 'exit');
   }
