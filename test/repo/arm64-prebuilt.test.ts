@@ -14,18 +14,20 @@
  *     until its command ends (the hold's watchdog the arm64 one), status,
  *     teardown; checked from outside with iptables-save, /proc and the client.
  *
- * The arm64 Node.js execs the arm64 watchdog through binfmt_misc: an instance
- * private to the test's user namespace (sandboxed binfmt_misc, Linux 6.7+), so
- * the machine's own binfmt_misc is never touched.
- *
- * Two limits of qemu 7.2's user-mode emulation (not of the product) are worked
- * around for the arm64 node only, by a shim it preloads (QEMU_SET_ENV, which the
- * shim removes from the environment the node's own children inherit):
+ * The arm64 node runs under qemu-aarch64 in a plain network namespace; a shim
+ * it preloads (QEMU_SET_ENV; the shim removes itself from the environment the
+ * node's children inherit) does three things for it alone:
+ *   - what binfmt_misc would: a program it starts that is an AArch64 ELF file
+ *     (the watchdog) runs under qemu-aarch64, others (iptables) as they are.
+ *     Not binfmt_misc itself: registering there is for the whole machine, and
+ *     the private instance of a user namespace (Linux 6.7+) is out of reach
+ *     under chroot (scripts/ci-bare.sh), where unshare(CLONE_NEWUSER) is EPERM.
+ * and two limits of qemu 7.2's user-mode emulation (not of the product):
  *   - qemu refuses netlink sockets other than NETLINK_ROUTE, NETLINK_AUDIT and
  *     NETLINK_KOBJECT_UEVENT (EPROTONOSUPPORT: the only ones it can translate
  *     between byte orders), so the addon's NETLINK_NETFILTER sockets would fail
  *     ("synhold protect: open netlink socket: EPROTONOSUPPORT"). For that one
- *     failure the shim asks a broker, a native python3 in the same namespaces,
+ *     failure the shim asks a broker, a native python3 in the same namespace,
  *     to create the socket and pass it back (SCM_RIGHTS); everything else on it
  *     (bind, config, verdicts, the watchdog's copy) is the arm64 code's.
  *   - qemu passes an int-sized optlen to getsockopt for SOL_SOCKET options it
@@ -242,8 +244,41 @@ int socket(int domain, int type, int protocol) {
   if (fd >= 0 || errno != EPROTONOSUPPORT || domain != AF_NETLINK) return fd;
   return brokered(domain, type, protocol);
 }
+/* binfmt_misc's job, for the programs the node starts: an AArch64 ELF file runs under qemu
+ * (argv[0] kept: -0), anything else (iptables, sh) as it is. */
+static char *qemu;
+static int aarch64(const char *path) {
+  unsigned char h[20];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, h, sizeof h);
+  close(fd);
+  return n == (ssize_t)sizeof h && memcmp(h, "\x7f" "ELF\x02\x01", 6) == 0 && h[18] == 0xb7 && h[19] == 0;
+}
+int execve(const char *path, char *const argv[], char *const envp[]) {
+  static int (*real)(const char *, char *const[], char *const[]);
+  if (!real) real = (int (*)(const char *, char *const[], char *const[]))dlsym(RTLD_NEXT, "execve");
+  if (!qemu || !aarch64(path)) return real(path, argv, envp);
+  int n = 0;
+  while (argv[n]) n++;
+  char *a[n + 5];
+  a[0] = qemu, a[1] = "-0", a[2] = argv[0] ? argv[0] : (char *)path, a[3] = (char *)path;
+  for (int i = 1; i <= n; i++) a[3 + i] = argv[i];
+  if (n == 0) a[4] = NULL;
+  return real(qemu, a, envp);
+}
+extern char **environ;
+int execvp(const char *file, char *const argv[]) {
+  static int (*real)(const char *, char *const[]);
+  if (!real) real = (int (*)(const char *, char *const[]))dlsym(RTLD_NEXT, "execvp");
+  if (strchr(file, '/')) return execve(file, argv, environ);
+  return real(file, argv);
+}
 /* Only the arm64 node: not the programs it runs (iptables, the watchdog, and the watchdog's qemu). */
 __attribute__((constructor)) static void forget(void) {
+  const char *q = getenv("SYNHOLD_TEST_QEMU");
+  if (q) qemu = strdup(q);
+  unsetenv("SYNHOLD_TEST_QEMU");
   unsetenv("LD_PRELOAD");
   unsetenv("QEMU_SET_ENV");
 }
@@ -285,17 +320,6 @@ while True:
             socket.send_fds(c, [struct.pack('i', 0)], [s.fileno()])
 `;
 
-// A user, mount, PID and network namespace: binfmt_misc mounted there is a fresh instance (Linux 6.7+),
-// where AArch64 ELF files run under qemu-aarch64 (F: the interpreter is opened now, in this mount
-// namespace); the broker runs in it. PID 1 of its own PID namespace: killed, it takes the broker along.
-const HOLDER = String.raw`set -e
-mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-printf '%s' ':synhold-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:'"$1"':F' >/proc/sys/fs/binfmt_misc/register
-ip link set lo up
-python3 -c "$2" &
-exec cat >/dev/null
-`;
-
 /** Non-comment lines of iptables-save (its header and footer carry the time). */
 const rulesOf = (save: string) => save.replace(/^# .*\n/gm, '');
 
@@ -308,131 +332,126 @@ test('the arm64 addon in arm64 Node.js 18 under qemu: the packed CLI sets up (nf
   const sysrootMs = performance.now() - s0;
   const shim = qemuShim();
 
-  const holder = spawn(
-    'unshare',
-    ['--user', '--map-root-user', '--mount', '--net', '--pid', '--fork', '--kill-child', 'sh', '-c', HOLDER, 'holder', qemuBin, BROKER],
-    {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    },
-  );
-  const name = `synhold-arm64-${process.pid}`;
-  let server: Awaited<ReturnType<typeof startEchoServer>> | undefined;
-  let client: ReturnType<typeof startClient> | undefined;
-  let protect: ChildProcess | undefined;
-  try {
-    const [line] = (await Promise.race([once(createInterface({ input: holder.stdout! }), 'line'), once(holder, 'exit').then(() => ['exited'])])) as string[];
-    assert.equal(line, 'ready', 'the namespaces, their binfmt_misc and the broker are up');
-    // The holder (unshare's one child) in this machine's PID numbering, and its network namespace named for the oracles.
-    const pid = readFileSync(`/proc/${holder.pid}/task/${holder.pid}/children`, 'utf8').trim();
-    assert.match(pid, /^\d+$/);
-    execFileSync('ip', ['netns', 'attach', name, pid]);
-    const outside = (cmd: string, args: string[]) => execFileSync('ip', ['netns', 'exec', name, cmd, ...args], { encoding: 'utf8' });
-    const runDir = join(dir, 'run');
-    // Inside: the arm64 node, its libraries from the private root, the shim for it alone.
-    const arm64Argv = (args: string[]) => ['--target', pid, '--user', '--mount', '--net', join(nodeRoot, 'usr/bin/node'), ...args];
-    const arm64Env = { PATH: process.env.PATH, QEMU_LD_PREFIX: nodeRoot, QEMU_SET_ENV: `LD_PRELOAD=${shim}`, SYNHOLD_RUN_DIR: runDir };
-    const times: string[] = [];
-    const arm64 = (args: string[]) => {
-      const a0 = performance.now();
-      const r = spawnSync('nsenter', arm64Argv(args), { encoding: 'utf8', timeout: 120_000, env: arm64Env });
-      times.push(`${args[0] === cli ? args[1] : basename(args[0]!)} ${(performance.now() - a0).toFixed(0)} ms`);
-      return r;
-    };
-    // Absolute paths: nsenter --mount starts it in /.
-    const cli = join(pkg, 'dist/synhold.cjs');
+  await withNetns(async (ns) => {
+    let broker: ChildProcess | undefined;
+    let server: Awaited<ReturnType<typeof startEchoServer>> | undefined;
+    let client: ReturnType<typeof startClient> | undefined;
+    let protect: ChildProcess | undefined;
+    try {
+      broker = spawn('ip', ['netns', 'exec', ns.name, 'python3', '-c', BROKER], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const [line] = (await Promise.race([once(createInterface({ input: broker.stdout! }), 'line'), once(broker, 'exit').then(() => ['exited'])])) as string[];
+      assert.equal(line, 'ready', 'the netlink socket broker listens');
+      const runDir = join(dir, 'run');
+      // The arm64 node in the namespace, its libraries from the private root, the shim for it alone.
+      const arm64Argv = (args: string[]) => ['netns', 'exec', ns.name, qemuBin, join(nodeRoot, 'usr/bin/node'), ...args];
+      const arm64Env = {
+        PATH: process.env.PATH,
+        QEMU_LD_PREFIX: nodeRoot,
+        QEMU_SET_ENV: `LD_PRELOAD=${shim},SYNHOLD_TEST_QEMU=${qemuBin}`,
+        SYNHOLD_RUN_DIR: runDir,
+      };
+      const times: string[] = [];
+      const arm64 = (args: string[]) => {
+        const a0 = performance.now();
+        const r = spawnSync('ip', arm64Argv(args), { encoding: 'utf8', timeout: 120_000, env: arm64Env });
+        times.push(`${args[0] === cli ? args[1] : basename(args[0]!)} ${(performance.now() - a0).toFixed(0)} ms`);
+        return r;
+      };
+      const cli = join(pkg, 'dist/synhold.cjs');
 
-    const v = arm64(['-p', 'process.arch + " " + process.version']);
-    assert.equal(v.status, 0, v.stderr);
-    assert.match(v.stdout, /^arm64 v18\./, 'Debian bookworm arm64 Node.js 18 runs');
-    // The install script's own check: process.dlopen of the arm64 addon, and the arm64 watchdog exec'd (usage, exit 2).
-    const install = arm64([join(pkg, 'scripts/install-native.cjs')]);
-    assert.equal(install.status, 0, install.stderr);
-    assert.match(install.stderr, /synhold: using the prebuilt native addon and watchdog for linux-arm64/);
+      const v = arm64(['-p', 'process.arch + " " + process.version']);
+      assert.equal(v.status, 0, v.stderr);
+      assert.match(v.stdout, /^arm64 v18\./, 'Debian bookworm arm64 Node.js 18 runs');
+      // The install script's own check: process.dlopen of the arm64 addon, and the arm64 watchdog run (usage, exit 2).
+      const install = arm64([join(pkg, 'scripts/install-native.cjs')]);
+      assert.equal(install.status, 0, install.stderr);
+      assert.match(install.stderr, /synhold: using the prebuilt native addon and watchdog for linux-arm64/);
 
-    const st = arm64([cli, 'status']);
-    assert.equal(st.status, 3, `status before setup: ${st.stderr}`);
-    assert.match(st.stdout + st.stderr, /not set up/);
-    const before = rulesOf(outside('iptables-save', []));
-    assert.doesNotMatch(before, /synhold/, 'nothing set up yet (iptables-save)');
+      const st = arm64([cli, 'status']);
+      assert.equal(st.status, 3, `status before setup: ${st.stderr}`);
+      assert.match(st.stdout + st.stderr, /not set up/);
+      const before = rulesOf(ns.exec('iptables-save', []));
+      assert.doesNotMatch(before, /synhold/, 'nothing set up yet (iptables-save)');
 
-    const setup = arm64([cli, 'setup', '--port', String(PORT), '--backend', 'nfqueue']);
-    assert.equal(setup.status, 0, setup.stderr);
-    const rules = outside('iptables-save', ['-t', 'raw']);
-    const steer = new RegExp(`-A PREROUTING -p tcp -m tcp --dport ${PORT} .*-j NFQUEUE --queue-num (\\d+) --queue-bypass`).exec(rules);
-    assert.ok(steer, `the steering rule (iptables-save):\n${rules}`);
-    const queue = Number(steer[1]);
-    assert.equal(outside('cat', ['/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '1', 'setup set net.ipv4.tcp_migrate_req (/proc)');
+      const setup = arm64([cli, 'setup', '--port', String(PORT), '--backend', 'nfqueue']);
+      assert.equal(setup.status, 0, setup.stderr);
+      const rules = ns.exec('iptables-save', ['-t', 'raw']);
+      const steer = new RegExp(`-A PREROUTING -p tcp -m tcp --dport ${PORT} .*-j NFQUEUE --queue-num (\\d+) --queue-bypass`).exec(rules);
+      assert.ok(steer, `the steering rule (iptables-save):\n${rules}`);
+      const queue = Number(steer[1]);
+      assert.equal(ns.exec('cat', ['/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '1', 'setup set net.ipv4.tcp_migrate_req (/proc)');
 
-    // protect: its command waits on a fifo the test opens once a client's SYN is seen held.
-    server = await startEchoServer(name, '127.0.0.1', PORT);
-    const gate = join(dir, 'gate');
-    execFileSync('mkfifo', [gate]);
-    const p0 = performance.now();
-    protect = spawn('nsenter', arm64Argv([cli, 'protect', '--', 'cat', gate]), { env: arm64Env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    protect.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    protect.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    const protectEnded = once(protect, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-    const until = Date.now() + 60_000;
-    while (Date.now() < until && !(await readKernelQueueStats(name)).some((s) => s.queue === queue) && protect.exitCode === null) await sleep(50);
-    assert.ok(
-      (await readKernelQueueStats(name)).some((s) => s.queue === queue),
-      `protect bound queue ${queue} (/proc/net/netfilter/nfnetlink_queue): ${out}`,
-    );
-    const heldAt = performance.now();
-    const watchdogBin = join(pkg, 'prebuilds/linux-arm64/synhold-watchdog');
-    const watchdogs = execFileSync('pgrep', ['-f', '-a', watchdogBin], { encoding: 'utf8' });
-    assert.match(
-      watchdogs,
-      /qemu-aarch64 \S+\/prebuilds\/linux-arm64\/synhold-watchdog --deadline-ms/,
-      'the hold runs the arm64 watchdog, under qemu (binfmt_misc)',
-    );
-    const wdPid = watchdogs.split('\n')[0]!.split(' ')[0]!;
-    const wdEnv = readFileSync(`/proc/${wdPid}/environ`, 'utf8').split('\0');
-    assert.deepEqual(
-      wdEnv.filter((e) => /^(LD_PRELOAD|QEMU_SET_ENV)=/.test(e)),
-      [],
-      'the shim stays in the arm64 node: the watchdog (and its qemu) run without it',
-    );
-    client = startClient(name, '127.0.0.1', PORT);
-    let connected = false;
-    void client.connected.then(() => (connected = true));
-    let queued = 0;
-    while (Date.now() < until && queued === 0) {
-      queued = (await readKernelQueueStats(name)).find((s) => s.queue === queue)?.queueTotal ?? 0;
-      if (queued === 0) await sleep(20);
+      // protect: its command waits on a fifo the test opens once a client's SYN is seen held.
+      server = await startEchoServer(ns.name, '127.0.0.1', PORT);
+      const gate = join(dir, 'gate');
+      execFileSync('mkfifo', [gate]);
+      const p0 = performance.now();
+      protect = spawn('ip', arm64Argv([cli, 'protect', '--', 'cat', gate]), { env: arm64Env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      protect.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      protect.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      const protectEnded = once(protect, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      const until = Date.now() + 60_000;
+      while (Date.now() < until && !(await readKernelQueueStats(ns.name)).some((s) => s.queue === queue) && protect.exitCode === null) await sleep(50);
+      assert.ok(
+        (await readKernelQueueStats(ns.name)).some((s) => s.queue === queue),
+        `protect bound queue ${queue} (/proc/net/netfilter/nfnetlink_queue): ${out}`,
+      );
+      const heldAt = performance.now();
+      const watchdogBin = join(pkg, 'prebuilds/linux-arm64/synhold-watchdog');
+      const watchdogs = execFileSync('pgrep', ['-f', '-a', watchdogBin], { encoding: 'utf8' });
+      assert.match(
+        watchdogs,
+        /qemu-aarch64 -0 \S+ \S+\/prebuilds\/linux-arm64\/synhold-watchdog --deadline-ms/,
+        'the hold runs the arm64 watchdog, under qemu',
+      );
+      const wdPid = watchdogs.split('\n')[0]!.split(' ')[0]!;
+      const wdEnv = readFileSync(`/proc/${wdPid}/environ`, 'utf8').split('\0');
+      assert.deepEqual(
+        wdEnv.filter((e) => /^(LD_PRELOAD|QEMU_SET_ENV|SYNHOLD_TEST_QEMU)=/.test(e)),
+        [],
+        'the shim stays in the arm64 node: the watchdog (and its qemu) run without it',
+      );
+      client = startClient(ns.name, '127.0.0.1', PORT);
+      let connected = false;
+      void client.connected.then(() => (connected = true));
+      let queued = 0;
+      while (Date.now() < until && queued === 0) {
+        queued = (await readKernelQueueStats(ns.name)).find((s) => s.queue === queue)?.queueTotal ?? 0;
+        if (queued === 0) await sleep(20);
+      }
+      assert.equal(queued, 1, "the client's SYN is held (/proc/net/netfilter/nfnetlink_queue)");
+      await sleep(300);
+      assert.equal(connected, false, 'the client waits while the command runs');
+      writeFileSync(gate, ''); // the command (cat) reads EOF and exits: protect releases
+      const [code] = await Promise.race([protectEnded, sleep(60_000, undefined, { ref: false }).then(() => assert.fail(`protect did not end: ${out}`))]);
+      const protectMs = performance.now() - p0;
+      assert.equal(code, 0, out);
+      assert.match(out, /held [\d.]+ ms \(1 SYNs? released/, out);
+      await Promise.race([
+        client.connected,
+        sleep(5000, undefined, { ref: false }).then(() => assert.fail('the held client did not connect after the release')),
+      ]);
+      assert.deepEqual(await readKernelQueueStats(ns.name), [], 'released: no queue bound (/proc/net/netfilter/nfnetlink_queue)');
+
+      const st2 = arm64([cli, 'status']);
+      assert.equal(st2.status, 0, st2.stderr);
+      assert.match(st2.stdout, /set up, backend nfqueue/);
+      assert.match(st2.stdout, /totals: 1 holds, 1 released/);
+
+      const down = arm64([cli, 'teardown']);
+      assert.equal(down.status, 0, down.stderr);
+      assert.equal(rulesOf(ns.exec('iptables-save', [])), before, 'teardown restored iptables-save as it was before setup');
+      assert.equal(ns.exec('cat', ['/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '0', 'teardown restored net.ipv4.tcp_migrate_req (/proc)');
+      assert.equal(spawnSync('pgrep', ['-f', watchdogBin]).status, 1, 'no arm64 watchdog left (pgrep)');
+      t.diagnostic(
+        `arm64 Node.js root: ${(sysrootMs / 1000).toFixed(1)} s (scripts/arm64-node.sh, cached after the first run); under qemu: ${times.join('; ')}; protect -- cat gate ${protectMs.toFixed(0)} ms (${(heldAt - p0).toFixed(0)} ms until the queue was bound)`,
+      );
+    } finally {
+      client?.kill();
+      server?.kill();
+      protect?.kill('SIGKILL');
+      broker?.kill('SIGKILL');
     }
-    assert.equal(queued, 1, "the client's SYN is held (/proc/net/netfilter/nfnetlink_queue)");
-    await sleep(300);
-    assert.equal(connected, false, 'the client waits while the command runs');
-    writeFileSync(gate, ''); // the command (cat) reads EOF and exits: protect releases
-    const [code] = await Promise.race([protectEnded, sleep(60_000, undefined, { ref: false }).then(() => assert.fail(`protect did not end: ${out}`))]);
-    const protectMs = performance.now() - p0;
-    assert.equal(code, 0, out);
-    assert.match(out, /held [\d.]+ ms \(1 SYNs? released/, out);
-    await Promise.race([client.connected, sleep(5000, undefined, { ref: false }).then(() => assert.fail('the held client did not connect after the release'))]);
-    assert.deepEqual(await readKernelQueueStats(name), [], 'released: no queue bound (/proc/net/netfilter/nfnetlink_queue)');
-
-    const st2 = arm64([cli, 'status']);
-    assert.equal(st2.status, 0, st2.stderr);
-    assert.match(st2.stdout, /set up, backend nfqueue/);
-    assert.match(st2.stdout, /totals: 1 holds, 1 released/);
-
-    const down = arm64([cli, 'teardown']);
-    assert.equal(down.status, 0, down.stderr);
-    assert.equal(rulesOf(outside('iptables-save', [])), before, 'teardown restored iptables-save as it was before setup');
-    assert.equal(outside('cat', ['/proc/sys/net/ipv4/tcp_migrate_req']).trim(), '0', 'teardown restored net.ipv4.tcp_migrate_req (/proc)');
-    assert.equal(spawnSync('pgrep', ['-f', watchdogBin]).status, 1, 'no arm64 watchdog left (pgrep)');
-    t.diagnostic(
-      `arm64 Node.js root: ${(sysrootMs / 1000).toFixed(1)} s (scripts/arm64-node.sh, cached after the first run); under qemu: ${times.join('; ')}; protect -- cat gate ${protectMs.toFixed(0)} ms (${(heldAt - p0).toFixed(0)} ms until the queue was bound)`,
-    );
-  } finally {
-    client?.kill();
-    server?.kill();
-    protect?.kill('SIGKILL');
-    spawnSync('ip', ['netns', 'delete', name]);
-    // unshare --kill-child: PID 1 of the namespaces dies with it, and every process in them (the broker) with it.
-    holder.kill('SIGKILL');
-    if (holder.exitCode === null && holder.signalCode === null) await once(holder, 'exit');
-  }
+  });
 });
