@@ -15,6 +15,7 @@ import { appendFileSync, existsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot, packageVersion } from '../host/package-root.js';
+import { saveCodeCache } from './code-cache.js';
 
 /** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
 
@@ -242,6 +243,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
   // what a benchmark or a log shipper reads instead of the human summary below.
   if (v.report) appendFileSync(v.report, `${JSON.stringify(r)}\n`);
   write(2, `${summary}\n`);
+  saveCodeCache();
   return r.exitCode;
 }
 

@@ -1,0 +1,14 @@
+/**
+ * Asks the executable (src/cli/bin.ts) to save the V8 code cache of this run, if it has none that
+ * it could use. Called after a protect run, the path the cache is for. A no-op when the CLI was
+ * not started through bin.ts (dist/src/cli/main.js, the library) or the cache was used.
+ */
+const SAVE_HOOK = Symbol.for('synhold.saveCodeCache');
+
+export function saveCodeCache(): void {
+  const g = globalThis as Record<symbol, unknown>;
+  const save = g[SAVE_HOOK];
+  if (typeof save !== 'function') return;
+  delete g[SAVE_HOOK];
+  (save as () => void)();
+}
