@@ -1,5 +1,7 @@
 /*
- * The only code in synhold that touches a netlink file descriptor.
+ * The only code in synhold that touches a netlink file descriptor (and, with the
+ * same handle and readiness machinery, protect's unix stream connection to the
+ * daemon: see connectUnix below).
  *
  * Node has no AF_NETLINK socket, so this addon gives JavaScript the five things
  * it needs and nothing more: open (optionally inside another network namespace),
@@ -21,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <linux/netlink.h>
 #include <node_api.h>
@@ -374,6 +378,121 @@ static napi_value nl_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* connectUnix(path, timeoutMs) -> handle, or null when nobody listens there
+ * (ENOENT, ECONNREFUSED, or the connect did not complete within timeoutMs).
+ *
+ * protect reaches the daemon through this instead of node:net, whose loading
+ * alone was 20-37 ms of protect's run in the kernel lab (docs/PROTECT-COST.md).
+ * The connect blocks (a unix connect waits only while the listener's backlog is
+ * full, bounded by SO_SNDTIMEO); afterwards the socket is non-blocking and uses
+ * watch/setRef/close like a netlink socket, with streamSend/streamRecv. */
+static napi_value nl_connect_unix(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], handle, out;
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  size_t len = 0;
+  int32_t timeout_ms = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &timeout_ms) != napi_ok) {
+    napi_throw_type_error(env, NULL, "connectUnix(path, timeoutMs)");
+    return NULL;
+  }
+  if (len >= sizeof path - 1) { throw_errno(env, "unix socket path", ENAMETOOLONG); return NULL; }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) { throw_errno(env, "unix socket", errno); return NULL; }
+  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  memcpy(addr.sun_path, path, len + 1);
+  int rc;
+  do {
+    rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    int err = errno;
+    close(fd);
+    if (err == ENOENT || err == ECONNREFUSED || err == EAGAIN || err == EWOULDBLOCK || err == ETIMEDOUT) {
+      napi_get_null(env, &out);
+      return out;
+    }
+    throw_errno(env, "connect unix socket", err);
+    return NULL;
+  }
+  struct timeval none = {0, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, "unix socket O_NONBLOCK", err);
+    return NULL;
+  }
+  nl_socket *s = calloc(1, sizeof *s);
+  if (!s || !(s->scratch = malloc(RECV_SCRATCH))) {
+    if (s) free(s);
+    close(fd);
+    throw_errno(env, "connect unix socket", ENOMEM);
+    return NULL;
+  }
+  s->fd = fd;
+  s->env = env;
+  napi_create_object(env, &handle);
+  napi_wrap(env, handle, s, socket_finalize, NULL, NULL);
+  napi_create_int32(env, fd, &out);
+  napi_set_named_property(env, handle, "fd", out);
+  return handle;
+}
+
+/* streamSend(handle, buffer) -> bytes sent: all of it, or throws (EAGAIN: the
+ * peer is not reading; EPIPE: it is gone). Messages are a few hundred bytes,
+ * far below a unix socket's buffer, so a short send means a stuck peer. */
+static napi_value nl_stream_send(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  void *data;
+  size_t len;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  nl_socket *s = unwrap(env, argv[0]);
+  if (!s) return NULL;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "streamSend(handle, buffer)");
+    return NULL;
+  }
+  ssize_t n;
+  do {
+    n = send(s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) { throw_errno(env, "unix socket send", errno); return NULL; }
+  if ((size_t)n < len) { throw_errno(env, "unix socket send (short)", EAGAIN); return NULL; }
+  napi_create_int64(env, n, &out);
+  return out;
+}
+
+/* streamRecv(handle) -> Buffer with what has arrived, an empty Buffer at end
+ * of stream (or a reset), or null when nothing is waiting. */
+static napi_value nl_stream_recv(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  nl_socket *s = unwrap(env, argv[0]);
+  if (!s) return NULL;
+  ssize_t n;
+  do {
+    n = recv(s->fd, s->scratch, RECV_SCRATCH, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      napi_get_null(env, &out);
+      return out;
+    }
+    if (errno != ECONNRESET) { throw_errno(env, "unix socket recv", errno); return NULL; }
+    n = 0;
+  }
+  void *copy;
+  napi_create_buffer_copy(env, (size_t)n, s->scratch, &copy, &out);
+  return out;
+}
+
 void register_netlink_socket(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"open", NULL, nl_open, NULL, NULL, NULL, napi_default, NULL},
@@ -384,6 +503,9 @@ void register_netlink_socket(napi_env env, napi_value exports) {
       {"setsockopt", NULL, nl_setsockopt, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, nl_close, NULL, NULL, NULL, napi_default, NULL},
       {"netnsCookie", NULL, nl_netns_cookie, NULL, NULL, NULL, napi_default, NULL},
+      {"connectUnix", NULL, nl_connect_unix, NULL, NULL, NULL, napi_default, NULL},
+      {"streamSend", NULL, nl_stream_send, NULL, NULL, NULL, napi_default, NULL},
+      {"streamRecv", NULL, nl_stream_recv, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -34,11 +34,11 @@ import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
 import { NETLINK_ROUTE, NetlinkSocket } from '../netlink/socket.js';
 import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
 import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
-import { addQdisc, deleteQdisc, encodeQdiscRequest, listQdiscs } from '../rtnl/tc/qdisc.js';
+import { addQdisc, deleteQdisc, encodeQdiscRequest, listQdiscs, type QdiscInfo } from '../rtnl/tc/qdisc.js';
 import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
 import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
 import { ETH_P_IP, ETH_P_IPV6, RTM_NEWQDISC } from '../rtnl/tc/tcmsg.js';
-import { Plug, type PlugRef } from '../plug/plug.js';
+import { Plug, plugStatsFrom, type PlugRef } from '../plug/plug.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches } from '../model/syn-match.js';
 import { atomically, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
@@ -202,24 +202,22 @@ export const plugBackend: HoldBackend<PlugState> = {
   },
 
   async verify(s, ctx) {
-    const qdiscs = await listQdiscs(ctx.rt, s.plug.dev).catch(() => []);
-    if (!qdiscs.some((q) => q.handle === s.plug.handle && q.kind === 'plug')) return `the plug qdisc on dev ${s.plug.dev} is gone`;
-    for (const f of s.created.filters) {
-      const present = await listFilters(ctx.rt, f.dev, f.parent).catch(() => []);
-      if (!present.some((p) => p.prio === f.prio && p.kind === 'u32')) return `the steering filter at prio ${f.prio} on dev ${f.dev} is gone`;
-    }
-    return undefined;
+    return (await inspect(s, ctx, indexer(ctx))).gone;
   },
 
   async prepare(s, ctx) {
-    // Resolve the device once: the hold and its release then address it by index.
-    const ifindex = await linkIndex(ctx.rt, s.plug.dev).catch((e: unknown) => {
+    // Resolve each device once: the checks, the hold and its release then address it by index
+    // (in the kernel lab a round trip is milliseconds, and this is on every reload's path).
+    const index = indexer(ctx);
+    const ifindex = await index(s.plug.dev).catch((e: unknown) => {
       throw new SteeringGoneError(`the plug's device ${s.plug.dev} is gone (${(e as Error).message}); run synhold setup again`);
     });
-    const gone = await this.verify(s, ctx);
-    if (gone) throw new SteeringGoneError(`${gone} (replaced or deleted since setup): holding would protect nothing; run synhold setup again`);
+    const found = await inspect(s, ctx, index);
+    if (!('plug' in found))
+      throw new SteeringGoneError(`${found.gone} (replaced or deleted since setup): holding would protect nothing; run synhold setup again`);
     const plug = new Plug(ctx.rt, { ...plugRef(s), dev: ifindex });
-    const before = await plug.stats();
+    // The counters as the check's dump found them: what the release's reading is compared with.
+    const before = plugStatsFrom(found.plug.stats);
     // The watchdog gets a socket of its own in the same namespace: a release it
     // sends must not race ours for acknowledgements on one socket.
     const spare = NetlinkSocket.open(NETLINK_ROUTE, ctx.netns ? { netns: ctx.netns } : {});
@@ -257,6 +255,36 @@ export const plugBackend: HoldBackend<PlugState> = {
     return { heldPackets: st.heldPackets, heldBytes: st.heldBytes, drops: st.drops, packets: st.packets };
   },
 };
+
+/** A device's index by name, each name looked up once per use of the resolver. */
+function indexer(ctx: BackendContext): (dev: string) => Promise<number> {
+  const seen = new Map<string, Promise<number>>();
+  return (dev) => {
+    let p = seen.get(dev);
+    if (!p) seen.set(dev, (p = linkIndex(ctx.rt, dev)));
+    return p;
+  };
+}
+
+/** What setup installed and is missing now (undefined: all there), and the plug qdisc as the kernel lists it. */
+async function inspect(
+  s: PlugState,
+  ctx: BackendContext,
+  index: (dev: string) => Promise<number>,
+): Promise<{ gone: string } | { gone?: undefined; plug: QdiscInfo }> {
+  const qdiscs = await index(s.plug.dev)
+    .then((i) => listQdiscs(ctx.rt, i))
+    .catch(() => []);
+  const plug = qdiscs.find((q) => q.handle === s.plug.handle && q.kind === 'plug');
+  if (!plug) return { gone: `the plug qdisc on dev ${s.plug.dev} is gone` };
+  for (const f of s.created.filters) {
+    const present = await index(f.dev)
+      .then((i) => listFilters(ctx.rt, i, f.parent))
+      .catch(() => []);
+    if (!present.some((p) => p.prio === f.prio && p.kind === 'u32')) return { gone: `the steering filter at prio ${f.prio} on dev ${f.dev} is gone` };
+  }
+  return { plug };
+}
 
 function ignoreGone(e: unknown): void {
   // Teardown is idempotent: an object already gone is what we wanted.

@@ -17,6 +17,12 @@ export interface NativeAddon {
   setRef(handle: NativeSocketHandle, ref: boolean): void;
   setsockopt(handle: NativeSocketHandle, level: number, name: number, value: number): void;
   close(handle: NativeSocketHandle): void;
+  /** A connected, non-blocking unix stream socket (watch/setRef/close apply); null: nobody listens there. */
+  connectUnix(path: string, timeoutMs: number): NativeSocketHandle | null;
+  /** Sends all of data or throws. */
+  streamSend(handle: NativeSocketHandle, data: Buffer): number;
+  /** What arrived; an empty Buffer at end of stream; null when nothing is waiting. */
+  streamRecv(handle: NativeSocketHandle): Buffer | null;
   /** SO_NETNS_COOKIE of a namespace (null: kernel before 5.14). */
   netnsCookie(netnsPath: string | null): string | null;
   tryLock(path: string): number;

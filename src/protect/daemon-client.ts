@@ -5,13 +5,12 @@
  * past its lock wait (for the hold) or a few seconds (for the release), and a
  * release the daemon does not confirm is done through the hold's watchdog.
  */
-import { existsSync } from 'node:fs';
 import { DaemonGoneError, DaemonTimeoutError, errorFromWire } from '../model/errors.js';
 import type { ReleaseCause } from './hold/cause.js';
 import { processId, signalWatchdog } from './hold/process-id.js';
 import type { Held, HoldHandle, Released } from './hold/session.js';
 import { StateStore } from './state.js';
-import { connectUnix, onJsonLines } from './unix-json.js';
+import { LineConnection } from './unix-json.js';
 import type { Reply } from './daemon-protocol.js';
 
 /** Beyond the lock wait, how long the daemon may take to hold. */
@@ -52,16 +51,12 @@ export async function holdViaDaemon(
   args: { maxHoldMs: number; lockWaitMs: number; signal?: AbortSignal },
 ): Promise<HoldHandle | undefined> {
   const store = StateStore.for(netns);
-  const path = store.daemonSocketPath;
-  if (!existsSync(path)) return undefined;
-  const sock = await connectUnix(path, 200);
-  if (!sock) return undefined;
+  const conn = LineConnection.connect<Reply>(store.daemonSocketPath, 200);
+  if (!conn) return undefined;
   let onReply: (m: Reply) => void = () => undefined;
   let resolveDone!: (r: Released) => void;
   const done = new Promise<Released>((r) => (resolveDone = r));
-  const gone = new Promise<void>((resolve) => sock.once('close', () => resolve()));
-  sock.on('error', () => undefined);
-  onJsonLines<Reply>(sock, (m) => {
+  conn.onMessage((m) => {
     if (m.type === 'released') resolveDone(m);
     onReply(m);
   });
@@ -71,25 +66,25 @@ export async function holdViaDaemon(
         if (m.type === type) resolve(m);
         else if (m.type === 'error') reject(errorFromWire(m.code, m.message));
       };
-      void gone.then(() => reject(new DaemonGoneError(`the synhold daemon went away before it ${type === 'held' ? 'held' : 'released'}`)));
+      void conn.closed.then(() => reject(new DaemonGoneError(`the synhold daemon went away before it ${type === 'held' ? 'held' : 'released'}`)));
     });
-  const abort = () => sock.destroy();
+  const abort = () => conn.close();
   args.signal?.addEventListener('abort', abort, { once: true });
   const heldReply = next('held');
-  sock.write(`${JSON.stringify({ op: 'hold', maxHoldMs: args.maxHoldMs, lockWaitMs: args.lockWaitMs, client: processId(process.pid) })}\n`);
+  conn.send({ op: 'hold', maxHoldMs: args.maxHoldMs, lockWaitMs: args.lockWaitMs, client: processId(process.pid) });
   let held: Held;
   try {
     held = (await withTimeout(heldReply, args.lockWaitMs + HOLD_SLACK_MS, () => new DaemonTimeoutError('the synhold daemon did not answer in time'))) as Held;
   } catch (e) {
     // Closing the connection is how a client gives up: a hold the daemon takes later is released at once.
-    sock.destroy();
+    conn.close();
     args.signal?.throwIfAborted();
     throw e;
   } finally {
     args.signal?.removeEventListener('abort', abort);
   }
   // The daemon gone while holding: its watchdog released (owner gone). Say so to protect's loop.
-  void gone.then(() => resolveDone({ durationMs: Date.now() - held.since, released: 0, drops: 0, cause: { kind: 'owner-gone' }, by: 'watchdog' }));
+  void conn.closed.then(() => resolveDone({ durationMs: Date.now() - held.since, released: 0, drops: 0, cause: { kind: 'owner-gone' }, by: 'watchdog' }));
   // Past the deadline with no word from the daemon: it and its watchdog are stopped or hung.
   // End the hold through the watchdog ourselves (SIGCONT lets a stopped one act).
   const backup = setTimeout(
@@ -104,8 +99,7 @@ export async function holdViaDaemon(
   // the connection has done its work: close it, or it would keep protect running.
   void done.then(() => {
     clearTimeout(backup);
-    sock.end();
-    setTimeout(() => sock.destroy(), 100).unref();
+    conn.close();
   });
   return {
     held,
@@ -113,7 +107,7 @@ export async function holdViaDaemon(
     async release(cause: ReleaseCause) {
       const answered = next('released') as Promise<Released>;
       answered.catch(() => undefined);
-      sock.write(`${JSON.stringify({ op: 'release', cause })}\n`);
+      conn.send({ op: 'release', cause });
       try {
         return await Promise.race([done, withTimeout(answered, RELEASE_WAIT_MS, () => new DaemonTimeoutError('no release confirmation'))]);
       } catch {
@@ -122,7 +116,7 @@ export async function holdViaDaemon(
         return { durationMs: Date.now() - held.since, released: 0, drops: 0, cause, by: 'watchdog' as const };
       } finally {
         clearTimeout(backup);
-        sock.end();
+        conn.close();
       }
     },
   };

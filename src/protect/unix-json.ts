@@ -1,5 +1,81 @@
 /** Newline-delimited JSON over a unix socket: the daemon's wire format, both ends. */
 import type { Socket } from 'node:net';
+import { native, type NativeSocketHandle } from '../native/addon.js';
+
+/**
+ * protect's end of a daemon connection, on the native addon rather than node:net: protect runs
+ * once per reload, and loading node:net was 20-37 ms of its run in the kernel lab
+ * (docs/PROTECT-COST.md). Keeps the process alive while open, as a net.Socket does.
+ */
+export class LineConnection<In> {
+  readonly closed: Promise<void>;
+  private isClosed = false;
+  private pending: Buffer = Buffer.alloc(0);
+  private onClosed: () => void = () => undefined;
+  private onMsg: (m: In) => void = () => undefined;
+
+  private constructor(private readonly handle: NativeSocketHandle) {
+    this.closed = new Promise((resolve) => (this.onClosed = resolve));
+    native().watch(handle, () => this.readable());
+    native().setRef(handle, true);
+  }
+
+  /** Connected, or undefined when nobody listens at path (or not within timeoutMs). */
+  static connect<In>(path: string, timeoutMs: number): LineConnection<In> | undefined {
+    const h = native().connectUnix(path, timeoutMs);
+    return h ? new LineConnection<In>(h) : undefined;
+  }
+
+  /** Every complete line that parses as JSON goes to cb; a garbled line is skipped. */
+  onMessage(cb: (m: In) => void): void {
+    this.onMsg = cb;
+  }
+
+  /** False when the connection is (or just went) closed. */
+  send(m: unknown): boolean {
+    if (this.isClosed) return false;
+    try {
+      native().streamSend(this.handle, Buffer.from(`${JSON.stringify(m)}\n`));
+      return true;
+    } catch {
+      this.close();
+      return false;
+    }
+  }
+
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    native().close(this.handle);
+    this.onClosed();
+  }
+
+  private readable(): void {
+    while (!this.isClosed) {
+      let chunk: Buffer | null;
+      try {
+        chunk = native().streamRecv(this.handle);
+      } catch {
+        chunk = Buffer.alloc(0);
+      }
+      if (chunk === null) return;
+      if (chunk.length === 0) return this.close();
+      // Split on bytes, not after decoding: a chunk may end inside a multi-byte character.
+      this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+      for (let i = this.pending.indexOf(10); i >= 0 && !this.isClosed; i = this.pending.indexOf(10)) {
+        const line = this.pending.subarray(0, i).toString('utf8');
+        this.pending = this.pending.subarray(i + 1);
+        let m: In;
+        try {
+          m = JSON.parse(line) as In;
+        } catch {
+          continue;
+        }
+        this.onMsg(m);
+      }
+    }
+  }
+}
 
 /** Connects, or resolves undefined (no daemon there) within timeoutMs. */
 export async function connectUnix(path: string, timeoutMs: number): Promise<Socket | undefined> {
