@@ -3,7 +3,7 @@
  * kernel/backend), so every number there comes from a run, never from a hand.
  *   node protect-report.js OUT.md A.json [B.json ...]
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Measurement } from './measure-protect.js';
 
 const pct = (v: number[], p: number) => {
@@ -46,6 +46,10 @@ const sections = inputs.map((arg) => {
   const [file, command = 'scripts/measure-protect.sh'] = arg.split('=');
   return section(JSON.parse(readFileSync(file!, 'utf8')) as Measurement, command);
 });
+// The study kept below the generated tables (written from hold-timing-study's runs: hold-timing-report.ts) stays.
+const STUDY = '\n## How short can a hold be';
+const kept = existsSync(out) ? readFileSync(out, 'utf8') : '';
+const study = kept.includes(STUDY) ? kept.slice(kept.indexOf(STUDY)) : '';
 writeFileSync(
   out,
   `# What protect costs and buys
@@ -76,5 +80,5 @@ How to read it:
   connections that were already queued on the old listener when the hold began (the old process never
   accepted them) were reset when it closed; the plug only holds SYNs that arrive during the hold.
 
-${sections.join('\n')}`,
+${sections.join('\n')}${study}`,
 );
