@@ -21,7 +21,12 @@ interface Run {
   details: Record<string, number>;
   kernel: Record<string, number>;
   reloads: { holdBeganMs?: number; releasedMs?: number; newSeenMs?: number }[];
+  /** Each failed request on its reload's timeline (ms from CMD's start), and that reload. */
+  failures: { detail: string; startMs?: number; timeline?: { holdBeganMs?: number } }[];
 }
+
+/** Failed requests that began before their reload's hold did (or in a reload whose hold never began). */
+const beforeHold = (r: Run) => r.failures.filter((f) => f.startMs !== undefined && !(f.startMs >= (f.timeline?.holdBeganMs ?? Infinity))).length;
 
 const STUDY = fileURLToPath(new URL('../helpers/hold-timing-study.js', import.meta.url));
 
@@ -38,7 +43,7 @@ function study(ns: TestNetns, migrateReq: 0 | 1, hold: string, reloads: number):
 const describe = (name: string, r: Run) => {
   const held = r.reloads.filter((x) => x.holdBeganMs !== undefined && x.releasedMs !== undefined).map((x) => x.releasedMs! - x.holdBeganMs!);
   held.sort((a, b) => a - b);
-  return `${name}: ${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)}, ${r.reloads.length} reloads, hold p50 ${held[held.length >> 1]?.toFixed(2)} ms; kernel ${JSON.stringify(r.kernel)}`;
+  return `${name}: ${r.requests} requests, ${r.failed} failed ${JSON.stringify(r.details)} (${beforeHold(r)} began before their hold), ${r.reloads.length} reloads, hold p50 ${held[held.length >> 1]?.toFixed(2)} ms; kernel ${JSON.stringify(r.kernel)}`;
 };
 
 async function inStudyNetns(fn: (ns: TestNetns) => void): Promise<void> {
@@ -53,7 +58,10 @@ async function inStudyNetns(fn: (ns: TestNetns) => void): Promise<void> {
   });
 }
 
-test('tcp_migrate_req=0, 100 reloads each: a hold begun at the new listener loses requests, the full hold none', async (t) => {
+// On a quiet machine the full hold lost none (0 in 300 reloads, docs/PROTECT.md); on a starved one it can
+// lose connections that were queued on the old listener before it began (setup's tcp_migrate_req=1 is
+// for those), so the oracle is where each failure began, and that the late hold loses more.
+test('tcp_migrate_req=0, 100 reloads each: a hold begun at the new listener loses the requests that reached the old listener before it, more than the full hold', async (t) => {
   await inStudyNetns((ns) => {
     const late = study(ns, 0, 'new-listener', 100);
     t.diagnostic(describe('new-listener', late));
@@ -67,7 +75,9 @@ test('tcp_migrate_req=0, 100 reloads each: a hold begun at the new listener lose
       late.reloads.every((x) => x.holdBeganMs !== undefined && x.holdBeganMs >= x.newSeenMs! && x.holdBeganMs - x.newSeenMs! < 1),
       'each late hold began at the poll that saw the new listener',
     );
-    assert.equal(full.failed, 0, JSON.stringify(full.details));
+    assert.equal(beforeHold(late), late.failed, 'a late hold lost a request that began after it');
+    assert.equal(beforeHold(full), full.failed, 'the full hold lost a request that began after it');
+    assert.ok(late.failed > full.failed, `late ${late.failed}, full ${full.failed}`);
     assert.equal(late.kernel['TcpExt.TCPMigrateReqSuccess'], 0);
     assert.equal(full.kernel['TcpExt.TCPMigrateReqSuccess'], 0);
   });
