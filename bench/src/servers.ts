@@ -423,6 +423,9 @@ export interface HaproxyOptions {
   startTimeoutMs?: number;
   /** per reload (default 30 s) */
   reloadTimeoutMs?: number;
+  /** master-worker: the executable to start instead of HAPROXY_BIN (a wrapper; the master
+   * re-executes its own argv[0] on every reload, so the wrapper sees those too) */
+  bin?: string;
 }
 
 export interface ReloadRecord extends CommandResult {
@@ -646,7 +649,7 @@ export async function startHaproxy(o: HaproxyOptions): Promise<HaproxyServer> {
   try {
     if (mode === 'master-worker') {
       // Foreground master: our child, its stderr a pipe we watch for load events.
-      master = spawn(HAPROXY_BIN, ['-W', '-S', masterSocket!, '-f', cfgPath, '-p', pidFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+      master = spawn(o.bin ?? HAPROXY_BIN, ['-W', '-S', masterSocket!, '-f', cfgPath, '-p', pidFile], { stdio: ['ignore', 'pipe', 'pipe'] });
       masterProc = master.pid !== undefined ? own(master.pid) : null;
       let partial = '';
       const onData = (d: Buffer): void => {
