@@ -13,10 +13,14 @@
  * /proc/net/netstat and /proc/net/snmp (listen drops and overflows, request queue
  * drops, resets) before and after.
  *
+ * With `socketTransfer: false` the master runs without the socket hand-over (see
+ * NO_TRANSFER_WRAPPER): each new worker binds a listener of its own beside the old
+ * worker's, and the old worker closes its copy when it stops.
+ *
  *   node master-worker-experiment.js '{"protect":true,"reloads":40,"concurrency":50}'
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,7 +45,42 @@ export interface MasterWorkerOptions {
   abConcurrency?: number;
   /** A bound on everything, ms. */
   deadlineMs?: number;
+  /** Extra `synhold setup` arguments (protected runs), e.g. `--migrate-req off`. */
+  setupArgs?: string[];
+  /** false: run HAProxy with the socket hand-over turned off (`-x /dev/null`, NO_TRANSFER_WRAPPER). Default true. */
+  socketTransfer?: boolean;
 }
+
+/**
+ * How to turn the master-worker socket hand-over off, and why a wrapper does it here.
+ *
+ * HAProxy's own switch is `-x /dev/null` on the master's command line (doc/management.txt, `-x`:
+ * "If you want to disable this, you can pass -x /dev/null"; src/haproxy.c mworker_reexec, `x_off`,
+ * from upstream commit 2ab42dddc "BUG/MINOR: mworker: reintroduce way to disable seamless reload
+ * with -x /dev/null", 3.0-dev9, "Must be backported as far as 2.6"). Debian 12's 2.6.12 predates
+ * it: its mworker_reexec drops every -x of the old command line (copy_argv: "this option and its
+ * parameter are ignored") and always prepends `-x sockpair@FD` of the current worker, whose
+ * socketpair CLI always has ACCESS_FD_LISTENERS (src/cli.c mworker_cli_sockpair_new) and there is
+ * no config keyword to take it away. Measured here: `haproxy -W -S SOCK -f CFG -x /dev/null`
+ * reloaded twice by SIGUSR2 kept one listener inode throughout, and `ps` showed the new worker
+ * started with `-sf OLD -x sockpair@4`.
+ *
+ * The master re-executes itself by `execvp(argv[0], ...)`, so a wrapper started as argv[0] runs
+ * on every reload: it rewrites each `-x ARG` to `-x /dev/null` (adding one if there is none) and
+ * execs the real binary with argv[0] kept. The new worker then gets the very argv a fixed HAProxy
+ * builds (`-sf OLD -x /dev/null ...`), and 2.6.12 honours it: sock_get_old_sockets is skipped
+ * when the path is "/dev/null" (src/haproxy.c), so the new process binds its own listener
+ * (SO_REUSEPORT) beside the old worker's.
+ */
+export const NO_TRANSFER_WRAPPER = `#!/bin/bash
+args=() x=
+while [ $# -gt 0 ]; do
+  if [ "$1" = -x ] && [ $# -ge 2 ]; then args+=(-x /dev/null); x=1; shift 2; continue; fi
+  args+=("$1"); shift
+done
+[ -n "$x" ] || args+=(-x /dev/null)
+exec -a "$0" /usr/sbin/haproxy "\${args[@]}"
+`;
 
 /** The kernel's counters that a lost or refused connection moves (TcpExt and Tcp). */
 export const COUNTERS = [
@@ -75,6 +114,8 @@ export interface ReloadSeen {
   ssPids: number[];
   ssInodes: number[];
   ssMs: number;
+  /** /proc/PID/cmdline of the new worker (how the master started it: `-x sockpair@N` or `-x /dev/null`). */
+  newWorkerArgv: string[];
 }
 
 export interface ProtectRun {
@@ -104,6 +145,9 @@ export interface MasterWorkerResult {
   netstat: Record<string, number>;
   masterPid: number;
   haproxyVersion: string;
+  socketTransfer: boolean;
+  /** net.ipv4.tcp_migrate_req in the namespace during the reloads (setup turns it on unless told not to). */
+  migrateReq: number;
 }
 
 /** Runs the experiment in its own process inside a test namespace. */
@@ -175,13 +219,21 @@ export async function runMasterWorker(o: MasterWorkerOptions): Promise<MasterWor
   let abPid: number | undefined;
   try {
     nginx = await startNginx({ workers: 1 });
-    hap = await startHaproxy({ backendPort: nginx.port, port: 16000, mode: 'master-worker', reloadTimeoutMs: 20_000 });
+    const socketTransfer = o.socketTransfer ?? true;
+    let bin: string | undefined;
+    if (!socketTransfer) {
+      bin = join(dir, 'haproxy');
+      writeFileSync(bin, NO_TRANSFER_WRAPPER);
+      chmodSync(bin, 0o755);
+    }
+    hap = await startHaproxy({ backendPort: nginx.port, port: 16000, mode: 'master-worker', reloadTimeoutMs: 20_000, ...(bin ? { bin } : {}) });
     const masterPid = hap.currentPids()[0];
     if (masterPid === undefined) throw new Error('no master pid in the pidfile');
     if (o.protect) {
-      const s = synhold(['setup', '--port', '16000']);
+      const s = synhold(['setup', '--port', '16000', ...(o.setupArgs ?? [])]);
       if (s.status !== 0) throw new Error(`synhold setup failed: ${s.stderr}`);
     }
+    const migrateReq = Number(readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8').trim());
     const before = readCounters();
     const abort = new AbortController();
     const load = runLoad({
@@ -212,6 +264,12 @@ export async function runMasterWorker(o: MasterWorkerOptions): Promise<MasterWor
         await sleep(5);
         ss = ssListeners(16000);
       }
+      let newWorkerArgv: string[] = [];
+      try {
+        newWorkerArgv = readFileSync(`/proc/${r.newPids[0]}/cmdline`, 'utf8').split('\0').filter(Boolean);
+      } catch {
+        /* already gone: the assertions say so */
+      }
       reloads.push({
         ok: r.ok,
         ...(r.error || !r.ok ? { error: `${r.error ?? ''} ${r.output ?? ''}`.trim().slice(-500) } : {}),
@@ -222,6 +280,7 @@ export async function runMasterWorker(o: MasterWorkerOptions): Promise<MasterWor
         ssPids: ss.pids,
         ssInodes: ss.inodes,
         ssMs: Date.now() - ssStart,
+        newWorkerArgv,
       });
       const wait = start + o.intervalMs - Date.now();
       if (wait > 0) await sleep(wait);
@@ -259,6 +318,8 @@ export async function runMasterWorker(o: MasterWorkerOptions): Promise<MasterWor
       netstat,
       masterPid,
       haproxyVersion: version,
+      socketTransfer,
+      migrateReq,
     };
   } finally {
     if (abPid !== undefined) {

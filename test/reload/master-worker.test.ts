@@ -15,6 +15,15 @@
  * Oracles besides the generator: ab's counts, `ss -ltnpe` after every reload (the
  * listener's inode and holder against `show proc` on the master CLI), and the
  * namespace's TcpExt/Tcp counters. Numbers: docs/OPERATIONS.md, "master-worker, measured".
+ *
+ * The second test turns the hand-over off (`-x /dev/null`, HAProxy's switch; how, on 2.6.12:
+ * NO_TRANSFER_WRAPPER in the experiment): each new worker binds a listener of its own (a new
+ * inode every reload, the worker's argv says `-x /dev/null`) and the old worker's closes after
+ * kill has returned. Four runs: unprotected (the race, counted: it must show); `--release-on
+ * swap` (released when the old listener is gone); the default rule, which releases at kill's
+ * exit, before anything happened, and loses nothing only because `synhold setup` turned on
+ * net.ipv4.tcp_migrate_req (the closing listener's queue moves to the new one); and
+ * `--release-on swap` after `setup --migrate-req off`, the hold alone.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -50,16 +59,29 @@ function describe(r: MasterWorkerResult): string {
 
 const count = (xs: string[]) => xs.reduce<Record<string, number>>((a, x) => ((a[x] = (a[x] ?? 0) + 1), a), {});
 
-/** What every run must show, protected or not: each reload happened, on the same socket, and nothing was lost. */
-function assertReloadsAndNoLoss(r: MasterWorkerResult, what: string): void {
+/**
+ * What every run must show, protected or not: each reload happened, the new worker alone holds one
+ * listener, and that listener is the very socket from the first reload on (socket transfer) or a new
+ * one every reload (transfer off, which the new worker's argv must show).
+ */
+function assertReloads(r: MasterWorkerResult, what: string): void {
   assert.equal(r.reloads.length, RELOADS, `${what}: only ${r.reloads.length} reloads before the deadline`);
   const bad = r.reloads.filter((x) => !x.ok);
   assert.equal(bad.length, 0, `${what}: reloads failed: ${JSON.stringify(bad.slice(0, 3))}`);
   const inode = r.reloads[0]!.ssInodes;
-  assert.equal(inode.length, 1, `${what}: one listener (ss): ${JSON.stringify(inode)}`);
   for (const [i, x] of r.reloads.entries()) {
-    // The fd hand-over, by ss: the very socket from the first reload on, held by the new worker alone.
-    assert.deepEqual(x.ssInodes, inode, `${what}: reload ${i}: the listener's inode changed (ss)`);
+    assert.equal(x.ssInodes.length, 1, `${what}: reload ${i}: one listener (ss): ${JSON.stringify(x.ssInodes)}`);
+    const argv = x.newWorkerArgv.join(' ');
+    if (r.socketTransfer) {
+      // The fd hand-over, by ss: the very socket from the first reload on.
+      assert.deepEqual(x.ssInodes, inode, `${what}: reload ${i}: the listener's inode changed (ss)`);
+      assert.match(argv, / -x sockpair@\d+ /, `${what}: reload ${i}: the new worker's argv`);
+    } else {
+      // No hand-over: a listener the previous reload did not have.
+      if (i > 0) assert.notDeepEqual(x.ssInodes, r.reloads[i - 1]!.ssInodes, `${what}: reload ${i}: the same listener as reload ${i - 1} (ss)`);
+      assert.match(argv, / -x \/dev\/null /, `${what}: reload ${i}: the new worker's argv`);
+      assert.doesNotMatch(argv, /sockpair@/, `${what}: reload ${i}: the new worker's argv`);
+    }
     assert.equal(x.newWorkers.length, 1, `${what}: reload ${i}: show proc lists ${JSON.stringify(x.newWorkers)}`);
     assert.deepEqual(
       x.ssPids,
@@ -69,8 +91,14 @@ function assertReloadsAndNoLoss(r: MasterWorkerResult, what: string): void {
     assert.ok(!x.oldWorkers.includes(x.newWorkers[0]!), `${what}: reload ${i}: no new worker`);
   }
   assert.ok(r.requests > 5_000, `${what}: only ${r.requests} requests`);
-  assert.equal(r.failed, 0, `${what}: the load generator counted failures: ${JSON.stringify(r.details)} ${JSON.stringify(r.outcomes)}`);
   assert.ok(r.ab && r.ab.complete > 500, `${what}: ab: ${JSON.stringify(r.ab)}`);
+}
+
+/** Each reload happened (assertReloads) and nothing was lost: no client failure, no kernel drop. */
+function assertReloadsAndNoLoss(r: MasterWorkerResult, what: string): void {
+  assertReloads(r, what);
+  assert.equal(r.failed, 0, `${what}: the load generator counted failures: ${JSON.stringify(r.details)} ${JSON.stringify(r.outcomes)}`);
+  assert.ok(r.ab);
   assert.equal(r.ab.failed, 0, `${what}: ab counted failures: ${JSON.stringify(r.ab)}`);
   assert.deepEqual(r.ab.errors, [], `${what}: ab's socket errors`);
   for (const k of ['TcpExt.ListenDrops', 'TcpExt.ListenOverflows', 'TcpExt.TCPReqQFullDrop', 'Tcp.AttemptFails'] as const)
@@ -119,6 +147,64 @@ test(`HAProxy master-worker, ${RELOADS} SIGUSR2 reloads under load: unprotected,
       // kill returns at once with the same socket: released at its exit, before the hand-over.
       assert.equal(p.releaseCause, 'command-exited', `reload ${i}: ${p.releaseReason}`);
       assert.ok(p.holdMs < 1000, `reload ${i}: held ${p.holdMs} ms`);
+    }
+  });
+});
+
+test(`HAProxy master-worker with the socket hand-over off (-x /dev/null), ${RELOADS} SIGUSR2 reloads under load: unprotected, counted; protect --release-on swap (with and without tcp_migrate_req) and the default rule (with it) lose nothing`, async (t) => {
+  const NOX = { ...RUN, socketTransfer: false };
+  await withNetns(async (ns) => {
+    const plain = runMasterWorkerIn(ns.name, { protect: false, ...NOX });
+    t.diagnostic(`${plain.haproxyVersion}`);
+    t.diagnostic(`unprotected, no hand-over: ${describe(plain)}`);
+    assertReloads(plain, 'unprotected, no hand-over');
+    assert.equal(plain.migrateReq, 0, 'unprotected: tcp_migrate_req is off in a fresh namespace');
+    // The control: without the hand-over the old worker's listener closes under load and resets what
+    // sat in its queue (measured: dozens per run). None here would mean the race was not exercised,
+    // and the protected runs' 0 would say nothing.
+    assert.ok(
+      plain.failed + (plain.ab?.failed ?? 0) > 0,
+      `unprotected, no hand-over: no failure: ${JSON.stringify(plain.details)} ab ${JSON.stringify(plain.ab)}`,
+    );
+
+    const swap = runMasterWorkerIn(ns.name, { protect: true, releaseOn: 'swap', ...NOX });
+    t.diagnostic(`protect --release-on swap, no hand-over: ${describe(swap)}`);
+    assertReloadsAndNoLoss(swap, '--release-on swap, no hand-over');
+    assert.equal(swap.protects.length, RELOADS, 'one --report line per reload');
+    for (const [i, p] of swap.protects.entries()) {
+      assert.equal(p.exitCode, 0, `reload ${i}: protect exited ${p.exitCode}`);
+      // A swap of sockets, not of processes: the new worker's listener up, the old worker's gone.
+      assert.equal(p.releaseCause, 'reload-done', `reload ${i}: ${p.releaseReason}`);
+      assert.match(p.releaseReason, /^port 16000: .* replaced 1 old listener$/, `reload ${i}`);
+      assert.equal(p.timeline.handover, undefined, `reload ${i}: a hand-over in the timeline: ${JSON.stringify(p.timeline)}`);
+      assert.ok(p.holdMs < 2000, `reload ${i}: held ${p.holdMs} ms`);
+      assert.equal(p.drops, 0);
+    }
+
+    const dflt = runMasterWorkerIn(ns.name, { protect: true, releaseOn: 'sockets', ...NOX });
+    t.diagnostic(`protect (default rule), no hand-over: ${describe(dflt)}`);
+    assertReloadsAndNoLoss(dflt, 'default rule, no hand-over');
+    assert.equal(dflt.migrateReq, 1, 'setup turned tcp_migrate_req on');
+    assert.equal(dflt.protects.length, RELOADS);
+    for (const [i, p] of dflt.protects.entries()) {
+      assert.equal(p.exitCode, 0);
+      // kill returns before the new listener exists, with the same socket as before: released at its
+      // exit, so what kept this run whole is the migration of the closing listener's queue.
+      assert.equal(p.releaseCause, 'command-exited', `reload ${i}: ${p.releaseReason}`);
+      assert.equal(p.timeline.newListenerMs, undefined, `reload ${i}: released after a new listener: ${JSON.stringify(p.timeline)}`);
+    }
+
+    // The hold alone: no migration, every reload covered from kill to the old listener's close.
+    const bare = runMasterWorkerIn(ns.name, { protect: true, releaseOn: 'swap', setupArgs: ['--migrate-req', 'off'], ...NOX });
+    t.diagnostic(`protect --release-on swap, setup --migrate-req off, no hand-over: ${describe(bare)}`);
+    assert.equal(bare.migrateReq, 0, 'setup --migrate-req off left tcp_migrate_req off');
+    assertReloadsAndNoLoss(bare, '--release-on swap, --migrate-req off, no hand-over');
+    assert.equal(bare.protects.length, RELOADS);
+    for (const [i, p] of bare.protects.entries()) {
+      assert.equal(p.exitCode, 0, `reload ${i}: protect exited ${p.exitCode}`);
+      assert.equal(p.releaseCause, 'reload-done', `reload ${i}: ${p.releaseReason}`);
+      assert.match(p.releaseReason, /^port 16000: .* replaced 1 old listener$/, `reload ${i}`);
+      assert.ok(p.holdMs < 2000, `reload ${i}: held ${p.holdMs} ms`);
     }
   });
 });
