@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, type NginxServer } from '../../bench/src/servers.js';
-import { runLoad } from '../../bench/src/loadgen.js';
+import { closedLoad, runAsScript } from './experiment-script.js';
 import { summarizeMs } from '../../bench/src/histogram.js';
 import { CLI, synhold } from './cli.js';
 
@@ -236,16 +236,7 @@ export async function runMasterWorker(o: MasterWorkerOptions): Promise<MasterWor
     const migrateReq = Number(readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8').trim());
     const before = readCounters();
     const abort = new AbortController();
-    const load = runLoad({
-      host: '127.0.0.1',
-      port: 16000,
-      mode: 'closed',
-      concurrency: o.concurrency,
-      durationMs: Math.max(1000, deadline - Date.now()),
-      deadlineMs: Math.max(2000, deadline - Date.now() + 10_000),
-      requestTimeoutMs: 10_000,
-      signal: abort.signal,
-    });
+    const load = closedLoad({ port: 16000, concurrency: o.concurrency, endsAt: deadline, signal: abort.signal });
     // ab runs until the reloads are done (SIGINT below); its own -t bounds it by the deadline.
     const ab = o.abConcurrency ? startAb(o.abConcurrency, Math.max(5, Math.ceil((deadline - Date.now()) / 1000))) : undefined;
     abPid = ab?.pid;
@@ -336,15 +327,4 @@ export async function runMasterWorker(o: MasterWorkerOptions): Promise<MasterWor
   }
 }
 
-if (process.argv[1]?.endsWith('master-worker-experiment.js')) {
-  runMasterWorker(JSON.parse(process.argv[2] ?? '{}') as MasterWorkerOptions).then(
-    (r) => {
-      process.stdout.write(`${JSON.stringify(r)}\n`);
-      process.exit(0);
-    },
-    (e: unknown) => {
-      process.stderr.write(`master-worker-experiment: ${(e as Error).stack}\n`);
-      process.exit(1);
-    },
-  );
-}
+runAsScript(import.meta.url, runMasterWorker);

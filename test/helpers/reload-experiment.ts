@@ -14,11 +14,11 @@ import { join } from 'node:path';
 import { stateDir } from '../../src/protect/state.js';
 import { fileURLToPath } from 'node:url';
 import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, type NginxServer } from '../../bench/src/servers.js';
-import { runLoad } from '../../bench/src/loadgen.js';
 import { runReloadLoop } from '../../bench/src/reloader.js';
 import { summarizeMs } from '../../bench/src/histogram.js';
 import { shQuote } from '../../bench/src/lab/uml.js';
 import { CLI, synhold } from './cli.js';
+import { closedLoad, runAsScript } from './experiment-script.js';
 
 export interface ExperimentOptions {
   /** Wrap each reload in `synhold protect` (after `synhold setup --port 16000 [setupArgs]`). */
@@ -129,16 +129,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       if (!existsSync(sock)) throw new Error('synhold daemon did not start');
     }
     const abort = new AbortController();
-    const load = runLoad({
-      host: '127.0.0.1',
-      port: 16000,
-      mode: 'closed',
-      concurrency: o.concurrency,
-      durationMs: Math.max(1000, deadline - Date.now()),
-      deadlineMs: Math.max(2000, deadline - Date.now() + 10_000),
-      requestTimeoutMs: o.requestTimeoutMs ?? 10_000,
-      signal: abort.signal,
-    });
+    const load = closedLoad({ port: 16000, concurrency: o.concurrency, endsAt: deadline, requestTimeoutMs: o.requestTimeoutMs, signal: abort.signal });
     if (o.reloads === 0) await new Promise((r) => setTimeout(r, o.durationMs ?? 10_000));
     const loops = o.reloads === 0 ? 0 : (o.loops ?? 1);
     // The reload as run: the pidfile read at run time (shellReload), wrapped in protect.
@@ -196,15 +187,4 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   }
 }
 
-if (process.argv[1]?.endsWith('reload-experiment.js')) {
-  runExperiment(JSON.parse(process.argv[2] ?? '{}') as ExperimentOptions).then(
-    (r) => {
-      process.stdout.write(`${JSON.stringify(r)}\n`);
-      process.exit(0);
-    },
-    (e: unknown) => {
-      process.stderr.write(`reload-experiment: ${(e as Error).stack}\n`);
-      process.exit(1);
-    },
-  );
-}
+runAsScript(import.meta.url, runExperiment);

@@ -11,8 +11,8 @@
  */
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runLoad } from '../../bench/src/loadgen.js';
 import { summarizeMs } from '../../bench/src/histogram.js';
+import { closedLoad, runAsScript } from './experiment-script.js';
 
 export interface SystemdExperiment {
   leader: number;
@@ -56,16 +56,7 @@ export async function runSystemdExperiment(o: SystemdExperiment): Promise<System
   const timeout = o.commandTimeoutMs ?? 20_000;
   const margin = o.marginMs ?? 500;
   const bound = margin * 2 + o.count * (o.intervalMs + timeout) + 10_000;
-  const load = runLoad({
-    host: '127.0.0.1',
-    port: o.port,
-    mode: 'closed',
-    concurrency: o.concurrency,
-    durationMs: bound,
-    deadlineMs: bound + 15_000,
-    requestTimeoutMs: 10_000,
-    signal: abort.signal,
-  });
+  const load = closedLoad({ port: o.port, concurrency: o.concurrency, endsAt: Date.now() + bound, graceMs: 15_000, signal: abort.signal });
   const commands: SystemdExperimentResult['commands'] = [];
   try {
     await sleep(margin);
@@ -90,15 +81,4 @@ export async function runSystemdExperiment(o: SystemdExperiment): Promise<System
   };
 }
 
-if (process.argv[1]?.endsWith('systemd-experiment.js')) {
-  runSystemdExperiment(JSON.parse(process.argv[2] ?? '{}') as SystemdExperiment).then(
-    (r) => {
-      process.stdout.write(`${JSON.stringify(r)}\n`);
-      process.exit(0);
-    },
-    (e: unknown) => {
-      process.stderr.write(`systemd-experiment: ${(e as Error).stack}\n`);
-      process.exit(1);
-    },
-  );
-}
+runAsScript(import.meta.url, runSystemdExperiment);
