@@ -11,19 +11,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { startEchoServer } from '../helpers/tcp.js';
-import { connectFrom, netfilterSnapshot, procQueue, startOwner, until, type Owner } from './peers.js';
+import { alive, until } from '../helpers/wait.js';
+import { connectFrom, netfilterSnapshot, procQueue, startOwner, type Owner } from './peers.js';
 
 const QUEUE = 7100;
 const AFTER_DEATH_MS = 50;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The buffer's NFQUEUE rule as iptables-save shows it (the watchdog's flush removes it). */
 function hasQueueRule(ns: TestNetns): boolean {

@@ -17,6 +17,7 @@ import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { alive, until } from './wait.js';
 
 export interface Machine {
   readonly name: string;
@@ -62,15 +63,6 @@ process.once('exit', () => {
     }
   }
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The container's PID 1: nspawn's child whose pid in its own namespace is 1. */
 function findLeader(nspawnPid: number): number | undefined {
@@ -201,21 +193,27 @@ export async function bootMachine(o: BootOptions): Promise<Machine> {
 
   const deadline = t0 + (o.timeoutMs ?? 90_000);
   try {
-    while (!leader) {
-      if (!alive(nspawnPid) || Date.now() > deadline) throw new Error(`systemd-nspawn did not start a container:\n${readConsole()}`);
-      leader = findLeader(nspawnPid) ?? 0;
-      if (!leader) await sleep(20);
-    }
+    leader = await until(
+      () => `systemd-nspawn to start a container:\n${readConsole()}`,
+      () => {
+        if (!alive(nspawnPid)) throw new Error(`systemd-nspawn did not start a container:\n${readConsole()}`);
+        return findLeader(nspawnPid);
+      },
+      deadline - Date.now(),
+      20,
+    );
     // Until PID 1 answers on its private socket and the boot is over.
     let state = '';
-    for (;;) {
-      if (!alive(nspawnPid)) throw new Error(`the container exited during its boot:\n${readConsole()}`);
-      const r = sh('systemctl is-system-running', 10_000);
-      state = r.stdout.trim();
-      if (state === 'running' || state === 'degraded') break;
-      if (Date.now() > deadline) throw new Error(`the container's systemd is "${state}" after ${o.timeoutMs ?? 90_000} ms:\n${readConsole()}`);
-      await sleep(100);
-    }
+    await until(
+      () => `the container's systemd to be running: "${state}" after ${o.timeoutMs ?? 90_000} ms:\n${readConsole()}`,
+      () => {
+        if (!alive(nspawnPid)) throw new Error(`the container exited during its boot:\n${readConsole()}`);
+        state = sh('systemctl is-system-running', 10_000).stdout.trim();
+        return state === 'running' || state === 'degraded';
+      },
+      deadline - Date.now(),
+      100,
+    );
     (m as { bootMs: number }).bootMs = Date.now() - t0;
     return m;
   } catch (e) {
