@@ -7,8 +7,8 @@ npm run --silent build
 out=docs/protect-cost
 mkdir -p "$out"
 node dist/bench/src/cost/protect-cost.js --runs 30 --backend nfqueue --json >"$out/host.json"
-scripts/lab --timeout 3000 -- node dist/bench/src/cost/protect-cost.js --runs 15 --backend plug --json >"$out/lab.json"
+scripts/lab --timeout 3000 -- node dist/bench/src/cost/protect-cost.js --runs 25 --backend plug --json >"$out/lab.json"
 node dist/bench/src/cost/protect-cost.js report docs/PROTECT-COST.md --notes "$out/notes.md" \
   "$out/host.json=node dist/bench/src/cost/protect-cost.js --runs 30 --backend nfqueue --json" \
-  "$out/lab.json=scripts/lab -- node dist/bench/src/cost/protect-cost.js --runs 15 --backend plug --json"
+  "$out/lab.json=scripts/lab -- node dist/bench/src/cost/protect-cost.js --runs 25 --backend plug --json"
 cat docs/PROTECT-COST.md
