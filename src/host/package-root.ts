@@ -1,7 +1,7 @@
 /**
  * The synhold package's root directory (where package.json and build/ are),
  * found by walking up from this module. The same code runs as separate files
- * (dist/src/...) and bundled into one (dist/synhold.cjs), at different depths,
+ * (dist/src/...) and bundled into one (dist/cli.cjs), at different depths,
  * so nothing may count '..'s from import.meta.url.
  */
 import { existsSync, readFileSync } from 'node:fs';
