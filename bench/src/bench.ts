@@ -32,6 +32,7 @@ import type { GroupSpec, WorkerResult, WorkerSpec, Where } from './protocol.js';
 import { writeJsonFile } from './protocol.js';
 import { fmtMs, renderKernelTables, writeReport, type BenchJson, type StrategyReport, type WrittenReport } from './report.js';
 import type { AbResult } from './ab.js';
+import type { WrkResult } from './load/wrk.js';
 import type { Attribution } from './attribution.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -131,7 +132,10 @@ function groupSpec(o: BenchOptions, where: Where, names: StrategyName[], workDir
       // (seconds, up to protect's --max-hold): its deadline is that bound, so the lab's
       // failures are resets and refusals, not its slowness.
       else w.load.requestTimeoutMs = Math.max(w.load.requestTimeoutMs, LAB_REQUEST_TIMEOUT_MS);
-      if (abOn === name && o.abRequests > 0) w.abRequests = o.abRequests;
+      if (abOn === name && o.abRequests > 0) {
+        w.abRequests = o.abRequests;
+        w.wrkSeconds = o.wrkSeconds;
+      }
       return w;
     }),
   };
@@ -207,6 +211,8 @@ export interface CrossCheck {
   where: Where;
   strategy: StrategyName;
   ab: AbResult;
+  /** wrk -t 1 with `Connection: close`, after ab (absent in results from before it was added) */
+  wrk?: WrkResult;
   loadgen: { requests: number; failed: number; rps: number; meanMs: number; p50: number; p90: number; p99: number; max: number };
 }
 
@@ -352,6 +358,7 @@ export async function runBench(o: BenchOptions, hooks: RunBenchHooks): Promise<B
       where: abRes.where,
       strategy: abRes.strategy,
       ab: abRes.ab,
+      ...(abRes.wrk ? { wrk: abRes.wrk } : {}),
       loadgen: {
         requests: abRes.load.requests,
         failed: abRes.load.failed,
@@ -412,7 +419,13 @@ export function renderCrossCheck(c: CrossCheck): string {
     `ab cross-check on the ${c.where} ${c.strategy} run (same HAProxy -> nginx, a new connection per request, -c ${a.concurrency}):`,
     `  ab -n ${a.requests}:  ${a.rps.toFixed(0)} req/s, mean ${fmtMs(a.meanMs)} ms, p50 ${a.p50} ms, p90 ${a.p90} ms, p99 ${a.p99} ms, max ${a.max} ms, ${a.failed} failed`,
     `  synhold loadgen:  ${l.rps} req/s, mean ${fmtMs(l.meanMs)} ms, p50 ${fmtMs(l.p50)} ms, p90 ${fmtMs(l.p90)} ms, p99 ${fmtMs(l.p99)} ms, max ${fmtMs(l.max)} ms, ${l.failed} failed (${l.requests} requests)`,
+    ...(c.wrk ? [wrkLine(c.wrk)] : []),
   ].join('\n');
+}
+
+function wrkLine(w: WrkResult): string {
+  if (w.error) return `  wrk: ${w.error}`;
+  return `  wrk -t ${w.threads} -c ${w.connections} -d ${w.durationS}s (Connection: close):  ${w.rps.toFixed(0)} req/s, p50 ${fmtMs(w.p50)} ms, p90 ${fmtMs(w.p90)} ms, p99 ${fmtMs(w.p99)} ms (after the connect), ${w.socketErrors + w.non2xx} errors (${w.requests} requests)`;
 }
 
 function renderHolds(reports: StrategyReport[]): string[] {

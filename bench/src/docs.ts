@@ -126,6 +126,7 @@ export function mdTable(rows: SummaryRow[]): string {
 function renderCrossCheckMd(c: CrossCheck): string {
   const a = c.ab;
   const l = c.loadgen;
+  const w = c.wrk;
   if (a.error) return `ab cross-check on the ${c.where} ${c.strategy} run: ${a.error}`;
   return [
     `Cross-check of the load generator with \`ab\` (the seed's client), on the ${c.where} ${c.strategy} run: the same HAProxy -> nginx pair, a new connection per request, concurrency ${a.concurrency}.`,
@@ -134,11 +135,24 @@ function renderCrossCheckMd(c: CrossCheck): string {
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     `| ab | ${fmtInt(a.complete)} | ${a.failed} | ${a.rps.toFixed(0)} | ${fmtMs(a.meanMs)} | ${a.p50} | ${a.p90} | ${a.p99} | ${a.max} |`,
     `| synhold bench's generator | ${fmtInt(l.requests)} | ${l.failed} | ${l.rps} | ${fmtMs(l.meanMs)} | ${fmtMs(l.p50)} | ${fmtMs(l.p90)} | ${fmtMs(l.p99)} | ${fmtMs(l.max)} |`,
+    ...(w && !w.error
+      ? [
+          `| wrk -t ${w.threads}, \`Connection: close\`, ${w.durationS} s (latency after the connect) | ${fmtInt(w.requests)} | ${w.socketErrors + w.non2xx} | ${w.rps.toFixed(0)} | - | ${fmtMs(w.p50)} | ${fmtMs(w.p90)} | ${fmtMs(w.p99)} | - |`,
+        ]
+      : []),
     '',
     `Both see no failure without reloads. ab's percentiles are whole milliseconds. ` +
       (a.rps < l.rps * 1.25
         ? `The two agree: ab's rate is within ${Math.round((100 * Math.abs(a.rps - l.rps)) / l.rps)}% of the generator's, and so are the latencies: here the servers, not the client, set the pace.`
         : `ab, a C program, drives ${(a.rps / Math.max(1, l.rps)).toFixed(1)}x the request rate of the Node.js generator at the same concurrency, so its latencies are lower by about that factor (closed loop: latency ≈ concurrency / rate); the generator's own event loop is part of what it measures. Every strategy runs under the same generator, so the rows compare with each other; the added-latency columns subtract the generator's baseline.`),
+    ...(w
+      ? [
+          '',
+          w.error
+            ? `wrk, the second C client: ${w.error}.`
+            : `wrk, the second C client (one thread, an epoll loop like the generator's), drove ${w.rps.toFixed(0)} req/s: the generator's rate is ${Math.round((100 * l.rps) / Math.max(1, w.rps))}% of it. wrk's latency starts after the connect, so only its rate compares.`,
+        ]
+      : []),
   ].join('\n');
 }
 

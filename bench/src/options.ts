@@ -39,6 +39,8 @@ export interface BenchOptions {
   warmupRequests: number;
   /** ab cross-check size (0: no cross-check) */
   abRequests: number;
+  /** wrk's part of the cross-check, in seconds (it runs for a time, not a count) */
+  wrkSeconds: number;
   out: string;
   json: boolean;
   /** the command line, for the report's "reproduce with" */
@@ -160,6 +162,7 @@ export function parseBenchArgs(args: string[], globals: { json?: boolean } = {})
     requestTimeoutMs: 5000,
     warmupRequests: 200,
     abRequests: preset === 'quick' ? 10_000 : preset === 'full' ? 200_000 : 50_000,
+    wrkSeconds: preset === 'quick' ? 3 : preset === 'full' ? 20 : 10,
     out: v.out ?? 'bench-out',
     json: Boolean(v.json || globals.json),
     argv: ['synhold', 'bench', ...args],

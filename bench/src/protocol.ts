@@ -16,6 +16,7 @@ import type { HoldSummary } from './strategies/strategy.js';
 import type { LoadResultJson } from './loadgen.js';
 import type { ReloadStopReason, Stats } from './reloader.js';
 import type { AbResult } from './ab.js';
+import type { WrkResult } from './load/wrk.js';
 import type { Attribution } from './attribution.js';
 
 /** Where a strategy ran: this machine's kernel, or the kernel lab (User-Mode Linux). */
@@ -44,6 +45,8 @@ export interface WorkerSpec {
   load: LoadPlan;
   /** run ab with this many requests after the load (the cross-check) */
   abRequests?: number;
+  /** then run wrk for this many seconds (the cross-check's second C client) */
+  wrkSeconds?: number;
   progressFile: string;
   resultFile: string;
   /** SYNHOLD_RUN_DIR for synhold's state (host: inside the work dir) */
@@ -91,6 +94,7 @@ export interface WorkerResult {
   /** failed requests charged to the reloads they started during */
   attribution?: Attribution;
   ab?: AbResult;
+  wrk?: WrkResult;
   notes: string[];
   elapsedMs: number;
 }

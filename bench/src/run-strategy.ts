@@ -23,6 +23,7 @@ import { runReloadLoop, type ReloadLoopResult } from './reloader.js';
 import { inNetns } from './netns.js';
 import { exec } from './exec.js';
 import { runAb } from './ab.js';
+import { runWrk } from './load/wrk.js';
 import { strategyFor, StrategyUnavailable } from './strategies/index.js';
 import type { HoldSummary, PreparedStrategy } from './strategies/strategy.js';
 import { attributeFailures, type Attribution } from './attribution.js';
@@ -217,6 +218,11 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
       emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'ab cross-check' });
       ab = await runAb(HOST, FRONTEND_PORT, spec.abRequests, plan.concurrency, 10 * 60_000);
     }
+    let wrk;
+    if (spec.wrkSeconds) {
+      emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'wrk cross-check' });
+      wrk = await runWrk(HOST, FRONTEND_PORT, { threads: 1, connections: plan.concurrency, durationS: spec.wrkSeconds });
+    }
     if (loop && loop.count > 0 && loop.failed === loop.count) {
       throw new Error(`every reload failed (${loop.count}): ${reloadSummary(loop, spec.intervalMs).failures[0] ?? '?'}`);
     }
@@ -226,6 +232,7 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
       ...(hold ? { hold } : {}),
       ...(attribution ? { attribution } : {}),
       ...(ab ? { ab } : {}),
+      ...(wrk ? { wrk } : {}),
       ...(hv ? { haproxyVersion: hv } : {}),
     });
   } catch (e) {

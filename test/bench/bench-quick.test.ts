@@ -58,7 +58,7 @@ test('synhold bench --quick --strategies none,plug: plug fails nothing, none is 
     // Exactly one JSON document on stdout.
     const doc = JSON.parse(r.stdout) as BenchJson & {
       kernels: Array<{ where: string; kernel: string }>;
-      crossCheck?: { ab: { complete: number; failed: number } };
+      crossCheck?: { ab: { complete: number; failed: number }; wrk?: { requests: number; rps: number; socketErrors: number; non2xx: number; error?: string } };
     };
     assert.equal(typeof doc.kernel, 'string');
     const byName = (n: string): BenchJsonStrategy[] => doc.strategies.filter((s) => s.name === n);
@@ -104,6 +104,9 @@ test('synhold bench --quick --strategies none,plug: plug fails nothing, none is 
 
     // ab cross-check in the same run.
     assert.ok(doc.crossCheck && doc.crossCheck.ab.complete > 0 && doc.crossCheck.ab.failed === 0, JSON.stringify(doc.crossCheck));
+    // ...and wrk, the second C client, after it.
+    const w = doc.crossCheck.wrk;
+    assert.ok(w && w.error === undefined && w.requests > 0 && w.rps > 0 && w.socketErrors + w.non2xx === 0, JSON.stringify(w));
 
     // Files: table, JSON, SVG with a panel per strategy, PNG.
     for (const f of ['table.txt', 'bench.json', 'latency.svg']) assert.ok(existsSync(join(out, f)), f);

@@ -143,3 +143,22 @@ test('several runs on one page: each finding says which run a number comes from;
   assert.match(md, /### Run 2: `synhold bench --quick`/);
   assert.match(md, /\(bench\/host-earlier\/latency\.png\)/);
 });
+
+test('the cross-check: ab, the generator and wrk in one table; wrk rate compared with the generator; an ab-only document still renders', () => {
+  const ab = { requests: 10_000, complete: 10_000, failed: 0, concurrency: 50, rps: 8000, meanMs: 6.2, p50: 6, p90: 8, p99: 12, max: 30 };
+  const loadgen = { requests: 50_000, failed: 0, rps: 7600, meanMs: 6.5, p50: 6.1, p90: 8.2, p99: 12.5, max: 31 };
+  const wrk = { threads: 1, connections: 50, durationS: 3, requests: 24_600, rps: 8200, socketErrors: 0, non2xx: 0, p50: 5.1, p90: 7.3, p99: 11.2 };
+  const page = (crossCheck: unknown) => {
+    const d = { ...JSON.parse(JSON.stringify(doc(good))), crossCheck };
+    return renderBenchmarksMd([runFromDoc('docs/bench/x/bench.json', d)], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js');
+  };
+  const md = page({ where: 'host', strategy: 'baseline', ab, loadgen, wrk });
+  assert.match(md, /\| wrk -t 1, `Connection: close`, 3 s \(latency after the connect\) \| 24,600 \| 0 \| 8200 \| - \| 5\.1/);
+  assert.match(md, /drove 8200 req\/s: the generator's rate is 93% of it/);
+  const failed = page({ where: 'host', strategy: 'baseline', ab, loadgen, wrk: { ...wrk, error: 'wrk exited 1: boom' } });
+  assert.match(failed, /wrk, the second C client: wrk exited 1: boom\./);
+  assert.doesNotMatch(failed, /\| wrk -t/);
+  const old = page({ where: 'host', strategy: 'baseline', ab, loadgen });
+  assert.doesNotMatch(old, /wrk/);
+  assert.ok(!/undefined|NaN/.test(md + failed + old));
+});
