@@ -82,12 +82,20 @@ function writeCache(name: string, data: Buffer): void {
   }
 }
 
+// `synhold bench` imports the bench package (ESM) with import(). Code run by a vm.Script has no
+// loader for that (it would need vm's experimental module support, and code from a cache loses even
+// that), so the import runs here, in a module Node.js itself loaded (src/cli/code-cache.ts).
+(globalThis as Record<symbol, unknown>)[Symbol.for('synhold.importEsm')] = (specifier: string) => import(specifier);
+
 let source = readFileSync(cli, 'utf8');
 // The bundle's shebang is not valid inside Module.wrap's function.
 if (source.startsWith('#!')) source = `//${source.slice(2)}`;
 const name = enabled ? cacheName() : undefined;
 const cached = name ? readCache(join(dir, name)) : undefined;
-const script = new Script(Module.wrap(source), { filename: cli, ...(cached ? { cachedData: cached } : {}) });
+const script = new Script(Module.wrap(source), {
+  filename: cli,
+  ...(cached ? { cachedData: cached } : {}),
+});
 // SYNHOLD_DEBUG: say what became of the cache (test/cli/code-cache checks it is used).
 if (process.env.SYNHOLD_DEBUG) {
   const state = !name ? 'off' : !cached ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';

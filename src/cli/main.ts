@@ -15,7 +15,7 @@ import { appendFileSync, existsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot, packageVersion } from '../host/package-root.js';
-import { saveCodeCache } from './code-cache.js';
+import { importEsm, saveCodeCache } from './code-cache.js';
 
 /** Exit codes of every command but protect (which follows timeout(1): see protect.ts). */
 
@@ -324,8 +324,7 @@ async function cmdBench(args: string[], g: Globals): Promise<number> {
   }
   // The bundle turns import() into require() (esbuild --supported:dynamic-import=false: a built-in
   // loaded on demand through require costs far less than through the ESM loader); the bench package
-  // is ESM, so its import goes through a function esbuild does not rewrite.
-  const importEsm = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<unknown>;
+  // is ESM, so it is imported through code-cache.ts's importEsm.
   const bench = (await importEsm(BENCH_CLI.href)) as { cmdBench(args: string[], g: Globals): Promise<number> };
   return bench.cmdBench(args, g);
 }

@@ -44,6 +44,12 @@ test('a protect run leaves a cache the next run uses; a corrupt or foreign-writa
       const st = synhold(['--netns', ns.name, 'status'], env);
       assert.equal(st.status, 0, st.stderr);
       assert.equal(cacheState(st.stderr), 'used');
+      // ...and `synhold bench`, whose import() of the bench package (ESM) needs the main context's loader.
+      const bench = synhold(['bench', '--help'], env);
+      assert.equal(bench.status, 0, bench.stderr);
+      assert.match(bench.stdout, /^usage: synhold bench/);
+      assert.equal(cacheState(bench.stderr), 'used');
+      assert.doesNotMatch(bench.stderr, /Warning/);
 
       // Corrupt: V8's checksum rejects it, the run goes on, and a good one replaces it.
       const bad = Buffer.from(made);

@@ -44,7 +44,7 @@ function nfqueueRules(ns: TestNetns): string[] {
 
 function ok(args: string[]): ReturnType<typeof synhold> {
   const r = synhold(args);
-  assert.equal(r.status, 0, `synhold ${args.join(' ')}: exit ${r.status}: ${r.stderr}`);
+  assert.equal(r.status, 0, `synhold ${args.join(' ')}: exit ${r.status}: ${r.stderr}${r.stdout}`);
   return r;
 }
 
