@@ -5,6 +5,8 @@
 # A package installed on this host by hand cannot hide a missing install step there.
 #
 #   scripts/ci-bare.sh [REV]          REV defaults to HEAD of this checkout
+#   SYNHOLD_BARE_CMD='bash scripts/install-deps.sh && node --test dist/test/reload/systemd.test.js' \
+#     scripts/ci-bare.sh [REV]          runs that instead of .ci/run (one suite, on a bare root)
 #
 # The base root is made once with debootstrap (Debian's package registry) and
 # cached under $SYNHOLD_BARE_CACHE (default /var/cache/synhold-bare); each run gets
@@ -93,6 +95,10 @@ setpriv --pdeathsig KILL unshare --mount --pid --fork --kill-child=KILL --propag
   r=$1
   mount -t proc proc "$r/proc"
   mount -t sysfs sysfs "$r/sys"
+  # A new sysfs has no cgroup file systems under it; a booted machine has them (its init mounts
+  # them), and systemd-nspawn (test/reload/systemd) stops without: "Failed to determine whether the
+  # unified cgroups hierarchy is used". Those of the host, as it has them (v1, v2 or both).
+  mount --rbind /sys/fs/cgroup "$r/sys/fs/cgroup"
   mount --rbind /dev "$r/dev"
   mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
   mount -t tmpfs -o mode=755 tmpfs "$r/run"
@@ -101,8 +107,8 @@ setpriv --pdeathsig KILL unshare --mount --pid --fork --kill-child=KILL --propag
   mount --bind "$2" "$r/root/synhold"
   exec chroot "$r" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 CI=true ${NODE_EXTRA_CA_CERTS:+NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS} \
-    ${SSL_CERT_FILE:+SSL_CERT_FILE=$SSL_CERT_FILE} ${SSL_CERT_DIR:+SSL_CERT_DIR=$SSL_CERT_DIR} /bin/bash -c "cd /root/synhold && bash .ci/run </dev/null"
-' _ "$run/root" "$run/checkout" >"$log" 2>&1 &
+    ${SSL_CERT_FILE:+SSL_CERT_FILE=$SSL_CERT_FILE} ${SSL_CERT_DIR:+SSL_CERT_DIR=$SSL_CERT_DIR} /bin/bash -c "cd /root/synhold && $3 </dev/null"
+' _ "$run/root" "$run/checkout" "${SYNHOLD_BARE_CMD:-bash .ci/run}" >"$log" 2>&1 &
 child=$!
 wait "$child"   # in the background, so a signal to this script is handled at once
 rc=$?

@@ -71,10 +71,13 @@ test('tcp_migrate_req=0, 100 reloads each: a hold begun at the new listener lose
     assert.equal(full.reloads.length, 100);
     assert.ok(late.failed > 0, 'the late hold lost nothing: the race was not exercised');
     assert.deepEqual(Object.keys(late.details), ['ECONNRESET']);
+    // Ordering, not speed: each late hold began once its poll had seen the new listener (how soon after
+    // depends on the machine's load: over 1 ms in a CI run on a busy machine, so it is a diagnostic).
     assert.ok(
-      late.reloads.every((x) => x.holdBeganMs !== undefined && x.holdBeganMs >= x.newSeenMs! && x.holdBeganMs - x.newSeenMs! < 1),
-      'each late hold began at the poll that saw the new listener',
+      late.reloads.every((x) => x.holdBeganMs !== undefined && x.newSeenMs !== undefined && x.holdBeganMs >= x.newSeenMs),
+      'each late hold began after the poll that saw the new listener',
     );
+    t.diagnostic(`late hold began after the new listener was seen: max ${Math.max(...late.reloads.map((x) => x.holdBeganMs! - x.newSeenMs!)).toFixed(2)} ms`);
     assert.equal(beforeHold(late), late.failed, 'a late hold lost a request that began after it');
     assert.equal(beforeHold(full), full.failed, 'the full hold lost a request that began after it');
     assert.ok(late.failed > full.failed, `late ${late.failed}, full ${full.failed}`);
