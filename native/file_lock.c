@@ -61,6 +61,41 @@ static napi_value try_lock(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* isLocked(path) -> whether some process holds the lock (false if there is no file).
+ *
+ * Asked of the kernel by a shared, non-blocking flock on a read-only descriptor
+ * of our own, dropped at once: /proc/locks cannot answer it everywhere. It names
+ * a flock by the pid that took it, and in a PID namespace other than the
+ * initial one (a container, a pod) it leaves out every lock whose taker is not
+ * visible there, dead takers included: a manual hold's lock, taken by `synhold
+ * plug` and kept by its watchdog after plug exits, was invisible to `status`
+ * there (a bare CI run, which lives in a PID namespace of its own). The probe
+ * holds a shared lock for a few microseconds; a hold taking the lock in that
+ * instant finds it busy and tries again, as it does behind any holder. */
+static napi_value is_locked(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  char path[4096];
+  size_t len = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "isLocked(path)");
+    return NULL;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) { napi_get_boolean(env, false, &out); return out; }
+    throw_errno(env, "open lock file", errno);
+    return NULL;
+  }
+  int rc = flock(fd, LOCK_SH | LOCK_NB);
+  int err = errno;
+  close(fd);
+  if (rc < 0 && err != EWOULDBLOCK) { throw_errno(env, "flock", err); return NULL; }
+  napi_get_boolean(env, rc < 0, &out);
+  return out;
+}
+
 /* unlock(fd): closing the descriptor drops the lock. */
 static napi_value unlock(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -76,6 +111,7 @@ void register_file_lock(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"tryLock", NULL, try_lock, NULL, NULL, NULL, napi_default, NULL},
       {"unlock", NULL, unlock, NULL, NULL, NULL, napi_default, NULL},
+      {"isLocked", NULL, is_locked, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

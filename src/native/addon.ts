@@ -29,6 +29,8 @@ export interface NativeAddon {
   /** A /proc/thread-self/net/... file as another network namespace shows it. */
   readFileInNetns(netnsPath: string, path: string): string;
   unlock(fd: number): void;
+  /** Whether another descriptor holds an exclusive flock on path (false: no such file). */
+  isLocked(path: string): boolean;
   /** Starts file (PATH-searched) with argv; child fd i = our fds[i]; see native/spawn.c. Returns the pid. */
   spawn(
     file: string,

@@ -14,6 +14,8 @@ import { native } from '../native/addon.js';
 import { LockError, NotSetUpError } from '../model/errors.js';
 
 const MAX_POLL_MS = 32;
+/** The shortest wait for the lock: longer than isHeld's probe holds it. */
+const PROBE_GRACE_MS = 2;
 
 export class FileLock {
   private lockFd: number;
@@ -39,7 +41,9 @@ export class FileLock {
    * long. An abort (protect got a signal) ends the wait at once with the signal's reason.
    */
   static async acquire(path: string, waitMs: number, signal?: AbortSignal): Promise<FileLock | undefined> {
-    const deadline = Date.now() + waitMs;
+    // Even a wait of 0 tries twice, 2 ms apart: a lock found busy by a status probe's
+    // microseconds (isHeld) is not a hold.
+    const deadline = Date.now() + Math.max(waitMs, PROBE_GRACE_MS);
     let pollMs = 2;
     for (;;) {
       signal?.throwIfAborted();
@@ -57,10 +61,14 @@ export class FileLock {
   }
 
   /**
-   * Whether someone holds the lock, without taking it: a look at /proc/locks for
-   * a FLOCK on the file's device and inode. Status uses this; taking the lock to
-   * find out, even for a moment, would make a concurrent `synhold plug` (which
-   * waits 0 ms by default) fail as busy.
+   * Whether someone holds the lock. First a look at /proc/locks for a FLOCK on the file's device
+   * and inode, which takes nothing. But /proc/locks names a flock by the pid that took it, and in a
+   * PID namespace other than the initial one (a container, a pod, a bare CI run) it leaves out the
+   * locks whose taker is not visible there, dead ones included: a manual hold's lock, taken by
+   * `synhold plug` and kept by its watchdog after plug exited, was missing, and status called the
+   * live hold a stale record. So when /proc/locks shows none, the kernel is asked with a shared
+   * flock probe of a few microseconds (native isLocked); acquire() tries once more after a hold
+   * finds the lock busy in such an instant.
    */
   static isHeld(path: string): boolean {
     let st: { dev: number; ino: number };
@@ -73,9 +81,10 @@ export class FileLock {
     const major = Math.floor(st.dev / 256) & 0xfff;
     const minor = (st.dev & 0xff) | (Math.floor(st.dev / 4096) & ~0xff);
     const want = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`;
-    return readFileSync('/proc/locks', 'utf8')
+    const listed = readFileSync('/proc/locks', 'utf8')
       .split('\n')
       .some((l) => / FLOCK /.test(l) && l.split(/\s+/).includes(want));
+    return listed || native().isLocked(path);
   }
 
   /** The descriptor, for a child process to inherit (the hold's watchdog). */
