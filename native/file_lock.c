@@ -14,18 +14,24 @@
 
 #include "addon.h"
 
+/* The one string argument (a path) of tryLock and isLocked; 0 with an exception pending if it is not. */
+static int path_arg(napi_env env, napi_callback_info info, char *path, size_t size, const char *usage) {
+  size_t argc = 1, len = 0;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, size, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
+  }
+  return 1;
+}
+
 /* tryLock(path) -> fd (>= 0) holding an exclusive lock, or -1 if another
  * process holds it. The file is created if missing. */
 static napi_value try_lock(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
+  napi_value out;
   char path[4096];
-  size_t len = 0;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "tryLock(path)");
-    return NULL;
-  }
+  if (!path_arg(env, info, path, sizeof path, "tryLock(path)")) return NULL;
   /* teardown removes the lock file while it holds the lock, and setup makes a new
    * one. A lock taken on a file opened before that removal would be a lock on a
    * dead inode that nobody else looks at: two holders at once. So after flock,
@@ -73,15 +79,9 @@ static napi_value try_lock(napi_env env, napi_callback_info info) {
  * holds a shared lock for a few microseconds; a hold taking the lock in that
  * instant finds it busy and tries again, as it does behind any holder. */
 static napi_value is_locked(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
+  napi_value out;
   char path[4096];
-  size_t len = 0;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "isLocked(path)");
-    return NULL;
-  }
+  if (!path_arg(env, info, path, sizeof path, "isLocked(path)")) return NULL;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) { napi_get_boolean(env, false, &out); return out; }

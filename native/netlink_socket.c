@@ -133,10 +133,34 @@ static int open_in_netns(const char *ns_path, int protocol, int *err) {
   return fd;
 }
 
+/* The JavaScript handle of an open socket fd (netlink, or protect's unix stream to
+ * the daemon): { fd, portId } wrapping the state that watch/recv/close use. Takes
+ * the fd: closes it if the handle cannot be made. */
+static napi_value wrap_socket(napi_env env, int fd, uint32_t port_id, const char *what) {
+  napi_value handle, v;
+  nl_socket *s = calloc(1, sizeof *s);
+  if (!s || !(s->scratch = malloc(RECV_SCRATCH))) {
+    if (s) free(s);
+    close(fd);
+    throw_errno(env, what, ENOMEM);
+    return NULL;
+  }
+  s->fd = fd;
+  s->port_id = port_id;
+  s->env = env;
+  napi_create_object(env, &handle);
+  napi_wrap(env, handle, s, socket_finalize, NULL, NULL);
+  napi_create_uint32(env, port_id, &v);
+  napi_set_named_property(env, handle, "portId", v);
+  napi_create_int32(env, fd, &v);
+  napi_set_named_property(env, handle, "fd", v);
+  return handle;
+}
+
 /* open(protocol: number, netnsPath: string | null, rcvbuf: number) -> handle */
 static napi_value nl_open(napi_env env, napi_callback_info info) {
   size_t argc = 3;
-  napi_value argv[3], handle;
+  napi_value argv[3];
   int32_t protocol = 0, rcvbuf = 0;
   char ns_path[4096];
   const char *ns = NULL;
@@ -176,39 +200,30 @@ static napi_value nl_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  nl_socket *s = calloc(1, sizeof *s);
-  if (!s || !(s->scratch = malloc(RECV_SCRATCH))) {
-    if (s) free(s);
-    close(fd);
-    throw_errno(env, "open netlink socket", ENOMEM);
+  return wrap_socket(env, fd, local.nl_pid, "open netlink socket");
+}
+
+/* The (handle, buffer) arguments of send and streamSend; NULL with an exception pending if they are not. */
+static nl_socket *socket_and_buffer(napi_env env, napi_callback_info info, const char *usage, void **data, size_t *len) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  nl_socket *s = unwrap(env, argv[0]);
+  if (!s) return NULL;
+  if (argc < 2 || napi_get_buffer_info(env, argv[1], data, len) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  s->fd = fd;
-  s->port_id = local.nl_pid;
-  s->env = env;
-  napi_create_object(env, &handle);
-  napi_wrap(env, handle, s, socket_finalize, NULL, NULL);
-  napi_value v;
-  napi_create_uint32(env, s->port_id, &v);
-  napi_set_named_property(env, handle, "portId", v);
-  napi_create_int32(env, fd, &v);
-  napi_set_named_property(env, handle, "fd", v);
-  return handle;
+  return s;
 }
 
 /* send(handle, buffer) -> bytes sent. Netlink sends are atomic per datagram. */
 static napi_value nl_send(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], out;
+  napi_value out;
   void *data;
   size_t len;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  nl_socket *s = unwrap(env, argv[0]);
+  nl_socket *s = socket_and_buffer(env, info, "send(handle, buffer)", &data, &len);
   if (!s) return NULL;
-  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "send(handle, buffer)");
-    return NULL;
-  }
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   ssize_t n;
   do {
@@ -388,7 +403,7 @@ static napi_value nl_close(napi_env env, napi_callback_info info) {
  * watch/setRef/close like a netlink socket, with streamSend/streamRecv. */
 static napi_value nl_connect_unix(napi_env env, napi_callback_info info) {
   size_t argc = 2;
-  napi_value argv[2], handle, out;
+  napi_value argv[2], out;
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
   size_t len = 0;
   int32_t timeout_ms = 0;
@@ -427,37 +442,18 @@ static napi_value nl_connect_unix(napi_env env, napi_callback_info info) {
     throw_errno(env, "unix socket O_NONBLOCK", err);
     return NULL;
   }
-  nl_socket *s = calloc(1, sizeof *s);
-  if (!s || !(s->scratch = malloc(RECV_SCRATCH))) {
-    if (s) free(s);
-    close(fd);
-    throw_errno(env, "connect unix socket", ENOMEM);
-    return NULL;
-  }
-  s->fd = fd;
-  s->env = env;
-  napi_create_object(env, &handle);
-  napi_wrap(env, handle, s, socket_finalize, NULL, NULL);
-  napi_create_int32(env, fd, &out);
-  napi_set_named_property(env, handle, "fd", out);
-  return handle;
+  return wrap_socket(env, fd, 0, "connect unix socket");
 }
 
 /* streamSend(handle, buffer) -> bytes sent: all of it, or throws (EAGAIN: the
  * peer is not reading; EPIPE: it is gone). Messages are a few hundred bytes,
  * far below a unix socket's buffer, so a short send means a stuck peer. */
 static napi_value nl_stream_send(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], out;
+  napi_value out;
   void *data;
   size_t len;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  nl_socket *s = unwrap(env, argv[0]);
+  nl_socket *s = socket_and_buffer(env, info, "streamSend(handle, buffer)", &data, &len);
   if (!s) return NULL;
-  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "streamSend(handle, buffer)");
-    return NULL;
-  }
   ssize_t n;
   do {
     n = send(s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
