@@ -10,9 +10,12 @@ import { native, type NativeSocketHandle } from '../native/addon.js';
 export class LineConnection<In> {
   readonly closed: Promise<void>;
   private isClosed = false;
-  private pending: Buffer = Buffer.alloc(0);
   private onClosed: () => void = () => undefined;
   private onMsg: (m: In) => void = () => undefined;
+  private readonly feed = jsonLineReader<In>(
+    (m) => this.onMsg(m),
+    () => this.isClosed,
+  );
 
   private constructor(private readonly handle: NativeSocketHandle) {
     this.closed = new Promise((resolve) => (this.onClosed = resolve));
@@ -60,19 +63,7 @@ export class LineConnection<In> {
       }
       if (chunk === null) return;
       if (chunk.length === 0) return this.close();
-      // Split on bytes, not after decoding: a chunk may end inside a multi-byte character.
-      this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-      for (let i = this.pending.indexOf(10); i >= 0 && !this.isClosed; i = this.pending.indexOf(10)) {
-        const line = this.pending.subarray(0, i).toString('utf8');
-        this.pending = this.pending.subarray(i + 1);
-        let m: In;
-        try {
-          m = JSON.parse(line) as In;
-        } catch {
-          continue;
-        }
-        this.onMsg(m);
-      }
+      this.feed(chunk);
     }
   }
 }
@@ -98,15 +89,18 @@ export async function connectUnix(path: string, timeoutMs: number): Promise<Sock
   });
 }
 
-/** Calls onMsg for every complete line that parses as JSON; a garbled line is skipped. */
-export function onJsonLines<T>(s: Socket, onMsg: (m: T) => void): void {
-  let buf = '';
-  s.setEncoding('utf8');
-  s.on('data', (d: string) => {
-    buf += d;
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
+/**
+ * A byte stream's newline-delimited JSON, message by message: feed it chunks; every complete line
+ * that parses goes to onMsg, a garbled line is skipped. Split on bytes, not after decoding: a chunk
+ * may end inside a multi-byte character. `stop` ends the loop early (the connection closed in onMsg).
+ */
+function jsonLineReader<T>(onMsg: (m: T) => void, stop: () => boolean = () => false): (chunk: Buffer) => void {
+  let pending: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    for (let i = pending.indexOf(10); i >= 0 && !stop(); i = pending.indexOf(10)) {
+      const line = pending.subarray(0, i).toString('utf8');
+      pending = pending.subarray(i + 1);
       let m: T;
       try {
         m = JSON.parse(line) as T;
@@ -115,5 +109,10 @@ export function onJsonLines<T>(s: Socket, onMsg: (m: T) => void): void {
       }
       onMsg(m);
     }
-  });
+  };
+}
+
+/** Calls onMsg for every complete line that parses as JSON; a garbled line is skipped. */
+export function onJsonLines<T>(s: Socket, onMsg: (m: T) => void): void {
+  s.on('data', jsonLineReader(onMsg));
 }
