@@ -94,6 +94,25 @@ after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * A client to PORT in the namespace whose SYN the queue holds (the kernel's count in
+ * /proc/net/netfilter/nfnetlink_queue, polled until the deadline), still not connected 300 ms later.
+ */
+async function heldClient(ns: string, queue: number, deadline: number, heldWhile: string): Promise<ReturnType<typeof startClient>> {
+  const client = startClient(ns, '127.0.0.1', PORT);
+  let connected = false;
+  void client.connected.then(() => (connected = true));
+  let queued = 0;
+  while (Date.now() < deadline && queued === 0) {
+    queued = (await readKernelQueueStats(ns)).find((s) => s.queue === queue)?.queueTotal ?? 0;
+    if (queued === 0) await sleep(20);
+  }
+  assert.equal(queued, 1, "the client's SYN is held in the queue (/proc/net/netfilter/nfnetlink_queue)");
+  await sleep(300);
+  assert.equal(connected, false, heldWhile);
+  return client;
+}
+
 test('the arm64 watchdog under qemu-aarch64 keeps an nfqueue hold while its owner lives and releases it when the owner is SIGKILLed: the held client connects', async (t) => {
   const qemuBin = qemu();
   const watchdog = join(pkg, 'prebuilds/linux-arm64/synhold-watchdog');
@@ -125,18 +144,7 @@ test('the arm64 watchdog under qemu-aarch64 keeps an nfqueue hold while its owne
       // Only the watchdog keeps the queue's socket now (this process would otherwise be a second reader of its acks).
       q.close();
 
-      client = startClient(ns.name, '127.0.0.1', PORT);
-      let connected = false;
-      void client.connected.then(() => (connected = true));
-      const until = Date.now() + 10_000;
-      let queued = 0;
-      while (Date.now() < until && queued === 0) {
-        queued = (await readKernelQueueStats(ns.name)).find((s) => s.queue === QUEUE)?.queueTotal ?? 0;
-        if (queued === 0) await sleep(20);
-      }
-      assert.equal(queued, 1, "the client's SYN is held in the queue (/proc/net/netfilter/nfnetlink_queue)");
-      await sleep(300);
-      assert.equal(connected, false, 'the client is held while the owner lives');
+      client = await heldClient(ns.name, QUEUE, Date.now() + 10_000, 'the client is held while the owner lives');
       assert.equal(wdEnded, false, 'the watchdog runs (under qemu) while the owner lives');
 
       const k0 = performance.now();
@@ -412,17 +420,7 @@ test('the arm64 addon in arm64 Node.js 18 under qemu: the packed CLI sets up (nf
         [],
         'the shim stays in the arm64 node: the watchdog (and its qemu) run without it',
       );
-      client = startClient(ns.name, '127.0.0.1', PORT);
-      let connected = false;
-      void client.connected.then(() => (connected = true));
-      let queued = 0;
-      while (Date.now() < until && queued === 0) {
-        queued = (await readKernelQueueStats(ns.name)).find((s) => s.queue === queue)?.queueTotal ?? 0;
-        if (queued === 0) await sleep(20);
-      }
-      assert.equal(queued, 1, "the client's SYN is held (/proc/net/netfilter/nfnetlink_queue)");
-      await sleep(300);
-      assert.equal(connected, false, 'the client waits while the command runs');
+      client = await heldClient(ns.name, queue, until, 'the client waits while the command runs');
       writeFileSync(gate, ''); // the command (cat) reads EOF and exits: protect releases
       const [code] = await Promise.race([protectEnded, sleep(60_000, undefined, { ref: false }).then(() => assert.fail(`protect did not end: ${out}`))]);
       const protectMs = performance.now() - p0;
