@@ -16,7 +16,17 @@ import { ConfigError, parseDuration } from '../../src/model/config.js';
 import { STRATEGY_NAMES, type StrategyName } from './strategies/strategy.js';
 import { isStrategyName, sortStrategies } from './strategies/index.js';
 
-export const DEFAULT_STRATEGIES: readonly StrategyName[] = ['none', 'drop', 'plug', 'plug-spawn', 'nfqueue', 'haproxy-seamless', 'migrate-req'];
+export const DEFAULT_STRATEGIES: readonly StrategyName[] = [
+  'none',
+  'drop',
+  'plug',
+  'plug-exit',
+  'plug-spawn',
+  'nfqueue',
+  'nfqueue-exit',
+  'haproxy-seamless',
+  'migrate-req',
+];
 
 export interface BenchOptions {
   /** requested strategies (the baseline is added per kernel by the bench) */

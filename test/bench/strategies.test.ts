@@ -92,7 +92,7 @@ describe('strategies and where they run', () => {
       const s = strategyFor(n);
       assert.equal(s.name, n);
       assert.equal(s.reloads, n !== 'baseline');
-      assert.equal(s.kernelNeeds.includes('sch_plug'), n === 'plug' || n === 'plug-spawn', n);
+      assert.equal(s.kernelNeeds.includes('sch_plug'), n === 'plug' || n === 'plug-exit' || n === 'plug-spawn', n);
     }
     assert.equal(strategyFor('haproxy-seamless').haproxyMode, 'seamless');
     assert.equal(strategyFor('drop').defaultIntervalMs, 1000);

@@ -2,7 +2,7 @@
 
 import { baseline } from './baseline.js';
 import { none } from './none.js';
-import { drop, nfqueue, plug } from './synhold-hold.js';
+import { drop, nfqueue, nfqueueExit, plug, plugExit } from './synhold-hold.js';
 import { plugSpawn } from './plug-spawn.js';
 import { haproxySeamless } from './haproxy-seamless.js';
 import { migrateReq } from './migrate-req.js';
@@ -15,8 +15,10 @@ const STRATEGIES: Record<StrategyName, Strategy> = {
   none,
   drop,
   plug,
+  'plug-exit': plugExit,
   'plug-spawn': plugSpawn,
   nfqueue,
+  'nfqueue-exit': nfqueueExit,
   'haproxy-seamless': haproxySeamless,
   'migrate-req': migrateReq,
 };

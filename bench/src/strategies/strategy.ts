@@ -14,7 +14,21 @@ import type { HaproxyMode, HaproxyServer } from '../servers.js';
 import type { ReloadLoopResult, ReloadWrap, Stats } from '../reloader.js';
 import type { Where } from '../protocol.js';
 
-export const STRATEGY_NAMES = ['baseline', 'none', 'drop', 'plug', 'plug-spawn', 'nfqueue', 'haproxy-seamless', 'migrate-req'] as const;
+// `plug` and `nfqueue` are protect's default hold, which ends at the socket swap (the last old
+// listener gone, the new one up); `plug-exit` and `nfqueue-exit` are the conservative hold
+// (`--release-on exit`: until the reload command exits), the same backends otherwise.
+export const STRATEGY_NAMES = [
+  'baseline',
+  'none',
+  'drop',
+  'plug',
+  'plug-exit',
+  'plug-spawn',
+  'nfqueue',
+  'nfqueue-exit',
+  'haproxy-seamless',
+  'migrate-req',
+] as const;
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
 
 /** Kernel features a strategy cannot do without; the bench runs it in the kernel lab when this kernel lacks one. */

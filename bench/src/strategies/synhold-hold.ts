@@ -82,7 +82,16 @@ export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
 
 type Backend = 'plug' | 'nfqueue' | 'drop';
 
-function synholdStrategy(name: StrategyName & Backend, summary: string, extra: { kernelNeeds?: ['sch_plug']; defaultIntervalMs?: number } = {}): Strategy {
+interface SynholdVariant {
+  backend: Backend;
+  kernelNeeds?: ['sch_plug'];
+  defaultIntervalMs?: number;
+  /** protect's --release-on (undefined: its default, the socket rule) */
+  releaseOn?: 'exit';
+}
+
+function synholdStrategy(name: StrategyName, summary: string, variant: SynholdVariant): Strategy {
+  const { backend, ...extra } = variant;
   return {
     name,
     summary,
@@ -94,9 +103,9 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
       // `synhold setup` also turns net.ipv4.tcp_migrate_req on by default, which
       // on its own prevents the resets (that is the migrate-req row). Off here,
       // so that this row measures the hold alone.
-      const argv = [...ctx.synhold, '--json', 'setup', '--port', String(ctx.port), '--backend', name, '--migrate-req', 'off'];
+      const argv = [...ctx.synhold, '--json', 'setup', '--port', String(ctx.port), '--backend', backend, '--migrate-req', 'off'];
       const r = await exec(argv, { env: ctx.env, timeoutMs: 30_000 });
-      const shown = `synhold setup --port ${ctx.port} --backend ${name} --migrate-req off`;
+      const shown = `synhold setup --port ${ctx.port} --backend ${backend} --migrate-req off`;
       if (r.code !== 0) {
         throw new StrategyUnavailable(
           `\`${shown}\` failed (exit ${r.code ?? r.signal ?? r.error}): ${r.stderr.trim().split('\n').slice(-2).join(' | ') || describeFailure(r)}`,
@@ -111,9 +120,9 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
       } catch {
         /* checked below */
       }
-      if (chosen !== name) {
+      if (chosen !== backend) {
         await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
-        throw new StrategyUnavailable(`\`${shown}\` set up backend ${chosen}, not ${name}: ${r.stdout.trim().slice(0, 300)}`);
+        throw new StrategyUnavailable(`\`${shown}\` set up backend ${chosen}, not ${backend}: ${r.stdout.trim().slice(0, 300)}`);
       }
       ctx.log(`synhold set up: backend ${chosen} (${reason})`);
       // Check the sysctl itself (its /proc file), not what setup said it did.
@@ -124,14 +133,14 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
       // In the kernel lab (one slow CPU) a protected reload takes seconds (3-9 s on CI's
       // EPYC): the default --max-hold 5s would end holds mid-reload and measure the
       // lab, not the hold. The host keeps protect's defaults.
-      const protectArgs = ctx.where === 'lab' ? ['--max-hold', LAB_MAX_HOLD] : [];
+      const protectArgs = [...(ctx.where === 'lab' ? ['--max-hold', LAB_MAX_HOLD] : []), ...(extra.releaseOn ? ['--release-on', extra.releaseOn] : [])];
       const report = join(ctx.haproxy.dir, 'protect.jsonl');
       return {
         wrap: { argv: (reload) => [...ctx.synhold, 'protect', ...protectArgs, '--report', report, '--', ...reload] },
         holds: () => {
           const lines = existsSync(report) ? readFileSync(report, 'utf8') : '';
           const h = holdSummary(parseProtectReports(lines), "synhold protect --report (hold start to release; the reload's timeline)");
-          if (name === 'drop') {
+          if (backend === 'drop') {
             // Dropped SYNs are not counted by the drop backend (its summary always says
             // "0 SYNs released, 0 dropped"): no counts rather than misleading zeros.
             delete h.released;
@@ -152,17 +161,27 @@ function synholdStrategy(name: StrategyName & Backend, summary: string, extra: {
 
 export const plug = synholdStrategy(
   'plug',
-  "synhold's plug backend (sch_plug on lo, in-process netlink) alone (--migrate-req off): `synhold protect -- haproxy -sf`",
-  {
-    kernelNeeds: ['sch_plug'],
-  },
+  "synhold's plug backend (sch_plug on lo, in-process netlink) alone (--migrate-req off): `synhold protect -- haproxy -sf`, released at the socket swap",
+  { backend: 'plug', kernelNeeds: ['sch_plug'] },
+);
+export const plugExit = synholdStrategy(
+  'plug-exit',
+  'the plug backend with the conservative hold: `synhold protect --release-on exit -- haproxy -sf`, released when the reload command exits',
+  { backend: 'plug', kernelNeeds: ['sch_plug'], releaseOn: 'exit' },
 );
 export const nfqueue = synholdStrategy(
   'nfqueue',
-  "synhold's NFQUEUE backend (kernels without sch_plug) alone (--migrate-req off): `synhold protect -- haproxy -sf`",
+  "synhold's NFQUEUE backend (kernels without sch_plug) alone (--migrate-req off): `synhold protect -- haproxy -sf`, released at the socket swap",
+  { backend: 'nfqueue' },
+);
+export const nfqueueExit = synholdStrategy(
+  'nfqueue-exit',
+  'the NFQUEUE backend with the conservative hold: `synhold protect --release-on exit -- haproxy -sf`, released when the reload command exits',
+  { backend: 'nfqueue', releaseOn: 'exit' },
 );
 // The seed could only reload every second with dropped SYNs ("exponentially
 // backing off connections" otherwise); that is its default interval here too.
 export const drop = synholdStrategy('drop', "synhold's drop backend (drop SYNs during the reload; clients retransmit after 1 s)", {
+  backend: 'drop',
   defaultIntervalMs: 1000,
 });
