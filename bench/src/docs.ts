@@ -17,6 +17,14 @@ import { FAILURE_OUTCOMES } from './loadgen.js';
 import { fmtMs, fmtPct, kernelKey, reportsFromBenchJson, resultCells, summarize, type BenchJson, type StrategyReport, type SummaryRow } from './report.js';
 import { attributionText, type CrossCheck, type KernelInfo } from './bench.js';
 import { QUICK_CAP_MS, QUICK_DURATION_MS, QUICK_MIN_RELOADS } from './options.js';
+import { compareTable, type CompareArgs, type RunRecord as CompareRun } from './load/compare.js';
+
+/** A `load/compare.js --json` document: the generator and the C clients, side by side in one run. */
+export interface LoadCompare {
+  /** the command that made it, as the page shows it */
+  command: string;
+  doc: { args: CompareArgs; runs: CompareRun[] };
+}
 
 export interface Run {
   /** path of the bench.json, as given */
@@ -475,7 +483,23 @@ export function renderFindings(fs: Finding[]): string {
 
 // ---------------------------------------------------------------- the page
 
-export function renderBenchmarksMd(runs: Run[], outFile: string, command: string): string {
+/** The section on the load generator against the C clients (issue 12: within 10% of the best one). */
+export function renderLoadCompare(c: LoadCompare): string {
+  return [
+    '## The load generator against the C clients',
+    '',
+    "Every row of the tables above is driven by the bench's own generator (it tells a reset from a refusal from a",
+    'timeout and never gives up, which ab cannot do under reloads). Held against ab and wrk on the same HAProxy -> nginx',
+    'pair, in one run, the clients taking turns within each round:',
+    '',
+    `Command: \`${c.command}\``,
+    '',
+    compareTable(c.doc.args, c.doc.runs),
+    '',
+  ].join('\n');
+}
+
+export function renderBenchmarksMd(runs: Run[], outFile: string, command: string, loadCompare?: LoadCompare): string {
   const outDir = dirname(resolve(outFile));
   if (runs.length > 1) runs.forEach((r, i) => (r.label = `run ${i + 1}`));
   const kernels = runs.flatMap((r) => kernelsOf(r.doc));
@@ -536,24 +560,35 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     '  compare with each other.',
     '',
     ...runs.map((r, i) => renderRun(r, outDir, i + 1)),
+    ...(loadCompare ? [renderLoadCompare(loadCompare)] : []),
   ];
   return lines.join('\n').replace(/\n{3,}/g, '\n\n') + '\n';
 }
 
 function main(argv: string[]): number {
   let out: string | undefined;
+  let compareFile: string | undefined;
+  let compareCommand: string | undefined;
   const files: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--out') out = argv[++i];
+    else if (argv[i] === '--load-compare') compareFile = argv[++i];
+    else if (argv[i] === '--load-compare-command') compareCommand = argv[++i];
     else files.push(argv[i]!);
   }
-  if (!out || files.length === 0) {
-    process.stderr.write('usage: node dist/bench/src/docs.js --out docs/BENCHMARKS.md BENCH.json [BENCH.json ...]\n');
+  if (!out || files.length === 0 || (compareFile === undefined) !== (compareCommand === undefined)) {
+    process.stderr.write(
+      'usage: node dist/bench/src/docs.js --out docs/BENCHMARKS.md [--load-compare COMPARE.json --load-compare-command CMD] BENCH.json [BENCH.json ...]\n',
+    );
     return 2;
   }
   const runs = files.map(loadRun);
-  const command = `node dist/bench/src/docs.js --out ${out} ${files.join(' ')}`;
-  writeFileSync(out, renderBenchmarksMd(runs, out, command));
+  const loadCompare = compareFile ? { command: compareCommand!, doc: JSON.parse(readFileSync(compareFile, 'utf8')) as LoadCompare['doc'] } : undefined;
+  const command =
+    `node dist/bench/src/docs.js --out ${out}` +
+    (compareFile ? ` --load-compare ${compareFile} --load-compare-command '${compareCommand}'` : '') +
+    ` ${files.join(' ')}`;
+  writeFileSync(out, renderBenchmarksMd(runs, out, command, loadCompare));
   process.stderr.write(`written ${out}\n`);
   return 0;
 }

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { newLatencyHistogram, recordMs, type Histogram } from '../../bench/src/histogram.js';
 import { toBenchJson, type StrategyReport } from '../../bench/src/report.js';
 import { stats } from '../../bench/src/reloader.js';
-import { findings, renderBenchmarksMd, runFromDoc, slowCount, mdTable } from '../../bench/src/docs.js';
+import { findings, renderBenchmarksMd, runFromDoc, slowCount, mdTable, type LoadCompare } from '../../bench/src/docs.js';
+import { parseCompareArgs } from '../../bench/src/load/compare.js';
 import { summarize } from '../../bench/src/report.js';
 
 function hist(samples: Array<[ms: number, n: number]>): Histogram {
@@ -185,4 +186,36 @@ test('the cross-check: ab, the generator and wrk in one table; wrk rate compared
   const old = page({ where: 'host', strategy: 'baseline', ab, loadgen });
   assert.doesNotMatch(old, /wrk/);
   assert.ok(!/undefined|NaN/.test(md + failed + old));
+});
+
+test('the load generator against the C clients: the compare run on the page, with its command and the share of the best C client', () => {
+  const rec = (client: string, round: number, rps: number) => ({
+    client,
+    round,
+    requests: rps * 10,
+    failed: 0,
+    rps,
+    p50: 4,
+    p99: 9,
+    clientCpuPct: 50,
+    clientUserUs: 20,
+    clientSystemUs: 30,
+    serverCpuPct: 120,
+    machine: { user: 60, system: 80, softirq: 20, steal: 0, idle: 10 },
+    othersCpuPct: 1,
+  });
+  const args = parseCompareArgs(['--rounds', '2', '--seconds', '10', '--clients', 'loadgen,ab,wrk:t2']);
+  assert.notEqual(args, 'help');
+  const runs = [rec('loadgen', 1, 9000), rec('loadgen', 2, 9400), rec('ab', 1, 8000), rec('ab', 2, 8100), rec('wrk:t2', 1, 10000), rec('wrk:t2', 2, 9800)];
+  const cmd = 'node dist/bench/src/load/compare.js --rounds 2 --seconds 10 --clients loadgen,ab,wrk:t2 --json docs/bench/load-compare.json';
+  const run = runFromDoc('docs/bench/host/bench.json', JSON.parse(JSON.stringify(doc(good.filter((r) => r.where === 'host')))));
+  const md = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js ...', {
+    command: cmd,
+    doc: JSON.parse(JSON.stringify({ args: { ...(args as object), inside: undefined }, runs })) as LoadCompare['doc'],
+  });
+  assert.match(md, /## The load generator against the C clients/);
+  assert.ok(md.includes(`Command: \`${cmd}\``));
+  // medians: loadgen 9200, best C client wrk:t2 at 9900
+  assert.match(md, /- loadgen: 92\.9% of the best C client \(wrk:t2, 9900 req\/s\)/);
+  assert.ok(!renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'x').includes('against the C clients'), 'no section without a compare run');
 });
