@@ -50,6 +50,9 @@ export interface ReloadTimeline {
   oldFreedMs?: number;
   exitMs: number;
   holdBeganMs?: number;
+  /** When the backend's start returned: the kernel holds from here at the latest (a request begun
+   * between holdBeganMs and this may have reached the listener before the hold was in place). */
+  holdOnMs?: number;
   releasedMs?: number;
   /** Connections queued (completed, not accepted) on the old listener(s) when the hold began. */
   oldQueuedAtHold?: number;
@@ -114,6 +117,7 @@ async function oneReload(o: StudyOptions, watcher: ListenerWatcher, reload: () =
     if (active || !prepared) return;
     tl.holdBeganMs = ms();
     active = await prepared.start();
+    tl.holdOnMs = ms();
     if (nowListeners) tl.oldQueuedAtHold = queued(nowListeners);
   };
   if (o.hold === 'full') await begin(before);

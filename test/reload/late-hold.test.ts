@@ -22,11 +22,15 @@ interface Run {
   kernel: Record<string, number>;
   reloads: { holdBeganMs?: number; releasedMs?: number; newSeenMs?: number }[];
   /** Each failed request on its reload's timeline (ms from CMD's start), and that reload. */
-  failures: { detail: string; startMs?: number; timeline?: { holdBeganMs?: number } }[];
+  failures: { detail: string; startMs?: number; timeline?: { holdBeganMs?: number; holdOnMs?: number } }[];
 }
 
-/** Failed requests that began before their reload's hold did (or in a reload whose hold never began). */
-const beforeHold = (r: Run) => r.failures.filter((f) => f.startMs !== undefined && !(f.startMs >= (f.timeline?.holdBeganMs ?? Infinity))).length;
+/**
+ * Failed requests that began before their reload's hold was in place (or in a reload whose hold never
+ * began). In place means once the backend's start returned (holdOnMs), not when it was called: CI's
+ * run of 5713618 had 4 of 196 late-hold losses begin in that gap, the hold asked for but not yet on.
+ */
+const beforeHold = (r: Run) => r.failures.filter((f) => f.startMs !== undefined && !(f.startMs >= (f.timeline?.holdOnMs ?? Infinity))).length;
 
 const STUDY = fileURLToPath(new URL('../helpers/hold-timing-study.js', import.meta.url));
 
