@@ -151,7 +151,7 @@ test(`HAProxy master-worker, ${RELOADS} SIGUSR2 reloads under load: unprotected,
   });
 });
 
-test(`HAProxy master-worker with the socket hand-over off (-x /dev/null), ${RELOADS} SIGUSR2 reloads under load: unprotected, counted; protect --release-on swap (with and without tcp_migrate_req) and the default rule (with it) lose nothing`, async (t) => {
+test(`HAProxy master-worker with the socket hand-over off (-x /dev/null), ${RELOADS} SIGUSR2 reloads under load: unprotected, counted; protect --release-on swap (with and without tcp_migrate_req) loses nothing, the default rule (with it) loses at most a twentieth`, async (t) => {
   const NOX = { ...RUN, socketTransfer: false };
   await withNetns(async (ns) => {
     const plain = runMasterWorkerIn(ns.name, { protect: false, ...NOX });
@@ -183,7 +183,21 @@ test(`HAProxy master-worker with the socket hand-over off (-x /dev/null), ${RELO
 
     const dflt = runMasterWorkerIn(ns.name, { protect: true, releaseOn: 'sockets', ...NOX });
     t.diagnostic(`protect (default rule), no hand-over: ${describe(dflt)}`);
-    assertReloadsAndNoLoss(dflt, 'default rule, no hand-over');
+    // Not 0: the default rule releases at kill's exit, before any new listener, so what protects this
+    // run is tcp_migrate_req alone, and migration is not lossless (the bench's migrate-req row: 2 of
+    // 1,291,377 requests reset; CI's run of 5713618: 3 of ab's 18,605 here). The bound: resets only,
+    // and at most a twentieth of the unprotected run's (260-350 per run). --release-on swap, above and
+    // below, is the rule that loses nothing here (docs/OPERATIONS.md).
+    assertReloads(dflt, 'default rule, no hand-over');
+    const lost = (r: MasterWorkerResult) => r.failed + (r.ab?.failed ?? 0);
+    assert.ok(
+      lost(dflt) <= Math.max(5, lost(plain) / 20),
+      `default rule, no hand-over: lost ${lost(dflt)} (${JSON.stringify(dflt.details)}, ab ${JSON.stringify(dflt.ab)}) against ${lost(plain)} unprotected`,
+    );
+    assert.ok(
+      Object.keys(dflt.details).every((k) => k === 'ECONNRESET'),
+      `default rule: ${JSON.stringify(dflt.details)}`,
+    );
     assert.equal(dflt.migrateReq, 1, 'setup turned tcp_migrate_req on');
     assert.equal(dflt.protects.length, RELOADS);
     for (const [i, p] of dflt.protects.entries()) {
