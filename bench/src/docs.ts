@@ -260,6 +260,11 @@ function sameKernel(a: Row, b: Row): boolean {
   return a.run === b.run && kernelKey(a.rep) === kernelKey(b.rep);
 }
 
+/** The measured row of strategy `name` from the same run and kernel as `r`, if there is one. */
+function measuredBeside(runs: Run[], name: string, r: Row): Row | undefined {
+  return rowsNamed(runs, name).find((n) => measured(n) && sameKernel(n, r));
+}
+
 function addedText(r: Row): string {
   return r.row.addedMs
     ? `added latency p50 ${fmtMs(r.row.addedMs.p50)} ms, p99 ${fmtMs(r.row.addedMs.p99)} ms, p99.9 ${fmtMs(r.row.addedMs.p999)} ms`
@@ -386,8 +391,8 @@ export function findings(runs: Run[]): Finding[] {
           continue;
         }
         any = true;
-        const none = rowsNamed(runs, 'none').find((n) => measured(n) && sameKernel(n, r));
-        const plug = rowsNamed(runs, 'plug').find((n) => measured(n) && sameKernel(n, r));
+        const none = measuredBeside(runs, 'none', r);
+        const plug = measuredBeside(runs, 'plug', r);
         ev.push(
           `${name} on ${kernelName(r)}: ${fmtInt(r.row.failed)} of ${fmtInt(r.row.requests)} requests failed (${fmtPct(r.row.failedPct)}) over ${fmtInt(r.row.reloads)} reloads (${r.row.reloadRatePerSec.toFixed(2)}/s); ${addedText(r)}` +
             (none ? `; \`none\` on the same kernel: ${fmtInt(none.row.failed)} failed (${fmtPct(none.row.failedPct)}), ${addedText(none)}` : '') +
@@ -441,7 +446,7 @@ function shortHoldFinding(runs: Run[]): Finding {
   let any = false;
   for (const base of ['nfqueue', 'plug']) {
     for (const short of rowsNamed(runs, base).filter(measured)) {
-      const cons = rowsNamed(runs, `${base}-exit`).find((c) => measured(c) && sameKernel(c, short));
+      const cons = measuredBeside(runs, `${base}-exit`, short);
       if (!cons) continue;
       any = true;
       ev.push(
@@ -452,7 +457,7 @@ function shortHoldFinding(runs: Run[]): Finding {
       if (gap && gap.count > 0 && short.rep.where === 'host') {
         ev.push(`Release within 1 ms of the swap at p99 (the goal, on the host): ${gap.p99 <= 1 ? 'met' : 'not met'} (${fmtMs(gap.p99)} ms).`);
       }
-      const seamless = rowsNamed(runs, 'haproxy-seamless').find((h) => measured(h) && sameKernel(h, short));
+      const seamless = measuredBeside(runs, 'haproxy-seamless', short);
       if (seamless?.row.addedMs && short.row.addedMs) {
         const d = short.row.addedMs.p999 - seamless.row.addedMs.p999;
         ev.push(
