@@ -16,17 +16,8 @@ import { ConfigError, parseDuration } from '../../src/model/config.js';
 import { STRATEGY_NAMES, type StrategyName } from './strategies/strategy.js';
 import { isStrategyName, sortStrategies } from './strategies/index.js';
 
-export const DEFAULT_STRATEGIES: readonly StrategyName[] = [
-  'none',
-  'drop',
-  'plug',
-  'plug-exit',
-  'plug-spawn',
-  'nfqueue',
-  'nfqueue-exit',
-  'haproxy-seamless',
-  'migrate-req',
-];
+// Every strategy; the baseline is not asked for, the bench adds it per kernel.
+export const DEFAULT_STRATEGIES: readonly StrategyName[] = STRATEGY_NAMES.filter((s) => s !== 'baseline');
 
 export interface BenchOptions {
   /** requested strategies (the baseline is added per kernel by the bench) */
