@@ -100,6 +100,12 @@ function assertReloadsAndNoLoss(r: MasterWorkerResult, what: string): void {
   assert.equal(r.failed, 0, `${what}: the load generator counted failures: ${JSON.stringify(r.details)} ${JSON.stringify(r.outcomes)}`);
   assert.ok(r.ab);
   assert.equal(r.ab.failed, 0, `${what}: ab counted failures: ${JSON.stringify(r.ab)}`);
+  assertNoQueueLoss(r, what);
+}
+
+/** No socket error at ab and no SYN or connection dropped by a listen queue (the kernel's counters). */
+function assertNoQueueLoss(r: MasterWorkerResult, what: string): void {
+  assert.ok(r.ab);
   assert.deepEqual(r.ab.errors, [], `${what}: ab's socket errors`);
   for (const k of ['TcpExt.ListenDrops', 'TcpExt.ListenOverflows', 'TcpExt.TCPReqQFullDrop', 'Tcp.AttemptFails'] as const)
     assert.equal(r.netstat[k], 0, `${what}: ${k} moved by ${r.netstat[k]}`);
@@ -189,6 +195,7 @@ test(`HAProxy master-worker with the socket hand-over off (-x /dev/null), ${RELO
     // and at most a twentieth of the unprotected run's (260-350 per run). --release-on swap, above and
     // below, is the rule that loses nothing here (docs/OPERATIONS.md).
     assertReloads(dflt, 'default rule, no hand-over');
+    assertNoQueueLoss(dflt, 'default rule, no hand-over');
     const lost = (r: MasterWorkerResult) => r.failed + (r.ab?.failed ?? 0);
     assert.ok(
       lost(dflt) <= Math.max(5, lost(plain) / 20),
