@@ -15,7 +15,18 @@
  *   becomes a prio qdisc, so every loopback packet takes the qdisc lock and is
  *   queued in one of three pfifo bands exactly as pfifo_fast would map it. On lo
  *   the queue drains at once, so nothing waits, but it is a root lock on a path
- *   that had none. The ingress topology below touches nothing but matching SYNs.
+ *   that had none. The two topologies below touch nothing but matching SYNs.
+ *
+ * egress, `--egress-topology clsact` - the same clients, without touching the root:
+ *
+ *     dev lo  clsact (or an existing clsact qdisc is reused)
+ *             egress filter u32 "SYN, not ACK, to a protected port" -> mirred egress redirect dev synhold-ifbN
+ *     dev synhold-ifbN (IFB)  root plug 5302:
+ *
+ *   lo keeps its noqueue root, so other loopback packets take no qdisc lock; they
+ *   cross the clsact egress hook (an RCU list walk, two u32 filters that do not
+ *   match) instead. On release the IFB device sends held SYNs on through lo's
+ *   transmit path, past the hook (the IFB marks them to skip classification).
  *
  * ingress (clients elsewhere: external load balancers) - what the seed named
  * as its unsolved drawback, since a qdisc can only hold egress traffic:
@@ -33,21 +44,21 @@ import { addIfb, deleteLink, getLink, linkIndex, setLinkUp } from '../rtnl/link.
 import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
 import { NETLINK_ROUTE, NetlinkSocket } from '../netlink/socket.js';
 import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
-import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
+import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_EGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
 import { addQdisc, deleteQdisc, encodeQdiscRequest, listQdiscs, type QdiscInfo } from '../rtnl/tc/qdisc.js';
 import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
 import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
 import { ETH_P_IP, ETH_P_IPV6, RTM_NEWQDISC } from '../rtnl/tc/tcmsg.js';
 import { Plug, plugStatsFrom, type PlugRef } from '../plug/plug.js';
-import type { SetupConfig } from '../model/config.js';
+import type { EgressTopology, SetupConfig } from '../model/config.js';
 import { synMatches } from '../model/syn-match.js';
 import { atomically, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
 
 export const PRIO_MAJOR = 0x5301;
 export const PLUG_MAJOR = 0x5302;
-/** Filter priorities on a shared ingress hook: high numbers, out of the way of the user's own. */
-export const INGRESS_PRIO_V4 = 0xc001;
-export const INGRESS_PRIO_V6 = 0xc002;
+/** Filter priorities on a shared clsact/ingress hook: high numbers, out of the way of the user's own. */
+export const HOOK_PRIO_V4 = 0xc001;
+export const HOOK_PRIO_V6 = 0xc002;
 
 export interface FilterRecord {
   dev: string;
@@ -58,6 +69,8 @@ export interface FilterRecord {
 
 export interface PlugState {
   direction: 'egress' | 'ingress';
+  /** Egress only: how SYNs reach the plug (absent in records made before clsact existed: prio). */
+  topology?: EgressTopology;
   dev: string;
   plug: { dev: string; parent: number; handle: number };
   /** Exactly what setup created, so teardown removes that and nothing else. */
@@ -137,37 +150,51 @@ async function installEgress(cfg: SetupConfig, ctx: BackendContext): Promise<Plu
   });
 }
 
-async function installIngress(cfg: SetupConfig, ctx: BackendContext): Promise<PlugState> {
+/**
+ * The redirect topologies: matching SYNs are redirected from the device's clsact
+ * hook (`side`: ingress, or egress for `--egress-topology clsact`) to an IFB
+ * device whose root is the plug. The device's own root qdisc is never touched.
+ */
+async function installRedirect(cfg: SetupConfig, ctx: BackendContext, side: 'ingress' | 'egress'): Promise<PlugState> {
   const link = await getLink(ctx.rt, cfg.dev);
   const ifb = ifbName(link.index);
+  const hook = (await listQdiscs(ctx.rt, cfg.dev)).find((q) => q.parent === TC_H_INGRESS);
+  // An `ingress` qdisc has no egress hook, and clsact cannot be added beside it.
+  if (side === 'egress' && hook && hook.kind !== 'clsact') {
+    throw new RootQdiscInUseError(
+      `dev ${cfg.dev} has an ${hook.kind} qdisc, which has no egress hook; --egress-topology clsact needs clsact there ` +
+        '(replace it with clsact, or use --egress-topology prio)',
+    );
+  }
   return atomically(async (undo) => {
     const ifbLink = await addIfb(ctx.rt, ifb);
     undo.push(`ifb ${ifb}`, () => deleteLink(ctx.rt, ifb));
     await setLinkUp(ctx.rt, ifb, true);
     const state: PlugState = {
-      direction: 'ingress',
+      direction: side,
       dev: cfg.dev,
       plug: { dev: ifb, parent: TC_H_ROOT, handle: makeHandle(PLUG_MAJOR, 0) },
       created: { ifb, filters: [] },
     };
+    if (side === 'egress') state.topology = 'clsact';
     await new Plug(ctx.rt, plugRef(state)).attach(cfg.limit);
 
-    const hook = (await listQdiscs(ctx.rt, cfg.dev)).find((q) => q.parent === TC_H_INGRESS);
+    const minor = side === 'ingress' ? TC_H_MIN_INGRESS : TC_H_MIN_EGRESS;
     let parent: number;
     if (!hook) {
       await addQdisc(ctx.rt, { dev: cfg.dev, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' });
       undo.push('clsact', () => deleteQdisc(ctx.rt, { dev: cfg.dev, parent: TC_H_CLSACT }));
       state.created.hook = { dev: cfg.dev, kind: 'clsact' };
-      parent = makeHandle(0xffff, TC_H_MIN_INGRESS);
+      parent = makeHandle(0xffff, minor);
     } else {
       // Somebody's ingress or clsact qdisc: hang our filters on it at priorities of our own.
-      parent = hook.kind === 'clsact' ? makeHandle(0xffff, TC_H_MIN_INGRESS) : makeHandle(0xffff, 0);
-      const taken = (await listFilters(ctx.rt, cfg.dev, parent)).filter((f) => f.prio === INGRESS_PRIO_V4 || f.prio === INGRESS_PRIO_V6);
+      parent = hook.kind === 'clsact' ? makeHandle(0xffff, minor) : makeHandle(0xffff, 0);
+      const taken = (await listFilters(ctx.rt, cfg.dev, parent)).filter((f) => f.prio === HOOK_PRIO_V4 || f.prio === HOOK_PRIO_V6);
       if (taken.length) {
-        throw new FilterPrioInUseError(`dev ${cfg.dev} already has filters at priorities ${INGRESS_PRIO_V4}/${INGRESS_PRIO_V6}; is synhold already set up?`);
+        throw new FilterPrioInUseError(`dev ${cfg.dev} already has ${side} filters at priorities ${HOOK_PRIO_V4}/${HOOK_PRIO_V6}; is synhold already set up?`);
       }
     }
-    const prios = { v4: INGRESS_PRIO_V4, v6: INGRESS_PRIO_V6 };
+    const prios = { v4: HOOK_PRIO_V4, v6: HOOK_PRIO_V6 };
     try {
       state.created.filters = await addSynFilters(ctx, cfg, cfg.dev, parent, prios, { redirectTo: ifbLink.index });
     } catch (e) {
@@ -186,7 +213,8 @@ export const plugBackend: HoldBackend<PlugState> = {
   probe: probePlug,
 
   install(cfg, ctx) {
-    return cfg.direction === 'ingress' ? installIngress(cfg, ctx) : installEgress(cfg, ctx);
+    if (cfg.direction === 'ingress') return installRedirect(cfg, ctx, 'ingress');
+    return cfg.egressTopology === 'clsact' ? installRedirect(cfg, ctx, 'egress') : installEgress(cfg, ctx);
   },
 
   async uninstall(s, ctx) {
@@ -305,11 +333,13 @@ async function probePlug(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeRe
   try {
     await addIfb(ctx.rt, name);
   } catch (e) {
-    if (cfg.direction === 'ingress') return { ok: false, missing: `IFB devices (CONFIG_IFB / module ifb): ${(e as Error).message}` };
+    if (cfg.direction === 'ingress' || cfg.egressTopology === 'clsact') {
+      return { ok: false, missing: `IFB devices (CONFIG_IFB / module ifb): ${(e as Error).message}` };
+    }
     return { ok: false, missing: `a throwaway IFB device to probe on: ${(e as Error).message}` };
   }
   try {
-    const kinds = cfg.direction === 'egress' ? ['plug', 'prio'] : ['plug'];
+    const kinds = cfg.direction === 'egress' && cfg.egressTopology === 'prio' ? ['plug', 'prio'] : ['plug'];
     for (const kind of kinds) {
       try {
         await addQdisc(ctx.rt, {

@@ -5,12 +5,17 @@ function prefixes(ps: { address: string; prefixLength: number }[]): string {
   return ps.map((p) => `${p.address}/${p.prefixLength}`).join(', ');
 }
 
+/** The plug's egress steering, when it is not the seed's prio root (records from before the option: prio). */
+function topology(s: StatusReport): string {
+  return s.backend === 'plug' && s.config?.direction === 'egress' && s.config.egressTopology === 'clsact' ? ', clsact -> IFB' : '';
+}
+
 export function formatStatus(s: StatusReport): string {
   if (!s.setUp) return `synhold: not set up${s.netns ? ` in netns ${s.netns}` : ''}`;
   const c = s.config!;
   const lines = [`synhold: set up${s.netns ? ` in netns ${s.netns}` : ''}, backend ${s.backend} (${s.backendReason})`];
   lines.push(
-    `  protecting: new tcp connections to port ${c.ports.join(', ')} on dev ${c.dev} (${c.direction})` +
+    `  protecting: new tcp connections to port ${c.ports.join(', ')} on dev ${c.dev} (${c.direction}${topology(s)})` +
       `${c.addresses.length ? `, to ${prefixes(c.addresses)}` : ', any local address'}` +
       `${c.sources.length ? `, from ${prefixes(c.sources)} only` : ''}`,
   );

@@ -26,9 +26,11 @@ Hold new TCP connections while a server reloads, so none is refused or reset.
 commands:
   setup --port P [--port P ...] [--address A ...] [--source A ...] [--dev DEV]
         [--direction egress|ingress] [--limit BYTES] [--backend auto|plug|nfqueue|drop]
-        [--queue-num N] [--migrate-req on|off]
+        [--queue-num N] [--migrate-req on|off] [--egress-topology prio|clsact]
                                         install the steering (idempotent, atomic); migrate-req
-                                        also sets net.ipv4.tcp_migrate_req=1 (restored by teardown)
+                                        also sets net.ipv4.tcp_migrate_req=1 (restored by teardown);
+                                        egress-topology (plug): prio, the seed's root on DEV, or
+                                        clsact, DEV's root untouched and SYNs redirected to an IFB
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
   release [--wait D]                    stop holding and let held connections through (through the hold's
                                         watchdog; after --wait (3s) for a stuck owner, directly)
@@ -118,6 +120,7 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     backend: { type: 'string' },
     'queue-num': { type: 'string' },
     'migrate-req': { type: 'string' },
+    'egress-topology': { type: 'string' },
   });
   mergeGlobals(g, v);
   const mr = v['migrate-req'] ?? 'on';
@@ -129,6 +132,7 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     sources: (v.source ?? []).map(parseAddress),
     dev: v.dev,
     ...(v.direction ? { direction: v.direction as SetupConfig['direction'] } : {}),
+    ...(v['egress-topology'] ? { egressTopology: v['egress-topology'] as SetupConfig['egressTopology'] } : {}),
     ...(v.limit ? { limit: parseSize(v.limit) } : {}),
     ...(v.backend ? { backend: v.backend as SetupConfig['backend'] } : {}),
     ...(v['queue-num'] ? { queueNum: Number(v['queue-num']) } : {}),

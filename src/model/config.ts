@@ -8,6 +8,14 @@ import { parsePrefix, prefixFamily, type Prefix } from './prefix.js';
 export type BackendName = 'plug' | 'nfqueue' | 'drop';
 export type BackendChoice = BackendName | 'auto';
 export type Direction = 'egress' | 'ingress';
+/**
+ * How the plug backend steers egress SYNs (backends/plug.ts): `prio`, the seed's
+ * (a prio root on the device, the plug in one of its bands), or `clsact` (the
+ * device's root untouched; an egress filter redirects matching SYNs to a plug on
+ * an IFB device, as the ingress path does).
+ */
+export type EgressTopology = 'prio' | 'clsact';
+export const EGRESS_TOPOLOGIES: readonly EgressTopology[] = ['prio', 'clsact'];
 
 export interface SetupConfig {
   ports: number[];
@@ -17,6 +25,8 @@ export interface SetupConfig {
   sources: Prefix[];
   dev: string;
   direction: Direction;
+  /** The plug backend's egress steering (ignored by the other backends and by ingress). */
+  egressTopology: EgressTopology;
   /** Plug byte limit / NFQUEUE length. */
   limit: number;
   queueNum: number;
@@ -99,6 +109,13 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
   const ports = [...new Set(c.ports.map(parsePort))].sort((a, b) => a - b);
   const direction = c.direction ?? 'egress';
   if (direction !== 'egress' && direction !== 'ingress') throw new ConfigError(`--direction must be egress or ingress, not "${String(direction)}"`);
+  const egressTopology = c.egressTopology ?? 'prio';
+  if (!EGRESS_TOPOLOGIES.includes(egressTopology)) {
+    throw new ConfigError(`--egress-topology must be ${EGRESS_TOPOLOGIES.join(' or ')}, not "${String(egressTopology)}"`);
+  }
+  if (c.egressTopology !== undefined && direction === 'ingress') {
+    throw new ConfigError('--egress-topology applies to --direction egress only (ingress always redirects to an IFB device)');
+  }
   const backend = c.backend ?? 'auto';
   if (!['auto', 'plug', 'nfqueue', 'drop'].includes(backend)) throw new ConfigError(`--backend must be auto, plug, nfqueue or drop, not "${backend}"`);
   const queueNum = c.queueNum ?? DEFAULT_QUEUE_NUM;
@@ -121,6 +138,7 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
     sources,
     dev,
     direction,
+    egressTopology,
     limit: c.limit ?? DEFAULT_PLUG_LIMIT,
     queueNum,
     backend,

@@ -30,6 +30,13 @@ const cases: [string, string[], number, RegExp][] = [
   ['bad direction', ['setup', '--port', '80', '--direction', 'sideways'], 2, /--direction must be egress or ingress/],
   ['bad backend', ['setup', '--port', '80', '--backend', 'magic'], 2, /--backend must be auto, plug, nfqueue or drop/],
   ['ingress on lo', ['setup', '--port', '80', '--direction', 'ingress'], 2, /needs a real interface/],
+  ['bad egress topology', ['setup', '--port', '80', '--egress-topology', 'tree'], 2, /--egress-topology must be prio or clsact, not "tree"/],
+  [
+    'egress topology with ingress',
+    ['setup', '--port', '80', '--direction', 'ingress', '--egress-topology', 'clsact'],
+    2,
+    /--egress-topology applies to --direction egress only/,
+  ],
   ['unknown option', ['setup', '--port', '80', '--colour'], 2, /Unknown option '--colour'/],
   ['unknown command', ['frobnicate'], 2, /unknown command "frobnicate"/],
   ['bad duration', ['plug', '--max-hold', 'soon'], 2, /"soon" is not a duration/],
@@ -70,6 +77,23 @@ test('a kernel without sch_plug: --backend plug fails with the missing piece nam
       /^synhold setup: RTM_NEWQDISC dev synhold-ifb\d+ root handle 5302: kind plug: ENOENT \(Specified qdisc kind is unknown\.?\) - this kernel lacks sch_plug .*use --backend nfqueue\n$/,
     );
     assert.equal(snapshot(ns), before, 'the IFB device created on the way was removed again');
+    assert.equal(existsSync(stateDir(ns.name)), false);
+  });
+});
+
+test('a kernel without sch_plug: --egress-topology clsact fails the same way; lo and its links as before', async (t) => {
+  const probe = spawnSync('sh', ['-c', 'ip netns add shp-$$ && tc -n shp-$$ qdisc add dev lo root plug; r=$?; ip netns del shp-$$; exit $r']);
+  if (probe.status === 0) {
+    t.diagnostic('this kernel has sch_plug: the missing-plug path is exercised only where it is missing');
+    return;
+  }
+  await withNetns(async (ns) => {
+    const before = snapshot(ns);
+    const r = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--egress-topology', 'clsact', '--backend', 'plug']);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^synhold setup: .*sch_plug.*\n$/);
+    assert.equal(r.stderr.split('\n').length, 2, `one line: ${r.stderr}`);
+    assert.equal(snapshot(ns), before, 'nothing left: no IFB device, no clsact on lo');
     assert.equal(existsSync(stateDir(ns.name)), false);
   });
 });

@@ -139,3 +139,42 @@ test('concurrent protects under load: zero failures, every reload held', { timeo
     assert.equal(safetyNetReleases(r), 0, `no hold ended by a safety net (a watchdog or an owner gone): ${JSON.stringify(why)}`);
   });
 });
+
+/*
+ * The egress steering that leaves lo's root alone (`setup --egress-topology
+ * clsact`: a clsact egress filter redirects new SYNs to a plug on an IFB device)
+ * must protect as the seed's prio root does. protect holds in-process here (no
+ * daemon), the other path than the first test's.
+ */
+test(`HAProxy reloads under load with --egress-topology clsact: none of ${RELOADS} protected reloads fails a request`, { timeout: 12 * 60_000 }, async (t) => {
+  await withNetns(async (ns) => {
+    const r = runExperimentIn(
+      ns.name,
+      {
+        protect: true,
+        setupArgs: ['--backend', 'plug', '--egress-topology', 'clsact'],
+        protectArgs: ['--max-hold', '30s'],
+        reloads: RELOADS,
+        intervalMs: 100,
+        concurrency: 8,
+        deadlineMs: RUN_DEADLINE_MS,
+      },
+      RUN_DEADLINE_MS + 60_000,
+    );
+    const why = reasons(r);
+    t.diagnostic(`plug, clsact -> IFB, in-process: ${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
+    assert.equal(r.reloads, RELOADS);
+    assert.equal(r.reloadFailures, 0, describeResult(r));
+    assert.equal(r.holds.length, RELOADS);
+    assert.equal(r.failed, 0, `protected requests failed: ${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
+    assert.ok(
+      r.holds.every((h) => h.dropped === 0),
+      'no SYN dropped at the plug limit',
+    );
+    assert.ok(
+      r.holds.some((h) => h.released > 0),
+      'some held SYNs were released: the redirect reached the plug',
+    );
+    assert.equal(safetyNetReleases(r), 0, `a hold ended by a safety net: ${JSON.stringify(why)}`);
+  });
+});

@@ -185,6 +185,101 @@ test('setup steers only new connections to the port into the plug; held connect 
   });
 });
 
+test('egress --egress-topology clsact: lo keeps its root, only new connections to the port go to a plug on an IFB; released without RST', async (t) => {
+  await withNetns(async (ns) => {
+    const links = () => (ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname);
+    const before = { q: qdiscs(ns), links: links() };
+    const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
+    const other = await startEchoServer(ns.name, '127.0.0.1', 16001);
+    const established = startClient(ns.name, '127.0.0.1', 16000, 40, 50);
+    await established.connected;
+    try {
+      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug', egressTopology: 'clsact' }), { netns: ns.name });
+      assert.equal(r.backend, 'plug');
+      // Oracle: tc sees lo's root as before (no prio, no plug on lo), a clsact hook, and the plug on the IFB.
+      const q = qdiscs(ns);
+      assert.deepEqual(
+        q.filter((x) => x.root).map((x) => x.kind),
+        before.q.filter((x) => x.root).map((x) => x.kind),
+        `lo's root is untouched: ${JSON.stringify(q)}`,
+      );
+      assert.ok(!q.some((x) => x.kind === 'prio' || x.kind === 'plug'), JSON.stringify(q));
+      assert.ok(
+        q.some((x) => x.kind === 'clsact'),
+        JSON.stringify(q),
+      );
+      const ifb = links().find((n) => n.startsWith('synhold-ifb'));
+      assert.ok(ifb, 'an IFB device was created');
+      assert.ok(plugOf(ns, ifb), "the plug is the IFB device's root");
+      const f = ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[];
+      assert.ok(
+        f.some((x) => x.kind === 'u32' && x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb)),
+        JSON.stringify(f),
+      );
+      assert.equal((ns.tcJson(['filter', 'show', 'dev', 'lo', 'ingress']) as unknown[]).length, 0, 'nothing on the ingress hook');
+      // Unheld: the redirect through the IFB delivers at once.
+      const quick = await startClient(ns.name, '127.0.0.1', 16000).result;
+      assert.equal(quick.error, null);
+      assert.ok(quick.connectMs! < 500, `unheld connect took ${quick.connectMs} ms`);
+
+      const state = StateStore.for(ns.name).readSetup()!.backendState as PlugState;
+      assert.equal(state.topology, 'clsact');
+      const rt = Rtnl.open({ netns: ns.name });
+      try {
+        const hold = await holdDirect(state, { rt, netns: ns.name });
+        const held = startClient(ns.name, '127.0.0.1', 16000);
+        await until('the SYN to be held on the IFB', () => (plugOf(ns, ifb)?.qlen ?? 0) >= 1);
+        const free = await startClient(ns.name, '127.0.0.1', 16001).result;
+        assert.equal(free.error, null);
+        assert.ok(free.connectMs! < 500, `port 16001 connect took ${free.connectMs} ms while 16000 was held`);
+        await sleep(1100);
+        // Still held after 1 s. Unlike the prio topology, the client has sent its SYN again by now
+        // (and again at each retransmit timeout while held): mirred copies what it redirects, so TCP
+        // no longer sees the SYN queued in the host. Every copy is held, and released together.
+        const queued = plugOf(ns, ifb)!.qlen ?? 0;
+        t.diagnostic(`SYNs in the plug after 1.1 s: ${queued}`);
+        assert.ok(queued >= 1, `${queued} SYNs held`);
+        const releaseAt = Date.now();
+        const rel = await hold.release();
+        assert.ok(rel.released >= queued, `released ${rel.released}, ${queued} were held before`);
+        const res = await held.result;
+        assert.equal(res.error, null, 'no RST, no error');
+        assert.ok(res.connectedAt! >= releaseAt, `connected ${releaseAt - res.connectedAt!} ms before the release began`);
+        const est = await established.result;
+        assert.equal(est.error, null);
+        assert.ok(Math.max(...est.pingMs) < 500, `established connection was delayed: max ping ${Math.max(...est.pingMs)} ms`);
+      } finally {
+        rt.close();
+      }
+      await teardown({ netns: ns.name });
+      assert.deepEqual(
+        qdiscs(ns).map((x) => [x.kind, x.handle]),
+        before.q.map((x) => [x.kind, x.handle]),
+        'teardown restored lo',
+      );
+      assert.deepEqual(links(), before.links, 'teardown removed the IFB device');
+    } finally {
+      established.kill();
+      server.kill();
+      other.kill();
+    }
+  });
+});
+
+test("egress --egress-topology clsact beside somebody's ingress qdisc: refused with the reason, nothing changed", async () => {
+  await withNetns(async (ns) => {
+    ns.exec('tc', ['qdisc', 'add', 'dev', 'lo', 'ingress']);
+    const snap = () => JSON.stringify([qdiscs(ns), ns.ipJson(['link', 'show'])]);
+    const before = snap();
+    await assert.rejects(
+      setup(normalizeConfig({ ports: [16000], backend: 'plug', egressTopology: 'clsact' }), { netns: ns.name }),
+      /dev lo has an ingress qdisc, which has no egress hook/,
+    );
+    assert.equal(snap(), before);
+    assert.equal(StateStore.for(ns.name).readSetup(), undefined);
+  });
+});
+
 test('ingress: a client in another namespace is held at the server side via IFB, released without RST', async (t) => {
   const client = createNetns('synhold-c');
   const server = createNetns('synhold-s');
