@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# What synhold costs while not holding: loopback traffic set up vs bare, on this kernel (nfqueue) and in the
-# kernel lab (plug: the prio root on lo), side by side in one run each; writes docs/STEADY-STATE.md.
+# What synhold costs while not holding: loopback traffic set up vs bare, on this kernel (nfqueue, and the same
+# steering for a port no load uses) and in the kernel lab (plug, both egress topologies: the seed's prio root on
+# lo, and clsact -> IFB), side by side in one run each, the conditions taking turns; writes docs/STEADY-STATE.md.
+# Run it alone on an idle machine: the verdict needs the rounds' ratios to agree to about 1%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run --silent build
 out=docs/steady-state
 mkdir -p "$out"
-host="node dist/bench/src/cost/steady-state.js --rounds 15 --seconds 2 --json"
-lab="node dist/bench/src/cost/steady-state.js --rounds 5 --seconds 2 --json"
+host="node dist/bench/src/cost/steady-state.js --rounds 40 --seconds 2 --other-port --json"
+lab="node dist/bench/src/cost/steady-state.js --rounds 30 --seconds 2 --topologies prio,clsact --json"
 $host >"$out/host.json"
-scripts/lab --timeout 3000 -- $lab >"$out/lab.json"
+scripts/lab --timeout 5400 -- $lab >"$out/lab.json"
 node dist/bench/src/cost/steady-state.js report docs/STEADY-STATE.md --notes "$out/notes.md" "$out/host.json=$host" "$out/lab.json=scripts/lab -- $lab"
 cat docs/STEADY-STATE.md
