@@ -64,9 +64,11 @@ export const FULL_REQUESTS = 1_000_000;
 export const FULL_MIN_RELOADS = 1_500;
 /** a strategy bounded by a request count still stops after this long */
 export const REQUESTS_CAP_MS = 60 * 60_000;
+/** --max-load-time's own bound: a seed-scale run in the kernel lab (1,500 protected reloads at ~4 s) needs about two hours */
+export const MAX_LOAD_TIME_MS = 6 * 3_600_000;
 
 export const BENCH_USAGE = `usage: synhold bench [--strategies LIST] [--quick | --full] [--requests N | --duration D]
-                     [--min-reloads N] [--interval D] [--concurrency C] [--out DIR] [--json]
+                     [--min-reloads N] [--max-load-time D] [--interval D] [--concurrency C] [--out DIR] [--json]
 
 The seed's experiment on this machine: nginx ("pong") behind HAProxy on port 16000, a new TCP
 connection per request at concurrency C, HAProxy reloaded every --interval, once per strategy,
@@ -88,6 +90,8 @@ together with a baseline and 'none' there: numbers compare within one kernel onl
   --min-reloads N    keep the load going past its bound until N reloads were done too
                      (at most ${DURATION_CAP_FACTOR}x the --duration, or an hour with --requests;
                      --quick: ${QUICK_MIN_RELOADS}, for up to ${QUICK_CAP_MS / 1000} s)
+  --max-load-time D  each strategy's load stops after D at the latest, instead of the bounds
+                     above (up to ${MAX_LOAD_TIME_MS / 60_000}m: the seed's 1,500 reloads take about 2 hours in the kernel lab)
   --interval D       reload interval, start to start (default ${DEFAULT_INTERVAL_MS}ms; drop: 1s, the seed's)
   --concurrency C    simultaneous requests (default 50, the seed's ab -c)
   --out DIR          where table.txt, bench.json, latency.svg and latency.png go (default ./bench-out)
@@ -137,6 +141,7 @@ export function parseBenchArgs(args: string[], globals: { json?: boolean } = {})
         duration: { type: 'string' },
         'min-reloads': { type: 'string' },
         'reference-requests': { type: 'string' },
+        'max-load-time': { type: 'string' },
         interval: { type: 'string' },
         concurrency: { type: 'string' },
         out: { type: 'string' },
@@ -184,6 +189,11 @@ export function parseBenchArgs(args: string[], globals: { json?: boolean } = {})
   if (o.durationMs !== undefined) o.capMs = o.minReloads ? o.durationMs * DURATION_CAP_FACTOR : o.durationMs;
   // --quick's own bound (not an explicit --duration's): long enough for its minimum of reloads in a slow lab.
   if (preset === 'quick' && v.duration === undefined && v.requests === undefined && o.minReloads) o.capMs = Math.max(o.capMs, QUICK_CAP_MS);
+  if (v['max-load-time'] !== undefined) {
+    o.capMs = duration('--max-load-time', v['max-load-time']);
+    if (o.capMs > MAX_LOAD_TIME_MS) throw new BenchUsageError(`--max-load-time ${v['max-load-time']} is over its maximum of ${MAX_LOAD_TIME_MS / 60_000}m`);
+    if (o.durationMs !== undefined && o.capMs < o.durationMs) throw new BenchUsageError('--max-load-time is shorter than --duration');
+  }
   if (o.requests !== undefined) o.abRequests = Math.min(o.abRequests, Math.max(1000, o.requests));
   return o;
 }

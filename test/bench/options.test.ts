@@ -65,6 +65,15 @@ test('--requests / --duration / --min-reloads / --interval / --concurrency', () 
   assert.ok(c.abRequests <= 1000);
 });
 
+test('--max-load-time replaces the time bound of every preset (a seed-scale run in the slow kernel lab)', () => {
+  const o = parse(['--full', '--strategies', 'plug', '--max-load-time', '180m']);
+  assert.equal(o.requests, FULL_REQUESTS);
+  assert.equal(o.minReloads, FULL_MIN_RELOADS);
+  assert.equal(o.capMs, 3 * 3_600_000);
+  assert.equal(parse(['--duration', '10s', '--min-reloads', '5', '--max-load-time', '2m']).capMs, 120_000);
+  assert.equal(parse(['--quick', '--max-load-time', '10m']).capMs, 600_000);
+});
+
 test("strategies: de-duplicated, canonical order, 'all'", () => {
   assert.deepEqual(parse(['--strategies', 'plug,none,plug']).strategies, ['none', 'plug']);
   assert.deepEqual(parse(['--strategies', 'all']).strategies, [...DEFAULT_STRATEGIES]);
@@ -90,6 +99,9 @@ test('bad input: one clear message each', () => {
     [['--requests', '1e6'], /integer/],
     [['--interval', 'fast'], /not a duration/],
     [['--concurrency', '99999'], /more than/],
+    [['--max-load-time', '361m'], /--max-load-time 361m is over its maximum of 360m/],
+    [['--max-load-time', 'long'], /--max-load-time: "long" is not a duration/],
+    [['--duration', '10m', '--max-load-time', '5m'], /shorter than --duration/],
     [['--netns', 'x'], /own network namespaces/],
     [['--bogus'], /Unknown option/],
     [['positional'], /positional|Unexpected argument/i],
