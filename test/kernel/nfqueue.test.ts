@@ -243,6 +243,27 @@ function netCounter(ns: TestNetns, file: 'snmp' | 'netstat', group: string, name
 
 const outRsts = (ns: TestNetns): number => netCounter(ns, 'snmp', 'Tcp', 'OutRsts');
 
+/** Every Tcp and TcpExt counter in the namespace, so an unexpected RST can be traced to the path that sent it. */
+function tcpCounters(ns: TestNetns): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const file of ['snmp', 'netstat']) {
+    const lines = ns.exec('cat', [`/proc/net/${file}`]).split('\n');
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      const keys = lines[i]!.split(/\s+/);
+      const vals = lines[i + 1]!.split(/\s+/);
+      if (keys[0] !== 'Tcp:' && keys[0] !== 'TcpExt:') continue;
+      keys.slice(1).forEach((k, j) => m.set(`${keys[0]}${k}`, Number(vals[j + 1])));
+    }
+  }
+  return m;
+}
+
+/** The counters that moved between two snapshots, as "name +n" words. */
+function countersMoved(before: Map<string, number>, after: Map<string, number>): string {
+  const moved = [...after].filter(([k, v]) => v !== before.get(k)).map(([k, v]) => `${k} +${v - (before.get(k) ?? 0)}`);
+  return moved.join(', ') || 'none';
+}
+
 /** Does this kernel have the NFQUEUE target? Asked of iptables itself, in a throwaway namespace. */
 function kernelHasNfqueue(): { ok: boolean; why: string } {
   const r = spawnSync(
@@ -282,8 +303,10 @@ test('held while bound: pending >= 300 ms, connects within 50 ms of acceptAll, n
       assert.ok(k0, 'the queue is in /proc');
       assert.equal(k0.portId, q.portId, 'bound by our socket');
       const rst0 = outRsts(ns);
+      const counters0 = tcpCounters(ns);
 
-      const c = startClient(ns, procs);
+      // Echo mode: still connected when the RSTs are counted (the connect path, not the close).
+      const c = startClient(ns, procs, PORT, 'echo');
       await c.waitFor('the SYN to be held', () => q.held() === 1, 5000);
       const heldAt = now();
       await sleep(300);
@@ -317,7 +340,8 @@ test('held while bound: pending >= 300 ms, connects within 50 ms of acceptAll, n
         { total: k1.total, dropped: k1.dropped, userDropped: k1.userDropped, idSeq: k1.idSeq },
         { total: 0, dropped: 0, userDropped: 0, idSeq: 1 },
       );
-      assert.equal(outRsts(ns) - rst0, 0, 'no RST sent');
+      assert.equal(outRsts(ns) - rst0, 0, `no RST sent (counters moved: ${countersMoved(counters0, tcpCounters(ns))})`);
+      c.proc.stdin!.end();
       assert.equal(rulePackets(ns), 1, 'one SYN, matched once (PREROUTING only)');
       assert.deepEqual((await q.kernelStats())?.idSequence, 1, "synhold's own /proc reader agrees");
     } finally {
@@ -337,7 +361,9 @@ test('a hold longer than the SYN RTO: the client retransmits into the queue; all
     try {
       const spurious0 = netCounter(ns, 'netstat', 'TcpExt', 'TCPSpuriousRtxHostQueues');
       const rst0 = outRsts(ns);
-      const c = startClient(ns, procs);
+      const counters0 = tcpCounters(ns);
+      // Echo mode: still connected when the RSTs are counted (the connect path, not the close).
+      const c = startClient(ns, procs, PORT, 'echo');
       await c.waitFor('the SYN to be held', () => q.held() === 1, 5000);
       await sleep(1600);
       // Queued at PREROUTING the SYN is no longer the socket's skb, so the 1 s
@@ -351,7 +377,8 @@ test('a hold longer than the SYN RTO: the client retransmits into the queue; all
       const r = await connected(c);
       assert.equal(r.ok, true);
       assert.ok(r.connectedAt! - acceptAt < 50, `connected ${r.connectedAt! - acceptAt} ms after acceptAll`);
-      assert.equal(outRsts(ns) - rst0, 0, 'no RST for the duplicate SYN');
+      assert.equal(outRsts(ns) - rst0, 0, `no RST for the duplicate SYN (counters moved: ${countersMoved(counters0, tcpCounters(ns))})`);
+      c.proc.stdin!.end();
       t.diagnostic(
         `held 1.6 s: SYNs queued at +0 and +${gap.toFixed(0)} ms; connect total ${r.ms!.toFixed(0)} ms, ${(r.connectedAt! - acceptAt).toFixed(1)} ms after acceptAll`,
       );
@@ -563,7 +590,10 @@ for (const holdMs of [300, 1500]) {
       const holder = startHolder(ns, procs);
       await holder.waitFor('the holder to bind', () => holder.line((l) => l.event === 'bound'), 10000);
       const rst0 = outRsts(ns);
-      const c = startClient(ns, procs);
+      const counters0 = tcpCounters(ns);
+      // Echo mode: the client stays connected until the test ends its stdin, so
+      // the RST count below covers the connect path only, not the close.
+      const c = startClient(ns, procs, PORT, 'echo');
       await holder.waitFor('the SYN to be held', () => holder.line((l) => l.event === 'held'), 5000);
       const firstHeldAt = now();
       await sleep(holdMs);
@@ -580,7 +610,10 @@ for (const holdMs of [300, 1500]) {
       t.diagnostic(
         `kill after ${holdMs} ms hold (${heldSyns} SYNs held): connected ${sinceSyn.toFixed(0)} ms after the first SYN, ${afterKill.toFixed(0)} ms after the kill; rule matched ${rulePackets(ns)} SYNs`,
       );
-      assert.equal(outRsts(ns) - rst0, 0, 'no RST: the client never saw a refusal');
+      assert.equal(outRsts(ns) - rst0, 0, `no RST: the client never saw a refusal (counters moved: ${countersMoved(counters0, tcpCounters(ns))})`);
+      c.proc.stdin!.write('ping\n');
+      await c.waitFor('the echo', () => c.line((l) => l.event === 'echo'), 5000);
+      c.proc.stdin!.end();
       // Every SYN held was dropped with the queue; the next retransmission took the bypass.
       assert.equal(rulePackets(ns), heldSyns + 1, 'the held SYNs plus the one retransmission that got through');
       assert.equal(heldSyns, 1 + Math.floor(holdMs / 1000), 'one retransmission per second while held');
