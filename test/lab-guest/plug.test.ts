@@ -49,6 +49,23 @@ async function until(what: string, fn: () => boolean, ms = 60_000): Promise<void
 }
 
 /** Sends `count` UDP datagrams of `size` bytes to 127.0.0.1:port from inside the namespace. */
+/** An established connection pinging through a hold was never delayed by it (no ping over 500 ms). */
+async function assertNotDelayed(established: ReturnType<typeof startClient>): Promise<void> {
+  const est = await established.result;
+  assert.equal(est.error, null);
+  assert.ok(Math.max(...est.pingMs) < 500, `established connection was delayed: max ping ${Math.max(...est.pingMs)} ms`);
+}
+
+/** Tears synhold down and asserts lo's qdiscs are those from before setup. */
+async function teardownRestores(ns: TestNetns, before: TcQdisc[]): Promise<void> {
+  await teardown({ netns: ns.name });
+  assert.deepEqual(
+    qdiscs(ns).map((x) => [x.kind, x.handle]),
+    before.map((x) => [x.kind, x.handle]),
+    'teardown restored lo',
+  );
+}
+
 function sendUdp(ns: TestNetns, port: number, count: number, size = 40): void {
   const js =
     `const s=require('dgram').createSocket('udp4');let n=0;const b=Buffer.alloc(${size});` +
@@ -165,18 +182,11 @@ test('setup steers only new connections to the port into the plug; held connect 
         assert.equal(res.error, null, 'no RST, no error');
         assert.ok(res.connectMs! >= 1000, `connect took ${res.connectMs} ms: it waited for the release`);
         assert.ok(res.connectMs! < 1000 + 2000, `connect took ${res.connectMs} ms`);
-        const est = await established.result;
-        assert.equal(est.error, null);
-        assert.ok(Math.max(...est.pingMs) < 500, `established connection was delayed: max ping ${Math.max(...est.pingMs)} ms`);
+        await assertNotDelayed(established);
       } finally {
         rt.close();
       }
-      await teardown({ netns: ns.name });
-      assert.deepEqual(
-        qdiscs(ns).map((x) => [x.kind, x.handle]),
-        before.map((x) => [x.kind, x.handle]),
-        'teardown restored lo',
-      );
+      await teardownRestores(ns, before);
     } finally {
       established.kill();
       server.kill();
@@ -245,18 +255,11 @@ test('egress --egress-topology clsact: lo keeps its root, only new connections t
         const res = await held.result;
         assert.equal(res.error, null, 'no RST, no error');
         assert.ok(res.connectedAt! >= releaseAt, `connected ${releaseAt - res.connectedAt!} ms before the release began`);
-        const est = await established.result;
-        assert.equal(est.error, null);
-        assert.ok(Math.max(...est.pingMs) < 500, `established connection was delayed: max ping ${Math.max(...est.pingMs)} ms`);
+        await assertNotDelayed(established);
       } finally {
         rt.close();
       }
-      await teardown({ netns: ns.name });
-      assert.deepEqual(
-        qdiscs(ns).map((x) => [x.kind, x.handle]),
-        before.q.map((x) => [x.kind, x.handle]),
-        'teardown restored lo',
-      );
+      await teardownRestores(ns, before.q);
       assert.deepEqual(links(), before.links, 'teardown removed the IFB device');
     } finally {
       established.kill();
