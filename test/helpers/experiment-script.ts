@@ -44,8 +44,9 @@ export function runAsScript<O, R>(moduleUrl: string, run: (o: O) => Promise<R>):
   if (!process.argv[1]?.endsWith(file)) return;
   run(JSON.parse(process.argv[2] ?? '{}') as O).then(
     (r) => {
-      process.stdout.write(`${JSON.stringify(r)}\n`);
-      process.exit(0);
+      // Exit from write's callback: a pipe whose reader is slow (a busy CI machine) takes the line in
+      // pieces, and process.exit right after write cut one study's 219 KB result short (CI, stop 19).
+      process.stdout.write(`${JSON.stringify(r)}\n`, () => process.exit(0));
     },
     (e: unknown) => {
       process.stderr.write(`${file.replace(/\.js$/, '')}: ${(e as Error).stack}\n`);

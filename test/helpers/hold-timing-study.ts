@@ -32,6 +32,7 @@ import { StateStore } from '../../src/protect/state.js';
 import { ListenerWatcher, type Listener } from '../../src/sockdiag/inet_diag.js';
 import { installSignalCleanup, startHaproxy, startNginx } from '../../bench/src/servers.js';
 import { runLoad } from '../../bench/src/loadgen.js';
+import { runAsScript } from './experiment-script.js';
 
 export interface StudyOptions {
   hold: string;
@@ -224,15 +225,4 @@ function placeFailure(startedAt: number, latencyMs: number, detail: string, relo
 
 const round = (x: number) => Math.round(x * 100) / 100;
 
-if (process.argv[1]?.endsWith('hold-timing-study.js')) {
-  runStudy(JSON.parse(process.argv[2] ?? '{}') as StudyOptions).then(
-    (r) => {
-      process.stdout.write(`${JSON.stringify(r)}\n`);
-      process.exit(0);
-    },
-    (e: unknown) => {
-      process.stderr.write(`hold-timing-study: ${(e as Error).stack}\n`);
-      process.exit(1);
-    },
-  );
-}
+runAsScript(import.meta.url, runStudy);

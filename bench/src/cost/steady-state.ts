@@ -264,7 +264,8 @@ async function main(): Promise<number> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   main().then(
-    (code) => process.exit(code),
+    // After stdout has drained: process.exit right after a write can cut a piped result short.
+    (code) => process.stdout.write('', () => process.exit(code)),
     (e: unknown) => {
       process.stderr.write(`steady-state: ${e instanceof Error ? e.message : String(e)}\n`);
       process.exit(1);

@@ -465,7 +465,8 @@ async function main(): Promise<number> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === resolvePath(process.argv[1])) {
   main().then(
-    (code) => process.exit(code),
+    // After stdout has drained: process.exit right after a write can cut a piped result short.
+    (code) => process.stdout.write('', () => process.exit(code)),
     (e: unknown) => {
       process.stderr.write(`compare: ${e instanceof Error ? e.stack : String(e)}\n`);
       process.exit(1);
