@@ -46,7 +46,8 @@ async function main(): Promise<void> {
 
 if (process.argv[1]?.endsWith('measure-protect.js')) {
   main().then(
-    () => process.exit(0),
+    // After stdout has drained (see experiment-script's runAsScript).
+    () => process.stdout.write('', () => process.exit(0)),
     (e: unknown) => {
       process.stderr.write(`measure-protect: ${(e as Error).stack}\n`);
       process.exit(1);
