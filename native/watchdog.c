@@ -106,7 +106,13 @@ static int hexval(char c) {
   return -1;
 }
 
-/* "FD:HEX" -> one message. The message must be a whole nlmsghdr-framed request. */
+/*
+ * "FD:HEX" -> one message: one datagram of whole nlmsghdr-framed requests. Most
+ * are one request; an nf_tables transaction is several (BATCH_BEGIN, the change,
+ * BATCH_END), which the kernel takes only in one datagram. The ack waited for is
+ * the one answering the first header's sequence number, so a transaction gives
+ * every header that number.
+ */
 static int parse_message(const char *arg) {
   if (n_messages >= MAX_MESSAGES) return -1;
   char *end;
@@ -123,8 +129,15 @@ static int parse_message(const char *arg) {
   }
   m->fd = (int)fd;
   m->len = hl / 2;
-  struct nlmsghdr *h = (struct nlmsghdr *)m->data;
-  if (h->nlmsg_len != m->len) return -1;
+  /* The headers must tile the datagram exactly. */
+  size_t off = 0;
+  while (off < m->len) {
+    if (m->len - off < sizeof(struct nlmsghdr)) return -1;
+    const struct nlmsghdr *h = (const struct nlmsghdr *)(m->data + off);
+    if (h->nlmsg_len < sizeof(struct nlmsghdr) || h->nlmsg_len > m->len - off) return -1;
+    off += NLMSG_ALIGN(h->nlmsg_len);
+  }
+  if (off != m->len) return -1;
   n_messages++;
   return 0;
 }

@@ -15,6 +15,15 @@
  *   ~1 s) and get through the bypass. Nothing is reset, but they pay a second.
  * - The hold path is in-process netlink (bind, verdict), but setup and teardown
  *   spawn iptables.
+ *
+ * Steering `while-holding` (setup --steering): no iptables rule at all. The hold's
+ * start adds an nf_tables table of synhold's own with the same match
+ * (netfilter/hold-table.ts) right after binding the queue, and its release deletes
+ * it after the verdicts and the unbind (prepareWhileHolding says why). Between holds no hook of synhold's is in any
+ * packet's path (the raw PREROUTING hook cost ~5% of loopback request rate,
+ * docs/STEADY-STATE.md). The table is owned by the hold's netlink socket, which
+ * the watchdog shares: the kernel deletes it when both are gone, so it cannot
+ * outlive the hold, and the watchdog's fallback deletes it after it accepts.
  */
 import { SteeringGoneError, SynholdError } from '../model/errors.js';
 import { describeMissing, ProgramMissingError } from '../host/programs.js';
@@ -22,8 +31,11 @@ import { encodeReleaseRequests, NfQueue } from '../nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../nfqueue/proc.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { nfqueueRule, type IptablesRule } from '../netfilter/rules.js';
-import type { SetupConfig } from '../model/config.js';
-import { synMatches } from '../model/syn-match.js';
+import type { SetupConfig, Steering } from '../model/config.js';
+import { synMatches, type SynMatch } from '../model/syn-match.js';
+import { NetlinkError } from '../netlink/errors.js';
+import { NETLINK_NETFILTER, NetlinkSocket } from '../netlink/socket.js';
+import { addHoldTableBatch, deleteHoldTableBatch, encodeDeleteHoldTableForWatchdog, holdFamilies, holdTableName } from '../netfilter/hold-table.js';
 import { atomically, type BackendContext, type HoldBackend, type ProbeResult } from './backend.js';
 
 /** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */
@@ -32,7 +44,12 @@ export const NFQUEUE_MAXLEN = 16384;
 export interface NfqueueState {
   queue: number;
   iptables: IptablesBackend;
+  /** The iptables rules of steering `always` (none for while-holding). */
   rules: IptablesRule[];
+  /** Absent in state written before the option existed: always. */
+  steering?: Steering;
+  /** What the hold table matches (steering while-holding). */
+  matches?: SynMatch[];
 }
 
 export const nfqueueBackend: HoldBackend<NfqueueState> = {
@@ -41,6 +58,20 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   probe: probeNfqueue,
 
   async install(cfg, ctx) {
+    if (cfg.steering === 'while-holding') {
+      // Nothing stays installed: prove now, with the real table, that this kernel takes it (and that
+      // no table of its name is in the way), so the first hold cannot be the one to find out.
+      const matches = synMatches(cfg);
+      const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: ctx.netns });
+      try {
+        await holdTableOn(sock, cfg.queueNum, matches);
+        await holdTableOff(sock, cfg.queueNum, matches);
+      } finally {
+        sock.close();
+      }
+      // `iptables` is unused without rules; 'nft' names the only tables there are.
+      return { queue: cfg.queueNum, iptables: 'nft', rules: [], steering: 'while-holding', matches };
+    }
     const ipt4 = await detectIptables({ family: 4, need: 'nfqueue', netns: ctx.netns });
     const rules = synMatches(cfg).map((m) => nfqueueRule({ ...m, queue: cfg.queueNum }));
     return atomically(async (undo) => {
@@ -66,6 +97,7 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   },
 
   async prepare(s, ctx) {
+    if (s.steering === 'while-holding') return prepareWhileHolding(s, ctx.netns);
     // The rule is what brings SYNs to the queue: a flushed raw table means a hold would protect nothing.
     const gone = await presence(s, ctx.netns);
     if (gone) throw new SteeringGoneError(`${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
@@ -82,10 +114,9 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
           async release() {
             // Let the held SYNs go first; then read the drop counters (before unbind, which removes the queue's line).
             const { accepted } = await q.acceptAll();
-            const k = await q.kernelStats().catch(() => undefined);
+            const drops = await dropsSince(q, before);
             await q.unbind();
-            const drops = (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) - ((before?.queueDropped ?? 0) + (before?.userDropped ?? 0));
-            return { released: accepted, drops: Math.max(0, drops) };
+            return { released: accepted, drops };
           },
         };
       },
@@ -106,6 +137,99 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   },
 };
 
+/** Reads the drop counters of a queue that is about to be unbound. */
+async function dropsSince(q: NfQueue, before: { queueDropped: number; userDropped: number } | undefined): Promise<number> {
+  const k = await q.kernelStats().catch(() => undefined);
+  return Math.max(0, (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) - ((before?.queueDropped ?? 0) + (before?.userDropped ?? 0)));
+}
+
+const tableHint = (queue: number) => (e: NetlinkError) =>
+  e.errno === 17
+    ? `a table "${holdTableName(queue)}" that this hold did not make is in the way: find it with \`nft list tables\`, or set up with another --queue-num`
+    : e.errno === 95
+      ? 'this kernel lacks nf_tables table ownership (NFT_TABLE_F_OWNER, Linux 5.12): use --steering always'
+      : e.errno === 1
+        ? 'nf_tables needs root (CAP_NET_ADMIN)'
+        : e.errno === 2 || e.errno === 93
+          ? 'this kernel lacks an nf_tables piece the steering needs (nf_tables, nft_compat with xt_NFQUEUE): use --steering always'
+          : undefined;
+
+/** Adds the hold table (one transaction; the socket owns it). Equivalent to: `nft -f` of the table in netfilter/hold-table.ts. */
+async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<void> {
+  await sock.batch(addHoldTableBatch(queue, matches), { op: `nf_tables transaction (add tables ${holdTableName(queue)})`, hint: tableHint(queue) });
+}
+
+/** Deletes them. Equivalent to: `nft delete table ip synhold-qN; nft delete table ip6 synhold-qN`, in one transaction. */
+async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<void> {
+  await sock.batch(deleteHoldTableBatch(queue, holdFamilies(matches)), { op: `nf_tables transaction (delete tables ${holdTableName(queue)})`, hint: tableHint(queue) });
+}
+
+/**
+ * A hold with steering while-holding. Order, and why:
+ * - start: bind the queue, then add the table. The other way round, a SYN matched before the bind
+ *   would pass by the bypass, unheld.
+ * - release: accept (which first turns the queue fail-open with room for nothing, so a SYN that
+ *   arrives after the verdicts passes), unbind, and only then delete the table. Deleting a base
+ *   chain unregisters its hook, and the kernel then drops every packet queued in the namespace
+ *   (nf_queue_nf_hook_drop): a table deleted first would drop the held SYNs (measured: the client
+ *   connected only at its 1 s retransmit). After the unbind the rule's bypass lets SYNs pass.
+ * - the watchdog: the same order, on duplicates of both sockets.
+ */
+async function prepareWhileHolding(s: NfqueueState, netns: string | undefined) {
+  const matches = s.matches ?? [];
+  const before = (await readKernelQueueStats(netns).catch(() => [])).find((q) => q.queue === s.queue);
+  const nft = NetlinkSocket.open(NETLINK_NETFILTER, { netns });
+  let q: NfQueue;
+  try {
+    q = NfQueue.open({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns });
+  } catch (e) {
+    nft.close();
+    throw e;
+  }
+  const messages = [
+    ...encodeReleaseRequests(s.queue, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes })),
+    ...holdFamilies(matches).map((f) => ({ socket: 1, bytes: encodeDeleteHoldTableForWatchdog(s.queue, f, nft.reserveSeq()) })),
+  ];
+  return {
+    fallback: {
+      sockets: [q.fd, nft.fd],
+      messages,
+      commands: [],
+      relayAcks: (l: (seq: number, error: number) => void) => {
+        q.onReservedAck(l);
+        nft.onReservedAck(l);
+      },
+    },
+    async start() {
+      await q.bindQueue(true);
+      try {
+        await holdTableOn(nft, s.queue, matches);
+      } catch (e) {
+        await q.unbind().catch(() => undefined);
+        throw e;
+      }
+      return {
+        async release() {
+          const { accepted } = await q.acceptAll();
+          const drops = await dropsSince(q, before);
+          await q.unbind();
+          try {
+            await holdTableOff(nft, s.queue, matches);
+          } catch (e) {
+            // ENOENT: already gone. Otherwise the table still goes with the socket, at close().
+            if (!(e instanceof NetlinkError && e.errno === 2)) throw e;
+          }
+          return { released: accepted, drops };
+        },
+      };
+    },
+    close() {
+      q.close();
+      nft.close();
+    },
+  };
+}
+
 /** Whether every rule is in place, checked the cheap way (Iptables.countTagged): undefined, or what is gone. */
 async function presence(s: NfqueueState, netns: string | undefined): Promise<string | undefined> {
   const counts = await Promise.all(s.rules.map((r) => new Iptables({ backend: s.iptables, family: r.family, netns }).countTagged(r)));
@@ -114,12 +238,15 @@ async function presence(s: NfqueueState, netns: string | undefined): Promise<str
 }
 
 /** Can this kernel queue (nfnetlink_queue + the NFQUEUE target)? */
-async function probeNfqueue(_cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {
-  try {
-    await detectIptables({ family: 4, need: 'nfqueue' });
-  } catch (e) {
-    if (e instanceof ProgramMissingError) return { ok: false, missing: describeMissing(e) };
-    return { ok: false, missing: `the iptables NFQUEUE target (xt_NFQUEUE): ${(e as Error).message}` };
+async function probeNfqueue(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {
+  // Steering while-holding needs no iptables (install proves the nf_tables side with the real table).
+  if (cfg.steering !== 'while-holding') {
+    try {
+      await detectIptables({ family: 4, need: 'nfqueue' });
+    } catch (e) {
+      if (e instanceof ProgramMissingError) return { ok: false, missing: describeMissing(e) };
+      return { ok: false, missing: `the iptables NFQUEUE target (xt_NFQUEUE): ${(e as Error).message}` };
+    }
   }
   // Bind a scratch queue number, without holding, to prove nfnetlink_queue is there.
   try {

@@ -5,8 +5,9 @@ function prefixes(ps: { address: string; prefixLength: number }[]): string {
   return ps.map((p) => `${p.address}/${p.prefixLength}`).join(', ');
 }
 
-/** The plug's egress steering, when it is not the seed's prio root (records from before the option: prio). */
+/** The steering, when it is not the default (the seed's prio root for plug; the always-on rule for nfqueue; records from before the options: those). */
 function topology(s: StatusReport): string {
+  if (s.backend === 'nfqueue' && s.config?.steering === 'while-holding') return ', steered only while holding';
   return s.backend === 'plug' && s.config?.direction === 'egress' && s.config.egressTopology === 'clsact' ? ', clsact -> IFB' : '';
 }
 

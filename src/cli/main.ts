@@ -27,10 +27,14 @@ commands:
   setup --port P [--port P ...] [--address A ...] [--source A ...] [--dev DEV]
         [--direction egress|ingress] [--limit BYTES] [--backend auto|plug|nfqueue|drop]
         [--queue-num N] [--migrate-req on|off] [--egress-topology prio|clsact]
+        [--steering always|while-holding]
                                         install the steering (idempotent, atomic); migrate-req
                                         also sets net.ipv4.tcp_migrate_req=1 (restored by teardown);
                                         egress-topology (plug): prio, the seed's root on DEV, or
-                                        clsact, DEV's root untouched and SYNs redirected to an IFB
+                                        clsact, DEV's root untouched and SYNs redirected to an IFB;
+                                        steering (nfqueue): always, an iptables rule from setup to
+                                        teardown, or while-holding, an nf_tables table that exists
+                                        only during a hold (no cost between holds)
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
   release [--wait D]                    stop holding and let held connections through (through the hold's
                                         watchdog; after --wait (3s) for a stuck owner, directly)
@@ -121,6 +125,7 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     'queue-num': { type: 'string' },
     'migrate-req': { type: 'string' },
     'egress-topology': { type: 'string' },
+    steering: { type: 'string' },
   });
   mergeGlobals(g, v);
   const mr = v['migrate-req'] ?? 'on';
@@ -133,6 +138,7 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     dev: v.dev,
     ...(v.direction ? { direction: v.direction as SetupConfig['direction'] } : {}),
     ...(v['egress-topology'] ? { egressTopology: v['egress-topology'] as SetupConfig['egressTopology'] } : {}),
+    ...(v.steering ? { steering: v.steering as SetupConfig['steering'] } : {}),
     ...(v.limit ? { limit: parseSize(v.limit) } : {}),
     ...(v.backend ? { backend: v.backend as SetupConfig['backend'] } : {}),
     ...(v['queue-num'] ? { queueNum: Number(v['queue-num']) } : {}),

@@ -16,6 +16,14 @@ export type Direction = 'egress' | 'ingress';
  */
 export type EgressTopology = 'prio' | 'clsact';
 export const EGRESS_TOPOLOGIES: readonly EgressTopology[] = ['prio', 'clsact'];
+/**
+ * When the nfqueue backend's steering is in the packet path (backends/nfqueue.ts): `always`, an
+ * iptables rule in raw PREROUTING from setup to teardown, or `while-holding`, an nf_tables table of
+ * synhold's own that exists only during a hold (netfilter/hold-table.ts), so between holds synhold
+ * costs no packet anything.
+ */
+export type Steering = 'always' | 'while-holding';
+export const STEERINGS: readonly Steering[] = ['always', 'while-holding'];
 
 export interface SetupConfig {
   ports: number[];
@@ -27,6 +35,8 @@ export interface SetupConfig {
   direction: Direction;
   /** The plug backend's egress steering (ignored by the other backends and by ingress). */
   egressTopology: EgressTopology;
+  /** The nfqueue backend's steering (ignored by the other backends). */
+  steering: Steering;
   /** Plug byte limit / NFQUEUE length. */
   limit: number;
   queueNum: number;
@@ -118,6 +128,11 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
   }
   const backend = c.backend ?? 'auto';
   if (!['auto', 'plug', 'nfqueue', 'drop'].includes(backend)) throw new ConfigError(`--backend must be auto, plug, nfqueue or drop, not "${backend}"`);
+  const steering = c.steering ?? 'always';
+  if (!STEERINGS.includes(steering)) throw new ConfigError(`--steering must be ${STEERINGS.join(' or ')}, not "${String(steering)}"`);
+  if (c.steering !== undefined && (backend === 'plug' || backend === 'drop')) {
+    throw new ConfigError(`--steering applies to the nfqueue backend only (the ${backend} backend steers with tc or its own iptables chain)`);
+  }
   const queueNum = c.queueNum ?? DEFAULT_QUEUE_NUM;
   if (!Number.isInteger(queueNum) || queueNum < 0 || queueNum > 65535) throw new ConfigError(`queue number ${queueNum} is not in 0..65535`);
   const dev = validateDevice(c.dev ?? 'lo');
@@ -139,6 +154,7 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
     dev,
     direction,
     egressTopology,
+    steering,
     limit: c.limit ?? DEFAULT_PLUG_LIMIT,
     queueNum,
     backend,

@@ -29,3 +29,29 @@ export function prefixFamily(p: Prefix): IpFamily {
 export function formatPrefix(p: Prefix): string {
   return p.prefixLength === (prefixFamily(p) === 4 ? 32 : 128) ? p.address : `${p.address}/${p.prefixLength}`;
 }
+
+/** An address's bytes in network order: 4 for IPv4, 16 for IPv6 (`::` and an embedded IPv4 tail expanded). */
+export function addressBytes(address: string): Buffer {
+  if (isIPv4(address)) return Buffer.from(address.split('.').map(Number));
+  if (!isIPv6(address)) throw new BadAddressError(`"${address}" is not an IPv4 or IPv6 address`);
+  let a = address;
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+  if (v4) {
+    const b = v4[1]!.split('.').map(Number);
+    a = a.slice(0, -v4[1]!.length) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+  }
+  const [head, tail] = a.split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), 2 * i));
+  return out;
+}
+
+/** The mask of a prefix of `bits` bits over `bytes` bytes, in network order. */
+export function prefixMaskBytes(bits: number, bytes: number): Buffer {
+  const out = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i++) out[i] = 0xff & ~(0xff >> Math.min(8, Math.max(0, bits - 8 * i)));
+  return out;
+}

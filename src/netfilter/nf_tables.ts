@@ -40,6 +40,7 @@ import {
   NFNL_MSG_BATCH_BEGIN,
   NFNL_MSG_BATCH_END,
   NFNL_SUBSYS_NFTABLES,
+  NFPROTO_INET,
   NFPROTO_IPV4,
   NFPROTO_IPV6,
   NFPROTO_UNSPEC,
@@ -47,7 +48,7 @@ import {
   nfnlMsgType,
 } from './nfnetlink.js';
 
-export type NftFamily = typeof NFPROTO_IPV4 | typeof NFPROTO_IPV6;
+export type NftFamily = typeof NFPROTO_IPV4 | typeof NFPROTO_IPV6 | typeof NFPROTO_INET;
 
 // enum nf_tables_msg_types: only the messages synhold sends or reads.
 export const NFT_MSG_NEWTABLE = 0;
@@ -75,6 +76,9 @@ export const nftTableAttrs = defineAttributes('nft_table_attributes', {
   flags: { type: 2, kind: 'be32' },
   use: { type: 3, kind: 'be32' },
 });
+
+/** NFT_TABLE_F_OWNER (Linux 5.12): the table belongs to the netlink socket that made it and goes when that socket closes. */
+export const NFT_TABLE_F_OWNER = 0x2;
 
 /** enum nft_hook_attributes: NFTA_CHAIN_HOOK, present on base chains only. */
 export const nftHookAttrs = defineAttributes('nft_hook_attributes', {
@@ -128,13 +132,13 @@ export const NFT_TYPE_GETGEN = nfnlMsgType(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN)
 // Codec: message payloads (after struct nlmsghdr) and what the kernel sends back
 // ---------------------------------------------------------------------------
 
-/** `ip` or `ip6`, as nft spells the family. */
+/** `ip`, `ip6` or `inet`, as nft spells the family. */
 export function familyName(family: NftFamily): string {
-  return family === NFPROTO_IPV6 ? 'ip6' : 'ip';
+  return family === NFPROTO_IPV6 ? 'ip6' : family === NFPROTO_INET ? 'inet' : 'ip';
 }
 
 /** struct nfgenmsg then the attributes; res_id is 0 for nf_tables requests. */
-function nftBody(family: number, attrs: Buffer = Buffer.alloc(0)): Buffer {
+export function nftBody(family: number, attrs: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([nfgenmsg.encode({ family, version: NFNETLINK_V0, resId: 0 }), attrs]);
 }
 
@@ -220,7 +224,7 @@ export function encodeGetRules(family: NftFamily, table: string): Buffer {
 }
 
 /** The batch-begin or batch-end of an nf_tables transaction: res_id names the subsystem (big-endian). */
-function batchDelimiter(attrs: Buffer = Buffer.alloc(0)): Buffer {
+export function batchDelimiter(attrs: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([nfgenmsg.encode({ family: AF_UNSPEC, version: NFNETLINK_V0, resId: NFNL_SUBSYS_NFTABLES }), attrs]);
 }
 

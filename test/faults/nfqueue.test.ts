@@ -16,7 +16,7 @@ import { StateStore } from '../../src/protect/state.js';
 import { withNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { startEchoServer } from '../helpers/tcp.js';
-import { holdWithClient, kill, PORT, queueBound, queueHeld, reap, setupNfqueue, until, childrenOf, commOf } from '../helpers/faults.js';
+import { holdWithClient, holdTables, kill, PORT, queueBound, queueHeld, reap, setupNfqueue, until, childrenOf, commOf } from '../helpers/faults.js';
 import { startClient } from '../helpers/tcp.js';
 
 const MAX_HOLD_MS = 1500;
@@ -52,57 +52,64 @@ const CELLS: Cell[] = [
   { name: 'daemon and its watchdog stopped', targets: ['daemon', 'watchdog'], signal: 'SIGSTOP', phase: 'during CMD', viaDaemon: true, bound: 'max-hold' },
 ];
 
-for (const cell of CELLS) {
-  test(`fault: ${cell.name} (${cell.signal}, ${cell.phase}${cell.viaDaemon ? ', daemon' : ''}): released within the bound`, async (t) => {
-    await withNetns(async (ns) => {
-      const server = await startEchoServer(ns.name, '127.0.0.1', PORT);
-      const pids: number[] = [];
-      try {
-        setupNfqueue(ns);
-        let daemonPid: number | undefined;
-        if (cell.viaDaemon) {
-          const d = synholdAsync(['--netns', ns.name, 'daemon']);
-          daemonPid = d.pid;
-          pids.push(d.pid);
-          await until('the daemon socket', () => existsSync(StateStore.for(ns.name).daemonSocketPath));
+// Every cell with each steering: with while-holding the hold also owns nf_tables tables, which must be
+// gone once the hold is over, whoever ended it (the owner or the watchdog by deleting them, the kernel
+// when the last copy of their socket closes), even while a stopped process still has a copy.
+for (const steering of ['always', 'while-holding'] as const)
+  for (const cell of CELLS) {
+    test(`fault${steering === 'always' ? '' : ' (steering while-holding)'}: ${cell.name} (${cell.signal}, ${cell.phase}${cell.viaDaemon ? ', daemon' : ''}): released within the bound`, async (t) => {
+      await withNetns(async (ns) => {
+        const server = await startEchoServer(ns.name, '127.0.0.1', PORT);
+        const pids: number[] = [];
+        try {
+          setupNfqueue(ns, steering);
+          let daemonPid: number | undefined;
+          if (cell.viaDaemon) {
+            const d = synholdAsync(['--netns', ns.name, 'daemon']);
+            daemonPid = d.pid;
+            pids.push(d.pid);
+            await until('the daemon socket', () => existsSync(StateStore.for(ns.name).daemonSocketPath));
+          }
+          const failpoint = cell.phase === 'held, before the record' ? 'held' : cell.phase === 'during release' ? 'releasing' : undefined;
+          const h = await holdWithClient(ns, {
+            maxHold: `${MAX_HOLD_MS}ms`,
+            ...(failpoint ? { failpoint } : {}),
+            ...(daemonPid ? { daemonPid } : {}),
+            ...(failpoint === 'releasing' ? { commandSeconds: 0.3 } : {}),
+          });
+          pids.push(h.protectPid, h.watchdogPid, ...h.cleanup);
+          const byName = { protect: h.protectPid, watchdog: h.watchdogPid, daemon: daemonPid! };
+          const signalledAt = Date.now();
+          // Several to kill: stop them all first, so that none reacts to another's death before its own.
+          if (cell.signal === 'SIGKILL' && cell.targets.length > 1) for (const target of cell.targets) kill(byName[target], 'SIGSTOP');
+          for (const target of cell.targets) kill(byName[target], cell.signal);
+          const res = await h.client;
+          assert.equal(res.error, null, `the held client connected (no RST, no refusal): ${JSON.stringify(res)}`);
+          const afterSignal = res.connectedAt! - signalledAt;
+          const holdLength = res.connectedAt! - h.startedAt;
+          t.diagnostic(`connected ${afterSignal} ms after the signal, ${holdLength} ms after protect started (max-hold ${MAX_HOLD_MS} ms)`);
+          if (process.env.SYNHOLD_FAULT_REPORT) {
+            appendFileSync(
+              process.env.SYNHOLD_FAULT_REPORT,
+              `${JSON.stringify({ backend: 'nfqueue', kernel: 'host', steering, ...cell, afterSignalMs: afterSignal, holdMs: holdLength, maxHoldMs: MAX_HOLD_MS })}\n`,
+            );
+          }
+          if (cell.bound === 'death') assert.ok(afterSignal <= AFTER_DEATH_MS, `released ${afterSignal} ms after the death (bound ${AFTER_DEATH_MS} ms)`);
+          else assert.ok(holdLength <= MAX_HOLD_MS + PAST_MAX_HOLD_MS, `held ${holdLength} ms (bound: max-hold ${MAX_HOLD_MS} + ${PAST_MAX_HOLD_MS} ms)`);
+          // Nothing left held, as the kernel reports it: the queue is unbound (new SYNs take the bypass).
+          await until('the queue to be unbound', async () => !(await queueBound(ns)), 2000);
+          if (steering === 'while-holding') {
+              await until('the hold tables to be gone', () => holdTables(ns).length === 0, 2000);
+          }
+        } finally {
+          reap(pids);
+          server.kill();
+          synhold(['--netns', ns.name, 'teardown']);
+          for (const p of pids) for (const c of childrenOf(p)) if (commOf(c) === 'sleep') kill(c, 'SIGKILL');
         }
-        const failpoint = cell.phase === 'held, before the record' ? 'held' : cell.phase === 'during release' ? 'releasing' : undefined;
-        const h = await holdWithClient(ns, {
-          maxHold: `${MAX_HOLD_MS}ms`,
-          ...(failpoint ? { failpoint } : {}),
-          ...(daemonPid ? { daemonPid } : {}),
-          ...(failpoint === 'releasing' ? { commandSeconds: 0.3 } : {}),
-        });
-        pids.push(h.protectPid, h.watchdogPid, ...h.cleanup);
-        const byName = { protect: h.protectPid, watchdog: h.watchdogPid, daemon: daemonPid! };
-        const signalledAt = Date.now();
-        // Several to kill: stop them all first, so that none reacts to another's death before its own.
-        if (cell.signal === 'SIGKILL' && cell.targets.length > 1) for (const target of cell.targets) kill(byName[target], 'SIGSTOP');
-        for (const target of cell.targets) kill(byName[target], cell.signal);
-        const res = await h.client;
-        assert.equal(res.error, null, `the held client connected (no RST, no refusal): ${JSON.stringify(res)}`);
-        const afterSignal = res.connectedAt! - signalledAt;
-        const holdLength = res.connectedAt! - h.startedAt;
-        t.diagnostic(`connected ${afterSignal} ms after the signal, ${holdLength} ms after protect started (max-hold ${MAX_HOLD_MS} ms)`);
-        if (process.env.SYNHOLD_FAULT_REPORT) {
-          appendFileSync(
-            process.env.SYNHOLD_FAULT_REPORT,
-            `${JSON.stringify({ backend: 'nfqueue', kernel: 'host', ...cell, afterSignalMs: afterSignal, holdMs: holdLength, maxHoldMs: MAX_HOLD_MS })}\n`,
-          );
-        }
-        if (cell.bound === 'death') assert.ok(afterSignal <= AFTER_DEATH_MS, `released ${afterSignal} ms after the death (bound ${AFTER_DEATH_MS} ms)`);
-        else assert.ok(holdLength <= MAX_HOLD_MS + PAST_MAX_HOLD_MS, `held ${holdLength} ms (bound: max-hold ${MAX_HOLD_MS} + ${PAST_MAX_HOLD_MS} ms)`);
-        // Nothing left held, as the kernel reports it: the queue is unbound (new SYNs take the bypass).
-        await until('the queue to be unbound', async () => !(await queueBound(ns)), 2000);
-      } finally {
-        reap(pids);
-        server.kill();
-        synhold(['--netns', ns.name, 'teardown']);
-        for (const p of pids) for (const c of childrenOf(p)) if (commOf(c) === 'sleep') kill(c, 'SIGKILL');
-      }
+      });
     });
-  });
-}
+  }
 
 test('fault: protect and its watchdog both stopped (no other synhold process): `synhold release` ends the hold at once', async (t) => {
   await withNetns(async (ns) => {

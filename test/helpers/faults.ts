@@ -121,7 +121,16 @@ export function reap(pids: number[]): void {
   }
 }
 
-export function setupNfqueue(ns: TestNetns): void {
-  const r = synhold(['--netns', ns.name, 'setup', '--port', String(PORT), '--backend', 'nfqueue']);
+export function setupNfqueue(ns: TestNetns, steering: 'always' | 'while-holding' = 'always'): void {
+  const r = synhold(['--netns', ns.name, 'setup', '--port', String(PORT), '--backend', 'nfqueue', '--steering', steering]);
   if (r.status !== 0) throw new Error(`setup failed: ${r.stderr}`);
+}
+
+/** synhold's hold tables in the namespace, as `nft list tables` names them (the oracle for --steering while-holding). */
+export function holdTables(ns: TestNetns): string[] {
+  return ns
+    .exec('nft', ['list', 'tables'])
+    .split('\n')
+    .filter((l) => /^table \S+ synhold-q\d+$/.test(l.trim()))
+    .map((l) => l.trim());
 }

@@ -17,7 +17,7 @@
 import { BadAddressError, BadPortError } from '../../model/errors.js';
 import { EncodeError } from '../../netlink/errors.js';
 import { isIPv4 } from '../../model/ip.js';
-import { prefixFamily, type Prefix } from '../../model/prefix.js';
+import { addressBytes, prefixFamily, type Prefix } from '../../model/prefix.js';
 import type { SynMatch } from '../../model/syn-match.js';
 import { defineAttributes, defineStruct } from '../../netlink/schema.js';
 import { decodeActionList, encodeActionList, tcaActAttrs, type ActionSpec } from './actions.js';
@@ -165,19 +165,8 @@ export function packKey32(keys: U32Key[], val: number, mask: number, at: number)
 }
 
 function ipv6Words(address: string): number[] {
-  // Expand :: and an embedded IPv4 tail into eight 16-bit groups.
-  let a = address;
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
-  if (v4) {
-    const b = v4[1]!.split('.').map(Number);
-    a = a.slice(0, -v4[1]!.length) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
-  }
-  const [head, tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  const g = groups.map((x) => parseInt(x, 16));
-  return [0, 1, 2, 3].map((i) => ((g[2 * i]! << 16) | g[2 * i + 1]!) >>> 0);
+  const b = addressBytes(address);
+  return [0, 1, 2, 3].map((i) => b.readUInt32BE(4 * i));
 }
 
 function prefixMask(bits: number): number {
