@@ -1,6 +1,6 @@
 /**
  * Bad input: one clear line on stderr, a documented non-zero exit code, and the
- * system exactly as it was (checked with tc -j and synhold's own state dir).
+ * system exactly as it was (checked with tc -j, ip -j, nft list ruleset and synhold's own state dir).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,11 @@ import { pathWithout } from '../helpers/path.js';
 import { stateDir } from '../../src/protect/state.js';
 
 function snapshot(ns: TestNetns): string {
-  return JSON.stringify([ns.tcJson(['qdisc', 'show']), ns.ipJson(['link', 'show']).map((l) => (l as { ifname: string }).ifname)]);
+  return JSON.stringify([
+    ns.tcJson(['qdisc', 'show']),
+    ns.ipJson(['link', 'show']).map((l) => (l as { ifname: string }).ifname),
+    ns.exec('nft', ['list', 'ruleset']),
+  ]);
 }
 
 const cases: [string, string[], number, RegExp][] = [
@@ -36,6 +40,13 @@ const cases: [string, string[], number, RegExp][] = [
     ['setup', '--port', '80', '--direction', 'ingress', '--egress-topology', 'clsact'],
     2,
     /--egress-topology applies to --direction egress only/,
+  ],
+  ['bad steering', ['setup', '--port', '80', '--steering', 'sometimes'], 2, /--steering must be always or while-holding, not "sometimes"/],
+  [
+    'steering with the plug backend',
+    ['setup', '--port', '80', '--backend', 'plug', '--steering', 'while-holding'],
+    2,
+    /--steering applies to the nfqueue backend only/,
   ],
   ['unknown option', ['setup', '--port', '80', '--colour'], 2, /Unknown option '--colour'/],
   ['unknown command', ['frobnicate'], 2, /unknown command "frobnicate"/],

@@ -73,6 +73,7 @@ for (const steering of ['always', 'while-holding'] as const)
           const failpoint = cell.phase === 'held, before the record' ? 'held' : cell.phase === 'during release' ? 'releasing' : undefined;
           const h = await holdWithClient(ns, {
             maxHold: `${MAX_HOLD_MS}ms`,
+          steering,
             ...(failpoint ? { failpoint } : {}),
             ...(daemonPid ? { daemonPid } : {}),
             ...(failpoint === 'releasing' ? { commandSeconds: 0.3 } : {}),

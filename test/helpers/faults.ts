@@ -86,7 +86,7 @@ export interface RunningHold {
  */
 export async function holdWithClient(
   ns: TestNetns,
-  o: { maxHold: string; failpoint?: 'held' | 'releasing'; daemonPid?: number; commandSeconds?: number },
+  o: { maxHold: string; failpoint?: 'held' | 'releasing'; daemonPid?: number; commandSeconds?: number; steering?: 'always' | 'while-holding' },
 ): Promise<RunningHold & { client: Promise<ClientResult> }> {
   const startedAt = Date.now();
   const env: Record<string, string> = o.failpoint ? { SYNHOLD_FAILPOINT: o.failpoint } : {};
@@ -95,6 +95,8 @@ export async function holdWithClient(
   const watchdogPid = await until('the watchdog', () => childrenOf(owner).find((c) => commOf(c) === 'synhold-watchdo'));
   // The kernel hold is on once the queue is bound (nfqueue) - or the failpoint stopped protect after it.
   await until('the queue to be bound', () => queueBound(ns));
+  // With steering while-holding the table comes right after the bind: a SYN sent between them would pass.
+  if (o.steering === 'while-holding') await until('the hold tables', () => holdTables(ns).length > 0);
   const stopped = () => until(`the owner to stop at failpoint ${o.failpoint}`, () => stateOf(owner) === 'T', 15_000);
   if (o.failpoint === 'held') await stopped();
   const c = startClient(ns.name, '127.0.0.1', PORT);

@@ -8,11 +8,16 @@
  * queue in fact released; the hold's record stayed behind with the lock free.
  * The owner now relays such acks over the owner pipe ('A' seq error).
  *
+ * A release message may also be a whole nf_tables transaction (steering
+ * while-holding's table delete): the headers must tile the datagram exactly.
+ *
  * Real kernel, a fresh namespace per test, the real watchdog program; the
- * queue's state is read from /proc/net/netfilter/nfnetlink_queue.
+ * queue's state is read from /proc/net/netfilter/nfnetlink_queue, the tables'
+ * from `nft list tables`.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,8 +25,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { NfQueue, NFQNL_TYPE_CONFIG, NFQA_CFG_F_FAIL_OPEN, encodeConfig, encodeReleaseRequests } from '../../src/nfqueue/nfnetlink_queue.js';
 import { readKernelQueueStats } from '../../src/nfqueue/proc.js';
-import { NLM_F_REQUEST, encodeMessage } from '../../src/netlink/message.js';
-import { Watchdog, type WatchdogEnd } from '../../src/protect/hold/watchdog.js';
+import { NLM_F_REQUEST, decodeMessages, encodeMessage } from '../../src/netlink/message.js';
+import { NETLINK_NETFILTER, NetlinkSocket } from '../../src/netlink/socket.js';
+import { NFPROTO_IPV4 } from '../../src/netfilter/nfnetlink.js';
+import { addHoldTableBatch, encodeDeleteHoldTableForWatchdog, holdTableName } from '../../src/netfilter/hold-table.js';
+import { Watchdog, watchdogPath, type WatchdogEnd } from '../../src/protect/hold/watchdog.js';
 import type { Fallback } from '../../src/backends/backend.js';
 
 const QUEUE = 7200;
@@ -193,4 +201,46 @@ test('synhold release at once after a hold began (library: hold() then release()
       await lib.teardown({ netns: ns.name });
     }
   });
+});
+
+/** `nft list tables` in the namespace (nftables' own view). */
+const tables = (ns: TestNetns) => ns.exec('nft', ['list', 'tables']).trim();
+
+test('a transaction as one release message: the watchdog sends the hold table delete (three headers, one seq) and the table is gone while its owning socket is still open', async () => {
+  await withNetns(async (ns) => {
+    const f = files();
+    const nft = NetlinkSocket.open(NETLINK_NETFILTER, { netns: ns.name });
+    try {
+      const match = { family: 4 as const, port: 18080 };
+      await nft.batch(addHoldTableBatch(QUEUE, [match]), { op: 'add hold table' });
+      assert.equal(tables(ns), `table ip ${holdTableName(QUEUE)}`);
+      const bytes = encodeDeleteHoldTableForWatchdog(QUEUE, NFPROTO_IPV4, nft.reserveSeq());
+      assert.equal(decodeMessages(bytes).length, 3, 'batch begin, delete, batch end in one datagram');
+      const wd = startWatchdog(f, { sockets: [nft.fd], messages: [{ socket: 0, bytes }], commands: [], relayAcks: (l) => nft.onReservedAck(l) }, 50);
+      assert.deepEqual(await ended(wd), { kind: 'released', cause: 'max-hold', detail: 'max-hold' });
+      // Our socket is open: the kernel's owner cleanup has not run, so the delete was the watchdog's.
+      assert.equal(tables(ns), '');
+    } finally {
+      nft.close();
+      removeFiles(f);
+    }
+  });
+});
+
+test('the watchdog refuses a release message whose headers do not tile it (exit 2, usage), before anything is held', () => {
+  const one = encodeMessage({ type: NFQNL_TYPE_CONFIG, flags: NLM_F_REQUEST, seq: 1, payload: Buffer.alloc(8) });
+  const cases = [
+    Buffer.concat([one, one.subarray(0, 20)]), // a second header cut short
+    Buffer.concat([one, Buffer.alloc(3)]), // trailing bytes that are no header
+    (() => {
+      const b = Buffer.from(one);
+      b.writeUInt32LE(one.length + 4, 0); // a length past the end
+      return b;
+    })(),
+  ];
+  for (const bytes of cases) {
+    const r = spawnSync(watchdogPath(), ['--deadline-ms', '1000', '--no-owner', '--send', `0:${bytes.toString('hex')}`], { encoding: 'utf8', timeout: 5000 });
+    assert.equal(r.status, 2, `${bytes.toString('hex')}: ${r.stderr}`);
+    assert.match(r.stderr, /^usage: synhold-watchdog/);
+  }
 });
