@@ -161,7 +161,10 @@ async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly
 
 /** Deletes them. Equivalent to: `nft delete table ip synhold-qN; nft delete table ip6 synhold-qN`, in one transaction. */
 async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<void> {
-  await sock.batch(deleteHoldTableBatch(queue, holdFamilies(matches)), { op: `nf_tables transaction (delete tables ${holdTableName(queue)})`, hint: tableHint(queue) });
+  await sock.batch(deleteHoldTableBatch(queue, holdFamilies(matches)), {
+    op: `nf_tables transaction (delete tables ${holdTableName(queue)})`,
+    hint: tableHint(queue),
+  });
 }
 
 /**

@@ -232,15 +232,13 @@ export function addHoldTableBatch(queue: number, matches: readonly SynMatch[]): 
       },
       ...matches
         .filter((m) => nftFamilyOf(m) === family)
-        .map(
-          (m): BatchMessage => ({
-            type: NFT_TYPE_NEWRULE,
-            payload: nftBody(family, ruleAttrs.encode({ table, chain: HOLD_CHAIN, expressions: encodeExprList(synQueueExprs(m, queue)) })),
-            flags: NLM_F_CREATE | NLM_F_APPEND,
-            op: 'NFT_MSG_NEWRULE',
-            object: `${object} ${HOLD_CHAIN} (port ${m.port})`,
-          }),
-        ),
+        .map((m): BatchMessage => ({
+          type: NFT_TYPE_NEWRULE,
+          payload: nftBody(family, ruleAttrs.encode({ table, chain: HOLD_CHAIN, expressions: encodeExprList(synQueueExprs(m, queue)) })),
+          flags: NLM_F_CREATE | NLM_F_APPEND,
+          op: 'NFT_MSG_NEWRULE',
+          object: `${object} ${HOLD_CHAIN} (port ${m.port})`,
+        })),
     );
   }
   msgs.push({ type: NFNL_MSG_BATCH_END, payload: batchDelimiter(), op: 'NFNL_MSG_BATCH_END' });
@@ -251,7 +249,9 @@ export function addHoldTableBatch(queue: number, matches: readonly SynMatch[]): 
 
 /** The transaction that turns it off: the tables and everything in them, in one transaction (all or none). */
 export function deleteHoldTableBatch(queue: number, families: readonly NftFamily[]): BatchMessage[] {
-  const msgs = families.flatMap((f) => deleteTableBatch(f, holdTableName(queue), 0).filter((m) => m.type !== NFNL_MSG_BATCH_BEGIN && m.type !== NFNL_MSG_BATCH_END));
+  const msgs = families.flatMap((f) =>
+    deleteTableBatch(f, holdTableName(queue), 0).filter((m) => m.type !== NFNL_MSG_BATCH_BEGIN && m.type !== NFNL_MSG_BATCH_END),
+  );
   for (const m of msgs) m.ack = false;
   if (msgs.length) msgs[msgs.length - 1]!.ack = true;
   return [

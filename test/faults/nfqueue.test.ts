@@ -73,7 +73,7 @@ for (const steering of ['always', 'while-holding'] as const)
           const failpoint = cell.phase === 'held, before the record' ? 'held' : cell.phase === 'during release' ? 'releasing' : undefined;
           const h = await holdWithClient(ns, {
             maxHold: `${MAX_HOLD_MS}ms`,
-          steering,
+            steering,
             ...(failpoint ? { failpoint } : {}),
             ...(daemonPid ? { daemonPid } : {}),
             ...(failpoint === 'releasing' ? { commandSeconds: 0.3 } : {}),
@@ -100,7 +100,7 @@ for (const steering of ['always', 'while-holding'] as const)
           // Nothing left held, as the kernel reports it: the queue is unbound (new SYNs take the bypass).
           await until('the queue to be unbound', async () => !(await queueBound(ns)), 2000);
           if (steering === 'while-holding') {
-              await until('the hold tables to be gone', () => holdTables(ns).length === 0, 2000);
+            await until('the hold tables to be gone', () => holdTables(ns).length === 0, 2000);
           }
         } finally {
           reap(pids);
