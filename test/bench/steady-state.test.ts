@@ -58,7 +58,7 @@ test('the median interval: order statistics at the binomial ranks; the verdict f
   assert.equal(verdict(undefined), 'open (too few rounds)');
 });
 
-test('steady-state conditions: bare and setup defaults, or bare and one plug set-up per topology; the order rotates', () => {
+test('steady-state conditions: bare and setup defaults, or bare and one set-up per plug topology and nfqueue steering; the order rotates', () => {
   assert.deepEqual(
     conditionsFor([]).map((c) => c.name),
     ['bare', 'set up'],
@@ -79,6 +79,13 @@ test('steady-state conditions: bare and setup defaults, or bare and one plug set
   assert.deepEqual(o[2]!.setupArgs, ['setup', '--port', '8009', '--migrate-req', 'off']);
   assert.deepEqual(o[1]!.setupArgs, ['setup', '--port', '8001', '--migrate-req', 'off']);
   assert.equal(conditionsFor(['prio'], true).at(-1)!.name, 'set up (another port)');
+  // --steerings: one nfqueue set-up per steering
+  const st = conditionsFor([], false, ['always', 'while-holding']);
+  assert.deepEqual(
+    st.map((x) => x.name),
+    ['bare', 'set up (nfqueue, always)', 'set up (nfqueue, while-holding)'],
+  );
+  assert.deepEqual(st[2]!.setupArgs!.slice(-4), ['--backend', 'nfqueue', '--steering', 'while-holding']);
   assert.deepEqual(
     [0, 1, 2, 3].map((r) => roundOrder(['a', 'b', 'c'], r).join('')),
     ['abc', 'bca', 'cab', 'abc'],

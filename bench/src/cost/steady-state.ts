@@ -11,11 +11,15 @@
  * Rounds alternate which condition goes first; the table gives medians of the
  * rounds and the median of each round's set-up / bare ratio.
  *
- *   node dist/bench/src/cost/steady-state.js [--rounds N] [--seconds S] [--topologies prio,clsact] [--other-port] [--json]
+ *   node dist/bench/src/cost/steady-state.js [--rounds N] [--seconds S] [--topologies prio,clsact]
+ *        [--steerings always,while-holding] [--other-port] [--json]
  *
  * --topologies: one set-up condition per plug egress topology (`setup
  * --egress-topology T`), each measured in every round beside bare; without it,
  * one condition, `set up`, with setup's defaults (the backend `auto` picks).
+ * --steerings: one set-up condition per nfqueue steering (`setup --backend nfqueue
+ * --steering S`): `always` keeps a rule in raw PREROUTING, `while-holding` installs
+ * nothing until a hold, so its row is what being set up costs with no hold at all.
  * --other-port: one more condition, `set up (another port)`: setup's defaults for
  * a port no load uses (8009). The steering is in place (the hook, the rule's
  * match for every packet) but no SYN of the loads matches it, which tells the
@@ -113,12 +117,21 @@ async function measure(seconds: number): Promise<Sample> {
 }
 
 /** The conditions of a run, bare first, and the setup arguments of each set-up one. */
-export function conditionsFor(topologies: readonly string[], otherPort = false): { name: Condition; setupArgs?: string[] }[] {
+export function conditionsFor(
+  topologies: readonly string[],
+  otherPort = false,
+  steerings: readonly string[] = [],
+): { name: Condition; setupArgs?: string[] }[] {
   const setup = (port: number) => ['setup', '--port', String(port), '--migrate-req', 'off'];
   const base = setup(PORT);
   const other = otherPort ? [{ name: 'set up (another port)', setupArgs: setup(OTHER_PORT) }] : [];
-  if (topologies.length === 0) return [{ name: BARE }, { name: 'set up', setupArgs: base }, ...other];
-  return [{ name: BARE }, ...topologies.map((t) => ({ name: `set up (${t})`, setupArgs: [...base, '--backend', 'plug', '--egress-topology', t] })), ...other];
+  if (topologies.length === 0 && steerings.length === 0) return [{ name: BARE }, { name: 'set up', setupArgs: base }, ...other];
+  return [
+    { name: BARE },
+    ...topologies.map((t) => ({ name: `set up (${t})`, setupArgs: [...base, '--backend', 'plug', '--egress-topology', t] })),
+    ...steerings.map((st) => ({ name: `set up (nfqueue, ${st})`, setupArgs: [...base, '--backend', 'nfqueue', '--steering', st] })),
+    ...other,
+  ];
 }
 
 /** Round r's order: the list rotated by r, so each condition goes first as often as any other. */
@@ -128,9 +141,9 @@ export function roundOrder<T>(items: readonly T[], r: number): T[] {
 }
 
 /** Inside the namespace: nginx, then the rounds. */
-async function inside(netns: string, rounds: number, seconds: number, topologies: string[], otherPort: boolean): Promise<SteadyRun> {
+async function inside(netns: string, rounds: number, seconds: number, topologies: string[], otherPort: boolean, steerings: string[]): Promise<SteadyRun> {
   const nginx = await startNginx({ host: HOST, port: PORT, workers: 1 });
-  const conditions = conditionsFor(topologies, otherPort);
+  const conditions = conditionsFor(topologies, otherPort, steerings);
   const samples: Record<Condition, Sample[]> = Object.fromEntries(conditions.map((c) => [c.name, []]));
   let backend = '';
   try {
@@ -230,6 +243,7 @@ async function main(): Promise<number> {
   const rounds = num('--rounds', 5);
   const seconds = num('--seconds', 5);
   const topologies = args.includes('--topologies') ? (args[args.indexOf('--topologies') + 1] ?? '').split(',') : [];
+  const steerings = args.includes('--steerings') ? (args[args.indexOf('--steerings') + 1] ?? '').split(',') : [];
   const otherPort = args.includes('--other-port');
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > MAX_ROUNDS || !(seconds >= 1 && seconds <= 60)) {
     process.stderr.write(`steady-state: --rounds 1..${MAX_ROUNDS}, --seconds 1..60\n`);
@@ -239,9 +253,13 @@ async function main(): Promise<number> {
     process.stderr.write('steady-state: --topologies is a list of prio and clsact, each at most once\n');
     return 2;
   }
+  if (steerings.some((t) => t !== 'always' && t !== 'while-holding') || new Set(steerings).size !== steerings.length) {
+    process.stderr.write('steady-state: --steerings is a list of always and while-holding, each at most once\n');
+    return 2;
+  }
   const insideAt = args.indexOf('--inside');
   if (insideAt >= 0) {
-    const run = await inside(args[insideAt + 1]!, rounds, seconds, topologies, otherPort);
+    const run = await inside(args[insideAt + 1]!, rounds, seconds, topologies, otherPort, steerings);
     process.stdout.write(
       args.includes('--json') ? `${JSON.stringify(run)}\n` : renderSteady(run, `node dist/bench/src/cost/steady-state.js ${args.slice(0, insideAt).join(' ')}`),
     );
@@ -251,7 +269,7 @@ async function main(): Promise<number> {
   await addNetns(netns);
   try {
     const child = spawn('ip', ['netns', 'exec', netns, process.execPath, fileURLToPath(import.meta.url), ...args, '--inside', netns], { stdio: 'inherit' });
-    const conditions = conditionsFor(topologies, otherPort).length;
+    const conditions = conditionsFor(topologies, otherPort, steerings).length;
     const budget = setTimeout(() => child.kill('SIGTERM'), rounds * conditions * (3 * seconds + 60) * 1000 + 60_000);
     const code = await new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
     clearTimeout(budget);
