@@ -36,6 +36,32 @@ test('HAProxy reloaded every 100 ms under load: unprotected loses requests, nfqu
   });
 });
 
+// The hold's tables come and go with each reload (an nf_tables transaction before CMD and after the
+// release); the SYNs they queue must be the same ones the always-on rule queues: none may be lost.
+test('HAProxy reloaded every 100 ms under load with --steering while-holding: none lost over 200 reloads; no table left', async (t) => {
+  await withNetns(async (ns) => {
+    const prot = runExperimentIn(ns.name, {
+      protect: true,
+      setupArgs: ['--backend', 'nfqueue', '--steering', 'while-holding'],
+      reloads: 200,
+      intervalMs: 100,
+      concurrency: 50,
+    });
+    t.diagnostic(`nfqueue, while-holding: ${describeResult(prot)}`);
+    assert.equal(prot.reloads, 200);
+    assert.equal(prot.reloadFailures, 0);
+    assert.equal(prot.holds.length, 200, 'every reload was held and released');
+    assert.equal(prot.failed, 0, `protected requests failed: ${JSON.stringify(prot.details)}`);
+    assert.ok(prot.requests > 10_000, `only ${prot.requests} requests`);
+    assert.deepEqual(
+      prot.holds.filter((h) => h.dropped > 0),
+      [],
+      'no hold dropped a SYN (the queue drop counters)',
+    );
+    assert.doesNotMatch(ns.exec('nft', ['list', 'tables']), /synhold-q/, 'no hold table outlived its hold');
+  });
+});
+
 test('drop baseline: no request fails, but those that hit a reload take >= 1 s (a SYN retransmit)', async (t) => {
   await withNetns(async (ns) => {
     const r = runExperimentIn(ns.name, { protect: true, setupArgs: ['--backend', 'drop'], reloads: 15, intervalMs: 400, concurrency: 10 });

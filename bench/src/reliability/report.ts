@@ -9,6 +9,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 
 interface CellResult {
   backend: string;
+  /** nfqueue's steering (test/faults/nfqueue.test.ts runs the matrix once per steering); absent: always. */
+  steering?: string;
   kernel: string;
   name: string;
   targets: string[];
@@ -53,7 +55,7 @@ function table(rows: CellResult[]): string[] {
         : `held no longer than ${r.boundMs} ms (max-hold + 1 s + 3x the lab's release cost)`
       : BOUND_TEXT[r.bound];
     out.push(
-      `| ${r.name}${r.viaDaemon ? ' (daemon)' : ''} | ${r.signal} | ${r.phase} | ${promise} | ${r.afterSignalMs === undefined ? '-' : `${r.afterSignalMs} ms`} | ${r.holdMs} ms (max-hold ${r.maxHoldMs} ms) | ${ok ? 'kept' : '**broken**'} |`,
+      `| ${r.name}${r.viaDaemon ? ' (daemon)' : ''}${r.steering && r.steering !== 'always' ? ` (steering ${r.steering})` : ''} | ${r.signal} | ${r.phase} | ${promise} | ${r.afterSignalMs === undefined ? '-' : `${r.afterSignalMs} ms`} | ${r.holdMs} ms (max-hold ${r.maxHoldMs} ms) | ${ok ? 'kept' : '**broken**'} |`,
     );
   }
   return out;
