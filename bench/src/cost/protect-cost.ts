@@ -6,7 +6,9 @@
  * the command and all its children) from this process's children accounting
  * (/proc/self/stat cutime + cstime), which the kernel updates when each run is reaped.
  *
- *   node dist/bench/src/cost/protect-cost.js [--runs N] [--backend nfqueue|plug] [--json]
+ *   node dist/bench/src/cost/protect-cost.js [--runs N] [--backend nfqueue|plug] [--steering always|while-holding] [--json]
+ *
+ * --steering (nfqueue): while-holding adds an nf_tables transaction at each hold's start and end.
  *
  * It makes a network namespace of its own, sets synhold up there, and removes both.
  */
@@ -81,13 +83,22 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args[0] === 'report') return report(args[1]!, args.slice(2));
   const runs = Number(args[args.indexOf('--runs') + 1] ?? 0) || 30;
-  const backend = args.includes('--backend') ? args[args.indexOf('--backend') + 1]! : 'nfqueue';
+  const backendName = args.includes('--backend') ? args[args.indexOf('--backend') + 1]! : 'nfqueue';
+  const steering = args.includes('--steering') ? args[args.indexOf('--steering') + 1]! : undefined;
+  // The label carries the steering, so the page tells the runs apart.
+  const backend = steering ? `${backendName}, steering ${steering}` : backendName;
   const ns = `synhold-cost-${process.pid}-${randomBytes(3).toString('hex')}`;
   spawnSync('ip', ['netns', 'add', ns]);
   spawnSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
   let daemon: ReturnType<typeof spawn> | undefined;
   try {
-    const s = spawnSync(process.execPath, [CLI, '--netns', ns, 'setup', '--port', '8080', '--backend', backend], { encoding: 'utf8' });
+    const s = spawnSync(
+      process.execPath,
+      [CLI, '--netns', ns, 'setup', '--port', '8080', '--backend', backendName, ...(steering ? ['--steering', steering] : [])],
+      {
+        encoding: 'utf8',
+      },
+    );
     if (s.status !== 0) throw new Error(`setup: ${s.stderr}`);
     const protect = [process.execPath, CLI, '--netns', ns, 'protect', '--', 'true'];
     const baseline = [process.execPath, '-e', '0'];
