@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What synhold costs while not holding: loopback traffic set up vs bare, on this kernel (nfqueue, and the same
-# steering for a port no load uses) and in the kernel lab (plug, both egress topologies: the seed's prio root on
+# What synhold costs while not holding: loopback traffic set up vs bare, on this kernel (nfqueue with each steering,
+# always and while-holding; and the always-on rule for a port no load uses) and in the kernel lab (plug, both egress topologies: the seed's prio root on
 # lo, and clsact -> IFB), side by side in one run each, the conditions taking turns; writes docs/STEADY-STATE.md.
 # Run it alone on an idle machine: the verdict needs the rounds' ratios to agree to about 1%.
 set -euo pipefail
@@ -9,8 +9,10 @@ npm run --silent build
 out=docs/steady-state
 mkdir -p "$out"
 host="node dist/bench/src/cost/steady-state.js --rounds 40 --seconds 2 --other-port --json"
+steering="node dist/bench/src/cost/steady-state.js --rounds 40 --seconds 2 --steerings always,while-holding --json"
 lab="node dist/bench/src/cost/steady-state.js --rounds 30 --seconds 2 --topologies prio,clsact --json"
+$steering >"$out/host-steering.json"
 $host >"$out/host.json"
 scripts/lab --timeout 5400 -- $lab >"$out/lab.json"
-node dist/bench/src/cost/steady-state.js report docs/STEADY-STATE.md --notes "$out/notes.md" "$out/host.json=$host" "$out/lab.json=scripts/lab -- $lab"
+node dist/bench/src/cost/steady-state.js report docs/STEADY-STATE.md --notes "$out/notes.md" "$out/host-steering.json=$steering" "$out/host.json=$host" "$out/lab.json=scripts/lab -- $lab"
 cat docs/STEADY-STATE.md

@@ -15,7 +15,16 @@ import { NotSetUpError } from './model/errors.js';
 export { setup, teardown, status, type Scope, type SetupResult, type TeardownResult, type StatusReport } from './protect/setup.js';
 export { protect, DEFAULT_MAX_HOLD_MS, DEFAULT_SETTLE_WAIT_MS, type ProtectOptions, type ProtectResult } from './protect/protect.js';
 export { runDaemon, type DaemonOptions } from './protect/daemon.js';
-export { normalizeConfig, parseDuration, parseSize, MAX_DURATION_MS, type SetupConfig, type BackendName } from './model/config.js';
+export {
+  normalizeConfig,
+  parseDuration,
+  parseSize,
+  MAX_DURATION_MS,
+  type SetupConfig,
+  type BackendName,
+  type EgressTopology,
+  type Steering,
+} from './model/config.js';
 export { Plug, type PlugRef, type PlugStats } from './plug/plug.js';
 export { Rtnl } from './rtnl/rtnl.js';
 /**
