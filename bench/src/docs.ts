@@ -489,22 +489,26 @@ export function renderFindings(fs: Finding[]): string {
 // ---------------------------------------------------------------- the page
 
 /** The section on the load generator against the C clients (issue 12: within 10% of the best one). */
-export function renderLoadCompare(c: LoadCompare): string {
+export function renderLoadCompare(cs: LoadCompare | readonly LoadCompare[]): string {
+  const list = Array.isArray(cs) ? (cs as readonly LoadCompare[]) : [cs as LoadCompare];
   return [
     '## The load generator against the C clients',
     '',
     "Every row of the tables above is driven by the bench's own generator (it tells a reset from a refusal from a",
     'timeout and never gives up, which ab cannot do under reloads). Held against ab and wrk on the same HAProxy -> nginx',
-    'pair, in one run, the clients taking turns within each round:',
+    `pair, the clients taking turns within each round, in ${list.length === 1 ? 'one run' : `${list.length} runs of the same command, each its own table`}:`,
     '',
-    `Command: \`${c.command}\``,
-    '',
-    compareTable(c.doc.args, c.doc.runs),
-    '',
+    ...list.flatMap((c, i) => [
+      ...(list.length > 1 ? [`### Run ${i + 1}`, ''] : []),
+      `Command: \`${c.command}\``,
+      '',
+      compareTable(c.doc.args, c.doc.runs),
+      '',
+    ]),
   ].join('\n');
 }
 
-export function renderBenchmarksMd(runs: Run[], outFile: string, command: string, loadCompare?: LoadCompare): string {
+export function renderBenchmarksMd(runs: Run[], outFile: string, command: string, loadCompare?: LoadCompare | readonly LoadCompare[]): string {
   const outDir = dirname(resolve(outFile));
   if (runs.length > 1) runs.forEach((r, i) => (r.label = `run ${i + 1}`));
   const kernels = runs.flatMap((r) => kernelsOf(r.doc));
@@ -565,33 +569,34 @@ export function renderBenchmarksMd(runs: Run[], outFile: string, command: string
     '  compare with each other.',
     '',
     ...runs.map((r, i) => renderRun(r, outDir, i + 1)),
-    ...(loadCompare ? [renderLoadCompare(loadCompare)] : []),
+    ...(loadCompare && (!Array.isArray(loadCompare) || loadCompare.length > 0) ? [renderLoadCompare(loadCompare)] : []),
   ];
   return lines.join('\n').replace(/\n{3,}/g, '\n\n') + '\n';
 }
 
 function main(argv: string[]): number {
   let out: string | undefined;
-  let compareFile: string | undefined;
-  let compareCommand: string | undefined;
+  // --load-compare FILE --load-compare-command CMD, once per compare run, paired in order.
+  const compareFiles: string[] = [];
+  const compareCommands: string[] = [];
   const files: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--out') out = argv[++i];
-    else if (argv[i] === '--load-compare') compareFile = argv[++i];
-    else if (argv[i] === '--load-compare-command') compareCommand = argv[++i];
+    else if (argv[i] === '--load-compare') compareFiles.push(argv[++i]!);
+    else if (argv[i] === '--load-compare-command') compareCommands.push(argv[++i]!);
     else files.push(argv[i]!);
   }
-  if (!out || files.length === 0 || (compareFile === undefined) !== (compareCommand === undefined)) {
+  if (!out || files.length === 0 || compareFiles.length !== compareCommands.length) {
     process.stderr.write(
-      'usage: node dist/bench/src/docs.js --out docs/BENCHMARKS.md [--load-compare COMPARE.json --load-compare-command CMD] BENCH.json [BENCH.json ...]\n',
+      'usage: node dist/bench/src/docs.js --out docs/BENCHMARKS.md [--load-compare COMPARE.json --load-compare-command CMD]... BENCH.json [BENCH.json ...]\n',
     );
     return 2;
   }
   const runs = files.map(loadRun);
-  const loadCompare = compareFile ? { command: compareCommand!, doc: JSON.parse(readFileSync(compareFile, 'utf8')) as LoadCompare['doc'] } : undefined;
+  const loadCompare = compareFiles.map((f, i) => ({ command: compareCommands[i]!, doc: JSON.parse(readFileSync(f, 'utf8')) as LoadCompare['doc'] }));
   const command =
     `node dist/bench/src/docs.js --out ${out}` +
-    (compareFile ? ` --load-compare ${compareFile} --load-compare-command '${compareCommand}'` : '') +
+    compareFiles.map((f, i) => ` --load-compare ${f} --load-compare-command '${compareCommands[i]}'`).join('') +
     ` ${files.join(' ')}`;
   writeFileSync(out, renderBenchmarksMd(runs, out, command, loadCompare));
   process.stderr.write(`written ${out}\n`);

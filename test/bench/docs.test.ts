@@ -218,4 +218,17 @@ test('the load generator against the C clients: the compare run on the page, wit
   // medians: loadgen 9200, best C client wrk:t2 at 9900
   assert.match(md, /- loadgen: 92\.9% of the best C client \(wrk:t2, 9900 req\/s\)/);
   assert.ok(!renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'x').includes('against the C clients'), 'no section without a compare run');
+  // Two compare runs of the same command: one section, a table per run, each under its own command.
+  const runs2 = [rec('loadgen', 1, 8900), rec('loadgen', 2, 8900), rec('ab', 1, 8000), rec('ab', 2, 8100), rec('wrk:t2', 1, 10000), rec('wrk:t2', 2, 10000)];
+  const cmd2 = cmd.replace('load-compare.json', 'load-compare-2.json');
+  const two = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'x', [
+    { command: cmd, doc: JSON.parse(JSON.stringify({ args: { ...(args as object), inside: undefined }, runs })) as LoadCompare['doc'] },
+    { command: cmd2, doc: JSON.parse(JSON.stringify({ args: { ...(args as object), inside: undefined }, runs: runs2 })) as LoadCompare['doc'] },
+  ]);
+  assert.equal(two.split('## The load generator against the C clients').length - 1, 1);
+  assert.match(two, /in 2 runs of the same command/);
+  assert.match(
+    two,
+    /### Run 1\n\nCommand: `[^`]*load-compare\.json`[\s\S]*- loadgen: 92\.9% of the best C client[\s\S]*### Run 2\n\nCommand: `[^`]*load-compare-2\.json`[\s\S]*- loadgen: 89\.0% of the best C client \(wrk:t2, 10000 req\/s\)/,
+  );
 });
