@@ -259,16 +259,20 @@ static int run_command(char **argv) {
   }
 }
 
-/* Sends every release message in order. ENOENT means nothing was left to release there: done. */
+/*
+ * Sends every release message in order. ENOENT (nothing queued, no such table)
+ * and ENODEV (no such queue: its owner unbound it) mean nothing was left to
+ * release there: done.
+ */
 static int release_all(void) {
   int failed = 0;
   for (int i = 0; i < n_messages; i++) {
     int err = 0;
     for (int a = 0; a < ATTEMPTS; a++) {
       err = send_once(&messages[i]);
-      if (err == 0 || err == ENOENT) break;
+      if (err == 0 || err == ENOENT || err == ENODEV) break;
     }
-    if (err && err != ENOENT) {
+    if (err && err != ENOENT && err != ENODEV) {
       fprintf(stderr, "synhold-watchdog: release message %d failed: %s\n", i + 1, strerror(err));
       failed = 1;
     }

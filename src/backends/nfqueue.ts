@@ -59,12 +59,15 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
 
   async install(cfg, ctx) {
     if (cfg.steering === 'while-holding') {
-      // Nothing stays installed: prove now, with the real table, that this kernel takes it (and that
-      // no table of its name is in the way), so the first hold cannot be the one to find out.
+      // Nothing stays installed: prove now, with the real tables, that this kernel takes them (and that
+      // no table of their name is in the way), so the first hold cannot be the one to find out. The
+      // chain has no hook here: registering one would send SYNs to queue N while it exists (someone
+      // else may have N bound), and deleting one makes the kernel drop every packet queued in the
+      // namespace (prepareWhileHolding).
       const matches = synMatches(cfg);
       const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: ctx.netns });
       try {
-        await holdTableOn(sock, cfg.queueNum, matches);
+        await holdTableOn(sock, cfg.queueNum, matches, { hook: false });
         await holdTableOff(sock, cfg.queueNum, matches);
       } finally {
         sock.close();
@@ -149,14 +152,17 @@ const tableHint = (queue: number) => (e: NetlinkError) =>
     : e.errno === 95
       ? 'this kernel lacks nf_tables table ownership (NFT_TABLE_F_OWNER, Linux 5.12): use --steering always'
       : e.errno === 1
-        ? 'nf_tables needs root (CAP_NET_ADMIN)'
+        ? // The kernel answers EPERM, before EEXIST, for a table another socket owns.
+          process.getuid?.() === 0
+          ? `a table "${holdTableName(queue)}" owned by another process is in the way (a hold of another synhold, or another program): find it with \`nft list tables\`, or set up with another --queue-num`
+          : 'nf_tables needs root (CAP_NET_ADMIN)'
         : e.errno === 2 || e.errno === 93
           ? 'this kernel lacks an nf_tables piece the steering needs (nf_tables, nft_compat with xt_NFQUEUE): use --steering always'
           : undefined;
 
 /** Adds the hold table (one transaction; the socket owns it). Equivalent to: `nft -f` of the table in netfilter/hold-table.ts. */
-async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<void> {
-  await sock.batch(addHoldTableBatch(queue, matches), { op: `nf_tables transaction (add tables ${holdTableName(queue)})`, hint: tableHint(queue) });
+async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[], o: { hook?: boolean } = {}): Promise<void> {
+  await sock.batch(addHoldTableBatch(queue, matches, o), { op: `nf_tables transaction (add tables ${holdTableName(queue)})`, hint: tableHint(queue) });
 }
 
 /** Deletes them. Equivalent to: `nft delete table ip synhold-qN; nft delete table ip6 synhold-qN`, in one transaction. */
@@ -211,18 +217,24 @@ async function prepareWhileHolding(s: NfqueueState, netns: string | undefined) {
         await q.unbind().catch(() => undefined);
         throw e;
       }
+      // A release that failed part-way resumes where it stopped when it is called again (the
+      // session retries): once the queue is unbound only the tables' delete is left to do.
+      let unbound: { released: number; drops: number } | undefined;
       return {
         async release() {
-          const { accepted } = await q.acceptAll();
-          const drops = await dropsSince(q, before);
-          await q.unbind();
+          if (!unbound) {
+            const { accepted } = await q.acceptAll();
+            const drops = await dropsSince(q, before);
+            await q.unbind();
+            unbound = { released: accepted, drops };
+          }
           try {
             await holdTableOff(nft, s.queue, matches);
           } catch (e) {
             // ENOENT: already gone. Otherwise the table still goes with the socket, at close().
             if (!(e instanceof NetlinkError && e.errno === 2)) throw e;
           }
-          return { released: accepted, drops };
+          return unbound;
         },
       };
     },

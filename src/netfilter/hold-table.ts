@@ -201,7 +201,7 @@ const nftFamilyOf = (m: SynMatch): HoldFamily => (m.family === 4 ? NFPROTO_IPV4 
  * transaction is in, or fails whole.
  * Equivalent to: `nft -f` of the tables the module comment shows, with `flags owner`.
  */
-export function addHoldTableBatch(queue: number, matches: readonly SynMatch[]): BatchMessage[] {
+export function addHoldTableBatch(queue: number, matches: readonly SynMatch[], o: { hook?: boolean } = {}): BatchMessage[] {
   const table = holdTableName(queue);
   const msgs: BatchMessage[] = [{ type: NFNL_MSG_BATCH_BEGIN, payload: batchDelimiter(), op: 'NFNL_MSG_BATCH_BEGIN' }];
   for (const family of holdFamilies(matches)) {
@@ -221,9 +221,9 @@ export function addHoldTableBatch(queue: number, matches: readonly SynMatch[]): 
           nftChainAttrs.encode({
             table,
             name: HOLD_CHAIN,
-            hook: { hooknum: NF_INET_PRE_ROUTING, priority: HOLD_PRIORITY >>> 0 },
-            policy: NF_ACCEPT,
-            type: 'filter',
+            // Without the hook (setup's probe), a regular chain: the kernel checks the table, the
+            // rules and their target the same way, but no packet ever passes it.
+            ...(o.hook === false ? {} : { hook: { hooknum: NF_INET_PRE_ROUTING, priority: HOLD_PRIORITY >>> 0 }, policy: NF_ACCEPT, type: 'filter' }),
           }),
         ),
         flags: NLM_F_CREATE,

@@ -106,6 +106,9 @@ export function encodeBatch(messages: readonly BatchMessage[], seqs: readonly nu
   );
 }
 
+/** Sockets this process has opened: spaces their sequence numbers apart. */
+let socketsOpened = 0;
+
 export class NetlinkSocket {
   readonly protocol: number;
   readonly portId: number;
@@ -124,8 +127,11 @@ export class NetlinkSocket {
     this.protocol = protocol;
     this.handle = handle;
     this.portId = handle.portId;
-    // Start somewhere unpredictable so replies to a previous socket's requests cannot match.
-    this.seq = (Date.now() & 0xffff) << 8;
+    // Start somewhere unpredictable so replies to a previous socket's requests cannot match, and
+    // 2^24 apart from every other socket of this process: the watchdog matches an ack relayed from
+    // any of a hold's sockets by its number alone, so two sockets opened in one millisecond (a
+    // hold's queue and its nf_tables socket) must not hand out the same numbers.
+    this.seq = (((Date.now() & 0xffff) << 8) + ++socketsOpened * 0x1000000) >>> 0;
     native().watch(handle, () => this.drain());
   }
 
