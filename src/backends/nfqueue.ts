@@ -104,24 +104,12 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
     // The rule is what brings SYNs to the queue: a flushed raw table means a hold would protect nothing.
     const gone = await presence(s, ctx.netns);
     if (gone) throw new SteeringGoneError(`${gone} (removed since setup): holding would protect nothing; run synhold setup again`);
-    const before = (await readKernelQueueStats(ctx.netns).catch(() => [])).find((q) => q.queue === s.queue);
-    const q = NfQueue.open({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns: ctx.netns });
-    // The watchdog shares this socket (a verdict must come from the socket that
-    // bound the queue) and, if it has to, releases as acceptAll() + unbind() do.
-    const messages = encodeReleaseRequests(s.queue, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes }));
+    const { q, messages, releaseQueue } = await openHoldQueue(s.queue, ctx.netns);
     return {
       fallback: { sockets: [q.fd], messages, commands: [], relayAcks: (l) => q.onReservedAck(l) },
       async start() {
         await q.bindQueue(true);
-        return {
-          async release() {
-            // Let the held SYNs go first; then read the drop counters (before unbind, which removes the queue's line).
-            const { accepted } = await q.acceptAll();
-            const drops = await dropsSince(q, before);
-            await q.unbind();
-            return { released: accepted, drops };
-          },
-        };
+        return { release: releaseQueue };
       },
       close() {
         q.close();
@@ -140,10 +128,24 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   },
 };
 
-/** Reads the drop counters of a queue that is about to be unbound. */
-async function dropsSince(q: NfQueue, before: { queueDropped: number; userDropped: number } | undefined): Promise<number> {
-  const k = await q.kernelStats().catch(() => undefined);
-  return Math.max(0, (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) - ((before?.queueDropped ?? 0) + (before?.userDropped ?? 0)));
+/**
+ * The queue of one hold, for both steerings: its socket opened (not bound), the watchdog's release
+ * requests on it (the watchdog shares this socket: a verdict must come from the socket that bound
+ * the queue; it releases as releaseQueue does), and the owner's release: accept every held packet,
+ * read the drop counters (before unbind, which removes the queue's line in /proc), unbind.
+ */
+async function openHoldQueue(queue: number, netns: string | undefined) {
+  const before = (await readKernelQueueStats(netns).catch(() => [])).find((k) => k.queue === queue);
+  const q = NfQueue.open({ queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns });
+  const messages = encodeReleaseRequests(queue, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes }));
+  async function releaseQueue(): Promise<{ released: number; drops: number }> {
+    const { accepted } = await q.acceptAll();
+    const k = await q.kernelStats().catch(() => undefined);
+    await q.unbind();
+    const drops = (k?.queueDropped ?? 0) + (k?.userDropped ?? 0) - ((before?.queueDropped ?? 0) + (before?.userDropped ?? 0));
+    return { released: accepted, drops: Math.max(0, drops) };
+  }
+  return { q, messages, releaseQueue };
 }
 
 const tableHint = (queue: number) => (e: NetlinkError) =>
@@ -186,17 +188,16 @@ async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonl
  */
 async function prepareWhileHolding(s: NfqueueState, netns: string | undefined) {
   const matches = s.matches ?? [];
-  const before = (await readKernelQueueStats(netns).catch(() => [])).find((q) => q.queue === s.queue);
-  const nft = NetlinkSocket.open(NETLINK_NETFILTER, { netns });
-  let q: NfQueue;
+  const { q, messages: queueMessages, releaseQueue } = await openHoldQueue(s.queue, netns);
+  let nft: NetlinkSocket;
   try {
-    q = NfQueue.open({ queue: s.queue, maxLen: NFQUEUE_MAXLEN, copyRange: 0, netns });
+    nft = NetlinkSocket.open(NETLINK_NETFILTER, { netns });
   } catch (e) {
-    nft.close();
+    q.close();
     throw e;
   }
   const messages = [
-    ...encodeReleaseRequests(s.queue, () => q.reserveSeq()).map((bytes) => ({ socket: 0, bytes })),
+    ...queueMessages,
     ...holdFamilies(matches).map((f) => ({ socket: 1, bytes: encodeDeleteHoldTableForWatchdog(s.queue, f, nft.reserveSeq()) })),
   ];
   return {
@@ -222,12 +223,7 @@ async function prepareWhileHolding(s: NfqueueState, netns: string | undefined) {
       let unbound: { released: number; drops: number } | undefined;
       return {
         async release() {
-          if (!unbound) {
-            const { accepted } = await q.acceptAll();
-            const drops = await dropsSince(q, before);
-            await q.unbind();
-            unbound = { released: accepted, drops };
-          }
+          unbound ??= await releaseQueue();
           try {
             await holdTableOff(nft, s.queue, matches);
           } catch (e) {
