@@ -43,7 +43,7 @@ import { encodeBatch, type BatchMessage } from '../netlink/socket.js';
 import { NF_ACCEPT, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFPROTO_IPV4, NFPROTO_IPV6 } from './nfnetlink.js';
 import {
   batchDelimiter,
-  deleteTableBatch,
+  deleteTablesBatch,
   familyName,
   NFT_TABLE_F_OWNER,
   NFT_TYPE_NEWCHAIN,
@@ -52,7 +52,6 @@ import {
   nftBody,
   nftChainAttrs,
   nftTableAttrs,
-  type NftFamily,
 } from './nf_tables.js';
 
 export type HoldFamily = typeof NFPROTO_IPV4 | typeof NFPROTO_IPV6;
@@ -188,11 +187,11 @@ export function encodeExprList(exprs: readonly NftExpr[]): Buffer {
 }
 
 /** The families a set of matches needs a table in, IPv4 first. */
-export function holdFamilies(matches: readonly SynMatch[]): HoldFamily[] {
-  return ([4, 6] as const).filter((f) => matches.some((m) => m.family === f)).map((f) => (f === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6));
-}
-
 const nftFamilyOf = (m: SynMatch): HoldFamily => (m.family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+
+export function holdFamilies(matches: readonly SynMatch[]): HoldFamily[] {
+  return ([NFPROTO_IPV4, NFPROTO_IPV6] as const).filter((f) => matches.some((m) => nftFamilyOf(m) === f));
+}
 
 /**
  * The transaction that turns the steering on: per family, the table (owned by the sending socket;
@@ -248,17 +247,11 @@ export function addHoldTableBatch(queue: number, matches: readonly SynMatch[], o
 }
 
 /** The transaction that turns it off: the tables and everything in them, in one transaction (all or none). */
-export function deleteHoldTableBatch(queue: number, families: readonly NftFamily[]): BatchMessage[] {
-  const msgs = families.flatMap((f) =>
-    deleteTableBatch(f, holdTableName(queue), 0).filter((m) => m.type !== NFNL_MSG_BATCH_BEGIN && m.type !== NFNL_MSG_BATCH_END),
+export function deleteHoldTableBatch(queue: number, families: readonly HoldFamily[]): BatchMessage[] {
+  return deleteTablesBatch(
+    families.map((family) => ({ family, name: holdTableName(queue) })),
+    0,
   );
-  for (const m of msgs) m.ack = false;
-  if (msgs.length) msgs[msgs.length - 1]!.ack = true;
-  return [
-    { type: NFNL_MSG_BATCH_BEGIN, payload: batchDelimiter(), op: 'NFNL_MSG_BATCH_BEGIN' },
-    ...msgs,
-    { type: NFNL_MSG_BATCH_END, payload: batchDelimiter(), op: 'NFNL_MSG_BATCH_END' },
-  ];
 }
 
 /**

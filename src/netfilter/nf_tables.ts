@@ -40,7 +40,6 @@ import {
   NFNL_MSG_BATCH_BEGIN,
   NFNL_MSG_BATCH_END,
   NFNL_SUBSYS_NFTABLES,
-  NFPROTO_INET,
   NFPROTO_IPV4,
   NFPROTO_IPV6,
   NFPROTO_UNSPEC,
@@ -48,7 +47,7 @@ import {
   nfnlMsgType,
 } from './nfnetlink.js';
 
-export type NftFamily = typeof NFPROTO_IPV4 | typeof NFPROTO_IPV6 | typeof NFPROTO_INET;
+export type NftFamily = typeof NFPROTO_IPV4 | typeof NFPROTO_IPV6;
 
 // enum nf_tables_msg_types: only the messages synhold sends or reads.
 export const NFT_MSG_NEWTABLE = 0;
@@ -132,9 +131,9 @@ export const NFT_TYPE_GETGEN = nfnlMsgType(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN)
 // Codec: message payloads (after struct nlmsghdr) and what the kernel sends back
 // ---------------------------------------------------------------------------
 
-/** `ip`, `ip6` or `inet`, as nft spells the family. */
+/** `ip` or `ip6`, as nft spells the family. */
 export function familyName(family: NftFamily): string {
-  return family === NFPROTO_IPV6 ? 'ip6' : family === NFPROTO_INET ? 'inet' : 'ip';
+  return family === NFPROTO_IPV6 ? 'ip6' : 'ip';
 }
 
 /** struct nfgenmsg then the attributes; res_id is 0 for nf_tables requests. */
@@ -230,15 +229,23 @@ export function batchDelimiter(attrs: Buffer = Buffer.alloc(0)): Buffer {
 
 /** The transaction deleteTable() sends: BATCH_BEGIN (with the generation id), DELTABLE (ACK), BATCH_END. */
 export function deleteTableBatch(family: NftFamily, name: string, genid: number): BatchMessage[] {
+  return deleteTablesBatch([{ family, name }], genid);
+}
+
+/**
+ * Several tables deleted in one transaction (all or none): BATCH_BEGIN (with the generation id; 0
+ * turns the check off), a DELTABLE each, the last asking for the ACK, BATCH_END.
+ */
+export function deleteTablesBatch(tables: readonly { family: NftFamily; name: string }[], genid: number): BatchMessage[] {
   return [
     { type: NFNL_MSG_BATCH_BEGIN, payload: batchDelimiter(nfnlBatchAttrs.encode({ genid })), op: 'NFNL_MSG_BATCH_BEGIN', object: `genid ${genid}` },
-    {
+    ...tables.map(({ family, name }, i): BatchMessage => ({
       type: NFT_TYPE_DELTABLE,
       payload: nftBody(family, nftTableAttrs.encode({ name })),
       op: 'NFT_MSG_DELTABLE',
       object: `${familyName(family)} ${name}`,
-      ack: true,
-    },
+      ack: i === tables.length - 1,
+    })),
     { type: NFNL_MSG_BATCH_END, payload: batchDelimiter(), op: 'NFNL_MSG_BATCH_END' },
   ];
 }

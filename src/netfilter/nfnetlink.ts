@@ -25,8 +25,6 @@ export const NFNL_MSG_BATCH_END = 0x11;
 
 // enum nfproto (include/uapi/linux/netfilter.h): nfgen_family of nf_tables messages.
 export const NFPROTO_UNSPEC = 0;
-/** nf_tables' `inet` family: one table for IPv4 and IPv6. */
-export const NFPROTO_INET = 1;
 export const NFPROTO_IPV4 = 2;
 export const NFPROTO_IPV6 = 10;
 
