@@ -86,35 +86,32 @@ test('steering while-holding: nothing installed between holds; during a hold the
   });
 });
 
-test('steering while-holding: addresses and sources become the same matches as the iptables rule (nft prints them)', async () => {
+/** Set up with `extra`, hold by hand, run `during` while held, release: the tables must then be gone. */
+async function whileHeld(extra: string[], during: (ns: TestNetns) => void): Promise<void> {
   await withNetns(async (ns) => {
     try {
-      setup(ns, ['--address', '127.0.0.0/8', '--address', '::1', '--source', '127.0.0.2', '--source', '::1']);
+      setup(ns, extra);
       const p = synhold(['--netns', ns.name, 'plug', '--max-hold', '5s']);
       assert.equal(p.status, 0, p.stderr);
-      const during = ruleset(ns);
-      assert.match(during, new RegExp(`ip saddr 127\\.0\\.0\\.2 ip daddr 127\\.0\\.0\\.0/8 tcp flags syn / fin,syn,rst,ack tcp dport ${PORT} counter`));
-      assert.match(during, new RegExp(`ip6 saddr ::1 ip6 daddr ::1 tcp flags syn / fin,syn,rst,ack tcp dport ${PORT} counter`));
+      during(ns);
       assert.equal(synhold(['--netns', ns.name, 'release']).status, 0);
       assert.deepEqual(holdTables(ns), []);
     } finally {
       synhold(['--netns', ns.name, 'teardown']);
     }
+  });
+}
+
+test('steering while-holding: addresses and sources become the same matches as the iptables rule (nft prints them)', async () => {
+  await whileHeld(['--address', '127.0.0.0/8', '--address', '::1', '--source', '127.0.0.2', '--source', '::1'], (ns) => {
+    const during = ruleset(ns);
+    assert.match(during, new RegExp(`ip saddr 127\\.0\\.0\\.2 ip daddr 127\\.0\\.0\\.0/8 tcp flags syn / fin,syn,rst,ack tcp dport ${PORT} counter`));
+    assert.match(during, new RegExp(`ip6 saddr ::1 ip6 daddr ::1 tcp flags syn / fin,syn,rst,ack tcp dport ${PORT} counter`));
   });
 });
 
 test('steering while-holding: an IPv4-only configuration makes no ip6 table', async () => {
-  await withNetns(async (ns) => {
-    try {
-      setup(ns, ['--address', '127.0.0.1']);
-      assert.equal(synhold(['--netns', ns.name, 'plug', '--max-hold', '5s']).status, 0);
-      assert.deepEqual(holdTables(ns), ['table ip synhold-q7001']);
-      assert.equal(synhold(['--netns', ns.name, 'release']).status, 0);
-      assert.deepEqual(holdTables(ns), []);
-    } finally {
-      synhold(['--netns', ns.name, 'teardown']);
-    }
-  });
+  await whileHeld(['--address', '127.0.0.1'], (ns) => assert.deepEqual(holdTables(ns), ['table ip synhold-q7001']));
 });
 
 test('steering while-holding: a table of that name made by someone else: setup refuses in one line and changes nothing; a hold refuses and holds nothing', async () => {
