@@ -1,4 +1,5 @@
-/* Module entry: registers the netlink socket and the file lock. */
+/* Module entry: registers each source file's functions (netlink sockets, file lock,
+ * netns file, spawn, scheduling). */
 #include <string.h>
 #include <node_api.h>
 
@@ -28,6 +29,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_file_lock(env, exports);
   register_netns_file(env, exports);
   register_spawn(env, exports);
+  register_sched(env, exports);
   return exports;
 }
 

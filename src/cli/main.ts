@@ -39,13 +39,16 @@ commands:
   release [--wait D]                    stop holding and let held connections through (through the hold's
                                         watchdog; after --wait (3s) for a stuck owner, directly)
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
-          [--release-on sockets|exit|swap] [--settle-wait D] [--report FILE] [--verbose] -- CMD [ARGS...]
+          [--release-on sockets|exit|swap] [--settle-wait D] [--priority realtime|normal]
+          [--report FILE] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
                                         (sockets: new listener up and old gone; exit: CMD exited;
                                         swap: only the socket swap, for a CMD that returns before the
                                         reload is done: kill -USR2, systemctl reload, nginx -s reload);
                                         after CMD exits, an old listener still open for
                                         --settle-wait (2s) is taken as not closing;
+                                        while holding, protect runs at real-time priority
+                                        (SCHED_FIFO 1; CMD stays normal) unless --priority normal;
                                         --report appends the --json result to FILE as one line
   status [--json]                       setup, backend, held or not, counters, last hold;
                                         exit 0 healthy, 3 not set up, 5 set up with a problem
@@ -220,6 +223,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     'lock-wait': { type: 'string' },
     'release-on': { type: 'string' },
     'settle-wait': { type: 'string' },
+    priority: { type: 'string' },
     report: { type: 'string' },
     verbose: { type: 'boolean', short: 'v' },
   });
@@ -233,9 +237,12 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
   const releaseOn = v['release-on'] ?? 'sockets';
   if (releaseOn !== 'sockets' && releaseOn !== 'exit' && releaseOn !== 'swap')
     throw new UsageError(`--release-on must be sockets, exit or swap, not "${releaseOn}"`);
+  const priority = v.priority ?? 'realtime';
+  if (priority !== 'realtime' && priority !== 'normal') throw new UsageError(`--priority must be realtime or normal, not "${priority}"`);
   const r = await protect({
     command,
     releaseOn,
+    priority,
     ...scopeOf(g),
     ...(v.timeout ? { timeoutMs: durationOption('--timeout', v.timeout, 'timeout', 0) } : {}),
     maxHoldMs: durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS),

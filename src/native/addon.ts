@@ -46,6 +46,10 @@ export interface NativeAddon {
   pipe(): [number, number];
   /** Whether a child started by spawn keeps the event loop alive (it does at first). */
   setChildRef(pid: number, ref: boolean): void;
+  /** The calling thread's scheduling: [policy without the flag, priority, SCHED_RESET_ON_FORK]. */
+  getScheduler(): [number, number, boolean];
+  /** sched_setscheduler(0, policy | (resetOnFork ? SCHED_RESET_ON_FORK : 0), priority): the calling thread only. */
+  setScheduler(policy: number, priority: number, resetOnFork: boolean): void;
 }
 
 /** Errors thrown by the addon carry the positive errno and the failing step. */

@@ -30,6 +30,7 @@ import type { HoldHandle, Released } from './hold/session.js';
 import { decide, type PolicyOptions } from './release-policy.js';
 import { StateStore } from './state.js';
 import { MAX_DURATION_MS } from '../model/config.js';
+import { raiseToRealtime } from '../host/sched.js';
 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_FAILED = 125;
@@ -55,6 +56,13 @@ export interface ProtectOptions {
   releaseOn?: 'sockets' | 'exit' | 'swap';
   /** After CMD exits, how long to keep holding while a new listener is up and an old one is still open. */
   settleWaitMs?: number;
+  /**
+   * 'realtime' (default): while holding, protect's loop runs at real-time priority (SCHED_FIFO 1,
+   * its thread only; CMD and the watchdog stay normal), so a busy CPU does not delay the release
+   * (host/sched.ts); without the privilege it holds at normal priority and says so in the result.
+   * 'normal': leave the priority alone.
+   */
+  priority?: 'realtime' | 'normal';
   /** Ends protect like SIGTERM does (the library's cancellation). */
   signal?: AbortSignal;
   /** Called with progress lines (for --verbose). */
@@ -83,6 +91,8 @@ export interface ProtectResult {
    * left, and when the release was sent. Seen by polls, so each is up to one poll late.
    */
   timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number; handover?: Handover };
+  /** The priority protect's loop held at (ProtectOptions.priority): real-time or not, and why not when it was asked. */
+  priority?: { realtime: boolean; refused?: string };
 }
 
 /**
@@ -261,6 +271,26 @@ function watchOldListeners(watcher: ListenerWatcher, before: readonly Listener[]
 
 /** Runs CMD under the hold, polls the sockets, and releases when the policy (or a signal, the timeout, the hold's own end) says so. */
 async function holdWhileCommandRuns(
+  hold: HoldHandle,
+  opts: ProtectOptions,
+  watcher: ListenerWatcher,
+  ports: readonly number[],
+  signal: AbortSignal,
+  log: (l: string) => void,
+): Promise<HoldOutcome> {
+  // Raised from the hold's start to its release, the release included (host/sched.ts).
+  const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
+  if (lease?.refused) log(`holding at normal priority: ${lease.refused}`);
+  try {
+    const outcome = await watchAndRelease(hold, opts, watcher, ports, signal, log);
+    if (lease) outcome.result.priority = { realtime: lease.realtime, refused: lease.refused };
+    return outcome;
+  } finally {
+    lease?.restore();
+  }
+}
+
+async function watchAndRelease(
   hold: HoldHandle,
   opts: ProtectOptions,
   watcher: ListenerWatcher,

@@ -54,6 +54,7 @@ const cases: [string, string[], number, RegExp][] = [
   // protect follows timeout(1): its own failures, usage included, exit 125.
   ['protect without --', ['protect', 'true'], 125, /protect needs the command after --/],
   ['protect, bad --settle-wait', ['protect', '--settle-wait', 'later', '--', 'true'], 125, /"later" is not a duration/],
+  ['protect, bad --priority', ['protect', '--priority', 'high', '--', 'true'], 125, /--priority must be realtime or normal, not "high"/],
 ];
 
 for (const [name, args, code, message] of cases) {
