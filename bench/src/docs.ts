@@ -467,7 +467,23 @@ function shortHoldFinding(runs: Run[]): Finding {
       }
     }
   }
-  const named = ['nfqueue', 'nfqueue-exit', 'plug', 'plug-exit'].flatMap((n) => rowsNamed(runs, n));
+  // What real-time priority while holding (protect's default) does to the release: `nfqueue`
+  // beside `nfqueue-normal` (the same, with --priority normal) in one run.
+  for (const rt of rowsNamed(runs, 'nfqueue').filter(measured)) {
+    const normal = measuredBeside(runs, 'nfqueue-normal', rt);
+    const a = rt.rep.hold?.swapToReleaseMs;
+    const b = normal?.rep.hold?.swapToReleaseMs;
+    if (!normal || !a?.count || !b?.count) continue;
+    any = true;
+    if (!measuredBeside(runs, 'nfqueue-exit', rt)) ev.push(`${kernelName(rt)}, short hold (\`nfqueue\`, real-time priority while holding): ${holdText(rt)}.`);
+    ev.push(
+      `${kernelName(normal)}, short hold at normal priority (\`nfqueue-normal\`, \`--priority normal\`): ${holdText(normal)}.`,
+      `Release after the swap, real-time vs normal priority while holding (same run): p50 ${fmtMs(a.p50)} vs ${fmtMs(b.p50)} ms, p99 ${fmtMs(a.p99)} vs ${fmtMs(b.p99)} ms, max ${fmtMs(a.max)} vs ${fmtMs(b.max)} ms.`,
+    );
+    if (rt.rep.where === 'host' && !measuredBeside(runs, 'nfqueue-exit', rt))
+      ev.push(`Release within 1 ms of the swap at p99 (the goal, on the host): ${a.p99 <= 1 ? 'met' : 'not met'} (${fmtMs(a.p99)} ms).`);
+  }
+  const named = ['nfqueue', 'nfqueue-exit', 'nfqueue-normal', 'plug', 'plug-exit'].flatMap((n) => rowsNamed(runs, n));
   return {
     title: "The short hold (released at the socket swap, protect's default) compared with the conservative one (`--release-on exit`)",
     seed: 'new connections wait "the amount of time it takes HAProxy to restart"; its hold ends when the reload command returns',

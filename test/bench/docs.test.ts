@@ -122,6 +122,25 @@ test('the short hold against the conservative one: hold, release after the swap,
   assert.doesNotMatch(bad7, /within 5 ms\) is not met/, 'the hold adds under 1 ms of p99.9 here');
 });
 
+test('real-time vs normal priority while holding: nfqueue beside nfqueue-normal in one run, gaps side by side, the 1 ms goal judged on the default', () => {
+  const withGap = (r: StrategyReport, gaps: number[]): StrategyReport => ({ ...r, hold: { ...r.hold!, swapToReleaseMs: stats(gaps) } });
+  const rows = [
+    rep('baseline', 'host', hist([[0.5, 5000]]), 0, 0),
+    withGap(rep('nfqueue', 'host', hist([[0.8, 4000]]), 0, 20, 40), [0.1, 0.2, 0.6]),
+    withGap(rep('nfqueue-normal', 'host', hist([[0.8, 4000]]), 0, 20, 41), [0.1, 0.3, 2.5]),
+  ];
+  const f = findings([runFromDoc('p.json', JSON.parse(JSON.stringify(doc(rows))))])[6]!;
+  assert.equal(f.verdict, 'compared');
+  const text = f.evidence.join('\n');
+  assert.match(text, /short hold \(`nfqueue`, real-time priority while holding\): 0 of 4,000 requests failed/);
+  assert.match(text, /short hold at normal priority \(`nfqueue-normal`, `--priority normal`\): 0 of 4,000/);
+  assert.match(text, /real-time vs normal priority while holding \(same run\): p50 0\.2\d* vs 0\.3\d* ms, p99 0\.6\d* vs 2\.5\d* ms, max 0\.6\d* vs 2\.5\d* ms/);
+  assert.match(text, /Release within 1 ms of the swap at p99 \(the goal, on the host\): met \(0\.6\d* ms\)/);
+  // nfqueue-normal alone (no default row beside it) compares nothing
+  const alone = findings([runFromDoc('q.json', JSON.parse(JSON.stringify(doc([rows[0]!, rows[2]!]))))])[6]!;
+  assert.equal(alone.verdict, 'not measured');
+});
+
 test('slow requests are counted from the HDR histogram', () => {
   const r = rep(
     'drop',

@@ -2,7 +2,7 @@
 
 import { baseline } from './baseline.js';
 import { none } from './none.js';
-import { drop, nfqueue, nfqueueExit, plug, plugExit } from './synhold-hold.js';
+import { drop, nfqueue, nfqueueExit, nfqueueNormal, plug, plugExit } from './synhold-hold.js';
 import { plugSpawn } from './plug-spawn.js';
 import { haproxySeamless } from './haproxy-seamless.js';
 import { migrateReq } from './migrate-req.js';
@@ -19,6 +19,7 @@ const STRATEGIES: Record<StrategyName, Strategy> = {
   'plug-spawn': plugSpawn,
   nfqueue,
   'nfqueue-exit': nfqueueExit,
+  'nfqueue-normal': nfqueueNormal,
   'haproxy-seamless': haproxySeamless,
   'migrate-req': migrateReq,
 };

@@ -17,6 +17,8 @@ import type { Where } from '../protocol.js';
 // `plug` and `nfqueue` are protect's default hold, which ends at the socket swap (the last old
 // listener gone, the new one up); `plug-exit` and `nfqueue-exit` are the conservative hold
 // (`--release-on exit`: until the reload command exits), the same backends otherwise.
+// `nfqueue-normal` is `nfqueue` with protect's loop left at normal priority (`--priority normal`),
+// beside which the default (real-time while holding) shows what the priority does to the release.
 export const STRATEGY_NAMES = [
   'baseline',
   'none',
@@ -26,6 +28,7 @@ export const STRATEGY_NAMES = [
   'plug-spawn',
   'nfqueue',
   'nfqueue-exit',
+  'nfqueue-normal',
   'haproxy-seamless',
   'migrate-req',
 ] as const;

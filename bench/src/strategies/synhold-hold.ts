@@ -88,6 +88,8 @@ interface SynholdVariant {
   defaultIntervalMs?: number;
   /** protect's --release-on (undefined: its default, the socket rule) */
   releaseOn?: 'exit';
+  /** protect's --priority (undefined: its default, real-time while holding) */
+  priority?: 'normal';
 }
 
 function synholdStrategy(name: StrategyName, summary: string, variant: SynholdVariant): Strategy {
@@ -133,7 +135,11 @@ function synholdStrategy(name: StrategyName, summary: string, variant: SynholdVa
       // In the kernel lab (one slow CPU) a protected reload takes seconds (3-9 s on CI's
       // EPYC): the default --max-hold 5s would end holds mid-reload and measure the
       // lab, not the hold. The host keeps protect's defaults.
-      const protectArgs = [...(ctx.where === 'lab' ? ['--max-hold', LAB_MAX_HOLD] : []), ...(extra.releaseOn ? ['--release-on', extra.releaseOn] : [])];
+      const protectArgs = [
+        ...(ctx.where === 'lab' ? ['--max-hold', LAB_MAX_HOLD] : []),
+        ...(extra.releaseOn ? ['--release-on', extra.releaseOn] : []),
+        ...(extra.priority ? ['--priority', extra.priority] : []),
+      ];
       const report = join(ctx.haproxy.dir, 'protect.jsonl');
       return {
         wrap: { argv: (reload) => [...ctx.synhold, 'protect', ...protectArgs, '--report', report, '--', ...reload] },
@@ -178,6 +184,11 @@ export const nfqueueExit = synholdStrategy(
   'nfqueue-exit',
   'the NFQUEUE backend with the conservative hold: `synhold protect --release-on exit -- haproxy -sf`, released when the reload command exits',
   { backend: 'nfqueue', releaseOn: 'exit' },
+);
+export const nfqueueNormal = synholdStrategy(
+  'nfqueue-normal',
+  "`nfqueue` with protect's loop at normal priority (`synhold protect --priority normal -- haproxy -sf`): beside `nfqueue` (real-time while holding, the default), what the priority does to the release",
+  { backend: 'nfqueue', priority: 'normal' },
 );
 // The seed could only reload every second with dropped SYNs ("exponentially
 // backing off connections" otherwise); that is its default interval here too.
