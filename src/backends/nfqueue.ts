@@ -176,6 +176,18 @@ async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonl
 }
 
 /**
+ * A seam for one fault test (test/faults/hold-table-delete.test.ts): `deleteTables` runs the release's
+ * delete of the tables, given as `del`; the default just calls it, a test's fails the first call. There
+ * is no real fault to use instead: for the socket that owns the tables, the kernel's delete
+ * (nf_tables_deltable, nft_flush_table) fails only for want of memory (EPERM is for other sockets,
+ * ENOENT means already gone), and kernels built without CONFIG_FAULT_INJECTION and kprobes cannot be
+ * made to fail an allocation on demand.
+ */
+export interface WhileHoldingOptions {
+  deleteTables?: (del: () => Promise<void>) => Promise<void>;
+}
+
+/**
  * A hold with steering while-holding. Order, and why:
  * - start: bind the queue, then add the table. The other way round, a SYN matched before the bind
  *   would pass by the bypass, unheld.
@@ -186,7 +198,8 @@ async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonl
  *   connected only at its 1 s retransmit). After the unbind the rule's bypass lets SYNs pass.
  * - the watchdog: the same order, on duplicates of both sockets.
  */
-async function prepareWhileHolding(s: NfqueueState, netns: string | undefined) {
+export async function prepareWhileHolding(s: NfqueueState, netns: string | undefined, o: WhileHoldingOptions = {}) {
+  const deleteTables = o.deleteTables ?? ((del) => del());
   const matches = s.matches ?? [];
   const { q, messages: queueMessages, releaseQueue } = await openHoldQueue(s.queue, netns);
   let nft: NetlinkSocket;
@@ -225,7 +238,7 @@ async function prepareWhileHolding(s: NfqueueState, netns: string | undefined) {
         async release() {
           unbound ??= await releaseQueue();
           try {
-            await holdTableOff(nft, s.queue, matches);
+            await deleteTables(() => holdTableOff(nft, s.queue, matches));
           } catch (e) {
             // ENOENT: already gone. Otherwise the table still goes with the socket, at close().
             if (!(e instanceof NetlinkError && e.errno === 2)) throw e;

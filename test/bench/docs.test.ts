@@ -134,7 +134,10 @@ test('real-time vs normal priority while holding: nfqueue beside nfqueue-normal 
   const text = f.evidence.join('\n');
   assert.match(text, /short hold \(`nfqueue`, real-time priority while holding\): 0 of 4,000 requests failed/);
   assert.match(text, /short hold at normal priority \(`nfqueue-normal`, `--priority normal`\): 0 of 4,000/);
-  assert.match(text, /real-time vs normal priority while holding \(same run\): p50 0\.2\d* vs 0\.3\d* ms, p99 0\.6\d* vs 2\.5\d* ms, max 0\.6\d* vs 2\.5\d* ms/);
+  assert.match(
+    text,
+    /real-time vs normal priority while holding \(same run\): p50 0\.2\d* vs 0\.3\d* ms, p99 0\.6\d* vs 2\.5\d* ms, max 0\.6\d* vs 2\.5\d* ms/,
+  );
   assert.match(text, /Release within 1 ms of the swap at p99 \(the goal, on the host\): met \(0\.6\d* ms\)/);
   // nfqueue-normal alone (no default row beside it) compares nothing
   const alone = findings([runFromDoc('q.json', JSON.parse(JSON.stringify(doc([rows[0]!, rows[2]!]))))])[6]!;
