@@ -48,7 +48,8 @@ commands:
                                         after CMD exits, an old listener still open for
                                         --settle-wait (2s) is taken as not closing;
                                         while holding, protect runs at real-time priority
-                                        (SCHED_FIFO 1; CMD stays normal) unless --priority normal;
+                                        (SCHED_FIFO 1; CMD stays normal) unless --priority normal
+                                        or it may run on one CPU only;
                                         --report appends the --json result to FILE as one line
   status [--json]                       setup, backend, held or not, counters, last hold;
                                         exit 0 healthy, 3 not set up, 5 set up with a problem

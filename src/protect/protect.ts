@@ -59,7 +59,7 @@ export interface ProtectOptions {
   /**
    * 'realtime' (default): while holding, protect's loop runs at real-time priority (SCHED_FIFO 1,
    * its thread only; CMD and the watchdog stay normal), so a busy CPU does not delay the release
-   * (host/sched.ts); without the privilege it holds at normal priority and says so in the result.
+   * (host/sched.ts); without the privilege, or on one CPU, it holds at normal priority and says why in the result.
    * 'normal': leave the priority alone.
    */
   priority?: 'realtime' | 'normal';
@@ -92,7 +92,7 @@ export interface ProtectResult {
    */
   timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number; handover?: Handover };
   /** The priority protect's loop held at (ProtectOptions.priority): real-time or not, and why not when it was asked. */
-  priority?: { realtime: boolean; refused?: string };
+  priority?: { realtime: boolean; reason?: string };
 }
 
 /**
@@ -280,10 +280,10 @@ async function holdWhileCommandRuns(
 ): Promise<HoldOutcome> {
   // Raised from the hold's start to its release, the release included (host/sched.ts).
   const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
-  if (lease?.refused) log(`holding at normal priority: ${lease.refused}`);
+  if (lease?.reason) log(`holding at normal priority: ${lease.reason}`);
   try {
     const outcome = await watchAndRelease(hold, opts, watcher, ports, signal, log);
-    if (lease) outcome.result.priority = { realtime: lease.realtime, refused: lease.refused };
+    if (lease) outcome.result.priority = { realtime: lease.realtime, reason: lease.reason };
     return outcome;
   } finally {
     lease?.restore();

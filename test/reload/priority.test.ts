@@ -1,8 +1,8 @@
 /**
  * protect's loop holds at real-time priority (src/host/sched.ts) and nothing else does: the reload
  * command runs at normal priority (SCHED_RESET_ON_FORK), the thread is back to its policy after the
- * release, `--priority normal` leaves it alone, and without CAP_SYS_NICE the hold goes on at normal
- * priority and says why. Oracle: the kernel's own /proc/PID/stat (fields 40 rt_priority and 41
+ * release, `--priority normal` leaves it alone, and without CAP_SYS_NICE or with one CPU the hold goes
+ * on at normal priority and says why. Oracle: the kernel's own /proc/PID/stat (fields 40 rt_priority and 41
  * policy), read by CMD for its parent (protect) and itself while the hold is on.
  */
 import { test } from 'node:test';
@@ -49,7 +49,7 @@ test('protect holds at SCHED_FIFO 1, CMD runs normal, and the thread is normal a
       const file = join(dir, 'sched');
       const r = await protect({ command: probeCommand(file), netns: ns.name, maxHoldMs: 5000, lockWaitMs: 0 });
       assert.equal(r.exitCode, 0);
-      assert.deepEqual(r.priority, { realtime: true, refused: undefined });
+      assert.deepEqual(r.priority, { realtime: true, reason: undefined });
       const seen = readProbe(file);
       assert.deepEqual(seen.protect, FIFO, 'protect during the hold');
       assert.deepEqual(seen.command, NORMAL, 'CMD (SCHED_RESET_ON_FORK)');
@@ -113,8 +113,29 @@ test('without CAP_SYS_NICE protect holds at normal priority, runs CMD and says w
       assert.equal(r.status, 0, r.stderr);
       const result = JSON.parse(r.stdout) as ProtectResult;
       assert.equal(result.priority?.realtime, false);
-      assert.match(result.priority?.refused ?? '', /not permitted \(CAP_SYS_NICE\)/);
+      assert.match(result.priority?.reason ?? '', /not permitted \(CAP_SYS_NICE\)/);
       assert.equal(result.releaseCause, 'command-exited');
+      assert.deepEqual(readProbe(file).protect, NORMAL);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      synhold(['--netns', ns.name, 'teardown']);
+    }
+  });
+});
+
+test('on one CPU (taskset) protect holds at normal priority, so its polls leave the CPU to the reload command', async () => {
+  await withNetns(async (ns) => {
+    setupNfqueue(ns);
+    const dir = mkdtempSync(join(tmpdir(), 'synhold-prio-'));
+    try {
+      const file = join(dir, 'sched');
+      const r = spawnSync('taskset', ['-c', '0', process.execPath, CLI, '--netns', ns.name, '--json', 'protect', '--', ...probeCommand(file)], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const result = JSON.parse(r.stdout) as ProtectResult;
+      assert.deepEqual(result.priority, { realtime: false, reason: 'one CPU: a real-time loop would take it from the reload command' });
       assert.deepEqual(readProbe(file).protect, NORMAL);
     } finally {
       rmSync(dir, { recursive: true, force: true });
