@@ -39,34 +39,56 @@ export interface RealtimeLease {
   restore(): void;
 }
 
+/** The raise in effect on this thread, shared by the leases that overlap (two protect() calls of one process). */
+let shared: { leases: number; undo: () => void } | undefined;
+
 /**
  * Raises the calling thread to SCHED_FIFO REALTIME_PRIORITY until restore(). A thread that already
- * runs real-time (started under chrt, say) is left as the operator set it.
+ * runs real-time (started under chrt, say) is left as the operator set it. Leases that overlap share
+ * one raise, and the thread goes back to its policy when the last is restored, not the first.
  */
 export function raiseToRealtime(): RealtimeLease {
-  const addon = native();
-  let before: [number, number, boolean];
-  try {
-    before = addon.getScheduler();
-  } catch (e) {
-    return { realtime: false, reason: (e as Error).message, restore: () => undefined };
+  if (!shared) {
+    const raised = raise();
+    if (!raised.realtime || !raised.undo) return { realtime: raised.realtime, reason: raised.reason, restore: () => undefined };
+    shared = { leases: 0, undo: raised.undo };
   }
-  const [policy, priority, resetOnFork] = before;
-  if (policy === SCHED_FIFO || policy === SCHED_RR) return { realtime: true, restore: () => undefined };
-  if (availableParallelism() < 2)
-    return { realtime: false, reason: 'one CPU: a real-time loop would take it from the reload command', restore: () => undefined };
-  try {
-    addon.setScheduler(SCHED_FIFO, REALTIME_PRIORITY, true);
-  } catch (e) {
-    const why = isNativeError(e) && e.errno === 1 ? 'not permitted (CAP_SYS_NICE)' : (e as Error).message;
-    return { realtime: false, reason: `real-time priority ${why}`, restore: () => undefined };
-  }
+  const s = shared;
+  s.leases++;
   let restored = false;
   return {
     realtime: true,
     restore() {
       if (restored) return;
       restored = true;
+      if (--s.leases > 0) return;
+      shared = undefined;
+      s.undo();
+    },
+  };
+}
+
+/** The raise itself: real-time or not, why not, and how to undo it (absent: nothing to undo). */
+function raise(): { realtime: boolean; reason?: string; undo?: () => void } {
+  const addon = native();
+  let before: [number, number, boolean];
+  try {
+    before = addon.getScheduler();
+  } catch (e) {
+    return { realtime: false, reason: (e as Error).message };
+  }
+  const [policy, priority, resetOnFork] = before;
+  if (policy === SCHED_FIFO || policy === SCHED_RR) return { realtime: true };
+  if (availableParallelism() < 2) return { realtime: false, reason: 'one CPU: a real-time loop would take it from the reload command' };
+  try {
+    addon.setScheduler(SCHED_FIFO, REALTIME_PRIORITY, true);
+  } catch (e) {
+    const why = isNativeError(e) && e.errno === 1 ? 'not permitted (CAP_SYS_NICE)' : (e as Error).message;
+    return { realtime: false, reason: `real-time priority ${why}` };
+  }
+  return {
+    realtime: true,
+    undo: () => {
       try {
         // Lowering one's own priority is always permitted; the nice value was kept meanwhile.
         addon.setScheduler(policy, priority, resetOnFork);

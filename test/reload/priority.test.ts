@@ -143,3 +143,32 @@ test('on one CPU (taskset) protect holds at normal priority, so its polls leave 
     }
   });
 });
+
+test('two protect() calls of one process that overlap share the raise: the first to end leaves the other real-time', async () => {
+  await withNetns(async (nsA) => {
+    await withNetns(async (nsB) => {
+      setupNfqueue(nsA);
+      setupNfqueue(nsB);
+      const dir = mkdtempSync(join(tmpdir(), 'synhold-prio-'));
+      try {
+        const file = join(dir, 'sched');
+        // A ends first, B reads this thread's scheduling after that, while it still holds.
+        const a = protect({ command: ['sleep', '0.4'], netns: nsA.name, maxHoldMs: 5000, lockWaitMs: 0 });
+        await new Promise((r) => setTimeout(r, 100));
+        const b = protect({ command: ['sh', '-c', `sleep 1.2; ${probeCommand(file)[2]}`], netns: nsB.name, maxHoldMs: 5000, lockWaitMs: 0 });
+        const ra = await a;
+        assert.equal(ra.exitCode, 0);
+        assert.equal(ra.priority?.realtime, true);
+        const rb = await b;
+        assert.equal(rb.exitCode, 0);
+        assert.ok(rb.commandMs! > ra.commandMs! + 100, `B's CMD ended after A's (${rb.commandMs} vs ${ra.commandMs} ms)`);
+        assert.deepEqual(readProbe(file).protect, FIFO, 'still real-time for B after A ended');
+        assert.deepEqual(schedOf(readFileSync('/proc/self/stat', 'utf8')), NORMAL, 'normal once both ended');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+        synhold(['--netns', nsA.name, 'teardown']);
+        synhold(['--netns', nsB.name, 'teardown']);
+      }
+    });
+  });
+});
