@@ -15,8 +15,9 @@
  * at normal priority and says so.
  *
  * Not on one CPU: there the loop's polls would take the only CPU from the reload command it waits
- * for. Measured in the kernel lab (1 CPU), `protect -- true` took 1265 ms at real-time priority
- * against 1220 ms at normal (medians of 10 runs, taking turns). "One CPU" is what this thread may
+ * for. Measured in the kernel lab (1 CPU), `protect -- true` took 1340 ms at real-time priority
+ * against 1299 ms at normal (medians of 10 runs, taking turns: scripts/priority-lab.sh, on a build
+ * without this rule; docs/PROTECT.md). "One CPU" is what this thread may
  * run on (sched_getaffinity, as os.availableParallelism reads it), so a cpuset or taskset counts.
  */
 import { availableParallelism } from 'node:os';

@@ -199,8 +199,17 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     }
     const h = hold;
     log(`holding new connections to port ${setup.config.ports.join(',')} (${h.held.backend}, watchdog pid ${h.held.watchdogPid})`);
-    const outcome = await holdWhileCommandRuns(h, opts, watcher, setup.config.ports, ac.signal, log);
+    // Raised from the hold's start to its release, the release included (host/sched.ts).
+    const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
+    if (lease?.reason) log(`holding at normal priority: ${lease.reason}`);
+    let outcome: HoldOutcome;
+    try {
+      outcome = await holdWhileCommandRuns(h, opts, watcher, setup.config.ports, ac.signal, log);
+    } finally {
+      lease?.restore();
+    }
     Object.assign(result, outcome.result);
+    if (lease) result.priority = { realtime: lease.realtime, reason: lease.reason };
     return await finishCommand(result, outcome, opts, ac.signal);
   } catch (e) {
     // Whatever failed, nothing may stay held (the watchdog covers a failure of this, too).
@@ -271,26 +280,6 @@ function watchOldListeners(watcher: ListenerWatcher, before: readonly Listener[]
 
 /** Runs CMD under the hold, polls the sockets, and releases when the policy (or a signal, the timeout, the hold's own end) says so. */
 async function holdWhileCommandRuns(
-  hold: HoldHandle,
-  opts: ProtectOptions,
-  watcher: ListenerWatcher,
-  ports: readonly number[],
-  signal: AbortSignal,
-  log: (l: string) => void,
-): Promise<HoldOutcome> {
-  // Raised from the hold's start to its release, the release included (host/sched.ts).
-  const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
-  if (lease?.reason) log(`holding at normal priority: ${lease.reason}`);
-  try {
-    const outcome = await watchAndRelease(hold, opts, watcher, ports, signal, log);
-    if (lease) outcome.result.priority = { realtime: lease.realtime, reason: lease.reason };
-    return outcome;
-  } finally {
-    lease?.restore();
-  }
-}
-
-async function watchAndRelease(
   hold: HoldHandle,
   opts: ProtectOptions,
   watcher: ListenerWatcher,
