@@ -1,5 +1,5 @@
 /* Module entry: registers each source file's functions (netlink sockets, file lock,
- * netns file, spawn, scheduling). */
+ * netns file, spawn, scheduling, checksum). */
 #include <string.h>
 #include <node_api.h>
 
@@ -30,6 +30,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_netns_file(env, exports);
   register_spawn(env, exports);
   register_sched(env, exports);
+  register_checksum(env, exports);
   return exports;
 }
 

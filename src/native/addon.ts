@@ -50,6 +50,8 @@ export interface NativeAddon {
   getScheduler(): [number, number, boolean];
   /** sched_setscheduler(0, policy | (resetOnFork ? SCHED_RESET_ON_FORK : 0), priority): the calling thread only. */
   setScheduler(policy: number, priority: number, resetOnFork: boolean): void;
+  /** A 64-bit checksum of the bytes (damage detection, not cryptographic; native/checksum.c). */
+  checksum64(data: Buffer): bigint;
 }
 
 /** Errors thrown by the addon carry the positive errno and the failing step. */

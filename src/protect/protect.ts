@@ -17,7 +17,6 @@
  * gets it too, after the release; during the lock wait CMD never starts).
  */
 import { readdirSync, readlinkSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
 import { constants as osConstants } from 'node:os';
 import { Child, StartError } from '../host/child.js';
 import { checkReadyTarget, probeTcp } from './ready.js';
@@ -360,6 +359,7 @@ function releaseResult(r: Released): Partial<ProtectResult> {
 }
 
 const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 
 /**
  * Every pid holding one of `inodes`, by inode: /proc/PID/fd links read `socket:[INODE]`
@@ -426,11 +426,12 @@ class HolderScan {
         .map((l) => l.cookie)
         .sort()
         .join(',') === this.key;
-    const t = performance.now();
+    // process.hrtime, not performance.now(): node:perf_hooks is a module load (about 1 ms) on every protect.
+    const t = nowMs();
     if (same && t >= this.nextAt) {
       this.now = socketHolders(this.inodes);
-      const cost = performance.now() - t;
-      this.nextAt = performance.now() + Math.max(HOLDER_SCAN_MS, 2 * cost);
+      const cost = nowMs() - t;
+      this.nextAt = nowMs() + Math.max(HOLDER_SCAN_MS, 2 * cost);
     }
     const flat = (m: Map<number, number[]>) => [...new Set([...m.values()].flat())].sort((a, b) => a - b);
     const from = flat(this.before);

@@ -51,12 +51,20 @@ test('a protect run leaves a cache the next run uses; a corrupt or foreign-writa
       assert.equal(cacheState(bench.stderr), 'used');
       assert.doesNotMatch(bench.stderr, /Warning/);
 
-      // Corrupt: V8's checksum rejects it, the run goes on, and a good one replaces it.
-      const bad = Buffer.from(made);
-      for (let i = 64; i < bad.length; i += 97) bad[i] = bad[i]! ^ 0xff;
-      writeFileSync(path, bad);
-      assert.equal(protect(), 'rejected');
-      assert.equal(protect(), 'used');
+      // Corrupt: the file's checksum (native/checksum.c) rejects it before V8 sees it, the run goes
+      // on, and a good one replaces it. One flipped bit, many, a truncated file, and V8's bytes
+      // without synhold's header (a cache of the format before it).
+      const flipped = Buffer.from(made);
+      flipped[made.length >> 1] = flipped[made.length >> 1]! ^ 0x01;
+      const scrambled = Buffer.from(made);
+      for (let i = 64; i < scrambled.length; i += 97) scrambled[i] = scrambled[i]! ^ 0xff;
+      const headerBytes = Buffer.from('synhold-code-cache-1\n').length + 8;
+      for (const bad of [flipped, scrambled, made.subarray(0, made.length - 1000), made.subarray(headerBytes)]) {
+        writeFileSync(path, bad);
+        assert.equal(protect(), 'rejected');
+        assert.notDeepEqual(readFileSync(path), bad, 'replaced');
+        assert.equal(protect(), 'used');
+      }
 
       // Writable by others: not trusted (not even read), and replaced by one that is not.
       chmodSync(path, 0o666);
