@@ -35,7 +35,14 @@ import type { SetupConfig, Steering } from '../model/config.js';
 import { synMatches, type SynMatch } from '../model/syn-match.js';
 import { NetlinkError } from '../netlink/errors.js';
 import { NETLINK_NETFILTER, NetlinkSocket } from '../netlink/socket.js';
-import { addHoldTableBatch, deleteHoldTableBatch, encodeDeleteHoldTableForWatchdog, holdFamilies, holdTableName } from '../netfilter/hold-table.js';
+import {
+  addHoldTableBatch,
+  deleteHoldTableBatch,
+  encodeDeleteHoldTableForWatchdog,
+  holdFamilies,
+  holdTableName,
+  type HoldFamily,
+} from '../netfilter/hold-table.js';
 import { atomically, type BackendContext, type HoldBackend, type ProbeResult } from './backend.js';
 
 /** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */
@@ -167,12 +174,29 @@ async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly
   await sock.batch(addHoldTableBatch(queue, matches, o), { op: `nf_tables transaction (add tables ${holdTableName(queue)})`, hint: tableHint(queue) });
 }
 
-/** Deletes them. Equivalent to: `nft delete table ip synhold-qN; nft delete table ip6 synhold-qN`, in one transaction. */
+/**
+ * Deletes them. Equivalent to: `nft delete table ip synhold-qN; nft delete table ip6 synhold-qN`, in
+ * one transaction. A transaction is all or none: if one table is already gone (a watchdog deletes
+ * each family in a transaction of its own, and may have died between the two), the kernel's ENOENT
+ * would undo the other's delete too. Then each family goes in a transaction of its own, and ENOENT
+ * there means that one is gone.
+ */
 async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<void> {
-  await sock.batch(deleteHoldTableBatch(queue, holdFamilies(matches)), {
-    op: `nf_tables transaction (delete tables ${holdTableName(queue)})`,
-    hint: tableHint(queue),
-  });
+  const families = holdFamilies(matches);
+  const del = (f: readonly HoldFamily[]) =>
+    sock.batch(deleteHoldTableBatch(queue, f), { op: `nf_tables transaction (delete tables ${holdTableName(queue)})`, hint: tableHint(queue) });
+  try {
+    await del(families);
+  } catch (e) {
+    if (!(e instanceof NetlinkError && e.errno === 2) || families.length < 2) throw e;
+    for (const f of families) {
+      try {
+        await del([f]);
+      } catch (e2) {
+        if (!(e2 instanceof NetlinkError && e2.errno === 2)) throw e2;
+      }
+    }
+  }
 }
 
 /**
@@ -184,7 +208,8 @@ async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonl
  * made to fail an allocation on demand.
  */
 export interface WhileHoldingOptions {
-  deleteTables?: (del: () => Promise<void>) => Promise<void>;
+  /** `deleteOne` deletes one family's table alone (what a watchdog that died half-way leaves). */
+  deleteTables?: (del: () => Promise<void>, deleteOne: (family: HoldFamily) => Promise<void>) => Promise<void>;
 }
 
 /**
@@ -238,7 +263,10 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
         async release() {
           unbound ??= await releaseQueue();
           try {
-            await deleteTables(() => holdTableOff(nft, s.queue, matches));
+            await deleteTables(
+              () => holdTableOff(nft, s.queue, matches),
+              (f) => nft.batch(deleteHoldTableBatch(s.queue, [f]), { op: 'nf_tables transaction (delete one table)' }),
+            );
           } catch (e) {
             // ENOENT: already gone. Otherwise the table still goes with the socket, at close().
             if (!(e instanceof NetlinkError && e.errno === 2)) throw e;

@@ -16,6 +16,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nfqueueBackend, prepareWhileHolding } from '../../src/backends/nfqueue.js';
 import { NetlinkError } from '../../src/netlink/errors.js';
+import { NFPROTO_IPV4 } from '../../src/netfilter/nfnetlink.js';
 import { HoldSession } from '../../src/protect/hold/session.js';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold } from '../helpers/cli.js';
@@ -153,6 +154,59 @@ test('fault (steering while-holding): the tables’ delete fails at release: the
       assert.equal(td.status, 0, td.stderr);
       assert.equal(ruleset(ns), before, 'teardown left the ruleset as it was before setup');
       assert.deepEqual(kernelQueues(ns), [], 'no queue bound');
+    } finally {
+      nfqueueBackend.prepare = realPrepare;
+      await session?.release({ kind: 'error', message: 'test cleanup' }).catch(() => undefined);
+      for (const c of clients) c.kill();
+      server.kill();
+      synhold(['--netns', ns.name, 'teardown']);
+    }
+  });
+});
+
+test('fault (steering while-holding): one table already gone at release (a watchdog that died between its two deletes): the owner still deletes the other, not just the held SYN through', async (t) => {
+  await withNetns(async (ns) => {
+    const server = await startEchoServer(ns.name, '127.0.0.1', PORT);
+    const realPrepare = nfqueueBackend.prepare;
+    const clients: Client[] = [];
+    let session: HoldSession | undefined;
+    try {
+      const before = ruleset(ns);
+      setupNfqueue(ns, 'while-holding');
+      let tablesAtDelete: string[] | undefined;
+      let tablesAfterDelete: string[] | undefined;
+      let deletes = 0;
+      // The ip table goes first, alone, on the hold's own socket (what the watchdog's first transaction
+      // does); then the release's delete runs. One transaction for both would be undone by the kernel's
+      // ENOENT for the ip table, and the ip6 table, its hook still registered, would stay until the
+      // hold's sockets close. Looked at while they are still open.
+      const deleteTables = async (del: () => Promise<void>, deleteOne: (family: typeof NFPROTO_IPV4) => Promise<void>): Promise<void> => {
+        deletes++;
+        await deleteOne(NFPROTO_IPV4);
+        tablesAtDelete = holdTables(ns);
+        await del();
+        tablesAfterDelete = holdTables(ns);
+      };
+      nfqueueBackend.prepare = (s, ctx) => prepareWhileHolding(s, ctx.netns, { deleteTables });
+
+      session = await HoldSession.start({ netns: ns.name, maxHoldMs: 30_000, lockWaitMs: 2000, via: 'protect' });
+      assert.deepEqual(holdTables(ns), TABLES, 'the hold made its tables');
+      const held = startClient(ns.name, '127.0.0.1', PORT);
+      clients.push(held);
+      await until('the SYN to be held', async () => (await queueHeld(ns, QUEUE)) >= 1);
+      const releasedAt = Date.now();
+      const r = await session.release({ kind: 'command-exited' });
+      t.diagnostic(`release: ${JSON.stringify(r)}`);
+      assert.equal(deletes, 1, 'one attempt: the release did not fail');
+      assert.equal(r.by, 'owner');
+      assert.deepEqual(tablesAtDelete, [TABLES[1]], 'the ip table was gone when the release deleted (nft list tables)');
+      assert.deepEqual(tablesAfterDelete, [], 'the release deleted the ip6 table, with the hold’s sockets still open');
+      const res = await held.result;
+      assert.equal(res.error, null, JSON.stringify(res));
+      assert.ok(res.connectedAt! >= releasedAt && res.connectMs! < RETRANSMIT_MS, `the held client got through at the release (${res.connectMs} ms)`);
+      assert.deepEqual(kernelQueues(ns), [], 'no queue bound');
+      assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);
+      assert.equal(ruleset(ns), before, 'teardown left the ruleset as it was before setup');
     } finally {
       nfqueueBackend.prepare = realPrepare;
       await session?.release({ kind: 'error', message: 'test cleanup' }).catch(() => undefined);
