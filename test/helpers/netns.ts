@@ -4,6 +4,9 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { stateDir } from '../../src/protect/state.js';
 
 export interface TestNetns {
   readonly name: string;
@@ -38,7 +41,18 @@ export function createNetns(prefix = 'synhold-t'): TestNetns {
       return out.trim() ? (JSON.parse(out) as unknown[]) : [];
     },
     delete() {
+      // synhold's state directories for this namespace (protect's, and a buffer's beside it: its lock
+      // files stay after a buffer ends, by design) are keyed by the namespace's cookie, which is never
+      // reused: left behind, every test would leave one more under /run/synhold.
+      let dirs: string[] = [];
+      try {
+        const d = stateDir(name);
+        dirs = [d, join(dirname(d), 'buffer', basename(d))];
+      } catch {
+        // no such namespace any more, or no addon: nothing to find
+      }
       spawnSync('ip', ['netns', 'delete', name]);
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
     },
   };
 }
