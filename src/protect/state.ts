@@ -221,7 +221,9 @@ export class StateStore {
     const fd = openSync(this.journalPath, 'a', 0o600);
     let size: number;
     try {
-      writeSync(fd, `${JSON.stringify(h)}\n`);
+      // The leading newline ends a line left torn (a write cut short on a full /run), so that only
+      // that line is lost, not this one too; the empty line it may make is skipped.
+      writeSync(fd, `\n${JSON.stringify(h)}\n`);
       size = fstatSync(fd).size;
     } finally {
       closeSync(fd);

@@ -36,17 +36,20 @@ test('a hold is one appended line; the totals count it, the watchdogs lines, and
     store.recordHold(hold(1));
     store.recordHold(hold(2, { cause: 'owner-gone', reason: 'owner gone' }));
     assert.equal(existsSync(join(store.dir, 'stats.json')), false, 'no rewrite of stats.json per hold');
-    assert.equal(readFileSync(store.journalPath, 'utf8').split('\n').filter(Boolean).length, 2);
+    assert.equal(readFileSync(store.journalPath, 'utf8').split('\n').filter(Boolean).length, 2, 'one line per hold');
     assert.equal(statSync(store.journalPath).mode & 0o777, 0o600);
     // A watchdog's own release (native/watchdog.c's format), a torn line, a foreign one, a JSON line missing fields.
     appendFileSync(store.journalPath, '1800000000500 max-hold 300\n{"startedAt":"x","durationMs":1\nhello\n{"startedAt":"x"}\n');
     store.recordHold(hold(3));
+    // A line left torn at the end (a write cut short): the next hold's line is still whole.
+    appendFileSync(store.journalPath, '{"startedAt":"2026-');
+    store.recordHold(hold(4));
     const s = store.readStats();
-    assert.equal(s.holds, 4);
-    assert.equal(s.releasedTotal, 1 + 2 + 0 + 3);
-    assert.equal(s.dropsTotal, 1 + 0 + 0 + 1);
+    assert.equal(s.holds, 5);
+    assert.equal(s.releasedTotal, 1 + 2 + 0 + 3 + 4);
+    assert.equal(s.dropsTotal, 1 + 0 + 0 + 1 + 0);
     assert.equal(s.watchdogReleases, 2, 'owner-gone and the watchdog max-hold line');
-    assert.deepEqual(s.lastHold, hold(3));
+    assert.deepEqual(s.lastHold, hold(4));
   });
 });
 
@@ -59,7 +62,7 @@ test('past JOURNAL_FOLD_BYTES the journal is folded into stats.json, and the tot
     for (let i = 0; i < n; i++) {
       const before = size();
       store.recordHold(hold(i));
-      const line = JSON.stringify(hold(i)).length + 1;
+      const line = JSON.stringify(hold(i)).length + 2; // with its leading and trailing newline
       if (size() === 0) {
         folds += 1;
         assert.ok(before + line >= JOURNAL_FOLD_BYTES, `folded at ${before + line} bytes, under the threshold`);
