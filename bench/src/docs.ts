@@ -514,7 +514,7 @@ export function renderLoadCompare(cs: LoadCompare | readonly LoadCompare[]): str
     '',
     "Every row of the tables above is driven by the bench's own generator (it tells a reset from a refusal from a",
     'timeout and never gives up, which ab cannot do under reloads). Held against ab and wrk on the same HAProxy -> nginx',
-    `pair, the clients taking turns within each round, in ${list.length === 1 ? 'one run' : `${list.length} runs of the same command, each its own table`}:`,
+    `pair, the clients taking turns within each round, in ${list.length === 1 ? 'one run' : `${list.length} runs${new Set(list.map((c) => c.command.replace(/--json \S+.*$/, ''))).size === 1 ? ' of the same command' : ''}, each its own table with its command`}:`,
     '',
     ...list.flatMap((c, i) => [
       ...(list.length > 1 ? [`### Run ${i + 1}`, ''] : []),

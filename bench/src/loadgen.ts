@@ -185,6 +185,10 @@ export interface LoadResult {
  * bench's 2-CPU host (concurrency 50): one thread waits on the servers with
  * about a third of a CPU idle, as ab and a one-thread wrk do; two drove 4-20%
  * more than one; three a few % more again, at more CPU per request; four less.
+ * Measured again in one run of 9 rounds (docs/BENCHMARKS.md, the load generator's
+ * run 3): three drove 0.4% more than two (11,951 against 11,899 req/s), within the
+ * rounds' spread, at 1.6 µs more user CPU per request: not worth a default that
+ * differs from wrk's advice.
  */
 export function defaultThreads(): number {
   return availableParallelism();

@@ -249,6 +249,15 @@ test('the load generator against the C clients: the compare run on the page, wit
   ]);
   assert.equal(two.split('## The load generator against the C clients').length - 1, 1);
   assert.match(two, /in 2 runs of the same command/);
+  // Runs of different commands are not called the same command.
+  const other = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'x', [
+    { command: cmd, doc: JSON.parse(JSON.stringify({ args: { ...(args as object), inside: undefined }, runs })) as LoadCompare['doc'] },
+    {
+      command: cmd2.replace('--clients loadgen', '--clients loadgen:t3'),
+      doc: JSON.parse(JSON.stringify({ args: { ...(args as object), inside: undefined }, runs: runs2 })) as LoadCompare['doc'],
+    },
+  ]);
+  assert.match(other, /in 2 runs, each its own table with its command/);
   assert.match(
     two,
     /### Run 1\n\nCommand: `[^`]*load-compare\.json`[\s\S]*- loadgen: 92\.9% of the best C client[\s\S]*### Run 2\n\nCommand: `[^`]*load-compare-2\.json`[\s\S]*- loadgen: 89\.0% of the best C client \(wrk:t2, 10000 req\/s\)/,
