@@ -22,7 +22,7 @@ export interface Snapshot {
   backend: string | undefined;
   /** Epoch ms at which the current hold started, or undefined when not holding. */
   holdSince: number | undefined;
-  /** Holds recorded here by any holder (stats.json). */
+  /** Holds recorded here by any holder (StateStore.readStats: stats.json and the journal not yet folded in). */
   holdsTotal: number;
   /** The kernel's counters at the hold; undefined if they could not be read this time. */
   kernel: { heldPackets: number; drops: number } | undefined;
