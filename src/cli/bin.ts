@@ -24,11 +24,18 @@
  * SYNHOLD_CODE_CACHE=0 turns it off.
  */
 import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import Module from 'node:module';
+import type ModuleClass from 'node:module';
 import { join } from 'node:path';
 import { Script } from 'node:vm';
 import { native, type NativeAddon } from '../native/addon.js';
+
+/**
+ * The CommonJS loader's Module class, as this file's own `module` was made by it: the same class that
+ * `require('node:module')` returns, with wrap() and createRequire(). Taken from here because loading
+ * node:module also loads the ES module loader and the source-map support (three more built-ins to
+ * compile on every run, for nothing this file uses).
+ */
+const Module = module.constructor as typeof ModuleClass;
 
 /** The hook the CLI calls after a protect run (src/cli/code-cache.ts). */
 const SAVE_HOOK = Symbol.for('synhold.saveCodeCache');
@@ -136,5 +143,5 @@ if (name && checksum && (!cached || script.cachedDataRejected)) {
 const mod = new Module(cli, module);
 mod.filename = cli;
 mod.loaded = true;
-const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void;
-wrapper.call(mod.exports, mod.exports, createRequire(cli), mod, cli, __dirname);
+const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: ModuleClass, filename: string, dirname: string) => void;
+wrapper.call(mod.exports, mod.exports, Module.createRequire(cli), mod, cli, __dirname);
