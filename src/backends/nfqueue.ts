@@ -183,21 +183,27 @@ async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly
  */
 async function holdTableOff(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<void> {
   const families = holdFamilies(matches);
-  const del = (f: readonly HoldFamily[]) =>
-    sock.batch(deleteHoldTableBatch(queue, f), { op: `nf_tables transaction (delete tables ${holdTableName(queue)})`, hint: tableHint(queue) });
   try {
-    await del(families);
+    await deleteHoldTables(sock, queue, families);
   } catch (e) {
-    if (!(e instanceof NetlinkError && e.errno === 2) || families.length < 2) throw e;
+    if (!tableGone(e) || families.length < 2) throw e;
     for (const f of families) {
       try {
-        await del([f]);
+        await deleteHoldTables(sock, queue, [f]);
       } catch (e2) {
-        if (!(e2 instanceof NetlinkError && e2.errno === 2)) throw e2;
+        if (!tableGone(e2)) throw e2;
       }
     }
   }
 }
+
+/** The tables of `families`, in one transaction. */
+function deleteHoldTables(sock: NetlinkSocket, queue: number, families: readonly HoldFamily[]): Promise<void> {
+  return sock.batch(deleteHoldTableBatch(queue, families), { op: `nf_tables transaction (delete tables ${holdTableName(queue)})`, hint: tableHint(queue) });
+}
+
+/** ENOENT from a delete: the table is not there (already deleted). */
+const tableGone = (e: unknown): boolean => e instanceof NetlinkError && e.errno === 2;
 
 /**
  * A seam for one fault test (test/faults/hold-table-delete.test.ts): `deleteTables` runs the release's
@@ -265,11 +271,11 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
           try {
             await deleteTables(
               () => holdTableOff(nft, s.queue, matches),
-              (f) => nft.batch(deleteHoldTableBatch(s.queue, [f]), { op: 'nf_tables transaction (delete one table)' }),
+              (f) => deleteHoldTables(nft, s.queue, [f]),
             );
           } catch (e) {
             // ENOENT: already gone. Otherwise the table still goes with the socket, at close().
-            if (!(e instanceof NetlinkError && e.errno === 2)) throw e;
+            if (!tableGone(e)) throw e;
           }
           return unbound;
         },

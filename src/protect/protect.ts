@@ -430,8 +430,8 @@ class HolderScan {
     const t = nowMs();
     if (same && t >= this.nextAt) {
       this.now = socketHolders(this.inodes);
-      const cost = nowMs() - t;
-      this.nextAt = nowMs() + Math.max(HOLDER_SCAN_MS, 2 * cost);
+      const end = nowMs();
+      this.nextAt = end + Math.max(HOLDER_SCAN_MS, 2 * (end - t));
     }
     const flat = (m: Map<number, number[]>) => [...new Set([...m.values()].flat())].sort((a, b) => a - b);
     const from = flat(this.before);

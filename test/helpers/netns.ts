@@ -5,8 +5,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
 import { stateDir } from '../../src/protect/state.js';
+import { BufferPaths } from '../../src/buffer/paths.js';
 
 export interface TestNetns {
   readonly name: string;
@@ -46,8 +46,7 @@ export function createNetns(prefix = 'synhold-t'): TestNetns {
       // reused: left behind, every test would leave one more under /run/synhold.
       let dirs: string[] = [];
       try {
-        const d = stateDir(name);
-        dirs = [d, join(dirname(d), 'buffer', basename(d))];
+        dirs = [stateDir(name), BufferPaths.for(name, 0).dir];
       } catch {
         // no such namespace any more, or no addon: nothing to find
       }
