@@ -16,12 +16,10 @@
  * not found; 128+N if CMD died of signal N, or protect got signal N (then CMD
  * gets it too, after the release; during the lock wait CMD never starts).
  */
-import { readdirSync, readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { Child, StartError } from '../host/child.js';
+import type { Child } from '../host/child.js';
 import { checkReadyTarget, probeTcp } from './ready.js';
 import { ConfigError, NotSetUpError } from '../model/errors.js';
-import { netnsPath } from '../netlink/socket.js';
 import { ListenerWatcher, type Listener } from '../sockdiag/inet_diag.js';
 import { holdViaDaemon } from './daemon-client.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
@@ -30,6 +28,7 @@ import { decide, type PolicyOptions } from './release-policy.js';
 import { StateStore } from './state.js';
 import { MAX_DURATION_MS } from '../model/config.js';
 import { raiseToRealtime } from '../host/sched.js';
+import { LoopClock, msSince, nowMs, runCommand, socketHolders, watchOldListeners, type CommandEnd } from './observe.js';
 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_FAILED = 125;
@@ -121,28 +120,6 @@ function signalNumber(sig: NodeJS.Signals): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 0;
 }
 
-interface CommandEnd {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** It could not start: ENOENT (not found, 127) or another reason (126). */
-  error?: StartError;
-  at: bigint;
-}
-
-/** CMD as a child, with its end as a promise. No shell: argv as given. */
-function runCommand(opts: ProtectOptions): { child: Child | undefined; ended: Promise<CommandEnd> } {
-  // With --netns, CMD runs inside that namespace too (a reload must bind there): the
-  // child enters it itself before exec (host/child.ts), so its exit status and death
-  // by signal are CMD's own.
-  try {
-    const child = Child.start(opts.command, opts.netns ? { netnsPath: netnsPath(opts.netns) } : {});
-    return { child, ended: child.ended };
-  } catch (e) {
-    if (!(e instanceof StartError)) throw e;
-    return { child: undefined, ended: Promise.resolve({ code: null, signal: null, error: e, at: process.hrtime.bigint() }) };
-  }
-}
-
 /** The signals protect answers by releasing first; the AbortController carries the first one. */
 function trapSignals(opts: ProtectOptions): { ac: AbortController; untrap: () => void } {
   const ac = new AbortController();
@@ -227,56 +204,6 @@ interface HoldOutcome {
   holdStart: bigint;
 }
 
-/**
- * What wakes protect's loop between polls: CMD's exit, the hold's own end, a signal, an old listener
- * freed. A poke during a poll (not while sleeping) makes the next sleep return at once, so no event
- * waits for the poll after.
- */
-class LoopClock {
-  private wake: () => void = () => undefined;
-  private poked = false;
-
-  poke(): void {
-    this.poked = true;
-    this.wake();
-  }
-
-  /** Called as a poll begins: what comes from now on is news to it. */
-  polling(): void {
-    this.poked = false;
-  }
-
-  async sleep(ms: number): Promise<void> {
-    if (this.poked) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-    this.wake = () => undefined;
-  }
-}
-
-/**
- * The old listeners' end, from the kernel: sock_diag's destroy notifications pokes the loop when one
- * is freed, rather than leaving it for the next poll, and once every one is freed the kernel's word
- * stands for the policy's second poll (release-policy.ts). The poll stays, for what has no
- * notification (a new listener) and for a lost one.
- */
-function watchOldListeners(watcher: ListenerWatcher, before: readonly Listener[], clock: LoopClock, enabled: boolean): { allFreed(): boolean; close(): void } {
-  const old = new Set(before.map((l) => l.cookie));
-  const freed = new Set<string>();
-  const unwatch = enabled
-    ? watcher.watchDestroyed(old, (s) => {
-        freed.add(s.cookie);
-        clock.poke();
-      })
-    : undefined;
-  return { allFreed: () => old.size > 0 && freed.size === old.size, close: () => unwatch?.() };
-}
-
 /** Runs CMD under the hold, polls the sockets, and releases when the policy (or a signal, the timeout, the hold's own end) says so. */
 async function holdWhileCommandRuns(
   hold: HoldHandle,
@@ -356,42 +283,6 @@ async function holdWhileCommandRuns(
 /** What protect's result says of the release. */
 function releaseResult(r: Released): Partial<ProtectResult> {
   return { holdMs: r.durationMs, released: r.released, drops: r.drops, releaseReason: describeCause(r.cause), releaseCause: r.cause.kind, releasedBy: r.by };
-}
-
-const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
-const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
-
-/**
- * Every pid holding one of `inodes`, by inode: /proc/PID/fd links read `socket:[INODE]`
- * (what `ss -p` reads). `running` gets every pid seen.
- */
-export function socketHolders(inodes: ReadonlySet<number>, running?: Set<number>): Map<number, number[]> {
-  const out = new Map<number, number[]>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    running?.add(Number(name));
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${name}/fd`);
-    } catch {
-      continue; // gone, or not ours to read
-    }
-    for (const fd of fds) {
-      let link: string;
-      try {
-        link = readlinkSync(`/proc/${name}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      if (!link.startsWith('socket:[')) continue;
-      const inode = Number(link.slice(8, -1));
-      if (!inodes.has(inode)) continue;
-      const pids = out.get(inode) ?? [];
-      if (!pids.includes(Number(name))) pids.push(Number(name));
-      out.set(inode, pids);
-    }
-  }
-  return out;
 }
 
 /**

@@ -1,0 +1,123 @@
+/**
+ * What protect watches while it decides: CMD (its end), the listening sockets (the kernel's word
+ * that an old one was freed, pokes to the loop between polls) and the processes holding them
+ * (/proc/PID/fd). Shared by the hold around a whole reload (protect.ts) and the hold around the
+ * old server's stop alone (stop-old.ts).
+ */
+import { readdirSync, readlinkSync } from 'node:fs';
+import { Child, StartError } from '../host/child.js';
+import { netnsPath } from '../netlink/socket.js';
+import type { ListenerWatcher, Listener } from '../sockdiag/inet_diag.js';
+
+export interface CommandEnd {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** It could not start: ENOENT (not found, 127) or another reason (126). */
+  error?: StartError;
+  at: bigint;
+}
+
+/** CMD as a child, with its end as a promise. No shell: argv as given. */
+export function runCommand(opts: { command: string[]; netns?: string }): { child: Child | undefined; ended: Promise<CommandEnd> } {
+  // With --netns, CMD runs inside that namespace too (a reload must bind there): the
+  // child enters it itself before exec (host/child.ts), so its exit status and death
+  // by signal are CMD's own.
+  try {
+    const child = Child.start(opts.command, opts.netns ? { netnsPath: netnsPath(opts.netns) } : {});
+    return { child, ended: child.ended };
+  } catch (e) {
+    if (!(e instanceof StartError)) throw e;
+    return { child: undefined, ended: Promise.resolve({ code: null, signal: null, error: e, at: process.hrtime.bigint() }) };
+  }
+}
+
+/**
+ * What wakes protect's loop between polls: CMD's exit, the hold's own end, a signal, an old listener
+ * freed. A poke during a poll (not while sleeping) makes the next sleep return at once, so no event
+ * waits for the poll after.
+ */
+export class LoopClock {
+  private wake: () => void = () => undefined;
+  private poked = false;
+
+  poke(): void {
+    this.poked = true;
+    this.wake();
+  }
+
+  /** Called as a poll begins: what comes from now on is news to it. */
+  polling(): void {
+    this.poked = false;
+  }
+
+  async sleep(ms: number): Promise<void> {
+    if (this.poked) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = () => undefined;
+  }
+}
+
+/**
+ * The old listeners' end, from the kernel: sock_diag's destroy notifications pokes the loop when one
+ * is freed, rather than leaving it for the next poll, and once every one is freed the kernel's word
+ * stands for the policy's second poll (release-policy.ts). The poll stays, for what has no
+ * notification (a new listener) and for a lost one.
+ */
+export function watchOldListeners(
+  watcher: ListenerWatcher,
+  before: readonly Listener[],
+  clock: LoopClock,
+  enabled: boolean,
+): { allFreed(): boolean; close(): void } {
+  const old = new Set(before.map((l) => l.cookie));
+  const freed = new Set<string>();
+  const unwatch = enabled
+    ? watcher.watchDestroyed(old, (s) => {
+        freed.add(s.cookie);
+        clock.poke();
+      })
+    : undefined;
+  return { allFreed: () => old.size > 0 && freed.size === old.size, close: () => unwatch?.() };
+}
+
+export const msSince = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
+export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+
+/**
+ * Every pid holding one of `inodes`, by inode: /proc/PID/fd links read `socket:[INODE]`
+ * (what `ss -p` reads). `running` gets every pid seen.
+ */
+export function socketHolders(inodes: ReadonlySet<number>, running?: Set<number>): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    running?.add(Number(name));
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${name}/fd`);
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = readlinkSync(`/proc/${name}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (!link.startsWith('socket:[')) continue;
+      const inode = Number(link.slice(8, -1));
+      if (!inodes.has(inode)) continue;
+      const pids = out.get(inode) ?? [];
+      if (!pids.includes(Number(name))) pids.push(Number(name));
+      out.set(inode, pids);
+    }
+  }
+  return out;
+}
