@@ -40,13 +40,18 @@ commands:
                                         watchdog; after --wait (3s) for a stuck owner, directly)
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
           [--release-on sockets|exit|swap] [--settle-wait D] [--priority realtime|normal]
-          [--report FILE] [--verbose] -- CMD [ARGS...]
+          [--stop-old SIGNAL] [--report FILE] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
                                         (sockets: new listener up and old gone; exit: CMD exited;
                                         swap: only the socket swap, for a CMD that returns before the
                                         reload is done: kill -USR2, systemctl reload, nginx -s reload);
                                         after CMD exits, an old listener still open for
                                         --settle-wait (2s) is taken as not closing;
+                                        --stop-old SIGNAL: CMD starts the new server beside the old
+                                        one (haproxy ... -D without -sf); once it listens, protect
+                                        holds, sends SIGNAL (USR1: HAProxy's soft stop) to the
+                                        processes that held the old listeners, and releases when
+                                        they close: the hold covers the stop, not the start-up;
                                         while holding, protect runs at real-time priority
                                         (SCHED_FIFO 1; CMD stays normal) unless --priority normal
                                         or it may run on one CPU only;
@@ -212,6 +217,9 @@ async function cmdRelease(args: string[], g: Globals): Promise<number> {
   return EXIT.ok;
 }
 
+/** A signal by name, with or without SIG (USR1, SIGUSR1), as kill(1) takes it; protect checks it is one. */
+const signalName = (value: string) => (/^SIG/i.test(value) ? value.toUpperCase() : `SIG${value.toUpperCase()}`) as NodeJS.Signals;
+
 async function cmdProtect(args: string[], g: Globals): Promise<number> {
   const dd = args.indexOf('--');
   if (dd < 0 || dd === args.length - 1)
@@ -224,6 +232,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     'lock-wait': { type: 'string' },
     'release-on': { type: 'string' },
     'settle-wait': { type: 'string' },
+    'stop-old': { type: 'string' },
     priority: { type: 'string' },
     report: { type: 'string' },
     verbose: { type: 'boolean', short: 'v' },
@@ -235,6 +244,9 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     if (!m) throw new UsageError(`--ready "${v.ready}" is not tcp:HOST:PORT`);
     ready = { host: m[1]!.replace(/^\[|\]$/g, ''), port: parsePort(m[2]!) };
   }
+  const stopOld = v['stop-old'] === undefined ? undefined : signalName(v['stop-old']);
+  if (stopOld && v['release-on'] !== undefined)
+    throw new UsageError(`--stop-old releases when the old server's listeners close; --release-on does not go with it`);
   const releaseOn = v['release-on'] ?? 'sockets';
   if (releaseOn !== 'sockets' && releaseOn !== 'exit' && releaseOn !== 'swap')
     throw new UsageError(`--release-on must be sockets, exit or swap, not "${releaseOn}"`);
@@ -244,6 +256,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     command,
     releaseOn,
     priority,
+    ...(stopOld ? { stopOld } : {}),
     ...scopeOf(g),
     ...(v.timeout ? { timeoutMs: durationOption('--timeout', v.timeout, 'timeout', 0) } : {}),
     maxHoldMs: durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS),
@@ -253,9 +266,11 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     ...(v.verbose ? { log: (l: string) => write(2, `synhold: ${l}\n`) } : {}),
   });
   const cmd = r.command.error ? `could not run: ${r.command.error}` : r.command.signal ? `killed by ${r.command.signal}` : `exited ${r.command.exitCode}`;
-  const summary =
-    `synhold: held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})` +
-    `; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
+  const held =
+    r.holdMs === undefined && r.stopOld?.left
+      ? `nothing held (${r.stopOld.left})`
+      : `held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})`;
+  const summary = `synhold: ${held}; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
   if (g.json) out(g, r, '');
   // One JSON line per run, appended (O_APPEND: concurrent protects never interleave a line):
   // what a benchmark or a log shipper reads instead of the human summary below.

@@ -24,10 +24,11 @@ import { ListenerWatcher, type Listener } from '../sockdiag/inet_diag.js';
 import { holdViaDaemon } from './daemon-client.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
 import type { HoldHandle, Released } from './hold/session.js';
-import { decide, type PolicyOptions } from './release-policy.js';
+import { decide, DEFAULT_SETTLE_WAIT_MS, type PolicyOptions } from './release-policy.js';
 import { StateStore } from './state.js';
 import { MAX_DURATION_MS } from '../model/config.js';
 import { raiseToRealtime } from '../host/sched.js';
+import type { StopOldReport } from './stop-old.js';
 import { LoopClock, msSince, nowMs, runCommand, socketHolders, watchOldListeners, type CommandEnd } from './observe.js';
 
 export const EXIT_TIMEOUT = 124;
@@ -61,6 +62,13 @@ export interface ProtectOptions {
    * 'normal': leave the priority alone.
    */
   priority?: 'realtime' | 'normal';
+  /**
+   * Hold only around the old server's stop (stop-old.ts): CMD starts the new server beside the old
+   * one (`haproxy ... -D` without -sf), and once it listens protect holds, sends this signal to the
+   * processes that held the listeners before CMD (SIGUSR1: HAProxy's soft stop), and releases when
+   * their listeners are freed. Not with releaseOn exit or swap.
+   */
+  stopOld?: NodeJS.Signals;
   /** Ends protect like SIGTERM does (the library's cancellation). */
   signal?: AbortSignal;
   /** Called with progress lines (for --verbose). */
@@ -88,7 +96,9 @@ export interface ProtectResult {
    * first listener of a protected port that was not there before, the moment none of the old ones was
    * left, and when the release was sent. Seen by polls, so each is up to one poll late.
    */
-  timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number; handover?: Handover };
+  timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number; handover?: Handover; stopSentMs?: number };
+  /** --stop-old: whom it signalled, when, and what was not held (stop-old.ts). */
+  stopOld?: StopOldReport;
   /** The priority protect's loop held at (ProtectOptions.priority): real-time or not, and why not when it was asked. */
   priority?: { realtime: boolean; reason?: string };
 }
@@ -107,14 +117,7 @@ export interface Handover {
 /** Default max-hold: long enough for a slow full restart, short enough that a stuck hold is noticed. */
 export const DEFAULT_MAX_HOLD_MS = 5000;
 
-/**
- * Default settle-wait. `haproxy -sf` signals the old process before the command
- * exits, so an old listener still open then normally closes within milliseconds
- * (tens on a loaded one-CPU lab). One that outlives this is not closing: an
- * orphan left by two reloads that raced on the pidfile, or a -sf that named the
- * wrong pids. Holding new clients on its account until max-hold helps nobody.
- */
-export const DEFAULT_SETTLE_WAIT_MS = 2000;
+export { DEFAULT_SETTLE_WAIT_MS };
 
 function signalNumber(sig: NodeJS.Signals): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 0;
@@ -155,26 +158,40 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   const setup = store.readSetup();
   if (!setup) throw new NotSetUpError('synhold is not set up here; run `synhold setup --port P` first');
   if (opts.ready) checkReadyTarget(setup.config, opts.ready.host, opts.ready.port);
+  if (opts.stopOld) checkStopOld(opts);
 
   const { ac, untrap } = trapSignals(opts);
   const watcher = ListenerWatcher.open(opts.netns ? { netns: opts.netns } : {});
   const result: ProtectResult = { exitCode: EXIT_FAILED, command: { exitCode: null, signal: null }, timedOut: false };
   let hold: HoldHandle | undefined;
+  const holdArgs = { maxHoldMs: opts.maxHoldMs, lockWaitMs: opts.lockWaitMs, signal: ac.signal };
+  const startHold = async (): Promise<HoldHandle> => {
+    // The daemon, when one runs here, holds for us; otherwise this process does.
+    // The session's modules (backends, codecs) are loaded only when this process holds itself.
+    hold =
+      (await holdViaDaemon(opts.netns, holdArgs)) ??
+      (await (await import('./hold/session.js')).HoldSession.start({ ...holdArgs, ...(opts.netns ? { netns: opts.netns } : {}), via: 'protect' }));
+    log(`holding new connections to port ${setup.config.ports.join(',')} (${hold.held.backend}, watchdog pid ${hold.held.watchdogPid})`);
+    return hold;
+  };
   try {
-    const holdArgs = { maxHoldMs: opts.maxHoldMs, lockWaitMs: opts.lockWaitMs, signal: ac.signal };
+    if (opts.stopOld) {
+      const { holdAroundStop } = await import('./stop-old.js');
+      const outcome = await holdAroundStop(startHold, { ...opts, stopOld: opts.stopOld }, watcher, setup.config.ports, ac.signal, log);
+      Object.assign(result, outcome.result);
+      const r = await finishCommand(result, outcome, opts, ac.signal);
+      // CMD succeeded but no new server took over: the reload did not happen, and protect says so.
+      if (r.stopOld?.outcome === 'not-replaced' && r.exitCode === 0) r.exitCode = EXIT_FAILED;
+      return r;
+    }
     try {
-      // The daemon, when one runs here, holds for us; otherwise this process does.
-      // The session's modules (backends, codecs) are loaded only when this process holds itself.
-      hold =
-        (await holdViaDaemon(opts.netns, holdArgs)) ??
-        (await (await import('./hold/session.js')).HoldSession.start({ ...holdArgs, ...(opts.netns ? { netns: opts.netns } : {}), via: 'protect' }));
+      await startHold();
     } catch (e) {
       // A signal during the lock wait: nothing was held and CMD never starts.
       if (ac.signal.aborted) return { ...result, exitCode: 128 + signalNumber(ac.signal.reason as NodeJS.Signals) };
       throw e;
     }
-    const h = hold;
-    log(`holding new connections to port ${setup.config.ports.join(',')} (${h.held.backend}, watchdog pid ${h.held.watchdogPid})`);
+    const h = hold!;
     // Raised from the hold's start to its release, the release included (host/sched.ts).
     const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
     if (lease?.reason) log(`holding at normal priority: ${lease.reason}`);
@@ -197,7 +214,7 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
   }
 }
 
-interface HoldOutcome {
+export interface HoldOutcome {
   result: Partial<ProtectResult>;
   child: Child | undefined;
   ended: Promise<CommandEnd>;
@@ -397,4 +414,13 @@ function checkDurations(opts: ProtectOptions): void {
   check('timeout', opts.timeoutMs, 1);
   check('settleWait', opts.settleWaitMs, 0);
   check('poll', opts.pollMs, 1);
+}
+
+/** --stop-old: a signal this system has, not the ones that cannot be a soft stop, and no second release rule. */
+function checkStopOld(opts: ProtectOptions): void {
+  const sig = opts.stopOld!;
+  if (!(sig in osConstants.signals) || sig === 'SIGSTOP' || sig === 'SIGCONT')
+    throw new ConfigError(`--stop-old must name a signal that stops a server (USR1 for HAProxy, QUIT for nginx), not "${sig.replace(/^SIG/, '')}"`);
+  if (opts.releaseOn && opts.releaseOn !== 'sockets')
+    throw new ConfigError(`--stop-old releases when the old server's listeners close; --release-on ${opts.releaseOn} does not go with it`);
 }

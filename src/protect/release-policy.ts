@@ -42,6 +42,17 @@
 import { reloadSettled, type Listener } from '../sockdiag/inet_diag.js';
 import type { ReleaseCause } from './hold/cause.js';
 
+/**
+ * Default settle-wait. `haproxy -sf` signals the old process before the command
+ * exits, so an old listener still open then normally closes within milliseconds
+ * (tens on a loaded one-CPU lab). One that outlives this is not closing: an
+ * orphan left by two reloads that raced on the pidfile, or a -sf that named the
+ * wrong pids. Holding new clients on its account until max-hold helps nobody.
+ * --stop-old waits as long for the new server to listen after CMD exits, and for
+ * the old one to close after its signal.
+ */
+export const DEFAULT_SETTLE_WAIT_MS = 2000;
+
 export interface PolicyOptions {
   releaseOn: 'sockets' | 'exit' | 'swap';
   settleWaitMs: number;
@@ -160,4 +171,57 @@ export function decide(o: Observation, opts: PolicyOptions): Decision {
     };
   }
   return { wait: true, settled: false };
+}
+
+/**
+ * --stop-old (stop-old.ts): the new server is started beside the old one (both listening, as
+ * SO_REUSEPORT allows), and protect stops the old one itself, holding only around that stop.
+ * Is the new server up? Every listener served before (by port, family and address) has a
+ * counterpart that is not one of the old sockets: a dual-stack server is up once both families
+ * are, not at the first one. Ports nobody served before are not waited for.
+ */
+export function replacementsUp(before: readonly Listener[], now: readonly Listener[], ports: readonly number[]): { up: boolean; reason: string } {
+  const old = new Set(before.map((l) => l.cookie));
+  const key = (l: Listener) => `${l.family} ${l.address} port ${l.port}`;
+  const wanted = [...new Set(before.filter((l) => ports.includes(l.port)).map(key))].sort();
+  if (wanted.length === 0) return { up: false, reason: 'no listener before' };
+  const fresh = new Set(now.filter((l) => !old.has(l.cookie)).map(key));
+  const missing = wanted.filter((k) => !fresh.has(k));
+  if (missing.length > 0) return { up: false, reason: `no new listener yet on ${missing.join(', ')}` };
+  return { up: true, reason: `new listener up on ${wanted.join(', ')}` };
+}
+
+export interface StopOldObservation {
+  before: readonly Listener[];
+  now: readonly Listener[];
+  /** Whether --ready answered (true when not asked for). */
+  readyOk: boolean;
+  command?: { failed: boolean; msSinceExit: number };
+}
+
+/**
+ * When to stop the old server, before any hold:
+ * - CMD failed: never (the old server keeps serving; nothing was held);
+ * - the new server is up (replacementsUp) and --ready answers if asked: stop the old one, whether
+ *   CMD has exited 0 (a daemonizing start such as `haproxy -D`) or still runs (the server in the
+ *   foreground). A listening socket queues connections until its server accepts them, so the new
+ *   one needs to be listening, not to have finished starting; that is also when `haproxy -sf`
+ *   signals the old processes itself;
+ * - CMD exited 0 and the new server is not up --settle-wait later: never (it may have failed
+ *   after daemonizing, or listen elsewhere; stopping the old one would leave no server);
+ * - otherwise wait.
+ */
+export type StopOldDecision = { wait: true } | { stop: string } | { leave: string; commandFailed: boolean };
+
+export function decideStopOld(o: StopOldObservation, opts: { ports: readonly number[]; settleWaitMs: number }): StopOldDecision {
+  const c = o.command;
+  if (c?.failed) return { leave: 'the command failed', commandFailed: true };
+  const up = replacementsUp(o.before, o.now, opts.ports);
+  if (up.up && o.readyOk) return { stop: up.reason };
+  if (c && c.msSinceExit >= opts.settleWaitMs)
+    return {
+      leave: `the command exited but ${up.up ? '--ready did not answer' : up.reason} ${Math.round(c.msSinceExit)} ms later (--settle-wait)`,
+      commandFailed: false,
+    };
+  return { wait: true };
 }

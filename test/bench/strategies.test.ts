@@ -6,7 +6,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { STRATEGY_NAMES, strategyFor } from '../../bench/src/strategies/index.js';
 import { seedSetupCommands, PLUG_BUFFER, PLUG_RELEASE, NL_QDISC_ADD } from '../../bench/src/strategies/plug-spawn.js';
-import { parseProtectReports, holdSummary, reasonKind } from '../../bench/src/strategies/synhold-hold.js';
+import { parseProtectReports, holdSummary, reasonKind, withoutSf } from '../../bench/src/strategies/synhold-hold.js';
 import { placeStrategies, reportFromResult, workerLoadPlan } from '../../bench/src/bench.js';
 import { parseBenchArgs, type BenchOptions } from '../../bench/src/options.js';
 import { newLatencyHistogram, recordMs, encodeHistogram, summarizeMs } from '../../bench/src/histogram.js';
@@ -75,6 +75,10 @@ describe('synhold strategies: holds from protect --report lines', () => {
 
   test('summary: stats, totals, reasons counted without socket ids, the swap-to-release gap', () => {
     assert.equal(reasonKind('port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener'), 'port 16000: 127.0.0.1:16000 replaced 1 old listener');
+    assert.equal(
+      reasonKind('port 16000: 127.0.0.1:16000 sk:3134 replaced 1 old listener after SIGUSR1 to pid 26469,26470'),
+      'port 16000: 127.0.0.1:16000 replaced 1 old listener after SIGUSR1 to pid N',
+    );
     const s = holdSummary(parseProtectReports(jsonl), 'test');
     assert.equal(s.ms.count, 3);
     assert.equal(s.ms.max, 60.5);
@@ -92,7 +96,7 @@ describe('strategies and where they run', () => {
       const s = strategyFor(n);
       assert.equal(s.name, n);
       assert.equal(s.reloads, n !== 'baseline');
-      assert.equal(s.kernelNeeds.includes('sch_plug'), n === 'plug' || n === 'plug-exit' || n === 'plug-spawn', n);
+      assert.equal(s.kernelNeeds.includes('sch_plug'), n.startsWith('plug'), n);
     }
     assert.equal(strategyFor('haproxy-seamless').haproxyMode, 'seamless');
     assert.equal(strategyFor('drop').defaultIntervalMs, 1000);
@@ -249,5 +253,14 @@ describe('worker results as report rows', () => {
     const b = reportFromResult({ ...ok, strategy: 'baseline', reloads: undefined, hold: undefined }, 'lab');
     assert.equal(b.baseline, true);
     assert.equal(b.holdMs.count, 0);
+  });
+});
+
+describe('--stop-old strategies', () => {
+  test('the reload loses its -sf and the pids after it; protect gets --stop-old USR1', () => {
+    assert.deepEqual(withoutSf(['haproxy', '-f', 'C', '-p', 'P', '-D', '-sf', '12', '13']), ['haproxy', '-f', 'C', '-p', 'P', '-D']);
+    assert.deepEqual(withoutSf(['haproxy', '-f', 'C', '-p', 'P', '-D']), ['haproxy', '-f', 'C', '-p', 'P', '-D']);
+    assert.equal(strategyFor('nfqueue-stop-old').haproxyMode, 'sf');
+    assert.match(strategyFor('nfqueue-stop-old').summary, /--stop-old USR1/);
   });
 });

@@ -48,6 +48,11 @@ export interface ExperimentOptions {
    * and a reload that waited for another names pids that are already gone.)
    */
   shellReload?: boolean;
+  /**
+   * Reload without -sf (the new HAProxy starts beside the old one), for `protect --stop-old`,
+   * which stops the old one itself (put it in protectArgs).
+   */
+  withoutSf?: boolean;
 }
 
 export interface ExperimentResult {
@@ -134,13 +139,14 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     const loops = o.reloads === 0 ? 0 : (o.loops ?? 1);
     // The reload as run: the pidfile read at run time (shellReload), wrapped in protect.
     const reloadCmd = (argv: string[]): string[] => {
-      if (!o.shellReload) return argv;
       const sf = argv.indexOf('-sf');
+      if (o.withoutSf) return sf < 0 ? argv : argv.slice(0, sf);
+      if (!o.shellReload) return argv;
       const head = (sf < 0 ? argv : argv.slice(0, sf)).map(shQuote).join(' ');
       return ['sh', '-c', `exec ${head} -sf $(cat ${shQuote(hap!.pidFile)})`];
     };
     const protectPrefix = o.protect ? [process.execPath, CLI, 'protect', ...(o.protectArgs ?? []), '--'] : [];
-    const wrap = o.protect || o.shellReload ? (argv: string[]) => [...protectPrefix, ...reloadCmd(argv)] : undefined;
+    const wrap = o.protect || o.shellReload || o.withoutSf ? (argv: string[]) => [...protectPrefix, ...reloadCmd(argv)] : undefined;
     const results = await Promise.all(
       Array.from({ length: loops }, () =>
         runReloadLoop({

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, type Observation, type PolicyOptions } from '../../src/protect/release-policy.js';
+import { decide, decideStopOld, replacementsUp, type Observation, type PolicyOptions, type StopOldObservation } from '../../src/protect/release-policy.js';
 import type { Listener } from '../../src/sockdiag/inet_diag.js';
 
 function l(port: number, cookie: string, family: 'inet' | 'inet6' = 'inet', inode = 1): Listener {
@@ -308,4 +308,87 @@ test('release policy: the reason names the rule that fired', () => {
   const d = decide({ before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], settledPolls: 0, readyOk: true, command: exited(2500) }, opts);
   assert.ok('release' in d && d.release.kind === 'command-exited');
   assert.match((d.release as { detail?: string }).detail ?? '', /--settle-wait\): not closing/);
+});
+
+// --stop-old (src/protect/stop-old.ts): when to stop the old server, before anything is held.
+const STOP_OLD: { rule: string; o: StopOldObservation; ports?: number[]; want: string }[] = [
+  { rule: 'no new listener yet, CMD running: wait', o: { before: [l(80, 'a')], now: [l(80, 'a')], readyOk: true }, want: 'wait' },
+  { rule: 'a new listener beside the old one, CMD running: stop', o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: true }, want: 'stop' },
+  {
+    rule: 'a new listener beside the old one, CMD exited 0: stop',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: true, command: exited(3) },
+    want: 'stop',
+  },
+  {
+    rule: 'a new listener, --ready not answering yet: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: false, command: exited(3) },
+    want: 'wait',
+  },
+  {
+    rule: 'CMD failed (a bad configuration): leave the old server, as failed',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], readyOk: true, command: exited(0, true) },
+    want: 'leave failed',
+  },
+  {
+    rule: 'CMD failed after its new listener appeared: still leave the old server',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: false, command: exited(0, true) },
+    want: 'leave failed',
+  },
+  {
+    rule: 'CMD exited 0, no new listener yet, within --settle-wait: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], readyOk: true, command: exited(1999) },
+    want: 'wait',
+  },
+  {
+    rule: 'CMD exited 0, no new listener --settle-wait later: leave the old server, not replaced',
+    o: { before: [l(80, 'a')], now: [l(80, 'a')], readyOk: true, command: exited(2000) },
+    want: 'leave not-replaced',
+  },
+  {
+    rule: 'dual-stack: only the IPv4 listener is new: wait for IPv6',
+    o: { before: [l(80, 'a'), l(80, 'b', 'inet6', 2)], now: [l(80, 'a'), l(80, 'b', 'inet6', 2), l(80, 'c')], readyOk: true, command: exited(3) },
+    want: 'wait',
+  },
+  {
+    rule: 'dual-stack: both families have a new listener: stop',
+    o: {
+      before: [l(80, 'a'), l(80, 'b', 'inet6', 2)],
+      now: [l(80, 'a'), l(80, 'b', 'inet6', 2), l(80, 'c'), l(80, 'd', 'inet6', 4)],
+      readyOk: true,
+    },
+    want: 'stop',
+  },
+  {
+    rule: 'two ports: a new listener on one only: wait',
+    o: { before: [l(80, 'a'), l(443, 'b')], now: [l(80, 'a'), l(443, 'b'), l(80, 'c')], readyOk: true },
+    ports: [80, 443],
+    want: 'wait',
+  },
+  {
+    rule: 'a port nobody served before is not waited for',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'c')], readyOk: true },
+    ports: [80, 443],
+    want: 'stop',
+  },
+  {
+    rule: 'the old listener gone and a new one up (CMD stopped it itself): stop (nothing left to signal but harmless)',
+    o: { before: [l(80, 'a')], now: [l(80, 'c')], readyOk: true },
+    want: 'stop',
+  },
+];
+
+for (const row of STOP_OLD) {
+  test(`stop-old policy: ${row.rule}`, () => {
+    const d = decideStopOld(row.o, { ports: row.ports ?? [80], settleWaitMs: 2000 });
+    const got = 'stop' in d ? 'stop' : 'leave' in d ? `leave ${d.commandFailed ? 'failed' : 'not-replaced'}` : 'wait';
+    assert.equal(got, row.want);
+  });
+}
+
+test('stop-old policy: the reason names what is still missing, by family and address', () => {
+  const r = replacementsUp([l(80, 'a'), l(80, 'b', 'inet6', 2)], [l(80, 'a'), l(80, 'b', 'inet6', 2), l(80, 'c')], [80]);
+  assert.deepEqual(r, { up: false, reason: 'no new listener yet on inet6 ::1 port 80' });
+  const d = decideStopOld({ before: [l(80, 'a')], now: [l(80, 'a')], readyOk: true, command: exited(2500) }, { ports: [80], settleWaitMs: 2000 });
+  assert.ok('leave' in d);
+  assert.match(d.leave, /^the command exited but no new listener yet on inet 127\.0\.0\.1 port 80 2500 ms later \(--settle-wait\)$/);
 });

@@ -2,7 +2,7 @@
 
 import { baseline } from './baseline.js';
 import { none } from './none.js';
-import { drop, nfqueue, nfqueueExit, nfqueueNormal, plug, plugExit } from './synhold-hold.js';
+import { drop, nfqueue, nfqueueExit, nfqueueNormal, nfqueueStopOld, plug, plugExit, plugStopOld } from './synhold-hold.js';
 import { plugSpawn } from './plug-spawn.js';
 import { haproxySeamless } from './haproxy-seamless.js';
 import { migrateReq } from './migrate-req.js';
@@ -16,10 +16,12 @@ const STRATEGIES: Record<StrategyName, Strategy> = {
   drop,
   plug,
   'plug-exit': plugExit,
+  'plug-stop-old': plugStopOld,
   'plug-spawn': plugSpawn,
   nfqueue,
   'nfqueue-exit': nfqueueExit,
   'nfqueue-normal': nfqueueNormal,
+  'nfqueue-stop-old': nfqueueStopOld,
   'haproxy-seamless': haproxySeamless,
   'migrate-req': migrateReq,
 };

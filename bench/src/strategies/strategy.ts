@@ -19,16 +19,20 @@ import type { Where } from '../protocol.js';
 // (`--release-on exit`: until the reload command exits), the same backends otherwise.
 // `nfqueue-normal` is `nfqueue` with protect's loop left at normal priority (`--priority normal`),
 // beside which the default (real-time while holding) shows what the priority does to the release.
+// `plug-stop-old` and `nfqueue-stop-old` are the short hold (`--stop-old USR1`): HAProxy reloaded
+// without -sf, protect holds only around the old process's soft stop, which it sends itself.
 export const STRATEGY_NAMES = [
   'baseline',
   'none',
   'drop',
   'plug',
   'plug-exit',
+  'plug-stop-old',
   'plug-spawn',
   'nfqueue',
   'nfqueue-exit',
   'nfqueue-normal',
+  'nfqueue-stop-old',
   'haproxy-seamless',
   'migrate-req',
 ] as const;

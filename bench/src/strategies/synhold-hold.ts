@@ -60,9 +60,12 @@ export function parseProtectReports(jsonl: string): ParsedHold[] {
 }
 
 /** A hold's release reason without what differs from one reload to the next
- * (socket ids), so that reasons can be counted. */
+ * (socket ids, and with --stop-old the old process's pid), so that reasons can be counted. */
 export function reasonKind(reason: string): string {
-  return reason.replace(/ sk:[0-9a-f]+/g, '').trim();
+  return reason
+    .replace(/ sk:[0-9a-f]+/g, '')
+    .replace(/ pid [\d,]+/g, ' pid N')
+    .trim();
 }
 
 export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
@@ -90,6 +93,14 @@ interface SynholdVariant {
   releaseOn?: 'exit';
   /** protect's --priority (undefined: its default, real-time while holding) */
   priority?: 'normal';
+  /** protect's --stop-old: HAProxy reloaded without -sf, protect stops the old process itself */
+  stopOld?: 'USR1';
+}
+
+/** The reload without `-sf PIDS` (HAProxy's reload argv ends with it): the new process starts beside the old one. */
+export function withoutSf(argv: readonly string[]): string[] {
+  const sf = argv.indexOf('-sf');
+  return sf < 0 ? [...argv] : argv.slice(0, sf);
 }
 
 function synholdStrategy(name: StrategyName, summary: string, variant: SynholdVariant): Strategy {
@@ -139,10 +150,12 @@ function synholdStrategy(name: StrategyName, summary: string, variant: SynholdVa
         ...(ctx.where === 'lab' ? ['--max-hold', LAB_MAX_HOLD] : []),
         ...(extra.releaseOn ? ['--release-on', extra.releaseOn] : []),
         ...(extra.priority ? ['--priority', extra.priority] : []),
+        ...(extra.stopOld ? ['--stop-old', extra.stopOld] : []),
       ];
+      const reloadOf = (reload: string[]) => (extra.stopOld ? withoutSf(reload) : reload);
       const report = join(ctx.haproxy.dir, 'protect.jsonl');
       return {
-        wrap: { argv: (reload) => [...ctx.synhold, 'protect', ...protectArgs, '--report', report, '--', ...reload] },
+        wrap: { argv: (reload) => [...ctx.synhold, 'protect', ...protectArgs, '--report', report, '--', ...reloadOf(reload)] },
         holds: () => {
           const lines = existsSync(report) ? readFileSync(report, 'utf8') : '';
           const h = holdSummary(parseProtectReports(lines), "synhold protect --report (hold start to release; the reload's timeline)");
@@ -159,7 +172,9 @@ function synholdStrategy(name: StrategyName, summary: string, variant: SynholdVa
           const t = await exec([...ctx.synhold, 'teardown'], { env: ctx.env, timeoutMs: 30_000 });
           if (t.code !== 0) throw new Error(describeFailure(t));
         },
-        notes: [`${shown}; reload: synhold protect ${protectArgs.map((a) => `${a} `).join('')}--report FILE -- haproxy ... -sf OLDPIDS`],
+        notes: [
+          `${shown}; reload: synhold protect ${protectArgs.map((a) => `${a} `).join('')}--report FILE -- haproxy ...${extra.stopOld ? ' (no -sf)' : ' -sf OLDPIDS'}`,
+        ],
       };
     },
   };
@@ -189,6 +204,16 @@ export const nfqueueNormal = synholdStrategy(
   'nfqueue-normal',
   "`nfqueue` with protect's loop at normal priority (`synhold protect --priority normal -- haproxy -sf`): beside `nfqueue` (real-time while holding, the default), what the priority does to the release",
   { backend: 'nfqueue', priority: 'normal' },
+);
+export const plugStopOld = synholdStrategy(
+  'plug-stop-old',
+  "the plug backend holding only around the old process's stop: `synhold protect --stop-old USR1 -- haproxy` (no -sf: protect sends the soft stop itself once the new process listens)",
+  { backend: 'plug', kernelNeeds: ['sch_plug'], stopOld: 'USR1' },
+);
+export const nfqueueStopOld = synholdStrategy(
+  'nfqueue-stop-old',
+  "the NFQUEUE backend holding only around the old process's stop: `synhold protect --stop-old USR1 -- haproxy` (no -sf: protect sends the soft stop itself once the new process listens)",
+  { backend: 'nfqueue', stopOld: 'USR1' },
 );
 // The seed could only reload every second with dropped SYNs ("exponentially
 // backing off connections" otherwise); that is its default interval here too.

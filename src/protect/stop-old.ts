@@ -1,0 +1,234 @@
+/**
+ * `synhold protect --stop-old SIGNAL -- CMD`: hold only around the old server's stop.
+ *
+ * protect's default hold covers the whole reload, from before CMD starts to the socket swap,
+ * because with `haproxy -sf` the new process stops the old one itself, at a moment protect
+ * cannot see coming. Most of that hold is the new server's start-up (HAProxy parsing its
+ * configuration: about 30 ms of a 38 ms hold here, docs/PROTECT.md), during which nothing races.
+ * The race is the old listener closing: SYNs already hashed to it, or queued on it, are reset.
+ *
+ * Here CMD starts the new server beside the old one (no -sf: with SO_REUSEPORT both listen, and
+ * both accept), and protect stops the old one itself, so it knows when the race begins:
+ *   1. before CMD: the listeners of the protected ports, and the processes holding them (the old
+ *      server, named by pid and start time so that a reused pid is never signalled);
+ *   2. CMD runs, with no hold; protect waits until every listener from before has a new
+ *      counterpart (port, family, address) and --ready answers (release-policy.ts:
+ *      decideStopOld). If CMD fails, or the new server never listens, the old one is left
+ *      serving and nothing is held: a failed reload changes nothing;
+ *   3. hold; wait (briefly) for the old listeners' accept queues to empty, since the old server
+ *      still accepts and, without net.ipv4.tcp_migrate_req, what is queued on a closing listener
+ *      is reset; then send SIGNAL to the old server;
+ *   4. release once the kernel says every old listener is freed (the same rule as protect's
+ *      socket swap), or --settle-wait after the signal (the old server ignores it: released, and
+ *      said), and always by max-hold (the watchdog).
+ * The hold is then the old server's reaction to its signal, not the new one's start-up.
+ */
+import { ConfigError } from '../model/errors.js';
+import { raiseToRealtime } from '../host/sched.js';
+import type { Listener, ListenerWatcher } from '../sockdiag/inet_diag.js';
+import { describeCause, type ReleaseCause } from './hold/cause.js';
+import { processId, signalProcess, type ProcessId } from './hold/process-id.js';
+import type { HoldHandle, Released } from './hold/session.js';
+import { LoopClock, msSince, runCommand, socketHolders, watchOldListeners, type CommandEnd } from './observe.js';
+import { probeTcp } from './ready.js';
+import { decide, decideStopOld, DEFAULT_SETTLE_WAIT_MS } from './release-policy.js';
+import type { HoldOutcome, ProtectOptions, ProtectResult } from './protect.js';
+
+/** While nothing is held, a slower poll: only the reload's own length depends on it, no client does. */
+const STARTING_POLL_MS = 5;
+
+/**
+ * How long the hold waits for the old listeners' accept queues to empty before signalling. The old
+ * server accepts as usual, and no new SYN reaches it while held, so its queue only shrinks; past
+ * this the signal goes anyway (with tcp_migrate_req, what is left moves to the new listener).
+ */
+export const DRAIN_WAIT_MS = 50;
+
+/** What --stop-old did: whom it signalled, and what the hold was spared. */
+export interface StopOldReport {
+  signal: NodeJS.Signals;
+  /** The old server: the processes that held the protected listeners before CMD. */
+  pids: number[];
+  /** From CMD's start to the hold's start: the new server's start-up, not held. */
+  unheldMs?: number;
+  /** From the hold's start to the signal: the old listeners' queues emptying. */
+  drainMs?: number;
+  /** Connections queued on the old listeners when the signal went (0 unless the drain timed out). */
+  queuedAtSignal?: number;
+  /**
+   * stopped: signalled and held around its stop; nothing-to-stop: no listener before CMD (nothing
+   * held); command-failed: CMD failed, the old server left serving (nothing held); not-replaced: CMD
+   * succeeded but no new server listened by --settle-wait after it, the old one left serving
+   * (nothing held; protect exits 125); interrupted: a signal or --timeout before the new server was up.
+   */
+  outcome: 'stopped' | 'nothing-to-stop' | 'command-failed' | 'not-replaced' | 'interrupted';
+  /** Why the old server was left running, when it was. */
+  left?: string;
+}
+
+/**
+ * The old server: every process holding one of `before`'s listeners, protect excluded. Refuses
+ * (before CMD runs, so nothing changes) when there is none to be found, or when it is pid 1 (a
+ * socket-activating init: signalling it is not stopping a server).
+ */
+export function oldServer(before: readonly Listener[]): ProcessId[] {
+  const holders = socketHolders(new Set(before.map((l) => l.inode)));
+  const pids = [...new Set([...holders.values()].flat())].filter((p) => p !== process.pid).sort((a, b) => a - b);
+  const ports = [...new Set(before.map((l) => l.port))].join(',');
+  if (pids.length === 0) throw new ConfigError(`--stop-old: no process found holding the listener on port ${ports} (/proc/PID/fd); nothing was run`);
+  if (pids.includes(1))
+    throw new ConfigError(`--stop-old: the listener on port ${ports} is held by pid 1 (socket activation?), which is not a server to stop; nothing was run`);
+  return pids.flatMap((p) => {
+    const id = processId(p);
+    return id ? [id] : [];
+  });
+}
+
+/** Runs CMD beside the old server, then holds around the old server's stop (see the header). */
+export async function holdAroundStop(
+  startHold: () => Promise<HoldHandle>,
+  opts: ProtectOptions & { stopOld: NodeJS.Signals },
+  watcher: ListenerWatcher,
+  ports: readonly number[],
+  signal: AbortSignal,
+  log: (l: string) => void,
+): Promise<HoldOutcome> {
+  const before = await watcher.list(ports);
+  const old = before.length > 0 ? oldServer(before) : [];
+  const report: StopOldReport = { signal: opts.stopOld, pids: old.map((p) => p.pid), outcome: 'stopped' };
+  const cmdStart = process.hrtime.bigint();
+  const { child, ended } = runCommand(opts);
+  const clock = new LoopClock();
+  let commandEnd: CommandEnd | undefined;
+  void ended.then((c) => {
+    commandEnd = c;
+    clock.poke();
+  });
+  signal.addEventListener('abort', () => clock.poke(), { once: true });
+  const settleWaitMs = opts.settleWaitMs ?? DEFAULT_SETTLE_WAIT_MS;
+  const timeoutAt = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
+  const unheld = (extra: Partial<ProtectResult>): HoldOutcome => ({ child, ended, holdStart: cmdStart, result: { ...extra, stopOld: report } });
+  if (before.length === 0) {
+    report.outcome = 'nothing-to-stop';
+    report.left = 'no listener on the protected ports before CMD: nothing to stop, nothing held';
+    log(report.left);
+    return unheld({ timedOut: false });
+  }
+  log(`old server: pid ${report.pids.join(',')}; starting the new one beside it`);
+
+  // 2. Until the new server is up (or the reload has failed): nothing held.
+  let readyOk = !opts.ready;
+  let newSeen: bigint | undefined;
+  for (;;) {
+    if (signal.aborted || Date.now() >= timeoutAt) {
+      report.outcome = 'interrupted';
+      report.left = `${signal.aborted ? `protect got ${String(signal.reason)}` : 'protect --timeout'} before the new server was up: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`;
+      return unheld({ timedOut: !signal.aborted });
+    }
+    clock.polling();
+    const now = await watcher.list(ports);
+    const c = commandEnd;
+    const command = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
+    if (!readyOk && opts.ready) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
+    const d = decideStopOld({ before, now, readyOk, ...(command ? { command } : {}) }, { ports, settleWaitMs });
+    if ('stop' in d) {
+      newSeen = process.hrtime.bigint();
+      log(`${d.stop}; holding, then ${opts.stopOld} to pid ${report.pids.join(',')}`);
+      break;
+    }
+    if ('leave' in d) {
+      report.outcome = d.commandFailed ? 'command-failed' : 'not-replaced';
+      report.left = `${d.leave}: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`;
+      log(report.left);
+      return unheld({ timedOut: false });
+    }
+    await clock.sleep(STARTING_POLL_MS);
+  }
+
+  // 3. Hold, let the old listeners' queues empty, signal the old server.
+  let hold: HoldHandle;
+  try {
+    hold = await startHold();
+  } catch (e) {
+    if (!signal.aborted) throw e;
+    // A signal while waiting for another hold's lock: nothing held, the old server left serving.
+    report.outcome = 'interrupted';
+    report.left = `protect got ${String(signal.reason)} while waiting to hold: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`;
+    return unheld({ timedOut: false });
+  }
+  const holdStart = process.hrtime.bigint();
+  report.unheldMs = Number(holdStart - cmdStart) / 1e6;
+  const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
+  if (lease?.reason) log(`holding at normal priority: ${lease.reason}`);
+  let holdEnded: Released | undefined;
+  void hold.done.then((r) => {
+    holdEnded = r;
+    clock.poke();
+  });
+  const timeline: NonNullable<ProtectResult['timeline']> = { releaseSentMs: 0, newListenerMs: -Number(holdStart - newSeen) / 1e6 };
+  const oldListeners = watchOldListeners(watcher, before, clock, opts.destroyEvents !== false);
+  let cause: ReleaseCause | undefined;
+  let timedOut = false;
+  // Raised from the hold's start to its release, the release included (as protect.ts's hold).
+  try {
+    const oldCookies = new Set(before.map((l) => l.cookie));
+    const queued = (ls: readonly Listener[]) => ls.filter((l) => oldCookies.has(l.cookie)).reduce((a, l) => a + l.backlog.queued, 0);
+    let now = await watcher.list(ports);
+    while (queued(now) > 0 && msSince(holdStart) < DRAIN_WAIT_MS && !signal.aborted && !holdEnded) {
+      await clock.sleep(opts.pollMs ?? 1);
+      clock.polling();
+      now = await watcher.list(ports);
+    }
+    report.drainMs = msSince(holdStart);
+    report.queuedAtSignal = queued(now);
+    if (!signal.aborted && !holdEnded) {
+      for (const p of old) signalProcess(p, opts.stopOld);
+      timeline.stopSentMs = msSince(holdStart);
+    }
+    // 4. Until every old listener is freed (the kernel's word, or two dumps), --settle-wait at most.
+    let settledPolls = 0;
+    while (!cause && !holdEnded) {
+      if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
+      else if (Date.now() >= timeoutAt) {
+        timedOut = true;
+        cause = { kind: 'timeout' };
+      } else {
+        clock.polling();
+        now = await watcher.list(ports);
+        if (timeline.oldGoneMs === undefined && !now.some((l) => oldCookies.has(l.cookie))) timeline.oldGoneMs = msSince(holdStart);
+        const d = decide({ before, now, settledPolls, readyOk: true, oldGoneConfirmed: oldListeners.allFreed() }, { releaseOn: 'swap', settleWaitMs, ports });
+        const sinceSignal = msSince(holdStart) - (timeline.stopSentMs ?? 0);
+        if ('release' in d) cause = { kind: 'reload-done', detail: `${describeCause(d.release)} after ${opts.stopOld} to pid ${report.pids.join(',')}` };
+        else if (sinceSignal >= settleWaitMs)
+          cause = {
+            kind: 'command-exited',
+            detail: `the old server (pid ${report.pids.join(',')}) still listens ${Math.round(sinceSignal)} ms after ${opts.stopOld} (--settle-wait): not closing`,
+          };
+        else {
+          settledPolls = d.settled ? settledPolls + 1 : 0;
+          // As protect's loop: a first settled dump without the kernel's word is dumped again at once.
+          if (settledPolls !== 1) await clock.sleep(opts.pollMs ?? 1);
+        }
+      }
+    }
+    timeline.releaseSentMs = msSince(holdStart);
+    const r = holdEnded ?? (await hold.release(cause!));
+    log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
+    const result: Partial<ProtectResult> = {
+      timedOut,
+      holdMs: r.durationMs,
+      released: r.released,
+      drops: r.drops,
+      releaseReason: describeCause(r.cause),
+      releaseCause: r.cause.kind,
+      releasedBy: r.by,
+      timeline,
+      stopOld: report,
+      ...(lease ? { priority: { realtime: lease.realtime, ...(lease.reason ? { reason: lease.reason } : {}) } } : {}),
+    };
+    return { child, ended, holdStart: cmdStart, result };
+  } finally {
+    oldListeners.close();
+    lease?.restore();
+  }
+}
