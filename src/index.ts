@@ -14,6 +14,7 @@ import { NotSetUpError } from './model/errors.js';
 
 export { setup, teardown, status, type Scope, type SetupResult, type TeardownResult, type StatusReport } from './protect/setup.js';
 export { protect, DEFAULT_MAX_HOLD_MS, DEFAULT_SETTLE_WAIT_MS, type ProtectOptions, type ProtectResult } from './protect/protect.js';
+export type { StopOldReport } from './protect/stop-old.js';
 export { runDaemon, type DaemonOptions } from './protect/daemon.js';
 export {
   normalizeConfig,

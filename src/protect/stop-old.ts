@@ -27,7 +27,7 @@ import { ConfigError } from '../model/errors.js';
 import { raiseToRealtime } from '../host/sched.js';
 import type { Listener, ListenerWatcher } from '../sockdiag/inet_diag.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
-import { processId, signalProcess, type ProcessId } from './hold/process-id.js';
+import { parentPid, processId, signalProcess, type ProcessId } from './hold/process-id.js';
 import type { HoldHandle, Released } from './hold/session.js';
 import { LoopClock, msSince, runCommand, socketHolders, watchOldListeners, type CommandEnd } from './observe.js';
 import { probeTcp } from './ready.js';
@@ -68,8 +68,9 @@ export interface StopOldReport {
 
 /**
  * The old server: every process holding one of `before`'s listeners, protect excluded. Refuses
- * (before CMD runs, so nothing changes) when there is none to be found, or when it is pid 1 (a
- * socket-activating init: signalling it is not stopping a server).
+ * (before CMD runs, so nothing changes) when there is none to be found, when it is pid 1 (a
+ * socket-activating init, or a container's server: signalling it is not stopping one server), or
+ * when one holder is another's parent (a master and its workers).
  */
 export function oldServer(before: readonly Listener[]): ProcessId[] {
   const holders = socketHolders(new Set(before.map((l) => l.inode)));
@@ -78,6 +79,13 @@ export function oldServer(before: readonly Listener[]): ProcessId[] {
   if (pids.length === 0) throw new ConfigError(`--stop-old: no process found holding the listener on port ${ports} (/proc/PID/fd); nothing was run`);
   if (pids.includes(1))
     throw new ConfigError(`--stop-old: the listener on port ${ports} is held by pid 1 (socket activation?), which is not a server to stop; nothing was run`);
+  // A master and its workers all hold the listeners (nginx; HAProxy -W): the signal would go to the
+  // master, which stops every worker, and such servers reload by handing the sockets over anyway.
+  const master = pids.find((p) => pids.includes(parentPid(p) ?? -1));
+  if (master !== undefined)
+    throw new ConfigError(
+      `--stop-old: the listener on port ${ports} is held by pid ${parentPid(master)} and its child ${master} (a master and its workers), which --stop-old would stop together; such servers reload by handing the socket over (protect's default rule); nothing was run`,
+    );
   return pids.flatMap((p) => {
     const id = processId(p);
     return id ? [id] : [];

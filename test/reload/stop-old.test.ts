@@ -25,10 +25,12 @@ const PORT = 16120;
 // writes DIR/PID.stop (time.monotonic()), closes its listeners and exits (HAProxy's soft stop,
 // reduced to what the race is about). Any other signal keeps its default action (SIGWINCH:
 // ignored). With V6_AFTER >= 0 it also listens on [::1]:PORT that many seconds after the IPv4
-// listener, writing DIR/PID.v6 (time.monotonic()) just after. Exits by itself after 60 s.
+// listener, writing DIR/PID.v6 (time.monotonic()) just after. With "fork" it forks after listen(),
+// parent and child both holding the listener (a master and its worker). Exits by itself after 60 s.
 const SERVER = `
 import os, select, signal, socket, sys, time
 port, d, v6_after = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+fork = len(sys.argv) > 4 and sys.argv[4] == "fork"
 def listen(fam, addr):
     s = socket.socket(fam)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -45,6 +47,8 @@ def stop(sig, frame):
         s.close()
     sys.exit(0)
 signal.signal(signal.SIGUSR1, stop)
+if fork:
+    os.fork()
 open(os.path.join(d, str(os.getpid())), "w").close()
 v6_at = time.monotonic() + v6_after if v6_after >= 0 else None
 end = time.monotonic() + 60
@@ -74,7 +78,7 @@ interface Fixture {
   held(): boolean;
 }
 
-async function withServer(fn: (f: Fixture) => Promise<void>, o: { dualStack?: boolean } = {}): Promise<void> {
+async function withServer(fn: (f: Fixture) => Promise<void>, o: { dualStack?: boolean; forked?: boolean } = {}): Promise<void> {
   await withNetns(async (ns) => {
     const dir = mkdtempSync(join(tmpdir(), 'synhold-stop-old-'));
     const script = join(dir, 'server.py');
@@ -111,8 +115,11 @@ async function withServer(fn: (f: Fixture) => Promise<void>, o: { dualStack?: bo
     try {
       assert.equal(synhold(['--netns', ns.name, 'setup', '--port', String(PORT), '--backend', 'nfqueue', '--migrate-req', 'off']).status, 0);
       // The old server.
-      spawn('ip', ['netns', 'exec', ns.name, ...(o.dualStack ? f.startDualCmd(0) : f.startCmd)], { stdio: 'ignore' });
-      await until('the old server listening', () => f.listeners().length === (o.dualStack ? 2 : 1) && pids().length === 1);
+      const old = o.forked
+        ? ['python3', script, String(PORT), pidDir, '-1', 'fork']
+        : ['sh', '-c', `exec python3 ${script} ${PORT} ${pidDir} ${o.dualStack ? 0 : -1}`];
+      spawn('ip', ['netns', 'exec', ns.name, ...old], { stdio: 'ignore', detached: true }).unref();
+      await until('the old server listening', () => f.listeners().length === (o.dualStack ? 2 : 1) && pids().length === (o.forked ? 2 : 1));
       await fn(f);
     } finally {
       for (const pid of pids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
@@ -218,6 +225,22 @@ test('--stop-old: an old server that ignores the signal is released --settle-wai
     assert.equal(f.listeners().length, 2, 'both listen');
     assert.equal(f.held(), false);
   });
+});
+
+test('--stop-old: a master and its worker holding the listener (nginx, HAProxy -W): refused before CMD runs, nothing signalled', async () => {
+  await withServer(
+    async (f) => {
+      const before = f.pids();
+      const marker = join(f.dir, '..', 'ran');
+      const out = synhold(['--netns', f.ns.name, 'protect', '--stop-old', 'USR1', '--', 'touch', marker]);
+      assert.equal(out.status, 125, out.stderr);
+      assert.match(out.stderr, /is held by pid \d+ and its child \d+ \(a master and its workers\), which --stop-old would stop together/);
+      assert.equal(existsSync(marker), false, 'CMD did not run');
+      assert.ok(before.every(alive), 'nothing was signalled');
+      assert.equal(f.held(), false);
+    },
+    { forked: true },
+  );
 });
 
 test('--stop-old with no server before: CMD runs, nothing to stop, nothing held', async () => {

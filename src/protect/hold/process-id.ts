@@ -14,6 +14,8 @@ export interface ProcessId {
 
 interface ProcStat {
   start: string;
+  /** Field 4: the parent's pid. */
+  ppid: number;
   /** R, S, D, T (stopped), t (traced), Z (zombie), ... */
   state: string;
 }
@@ -31,13 +33,18 @@ function readStat(pid: number): ProcStat | undefined {
   const state = fields[0];
   const start = fields[19];
   if (state === undefined || start === undefined) return undefined;
-  return { state, start };
+  return { state, start, ppid: Number(fields[1]) };
 }
 
 /** This pid's identity now, or undefined if no such process. */
 export function processId(pid: number): ProcessId | undefined {
   const s = readStat(pid);
   return s ? { pid, start: s.start } : undefined;
+}
+
+/** The parent's pid of a live process, or undefined if no such process. */
+export function parentPid(pid: number): number | undefined {
+  return readStat(pid)?.ppid;
 }
 
 /** Whether that very process still exists (not a zombie, not a reuse of its pid). */
