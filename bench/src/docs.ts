@@ -420,6 +420,8 @@ export function findings(runs: Run[]): Finding[] {
 
   // 7. the short hold (protect's default) against the conservative one
   out.push(shortHoldFinding(runs));
+  // 8. the hold around the old process's stop (--stop-old) against the fd hand-over
+  out.push(stopOldFinding(runs));
   return out;
 }
 
@@ -491,6 +493,41 @@ function shortHoldFinding(runs: Run[]): Finding {
     seed: 'new connections wait "the amount of time it takes HAProxy to restart"; its hold ends when the reload command returns',
     verdict: any ? 'compared' : 'not measured',
     evidence: any ? [...ev, ...notMeasured(named)] : ['no run had both holds on one kernel.', ...notMeasured(named)],
+  };
+}
+
+/**
+ * Issue 9's last goal, with `--stop-old` (`plug-stop-old`, `nfqueue-stop-old`): the new HAProxy starts
+ * beside the old one and protect holds only around the old one's soft stop. Against HAProxy's own fd
+ * hand-over (`haproxy-seamless`) of the same run: 0 failed, and the added p99.9 within 5 ms. The
+ * reload rates differ (a reload is paced by its command's length), and the page says so.
+ */
+function stopOldFinding(runs: Run[]): Finding {
+  const ev: string[] = [];
+  let any = false;
+  for (const name of ['nfqueue-stop-old', 'plug-stop-old']) {
+    for (const r of rowsNamed(runs, name).filter(measured)) {
+      any = true;
+      ev.push(
+        `${kernelName(r)}, hold around the stop (\`${name}\`): ${holdText(r)}; ${fmtInt(r.row.reloads)} reloads at ${r.row.reloadRatePerSec.toFixed(2)}/s.`,
+      );
+      const seamless = measuredBeside(runs, 'haproxy-seamless', r);
+      if (seamless?.row.addedMs && r.row.addedMs) {
+        const d = r.row.addedMs.p999 - seamless.row.addedMs.p999;
+        ev.push(
+          `Added p99.9 vs \`haproxy-seamless\` (fd hand-over, nothing held; ${fmtInt(seamless.row.reloads)} reloads at ${seamless.row.reloadRatePerSec.toFixed(2)}/s) in the same run: ` +
+            `${fmtMs(r.row.addedMs.p999)} vs ${fmtMs(seamless.row.addedMs.p999)} ms, ${fmtMs(Math.abs(d))} ms ${d >= 0 ? 'more' : 'less'}; the goal (within 5 ms) is ${d <= 5 ? 'met' : 'not met'}.`,
+        );
+      }
+      const short = measuredBeside(runs, name.replace('-stop-old', ''), r);
+      if (short) ev.push(`Beside it, protect's default hold (\`${short.rep.name}\`, \`-sf\`, the same run): ${holdText(short)}.`);
+    }
+  }
+  return {
+    title: 'The hold around the stop (`protect --stop-old USR1`, HAProxy started without `-sf`) compared with the fd hand-over (`haproxy-seamless`)',
+    seed: 'new connections wait "the amount of time it takes HAProxy to restart"; the hold begins before the new process starts',
+    verdict: any ? 'compared' : 'not measured',
+    evidence: any ? [...ev, ...notMeasured([...rowsNamed(runs, 'nfqueue-stop-old'), ...rowsNamed(runs, 'plug-stop-old')])] : ['no run had a --stop-old row.'],
   };
 }
 

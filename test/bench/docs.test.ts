@@ -78,7 +78,7 @@ test("the seed's findings reproduced: verdicts and the numbers behind them", () 
   const f = findings([run]);
   assert.deepEqual(
     f.map((x) => x.verdict),
-    ['reproduced', 'reproduced', 'reproduced', 'reproduced', 'compared', 'compared', 'not measured'],
+    ['reproduced', 'reproduced', 'reproduced', 'reproduced', 'compared', 'compared', 'not measured', 'not measured'],
   );
   assert.match(f[0]!.evidence.join('\n'), /10 of 4,010 requests failed \(0\.25%; reset 10\) over 80 reloads/);
   assert.match(f[0]!.evidence.join('\n'), /the kernel lab \(Linux 6\.1\.176, User-Mode Linux, 1 CPU\): 50 of 2,050/);
@@ -121,6 +121,32 @@ test('the short hold against the conservative one: hold, release after the swap,
   assert.match(bad7, /at p99 \(the goal, on the host\): not met \(4\.\d+ ms\)/);
   assert.doesNotMatch(bad7, /within 5 ms\) is not met/, 'the hold adds under 1 ms of p99.9 here');
 });
+
+test('the hold around the stop (--stop-old) against the fd hand-over: its hold, the reload rates, added p99.9 within 5 ms or not', () => {
+  const rows = (stopOldTailMs: number) => [
+    rep('baseline', 'host', hist([[0.5, 5000]]), 0, 0),
+    rep('nfqueue-stop-old', 'host', hist([[stopOldTailMs, 4000]]), 0, 15, 5),
+    rep('haproxy-seamless', 'host', hist([[0.7, 4000]]), 0, 80),
+  ];
+  const f8 = (tail: number) => findings([runFromDoc('s.json', JSON.parse(JSON.stringify(doc(rows(tail)))))])[7]!;
+  const good = f8(0.8);
+  assert.equal(good.verdict, 'compared');
+  const text = good.evidence.join('\n');
+  assert.match(
+    text,
+    /hold around the stop \(`nfqueue-stop-old`\): 0 of 4,000 requests failed over 15 reloads; hold p50 \/ p99 \/ max 5\.00 \/ 15\.0 \/ 15\.0 ms; .*15 reloads at 1\.50\/s\./,
+  );
+  assert.match(
+    text,
+    /Added p99\.9 vs `haproxy-seamless` \(fd hand-over, nothing held; 80 reloads at 8\.00\/s\) in the same run: .* the goal \(within 5 ms\) is met/,
+  );
+  assert.match(f8(40).evidence.join('\n'), /the goal \(within 5 ms\) is not met/);
+  // No --stop-old row: said, not invented.
+  const none = findings([runFromDoc('t.json', JSON.parse(JSON.stringify(doc(good_rows_without_stop_old()))))])[7]!;
+  assert.equal(none.verdict, 'not measured');
+});
+
+const good_rows_without_stop_old = () => [rep('baseline', 'host', hist([[0.5, 5000]]), 0, 0), rep('haproxy-seamless', 'host', hist([[0.7, 4000]]), 0, 80)];
 
 test('real-time vs normal priority while holding: nfqueue beside nfqueue-normal in one run, gaps side by side, the 1 ms goal judged on the default', () => {
   const withGap = (r: StrategyReport, gaps: number[]): StrategyReport => ({ ...r, hold: { ...r.hold!, swapToReleaseMs: stats(gaps) } });
