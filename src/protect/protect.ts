@@ -184,14 +184,14 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
       if (r.stopOld?.outcome === 'not-replaced' && r.exitCode === 0) r.exitCode = EXIT_FAILED;
       return r;
     }
+    let h: HoldHandle;
     try {
-      await startHold();
+      h = await startHold();
     } catch (e) {
       // A signal during the lock wait: nothing was held and CMD never starts.
       if (ac.signal.aborted) return { ...result, exitCode: 128 + signalNumber(ac.signal.reason as NodeJS.Signals) };
       throw e;
     }
-    const h = hold!;
     // Raised from the hold's start to its release, the release included (host/sched.ts).
     const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
     if (lease?.reason) log(`holding at normal priority: ${lease.reason}`);
