@@ -52,7 +52,10 @@ const PEER_PY = `
 import errno, json, os, signal, socket, sys, threading
 port = int(sys.argv[1])
 threading.Timer(30, lambda: os._exit(3)).start()
-def emit(**o): print(json.dumps(o), flush=True)
+# One write(2) per line: print() writes the text and its newline apart, so the client thread and the
+# swap (a signal handler) could put two objects on one line (seen once in CI: '{"ev": "swapped"}{...').
+# A pipe write of under PIPE_BUF bytes is atomic.
+def emit(**o): os.write(1, (json.dumps(o) + "\\n").encode())
 def listener():
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
