@@ -17,6 +17,7 @@ import { installSignalCleanup, startHaproxy, startNginx, type HaproxyServer, typ
 import { runReloadLoop } from '../../bench/src/reloader.js';
 import { summarizeMs } from '../../bench/src/histogram.js';
 import { shQuote } from '../../bench/src/lab/uml.js';
+import { withoutSf } from '../../bench/src/strategies/synhold-hold.js';
 import { CLI, synhold } from './cli.js';
 import { closedLoad, runAsScript } from './experiment-script.js';
 
@@ -139,9 +140,9 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     const loops = o.reloads === 0 ? 0 : (o.loops ?? 1);
     // The reload as run: the pidfile read at run time (shellReload), wrapped in protect.
     const reloadCmd = (argv: string[]): string[] => {
-      const sf = argv.indexOf('-sf');
-      if (o.withoutSf) return sf < 0 ? argv : argv.slice(0, sf);
+      if (o.withoutSf) return withoutSf(argv);
       if (!o.shellReload) return argv;
+      const sf = argv.indexOf('-sf');
       const head = (sf < 0 ? argv : argv.slice(0, sf)).map(shQuote).join(' ');
       return ['sh', '-c', `exec ${head} -sf $(cat ${shQuote(hap!.pidFile)})`];
     };
