@@ -271,6 +271,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
       ? `nothing held (${r.stopOld.left})`
       : `held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})`;
   const summary = `synhold: ${held}; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
+  if (r.stopOld?.warning) write(2, `synhold: warning: ${r.stopOld.warning}\n`);
   if (g.json) out(g, r, '');
   // One JSON line per run, appended (O_APPEND: concurrent protects never interleave a line):
   // what a benchmark or a log shipper reads instead of the human summary below.

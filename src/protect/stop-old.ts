@@ -31,6 +31,7 @@ import { parentPid, processId, signalProcess, type ProcessId } from './hold/proc
 import type { HoldHandle, Released } from './hold/session.js';
 import { LoopClock, msSince, runCommand, socketHolders, watchOldListeners, type CommandEnd } from './observe.js';
 import { probeTcp } from './ready.js';
+import { migrateReq } from './sysctl.js';
 import { decide, decideStopOld, DEFAULT_SETTLE_WAIT_MS } from './release-policy.js';
 import type { HoldOutcome, ProtectOptions, ProtectResult } from './protect.js';
 
@@ -64,6 +65,8 @@ export interface StopOldReport {
   outcome: 'stopped' | 'nothing-to-stop' | 'command-failed' | 'not-replaced' | 'interrupted';
   /** Why the old server was left running, when it was. */
   left?: string;
+  /** Said before CMD ran: net.ipv4.tcp_migrate_req is not 1 here (docs/PROTECT.md: the kernel lab lost requests so). */
+  warning?: string;
 }
 
 /**
@@ -123,6 +126,11 @@ export async function holdAroundStop(
     return unheld({ timedOut: false });
   }
   log(`old server: pid ${report.pids.join(',')}; starting the new one beside it`);
+  // What is still on its way into the old listener when it closes (queued, mid-handshake) is moved to
+  // the new one only by the kernel's migration: without it a slow host lost requests (docs/PROTECT.md).
+  const migrate = migrateReq(opts.netns);
+  if (migrate !== '1')
+    report.warning = `net.ipv4.tcp_migrate_req is ${migrate ?? 'missing (kernel before 5.14)'}: connections still entering the old listener when it closes are reset, not moved (synhold setup turns it on unless --migrate-req off)`;
 
   // 2. Until the new server is up (or the reload has failed): nothing held.
   let readyOk = !opts.ready;

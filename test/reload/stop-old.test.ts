@@ -142,6 +142,9 @@ test('--stop-old: the new server starts beside the old one, the old one is signa
     assert.equal(status, 0, stderr);
     assert.equal(r.stopOld?.outcome, 'stopped');
     assert.deepEqual(r.stopOld?.pids, [old]);
+    // Set up with --migrate-req off: said, once, as a warning.
+    assert.match(r.stopOld?.warning ?? '', /^net\.ipv4\.tcp_migrate_req is 0: /);
+    assert.match(stderr, /^synhold: warning: net\.ipv4\.tcp_migrate_req is 0: /m);
     assert.equal(r.releaseCause, 'reload-done');
     assert.match(r.releaseReason ?? '', /replaced 1 old listener after SIGUSR1 to pid \d+/);
     // The order protect saw: the new listener before the hold (negative), then the signal, the old one gone, the release.
@@ -164,10 +167,14 @@ test('--stop-old, dual-stack: the old server is signalled only once the new one 
   await withServer(
     async (f) => {
       const [old] = f.pids();
+      // With migration on (as setup leaves it by default) there is nothing to warn of.
+      f.ns.exec('sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/tcp_migrate_req']);
       // CMD returns once the new IPv4 listener is up; its [::1] listener comes 0.5 s later.
       const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1'], f.startDualCmd(0.5));
       assert.equal(status, 0, stderr);
       assert.equal(r.stopOld?.outcome, 'stopped');
+      assert.equal(r.stopOld?.warning, undefined);
+      assert.doesNotMatch(stderr, /warning/);
       await until('the old server gone', () => !alive(old!));
       const newPid = f.pids().find((p) => p !== old)!;
       // The oracle is the clock both Python processes share (CLOCK_MONOTONIC).
