@@ -8,6 +8,9 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { Child, StartError } from '../host/child.js';
 import { netnsPath } from '../netlink/socket.js';
 import type { ListenerWatcher, Listener } from '../sockdiag/inet_diag.js';
+import { describeCause, type ReleaseCause } from './hold/cause.js';
+import type { Released } from './hold/session.js';
+import type { ProtectResult } from './protect.js';
 
 export interface CommandEnd {
   code: number | null;
@@ -15,6 +18,23 @@ export interface CommandEnd {
   /** It could not start: ENOENT (not found, 127) or another reason (126). */
   error?: StartError;
   at: bigint;
+}
+
+/** CMD's end as the release policies read it: failed or not, and how long ago; undefined while it runs. */
+export function commandState(c: CommandEnd | undefined): { failed: boolean; msSinceExit: number } | undefined {
+  return c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
+}
+
+/** protect's own ends, checked before each poll: a signal (or the library's abort), then --timeout. */
+export function ownEnd(signal: AbortSignal, timeoutAt: number): ReleaseCause | undefined {
+  if (signal.aborted) return { kind: 'signal', signal: String(signal.reason) };
+  if (Date.now() >= timeoutAt) return { kind: 'timeout' };
+  return undefined;
+}
+
+/** What protect's result says of the release. */
+export function releaseResult(r: Released): Partial<ProtectResult> {
+  return { holdMs: r.durationMs, released: r.released, drops: r.drops, releaseReason: describeCause(r.cause), releaseCause: r.cause.kind, releasedBy: r.by };
 }
 
 /** CMD as a child, with its end as a promise. No shell: argv as given. */
@@ -120,4 +140,19 @@ export function socketHolders(inodes: ReadonlySet<number>, running?: Set<number>
     }
   }
   return out;
+}
+
+/**
+ * Notes in `t`, once each, the first new listener of a protected port and the
+ * moment the last old one is gone. Built once per hold: it runs on every poll
+ * (every few ms), so the old listeners' set is made once and nothing is
+ * allocated once both moments are known.
+ */
+export function swapNoter(t: { newListenerMs?: number; oldGoneMs?: number }, before: readonly Listener[]): (now: readonly Listener[], ms: number) => void {
+  const old = new Set(before.map((l) => l.cookie));
+  return (now, ms) => {
+    if (t.newListenerMs === undefined && now.some((l) => !old.has(l.cookie))) t.newListenerMs = ms;
+    // Old gone: no listener of now is one of before's (cookies are unique, so counting is enough).
+    if (t.oldGoneMs === undefined && before.length > 0 && !now.some((l) => old.has(l.cookie))) t.oldGoneMs = ms;
+  };
 }

@@ -29,7 +29,19 @@ import { StateStore } from './state.js';
 import { MAX_DURATION_MS } from '../model/config.js';
 import { raiseToRealtime } from '../host/sched.js';
 import type { StopOldReport } from './stop-old.js';
-import { LoopClock, msSince, nowMs, runCommand, socketHolders, watchOldListeners, type CommandEnd } from './observe.js';
+import {
+  commandState,
+  LoopClock,
+  msSince,
+  nowMs,
+  ownEnd,
+  releaseResult,
+  runCommand,
+  socketHolders,
+  swapNoter,
+  watchOldListeners,
+  type CommandEnd,
+} from './observe.js';
 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_FAILED = 125;
@@ -252,23 +264,19 @@ async function holdWhileCommandRuns(
   const timeoutAt = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
   let readyOk = !opts.ready;
   let settledPolls = 0;
-  let timedOut = false;
   let cause: ReleaseCause | undefined;
   const timeline: Omit<NonNullable<ProtectResult['timeline']>, 'releaseSentMs'> = {};
   const noteSwap = swapNoter(timeline, before);
   const oldListeners = watchOldListeners(watcher, before, clock, opts.destroyEvents !== false);
   try {
     while (!cause && !holdEnded) {
-      if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
-      else if (Date.now() >= timeoutAt) {
-        timedOut = true;
-        cause = { kind: 'timeout' };
-      } else {
+      cause = ownEnd(signal, timeoutAt);
+      if (!cause) {
         clock.polling();
         const now = await watcher.list(ports);
         noteSwap(now, msSince(holdStart));
         const c = commandEnd;
-        const command = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
+        const command = commandState(c);
         if (!readyOk && opts.ready && (settledPolls > 0 || c)) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
         const held = holders?.observe(now);
         if (held && timeline.handover === undefined && held.change) timeline.handover = { ms: msSince(holdStart), ...held.change };
@@ -294,12 +302,7 @@ async function holdWhileCommandRuns(
   const releaseSentMs = msSince(holdStart);
   const r = holdEnded ?? (await hold.release(cause!));
   log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
-  return { child, ended, holdStart, result: { timedOut, ...releaseResult(r), timeline: { ...timeline, releaseSentMs } } };
-}
-
-/** What protect's result says of the release. */
-function releaseResult(r: Released): Partial<ProtectResult> {
-  return { holdMs: r.durationMs, released: r.released, drops: r.drops, releaseReason: describeCause(r.cause), releaseCause: r.cause.kind, releasedBy: r.by };
+  return { child, ended, holdStart, result: { timedOut: cause?.kind === 'timeout', ...releaseResult(r), timeline: { ...timeline, releaseSentMs } } };
 }
 
 /**
@@ -347,21 +350,6 @@ class HolderScan {
     const change = to.length > 0 && !to.some((p) => this.running.has(p)) ? { from, to } : undefined;
     return { holders: { before: this.before, now: this.now, running: this.running }, ...(change ? { change } : {}) };
   }
-}
-
-/**
- * Notes in `t`, once each, the first new listener of a protected port and the
- * moment the last old one is gone. Built once per hold: it runs on every poll
- * (every few ms), so the old listeners' set is made once and nothing is
- * allocated once both moments are known.
- */
-function swapNoter(t: { newListenerMs?: number; oldGoneMs?: number }, before: readonly Listener[]): (now: readonly Listener[], ms: number) => void {
-  const old = new Set(before.map((l) => l.cookie));
-  return (now, ms) => {
-    if (t.newListenerMs === undefined && now.some((l) => !old.has(l.cookie))) t.newListenerMs = ms;
-    // Old gone: no listener of now is one of before's (cookies are unique, so counting is enough).
-    if (t.oldGoneMs === undefined && before.length > 0 && !now.some((l) => old.has(l.cookie))) t.oldGoneMs = ms;
-  };
 }
 
 /** After the release: pass a signal on, enforce --timeout, wait for CMD, and map its end to protect's exit status. */

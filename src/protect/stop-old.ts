@@ -29,7 +29,18 @@ import type { Listener, ListenerWatcher } from '../sockdiag/inet_diag.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
 import { parentPid, processId, signalProcess, type ProcessId } from './hold/process-id.js';
 import type { HoldHandle, Released } from './hold/session.js';
-import { LoopClock, msSince, runCommand, socketHolders, watchOldListeners, type CommandEnd } from './observe.js';
+import {
+  commandState,
+  LoopClock,
+  msSince,
+  ownEnd,
+  releaseResult,
+  runCommand,
+  socketHolders,
+  swapNoter,
+  watchOldListeners,
+  type CommandEnd,
+} from './observe.js';
 import { probeTcp } from './ready.js';
 import { migrateReq } from './sysctl.js';
 import { decide, decideStopOld, DEFAULT_SETTLE_WAIT_MS } from './release-policy.js';
@@ -144,7 +155,7 @@ export async function holdAroundStop(
     clock.polling();
     const now = await watcher.list(ports);
     const c = commandEnd;
-    const command = c ? { failed: !!c.error || c.code !== 0, msSinceExit: Number(process.hrtime.bigint() - c.at) / 1e6 } : undefined;
+    const command = commandState(c);
     if (!readyOk && opts.ready) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
     const d = decideStopOld({ before, now, readyOk, ...(command ? { command } : {}) }, { ports, settleWaitMs });
     if ('stop' in d) {
@@ -184,7 +195,6 @@ export async function holdAroundStop(
   const timeline: NonNullable<ProtectResult['timeline']> = { releaseSentMs: 0, newListenerMs: -Number(holdStart - newSeen) / 1e6 };
   const oldListeners = watchOldListeners(watcher, before, clock, opts.destroyEvents !== false);
   let cause: ReleaseCause | undefined;
-  let timedOut = false;
   // Raised from the hold's start to its release, the release included (as protect.ts's hold).
   try {
     const oldCookies = new Set(before.map((l) => l.cookie));
@@ -203,15 +213,14 @@ export async function holdAroundStop(
     }
     // 4. Until every old listener is freed (the kernel's word, or two dumps), --settle-wait at most.
     let settledPolls = 0;
+    // The new listener was noted before the hold; this notes the moment the old ones are gone.
+    const noteSwap = swapNoter(timeline, before);
     while (!cause && !holdEnded) {
-      if (signal.aborted) cause = { kind: 'signal', signal: String(signal.reason) };
-      else if (Date.now() >= timeoutAt) {
-        timedOut = true;
-        cause = { kind: 'timeout' };
-      } else {
+      cause = ownEnd(signal, timeoutAt);
+      if (!cause) {
         clock.polling();
         now = await watcher.list(ports);
-        if (timeline.oldGoneMs === undefined && !now.some((l) => oldCookies.has(l.cookie))) timeline.oldGoneMs = msSince(holdStart);
+        noteSwap(now, msSince(holdStart));
         const d = decide({ before, now, settledPolls, readyOk: true, oldGoneConfirmed: oldListeners.allFreed() }, { releaseOn: 'swap', settleWaitMs, ports });
         const sinceSignal = msSince(holdStart) - (timeline.stopSentMs ?? 0);
         if ('release' in d) cause = { kind: 'reload-done', detail: `${describeCause(d.release)} after ${opts.stopOld} to pid ${report.pids.join(',')}` };
@@ -231,13 +240,8 @@ export async function holdAroundStop(
     const r = holdEnded ?? (await hold.release(cause!));
     log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
     const result: Partial<ProtectResult> = {
-      timedOut,
-      holdMs: r.durationMs,
-      released: r.released,
-      drops: r.drops,
-      releaseReason: describeCause(r.cause),
-      releaseCause: r.cause.kind,
-      releasedBy: r.by,
+      timedOut: cause?.kind === 'timeout',
+      ...releaseResult(r),
       timeline,
       stopOld: report,
       ...(lease ? { priority: { realtime: lease.realtime, ...(lease.reason ? { reason: lease.reason } : {}) } } : {}),
