@@ -91,3 +91,18 @@ export function startClient(netns: string | undefined, host: string, port: numbe
   result.catch(() => undefined);
   return { connected, result, kill: () => child.kill('SIGKILL') };
 }
+
+/**
+ * Python: `listen(fam, addr)`, a listener on the script's global `port` as HAProxy binds one
+ * (SO_REUSEADDR, SO_REUSEPORT, IPv6 only for AF_INET6), so an old and a new server can both listen.
+ * For the test servers that swap or stand beside each other (test/reload/dual-stack, stop-old).
+ */
+export const PY_REUSEPORT_LISTEN = `def listen(fam, addr):
+    s = socket.socket(fam)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port))
+    s.listen(128)
+    return s`;

@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { PY_REUSEPORT_LISTEN } from '../helpers/tcp.js';
 import { withNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 
@@ -27,15 +28,7 @@ const ROUNDS = 3;
 const SERVER = `
 import select, signal, socket, sys, time
 port, a4, a6 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-def listen(fam, addr):
-    s = socket.socket(fam)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, port))
-    s.listen(128)
-    return s
+${PY_REUSEPORT_LISTEN}
 socks = {4: (listen(socket.AF_INET, "127.0.0.1"), 0), 6: (listen(socket.AF_INET6, "::1"), 0)}
 due = {}
 def on_usr2(sig, frame):

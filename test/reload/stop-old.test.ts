@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PY_REUSEPORT_LISTEN } from '../helpers/tcp.js';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { alive, until } from '../helpers/wait.js';
@@ -31,15 +32,7 @@ const SERVER = `
 import os, select, signal, socket, sys, time
 port, d, v6_after = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 fork = len(sys.argv) > 4 and sys.argv[4] == "fork"
-def listen(fam, addr):
-    s = socket.socket(fam)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, port))
-    s.listen(128)
-    return s
+${PY_REUSEPORT_LISTEN}
 socks = [listen(socket.AF_INET, "127.0.0.1")]
 def stop(sig, frame):
     open(os.path.join(d, "%d.stop" % os.getpid()), "w").write("%.6f" % time.monotonic())
