@@ -193,6 +193,7 @@ export function reportFromResult(r: WorkerResult, kernelLabel: string): Strategy
     if (r.hold.dropped !== undefined) rep.hold.dropped = r.hold.dropped;
     if (r.hold.reasons !== undefined) rep.hold.reasons = r.hold.reasons;
     if (r.hold.swapToReleaseMs !== undefined) rep.hold.swapToReleaseMs = r.hold.swapToReleaseMs;
+    if (r.hold.drain !== undefined) rep.hold.drain = r.hold.drain;
   }
   return rep;
 }
@@ -442,6 +443,9 @@ function renderHolds(reports: StrategyReport[]): string[] {
         (r.hold.released !== undefined ? `, ${r.hold.released} SYNs released, ${r.hold.dropped ?? 0} dropped` : '') +
         (r.hold.swapToReleaseMs && r.hold.swapToReleaseMs.count > 0
           ? `; release after the old listener closed: p50 ${fmtMs(r.hold.swapToReleaseMs.p50)} ms, p99 ${fmtMs(r.hold.swapToReleaseMs.p99)} ms, max ${fmtMs(r.hold.swapToReleaseMs.max)} ms (${r.hold.swapToReleaseMs.count} holds)`
+          : '') +
+        (r.hold.drain
+          ? `; before the signal, drained p50 ${fmtMs(r.hold.drain.ms.p50)} ms, max ${fmtMs(r.hold.drain.ms.max)} ms, ${r.hold.drain.signalledWithQueued} signals with connections still queued and ${r.hold.drain.signalledWithHandshakes} with handshakes (${r.hold.drain.leftAtSignal} connections)`
           : '') +
         (reasons ? ` (${reasons})` : '') +
         ` — measured: ${r.hold.source}`,

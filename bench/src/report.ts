@@ -21,6 +21,7 @@ import { summarizeMs, histogramPoints, newLatencyHistogram, encodeHistogram, dec
 import { FAILURE_OUTCOMES, type FailureOutcome, type LoadResult, type LoadResultJson } from './loadgen.js';
 import { stats, type ReloadLoopResult, type Stats } from './reloader.js';
 import type { Attribution } from './attribution.js';
+import type { DrainSummary } from './strategies/strategy.js';
 
 /** Everything the report needs about one strategy's run. */
 export interface StrategyReport {
@@ -55,7 +56,7 @@ export interface StrategyReport {
   /** tried to run and broke (unlike skipped: could not run here) */
   error?: string;
   /** SYNs released / dropped by the holds, and why the holds ended */
-  hold?: { source: string; released?: number; dropped?: number; reasons?: Record<string, number>; swapToReleaseMs?: Stats };
+  hold?: { source: string; released?: number; dropped?: number; reasons?: Record<string, number>; swapToReleaseMs?: Stats; drain?: DrainSummary };
   /** failure detail codes (ECONNRESET, status-503, ...) */
   details?: Record<string, number>;
   /** requests per second over the run */

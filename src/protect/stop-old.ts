@@ -17,7 +17,7 @@
  *      serving and nothing is held: a failed reload changes nothing;
  *   3. hold; wait (briefly) for the old listeners' accept queues to empty, since the old server
  *      still accepts and, without net.ipv4.tcp_migrate_req, what is queued on a closing listener
- *      is reset; then send SIGNAL to the old server;
+ *      is reset, and for the port's connections mid-handshake; then send SIGNAL to the old server;
  *   4. release once the kernel says every old listener is freed (the same rule as protect's
  *      socket swap), or --settle-wait after the signal (the old server ignores it: released, and
  *      said), and always by max-hold (the watchdog).
@@ -50,11 +50,44 @@ import type { HoldOutcome, ProtectOptions, ProtectResult } from './protect.js';
 const STARTING_POLL_MS = 5;
 
 /**
- * How long the hold waits for the old listeners' accept queues to empty before signalling. The old
- * server accepts as usual, and no new SYN reaches it while held, so its queue only shrinks; past
- * this the signal goes anyway (with tcp_migrate_req, what is left moves to the new listener).
+ * How long the hold waits for what is on its way into the old listeners before signalling: their
+ * accept queues, and the port's connections mid-handshake (request sockets, which no accept queue
+ * shows yet and which a closing listener resets as well). No new SYN gets through while held, so
+ * both only shrink, at the pace the old server accepts and the clients answer. The wait goes on
+ * while they shrink, up to DRAIN_MAX_MS; DRAIN_STALL_MS without progress ends it (an old server
+ * that no longer accepts). Then the signal goes anyway; with tcp_migrate_req, what is left moves to
+ * the new listener. A fixed 50 ms was too short on a slow CPU (the kernel lab lost requests so).
  */
-export const DRAIN_WAIT_MS = 50;
+export const DRAIN_STALL_MS = 50;
+export const DRAIN_MAX_MS = 500;
+
+/** What is still on its way into the old listeners: their accept queues, and the port's handshakes. */
+export interface DrainLeft {
+  queued: number;
+  handshaking: number;
+}
+
+/**
+ * Waits, under the hold, until nothing is on its way into the old listeners (see DRAIN_STALL_MS):
+ * samples until both counts are 0, DRAIN_STALL_MS pass without their sum shrinking, DRAIN_MAX_MS
+ * pass in all (`elapsed`: ms since the hold's start), or `stop` says the hold is over. Returns the
+ * last sample.
+ */
+export async function drainOld(sample: () => Promise<DrainLeft>, pause: () => Promise<void>, elapsed: () => number, stop: () => boolean): Promise<DrainLeft> {
+  let left = await sample();
+  let sum = left.queued + left.handshaking;
+  let progressAt = elapsed();
+  while (sum > 0 && !stop()) {
+    const t = elapsed();
+    if (t >= DRAIN_MAX_MS || t - progressAt >= DRAIN_STALL_MS) break;
+    await pause();
+    left = await sample();
+    const n = left.queued + left.handshaking;
+    if (n < sum) progressAt = elapsed();
+    sum = n;
+  }
+  return left;
+}
 
 /** What --stop-old did: whom it signalled, and what the hold was spared. */
 export interface StopOldReport {
@@ -63,10 +96,12 @@ export interface StopOldReport {
   pids: number[];
   /** From CMD's start to the hold's start: the new server's start-up, not held. */
   unheldMs?: number;
-  /** From the hold's start to the signal: the old listeners' queues emptying. */
+  /** From the hold's start to the signal: the old listeners' queues and the port's handshakes emptying. */
   drainMs?: number;
-  /** Connections queued on the old listeners when the signal went (0 unless the drain timed out). */
+  /** Connections queued on the old listeners when the signal went (0 unless the drain gave up: DRAIN_STALL_MS, DRAIN_MAX_MS). */
   queuedAtSignal?: number;
+  /** Connections to the protected ports mid-handshake (SYN_RECV) when the signal went (0 unless the drain gave up). */
+  handshakingAtSignal?: number;
   /**
    * stopped: signalled and held around its stop; nothing-to-stop: no listener before CMD (nothing
    * held); command-failed: CMD failed, the old server left serving (nothing held); not-replaced: CMD
@@ -199,14 +234,18 @@ export async function holdAroundStop(
   try {
     const oldCookies = new Set(before.map((l) => l.cookie));
     const queued = (ls: readonly Listener[]) => ls.filter((l) => oldCookies.has(l.cookie)).reduce((a, l) => a + l.backlog.queued, 0);
-    let now = await watcher.list(ports);
-    while (queued(now) > 0 && msSince(holdStart) < DRAIN_WAIT_MS && !signal.aborted && !holdEnded) {
-      await clock.sleep(opts.pollMs ?? 1);
-      clock.polling();
-      now = await watcher.list(ports);
-    }
+    const left = await drainOld(
+      async () => ({ queued: queued(await watcher.list(ports)), handshaking: await watcher.handshaking(ports) }),
+      async () => {
+        await clock.sleep(opts.pollMs ?? 1);
+        clock.polling();
+      },
+      () => msSince(holdStart),
+      () => signal.aborted || holdEnded !== undefined,
+    );
     report.drainMs = msSince(holdStart);
-    report.queuedAtSignal = queued(now);
+    report.queuedAtSignal = left.queued;
+    report.handshakingAtSignal = left.handshaking;
     if (!signal.aborted && !holdEnded) {
       for (const p of old) signalProcess(p, opts.stopOld);
       timeline.stopSentMs = msSince(holdStart);
@@ -219,7 +258,7 @@ export async function holdAroundStop(
       cause = ownEnd(signal, timeoutAt);
       if (!cause) {
         clock.polling();
-        now = await watcher.list(ports);
+        const now = await watcher.list(ports);
         noteSwap(now, msSince(holdStart));
         const d = decide({ before, now, settledPolls, readyOk: true, oldGoneConfirmed: oldListeners.allFreed() }, { releaseOn: 'swap', settleWaitMs, ports });
         const sinceSignal = msSince(holdStart) - (timeline.stopSentMs ?? 0);

@@ -22,6 +22,9 @@ export const IPPROTO_TCP = 6;
 /** include/net/tcp_states.h: TCP_LISTEN; the request's idiag_states is a bitmask of 1 << state. */
 export const TCP_LISTEN = 10;
 export const TCPF_LISTEN = 1 << TCP_LISTEN;
+/** A connection mid-handshake: the kernel reports its request sockets (TCP_NEW_SYN_RECV) with this state, and dumps them when asked for it. */
+export const TCP_SYN_RECV = 3;
+export const TCPF_SYN_RECV = 1 << TCP_SYN_RECV;
 
 export type InetFamily = 'ipv4' | 'ipv6';
 const FAMILY_NUMBER: Record<InetFamily, number> = { ipv4: AF_INET, ipv6: AF_INET6 };
@@ -361,6 +364,8 @@ export class ListenerWatcher {
   private readonly sock: NetlinkSocket;
   /** The request payloads for the last port set, since protect asks for the same ports every time. */
   private cached?: { key: string; wanted: Set<number>; requests: Buffer[] };
+  /** The same, for handshaking(). */
+  private cachedSynRecv?: { key: string; wanted: Set<number>; requests: Buffer[] };
 
   private constructor(families: readonly InetFamily[], sock: NetlinkSocket, netns: string | undefined) {
     this.families = families;
@@ -403,7 +408,7 @@ export class ListenerWatcher {
     if (requests.length === 0) return [];
     const out: Listener[] = [];
     for (let i = 0; i < requests.length; i++) {
-      for (const s of await this.dump(i, requests[i]!, `sport ${key}`)) {
+      for (const s of await this.dump(i, requests[i]!, `state listening sport ${key}`)) {
         // The kernel already filtered; this guards against a kernel that ignored the bytecode.
         if (s.state === TCP_LISTEN && wanted.has(s.sport)) out.push(listenerFrom(s));
       }
@@ -411,19 +416,46 @@ export class ListenerWatcher {
     return out;
   }
 
+  /**
+   * How many connections to these local ports are mid-handshake (SYN received, SYN-ACK sent, the
+   * client's ACK not yet in): the kernel's request sockets, which belong to a listener but are in
+   * no accept queue yet. A listener that closes with some resets them when tcp_migrate_req is off.
+   * Equivalent to: `ss -Htn state syn-recv '( sport = :P1 or ... )' | wc -l`.
+   *
+   * This dump walks the kernel's established hash (every bucket, skipping other states cheaply),
+   * not the listening one: dearer than list(), so only asked for while a hold waits on it.
+   */
+  async handshaking(ports: readonly number[]): Promise<number> {
+    const key = ports.join(',');
+    if (this.cachedSynRecv?.key !== key) {
+      const unique = checkPorts(ports);
+      const requests = unique.length
+        ? this.families.map((f) => encodeInetDiagRequest({ family: FAMILY_NUMBER[f], states: TCPF_SYN_RECV, sports: unique }))
+        : [];
+      this.cachedSynRecv = { key, wanted: new Set(unique), requests };
+    }
+    const { wanted, requests } = this.cachedSynRecv;
+    let n = 0;
+    for (let i = 0; i < requests.length; i++) {
+      for (const s of await this.dump(i, requests[i]!, `state syn-recv sport ${key}`)) if (s.state === TCP_SYN_RECV && wanted.has(s.sport)) n++;
+    }
+    return n;
+  }
+
   /** Every TCP listener in the namespace. Equivalent to: `ss -Hltne`. */
   async listAll(): Promise<Listener[]> {
     const out: Listener[] = [];
     for (let i = 0; i < this.families.length; i++) {
       const req = encodeInetDiagRequest({ family: FAMILY_NUMBER[this.families[i]!], states: TCPF_LISTEN });
-      for (const s of await this.dump(i, req, undefined)) if (s.state === TCP_LISTEN) out.push(listenerFrom(s));
+      for (const s of await this.dump(i, req, 'state listening')) if (s.state === TCP_LISTEN) out.push(listenerFrom(s));
     }
     return out;
   }
 
-  private async dump(i: number, payload: Buffer, what: string | undefined): Promise<InetDiagSocket[]> {
+  /** One dump of family i; `what` names it in errors, in ss's words (`state listening sport 80`). */
+  private async dump(i: number, payload: Buffer, what: string): Promise<InetDiagSocket[]> {
     const family = this.families[i]!;
-    const object = `tcp ${family} state listening${what ? ` ${what}` : ''}${this.netns ? ` netns ${this.netns}` : ''}`;
+    const object = `tcp ${family} ${what}${this.netns ? ` netns ${this.netns}` : ''}`;
     const replies = await this.sock.dumpConsistent(SOCK_DIAG_BY_FAMILY, payload, {
       op: 'SOCK_DIAG_BY_FAMILY',
       object,

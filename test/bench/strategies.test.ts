@@ -87,6 +87,18 @@ describe('synhold strategies: holds from protect --report lines', () => {
     assert.deepEqual(s.reasons, { 'port 16000: 127.0.0.1:16000 replaced 1 old listener': 2, 'command exited': 1 });
     assert.equal(s.swapToReleaseMs?.count, 2);
     assert.equal(s.swapToReleaseMs?.max, 1.5);
+    assert.equal(s.drain, undefined, 'no --stop-old hold, no drain');
+  });
+
+  test('--stop-old holds: the drain before each signal, and the signals sent with connections still on their way in', () => {
+    const stopOld = (drainMs: number, queuedAtSignal: number, handshakingAtSignal: number) =>
+      line({ holdMs: drainMs + 3, releaseReason: 'r', timeline: { releaseSentMs: drainMs + 3 }, stopOld: { drainMs, queuedAtSignal, handshakingAtSignal } });
+    const s = holdSummary(parseProtectReports([stopOld(1, 0, 0), stopOld(51, 2, 0), stopOld(52, 1, 3), stopOld(4, 0, 0)].join('\n')), 'test');
+    assert.equal(s.drain?.ms.count, 4);
+    assert.equal(s.drain?.ms.max, 52);
+    assert.equal(s.drain?.signalledWithQueued, 2);
+    assert.equal(s.drain?.signalledWithHandshakes, 1);
+    assert.equal(s.drain?.leftAtSignal, 6);
   });
 });
 

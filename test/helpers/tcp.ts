@@ -3,7 +3,7 @@
  * `ip netns exec` and killed by PID. Timings are measured inside the peer
  * process, so the cost of spawning it (large in the kernel lab) never counts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 
@@ -106,3 +106,44 @@ export const PY_REUSEPORT_LISTEN = `def listen(fam, addr):
     s.bind((addr, port))
     s.listen(128)
     return s`;
+
+// Connects N sockets (each connect() returns once the SYN-ACK is in: the client believes it is
+// connected), prints "ready", then keeps them open until stdin closes or 60 s pass.
+const HALF_OPEN_CLIENT = `
+import socket, sys, select
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = [socket.create_connection((host, port), timeout=5) for _ in range(n)]
+print("ready", flush=True)
+select.select([sys.stdin], [], [], 60)
+`;
+
+/**
+ * `n` connections to host:port left mid-handshake on the server's side, inside netns: a table of
+ * the test's own drops the bare ACKs sent to the port (the handshake's last packet), so each stays
+ * a request socket in SYN_RECV while its client believes it connected (`ss -tn state syn-recv`
+ * lists them). A segment with data still completes a handshake. Resolves once all n are made;
+ * the returned function closes the clients and deletes the table. Bare ACKs to the port stay
+ * dropped until then, for every connection (and until the last such table is deleted).
+ */
+let halfOpenTables = 0;
+
+export async function halfOpen(netns: string, host: string, port: number, n: number): Promise<() => void> {
+  const table = `synhold_test_half_open_${process.pid}_${++halfOpenTables}`;
+  const nft = (script: string): void => {
+    const r = spawnSync('ip', ['netns', 'exec', netns, 'nft', '-f', '-'], { input: script, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`nft: ${r.stderr.trim()}`);
+  };
+  nft(`table inet ${table} { chain input { type filter hook input priority -10; tcp dport ${port} tcp flags & (fin|syn|rst|psh|ack) == ack drop; }; }`);
+  const child = spawn('ip', ['netns', 'exec', netns, 'python3', '-c', HALF_OPEN_CLIENT, host, String(port), String(n)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const undo = (): void => {
+    child.kill('SIGKILL');
+    nft(`delete table inet ${table}`);
+  };
+  const lines = createInterface({ input: child.stdout! });
+  const [line] = (await Promise.race([once(lines, 'line'), once(child, 'exit').then(() => ['exited'])])) as string[];
+  if (line !== 'ready') {
+    undo();
+    throw new Error(`half-open clients to ${host}:${port} did not connect`);
+  }
+  return undo;
+}

@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { halfOpen } from '../helpers/tcp.js';
 import { SynholdError } from '../../src/model/errors.js';
 import { SocketError } from '../../src/netlink/errors.js';
 import {
@@ -430,6 +431,50 @@ test('SO_REUSEPORT: two listeners on one port are two entries; closing one remov
       assert.deepEqual(asSs(one), ssOn(ns, [port]));
       // The survivor is B's socket, unchanged.
       assert.ok(beforeClose.some((l) => l.cookie === one[0]!.cookie));
+    } finally {
+      w.close();
+    }
+  });
+});
+
+test('handshaking(): connections mid-handshake (SYN_RECV) on the ports, both families, as ss state syn-recv counts them', async () => {
+  await withServers(async (ns, servers) => {
+    const a = await servers.start({ listen: [{ family: 'ipv4', host: '127.0.0.1' }] });
+    const port = a.ports[0]!;
+    await servers.start({ listen: [{ family: 'ipv6', host: '::1', port, v6only: true }] });
+    const other = (await servers.start({ listen: [{ family: 'ipv4', host: '127.0.0.1' }] })).ports[0]!;
+    const w = ListenerWatcher.open({ netns: ns.name });
+    const ssSynRecv = (p: number) =>
+      ns
+        .exec('ss', ['-Htn', 'state', 'syn-recv', 'sport', '=', `:${p}`])
+        .trim()
+        .split('\n')
+        .filter(Boolean).length;
+    try {
+      assert.equal(await w.handshaking([port]), 0);
+      const undo4 = await halfOpen(ns.name, '127.0.0.1', port, 3);
+      try {
+        const undo6 = await halfOpen(ns.name, '::1', port, 2);
+        try {
+          assert.equal(ssSynRecv(port), 5);
+          assert.equal(await w.handshaking([port]), 5);
+          assert.equal(await w.handshaking([other]), 0);
+          assert.equal(await w.handshaking([other, port]), 5);
+          // Listeners are still what list() returns; the handshakes are in no accept queue.
+          assert.deepEqual(
+            (await w.list([port])).map((l) => l.backlog.queued),
+            [0, 0],
+          );
+        } finally {
+          undo6();
+        }
+      } finally {
+        undo4();
+      }
+      // A completed connection (its ACK no longer dropped) is not mid-handshake.
+      const done = await servers.start({ listen: [], connect: [{ family: 'ipv4', host: '127.0.0.1', port, count: 1 }] });
+      assert.ok(done.pid > 0);
+      assert.equal(await w.handshaking([port]), ssSynRecv(port));
     } finally {
       w.close();
     }

@@ -13,12 +13,13 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PY_REUSEPORT_LISTEN } from '../helpers/tcp.js';
+import { halfOpen, PY_REUSEPORT_LISTEN } from '../helpers/tcp.js';
 import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { alive, until } from '../helpers/wait.js';
 import { describeResult, runExperimentIn } from '../helpers/reload-experiment.js';
 import type { ProtectResult } from '../../src/protect/protect.js';
+import { DRAIN_MAX_MS, DRAIN_STALL_MS } from '../../src/protect/stop-old.js';
 
 const PORT = 16120;
 
@@ -145,6 +146,7 @@ test('--stop-old: the new server starts beside the old one, the old one is signa
     assert.ok(t.newListenerMs! < 0, `new listener seen before the hold: ${JSON.stringify(t)}`);
     assert.ok(t.stopSentMs! >= 0 && t.stopSentMs! <= t.oldGoneMs! && t.oldGoneMs! <= t.releaseSentMs, JSON.stringify(t));
     assert.ok(r.stopOld!.unheldMs! > 0, 'the start-up was not held');
+    assert.equal(r.stopOld?.handshakingAtSignal, 0);
     // The kernel's word: one listener, a new socket, held by the new process; the old process gone.
     await until('the old server gone', () => !alive(old!));
     const now = f.listeners();
@@ -153,6 +155,33 @@ test('--stop-old: the new server starts beside the old one, the old one is signa
     assert.notEqual(now[0]!.inode, oldInode);
     assert.equal(now[0]!.pid, newPid);
     assert.equal(f.held(), false);
+  });
+});
+
+test('--stop-old: connections mid-handshake (SYN_RECV) keep the signal back until they stall DRAIN_STALL_MS, and are counted in the report', async () => {
+  await withServer(async (f) => {
+    // Four clients whose handshakes the server never sees end: their bare ACKs are dropped.
+    const undo = await halfOpen(f.ns.name, '127.0.0.1', PORT, 4);
+    try {
+      assert.equal(
+        f.ns
+          .exec('ss', ['-Htn', 'state', 'syn-recv', 'sport', '=', `:${PORT}`])
+          .trim()
+          .split('\n').length,
+        4,
+      );
+      const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1'], f.startCmd);
+      assert.equal(status, 0, stderr);
+      assert.equal(r.stopOld?.outcome, 'stopped');
+      assert.equal(r.stopOld?.handshakingAtSignal, 4);
+      assert.equal(r.stopOld?.queuedAtSignal, 0);
+      const drain = r.stopOld!.drainMs!;
+      assert.ok(drain >= DRAIN_STALL_MS && drain < DRAIN_MAX_MS, `drained ${drain} ms`);
+      assert.ok(r.timeline!.stopSentMs! >= DRAIN_STALL_MS, JSON.stringify(r.timeline));
+      assert.equal(f.held(), false);
+    } finally {
+      undo();
+    }
   });
 });
 

@@ -55,10 +55,23 @@ export interface StrategyContext {
 }
 
 /** How long new connections were held, per reload, and by what measure. */
+export interface DrainSummary {
+  /** hold start to the signal, ms */
+  ms: Stats;
+  /** signals sent with connections still in an old listener's accept queue (the drain gave up) */
+  signalledWithQueued: number;
+  /** signals sent with connections to the port mid-handshake */
+  signalledWithHandshakes: number;
+  /** those connections, summed over the run */
+  leftAtSignal: number;
+}
+
 export interface HoldSummary {
   ms: Stats;
   /** From the last old listener's close to the release (synhold's own holds, as protect reports them) */
   swapToReleaseMs?: Stats;
+  /** protect --stop-old: the drain before each signal, and the holds whose signal went with connections still on their way in */
+  drain?: DrainSummary;
   /** where the numbers come from, for the report's footnotes */
   source: string;
   /** SYNs released / dropped, totals over the run (when the tool reports them) */

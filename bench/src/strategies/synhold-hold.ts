@@ -24,6 +24,8 @@ export interface ParsedHold {
   reason: string;
   /** From the last old listener's close to the release being sent (both seen by protect's polls). */
   swapToReleaseMs?: number;
+  /** --stop-old: the drain before the signal, and what it left on its way into the old listeners. */
+  drain?: { ms: number; queued: number; handshaking: number };
 }
 
 /** The fields of protect's --json result the bench reads (see ProtectResult in src/protect/protect.ts). */
@@ -33,6 +35,7 @@ interface ProtectReportLine {
   drops?: number;
   releaseReason?: string;
   timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number };
+  stopOld?: { drainMs?: number; queuedAtSignal?: number; handshakingAtSignal?: number };
 }
 
 /** Every line of a --report file (protect's --json result, one per run); a line that is not JSON is skipped. */
@@ -54,6 +57,9 @@ export function parseProtectReports(jsonl: string): ParsedHold[] {
       dropped: r.drops ?? 0,
       reason: r.releaseReason ?? '',
       ...(t?.oldGoneMs !== undefined ? { swapToReleaseMs: t.releaseSentMs - t.oldGoneMs } : {}),
+      ...(r.stopOld?.drainMs !== undefined
+        ? { drain: { ms: r.stopOld.drainMs, queued: r.stopOld.queuedAtSignal ?? 0, handshaking: r.stopOld.handshakingAtSignal ?? 0 } }
+        : {}),
     });
   }
   return out;
@@ -72,9 +78,20 @@ export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
   const reasons: Record<string, number> = {};
   for (const h of holds) reasons[reasonKind(h.reason)] = (reasons[reasonKind(h.reason)] ?? 0) + 1;
   const gaps = holds.flatMap((h) => (h.swapToReleaseMs !== undefined ? [h.swapToReleaseMs] : []));
+  const drains = holds.flatMap((h) => (h.drain ? [h.drain] : []));
   return {
     ms: stats(holds.map((h) => h.ms)),
     ...(gaps.length > 0 ? { swapToReleaseMs: stats(gaps) } : {}),
+    ...(drains.length > 0
+      ? {
+          drain: {
+            ms: stats(drains.map((d) => d.ms)),
+            signalledWithQueued: drains.filter((d) => d.queued > 0).length,
+            signalledWithHandshakes: drains.filter((d) => d.handshaking > 0).length,
+            leftAtSignal: drains.reduce((a, d) => a + d.queued + d.handshaking, 0),
+          },
+        }
+      : {}),
     source,
     released: holds.reduce((a, h) => a + h.released, 0),
     dropped: holds.reduce((a, h) => a + h.dropped, 0),
