@@ -33,6 +33,14 @@ export interface ReleaseResult {
   released: number;
   /** Drops during this hold (limit or queue overflow). */
   drops: number;
+  /**
+   * Packets that other NFQUEUE users of the namespace held when this hold's steering was removed,
+   * which the kernel dropped with it (nfqueue, steering while-holding, only after waiting for them:
+   * OTHERS_IDLE_WAIT_MS); their senders retransmit. Absent: none.
+   */
+  othersCut?: number;
+  /** How long the release waited for other NFQUEUE users to hold nothing (same), ms; after every verdict of this hold. Absent: no wait. */
+  othersWaitMs?: number;
 }
 
 export interface ActiveHold {

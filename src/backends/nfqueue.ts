@@ -25,6 +25,7 @@
  * the watchdog shares: the kernel deletes it when both are gone, so it cannot
  * outlive the hold, and the watchdog's fallback deletes it after it accepts.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { SteeringGoneError, SynholdError } from '../model/errors.js';
 import { describeMissing, ProgramMissingError } from '../host/programs.js';
 import { encodeReleaseRequests, NfQueue } from '../nfqueue/nfnetlink_queue.js';
@@ -41,9 +42,12 @@ import {
   encodeDeleteHoldTableForWatchdog,
   holdFamilies,
   holdTableName,
+  KEPT_TABLE_COMMENT,
   type HoldFamily,
 } from '../netfilter/hold-table.js';
-import { atomically, type BackendContext, type HoldBackend, type ProbeResult } from './backend.js';
+import { getTable, NFT_TABLE_F_OWNER } from '../netfilter/nf_tables.js';
+import { NFPROTO_IPV4, NFPROTO_IPV6 } from '../netfilter/nfnetlink.js';
+import { atomically, type BackendContext, type HoldBackend, type ProbeResult, type ReleaseResult } from './backend.js';
 
 /** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */
 export const NFQUEUE_MAXLEN = 16384;
@@ -53,8 +57,10 @@ export interface NfqueueState {
   iptables: IptablesBackend;
   /** The iptables rules of steering `always` (none for while-holding). */
   rules: IptablesRule[];
-  /** Absent in state written before the option existed: always. */
-  steering?: Steering;
+  /** The steering installed (never auto: setup resolves it). Absent in state written before the option existed: always. */
+  steering?: Exclude<Steering, 'auto'>;
+  /** With --steering auto: why setup chose this one. */
+  steeringReason?: string;
   /** What the hold table matches (steering while-holding). */
   matches?: SynMatch[];
 }
@@ -66,35 +72,33 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
 
   async install(cfg, ctx) {
     if (cfg.steering === 'while-holding') {
-      // Nothing stays installed: prove now, with the real tables, that this kernel takes them (and that
-      // no table of their name is in the way), so the first hold cannot be the one to find out. The
-      // chain has no hook here: registering one would send SYNs to queue N while it exists (someone
-      // else may have N bound), and deleting one makes the kernel drop every packet queued in the
-      // namespace (prepareWhileHolding).
-      const matches = synMatches(cfg);
-      const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: ctx.netns });
-      try {
-        await holdTableOn(sock, cfg.queueNum, matches, { hook: false });
-        await holdTableOff(sock, cfg.queueNum, matches);
-      } finally {
-        sock.close();
-      }
-      // `iptables` is unused without rules; 'nft' names the only tables there are.
-      return { queue: cfg.queueNum, iptables: 'nft', rules: [], steering: 'while-holding', matches };
+      await proveHoldTable(cfg, ctx);
+      return whileHoldingState(cfg);
     }
-    const ipt4 = await detectIptables({ family: 4, need: 'nfqueue', netns: ctx.netns });
-    const rules = synMatches(cfg).map((m) => nfqueueRule({ ...m, queue: cfg.queueNum }));
-    return atomically(async (undo) => {
-      for (const rule of rules) {
-        const ipt = new Iptables({ backend: ipt4.backend, family: rule.family, netns: ctx.netns });
-        const { added } = await ipt.ensure(rule, 'first');
-        if (added) undo.push(`iptables rule ${rule.spec.join(' ')}`, async () => void (await ipt.remove(rule)));
+    if (cfg.steering === 'auto') {
+      // While-holding wherever the kernel takes its table: no packet pays anything between holds.
+      try {
+        await proveHoldTable(cfg, ctx);
+        return { ...whileHoldingState(cfg), steeringReason: 'this kernel takes the hold table: nothing in any packet path between holds' };
+      } catch (e) {
+        // A kernel without the pieces: the always-on rule. A table in the way, or no privilege: the same error as asked.
+        if (!(e instanceof NetlinkError) || ![2, 93, 95].includes(e.errno)) throw e;
+        return { ...(await installAlways(cfg, ctx)), steering: 'always', steeringReason: `this kernel refused the hold table (${e.message})` };
       }
-      return { queue: cfg.queueNum, iptables: ipt4.backend, rules };
-    });
+    }
+    return installAlways(cfg, ctx);
   },
 
   async uninstall(s, ctx) {
+    if (s.steering === 'while-holding') {
+      // A table an earlier hold kept (another NFQUEUE user was bound): teardown removes it.
+      const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: ctx.netns });
+      try {
+        await deleteKeptTables(sock, s.queue, s.matches ?? []);
+      } finally {
+        sock.close();
+      }
+    }
     for (const rule of s.rules) await new Iptables({ backend: s.iptables, family: rule.family, netns: ctx.netns }).remove(rule, { tidy: true });
   },
 
@@ -135,6 +139,70 @@ export const nfqueueBackend: HoldBackend<NfqueueState> = {
   },
 };
 
+/** Steering always: the iptables rule per family, from setup to teardown. */
+async function installAlways(cfg: SetupConfig, ctx: BackendContext): Promise<NfqueueState> {
+  const ipt4 = await detectIptables({ family: 4, need: 'nfqueue', netns: ctx.netns });
+  const rules = synMatches(cfg).map((m) => nfqueueRule({ ...m, queue: cfg.queueNum }));
+  return atomically(async (undo) => {
+    for (const rule of rules) {
+      const ipt = new Iptables({ backend: ipt4.backend, family: rule.family, netns: ctx.netns });
+      const { added } = await ipt.ensure(rule, 'first');
+      if (added) undo.push(`iptables rule ${rule.spec.join(' ')}`, async () => void (await ipt.remove(rule)));
+    }
+    return { queue: cfg.queueNum, iptables: ipt4.backend, rules };
+  });
+}
+
+/**
+ * Steering while-holding installs nothing: this proves now, with the real tables, that this kernel
+ * takes them (and that no table of their name is in the way), so the first hold cannot be the one
+ * to find out. The chain has no hook here: registering one would send SYNs to queue N while it
+ * exists (someone else may have N bound), and deleting one makes the kernel drop every packet
+ * queued in the namespace (prepareWhileHolding).
+ */
+async function proveHoldTable(cfg: SetupConfig, ctx: BackendContext): Promise<void> {
+  const matches = synMatches(cfg);
+  const sock = NetlinkSocket.open(NETLINK_NETFILTER, { netns: ctx.netns });
+  try {
+    await holdTableOn(sock, cfg.queueNum, matches, { hook: false });
+    await holdTableOff(sock, cfg.queueNum, matches);
+  } finally {
+    sock.close();
+  }
+}
+
+function whileHoldingState(cfg: SetupConfig): NfqueueState {
+  // `iptables` is unused without rules; 'nft' names the only tables there are.
+  return { queue: cfg.queueNum, iptables: 'nft', rules: [], steering: 'while-holding', matches: synMatches(cfg) };
+}
+
+/**
+ * How long a while-holding release waits, after its own verdicts and unbind, for the namespace's
+ * other NFQUEUE queues to hold nothing before it deletes its tables: deleting a base chain makes the
+ * kernel drop what every queue of the namespace holds (nf_queue_nf_hook_drop), and that would cut
+ * another user's hold short. Held clients do not wait for this (their SYNs have their verdicts); the
+ * hold's lock and protect's exit do. Past it the tables go anyway, and the release says how many
+ * packets of others went with them (ReleaseResult.othersCut).
+ */
+export const OTHERS_IDLE_WAIT_MS = 1000;
+
+/** Packets the namespace's other queues hold now: what deleting a base chain would drop. */
+async function othersHolding(queue: number, netns: string | undefined): Promise<number> {
+  return (await readKernelQueueStats(netns)).filter((k) => k.queue !== queue).reduce((a, k) => a + k.queueTotal, 0);
+}
+
+/** Until the other queues hold nothing (OTHERS_IDLE_WAIT_MS at most): what they hold at the end (0 normally), and how long that took. */
+async function waitOthersIdle(queue: number, netns: string | undefined): Promise<{ othersCut: number; othersWaitMs: number }> {
+  const start = performance.now();
+  for (;;) {
+    // A read that fails says nothing of the others: delete as before.
+    const n = await othersHolding(queue, netns).catch(() => 0);
+    const waited = performance.now() - start;
+    if (n === 0 || waited >= OTHERS_IDLE_WAIT_MS) return { othersCut: n, othersWaitMs: n === 0 && waited < 1 ? 0 : waited };
+    await sleep(1);
+  }
+}
+
 /**
  * The queue of one hold, for both steerings: its socket opened (not bound), the watchdog's release
  * requests on it (the watchdog shares this socket: a verdict must come from the socket that bound
@@ -170,7 +238,7 @@ const tableHint = (queue: number) => (e: NetlinkError) =>
           : undefined;
 
 /** Adds the hold table (one transaction; the socket owns it). Equivalent to: `nft -f` of the table in netfilter/hold-table.ts. */
-async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[], o: { hook?: boolean } = {}): Promise<void> {
+async function holdTableOn(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[], o: { hook?: boolean; owner?: boolean } = {}): Promise<void> {
   await sock.batch(addHoldTableBatch(queue, matches, o), { op: `nf_tables transaction (add tables ${holdTableName(queue)})`, hint: tableHint(queue) });
 }
 
@@ -226,25 +294,44 @@ export interface WhileHoldingOptions {
  *   arrives after the verdicts passes), unbind, and only then delete the table. Deleting a base
  *   chain unregisters its hook, and the kernel then drops every packet queued in the namespace
  *   (nf_queue_nf_hook_drop): a table deleted first would drop the held SYNs (measured: the client
- *   connected only at its 1 s retransmit). After the unbind the rule's bypass lets SYNs pass.
- * - the watchdog: the same order, on duplicates of both sockets.
+ *   connected only at its 1 s retransmit).
+ * - other NFQUEUE users (an IPS, synhold buffer's nfqueue engine, another setup's queue): that same
+ *   drop would take what they hold. So a hold that finds another queue bound in the namespace when
+ *   it is prepared adds a table no socket owns and keeps it after its release (the always-on rule's
+ *   cost, through nf_tables, for as long as they are there); the first release that finds synhold
+ *   alone again deletes it. A hold that found nobody still waits, before its delete, for any queue
+ *   bound since to hold nothing (OTHERS_IDLE_WAIT_MS at most; past it the release says what went).
+ * - the watchdog: the same order, on duplicates of both sockets; it deletes an owned table only.
  */
 export async function prepareWhileHolding(s: NfqueueState, netns: string | undefined, o: WhileHoldingOptions = {}) {
   const deleteTables = o.deleteTables ?? ((del) => del());
   const matches = s.matches ?? [];
   const { q, messages: queueMessages, releaseQueue } = await openHoldQueue(s.queue, netns);
   let nft: NetlinkSocket;
+  let kept: HoldFamily[];
+  let keep: boolean;
   try {
     nft = NetlinkSocket.open(NETLINK_NETFILTER, { netns });
   } catch (e) {
     q.close();
     throw e;
   }
+  try {
+    kept = await keptTables(nft, s.queue, matches);
+    keep = kept.length > 0 || (await otherQueues(s.queue, netns)).length > 0;
+  } catch (e) {
+    q.close();
+    nft.close();
+    throw e;
+  }
   const messages = [
     ...queueMessages,
-    ...holdFamilies(matches).map((f) => ({ socket: 1, bytes: encodeDeleteHoldTableForWatchdog(s.queue, f, nft.reserveSeq()) })),
+    // A kept table outlives the hold by design: the watchdog only releases the queue (its rule's bypass lets SYNs pass).
+    ...(keep ? [] : holdFamilies(matches).map((f) => ({ socket: 1, bytes: encodeDeleteHoldTableForWatchdog(s.queue, f, nft.reserveSeq()) }))),
   ];
   return {
+    /** This hold keeps its table (another NFQUEUE user was bound when it was prepared). */
+    keep,
     fallback: {
       sockets: [q.fd, nft.fd],
       messages,
@@ -257,7 +344,11 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
     async start() {
       await q.bindQueue(true);
       try {
-        await holdTableOn(nft, s.queue, matches);
+        if (!keep) await holdTableOn(nft, s.queue, matches);
+        else {
+          const missing = matches.filter((m) => !kept.includes(m.family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6));
+          if (missing.length > 0) await holdTableOn(nft, s.queue, missing, { owner: false });
+        }
       } catch (e) {
         await q.unbind().catch(() => undefined);
         throw e;
@@ -266,8 +357,14 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
       // session retries): once the queue is unbound only the tables' delete is left to do.
       let unbound: { released: number; drops: number } | undefined;
       return {
-        async release() {
+        async release(): Promise<ReleaseResult> {
           unbound ??= await releaseQueue();
+          if (keep) {
+            // Back to no cost between holds once synhold is the namespace's only NFQUEUE user again.
+            if ((await otherQueues(s.queue, netns).catch(() => [0])).length === 0) await deleteKeptTables(nft, s.queue, matches);
+            return unbound;
+          }
+          const { othersCut, othersWaitMs } = await waitOthersIdle(s.queue, netns);
           try {
             await deleteTables(
               () => holdTableOff(nft, s.queue, matches),
@@ -277,7 +374,7 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
             // ENOENT: already gone. Otherwise the table still goes with the socket, at close().
             if (!tableGone(e)) throw e;
           }
-          return unbound;
+          return { ...unbound, ...(othersCut > 0 ? { othersCut } : {}), ...(othersWaitMs > 0 ? { othersWaitMs } : {}) };
         },
       };
     },
@@ -286,6 +383,33 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
       nft.close();
     },
   };
+}
+
+/** Queues bound in the namespace other than `queue` (/proc/net/netfilter/nfnetlink_queue). */
+async function otherQueues(queue: number, netns: string | undefined): Promise<number[]> {
+  return (await readKernelQueueStats(netns)).filter((k) => k.queue !== queue).map((k) => k.queue);
+}
+
+/** The families whose hold table exists and is owned by no socket: kept by an earlier hold. Equivalent to: `nft list table ip synhold-qN` without `flags owner`. */
+async function keptTables(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<HoldFamily[]> {
+  const out: HoldFamily[] = [];
+  for (const f of holdFamilies(matches)) {
+    const t = await getTable(sock, f, holdTableName(queue));
+    // Ours by its comment: a table of that name someone else made is never taken for it (the hold's own add then refuses: EEXIST).
+    if (t && (t.flags & NFT_TABLE_F_OWNER) === 0 && t.comment === KEPT_TABLE_COMMENT) out.push(f);
+  }
+  return out;
+}
+
+/** Deletes the kept tables there are (an owned one, a live hold's, is never touched). */
+async function deleteKeptTables(sock: NetlinkSocket, queue: number, matches: readonly SynMatch[]): Promise<void> {
+  for (const f of await keptTables(sock, queue, matches)) {
+    try {
+      await deleteHoldTables(sock, queue, [f]);
+    } catch (e) {
+      if (!tableGone(e)) throw e;
+    }
+  }
 }
 
 /** Whether every rule is in place, checked the cheap way (Iptables.countTagged): undefined, or what is gone. */
@@ -297,8 +421,9 @@ async function presence(s: NfqueueState, netns: string | undefined): Promise<str
 
 /** Can this kernel queue (nfnetlink_queue + the NFQUEUE target)? */
 async function probeNfqueue(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {
-  // Steering while-holding needs no iptables (install proves the nf_tables side with the real table).
-  if (cfg.steering !== 'while-holding') {
+  // Steering while-holding needs no iptables (install proves the nf_tables side with the real table),
+  // nor does auto, which only falls back to the rule where the kernel refuses the table.
+  if (cfg.steering === 'always') {
     try {
       await detectIptables({ family: 4, need: 'nfqueue' });
     } catch (e) {

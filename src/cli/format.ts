@@ -5,9 +5,9 @@ function prefixes(ps: { address: string; prefixLength: number }[]): string {
   return ps.map((p) => `${p.address}/${p.prefixLength}`).join(', ');
 }
 
-/** The steering, when it is not the default (the seed's prio root for plug; the always-on rule for nfqueue; records from before the options: those). */
+/** The steering, when it is not the default (the seed's prio root for plug), and nfqueue's as installed (--steering auto resolved). */
 function topology(s: StatusReport): string {
-  if (s.backend === 'nfqueue' && s.config?.steering === 'while-holding') return ', steered only while holding';
+  if (s.steering) return s.steering.installed === 'while-holding' ? ', steered only while holding' : ', steered always (iptables rule)';
   return s.backend === 'plug' && s.config?.direction === 'egress' && s.config.egressTopology === 'clsact' ? ', clsact -> IFB' : '';
 }
 

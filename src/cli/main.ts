@@ -27,14 +27,15 @@ commands:
   setup --port P [--port P ...] [--address A ...] [--source A ...] [--dev DEV]
         [--direction egress|ingress] [--limit BYTES] [--backend auto|plug|nfqueue|drop]
         [--queue-num N] [--migrate-req on|off] [--egress-topology prio|clsact]
-        [--steering always|while-holding]
+        [--steering auto|always|while-holding]
                                         install the steering (idempotent, atomic); migrate-req
                                         also sets net.ipv4.tcp_migrate_req=1 (restored by teardown);
                                         egress-topology (plug): prio, the seed's root on DEV, or
                                         clsact, DEV's root untouched and SYNs redirected to an IFB;
                                         steering (nfqueue): always, an iptables rule from setup to
                                         teardown, or while-holding, an nf_tables table that exists
-                                        only during a hold (no cost between holds)
+                                        only during a hold (no cost between holds); auto (default):
+                                        while-holding unless another NFQUEUE user is bound here
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
   release [--wait D]                    stop holding and let held connections through (through the hold's
                                         watchdog; after --wait (3s) for a stuck owner, directly)
@@ -152,13 +153,15 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     ...(v.backend ? { backend: v.backend as SetupConfig['backend'] } : {}),
     ...(v['queue-num'] ? { queueNum: Number(v['queue-num']) } : {}),
   });
-  const { setup } = await import('../protect/setup.js');
+  const { setup, steeringOf } = await import('../protect/setup.js');
   const r = await setup(cfg, scopeOf(g));
   const what = `${cfg.ports.join(',')} on dev ${cfg.dev} (${cfg.direction})`;
+  const steering = steeringOf(r.record);
   out(
     g,
-    { action: r.action, backend: r.backend, backendReason: r.backendReason, config: r.record.config },
-    `synhold: ${r.action}: holding backend ${r.backend} for tcp port ${what} - ${r.backendReason}`,
+    { action: r.action, backend: r.backend, backendReason: r.backendReason, config: r.record.config, ...(steering ? { steering } : {}) },
+    `synhold: ${r.action}: holding backend ${r.backend} for tcp port ${what} - ${r.backendReason}` +
+      (steering ? `; steering ${steering.installed}${steering.reason ? ` (${steering.reason})` : ''}` : ''),
   );
   return EXIT.ok;
 }
@@ -272,6 +275,11 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
       : `held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})`;
   const summary = `synhold: ${held}; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
   if (r.stopOld?.warning) write(2, `synhold: warning: ${r.stopOld.warning}\n`);
+  if (r.othersCut)
+    write(
+      2,
+      `synhold: warning: ${r.othersCut} packets other NFQUEUE users held were dropped when the hold's table went (still held at the end of the release's wait, OTHERS_IDLE_WAIT_MS); their senders retransmit. Set up with --steering always where other NFQUEUE users hold for long\n`,
+    );
   if (g.json) out(g, r, '');
   // One JSON line per run, appended (O_APPEND: concurrent protects never interleave a line):
   // what a benchmark or a log shipper reads instead of the human summary below.

@@ -20,10 +20,12 @@ export const EGRESS_TOPOLOGIES: readonly EgressTopology[] = ['prio', 'clsact'];
  * When the nfqueue backend's steering is in the packet path (backends/nfqueue.ts): `always`, an
  * iptables rule in raw PREROUTING from setup to teardown, or `while-holding`, an nf_tables table of
  * synhold's own that exists only during a hold (netfilter/hold-table.ts), so between holds synhold
- * costs no packet anything.
+ * costs no packet anything. `auto` (the default) is while-holding unless setup finds another
+ * NFQUEUE user bound in the namespace, or a kernel that refuses the table: then always. Setup
+ * records which it chose, and why.
  */
-export type Steering = 'always' | 'while-holding';
-export const STEERINGS: readonly Steering[] = ['always', 'while-holding'];
+export type Steering = 'auto' | 'always' | 'while-holding';
+export const STEERINGS: readonly Steering[] = ['auto', 'always', 'while-holding'];
 
 export interface SetupConfig {
   ports: number[];
@@ -128,8 +130,9 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
   }
   const backend = c.backend ?? 'auto';
   if (!['auto', 'plug', 'nfqueue', 'drop'].includes(backend)) throw new ConfigError(`--backend must be auto, plug, nfqueue or drop, not "${backend}"`);
-  const steering = c.steering ?? 'always';
-  if (!STEERINGS.includes(steering)) throw new ConfigError(`--steering must be ${STEERINGS.join(' or ')}, not "${String(steering)}"`);
+  const steering = c.steering ?? 'auto';
+  if (!STEERINGS.includes(steering))
+    throw new ConfigError(`--steering must be ${STEERINGS.slice(0, -1).join(', ')} or ${STEERINGS.at(-1)!}, not "${String(steering)}"`);
   if (c.steering !== undefined && (backend === 'plug' || backend === 'drop')) {
     throw new ConfigError(`--steering applies to the nfqueue backend only (the ${backend} backend steers with tc or its own iptables chain)`);
   }

@@ -46,6 +46,7 @@ import {
   deleteTablesBatch,
   familyName,
   NFT_TABLE_F_OWNER,
+  tableComment,
   NFT_TYPE_NEWCHAIN,
   NFT_TYPE_NEWRULE,
   NFT_TYPE_NEWTABLE,
@@ -57,6 +58,9 @@ import {
 export type HoldFamily = typeof NFPROTO_IPV4 | typeof NFPROTO_IPV6;
 
 /** The hold table of queue `queue`: one per queue, so two setups in one namespace never share one. */
+/** The comment of a hold table kept past its hold (owner: false), which says whose it is. */
+export const KEPT_TABLE_COMMENT = 'synhold: kept while another NFQUEUE user is bound; synhold teardown removes it';
+
 export function holdTableName(queue: number): string {
   return `synhold-q${queue}`;
 }
@@ -199,8 +203,10 @@ export function holdFamilies(matches: readonly SynMatch[]): HoldFamily[] {
  * base chain, one rule per match. ACK on the last change: the batch resolves once the whole
  * transaction is in, or fails whole.
  * Equivalent to: `nft -f` of the tables the module comment shows, with `flags owner`.
+ * `owner: false`: a table no socket owns, which outlives the hold (backends/nfqueue.ts: kept while
+ * another NFQUEUE user is bound, since its delete would drop what that user holds).
  */
-export function addHoldTableBatch(queue: number, matches: readonly SynMatch[], o: { hook?: boolean } = {}): BatchMessage[] {
+export function addHoldTableBatch(queue: number, matches: readonly SynMatch[], o: { hook?: boolean; owner?: boolean } = {}): BatchMessage[] {
   const table = holdTableName(queue);
   const msgs: BatchMessage[] = [{ type: NFNL_MSG_BATCH_BEGIN, payload: batchDelimiter(), op: 'NFNL_MSG_BATCH_BEGIN' }];
   for (const family of holdFamilies(matches)) {
@@ -208,7 +214,12 @@ export function addHoldTableBatch(queue: number, matches: readonly SynMatch[], o
     msgs.push(
       {
         type: NFT_TYPE_NEWTABLE,
-        payload: nftBody(family, nftTableAttrs.encode({ name: table, flags: NFT_TABLE_F_OWNER })),
+        payload: nftBody(
+          family,
+          nftTableAttrs.encode(
+            o.owner === false ? { name: table, flags: 0, userdata: tableComment(KEPT_TABLE_COMMENT) } : { name: table, flags: NFT_TABLE_F_OWNER },
+          ),
+        ),
         flags: NLM_F_CREATE | NLM_F_EXCL,
         op: 'NFT_MSG_NEWTABLE',
         object,

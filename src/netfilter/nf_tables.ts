@@ -74,7 +74,32 @@ export const nftTableAttrs = defineAttributes('nft_table_attributes', {
   /** enum nft_table_flags: DORMANT 0x1, OWNER 0x2, PERSIST 0x4. */
   flags: { type: 2, kind: 'be32' },
   use: { type: 3, kind: 'be32' },
+  /** NFTA_TABLE_USERDATA (Linux 5.13): opaque to the kernel; nft keeps TLVs there (tableComment). */
+  userdata: { type: 6, kind: 'binary' },
 });
+
+/** libnftnl's NFTNL_UDATA_TABLE_COMMENT: the TLV type of the comment `nft list table` prints. */
+const NFTNL_UDATA_TABLE_COMMENT = 0;
+
+/** A table's userdata holding one comment, as nft writes it (type, length, the text and its NUL). Equivalent to: `nft add table ip T '{ comment "TEXT"; }'`. */
+export function tableComment(text: string): Buffer {
+  const value = Buffer.from(`${text}\0`);
+  if (value.length > 128) throw new RangeError(`a table comment holds 127 bytes at most: ${text}`);
+  return Buffer.concat([Buffer.from([NFTNL_UDATA_TABLE_COMMENT, value.length]), value]);
+}
+
+/** The comment in a table's userdata (the first TLV of its type), or undefined. */
+export function commentOf(userdata: Buffer | undefined): string | undefined {
+  for (let off = 0; userdata && off + 2 <= userdata.length; off += 2 + userdata[off + 1]!) {
+    const len = userdata[off + 1]!;
+    if (userdata[off] === NFTNL_UDATA_TABLE_COMMENT && off + 2 + len <= userdata.length)
+      return userdata
+        .subarray(off + 2, off + 2 + len)
+        .toString()
+        .replace(/\0$/, '');
+  }
+  return undefined;
+}
 
 /** NFT_TABLE_F_OWNER (Linux 5.12): the table belongs to the netlink socket that made it and goes when that socket closes. */
 export const NFT_TABLE_F_OWNER = 0x2;
@@ -153,6 +178,8 @@ export interface NftTable {
   flags: number;
   /** Chains, sets, objects and flowtables in the table. */
   use: number;
+  /** What `nft list` prints as the table's comment (its userdata). */
+  comment?: string;
 }
 
 export interface NftChain {
@@ -178,7 +205,8 @@ export function hookPriority(raw: number): number {
 export function decodeTable(m: NetlinkMessage): NftTable {
   const { family, attrs } = decodeNftMessage(m, nftTableAttrs);
   if (attrs.name === undefined) throw new DecodeError('NFT_MSG_NEWTABLE', 0, 'no NFTA_TABLE_NAME');
-  return { family, name: attrs.name, flags: attrs.flags ?? 0, use: attrs.use ?? 0 };
+  const comment = commentOf(attrs.userdata);
+  return { family, name: attrs.name, flags: attrs.flags ?? 0, use: attrs.use ?? 0, ...(comment !== undefined ? { comment } : {}) };
 }
 
 export function decodeChain(m: NetlinkMessage): NftChain {

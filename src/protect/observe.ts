@@ -34,7 +34,16 @@ export function ownEnd(signal: AbortSignal, timeoutAt: number): ReleaseCause | u
 
 /** What protect's result says of the release. */
 export function releaseResult(r: Released): Partial<ProtectResult> {
-  return { holdMs: r.durationMs, released: r.released, drops: r.drops, releaseReason: describeCause(r.cause), releaseCause: r.cause.kind, releasedBy: r.by };
+  return {
+    holdMs: r.durationMs,
+    released: r.released,
+    drops: r.drops,
+    releaseReason: describeCause(r.cause),
+    releaseCause: r.cause.kind,
+    releasedBy: r.by,
+    ...(r.othersCut ? { othersCut: r.othersCut } : {}),
+    ...(r.othersWaitMs ? { othersWaitMs: r.othersWaitMs } : {}),
+  };
 }
 
 /** CMD as a child, with its end as a promise. No shell: argv as given. */

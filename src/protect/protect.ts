@@ -101,6 +101,14 @@ export interface ProtectResult {
   releaseCause?: ReleaseCause['kind'];
   /** Who let go: protect's side, or the watchdog on its own (max-hold, synhold release). */
   releasedBy?: 'owner' | 'watchdog';
+  /**
+   * Packets other NFQUEUE users of the namespace still held when this hold's steering went, after
+   * waiting for them (steering while-holding: OTHERS_IDLE_WAIT_MS); the kernel dropped them and
+   * their senders retransmit. Absent: none.
+   */
+  othersCut?: number;
+  /** How long the release waited for other NFQUEUE users to hold nothing, ms: included in holdMs, though every held SYN had its verdict before it. */
+  othersWaitMs?: number;
   /** From hold start to CMD's exit. */
   commandMs?: number;
   /**

@@ -4,6 +4,7 @@
  */
 import { backendFor, chooseBackend } from '../backends/index.js';
 import type { BackendContext, HoldCounters } from '../backends/backend.js';
+import type { NfqueueState } from '../backends/nfqueue.js';
 import { BusyError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
@@ -186,11 +187,26 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
   });
 }
 
+/** The nfqueue backend's steering as installed (setup resolves --steering auto), and why when auto chose it. */
+export interface SteeringReport {
+  installed: 'always' | 'while-holding';
+  reason?: string;
+}
+
+/** What a setup record steers with (nfqueue only; undefined for the other backends). */
+export function steeringOf(record: SetupRecord): SteeringReport | undefined {
+  if (record.backend !== 'nfqueue') return undefined;
+  const s = record.backendState as NfqueueState;
+  return { installed: s.steering ?? 'always', ...(s.steeringReason ? { reason: s.steeringReason } : {}) };
+}
+
 export interface StatusReport {
   setUp: boolean;
   netns?: string;
   backend?: BackendName;
   backendReason?: string;
+  /** nfqueue: the steering installed. */
+  steering?: SteeringReport;
   cost?: string;
   config?: SetupConfig;
   problem?: string;
@@ -217,6 +233,8 @@ export async function status(scope: Scope = {}): Promise<StatusReport> {
   const backend = backendFor(existing.backend);
   report.backend = existing.backend;
   report.backendReason = existing.backendReason;
+  const steering = steeringOf(existing);
+  if (steering) report.steering = steering;
   report.cost = backend.cost;
   report.config = existing.config;
   const mr = migrateReq(scope.netns);

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { kernelHas, withNetns, type TestNetns } from '../helpers/netns.js';
+import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { CLI, synhold } from '../helpers/cli.js';
 import { pathWithout } from '../helpers/path.js';
 import { stateDir } from '../../src/protect/state.js';
@@ -41,7 +41,7 @@ const cases: [string, string[], number, RegExp][] = [
     2,
     /--egress-topology applies to --direction egress only/,
   ],
-  ['bad steering', ['setup', '--port', '80', '--steering', 'sometimes'], 2, /--steering must be always or while-holding, not "sometimes"/],
+  ['bad steering', ['setup', '--port', '80', '--steering', 'sometimes'], 2, /--steering must be auto, always or while-holding, not "sometimes"/],
   [
     'steering with the plug backend',
     ['setup', '--port', '80', '--backend', 'plug', '--steering', 'while-holding'],
@@ -178,7 +178,7 @@ test('no nsenter on the host: --netns commands fail with one line naming util-li
   }
 });
 
-test('no iptables on the host: setup with nfqueue, drop or auto fails with one line naming the iptables package (exit 1); nothing changed', async () => {
+test('no iptables on the host: setup with nfqueue --steering always or drop fails with one line naming the iptables package (exit 1), nothing changed; the default steering needs none', async () => {
   const iptablesBins = (process.env.PATH ?? '')
     .split(':')
     .filter((d) => d && existsSync(d))
@@ -187,20 +187,27 @@ test('no iptables on the host: setup with nfqueue, drop or auto fails with one l
   try {
     await withNetns(async (ns) => {
       const before = snapshot(ns);
-      // auto on a kernel with sch_plug picks plug, which needs no iptables.
-      for (const backend of ['nfqueue', 'drop', ...(kernelHas('plug') ? [] : ['auto'])]) {
-        const r = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--backend', backend], { PATH: p.path });
-        assert.equal(r.status, 1, `${backend}: exit ${r.status}; stderr: ${r.stderr}`);
+      for (const args of [
+        ['--backend', 'nfqueue', '--steering', 'always'],
+        ['--backend', 'drop'],
+      ]) {
+        const r = synhold(['--netns', ns.name, 'setup', '--port', '16000', ...args], { PATH: p.path });
+        assert.equal(r.status, 1, `${args.join(' ')}: exit ${r.status}; stderr: ${r.stderr}`);
         assert.equal(r.stderr.trimEnd().split('\n').length, 1, `one line: ${r.stderr}`);
-        assert.match(
-          r.stderr,
-          backend === 'auto'
-            ? /no nfqueue: missing the iptables-nft program \(Debian package iptables\)/
-            : /iptables-nft is not installed .*apt-get install iptables/,
-        );
+        assert.match(r.stderr, /iptables-nft is not installed .*apt-get install iptables/);
       }
       assert.equal(snapshot(ns), before, 'kernel state unchanged');
       assert.equal(existsSync(stateDir(ns.name)), false, 'no state left behind');
+      // The default steering (auto: while-holding here) adds its table over netlink, no program; so
+      // does backend auto where it picks nfqueue (on a kernel with sch_plug it picks plug: no iptables either).
+      for (const backend of ['nfqueue', 'auto']) {
+        const r = synhold(['--netns', ns.name, '--json', 'setup', '--port', '16000', '--backend', backend], { PATH: p.path });
+        assert.equal(r.status, 0, `${backend}: ${r.stderr}`);
+        const out = JSON.parse(r.stdout) as { backend: string; steering?: { installed: string } };
+        if (out.backend === 'nfqueue') assert.equal(out.steering?.installed, 'while-holding');
+        assert.equal(synhold(['--netns', ns.name, 'teardown'], { PATH: p.path }).status, 0);
+        assert.equal(snapshot(ns), before, `${backend}: teardown left the kernel as it was`);
+      }
     });
   } finally {
     p.cleanup();

@@ -44,7 +44,8 @@ test('health: status exits 3 not set up, 0 set up, 5 with the steering removed o
     try {
       assert.equal(synhold(['--netns', ns.name, 'status']).status, 3);
       assert.deepEqual(runCheck(ns), { status: 2, stdout: 'not set up' });
-      const s = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--backend', 'nfqueue']);
+      // The always-on rule: the steering a flush of the raw table can remove between holds.
+      const s = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--backend', 'nfqueue', '--steering', 'always']);
       assert.equal(s.status, 0, s.stderr);
       assert.equal(synhold(['--netns', ns.name, 'status']).status, 0);
       assert.deepEqual(runCheck(ns), { status: 0, stdout: 'protected (nfqueue)' });

@@ -54,7 +54,7 @@ test('--netns: set up by name, status and a hold by pid:PID, release and teardow
       const byPid = `pid:${pid}`;
       const byProc = `/proc/${pid}/ns/net`;
       try {
-        ok(['--netns', ns.name, 'setup', '--port', '16000', '--backend', 'nfqueue']);
+        ok(['--netns', ns.name, 'setup', '--port', '16000', '--backend', 'nfqueue', '--steering', 'always']);
         assert.equal(nfqueueRules(ns).length, 1, 'the rule is in the namespace');
         for (const target of [byPid, byProc, ns.path]) {
           const s = JSON.parse(ok(['--netns', target, '--json', 'status']).stdout) as { setUp: boolean; backend: string; config: { ports: number[] } };

@@ -39,7 +39,23 @@ for (const backend of ['nfqueue', 'drop'] as const) {
       try {
         await withNetns(async (ns) => {
           const before = snapshot(ns);
-          const s = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--address', '127.0.0.1', '--address', '::1', '--backend', backend], env);
+          const s = synhold(
+            [
+              '--netns',
+              ns.name,
+              'setup',
+              '--port',
+              '16000',
+              '--address',
+              '127.0.0.1',
+              '--address',
+              '::1',
+              '--backend',
+              backend,
+              ...(backend === 'nfqueue' ? ['--steering', 'always'] : []),
+            ],
+            env,
+          );
           assert.equal(s.status, 0, s.stderr);
           const during = snapshot(ns);
           assert.match(during['iptables-nft-save']!, /synhold:/, 'setup installed its IPv4 rule');

@@ -17,7 +17,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backendFor } from '../../backends/index.js';
-import type { ActiveHold, BackendContext, PreparedHold } from '../../backends/backend.js';
+import type { ActiveHold, BackendContext, PreparedHold, ReleaseResult } from '../../backends/backend.js';
 import type { BackendName } from '../../model/config.js';
 import { BusyError, NotSetUpError, ReleaseError, StateError } from '../../model/errors.js';
 import { Rtnl } from '../../rtnl/rtnl.js';
@@ -56,6 +56,10 @@ export interface Released {
   cause: ReleaseCause;
   /** Who let go: this process, or the watchdog on its own (max-hold, synhold release, client gone). */
   by: 'owner' | 'watchdog';
+  /** Packets of other NFQUEUE users dropped with this hold's steering (ReleaseResult.othersCut). */
+  othersCut?: number;
+  /** The release's wait for them, included in durationMs (ReleaseResult.othersWaitMs). */
+  othersWaitMs?: number;
 }
 
 /** What protect holds through: a session of its own, or the daemon's (daemon-client.ts). */
@@ -197,7 +201,7 @@ export class HoldSession {
     if (wd.end?.kind === 'released') return this.watchdogReleased(wd.end);
     wd.beginRelease();
     failpoint('releasing');
-    let result = { released: 0, drops: 0 };
+    let result: ReleaseResult = { released: 0, drops: 0 };
     let failure: Error | undefined;
     for (let attempt = 0; attempt < RELEASE_ATTEMPTS; attempt++) {
       try {
@@ -242,7 +246,15 @@ export class HoldSession {
     this.close();
     if (failure)
       throw new ReleaseError(`release failed after ${RELEASE_ATTEMPTS} attempts (${failure.message}), and so did the watchdog's; its sockets are closed`);
-    const r: Released = { durationMs, released: result.released, drops: result.drops, cause, by: 'owner' };
+    const r: Released = {
+      durationMs,
+      released: result.released,
+      drops: result.drops,
+      cause,
+      by: 'owner',
+      ...(result.othersCut ? { othersCut: result.othersCut } : {}),
+      ...(result.othersWaitMs ? { othersWaitMs: result.othersWaitMs } : {}),
+    };
     this.resolveDone(r);
     if (recordError) throw new StateError(`released, but the record could not be written: ${recordError.message}`);
     return r;
