@@ -9,11 +9,16 @@ import { withNetns } from '../helpers/netns.js';
 import { synhold } from '../helpers/cli.js';
 import { describeResult, runExperimentIn } from '../helpers/reload-experiment.js';
 
-test('auto picks nfqueue on this kernel, saying why', async () => {
+test('auto picks nfqueue on this kernel, saying why, and its steering: while-holding by default, the always-on rule when asked', async () => {
   await withNetns(async (ns) => {
     const r = synhold(['--netns', ns.name, 'setup', '--port', '16000']);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /backend nfqueue .*auto: no plug: missing sch_plug/);
+    assert.match(r.stdout, /backend nfqueue .*auto: no plug: missing sch_plug.*; steering while-holding \(this kernel takes the hold table/);
+    assert.doesNotMatch(ns.exec('iptables-save', ['-t', 'raw']), /NFQUEUE/, 'nothing in the path between holds');
+    assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);
+    const a = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--steering', 'always']);
+    assert.equal(a.status, 0, a.stderr);
+    assert.match(a.stdout, /; steering always$/m);
     const rules = ns.exec('iptables-save', ['-t', 'raw']);
     assert.match(rules, /--dport 16000 .*-j NFQUEUE --queue-num 7001 --queue-bypass/);
     assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);

@@ -47,22 +47,23 @@ function watchdogPid(stdout: string): number {
   return Number(m[1]);
 }
 
-test('setup-protect: setup, protect with an AbortSignal, status, teardown (nfqueue); during the hold the rule and the bound queue are there, after teardown nothing is', async () => {
+test('setup-protect: setup, protect with an AbortSignal, status, teardown (nfqueue); during the hold the steering and the bound queue are there, after teardown nothing is', async () => {
   await withNetns(async (ns) => {
     const before = kernelState(ns);
     const dir = mkdtempSync(join(tmpdir(), 'synhold-ex-'));
     try {
       // The "reload" is the oracle itself: run by protect inside the namespace while the hold is on.
       const seen = join(dir, 'seen');
-      const oracle = `iptables-save > ${seen}.ipt; cat /proc/net/netfilter/nfnetlink_queue > ${seen}.queue`;
+      const oracle = `nft list ruleset > ${seen}.nft; cat /proc/net/netfilter/nfnetlink_queue > ${seen}.queue`;
       const { stdout } = runExample('setup-protect', ns, ['--', 'sh', '-c', oracle]);
       assert.match(stdout, /^setup: created, port 16000, backend nfqueue \(requested\)$/m);
       assert.match(stdout, /^protect: sh -c .* -> exit 0; held [\d.]+ ms, released 0 SYNs \(command exited\)$/m);
       assert.match(stdout, /^status: set up true, backend nfqueue, held false, holds so far 1, last hold released because: command exited$/m);
       assert.match(stdout, /^teardown: removed true \(backend nfqueue\)$/m);
       assert.match(stdout, /^status after teardown: set up false$/m);
-      const rules = readFileSync(`${seen}.ipt`, 'utf8');
-      assert.match(rules, /--dport 16000 .*-j NFQUEUE --queue-num 7001/, `during the hold, iptables-save shows the steering rule:\n${rules}`);
+      // The default steering (auto: while-holding on this kernel) is a table that exists only during a hold.
+      const rules = readFileSync(`${seen}.nft`, 'utf8');
+      assert.match(rules, /table ip synhold-q7001 \{[^]*tcp dport 16000 .*queue num 7001 bypass/, `during the hold, nft shows the steering:\n${rules}`);
       const queues = readFileSync(`${seen}.queue`, 'utf8');
       assert.match(queues, /^\s*7001\s+[1-9]\d*\s/m, `during the hold, queue 7001 is bound (a non-zero peer port id):\n${queues}`);
     } finally {
