@@ -53,13 +53,30 @@ const STARTING_POLL_MS = 5;
  * How long the hold waits for what is on its way into the old listeners before signalling: their
  * accept queues, and the port's connections mid-handshake (request sockets, which no accept queue
  * shows yet and which a closing listener resets as well). No new SYN gets through while held, so
- * both only shrink, at the pace the old server accepts and the clients answer. The wait goes on
- * while they shrink, up to DRAIN_MAX_MS; DRAIN_STALL_MS without progress ends it (an old server
- * that no longer accepts). Then the signal goes anyway; with tcp_migrate_req, what is left moves to
- * the new listener. A fixed 50 ms was too short on a slow CPU (the kernel lab lost requests so).
+ * both only shrink, at the pace the old server accepts and the clients answer.
+ *
+ * With net.ipv4.tcp_migrate_req=1 the kernel moves what is left to the new listener when the old
+ * one closes, so the wait is short: it goes on while the counts shrink, up to DRAIN_MAX_MS, and
+ * DRAIN_STALL_MS without progress ends it (an old server that no longer accepts). Without
+ * migration what is left is reset, so the wait has no stall rule and lasts until both counts are 0,
+ * up to --settle-wait (drainBounds): the kernel lab (one slow CPU, where the old HAProxy accepts
+ * tens of ms apart) lost 83 requests in 9 of 61 reloads with a fixed 50 ms, and 5 in 1 of 61 with
+ * the short rule.
  */
 export const DRAIN_STALL_MS = 50;
 export const DRAIN_MAX_MS = 500;
+
+export interface DrainBounds {
+  /** Signal when the counts have not shrunk for this long (Infinity: never for that). */
+  stallMs: number;
+  /** Signal by this long after the hold's start, whatever is left. */
+  maxMs: number;
+}
+
+/** The drain's bounds: short where migration moves what is left, else until empty (settleWaitMs at most). */
+export function drainBounds(migrateReq: string | undefined, settleWaitMs: number): DrainBounds {
+  return migrateReq === '1' ? { stallMs: DRAIN_STALL_MS, maxMs: DRAIN_MAX_MS } : { stallMs: Number.POSITIVE_INFINITY, maxMs: settleWaitMs };
+}
 
 /** What is still on its way into the old listeners: their accept queues, and the port's handshakes. */
 export interface DrainLeft {
@@ -69,17 +86,23 @@ export interface DrainLeft {
 
 /**
  * Waits, under the hold, until nothing is on its way into the old listeners (see DRAIN_STALL_MS):
- * samples until both counts are 0, DRAIN_STALL_MS pass without their sum shrinking, DRAIN_MAX_MS
- * pass in all (`elapsed`: ms since the hold's start), or `stop` says the hold is over. Returns the
- * last sample.
+ * samples until both counts are 0, `bounds.stallMs` pass without their sum shrinking,
+ * `bounds.maxMs` pass in all (`elapsed`: ms since the hold's start), or `stop` says the hold is
+ * over. Returns the last sample.
  */
-export async function drainOld(sample: () => Promise<DrainLeft>, pause: () => Promise<void>, elapsed: () => number, stop: () => boolean): Promise<DrainLeft> {
+export async function drainOld(
+  sample: () => Promise<DrainLeft>,
+  pause: () => Promise<void>,
+  elapsed: () => number,
+  stop: () => boolean,
+  bounds: DrainBounds = { stallMs: DRAIN_STALL_MS, maxMs: DRAIN_MAX_MS },
+): Promise<DrainLeft> {
   let left = await sample();
   let sum = left.queued + left.handshaking;
   let progressAt = elapsed();
   while (sum > 0 && !stop()) {
     const t = elapsed();
-    if (t >= DRAIN_MAX_MS || t - progressAt >= DRAIN_STALL_MS) break;
+    if (t >= bounds.maxMs || t - progressAt >= bounds.stallMs) break;
     await pause();
     left = await sample();
     const n = left.queued + left.handshaking;
@@ -98,7 +121,7 @@ export interface StopOldReport {
   unheldMs?: number;
   /** From the hold's start to the signal: the old listeners' queues and the port's handshakes emptying. */
   drainMs?: number;
-  /** Connections queued on the old listeners when the signal went (0 unless the drain gave up: DRAIN_STALL_MS, DRAIN_MAX_MS). */
+  /** Connections queued on the old listeners when the signal went (0 unless the drain gave up: drainBounds). */
   queuedAtSignal?: number;
   /** Connections to the protected ports mid-handshake (SYN_RECV) when the signal went (0 unless the drain gave up). */
   handshakingAtSignal?: number;
@@ -242,6 +265,7 @@ export async function holdAroundStop(
       },
       () => msSince(holdStart),
       () => signal.aborted || holdEnded !== undefined,
+      drainBounds(migrate, settleWaitMs),
     );
     report.drainMs = msSince(holdStart);
     report.queuedAtSignal = left.queued;

@@ -158,32 +158,36 @@ test('--stop-old: the new server starts beside the old one, the old one is signa
   });
 });
 
-test('--stop-old: connections mid-handshake (SYN_RECV) keep the signal back until they stall DRAIN_STALL_MS, and are counted in the report', async () => {
-  await withServer(async (f) => {
-    // Four clients whose handshakes the server never sees end: their bare ACKs are dropped.
-    const undo = await halfOpen(f.ns.name, '127.0.0.1', PORT, 4);
-    try {
-      assert.equal(
-        f.ns
-          .exec('ss', ['-Htn', 'state', 'syn-recv', 'sport', '=', `:${PORT}`])
-          .trim()
-          .split('\n').length,
-        4,
-      );
-      const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1'], f.startCmd);
-      assert.equal(status, 0, stderr);
-      assert.equal(r.stopOld?.outcome, 'stopped');
-      assert.equal(r.stopOld?.handshakingAtSignal, 4);
-      assert.equal(r.stopOld?.queuedAtSignal, 0);
-      const drain = r.stopOld!.drainMs!;
-      assert.ok(drain >= DRAIN_STALL_MS && drain < DRAIN_MAX_MS, `drained ${drain} ms`);
-      assert.ok(r.timeline!.stopSentMs! >= DRAIN_STALL_MS, JSON.stringify(r.timeline));
-      assert.equal(f.held(), false);
-    } finally {
-      undo();
-    }
+for (const migrate of ['0', '1'] as const) {
+  test(`--stop-old, tcp_migrate_req=${migrate}: connections mid-handshake (SYN_RECV) keep the signal back ${migrate === '1' ? 'until they stall DRAIN_STALL_MS' : 'until --settle-wait (nothing would move them)'}, and are counted in the report`, async () => {
+    await withServer(async (f) => {
+      f.ns.exec('sysctl', ['-qw', `net.ipv4.tcp_migrate_req=${migrate}`]);
+      // Four clients whose handshakes the server never sees end: their bare ACKs are dropped.
+      const undo = await halfOpen(f.ns.name, '127.0.0.1', PORT, 4);
+      try {
+        assert.equal(
+          f.ns
+            .exec('ss', ['-Htn', 'state', 'syn-recv', 'sport', '=', `:${PORT}`])
+            .trim()
+            .split('\n').length,
+          4,
+        );
+        const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1', '--settle-wait', '600ms'], f.startCmd);
+        assert.equal(status, 0, stderr);
+        assert.equal(r.stopOld?.outcome, 'stopped');
+        assert.equal(r.stopOld?.handshakingAtSignal, 4);
+        assert.equal(r.stopOld?.queuedAtSignal, 0);
+        const drain = r.stopOld!.drainMs!;
+        const [lo, hi] = migrate === '1' ? [DRAIN_STALL_MS, DRAIN_MAX_MS] : [600, 1200];
+        assert.ok(drain >= lo && drain < hi, `drained ${drain} ms`);
+        assert.ok(r.timeline!.stopSentMs! >= lo, JSON.stringify(r.timeline));
+        assert.equal(f.held(), false);
+      } finally {
+        undo();
+      }
+    });
   });
-});
+}
 
 test('--stop-old, dual-stack: the old server is signalled only once the new one listens on both 127.0.0.1 and ::1', async () => {
   await withServer(

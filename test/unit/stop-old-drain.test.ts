@@ -5,10 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DRAIN_MAX_MS, DRAIN_STALL_MS, drainOld, type DrainLeft } from '../../src/protect/stop-old.js';
+import { DRAIN_MAX_MS, DRAIN_STALL_MS, drainBounds, drainOld, type DrainBounds, type DrainLeft } from '../../src/protect/stop-old.js';
 
 /** Runs drainOld over `counts` (queued + handshaking per ms; the last repeats); returns the ms it signalled at and what was left. */
-async function run(counts: Array<[number, number]>, stopAt = Infinity): Promise<{ ms: number; left: DrainLeft; samples: number }> {
+async function run(counts: Array<[number, number]>, stopAt = Infinity, bounds?: DrainBounds): Promise<{ ms: number; left: DrainLeft; samples: number }> {
   let t = 0;
   let samples = 0;
   const left = await drainOld(
@@ -21,6 +21,7 @@ async function run(counts: Array<[number, number]>, stopAt = Infinity): Promise<
     },
     () => t,
     () => t >= stopAt,
+    bounds,
   );
   return { ms: t, left, samples };
 }
@@ -89,4 +90,23 @@ test('drain: the hold ending (released by its owner, a signal to protect) ends t
   const r = await run([[5, 5]], 7);
   assert.equal(r.ms, 7);
   assert.deepEqual(r.left, { queued: 5, handshaking: 5 });
+});
+
+test('drain bounds: short with tcp_migrate_req=1 (the kernel moves what is left), until empty up to --settle-wait without it', () => {
+  assert.deepEqual(drainBounds('1', 2000), { stallMs: DRAIN_STALL_MS, maxMs: DRAIN_MAX_MS });
+  for (const off of ['0', undefined]) assert.deepEqual(drainBounds(off, 2000), { stallMs: Infinity, maxMs: 2000 });
+});
+
+test('drain without migration: an old server that accepts 200 ms apart is waited for until its queue is empty', async () => {
+  const counts: Array<[number, number]> = [];
+  for (let q = 3; q >= 0; q--) for (let i = 0; i < (q === 0 ? 1 : 200); i++) counts.push([q, 0]);
+  const r = await run(counts, Infinity, drainBounds('0', 2000));
+  assert.deepEqual(r.left, { queued: 0, handshaking: 0 });
+  assert.equal(r.ms, 600);
+});
+
+test('drain without migration: a queue that never empties is signalled at --settle-wait, and said', async () => {
+  const r = await run([[2, 1]], Infinity, drainBounds('0', 700));
+  assert.equal(r.ms, 700);
+  assert.deepEqual(r.left, { queued: 2, handshaking: 1 });
 });
