@@ -5,9 +5,12 @@
 // Why it exists: on the bench's 2-CPU host the client shares the CPUs with
 // HAProxy and nginx, so the client's CPU per request limits the rate it drives.
 // The JS engine, bare libuv handles and all, spends ~19 µs of user CPU per
-// request against wrk's ~9 and reached ~90% of wrk's rate; this spends about
-// what wrk does, in fewer system calls (no epoll_ctl MOD/DEL; on lo the
-// handshake is over when connect() returns, so the request is written at once).
+// request against wrk's ~9 and reached ~90% of wrk's rate. This one spends ~5
+// (load/compare.ts, one thread), in six system calls per request (socket,
+// connect, write, epoll_ctl ADD, read, close; no epoll_ctl MOD/DEL, and no turn
+// of the loop to learn that the connect is done: on lo the handshake is over
+// when connect() returns, so the request is written at once, and the one read
+// that sees EPOLLRDHUP is the last).
 //
 // Per request, exactly as engine.ts does it: a nonblocking socket (bound to
 // --local if given), connect, write the pre-built request, read until the

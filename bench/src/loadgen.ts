@@ -146,9 +146,9 @@ export interface LoadOptions {
 
   /** Threads running the requests: the JS engine's worker threads (0: on the
    * calling thread) or the native engine's epoll threads. Default:
-   * defaultThreads(), or (JS) 0 for a run bounded below SMALL_RUN requests and
-   * for the open loop. The closed loop's concurrency is split between them; the
-   * open loop always runs on one. */
+   * (JS) defaultThreads(), or 0 for a run bounded below SMALL_RUN requests and
+   * for the open loop; (native) defaultNativeThreads(). The closed loop's
+   * concurrency is split between them; the open loop always runs on one. */
   threads?: number;
   /** "handle" (default where this Node has it): libuv TCP handles through Node's
    * tcp_wrap binding; "socket": net.Socket, slower, the fallback. The JS
@@ -221,6 +221,18 @@ export interface LoadResult {
  */
 export function defaultThreads(): number {
   return availableParallelism();
+}
+/**
+ * The native engine's epoll threads: half the CPUs, at least one. Measured
+ * with load/compare.ts on the bench's 2-CPU host (concurrency 50, 2 rounds of
+ * 5 s): one thread drove 12,554 req/s at 5.1 + 31.8 µs of CPU per request and
+ * 46% of a CPU, two 10,945 at 6.4 + 40.6 µs: a C thread waits on the servers
+ * with half a CPU idle, and a second one only adds cross-CPU wake-ups and
+ * takes CPU from the servers. (The rounds of the final comparison:
+ * docs/bench/load-compare-4.json.)
+ */
+export function defaultNativeThreads(): number {
+  return Math.max(1, Math.floor(availableParallelism() / 2));
 }
 /** Runs bounded below this many requests run on the calling thread. */
 export const SMALL_RUN = 1000;
@@ -487,7 +499,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   }
   const threads =
     engineKind === 'native'
-      ? Math.max(1, Math.min(o.threads || defaultThreads(), concurrency))
+      ? Math.max(1, Math.min(o.threads || defaultNativeThreads(), concurrency))
       : mode === 'open'
         ? Math.min(o.threads ?? 0, 1)
         : Math.min(o.threads ?? (small ? 0 : defaultThreads()), concurrency);

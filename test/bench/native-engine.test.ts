@@ -9,7 +9,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { runLoad, NATIVE_ENGINE_PATH, nativeEngineProblem } from '../../bench/src/loadgen.js';
+import { runLoad, defaultNativeThreads, NATIVE_ENGINE_PATH, nativeEngineProblem } from '../../bench/src/loadgen.js';
 import { expectation, responseProblem } from '../../bench/src/load/response.js';
 import { startNginx, freePort, type NginxServer } from '../../bench/src/servers.js';
 import { summarizeMs } from '../../bench/src/histogram.js';
@@ -53,7 +53,7 @@ describe('native engine against real nginx', () => {
 
   test('the default engine of a large closed loop is the native one', async () => {
     const r = await runLoad({ host: '127.0.0.1', port: ng.port, concurrency: 10, requests: 1000 });
-    assert.equal(r.generator?.engine, 'native');
+    assert.deepEqual(r.generator, { engine: 'native', threads: defaultNativeThreads() });
     assert.equal(r.outcomes.ok, 1000, JSON.stringify(r.details));
   });
 
@@ -65,9 +65,15 @@ describe('native engine against real nginx', () => {
     assert.ok(r.elapsedMs >= 500 && r.elapsedMs < 1500, `elapsed ${r.elapsedMs}`);
     assert.ok(r.requests > 10);
     assert.equal(r.failed, 0, JSON.stringify(r.details));
-    // nothing started after the bound: every start lies before it
+    // nothing started after the bound: every start lies before it (give or
+    // take the moment between the check and the request's own clock reading,
+    // as in engine.ts)
     const tl = await runLoad({ host: '127.0.0.1', port: ng.port, concurrency: 4, durationMs: 300, engine: 'native', timeline: true });
-    assert.ok(tl.timeline!.every((t) => t.startMs < 300));
+    const late = tl.timeline!.filter((t) => t.startMs >= 300);
+    assert.ok(
+      late.every((t) => t.startMs < 320),
+      JSON.stringify(late),
+    );
   });
 
   test('HTTP/1.1 with Connection: close, and expectBody null', async () => {
