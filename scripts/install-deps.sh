@@ -63,7 +63,7 @@ elif [[ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null)" ]]; then
   npm run install                   # the addon's sources changed since it was built
 fi
 rm -rf dist                         # no output of a moved or deleted source may linger (npm pack ships dist/src)
-npm run --silent build          # tsc, then the CLI bundled into one file (dist/cli.cjs) and its executable (dist/synhold.cjs)
+npm run --silent build          # tsc, the CLI bundled into one file (dist/cli.cjs) and its executable (dist/synhold.cjs), the bench's native load generator engine (cc: dist/bench/native/loadgen-engine)
 
 # The kernel lab: Debian's UML (with the xstate shim bench/src/lab/uml.ts builds on AMX
 # CPUs). Only if that cannot boot here, download a newer UML (scripts/fetch-uml.sh).

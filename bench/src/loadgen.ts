@@ -41,6 +41,14 @@
 // one that spawns a reload every 100 ms) never delays a request, and the
 // generator uses every CPU. A small run (a readiness probe, a warm-up) runs on
 // the calling thread: a worker thread takes tens of ms to start.
+// The closed loop runs, by default, on the native engine instead
+// (load/native.ts: bench/native/loadgen-engine.c, epoll threads in one child
+// process, the same outcomes, records and stop rules) when `npm run build` has
+// built it and this is Linux: on the bench's 2-CPU host the client's CPU per
+// request is what limits the rate it drives, and the C engine needs half the
+// JS engine's. Without the binary, runLoad says so in one line (once per
+// process, and in result.generator.fallback) and runs the JS engines. The open
+// loop, and runs below SMALL_RUN, always run on the JS engine.
 // load/compare.ts holds the generator against ab and wrk on the bench's pair.
 
 import { Worker } from 'node:worker_threads';
@@ -67,11 +75,14 @@ import {
   type Transport,
 } from './load/engine.js';
 import { codeOutcome, codeTag, type RecordBatch } from './load/batch.js';
+import { expectation } from './load/response.js';
+import { nativeEngineProblem, startNative, NATIVE_ENGINE_PATH } from './load/native.js';
 import type { FromThread, ThreadData, ToThread } from './load/thread.js';
 
 export { OUTCOMES, FAILURE_OUTCOMES, classifyError, parseResponse } from './load/response.js';
 export type { Outcome, FailureOutcome, ParsedResponse } from './load/response.js';
 export type { Transport } from './load/engine.js';
+export { NATIVE_ENGINE_PATH, nativeEngineProblem } from './load/native.js';
 
 /** One request, for timeline plots (times in ms; startMs relative to the run's start). */
 export interface TimelineRecord {
@@ -133,14 +144,29 @@ export interface LoadOptions {
    * failuresOnly: only failed requests, to place failures in time on a long run). */
   timeline?: boolean | { limit: number; failuresOnly?: boolean };
 
-  /** Worker threads running the requests; 0: on the calling thread. Default:
-   * defaultThreads(), or 0 for a run bounded below SMALL_RUN requests and for
-   * the open loop. The closed loop's concurrency is split between them; the open
-   * loop always runs on one. */
+  /** Threads running the requests: the JS engine's worker threads (0: on the
+   * calling thread) or the native engine's epoll threads. Default:
+   * (JS) defaultThreads(), or 0 for a run bounded below SMALL_RUN requests and
+   * for the open loop; (native) defaultNativeThreads(). The closed loop's
+   * concurrency is split between them; the open loop always runs on one. */
   threads?: number;
   /** "handle" (default where this Node has it): libuv TCP handles through Node's
-   * tcp_wrap binding; "socket": net.Socket, slower, the fallback. */
+   * tcp_wrap binding; "socket": net.Socket, slower, the fallback. The JS
+   * engine's: giving one (not "auto") picks the JS engine. */
   transport?: 'auto' | Transport;
+  /** Which engine runs the requests. "auto" (default): the native engine
+   * (bench/native/loadgen-engine.c, `threads` epoll threads in one child
+   * process) for a closed loop of SMALL_RUN requests or more (or bounded by time
+   * only, and not on the calling thread: `threads` 0, nor a `transport` asked
+   * for) when it is built and this is Linux, else the JS engine ("js": on the
+   * calling thread or in `threads` worker threads); when only the missing
+   * binary or the platform stands in the way, the reason is in
+   * result.generator.fallback and said in one line on stderr (once per
+   * process). "native": that engine (at least one thread) or an error; the open
+   * loop cannot have it. */
+  engine?: 'auto' | EngineKind;
+  /** The native engine's binary (default: the build's, NATIVE_ENGINE_PATH). */
+  nativeEnginePath?: string;
 
   /** Stop starting new requests (in-flight ones finish). */
   signal?: AbortSignal;
@@ -149,6 +175,7 @@ export interface LoadOptions {
 }
 
 export type StopReason = 'requests' | 'duration' | 'deadline' | 'signal';
+export type EngineKind = 'native' | 'js';
 
 export interface LoadResult {
   mode: 'closed' | 'open';
@@ -175,8 +202,10 @@ export interface LoadResult {
   open?: OpenLoopStats;
   timeline?: TimelineRecord[];
   timelineDropped?: number;
-  /** How the requests ran: worker threads (0: the calling thread) and transport. */
-  generator?: { threads: number; transport: Transport };
+  /** How the requests ran: the engine; its threads (JS: worker threads, 0 the
+   * calling thread; native: epoll threads in its one process); the JS engine's
+   * transport; and why "auto" did not pick the native engine, if it could not. */
+  generator?: { engine: EngineKind; threads: number; transport?: Transport; fallback?: string };
 }
 
 /**
@@ -192,6 +221,18 @@ export interface LoadResult {
  */
 export function defaultThreads(): number {
   return availableParallelism();
+}
+/**
+ * The native engine's epoll threads: half the CPUs, at least one. Measured
+ * with load/compare.ts on the bench's 2-CPU host (concurrency 50, 2 rounds of
+ * 5 s): one thread drove 12,554 req/s at 5.1 + 31.8 µs of CPU per request and
+ * 46% of a CPU, two 10,945 at 6.4 + 40.6 µs: a C thread waits on the servers
+ * with half a CPU idle, and a second one only adds cross-CPU wake-ups and
+ * takes CPU from the servers. (The rounds of the final comparison:
+ * docs/bench/load-compare-4.json.)
+ */
+export function defaultNativeThreads(): number {
+  return Math.max(1, Math.floor(availableParallelism() / 2));
 }
 /** Runs bounded below this many requests run on the calling thread. */
 export const SMALL_RUN = 1000;
@@ -253,11 +294,13 @@ class Tally {
   }
 }
 
-/** One engine as runLoad drives it, on this thread or in a worker. */
+/** One engine as runLoad drives it, on this thread, in a worker, or in the native engine's process. */
 interface EngineRunner {
   /** resolves when the engine has ended by itself (not after abort) */
   done: Promise<void>;
   go(t0: number): void;
+  /** runLoad's signal fired (the JS engines see it in the control block) */
+  stop?(): void;
   /** the hard deadline; resolves with how many requests it destroyed */
   abort(): Promise<number>;
   openStats(): OpenLoopStats | undefined;
@@ -358,6 +401,49 @@ async function threadRunner(cfg: EngineConfig, ctl: Int32Array, tally: Tally): P
   };
 }
 
+/** The native engine's process: all of the closed loop's shares, one epoll thread each. */
+async function nativeRunner(
+  cfg: Omit<EngineConfig, 'index' | 'concurrency'>,
+  shares: number[],
+  path: string,
+  ctl: Int32Array,
+  tally: Tally,
+): Promise<EngineRunner> {
+  const engine = await startNative(
+    {
+      host: cfg.host,
+      port: cfg.port,
+      ...(cfg.localAddress ? { localAddress: cfg.localAddress } : {}),
+      payload: cfg.payload,
+      expect: expectation(cfg.expectBody),
+      timeoutMs: cfg.timeoutMs,
+      maxRequests: cfg.maxRequests,
+      durationMs: cfg.durationMs,
+      concurrency: shares,
+      path,
+    },
+    (startMs, latencyMs, outcome, tag) => {
+      tally.add(startMs, latencyMs, outcome, tag);
+      // the progress figure, as the JS engines publish theirs (one slot for the whole process)
+      ctl[CTL_INFLIGHT] = engine.inFlight();
+    },
+  );
+  return {
+    // the engine's own stop reason, unless runLoad's came first (requestStop keeps the first)
+    done: engine.done.then((reason) => {
+      if (reason !== 0) requestStop(ctl, reason);
+      ctl[CTL_INFLIGHT] = 0;
+    }),
+    go: (t0) => engine.go(t0),
+    stop: () => engine.stop(),
+    abort: () => engine.abort(),
+    openStats: () => undefined,
+    dispose: () => engine.dispose(),
+  };
+}
+
+let fallbackSaid = false;
+
 /** A worker thread per engine, all ready to go; none left running if one fails to start. */
 async function startThreads(configs: EngineConfig[], ctl: Int32Array, tally: Tally): Promise<EngineRunner[]> {
   const started = await Promise.allSettled(configs.map((c) => threadRunner(c, ctl, tally)));
@@ -393,7 +479,30 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   if (transport === 'handle' && !handleBinding()) throw new Error('transport "handle": this Node.js has no tcp_wrap binding; use "socket"');
 
   const small = maxRequests < SMALL_RUN || mode === 'open';
-  const threads = mode === 'open' ? Math.min(o.threads ?? 0, 1) : Math.min(o.threads ?? (small ? 0 : defaultThreads()), concurrency);
+  const engineOpt = o.engine ?? 'auto';
+  const nativePath = o.nativeEnginePath ?? NATIVE_ENGINE_PATH;
+  let engineKind: EngineKind = 'js';
+  let fallback: string | undefined;
+  if (engineOpt === 'native') {
+    if (mode === 'open') throw new Error('engine "native": the open loop runs on the JS engine only (engine "auto" or "js")');
+    if (transportOpt !== 'auto') throw new Error(`engine "native": transport "${transportOpt}" is the JS engine's`);
+    const problem = nativeEngineProblem(nativePath);
+    if (problem !== undefined) throw new Error(`engine "native": ${problem}`);
+    engineKind = 'native';
+  } else if (engineOpt === 'auto' && mode === 'closed' && !small && transportOpt === 'auto' && o.threads !== 0) {
+    fallback = nativeEngineProblem(nativePath);
+    if (fallback === undefined) engineKind = 'native';
+    else if (!fallbackSaid) {
+      fallbackSaid = true;
+      process.stderr.write(`load generator: ${fallback}; running the JS engine\n`);
+    }
+  }
+  const threads =
+    engineKind === 'native'
+      ? Math.max(1, Math.min(o.threads || defaultNativeThreads(), concurrency))
+      : mode === 'open'
+        ? Math.min(o.threads ?? 0, 1)
+        : Math.min(o.threads ?? (small ? 0 : defaultThreads()), concurrency);
   const engines = Math.max(1, threads);
   const payload = buildPayload(o);
   const base: Omit<EngineConfig, 'index' | 'concurrency'> = {
@@ -421,14 +530,30 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const tally = new Tally(timelineLimit, timelineFailuresOnly);
   const offset = monoOffset();
   const mono = (): number => performance.now() + offset;
-  const runners: EngineRunner[] = threads === 0 ? [inlineRunner(configs[0]!, ctl, tally, offset)] : await startThreads(configs, ctl, tally);
+  const runners: EngineRunner[] =
+    engineKind === 'native'
+      ? [
+          await nativeRunner(
+            base,
+            configs.map((c) => c.concurrency),
+            nativePath,
+            ctl,
+            tally,
+          ),
+        ]
+      : threads === 0
+        ? [inlineRunner(configs[0]!, ctl, tally, offset)]
+        : await startThreads(configs, ctl, tally);
 
   const inFlight = (): number => {
     let n = 0;
     for (let i = 0; i < engines; i++) n += Atomics.load(ctl, CTL_INFLIGHT + i);
     return n;
   };
-  const onAbort = (): void => requestStop(ctl, STOP_SIGNAL);
+  const onAbort = (): void => {
+    requestStop(ctl, STOP_SIGNAL);
+    for (const r of runners) r.stop?.();
+  };
   if (o.signal?.aborted) onAbort();
   o.signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -493,7 +618,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     latency: tally.latency,
     failedLatency: tally.failedLatency,
     throughput: elapsedMs > 0 ? (finished * 1000) / elapsedMs : 0,
-    generator: { threads, transport },
+    generator: engineKind === 'native' ? { engine: 'native', threads } : { engine: 'js', threads, transport, ...(fallback ? { fallback } : {}) },
   };
   if (mode === 'closed') result.concurrency = concurrency;
   const openStats = runners[0]!.openStats();

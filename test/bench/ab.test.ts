@@ -95,7 +95,15 @@ test('wrk report: rate, count, errors, percentiles in ms', () => {
 });
 
 test('compare: client list and arguments', () => {
-  assert.deepEqual(parseClient('loadgen:t2:socket'), { kind: 'loadgen', label: 'loadgen:t2:socket', threads: 2, transport: 'socket' });
+  assert.deepEqual(parseClient('loadgen:t2:socket'), { kind: 'loadgen', label: 'loadgen:t2:socket', engine: 'js', threads: 2, transport: 'socket' });
+  // loadgen: runLoad's default engine; tN and js: the JS engine; native: the C one
+  assert.deepEqual(parseClient('loadgen'), { kind: 'loadgen', label: 'loadgen' });
+  assert.deepEqual(parseClient('loadgen:t2'), { kind: 'loadgen', label: 'loadgen:t2', engine: 'js', threads: 2 });
+  assert.deepEqual(parseClient('loadgen:js'), { kind: 'loadgen', label: 'loadgen:js', engine: 'js' });
+  assert.deepEqual(parseClient('loadgen:native'), { kind: 'loadgen', label: 'loadgen:native', engine: 'native' });
+  assert.deepEqual(parseClient('loadgen:native:t1'), { kind: 'loadgen', label: 'loadgen:native:t1', engine: 'native', threads: 1 });
+  assert.throws(() => parseClient('loadgen:native:socket'), /native engine has no JS transport/);
+  assert.throws(() => parseClient('loadgen:native:t0'), /1 thread or more/);
   assert.deepEqual(parseClient('wrk'), { kind: 'wrk', label: 'wrk', threads: 1 });
   assert.deepEqual(parseClient('module:/tmp/old/loadgen.js'), { kind: 'module', label: 'module:/tmp/old/loadgen.js', path: '/tmp/old/loadgen.js' });
   assert.throws(() => parseClient('ab:t2'), /no options/);

@@ -6,17 +6,21 @@
 //   node dist/bench/src/load/compare.js [--rounds 5] [--seconds 10] [--concurrency 50]
 //        [--clients loadgen,ab,wrk,wrk:t2] [--json FILE]
 //
-// Clients: `loadgen` (runLoad, default threads), `loadgen:tN` (N worker
+// Clients: `loadgen` (runLoad as the bench runs it: the native engine when
+// it is built, else the JS engine), `loadgen:native` / `loadgen:native:tN`
+// (the native engine, bench/native/loadgen-engine.c, with N epoll threads in
+// its one process), `loadgen:js` / `loadgen:tN` (the JS engine in N worker
 // threads, 0: the calling thread), `loadgen:socket` / `loadgen:tN:socket`
-// (the net.Socket transport), `module:PATH` (runLoad from another build of
-// loadgen.js, for a before/after), `ab` (apache2-utils, HTTP/1.0), `wrk` /
+// (the JS engine over net.Socket), `module:PATH` (runLoad from another build
+// of loadgen.js, for a before/after), `ab` (apache2-utils, HTTP/1.0), `wrk` /
 // `wrk:tN` (N threads, `Connection: close`).
 //
 // Every round runs each client once for --seconds, in an order that rotates
 // from round to round, so a slow drift of the machine spreads over all of
 // them; the table gives the median of the rounds. Besides the rate, each run
-// reports the CPU the client used (the generator: this process; ab and wrk:
-// read from their shell's children times) and the servers used (HAProxy and
+// reports the CPU the client used (the generator: this process, plus the
+// native engine's process, counted from this process's children times; ab and
+// wrk: read from their shell's children times) and the servers used (HAProxy and
 // nginx, from /proc), and how idle the machine's CPUs were: on a 2-CPU machine
 // the client and the servers share the CPUs, so a client that needs more CPU
 // per request leaves less to the servers and drives a lower rate.
@@ -45,12 +49,13 @@ const BACKEND_PORT = 8001;
 const FRONTEND_PORT = 16000;
 
 export const COMPARE_USAGE = `usage: node dist/bench/src/load/compare.js [--rounds N] [--seconds S] [--concurrency C] [--clients LIST] [--max-others PCT] [--json FILE]
-  --clients   comma-separated: loadgen, loadgen:tN, loadgen:socket, loadgen:tN:socket, module:PATH, ab, wrk, wrk:tN
-              (default: loadgen,ab,wrk,wrk:t2)
+  --clients   comma-separated: loadgen (runLoad's default engine), loadgen:native, loadgen:native:tN (the native engine,
+              N threads), loadgen:js, loadgen:tN (the JS engine, N worker threads), loadgen:socket, loadgen:tN:socket,
+              module:PATH, ab, wrk, wrk:tN (default: loadgen,ab,wrk,wrk:t2)
   --max-others a run during which other processes used more than PCT % of one CPU is run again, twice at most (default 15)`;
 
 export type ClientSpec =
-  | { kind: 'loadgen'; label: string; threads?: number; transport?: 'socket' }
+  | { kind: 'loadgen'; label: string; engine?: 'native' | 'js'; threads?: number; transport?: 'socket' }
   | { kind: 'module'; label: string; path: string }
   | { kind: 'ab'; label: string }
   | { kind: 'wrk'; label: string; threads: number };
@@ -72,11 +77,23 @@ export function parseClient(s: string): ClientSpec {
   const [name, ...opts] = s.split(':');
   const threadsOpt = opts.find((x) => /^t\d+$/.test(x));
   const threads = threadsOpt !== undefined ? Number(threadsOpt.slice(1)) : undefined;
-  const unknown = opts.filter((x) => x !== threadsOpt && !(name === 'loadgen' && x === 'socket'));
+  const unknown = opts.filter((x) => x !== threadsOpt && !(name === 'loadgen' && ['socket', 'native', 'js'].includes(x)));
   if (unknown.length > 0) throw new Error(`client ${s}: unknown option ${unknown.join(':')}`);
   switch (name) {
-    case 'loadgen':
-      return { kind: 'loadgen', label: s, ...(threads !== undefined ? { threads } : {}), ...(opts.includes('socket') ? { transport: 'socket' as const } : {}) };
+    case 'loadgen': {
+      const native = opts.includes('native');
+      if (native && (opts.includes('socket') || opts.includes('js'))) throw new Error(`client ${s}: the native engine has no JS transport`);
+      if (native && threads === 0) throw new Error(`client ${s}: the native engine runs on 1 thread or more`);
+      // a thread count, a transport or "js" asks for the JS engine
+      const engine = native ? ('native' as const) : threads !== undefined || opts.length > 0 ? ('js' as const) : undefined;
+      return {
+        kind: 'loadgen',
+        label: s,
+        ...(engine ? { engine } : {}),
+        ...(threads !== undefined ? { threads } : {}),
+        ...(opts.includes('socket') ? { transport: 'socket' as const } : {}),
+      };
+    }
     case 'ab':
       if (opts.length > 0) throw new Error('ab takes no options');
       return { kind: 'ab', label: s };
@@ -239,9 +256,18 @@ type RunLoad = (o: LoadOptions) => Promise<LoadResult>;
 /** what the client itself tells about its run */
 type ClientRun = Pick<RunRecord, 'requests' | 'failed' | 'rps' | 'p50' | 'p99' | 'clientCpuPct' | 'clientUserUs' | 'clientSystemUs' | 'error'>;
 
+/** [user, system] seconds of this process's waited-for children (cutime, cstime): the native engine's process, once it has exited. */
+function ownChildrenCpuS(): [number, number] {
+  const stat = readFileSync('/proc/self/stat', 'latin1');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // f[N - 3] is field N: cutime 16, cstime 17
+  return [Number(f[13]) / CLK_TCK, Number(f[14]) / CLK_TCK];
+}
+
 async function runClient(c: ClientSpec, a: CompareArgs, loaders: Map<string, RunLoad>): Promise<ClientRun> {
   if (c.kind === 'loadgen' || c.kind === 'module') {
     const run = loaders.get(c.kind === 'module' ? c.path : '')!;
+    const children0 = ownChildrenCpuS();
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const r = await run({
@@ -252,11 +278,16 @@ async function runClient(c: ClientSpec, a: CompareArgs, loaders: Map<string, Run
       requestTimeoutMs: 5000,
       // as the bench runs it: failed requests kept, to charge them to reloads
       timeline: { limit: 200_000, failuresOnly: true },
+      ...(c.kind === 'loadgen' && c.engine ? { engine: c.engine } : {}),
       ...(c.kind === 'loadgen' && c.threads !== undefined ? { threads: c.threads } : {}),
       ...(c.kind === 'loadgen' && c.transport ? { transport: c.transport } : {}),
     });
     const wallS = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
+    // runLoad has reaped the native engine's process before it returns
+    const children1 = ownChildrenCpuS();
+    cpu.user += (children1[0] - children0[0]) * 1e6;
+    cpu.system += (children1[1] - children0[1]) * 1e6;
     const s = summarizeMs(r.latency);
     return {
       requests: r.requests,

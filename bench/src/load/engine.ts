@@ -29,6 +29,10 @@
 // wrk; the kernel's part, 40-50 µs (on lo most of the TCP work of both ends
 // runs in the client's connect and close), is the same for all of them.
 //
+// The closed loop's default is now the native engine (load/native.ts,
+// bench/native/loadgen-engine.c), the same loop in C; this one runs the open
+// loop, small runs, and any run that asks for it (engine: 'js').
+//
 // Clocks: performance.now() has a different origin in every thread; engines
 // convert with monoOffset(), so that the run's start (t0) and every record's
 // start are on one clock whatever thread measured them.
