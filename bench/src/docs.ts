@@ -553,6 +553,11 @@ export function renderLoadCompare(cs: LoadCompare | readonly LoadCompare[]): str
     'timeout and never gives up, which ab cannot do under reloads). Held against ab and wrk on the same HAProxy -> nginx',
     `pair, the clients taking turns within each round, in ${list.length === 1 ? 'one run' : `${list.length} runs${new Set(list.map((c) => c.command.replace(/--json \S+.*$/, ''))).size === 1 ? ' of the same command' : ''}, each its own table with its command`}:`,
     '',
+    "The generator has two engines (bench/src/load/): the JS one (`loadgen:tN`: N worker threads over Node's TCP handles) and",
+    "the native one (`loadgen:native`: bench/native/loadgen-engine.c, an epoll loop in a child process, which runs the bench's",
+    'closed loop wherever it is built, since commit a195b52). In compare runs made before it, `loadgen` is the JS engine, and',
+    'so is the generator of every bench run above that predates it.',
+    '',
     ...list.flatMap((c, i) => [
       ...(list.length > 1 ? [`### Run ${i + 1}`, ''] : []),
       `Command: \`${c.command}\``,
