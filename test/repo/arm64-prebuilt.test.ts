@@ -381,7 +381,8 @@ test('the arm64 addon in arm64 Node.js 18 under qemu: the packed CLI sets up (nf
       const before = rulesOf(ns.exec('iptables-save', []));
       assert.doesNotMatch(before, /synhold/, 'nothing set up yet (iptables-save)');
 
-      const setup = arm64([cli, 'setup', '--port', String(PORT), '--backend', 'nfqueue']);
+      // The always-on rule, so that iptables-save (the oracle below) shows what setup installed.
+      const setup = arm64([cli, 'setup', '--port', String(PORT), '--backend', 'nfqueue', '--steering', 'always']);
       assert.equal(setup.status, 0, setup.stderr);
       const rules = ns.exec('iptables-save', ['-t', 'raw']);
       const steer = new RegExp(`-A PREROUTING -p tcp -m tcp --dport ${PORT} .*-j NFQUEUE --queue-num (\\d+) --queue-bypass`).exec(rules);
