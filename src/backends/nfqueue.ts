@@ -29,7 +29,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { SteeringGoneError, SynholdError } from '../model/errors.js';
 import { describeMissing, ProgramMissingError } from '../host/programs.js';
 import { encodeReleaseRequests, NfQueue } from '../nfqueue/nfnetlink_queue.js';
-import { readKernelQueueStats } from '../nfqueue/proc.js';
+import { readKernelQueueStats, type KernelQueueStats } from '../nfqueue/proc.js';
 import { detectIptables, Iptables, type IptablesBackend } from '../netfilter/iptables.js';
 import { nfqueueRule, type IptablesRule } from '../netfilter/rules.js';
 import type { SetupConfig, Steering } from '../model/config.js';
@@ -43,10 +43,10 @@ import {
   holdFamilies,
   holdTableName,
   KEPT_TABLE_COMMENT,
+  nftFamilyOf,
   type HoldFamily,
 } from '../netfilter/hold-table.js';
 import { getTable, NFT_TABLE_F_OWNER } from '../netfilter/nf_tables.js';
-import { NFPROTO_IPV4, NFPROTO_IPV6 } from '../netfilter/nfnetlink.js';
 import { atomically, type BackendContext, type HoldBackend, type ProbeResult, type ReleaseResult } from './backend.js';
 
 /** Queue length while holding: room for ~3 SYNs (first + 1 s retransmits) from thousands of clients. */
@@ -186,17 +186,13 @@ function whileHoldingState(cfg: SetupConfig): NfqueueState {
  */
 export const OTHERS_IDLE_WAIT_MS = 1000;
 
-/** Packets the namespace's other queues hold now: what deleting a base chain would drop. */
-async function othersHolding(queue: number, netns: string | undefined): Promise<number> {
-  return (await readKernelQueueStats(netns)).filter((k) => k.queue !== queue).reduce((a, k) => a + k.queueTotal, 0);
-}
-
 /** Until the other queues hold nothing (OTHERS_IDLE_WAIT_MS at most): what they hold at the end (0 normally), and how long that took. */
 async function waitOthersIdle(queue: number, netns: string | undefined): Promise<{ othersCut: number; othersWaitMs: number }> {
   const start = performance.now();
   for (;;) {
-    // A read that fails says nothing of the others: delete as before.
-    const n = await othersHolding(queue, netns).catch(() => 0);
+    // What the other queues hold now: what deleting a base chain would drop (a read that fails
+    // says nothing of them: delete as before).
+    const n = (await otherQueues(queue, netns).catch(() => [])).reduce((a, k) => a + k.queueTotal, 0);
     const waited = performance.now() - start;
     if (n === 0 || waited >= OTHERS_IDLE_WAIT_MS) return { othersCut: n, othersWaitMs: n === 0 && waited < 1 ? 0 : waited };
     await sleep(1);
@@ -346,7 +342,7 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
       try {
         if (!keep) await holdTableOn(nft, s.queue, matches);
         else {
-          const missing = matches.filter((m) => !kept.includes(m.family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6));
+          const missing = matches.filter((m) => !kept.includes(nftFamilyOf(m)));
           if (missing.length > 0) await holdTableOn(nft, s.queue, missing, { owner: false });
         }
       } catch (e) {
@@ -361,7 +357,9 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
           unbound ??= await releaseQueue();
           if (keep) {
             // Back to no cost between holds once synhold is the namespace's only NFQUEUE user again.
-            if ((await otherQueues(s.queue, netns).catch(() => [0])).length === 0) await deleteKeptTables(nft, s.queue, matches);
+            // (a read that fails counts as someone there: the table stays)
+            const others = await otherQueues(s.queue, netns).catch(() => undefined);
+            if (others?.length === 0) await deleteKeptTables(nft, s.queue, matches);
             return unbound;
           }
           const { othersCut, othersWaitMs } = await waitOthersIdle(s.queue, netns);
@@ -385,9 +383,9 @@ export async function prepareWhileHolding(s: NfqueueState, netns: string | undef
   };
 }
 
-/** Queues bound in the namespace other than `queue` (/proc/net/netfilter/nfnetlink_queue). */
-async function otherQueues(queue: number, netns: string | undefined): Promise<number[]> {
-  return (await readKernelQueueStats(netns)).filter((k) => k.queue !== queue).map((k) => k.queue);
+/** The queues bound in the namespace other than `queue` (/proc/net/netfilter/nfnetlink_queue). */
+async function otherQueues(queue: number, netns: string | undefined): Promise<KernelQueueStats[]> {
+  return (await readKernelQueueStats(netns)).filter((k) => k.queue !== queue);
 }
 
 /** The families whose hold table exists and is owned by no socket: kept by an earlier hold. Equivalent to: `nft list table ip synhold-qN` without `flags owner`. */

@@ -190,7 +190,8 @@ export function encodeExprList(exprs: readonly NftExpr[]): Buffer {
   return Buffer.concat(exprs.map((e) => encodeAttr(1 | NLA_F_NESTED, exprAttrs.encode(e.data.length ? { name: e.name, data: e.data } : { name: e.name }))));
 }
 
-const nftFamilyOf = (m: SynMatch): HoldFamily => (m.family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+/** The nf_tables family (and so the hold table) a match belongs to. */
+export const nftFamilyOf = (m: SynMatch): HoldFamily => (m.family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
 
 /** The families a set of matches needs a table in, IPv4 first. */
 export function holdFamilies(matches: readonly SynMatch[]): HoldFamily[] {

@@ -73,7 +73,6 @@ export async function readKernelQueueStats(netns?: string): Promise<KernelQueueS
   return parseNfqueueProc(text);
 }
 
-/** fs.readFile as a promise: node:fs/promises is a module more to load on every protect. */
 /**
  * Read at once, not through the thread pool: a hold's release reads its drop counters here, and
  * readFile's four steps (open, fstat, read, close) each wait for a pool thread, which runs at

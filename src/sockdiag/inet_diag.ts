@@ -362,10 +362,8 @@ export class ListenerWatcher {
   readonly netns?: string;
   readonly families: readonly InetFamily[];
   private readonly sock: NetlinkSocket;
-  /** The request payloads for the last port set, since protect asks for the same ports every time. */
-  private cached?: { key: string; wanted: Set<number>; requests: Buffer[] };
-  /** The same, for handshaking(). */
-  private cachedSynRecv?: { key: string; wanted: Set<number>; requests: Buffer[] };
+  /** Per state mask (list's, handshaking's), the request payloads for the last port set, since protect asks for the same ports every time. */
+  private readonly cached = new Map<number, { key: string; wanted: Set<number>; requests: Buffer[] }>();
 
   private constructor(families: readonly InetFamily[], sock: NetlinkSocket, netns: string | undefined) {
     this.families = families;
@@ -398,13 +396,7 @@ export class ListenerWatcher {
    * answer twice in a row.
    */
   async list(ports: readonly number[]): Promise<Listener[]> {
-    const key = ports.join(',');
-    if (this.cached?.key !== key) {
-      const unique = checkPorts(ports);
-      const requests = unique.length ? this.families.map((f) => encodeInetDiagRequest({ family: FAMILY_NUMBER[f], states: TCPF_LISTEN, sports: unique })) : [];
-      this.cached = { key, wanted: new Set(unique), requests };
-    }
-    const { wanted, requests } = this.cached;
+    const { key, wanted, requests } = this.requestsFor(TCPF_LISTEN, ports);
     if (requests.length === 0) return [];
     const out: Listener[] = [];
     for (let i = 0; i < requests.length; i++) {
@@ -426,20 +418,25 @@ export class ListenerWatcher {
    * not the listening one: dearer than list(), so only asked for while a hold waits on it.
    */
   async handshaking(ports: readonly number[]): Promise<number> {
-    const key = ports.join(',');
-    if (this.cachedSynRecv?.key !== key) {
-      const unique = checkPorts(ports);
-      const requests = unique.length
-        ? this.families.map((f) => encodeInetDiagRequest({ family: FAMILY_NUMBER[f], states: TCPF_SYN_RECV, sports: unique }))
-        : [];
-      this.cachedSynRecv = { key, wanted: new Set(unique), requests };
-    }
-    const { wanted, requests } = this.cachedSynRecv;
+    const { key, wanted, requests } = this.requestsFor(TCPF_SYN_RECV, ports);
     let n = 0;
     for (let i = 0; i < requests.length; i++) {
       for (const s of await this.dump(i, requests[i]!, `state syn-recv sport ${key}`)) if (s.state === TCP_SYN_RECV && wanted.has(s.sport)) n++;
     }
     return n;
+  }
+
+  /** One dump request per family for sockets in `states` on these local ports (none for no port), kept for the next call with the same ports. */
+  private requestsFor(states: number, ports: readonly number[]): { key: string; wanted: Set<number>; requests: Buffer[] } {
+    const key = ports.join(',');
+    let c = this.cached.get(states);
+    if (c?.key !== key) {
+      const unique = checkPorts(ports);
+      const requests = unique.length ? this.families.map((f) => encodeInetDiagRequest({ family: FAMILY_NUMBER[f], states, sports: unique })) : [];
+      c = { key, wanted: new Set(unique), requests };
+      this.cached.set(states, c);
+    }
+    return c;
   }
 
   /** Every TCP listener in the namespace. Equivalent to: `ss -Hltne`. */

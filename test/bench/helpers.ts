@@ -2,6 +2,7 @@
 // generator into each outcome it must tell apart.
 
 import { createServer, type Server, type Socket } from 'node:net';
+import type { TestContext } from 'node:test';
 
 export interface TestServer {
   port: number;
@@ -37,6 +38,18 @@ export function tcpServer(onConn: (s: Socket) => void, host = '127.0.0.1'): Prom
       });
     });
   });
+}
+
+/** A server answering "pong" on [::1]; where lo has no ::1, undefined, and the test is marked skipped, saying why. */
+export async function pongOnIpv6(t: TestContext): Promise<TestServer | undefined> {
+  try {
+    return await tcpServer((s) => {
+      s.once('data', () => s.end('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong'));
+    }, '::1');
+  } catch (e) {
+    t.skip(`no ::1 here: ${(e as Error).message}`);
+    return undefined;
+  }
 }
 
 /** Reads the request, then answers `response` (raw bytes) and closes. */

@@ -8,7 +8,7 @@ import { expectation, responseProblem } from '../../bench/src/load/response.js';
 import { checkTarget, TargetRefusedError, isLoopback, inNonInitialNetns } from '../../bench/src/target.js';
 import { startNginx, freePort, type NginxServer } from '../../bench/src/servers.js';
 import { summarizeMs, decodeHistogram } from '../../bench/src/histogram.js';
-import { tcpServer, rawHttpServer } from './helpers.js';
+import { tcpServer, rawHttpServer, pongOnIpv6 } from './helpers.js';
 
 describe('target checks (no packet leaves before them)', () => {
   test('loopback and ::1 are allowed, localhost maps to 127.0.0.1', () => {
@@ -198,15 +198,8 @@ describe('against real nginx', () => {
 
 describe('IPv6 loopback', () => {
   test('::1 target works (skipped when lo has no ::1)', async (t) => {
-    let srv;
-    try {
-      srv = await tcpServer((s) => {
-        s.once('data', () => s.end('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong'));
-      }, '::1');
-    } catch (e) {
-      t.skip(`no ::1 here: ${(e as Error).message}`);
-      return;
-    }
+    const srv = await pongOnIpv6(t);
+    if (!srv) return;
     try {
       const r = await runLoad({ host: '::1', port: srv.port, concurrency: 2, requests: 10 });
       assert.equal(r.outcomes.ok, 10, JSON.stringify(r.details));

@@ -13,7 +13,7 @@ import { runLoad, defaultNativeThreads, NATIVE_ENGINE_PATH, nativeEngineProblem 
 import { expectation, responseProblem } from '../../bench/src/load/response.js';
 import { startNginx, freePort, type NginxServer } from '../../bench/src/servers.js';
 import { summarizeMs } from '../../bench/src/histogram.js';
-import { tcpServer, rawHttpServer } from './helpers.js';
+import { tcpServer, rawHttpServer, pongOnIpv6 } from './helpers.js';
 
 test('the build made the native engine (npm run build: package.json build:engine)', () => {
   assert.ok(existsSync(NATIVE_ENGINE_PATH), `${NATIVE_ENGINE_PATH} is missing`);
@@ -278,15 +278,8 @@ describe('native engine: stopping', () => {
 
 describe('native engine: IPv6', () => {
   test('::1 target, and ::1 as the source address (skipped when lo has no ::1)', async (t) => {
-    let srv;
-    try {
-      srv = await tcpServer((s) => {
-        s.once('data', () => s.end('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\npong'));
-      }, '::1');
-    } catch (e) {
-      t.skip(`no ::1 here: ${(e as Error).message}`);
-      return;
-    }
+    const srv = await pongOnIpv6(t);
+    if (!srv) return;
     try {
       const r = await runLoad({ host: '::1', port: srv.port, concurrency: 3, requests: 30, engine: 'native', threads: 2 });
       assert.equal(r.outcomes.ok, 30, JSON.stringify(r.details));
