@@ -4,6 +4,8 @@
  * document with --json); diagnostics go to stderr, one line per problem.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { constants as osConstants } from 'node:os';
+import { failpoint } from '../protect/hold/failpoint.js';
 import { ERROR_CODES, EXIT, isErrorCode, NotSetUpError, type KernelFeature, type SynholdError } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
 import { resolveNetns } from '../host/netns.js';
@@ -255,19 +257,26 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     throw new UsageError(`--release-on must be sockets, exit or swap, not "${releaseOn}"`);
   const priority = v.priority ?? 'realtime';
   if (priority !== 'realtime' && priority !== 'normal') throw new UsageError(`--priority must be realtime or normal, not "${priority}"`);
-  const r = await protect({
-    command,
-    releaseOn,
-    priority,
-    ...(stopOld ? { stopOld } : {}),
-    ...scopeOf(g),
-    ...(v.timeout ? { timeoutMs: durationOption('--timeout', v.timeout, 'timeout', 0) } : {}),
-    maxHoldMs: durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS),
-    lockWaitMs: durationOption('--lock-wait', v['lock-wait'], 'lockWait', 30_000),
-    ...(v['settle-wait'] ? { settleWaitMs: durationOption('--settle-wait', v['settle-wait'], 'settleWait', 0) } : {}),
-    ready,
-    ...(v.verbose ? { log: (l: string) => write(2, `synhold: ${l}\n`) } : {}),
-  });
+  const late = keepSignalsCaught();
+  let r: Awaited<ReturnType<typeof protect>>;
+  try {
+    r = await protect({
+      command,
+      releaseOn,
+      priority,
+      ...(stopOld ? { stopOld } : {}),
+      ...scopeOf(g),
+      ...(v.timeout ? { timeoutMs: durationOption('--timeout', v.timeout, 'timeout', 0) } : {}),
+      maxHoldMs: durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS),
+      lockWaitMs: durationOption('--lock-wait', v['lock-wait'], 'lockWait', 30_000),
+      ...(v['settle-wait'] ? { settleWaitMs: durationOption('--settle-wait', v['settle-wait'], 'settleWait', 0) } : {}),
+      ready,
+      ...(v.verbose ? { log: (l: string) => write(2, `synhold: ${l}\n`) } : {}),
+    });
+  } finally {
+    late.protectReturned();
+  }
+  failpoint('returned');
   const cmd = r.command.error ? `could not run: ${r.command.error}` : r.command.signal ? `killed by ${r.command.signal}` : `exited ${r.command.exitCode}`;
   const held =
     r.holdMs === undefined && r.stopOld?.left
@@ -287,6 +296,25 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
   write(2, `${summary}\n`);
   saveCodeCache();
   return r.exitCode;
+}
+
+/**
+ * Keeps SIGINT, SIGTERM and SIGHUP caught for the protect CLI's whole run. protect (the
+ * library) traps them only while it runs, and removing the last listener puts the default
+ * action back at once; a repeated signal landing between its return and this process's exit
+ * (a supervisor that sends two: the first wakes protect, which runs at realtime priority and
+ * can finish its release before the sender's second kill(2)) would then kill the process by
+ * signal, not with 128+N, and before the --report line is written. While protect runs, its own
+ * trap acts on the signal and this listener does nothing; after, the output is already written
+ * (it is synchronous, and listeners run between event-loop turns), so it exits with 128+N.
+ */
+function keepSignalsCaught(): { protectReturned: () => void } {
+  let returned = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (returned) process.exit(128 + (osConstants.signals[sig] ?? 0));
+  };
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
+  return { protectReturned: () => (returned = true) };
 }
 
 async function cmdDaemon(args: string[], g: Globals): Promise<number> {

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -149,6 +149,33 @@ test('SIGTERM during the hold, then a second one: protect releases, passes the s
         await until('the queue to be unbound', async () => !(await queueBound(ns)), 2000);
       } finally {
         reap([p.pid]);
+      }
+    }),
+  );
+});
+
+test('SIGTERM after protect has released and before it has reported (failpoint returned): exits 143, its report and JSON written', async () => {
+  // The late half of the test above, made deterministic: protect's own trap is gone, the CLI's keeps the signal caught.
+  await withNetns((ns) =>
+    withServer(ns, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'synhold-late-'));
+      const report = join(dir, 'report.jsonl');
+      const p = synholdAsync(['--netns', ns.name, '--json', 'protect', '--report', report, '--', 'true'], { SYNHOLD_FAILPOINT: 'returned' });
+      try {
+        await until('protect stopped at the failpoint', () => stateOf(p.pid) === 'T');
+        assert.equal(await queueBound(ns), false, 'released before the failpoint');
+        kill(p.pid, 'SIGTERM');
+        kill(p.pid, 'SIGCONT');
+        const r = await p.done;
+        assert.equal(r.signal, null, `killed by ${r.signal}: the default action ran`);
+        assert.equal(r.status, 143, r.stderr);
+        const line = JSON.parse(readFileSync(report, 'utf8')) as { exitCode: number; command: { exitCode: number } };
+        assert.deepEqual([line.exitCode, line.command.exitCode], [0, 0], 'the report says what protect did: CMD exited 0');
+        assert.equal((JSON.parse(r.stdout) as { exitCode: number }).exitCode, 0);
+        assert.match(r.stderr, /command exited 0/);
+      } finally {
+        reap([p.pid]);
+        rmSync(dir, { recursive: true, force: true });
       }
     }),
   );

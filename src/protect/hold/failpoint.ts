@@ -7,8 +7,10 @@
  *
  *   held       the kernel hold is on, the hold record not yet written
  *   releasing  the owner told its watchdog it releases, and has not yet
+ *   returned   the protect CLI: protect has returned (released, its own signal
+ *              trap removed), the report not yet written
  */
-export type Failpoint = 'held' | 'releasing';
+export type Failpoint = 'held' | 'releasing' | 'returned';
 
 export function failpoint(name: Failpoint): void {
   if (process.env.SYNHOLD_FAILPOINT === name) process.kill(process.pid, 'SIGSTOP');
