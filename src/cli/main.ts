@@ -306,7 +306,8 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
  * can finish its release before the sender's second kill(2)) would then kill the process by
  * signal, not with 128+N, and before the --report line is written. While protect runs, its own
  * trap acts on the signal and this listener does nothing; after, the output is already written
- * (it is synchronous, and listeners run between event-loop turns), so it exits with 128+N.
+ * (it is synchronous, and listeners run between event-loop turns), so it exits with 128+N, or
+ * with its own status when the event loop had nothing left to wait for.
  */
 function keepSignalsCaught(): { protectReturned: () => void } {
   let returned = false;

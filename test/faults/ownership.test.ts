@@ -154,7 +154,7 @@ test('SIGTERM during the hold, then a second one: protect releases, passes the s
   );
 });
 
-test('SIGTERM after protect has released and before it has reported (failpoint returned): exits 143, its report and JSON written', async () => {
+test('SIGTERM after protect has released and before it has reported (failpoint returned): not killed by it, its report and JSON written', async () => {
   // The late half of the test above, made deterministic: protect's own trap is gone, the CLI's keeps the signal caught.
   await withNetns((ns) =>
     withServer(ns, async () => {
@@ -168,7 +168,9 @@ test('SIGTERM after protect has released and before it has reported (failpoint r
         kill(p.pid, 'SIGCONT');
         const r = await p.done;
         assert.equal(r.signal, null, `killed by ${r.signal}: the default action ran`);
-        assert.equal(r.status, 143, r.stderr);
+        // The work was done when the signal came: the exit status is protect's own (0) when the event
+        // loop had nothing left to wait for, else 128+N; never the default action, never a lost report.
+        assert.ok(r.status === 0 || r.status === 143, `exit ${r.status}: ${r.stderr}`);
         const line = JSON.parse(readFileSync(report, 'utf8')) as { exitCode: number; command: { exitCode: number } };
         assert.deepEqual([line.exitCode, line.command.exitCode], [0, 0], 'the report says what protect did: CMD exited 0');
         assert.equal((JSON.parse(r.stdout) as { exitCode: number }).exitCode, 0);

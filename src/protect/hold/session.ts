@@ -244,6 +244,10 @@ export class HoldSession {
       wd.stand();
     }
     this.close();
+    // Released means the hold lock is free, so that a status or a hold right after it finds nothing
+    // held. The watchdog, told to stand down, keeps the lock until it has exited (closing its queue
+    // and netlink sockets takes ~10 ms here); stand() kills one that has not gone in 200 ms.
+    if (!failure) await wd.ended;
     if (failure)
       throw new ReleaseError(`release failed after ${RELEASE_ATTEMPTS} attempts (${failure.message}), and so did the watchdog's; its sockets are closed`);
     const r: Released = {
