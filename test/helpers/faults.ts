@@ -8,6 +8,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readKernelQueueStats } from '../../src/nfqueue/proc.js';
+import { NfQueue } from '../../src/nfqueue/nfnetlink_queue.js';
 import { synhold, synholdAsync, type CliResult } from './cli.js';
 import type { TestNetns } from './netns.js';
 import { startClient, type ClientResult } from './tcp.js';
@@ -60,6 +61,15 @@ export async function until<T>(what: string, fn: () => T | undefined | false | P
 export async function queueHeld(ns: TestNetns, queue = 7001): Promise<number> {
   const q = (await readKernelQueueStats(ns.name)).find((s) => s.queue === queue);
   return q?.queueTotal ?? 0;
+}
+
+/**
+ * Whether a queue still holds every packet it was ever given (queue_total equals id_sequence, the
+ * last id handed out since its bind): none was dropped under it, say by a deleted hook. Undefined when unbound.
+ */
+export async function queueKeptAll(ns: TestNetns, queue: number): Promise<{ held: number; given: number } | undefined> {
+  const q = (await readKernelQueueStats(ns.name)).find((s) => s.queue === queue);
+  return q && { held: q.queueTotal, given: q.idSequence };
 }
 
 /** Whether a queue is bound in the namespace at all. */
@@ -135,4 +145,28 @@ export function holdTables(ns: TestNetns): string[] {
     .split('\n')
     .filter((l) => /^table \S+ synhold-q\d+$/.test(l.trim()))
     .map((l) => l.trim());
+}
+
+/** The queue another NFQUEUE user of the namespace binds in these tests. */
+export const OTHER_QUEUE = 4242;
+
+/**
+ * Another NFQUEUE user in the namespace: SYNs to `port` go to its queue OTHER_QUEUE (no bypass),
+ * where this process holds them until `q.acceptAll()`. The rule is its own iptables rule.
+ */
+export async function otherQueueUser(ns: TestNetns, port: number): Promise<{ q: NfQueue; rebind(): Promise<void>; close(): Promise<void> }> {
+  ns.exec('iptables', ['-t', 'raw', '-A', 'PREROUTING', '-p', 'tcp', '--syn', '--dport', String(port), '-j', 'NFQUEUE', '--queue-num', String(OTHER_QUEUE)]);
+  const o = {
+    q: await NfQueue.bind({ queue: OTHER_QUEUE, netns: ns.name }),
+    // acceptAll leaves the queue letting everything through: binding again holds again.
+    async rebind() {
+      await o.close();
+      o.q = await NfQueue.bind({ queue: OTHER_QUEUE, netns: ns.name });
+    },
+    async close() {
+      await o.q.unbind().catch(() => undefined);
+      o.q.close();
+    },
+  };
+  return o;
 }

@@ -16,7 +16,7 @@ import { synhold, synholdAsync } from '../helpers/cli.js';
 import { NfQueue } from '../../src/nfqueue/nfnetlink_queue.js';
 import { OTHERS_IDLE_WAIT_MS } from '../../src/backends/nfqueue.js';
 import { startClient, startEchoServer } from '../helpers/tcp.js';
-import { holdTables, queueBound, queueHeld, until } from '../helpers/faults.js';
+import { holdTables, otherQueueUser, queueBound, queueHeld, until } from '../helpers/faults.js';
 
 const PORT = 18080;
 const OTHER = 18081;
@@ -166,31 +166,13 @@ test('steering auto (the default): while-holding where the kernel takes the hold
   });
 });
 
-/** Another NFQUEUE user in the namespace: SYNs to OTHER go to its queue 4242 (no bypass), where this process holds them. */
-async function otherUser(ns: TestNetns): Promise<{ q: NfQueue; rebind(): Promise<void>; close(): Promise<void> }> {
-  ns.exec('iptables', ['-t', 'raw', '-A', 'PREROUTING', '-p', 'tcp', '--syn', '--dport', String(OTHER), '-j', 'NFQUEUE', '--queue-num', '4242']);
-  const o = {
-    q: await NfQueue.bind({ queue: 4242, netns: ns.name }),
-    // acceptAll leaves the queue letting everything through: binding again holds again.
-    async rebind() {
-      await o.close();
-      o.q = await NfQueue.bind({ queue: 4242, netns: ns.name });
-    },
-    async close() {
-      await o.q.unbind().catch(() => undefined);
-      o.q.close();
-    },
-  };
-  return o;
-}
-
 const synRetrans = (ns: TestNetns) => Number(/TcpExtTCPSynRetrans\s+(\d+)/.exec(ns.exec('nstat', ['-az', 'TcpExtTCPSynRetrans']))?.[1] ?? NaN);
 const ownedFlag = (ns: TestNetns) => ns.exec('nft', ['list', 'table', 'ip', 'synhold-q7001']).includes('flags owner');
 
 test("steering while-holding beside another NFQUEUE user: the hold keeps its table (owned by no socket) so the other's held packets are never dropped; the first hold after the other is gone deletes it; teardown removes a kept one", async () => {
   await withNetns(async (ns) => {
     const servers = [await startEchoServer(ns.name, '127.0.0.1', PORT), await startEchoServer(ns.name, '127.0.0.1', OTHER)];
-    const other = await otherUser(ns);
+    const other = await otherQueueUser(ns, OTHER);
     try {
       const before = ruleset(ns);
       setup(ns);
