@@ -1,5 +1,5 @@
 /* Module entry: registers each source file's functions (netlink sockets, file lock,
- * netns file, spawn, scheduling, checksum). */
+ * netns file, spawn, scheduling, checksum, reuseport steer). */
 #include <string.h>
 #include <node_api.h>
 
@@ -31,6 +31,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_spawn(env, exports);
   register_sched(env, exports);
   register_checksum(env, exports);
+  register_reuseport(env, exports);
   return exports;
 }
 

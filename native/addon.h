@@ -13,4 +13,5 @@ void register_netns_file(napi_env env, napi_value exports);
 void register_spawn(napi_env env, napi_value exports);
 void register_sched(napi_env env, napi_value exports);
 void register_checksum(napi_env env, napi_value exports);
+void register_reuseport(napi_env env, napi_value exports);
 #endif

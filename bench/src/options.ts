@@ -18,7 +18,7 @@ import { isStrategyName, sortStrategies } from './strategies/index.js';
 
 // The baseline is not asked for, the bench adds it per kernel. Variants that only measure one of
 // synhold's options against its default (nfqueue-normal) run when named.
-const ON_REQUEST: readonly StrategyName[] = ['nfqueue-normal'];
+const ON_REQUEST: readonly StrategyName[] = ['nfqueue-normal', 'nfqueue-stop-old-unguarded'];
 export const DEFAULT_STRATEGIES: readonly StrategyName[] = STRATEGY_NAMES.filter((s) => s !== 'baseline' && !ON_REQUEST.includes(s));
 
 export interface BenchOptions {

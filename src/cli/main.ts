@@ -43,7 +43,7 @@ commands:
                                         watchdog; after --wait (3s) for a stuck owner, directly)
   protect [--timeout D] [--max-hold D] [--ready tcp:HOST:PORT] [--lock-wait D]
           [--release-on sockets|exit|swap] [--settle-wait D] [--priority realtime|normal]
-          [--stop-old SIGNAL] [--report FILE] [--verbose] -- CMD [ARGS...]
+          [--stop-old SIGNAL [--start-guard on|off]] [--report FILE] [--verbose] -- CMD [ARGS...]
                                         hold while CMD runs; release as soon as the reload is done
                                         (sockets: new listener up and old gone; exit: CMD exited;
                                         swap: only the socket swap, for a CMD that returns before the
@@ -55,6 +55,9 @@ commands:
                                         holds, sends SIGNAL (USR1: HAProxy's soft stop) to the
                                         processes that held the old listeners, and releases when
                                         they close: the hold covers the stop, not the start-up;
+                                        --start-guard on (default): meanwhile new connections go
+                                        to the old listener (a SO_REUSEPORT steer), and SIGNAL
+                                        waits until the new server polls its listeners;
                                         while holding, protect runs at real-time priority
                                         (SCHED_FIFO 1; CMD stays normal) unless --priority normal
                                         or it may run on one CPU only;
@@ -238,6 +241,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
     'release-on': { type: 'string' },
     'settle-wait': { type: 'string' },
     'stop-old': { type: 'string' },
+    'start-guard': { type: 'string' },
     priority: { type: 'string' },
     report: { type: 'string' },
     verbose: { type: 'boolean', short: 'v' },
@@ -252,6 +256,10 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
   const stopOld = v['stop-old'] === undefined ? undefined : signalName(v['stop-old']);
   if (stopOld && v['release-on'] !== undefined)
     throw new UsageError(`--stop-old releases when the old server's listeners close; --release-on does not go with it`);
+  const startGuard = v['start-guard'] ?? 'on';
+  if (startGuard !== 'on' && startGuard !== 'off') throw new UsageError(`--start-guard must be on or off, not "${startGuard}"`);
+  if (v['start-guard'] !== undefined && !stopOld)
+    throw new UsageError("--start-guard goes with --stop-old (it guards the new server's start-up beside the old one)");
   const releaseOn = v['release-on'] ?? 'sockets';
   if (releaseOn !== 'sockets' && releaseOn !== 'exit' && releaseOn !== 'swap')
     throw new UsageError(`--release-on must be sockets, exit or swap, not "${releaseOn}"`);
@@ -264,7 +272,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
       command,
       releaseOn,
       priority,
-      ...(stopOld ? { stopOld } : {}),
+      ...(stopOld ? { stopOld, startGuard: startGuard === 'on' } : {}),
       ...scopeOf(g),
       ...(v.timeout ? { timeoutMs: durationOption('--timeout', v.timeout, 'timeout', 0) } : {}),
       maxHoldMs: durationOption('--max-hold', v['max-hold'], 'maxHold', DEFAULT_MAX_HOLD_MS),

@@ -52,6 +52,12 @@ export interface NativeAddon {
   setScheduler(policy: number, priority: number, resetOnFork: boolean): void;
   /** A 64-bit checksum of the bytes (damage detection, not cryptographic; native/checksum.c). */
   checksum64(data: Buffer): bigint;
+  /**
+   * On the SO_REUSEPORT group of process `pid`'s socket `fd` (reached with pidfd_getfd): attach a
+   * program sending every new connection to the group's first (oldest) socket, or detach the
+   * group's program (a group without one: nothing done). native/reuseport.c.
+   */
+  reuseportSteer(pid: number, fd: number, attach: boolean): void;
 }
 
 /** Errors thrown by the addon carry the positive errno and the failing step. */

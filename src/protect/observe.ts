@@ -124,6 +124,19 @@ export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
  */
 export function socketHolders(inodes: ReadonlySet<number>, running?: Set<number>): Map<number, number[]> {
   const out = new Map<number, number[]>();
+  for (const [inode, handles] of socketHandles(inodes, running)) out.set(inode, [...new Set(handles.map((h) => h.pid))]);
+  return out;
+}
+
+/** One process's fd of a socket. */
+export interface SocketHandle {
+  pid: number;
+  fd: number;
+}
+
+/** Every fd naming one of `inodes`, in every process, by inode (socketHolders with the fd numbers). */
+export function socketHandles(inodes: ReadonlySet<number>, running?: Set<number>): Map<number, SocketHandle[]> {
+  const out = new Map<number, SocketHandle[]>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     running?.add(Number(name));
@@ -143,9 +156,9 @@ export function socketHolders(inodes: ReadonlySet<number>, running?: Set<number>
       if (!link.startsWith('socket:[')) continue;
       const inode = Number(link.slice(8, -1));
       if (!inodes.has(inode)) continue;
-      const pids = out.get(inode) ?? [];
-      if (!pids.includes(Number(name))) pids.push(Number(name));
-      out.set(inode, pids);
+      const handles = out.get(inode) ?? [];
+      handles.push({ pid: Number(name), fd: Number(fd) });
+      out.set(inode, handles);
     }
   }
   return out;

@@ -81,6 +81,12 @@ export interface ProtectOptions {
    * their listeners are freed. Not with releaseOn exit or swap.
    */
   stopOld?: NodeJS.Signals;
+  /**
+   * With stopOld (default true): while the new server starts, new connections are steered to the
+   * old listener (still accepting), and the old server is stopped once the new one polls its
+   * listeners (steer.ts). false: stopped as soon as the new listeners are up.
+   */
+  startGuard?: boolean;
   /** Ends protect like SIGTERM does (the library's cancellation). */
   signal?: AbortSignal;
   /** Called with progress lines (for --verbose). */

@@ -197,16 +197,22 @@ export interface StopOldObservation {
   /** Whether --ready answered (true when not asked for). */
   readyOk: boolean;
   command?: { failed: boolean; msSinceExit: number };
+  /**
+   * Whether the new server polls its new listeners (steer.ts: each is in an epoll set of a process
+   * holding it), and since when they are all up; undefined when not checked (taken as serving).
+   */
+  serving?: { now: boolean; upForMs: number };
 }
 
 /**
  * When to stop the old server, before any hold:
  * - CMD failed: never (the old server keeps serving; nothing was held);
- * - the new server is up (replacementsUp) and --ready answers if asked: stop the old one, whether
- *   CMD has exited 0 (a daemonizing start such as `haproxy -D`) or still runs (the server in the
- *   foreground). A listening socket queues connections until its server accepts them, so the new
- *   one needs to be listening, not to have finished starting; that is also when `haproxy -sf`
- *   signals the old processes itself;
+ * - the new server is up (replacementsUp), --ready answers if asked, and it polls its new listeners
+ *   where protect can see that (steer.ts), --settle-wait after they are up at most: stop the old
+ *   one, whether CMD has exited 0 (a daemonizing start such as `haproxy -D`) or still runs (the
+ *   server in the foreground). A listening socket queues connections until its server accepts
+ *   them, so a listener that is up but not yet polled would keep what the kernel gives it once the
+ *   old one has closed for the rest of the server's start-up (the p99.9 tail, docs/PROTECT.md);
  * - CMD exited 0 and the new server is not up --settle-wait later: never (it may have failed
  *   after daemonizing, or listen elsewhere; stopping the old one would leave no server);
  * - otherwise wait.
@@ -217,7 +223,12 @@ export function decideStopOld(o: StopOldObservation, opts: { ports: readonly num
   const c = o.command;
   if (c?.failed) return { leave: 'the command failed', commandFailed: true };
   const up = replacementsUp(o.before, o.now, opts.ports);
-  if (up.up && o.readyOk) return { stop: up.reason };
+  if (up.up && o.readyOk) {
+    if (!o.serving || o.serving.now) return { stop: `${up.reason}${o.serving ? ' and polled' : ''}` };
+    if (o.serving.upForMs >= opts.settleWaitMs)
+      return { stop: `${up.reason}, not seen polled in ${Math.round(o.serving.upForMs)} ms (--settle-wait; a server without epoll?)` };
+    return { wait: true };
+  }
   if (c && c.msSinceExit >= opts.settleWaitMs)
     return {
       leave: `the command exited but ${up.up ? '--ready did not answer' : up.reason} ${Math.round(c.msSinceExit)} ms later (--settle-wait)`,

@@ -43,7 +43,8 @@ import {
 } from './observe.js';
 import { probeTcp } from './ready.js';
 import { migrateReq } from './sysctl.js';
-import { decide, decideStopOld, DEFAULT_SETTLE_WAIT_MS } from './release-policy.js';
+import { decide, decideStopOld, DEFAULT_SETTLE_WAIT_MS, replacementsUp } from './release-policy.js';
+import { OldListenerSteer, PollingWatch, type SteerReport } from './steer.js';
 import type { HoldOutcome, ProtectOptions, ProtectResult } from './protect.js';
 
 /** While nothing is held, a slower poll: only the reload's own length depends on it, no client does. */
@@ -134,6 +135,10 @@ export interface StopOldReport {
   outcome: 'stopped' | 'nothing-to-stop' | 'command-failed' | 'not-replaced' | 'interrupted';
   /** Why the old server was left running, when it was. */
   left?: string;
+  /** The start guard (steer.ts): the groups steered to the old listener while the new server started, and notes. */
+  steer?: SteerReport;
+  /** From the new listeners up to the new server polling them (the start guard's wait; not held). */
+  pollWaitMs?: number;
   /** Said before CMD ran: net.ipv4.tcp_migrate_req is not 1 here (docs/PROTECT.md: the kernel lab lost requests so). */
   warning?: string;
 }
@@ -176,6 +181,28 @@ export async function holdAroundStop(
   const before = await watcher.list(ports);
   const old = before.length > 0 ? oldServer(before) : [];
   const report: StopOldReport = { signal: opts.stopOld, pids: old.map((p) => p.pid), outcome: 'stopped' };
+  const guard = opts.startGuard !== false && before.length > 0;
+  // Before CMD: from the new server's bind on, its listener would get its share of new connections.
+  const steer = guard ? OldListenerSteer.attach(before, report.pids) : undefined;
+  if (steer) report.steer = steer.report;
+  try {
+    return await stopAndHold(startHold, opts, watcher, ports, signal, log, { before, old, report, guard });
+  } finally {
+    // After the release (or when nothing was held): through whichever sockets are in the groups now.
+    if (steer?.active) steer.detach(await watcher.list(ports).catch(() => []));
+  }
+}
+
+async function stopAndHold(
+  startHold: () => Promise<HoldHandle>,
+  opts: ProtectOptions & { stopOld: NodeJS.Signals },
+  watcher: ListenerWatcher,
+  ports: readonly number[],
+  signal: AbortSignal,
+  log: (l: string) => void,
+  o: { before: Listener[]; old: ProcessId[]; report: StopOldReport; guard: boolean },
+): Promise<HoldOutcome> {
+  const { before, old, report } = o;
   const cmdStart = process.hrtime.bigint();
   const { child, ended } = runCommand(opts);
   const clock = new LoopClock();
@@ -204,6 +231,8 @@ export async function holdAroundStop(
   // 2. Until the new server is up (or the reload has failed): nothing held.
   let readyOk = !opts.ready;
   let newSeen: bigint | undefined;
+  const polling = o.guard ? new PollingWatch(before) : undefined;
+  let upAt: bigint | undefined;
   for (;;) {
     if (signal.aborted || Date.now() >= timeoutAt) {
       report.outcome = 'interrupted';
@@ -215,9 +244,15 @@ export async function holdAroundStop(
     const c = commandEnd;
     const command = commandState(c);
     if (!readyOk && opts.ready) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
-    const d = decideStopOld({ before, now, readyOk, ...(command ? { command } : {}) }, { ports, settleWaitMs });
+    let serving: { now: boolean; upForMs: number } | undefined;
+    if (polling && replacementsUp(before, now, ports).up) {
+      upAt ??= process.hrtime.bigint();
+      serving = { now: polling.polled(now), upForMs: msSince(upAt) };
+    }
+    const d = decideStopOld({ before, now, readyOk, ...(command ? { command } : {}), ...(serving ? { serving } : {}) }, { ports, settleWaitMs });
     if ('stop' in d) {
-      newSeen = process.hrtime.bigint();
+      newSeen = upAt ?? process.hrtime.bigint();
+      if (upAt) report.pollWaitMs = msSince(upAt);
       log(`${d.stop}; holding, then ${opts.stopOld} to pid ${report.pids.join(',')}`);
       break;
     }

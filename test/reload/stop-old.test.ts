@@ -23,18 +23,25 @@ import { DRAIN_MAX_MS, DRAIN_STALL_MS } from '../../src/protect/stop-old.js';
 
 const PORT = 16120;
 
-// Listens on 127.0.0.1:PORT with SO_REUSEPORT, writes DIR/PID, accepts and closes; on SIGUSR1
-// writes DIR/PID.stop (time.monotonic()), closes its listeners and exits (HAProxy's soft stop,
-// reduced to what the race is about). Any other signal keeps its default action (SIGWINCH:
-// ignored). With V6_AFTER >= 0 it also listens on [::1]:PORT that many seconds after the IPv4
-// listener, writing DIR/PID.v6 (time.monotonic()) just after. With "fork" it forks after listen(),
-// parent and child both holding the listener (a master and its worker). Exits by itself after 60 s.
+// Listens on 127.0.0.1:PORT with SO_REUSEPORT, writes DIR/PID, accepts through an epoll set (as
+// HAProxy does) and closes; on SIGUSR1 writes DIR/PID.stop (time.monotonic()), closes its listeners
+// and exits (HAProxy's soft stop, reduced to what the race is about). Any other signal keeps its
+// default action (SIGWINCH: ignored). With V6_AFTER >= 0 it also listens on [::1]:PORT that many
+// seconds after the IPv4 listener, writing DIR/PID.v6 (time.monotonic()) just after. Options after
+// it: "fork" forks after listen(), parent and child both holding the listener (a master and its
+// worker); "poll=S" puts the listeners in its epoll set S seconds after listen() (its start-up),
+// writing DIR/PID.poll (time.monotonic()) then; "select" accepts through select(2), no epoll at all.
+// Exits by itself after 60 s.
 const SERVER = `
 import os, select, signal, socket, sys, time
 port, d, v6_after = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-fork = len(sys.argv) > 4 and sys.argv[4] == "fork"
+opts = sys.argv[4:]
+fork = "fork" in opts
+use_select = "select" in opts
+poll_after = float(([o[5:] for o in opts if o.startswith("poll=")] or ["0"])[0])
 ${PY_REUSEPORT_LISTEN}
 socks = [listen(socket.AF_INET, "127.0.0.1")]
+socks[0].setblocking(False)
 def stop(sig, frame):
     open(os.path.join(d, "%d.stop" % os.getpid()), "w").write("%.6f" % time.monotonic())
     for s in socks:
@@ -45,15 +52,36 @@ if fork:
     os.fork()
 open(os.path.join(d, str(os.getpid())), "w").close()
 v6_at = time.monotonic() + v6_after if v6_after >= 0 else None
+poll_at = time.monotonic() + poll_after
+ep = None
 end = time.monotonic() + 60
 while time.monotonic() < end:
     if v6_at is not None and time.monotonic() >= v6_at:
         socks.append(listen(socket.AF_INET6, "::1"))
+        socks[-1].setblocking(False)
+        if ep is not None:
+            ep.register(socks[-1].fileno(), select.EPOLLIN)
         open(os.path.join(d, "%d.v6" % os.getpid()), "w").write("%.6f" % time.monotonic())
         v6_at = None
-    r, _, _ = select.select(socks, [], [], 0.01)
+    if use_select:
+        r, _, _ = select.select(socks, [], [], 0.01)
+    elif ep is None:
+        if time.monotonic() < poll_at:
+            time.sleep(0.002)
+            continue
+        ep = select.epoll()
+        for s in socks:
+            ep.register(s.fileno(), select.EPOLLIN)
+        open(os.path.join(d, "%d.poll" % os.getpid()), "w").write("%.6f" % time.monotonic())
+        continue
+    else:
+        ready = {fd for fd, _ in ep.poll(0.01)}
+        r = [s for s in socks if s.fileno() in ready]
     for s in r:
-        c, _ = s.accept()
+        try:
+            c, _ = s.accept()
+        except BlockingIOError:
+            continue
         c.close()
 `;
 
@@ -67,6 +95,8 @@ interface Fixture {
   startCmd: string[];
   /** The same for a dual-stack server whose [::1] listener comes `v6AfterS` after its IPv4 one (CMD returns after the IPv4 one). */
   startDualCmd(v6AfterS: number): string[];
+  /** The same with the server's options ("poll=S", "select"). */
+  startWith(...opts: string[]): string[];
   /** Listeners on PORT: [inode, pid] per socket, from ss. */
   listeners(): { inode: number; pid: number }[];
   held(): boolean;
@@ -84,10 +114,10 @@ async function withServer(fn: (f: Fixture) => Promise<void>, o: { dualStack?: bo
         .filter((n) => /^\d+$/.test(n))
         .map(Number);
     // Returns once the new server listens (it writes its pid after listen()), as `haproxy -D` does; 5 s at most.
-    const start = (v6AfterS: number) => [
+    const start = (v6AfterS: number, ...opts: string[]) => [
       'sh',
       '-c',
-      `n=$(ls ${pidDir} | grep -c '^[0-9]*$'); python3 ${script} ${PORT} ${pidDir} ${v6AfterS} </dev/null >/dev/null 2>&1 & ` +
+      `n=$(ls ${pidDir} | grep -c '^[0-9]*$'); python3 ${script} ${PORT} ${pidDir} ${v6AfterS} ${opts.join(' ')} </dev/null >/dev/null 2>&1 & ` +
         `i=0; until [ "$(ls ${pidDir} | grep -c '^[0-9]*$')" -gt "$n" ] || [ $i -ge 250 ]; do sleep 0.02; i=$((i+1)); done`,
     ];
     const f: Fixture = {
@@ -97,6 +127,7 @@ async function withServer(fn: (f: Fixture) => Promise<void>, o: { dualStack?: bo
       pids,
       startCmd: start(-1),
       startDualCmd: start,
+      startWith: (...opts) => start(-1, ...opts),
       listeners: () =>
         ns
           .exec('ss', ['-Htlnpe', 'sport', '=', `:${PORT}`])
@@ -215,6 +246,50 @@ test('--stop-old, dual-stack: the old server is signalled only once the new one 
     },
     { dualStack: true },
   );
+});
+
+test('--stop-old, the start guard: while the new server starts, every new connection goes to the old one; SIGUSR1 waits until the new one polls its listener', async () => {
+  await withServer(async (f) => {
+    const [old] = f.pids();
+    f.ns.exec('sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/tcp_migrate_req']);
+    // The new server listens at once and reaches its event loop 0.6 s later: a start-up.
+    const p = synholdAsync(['--netns', f.ns.name, '--json', 'protect', '--stop-old', 'USR1', '--', ...f.startWith('poll=0.6')]);
+    await until('the new server listening', () => f.listeners().length === 2, 5000, 10);
+    // Connections made during the new server's start-up: all accepted at once, by the old server.
+    const took = f.ns.exec('python3', [
+      '-c',
+      `import socket, time\nw = []\nfor _ in range(30):\n    t = time.monotonic(); c = socket.create_connection(("127.0.0.1", ${PORT}), timeout=5); c.settimeout(5); c.recv(1); w.append(time.monotonic() - t)\nprint(max(w))`,
+    ]);
+    assert.ok(Number(took) < 0.2, `the slowest of 30 connections made while the new server started took ${took} s: one waited in the new, unpolled listener`);
+    const out = await p.done;
+    assert.equal(out.status, 0, out.stderr);
+    const r = JSON.parse(out.stdout) as ProtectResult;
+    assert.equal(r.stopOld?.outcome, 'stopped');
+    assert.deepEqual(r.stopOld?.steer, { steered: [`ipv4 127.0.0.1 port ${PORT}`], notes: [] });
+    assert.ok(r.stopOld!.pollWaitMs! >= 400, `waited ${r.stopOld!.pollWaitMs} ms for the new server to poll`);
+    const newPid = f.pids().find((x) => x !== old)!;
+    await until('the old server gone', () => !alive(old!));
+    const polledAt = Number(readFileSync(join(f.dir, `${newPid}.poll`), 'utf8'));
+    const stoppedAt = Number(readFileSync(join(f.dir, `${old}.stop`), 'utf8'));
+    assert.ok(stoppedAt > polledAt, `SIGUSR1 at ${stoppedAt}, before the new server polled at ${polledAt}`);
+    assert.equal(f.held(), false);
+  });
+});
+
+test('--stop-old, the start guard: a new server without epoll is never seen polling: SIGUSR1 goes --settle-wait after its listener is up; --start-guard off signals at once', async () => {
+  await withServer(async (f) => {
+    const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1', '--settle-wait', '500ms'], f.startWith('select'));
+    assert.equal(status, 0, stderr);
+    assert.equal(r.stopOld?.outcome, 'stopped');
+    assert.ok(r.stopOld!.pollWaitMs! >= 500 && r.stopOld!.pollWaitMs! < 1500, `waited ${r.stopOld!.pollWaitMs} ms`);
+    await until('one server left', () => f.pids().filter(alive).length === 1);
+
+    const off = protectJson(f.ns, ['--stop-old', 'USR1', '--start-guard', 'off'], f.startWith('poll=2'));
+    assert.equal(off.status, 0, off.stderr);
+    assert.equal(off.r.stopOld?.steer, undefined);
+    assert.equal(off.r.stopOld?.pollWaitMs, undefined);
+    assert.ok(off.r.stopOld!.unheldMs! < 1500, `signalled before the new server polled: ${off.r.stopOld!.unheldMs} ms after CMD's start`);
+  });
 });
 
 test("--stop-old: a failed CMD leaves the old server serving and holds nothing (its status is protect's)", async () => {

@@ -371,6 +371,31 @@ const STOP_OLD: { rule: string; o: StopOldObservation; ports?: number[]; want: s
     want: 'stop',
   },
   {
+    rule: 'start guard: the new listener up but not yet polled: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: true, serving: { now: false, upForMs: 30 } },
+    want: 'wait',
+  },
+  {
+    rule: 'start guard: the new listener polled: stop',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: true, serving: { now: true, upForMs: 30 } },
+    want: 'stop',
+  },
+  {
+    rule: 'start guard: never seen polled (a server without epoll), --settle-wait after it was up: stop',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: true, serving: { now: false, upForMs: 2000 } },
+    want: 'stop',
+  },
+  {
+    rule: 'start guard: polled but --ready does not answer yet: wait',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: false, serving: { now: true, upForMs: 30 } },
+    want: 'wait',
+  },
+  {
+    rule: 'start guard: CMD failed while the new server was not yet polled: leave the old server',
+    o: { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: true, serving: { now: false, upForMs: 30 }, command: exited(0, true) },
+    want: 'leave failed',
+  },
+  {
     rule: 'the old listener gone and a new one up (CMD stopped it itself): stop (nothing left to signal but harmless)',
     o: { before: [l(80, 'a')], now: [l(80, 'c')], readyOk: true },
     want: 'stop',
@@ -384,6 +409,16 @@ for (const row of STOP_OLD) {
     assert.equal(got, row.want);
   });
 }
+
+test('stop-old policy, start guard: the reason says whether the new server was seen polling, or for how long it was not', () => {
+  const up = { before: [l(80, 'a')], now: [l(80, 'a'), l(80, 'b')], readyOk: true };
+  const polled = decideStopOld({ ...up, serving: { now: true, upForMs: 12 } }, { ports: [80], settleWaitMs: 2000 });
+  assert.ok('stop' in polled);
+  assert.equal(polled.stop, 'new listener up on inet 127.0.0.1 port 80 and polled');
+  const never = decideStopOld({ ...up, serving: { now: false, upForMs: 2004.4 } }, { ports: [80], settleWaitMs: 2000 });
+  assert.ok('stop' in never);
+  assert.equal(never.stop, 'new listener up on inet 127.0.0.1 port 80, not seen polled in 2004 ms (--settle-wait; a server without epoll?)');
+});
 
 test('stop-old policy: the reason names what is still missing, by family and address', () => {
   const r = replacementsUp([l(80, 'a'), l(80, 'b', 'inet6', 2)], [l(80, 'a'), l(80, 'b', 'inet6', 2), l(80, 'c')], [80]);

@@ -2,7 +2,7 @@
 
 import { baseline } from './baseline.js';
 import { none } from './none.js';
-import { drop, nfqueue, nfqueueExit, nfqueueNormal, nfqueueStopOld, plug, plugExit, plugStopOld } from './synhold-hold.js';
+import { drop, nfqueue, nfqueueExit, nfqueueNormal, nfqueueStopOld, nfqueueStopOldUnguarded, plug, plugExit, plugStopOld } from './synhold-hold.js';
 import { plugSpawn } from './plug-spawn.js';
 import { haproxySeamless } from './haproxy-seamless.js';
 import { migrateReq } from './migrate-req.js';
@@ -22,6 +22,7 @@ const STRATEGIES: Record<StrategyName, Strategy> = {
   'nfqueue-exit': nfqueueExit,
   'nfqueue-normal': nfqueueNormal,
   'nfqueue-stop-old': nfqueueStopOld,
+  'nfqueue-stop-old-unguarded': nfqueueStopOldUnguarded,
   'haproxy-seamless': haproxySeamless,
   'migrate-req': migrateReq,
 };

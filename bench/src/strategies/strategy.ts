@@ -33,6 +33,7 @@ export const STRATEGY_NAMES = [
   'nfqueue-exit',
   'nfqueue-normal',
   'nfqueue-stop-old',
+  'nfqueue-stop-old-unguarded',
   'haproxy-seamless',
   'migrate-req',
 ] as const;

@@ -112,6 +112,8 @@ interface SynholdVariant {
   priority?: 'normal';
   /** protect's --stop-old: HAProxy reloaded without -sf, protect stops the old process itself */
   stopOld?: 'USR1';
+  /** protect's --start-guard with --stop-old (undefined: its default, on) */
+  startGuard?: 'off';
 }
 
 /** The reload without `-sf PIDS` (HAProxy's reload argv ends with it): the new process starts beside the old one. */
@@ -168,6 +170,7 @@ function synholdStrategy(name: StrategyName, summary: string, variant: SynholdVa
         ...(extra.releaseOn ? ['--release-on', extra.releaseOn] : []),
         ...(extra.priority ? ['--priority', extra.priority] : []),
         ...(extra.stopOld ? ['--stop-old', extra.stopOld] : []),
+        ...(extra.startGuard ? ['--start-guard', extra.startGuard] : []),
       ];
       const reloadOf = (reload: string[]) => (extra.stopOld ? withoutSf(reload) : reload);
       const report = join(ctx.haproxy.dir, 'protect.jsonl');
@@ -231,6 +234,11 @@ export const nfqueueStopOld = synholdStrategy(
   'nfqueue-stop-old',
   "the NFQUEUE backend holding only around the old process's stop: `synhold protect --stop-old USR1 -- haproxy` (no -sf: protect sends the soft stop itself once the new process listens)",
   { backend: 'nfqueue', stopOld: 'USR1' },
+);
+export const nfqueueStopOldUnguarded = synholdStrategy(
+  'nfqueue-stop-old-unguarded',
+  '`nfqueue-stop-old` without its start guard (`synhold protect --stop-old USR1 --start-guard off -- haproxy`): the new listener gets its hashed share of connections while the new process starts, and the old one is stopped as soon as the new one listens; beside `nfqueue-stop-old`, what the guard does to the tail',
+  { backend: 'nfqueue', stopOld: 'USR1', startGuard: 'off' },
 );
 // The seed could only reload every second with dropped SYNs ("exponentially
 // backing off connections" otherwise); that is its default interval here too.

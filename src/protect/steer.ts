@@ -1,0 +1,156 @@
+/**
+ * --stop-old's guards against the new server's start-up, the tail its hold did not cover
+ * (docs/PROTECT.md): from its bind on, the new server's listener is in the port's SO_REUSEPORT
+ * group, and the kernel hashes new connections across the old listener and the new one; those
+ * given to the new one wait in its queue until its start-up ends and its event loop runs.
+ *
+ * - The steer (steerToOld): before CMD, a program on each protected group sends every new
+ *   connection to the group's first socket, the oldest: the old server, which still accepts, takes
+ *   them all while the new one starts; when the old listener closes, the new one is first. It is
+ *   detached once the old listeners are gone. Only a group that is one socket of one server before
+ *   CMD is steered (several sockets are a server balancing on purpose, e.g. nginx's `reuseport`).
+ * - Polled (PollingWatch): protect stops the old server once the new one polls its new
+ *   listeners, each registered in an epoll set of a process holding it (/proc/PID/fdinfo of its
+ *   eventpoll fds names each target's inode). Until then what the new listener gets after the old
+ *   one closed would wait for the rest of the start-up.
+ *
+ * Both are best effort: without pidfd_getfd (Linux 5.6) or the right to use it, nothing is steered
+ * and the report says why; a server that does not use epoll is not seen polling, and the stop waits
+ * --settle-wait (release-policy.ts: decideStopOld).
+ */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { native } from '../native/addon.js';
+import type { Listener } from '../sockdiag/inet_diag.js';
+import { socketHandles } from './observe.js';
+
+/** What the steer did, for protect's report. */
+export interface SteerReport {
+  /** Groups steered to their oldest socket, as `family address port N`. */
+  steered: string[];
+  /** Why a group was not steered, or the steer not undone (one line each). */
+  notes: string[];
+}
+
+const groupKey = (l: Listener) => `${l.family} ${l.address} port ${l.port}${l.ifindex ? ` dev ${l.ifindex}` : ''}`;
+
+/** The steer on the old server's groups; `detach` undoes it through whichever sockets are in them then. */
+export class OldListenerSteer {
+  readonly report: SteerReport = { steered: [], notes: [] };
+  private readonly keys = new Set<string>();
+
+  private constructor() {}
+
+  /** Steers each group of `before` that is one socket, held by the old server (`oldPids`), to that socket. */
+  static attach(before: readonly Listener[], oldPids: readonly number[]): OldListenerSteer {
+    const s = new OldListenerSteer();
+    const byKey = new Map<string, Listener[]>();
+    for (const l of before) byKey.set(groupKey(l), [...(byKey.get(groupKey(l)) ?? []), l]);
+    const handles = socketHandles(new Set(before.map((l) => l.inode)));
+    for (const [key, ls] of byKey) {
+      if (ls.length !== 1) {
+        s.report.notes.push(`${key}: not steered, ${ls.length} listeners share it (a server balancing over them on purpose)`);
+        continue;
+      }
+      const h = handles.get(ls[0]!.inode)?.find((x) => oldPids.includes(x.pid));
+      if (!h) {
+        s.report.notes.push(`${key}: not steered, no fd of it in the old server`);
+        continue;
+      }
+      try {
+        native().reuseportSteer(h.pid, h.fd, true);
+        s.keys.add(key);
+        s.report.steered.push(key);
+      } catch (e) {
+        s.report.notes.push(`${key}: not steered, ${(e as Error).message}`);
+      }
+    }
+    return s;
+  }
+
+  get active(): boolean {
+    return this.keys.size > 0;
+  }
+
+  /** Detaches the program from each steered group, through a socket in it now (`now`: the port's listeners). */
+  detach(now: readonly Listener[]): void {
+    if (this.keys.size === 0) return;
+    const members = now.filter((l) => this.keys.has(groupKey(l)));
+    const handles = socketHandles(new Set(members.map((l) => l.inode)));
+    for (const key of [...this.keys]) {
+      let done = false;
+      let why = 'no socket of it left';
+      for (const l of members.filter((m) => groupKey(m) === key)) {
+        for (const h of handles.get(l.inode) ?? []) {
+          try {
+            native().reuseportSteer(h.pid, h.fd, false);
+            done = true;
+            break;
+          } catch (e) {
+            why = (e as Error).message;
+          }
+        }
+        if (done) break;
+      }
+      // A group left steered sends new connections to its oldest socket until a later --stop-old
+      // (or the group's end) replaces it: what a reload wants anyway, and said.
+      if (!done) this.report.notes.push(`${key}: the steer could not be undone (${why}); the group keeps sending new connections to its oldest socket`);
+      this.keys.delete(key);
+    }
+  }
+}
+
+/** How often the processes holding the new listeners are looked for again while they are not polled (a scan reads all of /proc). */
+const HOLDER_RESCAN_MS = 25;
+
+/**
+ * Whether the new server polls its new listeners: each is registered in an epoll set of a process
+ * holding it, so the server has reached its event loop and accepts from it. The holders are found
+ * in /proc (fd links) once, and again every HOLDER_RESCAN_MS while not polled (a daemonizing server
+ * binds in one process and serves in its child); each check then reads only their fdinfo.
+ */
+export class PollingWatch {
+  private readonly old: Set<string>;
+  private holders = new Map<number, number[]>();
+  private scannedAt = -Infinity;
+
+  constructor(before: readonly Listener[]) {
+    this.old = new Set(before.map((l) => l.cookie));
+  }
+
+  polled(now: readonly Listener[]): boolean {
+    const fresh = now.filter((l) => !this.old.has(l.cookie));
+    if (fresh.length === 0) return false;
+    if (this.check(fresh)) return true;
+    const t = Number(process.hrtime.bigint() / 1_000_000n);
+    if (t - this.scannedAt < HOLDER_RESCAN_MS && fresh.every((l) => this.holders.has(l.inode))) return false;
+    this.scannedAt = t;
+    this.holders = new Map([...socketHandles(new Set(fresh.map((l) => l.inode)))].map(([inode, hs]) => [inode, [...new Set(hs.map((h) => h.pid))]]));
+    return this.check(fresh);
+  }
+
+  private check(fresh: readonly Listener[]): boolean {
+    const targets = new Map<number, Set<number>>();
+    const of = (pid: number) => targets.get(pid) ?? targets.set(pid, epollTargets(pid)).get(pid)!;
+    return fresh.every((l) => (this.holders.get(l.inode) ?? []).some((pid) => of(pid).has(l.inode)));
+  }
+}
+
+/** The inodes every epoll set of `pid` watches (fdinfo `tfd: ... ino:HEX` lines). */
+export function epollTargets(pid: number): Set<number> {
+  const out = new Set<number>();
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return out;
+  }
+  for (const fd of fds) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) !== 'anon_inode:[eventpoll]') continue;
+      for (const m of readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'latin1').matchAll(/^tfd:.*\bino:([0-9a-f]+)/gm)) out.add(parseInt(m[1]!, 16));
+    } catch {
+      // closed meanwhile, or the process is gone
+    }
+  }
+  return out;
+}
