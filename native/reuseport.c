@@ -1,7 +1,9 @@
 /*
- * reuseportSteer(pid, fd, attach): on the SO_REUSEPORT group of another process's
+ * reuseportSteer(pid, fd, index): on the SO_REUSEPORT group of another process's
  * listening socket (its fd `fd`), attach a classic BPF program that sends every new
- * connection to the group's first socket, or detach the group's program.
+ * connection to the group's socket number `index` (0: the first), or, with index -1,
+ * detach the group's program. An index past the group's end makes the kernel hash as
+ * if there were no program.
  *
  * Why: with `protect --stop-old` the new server listens beside the old one, and from
  * its bind on the kernel hashes new connections across both listeners; those hashed
@@ -17,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdint.h>
 #include <linux/filter.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -41,14 +44,14 @@
 static napi_value reuseport_steer(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  int32_t pid, fd;
-  bool attach;
+  int32_t pid, fd, index;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 3 || napi_get_value_int32(env, argv[0], &pid) != napi_ok || napi_get_value_int32(env, argv[1], &fd) != napi_ok ||
-      napi_get_value_bool(env, argv[2], &attach) != napi_ok || pid <= 0 || fd < 0) {
-    napi_throw_type_error(env, NULL, "reuseportSteer(pid, fd, attach)");
+      napi_get_value_int32(env, argv[2], &index) != napi_ok || pid <= 0 || fd < 0 || index < -1) {
+    napi_throw_type_error(env, NULL, "reuseportSteer(pid, fd, index)");
     return NULL;
   }
+  bool attach = index >= 0;
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) {
     throw_errno(env, "pidfd_open", errno);
@@ -63,8 +66,8 @@ static napi_value reuseport_steer(napi_env env, napi_callback_info info) {
   }
   int rc;
   if (attach) {
-    /* "return 0": the index of the group's socket to use. */
-    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+    /* "return index": the group's socket to use. */
+    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, (uint32_t)index)};
     struct sock_fprog prog = {.len = 1, .filter = code};
     rc = setsockopt(sock, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog);
   } else {

@@ -54,10 +54,11 @@ export interface NativeAddon {
   checksum64(data: Buffer): bigint;
   /**
    * On the SO_REUSEPORT group of process `pid`'s socket `fd` (reached with pidfd_getfd): attach a
-   * program sending every new connection to the group's first (oldest) socket, or detach the
-   * group's program (a group without one: nothing done). native/reuseport.c.
+   * program sending every new connection to the group's socket number `index` (0: the first, the
+   * oldest), or with -1 detach the group's program (a group without one: nothing done).
+   * native/reuseport.c.
    */
-  reuseportSteer(pid: number, fd: number, attach: boolean): void;
+  reuseportSteer(pid: number, fd: number, index: number): void;
 }
 
 /** Errors thrown by the addon carry the positive errno and the failing step. */

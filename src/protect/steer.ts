@@ -21,31 +21,40 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { native } from '../native/addon.js';
 import type { Listener } from '../sockdiag/inet_diag.js';
-import { socketHandles } from './observe.js';
+import { socketHandles, type SocketHandle } from './observe.js';
 
 /** What the steer did, for protect's report. */
 export interface SteerReport {
-  /** Groups steered to their oldest socket, as `family address port N`. */
+  /** Groups steered to their oldest socket (the old server's) before CMD, as `family address port N`. */
   steered: string[];
-  /** Why a group was not steered, or the steer not undone (one line each). */
+  /** Of those, the groups turned to the new socket once the new server polled it. */
+  toNew: string[];
+  /** Why a group was not steered, not turned, or the steer not undone (one line each). */
   notes: string[];
 }
 
 const groupKey = (l: Listener) => `${l.family} ${l.address} port ${l.port}${l.ifindex ? ` dev ${l.ifindex}` : ''}`;
 
-/** The steer on the old server's groups; `detach` undoes it through whichever sockets are in them then. */
-export class OldListenerSteer {
-  readonly report: SteerReport = { steered: [], notes: [] };
+/**
+ * The steer on the old server's groups, in the reload's three steps: to the old socket before CMD
+ * (attach), to the new one once the new server polls it (toNew: the old one then only drains what
+ * it has), and off after the release (detach). Each step acts through a socket in the group then.
+ */
+export class ReloadSteer {
+  readonly report: SteerReport = { steered: [], toNew: [], notes: [] };
   private readonly keys = new Set<string>();
 
-  private constructor() {}
+  private constructor(private readonly oldCookies: ReadonlySet<string>) {}
 
   /** Steers each group of `before` that is one socket, held by the old server (`oldPids`), to that socket. */
-  static attach(before: readonly Listener[], oldPids: readonly number[]): OldListenerSteer {
-    const s = new OldListenerSteer();
+  static attach(
+    before: readonly Listener[],
+    oldPids: readonly number[],
+    handles: Map<number, SocketHandle[]> = socketHandles(new Set(before.map((l) => l.inode))),
+  ): ReloadSteer {
+    const s = new ReloadSteer(new Set(before.map((l) => l.cookie)));
     const byKey = new Map<string, Listener[]>();
     for (const l of before) byKey.set(groupKey(l), [...(byKey.get(groupKey(l)) ?? []), l]);
-    const handles = socketHandles(new Set(before.map((l) => l.inode)));
     for (const [key, ls] of byKey) {
       if (ls.length !== 1) {
         s.report.notes.push(`${key}: not steered, ${ls.length} listeners share it (a server balancing over them on purpose)`);
@@ -57,7 +66,7 @@ export class OldListenerSteer {
         continue;
       }
       try {
-        native().reuseportSteer(h.pid, h.fd, true);
+        native().reuseportSteer(h.pid, h.fd, 0);
         s.keys.add(key);
         s.report.steered.push(key);
       } catch (e) {
@@ -71,31 +80,66 @@ export class OldListenerSteer {
     return this.keys.size > 0;
   }
 
+  /**
+   * Turns each steered group to its new socket: the kernel appends a joining socket, so in a group
+   * of the old socket and one new one, the new one is number 1 (and once the old one has left, 1 is
+   * past the end and the kernel hashes over what is left: the new one). A group that is not exactly
+   * that stays on the old socket. Returns whether every steered group was turned.
+   */
+  toNew(now: readonly Listener[]): boolean {
+    if (this.keys.size === 0) return false;
+    const members = now.filter((l) => this.keys.has(groupKey(l)));
+    const handles = socketHandles(new Set(members.map((l) => l.inode)));
+    let all = true;
+    for (const key of this.keys) {
+      const g = members.filter((m) => groupKey(m) === key);
+      const olds = g.filter((m) => this.oldCookies.has(m.cookie)).length;
+      if (g.length !== 2 || olds !== 1) {
+        this.report.notes.push(`${key}: not turned to the new socket, the group is ${g.length} sockets (${olds} old)`);
+        all = false;
+        continue;
+      }
+      const why = this.apply(g, handles, 1);
+      if (why) {
+        this.report.notes.push(`${key}: not turned to the new socket, ${why}`);
+        all = false;
+      } else this.report.toNew.push(key);
+    }
+    return all;
+  }
+
   /** Detaches the program from each steered group, through a socket in it now (`now`: the port's listeners). */
   detach(now: readonly Listener[]): void {
     if (this.keys.size === 0) return;
     const members = now.filter((l) => this.keys.has(groupKey(l)));
     const handles = socketHandles(new Set(members.map((l) => l.inode)));
     for (const key of [...this.keys]) {
-      let done = false;
-      let why = 'no socket of it left';
-      for (const l of members.filter((m) => groupKey(m) === key)) {
-        for (const h of handles.get(l.inode) ?? []) {
-          try {
-            native().reuseportSteer(h.pid, h.fd, false);
-            done = true;
-            break;
-          } catch (e) {
-            why = (e as Error).message;
-          }
-        }
-        if (done) break;
-      }
-      // A group left steered sends new connections to its oldest socket until a later --stop-old
-      // (or the group's end) replaces it: what a reload wants anyway, and said.
-      if (!done) this.report.notes.push(`${key}: the steer could not be undone (${why}); the group keeps sending new connections to its oldest socket`);
+      const why = this.apply(
+        members.filter((m) => groupKey(m) === key),
+        handles,
+        -1,
+      );
+      // Left on, a group sends new connections to its oldest socket (or hashes, once turned and the
+      // old socket gone) until a later --stop-old replaces the program: what a reload wants anyway.
+      if (why) this.report.notes.push(`${key}: the steer could not be undone (${why})`);
       this.keys.delete(key);
     }
+  }
+
+  /** reuseportSteer through the first socket of `group` that works; undefined, or why none did. */
+  private apply(group: readonly Listener[], handles: Map<number, SocketHandle[]>, index: number): string | undefined {
+    let why = 'no socket of it left';
+    for (const l of group) {
+      for (const h of handles.get(l.inode) ?? []) {
+        try {
+          native().reuseportSteer(h.pid, h.fd, index);
+          return undefined;
+        } catch (e) {
+          why = (e as Error).message;
+        }
+      }
+    }
+    return why;
   }
 }
 

@@ -36,7 +36,8 @@ import {
   ownEnd,
   releaseResult,
   runCommand,
-  socketHolders,
+  socketHandles,
+  type SocketHandle,
   swapNoter,
   watchOldListeners,
   type CommandEnd,
@@ -44,7 +45,7 @@ import {
 import { probeTcp } from './ready.js';
 import { migrateReq } from './sysctl.js';
 import { decide, decideStopOld, DEFAULT_SETTLE_WAIT_MS, replacementsUp } from './release-policy.js';
-import { OldListenerSteer, PollingWatch, type SteerReport } from './steer.js';
+import { ReloadSteer, PollingWatch, type SteerReport } from './steer.js';
 import type { HoldOutcome, ProtectOptions, ProtectResult } from './protect.js';
 
 /** While nothing is held, a slower poll: only the reload's own length depends on it, no client does. */
@@ -139,6 +140,8 @@ export interface StopOldReport {
   steer?: SteerReport;
   /** From the new listeners up to the new server polling them (the start guard's wait; not held). */
   pollWaitMs?: number;
+  /** With the steer turned to the new server: the old listeners' queues emptying before the hold (not held). */
+  unheldDrainMs?: number;
   /** Said before CMD ran: net.ipv4.tcp_migrate_req is not 1 here (docs/PROTECT.md: the kernel lab lost requests so). */
   warning?: string;
 }
@@ -149,9 +152,8 @@ export interface StopOldReport {
  * socket-activating init, or a container's server: signalling it is not stopping one server), or
  * when one holder is another's parent (a master and its workers).
  */
-export function oldServer(before: readonly Listener[]): ProcessId[] {
-  const holders = socketHolders(new Set(before.map((l) => l.inode)));
-  const pids = [...new Set([...holders.values()].flat())].filter((p) => p !== process.pid).sort((a, b) => a - b);
+export function oldServer(before: readonly Listener[], handles: Map<number, SocketHandle[]>): ProcessId[] {
+  const pids = [...new Set([...handles.values()].flat().map((h) => h.pid))].filter((p) => p !== process.pid).sort((a, b) => a - b);
   const ports = [...new Set(before.map((l) => l.port))].join(',');
   if (pids.length === 0) throw new ConfigError(`--stop-old: no process found holding the listener on port ${ports} (/proc/PID/fd); nothing was run`);
   if (pids.includes(1))
@@ -179,14 +181,16 @@ export async function holdAroundStop(
   log: (l: string) => void,
 ): Promise<HoldOutcome> {
   const before = await watcher.list(ports);
-  const old = before.length > 0 ? oldServer(before) : [];
+  // Who holds the listeners (one scan of /proc, for both uses): the old server, and its fds for the steer.
+  const handles = before.length > 0 ? socketHandles(new Set(before.map((l) => l.inode))) : new Map<number, SocketHandle[]>();
+  const old = before.length > 0 ? oldServer(before, handles) : [];
   const report: StopOldReport = { signal: opts.stopOld, pids: old.map((p) => p.pid), outcome: 'stopped' };
   const guard = opts.startGuard !== false && before.length > 0;
   // Before CMD: from the new server's bind on, its listener would get its share of new connections.
-  const steer = guard ? OldListenerSteer.attach(before, report.pids) : undefined;
+  const steer = guard ? ReloadSteer.attach(before, report.pids, handles) : undefined;
   if (steer) report.steer = steer.report;
   try {
-    return await stopAndHold(startHold, opts, watcher, ports, signal, log, { before, old, report, guard });
+    return await stopAndHold(startHold, opts, watcher, ports, signal, log, { before, old, report, guard, ...(steer ? { steer } : {}) });
   } finally {
     // After the release (or when nothing was held): through whichever sockets are in the groups now.
     if (steer?.active) steer.detach(await watcher.list(ports).catch(() => []));
@@ -200,7 +204,7 @@ async function stopAndHold(
   ports: readonly number[],
   signal: AbortSignal,
   log: (l: string) => void,
-  o: { before: Listener[]; old: ProcessId[]; report: StopOldReport; guard: boolean },
+  o: { before: Listener[]; old: ProcessId[]; report: StopOldReport; guard: boolean; steer?: ReloadSteer },
 ): Promise<HoldOutcome> {
   const { before, old, report } = o;
   const cmdStart = process.hrtime.bigint();
@@ -233,6 +237,7 @@ async function stopAndHold(
   let newSeen: bigint | undefined;
   const polling = o.guard ? new PollingWatch(before) : undefined;
   let upAt: bigint | undefined;
+  let upNow: Listener[] = [];
   for (;;) {
     if (signal.aborted || Date.now() >= timeoutAt) {
       report.outcome = 'interrupted';
@@ -253,6 +258,7 @@ async function stopAndHold(
     if ('stop' in d) {
       newSeen = upAt ?? process.hrtime.bigint();
       if (upAt) report.pollWaitMs = msSince(upAt);
+      upNow = now;
       log(`${d.stop}; holding, then ${opts.stopOld} to pid ${report.pids.join(',')}`);
       break;
     }
@@ -263,6 +269,28 @@ async function stopAndHold(
       return unheld({ timedOut: false });
     }
     await clock.sleep(STARTING_POLL_MS);
+  }
+
+  const oldCookies = new Set(before.map((l) => l.cookie));
+  const queued = (ls: readonly Listener[]) => ls.filter((l) => oldCookies.has(l.cookie)).reduce((a, l) => a + l.backlog.queued, 0);
+  // 2b. The start guard's turn: the new server polls its listeners, so new connections go to it and
+  // the old server only empties its accept queue, with nothing held. What is still mid-handshake
+  // into the old listener is waited for under the hold (its count is the port's, which only shrinks
+  // while SYNs are held).
+  if (o.steer?.toNew(upNow)) {
+    const t0 = process.hrtime.bigint();
+    const left = await drainOld(
+      async () => ({ queued: queued(await watcher.list(ports)), handshaking: 0 }),
+      async () => {
+        await clock.sleep(opts.pollMs ?? 1);
+        clock.polling();
+      },
+      () => msSince(t0),
+      () => signal.aborted,
+      drainBounds(migrate, settleWaitMs),
+    );
+    report.unheldDrainMs = msSince(t0);
+    log(`new connections turned to the new server; the old one's queue drained unheld in ${report.unheldDrainMs.toFixed(1)} ms (${left.queued} left)`);
   }
 
   // 3. Hold, let the old listeners' queues empty, signal the old server.
@@ -290,8 +318,6 @@ async function stopAndHold(
   let cause: ReleaseCause | undefined;
   // Raised from the hold's start to its release, the release included (as protect.ts's hold).
   try {
-    const oldCookies = new Set(before.map((l) => l.cookie));
-    const queued = (ls: readonly Listener[]) => ls.filter((l) => oldCookies.has(l.cookie)).reduce((a, l) => a + l.backlog.queued, 0);
     const left = await drainOld(
       async () => ({ queued: queued(await watcher.list(ports)), handshaking: await watcher.handshaking(ports) }),
       async () => {

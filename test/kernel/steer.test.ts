@@ -15,7 +15,7 @@ import { withNetns, type TestNetns } from '../helpers/netns.js';
 import { PY_REUSEPORT_LISTEN } from '../helpers/tcp.js';
 import { until } from '../helpers/wait.js';
 import { ListenerWatcher, type Listener } from '../../src/sockdiag/inet_diag.js';
-import { OldListenerSteer, PollingWatch, epollTargets } from '../../src/protect/steer.js';
+import { ReloadSteer, PollingWatch, epollTargets } from '../../src/protect/steer.js';
 
 const PORT = 16130;
 
@@ -88,8 +88,8 @@ test("the steer sends every new connection to the group's oldest socket (the old
       servers.push(old);
       const before = await listeners(ns);
       assert.equal(before.length, 1);
-      const steer = OldListenerSteer.attach(before, [old.pid]);
-      assert.deepEqual(steer.report, { steered: [`ipv4 127.0.0.1 port ${PORT}`], notes: [] });
+      const steer = ReloadSteer.attach(before, [old.pid]);
+      assert.deepEqual(steer.report, { steered: [`ipv4 127.0.0.1 port ${PORT}`], toNew: [], notes: [] });
       const fresh = await startServer(ns, 0);
       servers.push(fresh);
       assert.equal((await listeners(ns)).length, 2, 'both listen (ss: two sockets on the port)');
@@ -99,27 +99,36 @@ test("the steer sends every new connection to the group's oldest socket (the old
       await sleep(100);
       assert.equal(fresh.accepted(), 0, 'none went to the new listener while steered');
 
+      // Turned: every new connection to the new socket, the old one only drains.
+      assert.equal(steer.toNew(await listeners(ns)), true);
+      assert.deepEqual(steer.report.toNew, [`ipv4 127.0.0.1 port ${PORT}`]);
+      connectMany(ns, 40);
+      await until('the new server to accept all 40', () => fresh.accepted() === 40, 3000);
+      await sleep(100);
+      assert.equal(old.accepted(), 40, 'none more went to the old listener once turned');
+
       steer.detach(await listeners(ns));
       assert.deepEqual(steer.report.notes, [], 'detached through a socket of the group');
       connectMany(ns, 40);
-      await until('all 40 accepted', () => old.accepted() + fresh.accepted() === 80, 3000);
+      await until('all 40 accepted', () => old.accepted() + fresh.accepted() === 120, 3000);
       // Hashed again: 40 connections all landing on one of two listeners would be a 2 in 2^40 chance.
-      assert.ok(fresh.accepted() > 0 && old.accepted() > 40, `hashed across both after the detach: old ${old.accepted() - 40}, new ${fresh.accepted()}`);
+      assert.ok(fresh.accepted() > 40 && old.accepted() > 40, `hashed across both after the detach: old ${old.accepted() - 40}, new ${fresh.accepted() - 40}`);
     } finally {
       for (const s of servers) s.child.kill('SIGKILL');
     }
   });
 });
 
-test('the steer follows the group: once the old listener closes, the new one is first and takes everything; a group of several sockets before is not steered', async () => {
+test('the steer follows the group: once the old listener closes, the new one takes everything, turned or not; a group of several sockets is neither steered nor turned', async () => {
   await withNetns(async (ns) => {
     const servers: Server[] = [];
     try {
       const old = await startServer(ns, 0);
       servers.push(old);
-      const steer = OldListenerSteer.attach(await listeners(ns), [old.pid]);
+      const steer = ReloadSteer.attach(await listeners(ns), [old.pid]);
       const fresh = await startServer(ns, 0);
       servers.push(fresh);
+      assert.equal(steer.toNew(await listeners(ns)), true);
       old.child.kill('SIGKILL');
       await until('the old listener gone', async () => (await listeners(ns)).length === 1);
       connectMany(ns, 20);
@@ -131,10 +140,19 @@ test('the steer follows the group: once the old listener closes, the new one is 
       const third = await startServer(ns, 0);
       servers.push(third);
       const two = await listeners(ns);
-      const s2 = OldListenerSteer.attach(two, [fresh.pid, third.pid]);
+      const s2 = ReloadSteer.attach(two, [fresh.pid, third.pid]);
       assert.equal(s2.active, false);
       assert.deepEqual(s2.report.steered, []);
       assert.match(s2.report.notes[0]!, /not steered, 2 listeners share it/);
+
+      // Steered, then a third socket joins: not turned (which one is new is not known), still on the oldest.
+      const s3 = ReloadSteer.attach([two[0]!], [fresh.pid, third.pid]);
+      assert.equal(s3.active, true);
+      const fourth = await startServer(ns, 0);
+      servers.push(fourth);
+      assert.equal(s3.toNew(await listeners(ns)), false);
+      assert.match(s3.report.notes.at(-1)!, /not turned to the new socket, the group is 3 sockets \(1 old\)/);
+      s3.detach(await listeners(ns));
     } finally {
       for (const s of servers) s.child.kill('SIGKILL');
     }

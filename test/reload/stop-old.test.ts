@@ -265,7 +265,8 @@ test('--stop-old, the start guard: while the new server starts, every new connec
     assert.equal(out.status, 0, out.stderr);
     const r = JSON.parse(out.stdout) as ProtectResult;
     assert.equal(r.stopOld?.outcome, 'stopped');
-    assert.deepEqual(r.stopOld?.steer, { steered: [`ipv4 127.0.0.1 port ${PORT}`], notes: [] });
+    assert.deepEqual(r.stopOld?.steer, { steered: [`ipv4 127.0.0.1 port ${PORT}`], toNew: [`ipv4 127.0.0.1 port ${PORT}`], notes: [] });
+    assert.ok(r.stopOld!.unheldDrainMs! >= 0, 'the old queue drained before the hold, turned to the new server');
     assert.ok(r.stopOld!.pollWaitMs! >= 400, `waited ${r.stopOld!.pollWaitMs} ms for the new server to poll`);
     const newPid = f.pids().find((x) => x !== old)!;
     await until('the old server gone', () => !alive(old!));
