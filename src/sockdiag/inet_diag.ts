@@ -415,12 +415,15 @@ export class ListenerWatcher {
    * Equivalent to: `ss -Htn state syn-recv '( sport = :P1 or ... )' | wc -l`.
    *
    * This dump walks the kernel's established hash (every bucket, skipping other states cheaply),
-   * not the listening one: dearer than list(), so only asked for while a hold waits on it.
+   * not the listening one: dearer than list() (ms under a load of short connections, whose
+   * TIME_WAIT sockets fill that hash), and once per family, so only asked for while a hold waits on
+   * it, and only for `families` (a request socket has its listener's family).
    */
-  async handshaking(ports: readonly number[]): Promise<number> {
+  async handshaking(ports: readonly number[], families: readonly InetFamily[] = this.families): Promise<number> {
     const { key, wanted, requests } = this.requestsFor(TCPF_SYN_RECV, ports);
     let n = 0;
     for (let i = 0; i < requests.length; i++) {
+      if (!families.includes(this.families[i]!)) continue;
       for (const s of await this.dump(i, requests[i]!, `state syn-recv sport ${key}`)) if (s.state === TCP_SYN_RECV && wanted.has(s.sport)) n++;
     }
     return n;
