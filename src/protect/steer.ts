@@ -1,18 +1,19 @@
 /**
- * --stop-old's guards against the new server's start-up, the tail its hold did not cover
+ * --stop-old's start guard, against the new server's start-up, the tail its hold did not cover
  * (docs/PROTECT.md): from its bind on, the new server's listener is in the port's SO_REUSEPORT
  * group, and the kernel hashes new connections across the old listener and the new one; those
  * given to the new one wait in its queue until its start-up ends and its event loop runs.
  *
- * - The steer (steerToOld): before CMD, a program on each protected group sends every new
+ * - The steer (ReloadSteer): before CMD, a program on each protected group sends every new
  *   connection to the group's first socket, the oldest: the old server, which still accepts, takes
- *   them all while the new one starts; when the old listener closes, the new one is first. It is
- *   detached once the old listeners are gone. Only a group that is one socket of one server before
- *   CMD is steered (several sockets are a server balancing on purpose, e.g. nginx's `reuseport`).
- * - Polled (PollingWatch): protect stops the old server once the new one polls its new
- *   listeners, each registered in an epoll set of a process holding it (/proc/PID/fdinfo of its
- *   eventpoll fds names each target's inode). Until then what the new listener gets after the old
- *   one closed would wait for the rest of the start-up.
+ *   them all while the new one starts. Once the new server polls, the program sends them to the new
+ *   socket instead, so the old one only empties its accept queue, with nothing held; after the
+ *   release it is detached. Only a group that is one socket of one server before CMD is steered
+ *   (several sockets are a server balancing on purpose, e.g. nginx's `reuseport`).
+ * - Polled (PollingWatch): protect stops the old server once the new one polls its new listeners,
+ *   each registered in an epoll set of a process holding it (/proc/PID/fdinfo of its eventpoll fds
+ *   names each target's inode). Until then what the new listener gets would wait for the rest of
+ *   the start-up.
  *
  * Both are best effort: without pidfd_getfd (Linux 5.6) or the right to use it, nothing is steered
  * and the report says why; a server that does not use epoll is not seen polling, and the stop waits
