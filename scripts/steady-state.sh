@@ -8,11 +8,13 @@ cd "$(dirname "$0")/.."
 npm run --silent build
 out=docs/steady-state
 mkdir -p "$out"
+default="node dist/bench/src/cost/steady-state.js --rounds 80 --seconds 2 --json"
 host="node dist/bench/src/cost/steady-state.js --rounds 40 --seconds 2 --other-port --json"
 steering="node dist/bench/src/cost/steady-state.js --rounds 40 --seconds 2 --steerings always,while-holding --json"
 lab="node dist/bench/src/cost/steady-state.js --rounds 30 --seconds 2 --topologies prio,clsact --json"
+$default >"$out/host-default.json"
 $steering >"$out/host-steering.json"
 $host >"$out/host.json"
 scripts/lab --timeout 5400 -- $lab >"$out/lab.json"
-node dist/bench/src/cost/steady-state.js report docs/STEADY-STATE.md --notes "$out/notes.md" "$out/host-steering.json=$steering" "$out/host.json=$host" "$out/lab.json=scripts/lab -- $lab"
+node dist/bench/src/cost/steady-state.js report docs/STEADY-STATE.md --notes "$out/notes.md" "$out/host-default.json=$default" "$out/host-steering.json=$steering" "$out/host.json=$host" "$out/lab.json=scripts/lab -- $lab"
 cat docs/STEADY-STATE.md
