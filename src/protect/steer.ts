@@ -36,14 +36,37 @@ export interface SteerReport {
 
 const groupKey = (l: Listener) => `${l.family} ${l.address} port ${l.port}${l.ifindex ? ` dev ${l.ifindex}` : ''}`;
 
+/** Listeners by SO_REUSEPORT group (family, address, port, device). */
+function byGroup(ls: readonly Listener[]): Map<string, Listener[]> {
+  const out = new Map<string, Listener[]>();
+  for (const l of ls) out.set(groupKey(l), [...(out.get(groupKey(l)) ?? []), l]);
+  return out;
+}
+
+/** reuseportSteer through the first of `handles` that works: undefined, or why none did. */
+function steerThrough(handles: readonly SocketHandle[], index: number): string | undefined {
+  let why = 'no socket of it left';
+  for (const h of handles) {
+    try {
+      native().reuseportSteer(h.pid, h.fd, index);
+      return undefined;
+    } catch (e) {
+      why = (e as Error).message;
+    }
+  }
+  return why;
+}
+
 /**
  * The steer on the old server's groups, in the reload's three steps: to the old socket before CMD
  * (attach), to the new one once the new server polls it (toNew: the old one then only drains what
- * it has), and off after the release (detach). Each step acts through a socket in the group then.
+ * it has), and off after the release (detach). A program acts on the whole group, so any socket of
+ * it will do: the old server's fd while it runs, a socket of the group as it is after the release.
  */
 export class ReloadSteer {
   readonly report: SteerReport = { steered: [], toNew: [], notes: [] };
-  private readonly keys = new Set<string>();
+  /** Each steered group, with the old server's fd it was steered through. */
+  private readonly via = new Map<string, SocketHandle>();
 
   private constructor(private readonly oldCookies: ReadonlySet<string>) {}
 
@@ -54,9 +77,7 @@ export class ReloadSteer {
     handles: Map<number, SocketHandle[]> = socketHandles(new Set(before.map((l) => l.inode))),
   ): ReloadSteer {
     const s = new ReloadSteer(new Set(before.map((l) => l.cookie)));
-    const byKey = new Map<string, Listener[]>();
-    for (const l of before) byKey.set(groupKey(l), [...(byKey.get(groupKey(l)) ?? []), l]);
-    for (const [key, ls] of byKey) {
+    for (const [key, ls] of byGroup(before)) {
       if (ls.length !== 1) {
         s.report.notes.push(`${key}: not steered, ${ls.length} listeners share it (a server balancing over them on purpose)`);
         continue;
@@ -66,41 +87,35 @@ export class ReloadSteer {
         s.report.notes.push(`${key}: not steered, no fd of it in the old server`);
         continue;
       }
-      try {
-        native().reuseportSteer(h.pid, h.fd, 0);
-        s.keys.add(key);
+      const why = steerThrough([h], 0);
+      if (why) s.report.notes.push(`${key}: not steered, ${why}`);
+      else {
+        s.via.set(key, h);
         s.report.steered.push(key);
-      } catch (e) {
-        s.report.notes.push(`${key}: not steered, ${(e as Error).message}`);
       }
     }
     return s;
   }
 
   get active(): boolean {
-    return this.keys.size > 0;
+    return this.via.size > 0;
   }
 
   /**
    * Turns each steered group to its new socket: the kernel appends a joining socket, so in a group
    * of the old socket and one new one, the new one is number 1 (and once the old one has left, 1 is
    * past the end and the kernel hashes over what is left: the new one). A group that is not exactly
-   * that stays on the old socket. Returns whether every steered group was turned.
+   * that stays on the old socket. Acts through the old server's fd from attach (no /proc scan): the
+   * old server is still running. Returns whether every steered group was turned.
    */
   toNew(now: readonly Listener[]): boolean {
-    if (this.keys.size === 0) return false;
-    const members = now.filter((l) => this.keys.has(groupKey(l)));
-    const handles = socketHandles(new Set(members.map((l) => l.inode)));
+    if (this.via.size === 0) return false;
+    const groups = byGroup(now);
     let all = true;
-    for (const key of this.keys) {
-      const g = members.filter((m) => groupKey(m) === key);
+    for (const [key, h] of this.via) {
+      const g = groups.get(key) ?? [];
       const olds = g.filter((m) => this.oldCookies.has(m.cookie)).length;
-      if (g.length !== 2 || olds !== 1) {
-        this.report.notes.push(`${key}: not turned to the new socket, the group is ${g.length} sockets (${olds} old)`);
-        all = false;
-        continue;
-      }
-      const why = this.apply(g, handles, 1);
+      const why = g.length !== 2 || olds !== 1 ? `the group is ${g.length} sockets (${olds} old)` : steerThrough([h], 1);
       if (why) {
         this.report.notes.push(`${key}: not turned to the new socket, ${why}`);
         all = false;
@@ -109,38 +124,21 @@ export class ReloadSteer {
     return all;
   }
 
-  /** Detaches the program from each steered group, through a socket in it now (`now`: the port's listeners). */
+  /** Detaches the program from each steered group, through a socket in it now (`now`: the port's listeners; the old server may be gone). */
   detach(now: readonly Listener[]): void {
-    if (this.keys.size === 0) return;
-    const members = now.filter((l) => this.keys.has(groupKey(l)));
-    const handles = socketHandles(new Set(members.map((l) => l.inode)));
-    for (const key of [...this.keys]) {
-      const why = this.apply(
-        members.filter((m) => groupKey(m) === key),
-        handles,
+    if (this.via.size === 0) return;
+    const groups = byGroup(now.filter((l) => this.via.has(groupKey(l))));
+    const handles = socketHandles(new Set([...groups.values()].flat().map((l) => l.inode)));
+    for (const key of this.via.keys()) {
+      const why = steerThrough(
+        (groups.get(key) ?? []).flatMap((l) => handles.get(l.inode) ?? []),
         -1,
       );
       // Left on, a group sends new connections to its oldest socket (or hashes, once turned and the
       // old socket gone) until a later --stop-old replaces the program: what a reload wants anyway.
       if (why) this.report.notes.push(`${key}: the steer could not be undone (${why})`);
-      this.keys.delete(key);
     }
-  }
-
-  /** reuseportSteer through the first socket of `group` that works; undefined, or why none did. */
-  private apply(group: readonly Listener[], handles: Map<number, SocketHandle[]>, index: number): string | undefined {
-    let why = 'no socket of it left';
-    for (const l of group) {
-      for (const h of handles.get(l.inode) ?? []) {
-        try {
-          native().reuseportSteer(h.pid, h.fd, index);
-          return undefined;
-        } catch (e) {
-          why = (e as Error).message;
-        }
-      }
-    }
-    return why;
+    this.via.clear();
   }
 }
 

@@ -191,7 +191,7 @@ export async function holdAroundStop(
   const steer = guard ? ReloadSteer.attach(before, report.pids, handles) : undefined;
   if (steer) report.steer = steer.report;
   try {
-    return await stopAndHold(startHold, opts, watcher, ports, signal, log, { before, old, report, guard, ...(steer ? { steer } : {}) });
+    return await stopAndHold(startHold, opts, watcher, ports, signal, log, { before, old, report, ...(steer ? { steer } : {}) });
   } finally {
     // After the release (or when nothing was held): through whichever sockets are in the groups now.
     if (steer?.active) steer.detach(await watcher.list(ports).catch(() => []));
@@ -205,7 +205,8 @@ async function stopAndHold(
   ports: readonly number[],
   signal: AbortSignal,
   log: (l: string) => void,
-  o: { before: Listener[]; old: ProcessId[]; report: StopOldReport; guard: boolean; steer?: ReloadSteer },
+  /** steer: the start guard's, when it is on (steer.ts). */
+  o: { before: Listener[]; old: ProcessId[]; report: StopOldReport; steer?: ReloadSteer },
 ): Promise<HoldOutcome> {
   const { before, old, report } = o;
   const cmdStart = process.hrtime.bigint();
@@ -236,7 +237,7 @@ async function stopAndHold(
   // 2. Until the new server is up (or the reload has failed): nothing held.
   let readyOk = !opts.ready;
   let newSeen: bigint | undefined;
-  const polling = o.guard ? new PollingWatch(before) : undefined;
+  const polling = o.steer ? new PollingWatch(before) : undefined;
   let upAt: bigint | undefined;
   let upNow: Listener[] = [];
   for (;;) {
