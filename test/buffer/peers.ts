@@ -167,12 +167,7 @@ export function netfilterSnapshot(ns: TestNetns): string {
   return JSON.stringify({ nft: rules, ipt4: strip(ns.exec('iptables-save', [])), ipt6: strip(ns.exec('ip6tables-nft-save', [])) });
 }
 
-/** A counter from `nstat -az` in the namespace (e.g. TcpRetransSegs), absolute. */
-export function nstat(ns: TestNetns, name: string): number {
-  const out = ns.exec('nstat', ['-az', '--json']);
-  const j = JSON.parse(out) as { kernel: Record<string, number> };
-  return j.kernel[name] ?? 0;
-}
+export { nstat } from '../helpers/netns.js';
 
 const CONNECT = `
 const s = require('net').connect({ host: process.argv[4], port: Number(process.argv[1]), localPort: Number(process.argv[2]) || undefined });

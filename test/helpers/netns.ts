@@ -1,6 +1,6 @@
 /**
  * A throwaway network namespace per test, and the independent oracles
- * (iproute2's `tc -j`, `ip -j`, `ss`) used to check what synhold did.
+ * (iproute2's `tc -j`, `ip -j`, `ss`, `nstat`) used to check what synhold did.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -78,4 +78,11 @@ export function kernelHas(kind: 'plug' | 'prio' | 'ifb'): boolean {
   } finally {
     ns.delete();
   }
+}
+
+/** A counter from `nstat -az` in the namespace (e.g. TcpRetransSegs, TcpExtTCPMigrateReqSuccess), absolute. */
+export function nstat(ns: TestNetns, name: string): number {
+  const out = ns.exec('nstat', ['-az', '--json']);
+  const j = JSON.parse(out) as { kernel: Record<string, number> };
+  return j.kernel[name] ?? 0;
 }

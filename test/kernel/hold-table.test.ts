@@ -11,7 +11,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { nstat, withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { NfQueue } from '../../src/nfqueue/nfnetlink_queue.js';
 import { OTHERS_IDLE_WAIT_MS } from '../../src/backends/nfqueue.js';
@@ -22,6 +22,7 @@ const PORT = 18080;
 const OTHER = 18081;
 
 const ruleset = (ns: TestNetns) => ns.exec('nft', ['list', 'ruleset']);
+const synRetrans = (ns: TestNetns) => nstat(ns, 'TcpExtTCPSynRetrans');
 const iptablesRules = (ns: TestNetns) =>
   [ns.exec('iptables-save', []), ns.exec('ip6tables-save', [])]
     .join('\n')
@@ -55,8 +56,7 @@ test('steering while-holding: nothing installed between holds; during a hold the
       assert.match(during, /flags owner/);
       assert.match(during, /type filter hook prerouting priority raw; policy accept;/);
 
-      const synRetrans = () => Number(/TcpExtTCPSynRetrans\s+(\d+)/.exec(ns.exec('nstat', ['-az', 'TcpExtTCPSynRetrans']))?.[1] ?? NaN);
-      const retransBefore = synRetrans();
+      const retransBefore = synRetrans(ns);
       const held = startClient(ns.name, '127.0.0.1', PORT);
       await until('the SYN to be held', async () => (await queueHeld(ns)) >= 1);
       const other = await startClient(ns.name, '127.0.0.1', OTHER).result;
@@ -71,7 +71,7 @@ test('steering while-holding: nothing installed between holds; during a hold the
       assert.ok(res.connectedAt! >= releasedAt, 'the held client connected only after the release');
       // The held SYN itself got through, not a retransmit: accept comes before the tables' delete (the
       // other way round the kernel drops what is queued, and the client connects with its 1 s retransmit).
-      assert.equal(synRetrans() - retransBefore, 0, 'no SYN retransmitted (nstat TcpExtTCPSynRetrans)');
+      assert.equal(synRetrans(ns) - retransBefore, 0, 'no SYN retransmitted (nstat TcpExtTCPSynRetrans)');
       assert.ok(res.connectMs! < 1000, `connected in ${res.connectMs} ms, before any retransmit`);
       assert.deepEqual(holdTables(ns), [], 'the release removed the tables');
       assert.equal(ruleset(ns), before);
@@ -166,7 +166,6 @@ test('steering auto (the default): while-holding where the kernel takes the hold
   });
 });
 
-const synRetrans = (ns: TestNetns) => Number(/TcpExtTCPSynRetrans\s+(\d+)/.exec(ns.exec('nstat', ['-az', 'TcpExtTCPSynRetrans']))?.[1] ?? NaN);
 const ownedFlag = (ns: TestNetns) => ns.exec('nft', ['list', 'table', 'ip', 'synhold-q7001']).includes('flags owner');
 
 test("steering while-holding beside another NFQUEUE user: the hold keeps its table (owned by no socket) so the other's held packets are never dropped; the first hold after the other is gone deletes it; teardown removes a kept one", async () => {

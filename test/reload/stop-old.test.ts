@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { halfOpen, PY_REUSEPORT_LISTEN } from '../helpers/tcp.js';
-import { withNetns, type TestNetns } from '../helpers/netns.js';
+import { nstat, withNetns, type TestNetns } from '../helpers/netns.js';
 import { synhold, synholdAsync } from '../helpers/cli.js';
 import { alive, until } from '../helpers/wait.js';
 import { describeResult, runExperimentIn } from '../helpers/reload-experiment.js';
@@ -197,49 +197,49 @@ test('--stop-old: the new server starts beside the old one, the old one is signa
   });
 });
 
+/**
+ * With tcp_migrate_req=`migrate` and four clients whose handshakes the server never sees end (their
+ * bare ACKs dropped): protect --stop-old USR1 --settle-wait 600ms; `check` gets its result while
+ * the four are still there.
+ */
+async function stopOldBesideHandshakes(f: Fixture, migrate: '0' | '1', check: (r: ProtectResult) => Promise<void>): Promise<void> {
+  f.ns.exec('sysctl', ['-qw', `net.ipv4.tcp_migrate_req=${migrate}`]);
+  const undo = await halfOpen(f.ns.name, '127.0.0.1', PORT, 4);
+  try {
+    assert.equal(synRecv(f.ns), 4);
+    const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1', '--settle-wait', '600ms'], f.startCmd);
+    assert.equal(status, 0, stderr);
+    assert.equal(r.stopOld?.outcome, 'stopped');
+    await check(r);
+    assert.equal(f.held(), false);
+  } finally {
+    undo();
+  }
+}
+
 test('--stop-old, tcp_migrate_req=0: connections mid-handshake (SYN_RECV) keep the signal back until --settle-wait (nothing would move them), and are counted in the report', async () => {
-  await withServer(async (f) => {
-    f.ns.exec('sysctl', ['-qw', 'net.ipv4.tcp_migrate_req=0']);
-    // Four clients whose handshakes the server never sees end: their bare ACKs are dropped.
-    const undo = await halfOpen(f.ns.name, '127.0.0.1', PORT, 4);
-    try {
-      assert.equal(synRecv(f.ns), 4);
-      const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1', '--settle-wait', '600ms'], f.startCmd);
-      assert.equal(status, 0, stderr);
-      assert.equal(r.stopOld?.outcome, 'stopped');
+  await withServer((f) =>
+    stopOldBesideHandshakes(f, '0', async (r) => {
       assert.equal(r.stopOld?.handshakingAtSignal, 4);
       assert.equal(r.stopOld?.queuedAtSignal, 0);
       const drain = r.stopOld!.drainMs!;
       assert.ok(drain >= 600 && drain < 1200, `drained ${drain} ms`);
       assert.ok(r.timeline!.stopSentMs! >= 600, JSON.stringify(r.timeline));
-      assert.equal(f.held(), false);
-    } finally {
-      undo();
-    }
-  });
+    }),
+  );
 });
 
 test('--stop-old, tcp_migrate_req=1: connections mid-handshake do not keep the signal back (not counted: the kernel moves them to the new listener), and are moved, not reset', async () => {
   await withServer(async (f) => {
-    f.ns.exec('sysctl', ['-qw', 'net.ipv4.tcp_migrate_req=1']);
-    const undo = await halfOpen(f.ns.name, '127.0.0.1', PORT, 4);
-    try {
-      assert.equal(synRecv(f.ns), 4);
-      const migrated = () => Number(/TcpExtTCPMigrateReqSuccess\s+(\d+)/.exec(f.ns.exec('nstat', ['-az', 'TcpExtTCPMigrateReqSuccess']))?.[1] ?? NaN);
-      const before = migrated();
-      const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1', '--settle-wait', '600ms'], f.startCmd);
-      assert.equal(status, 0, stderr);
-      assert.equal(r.stopOld?.outcome, 'stopped');
+    const before = nstat(f.ns, 'TcpExtTCPMigrateReqSuccess');
+    await stopOldBesideHandshakes(f, '1', async (r) => {
       assert.equal(r.stopOld?.handshakingAtSignal, 0);
       assert.ok(r.stopOld!.drainMs! < DRAIN_STALL_MS, `drained ${r.stopOld!.drainMs} ms`);
       // Their SYN-ACK retransmits (their ACKs stay dropped) move them to the new listener: the
       // kernel's own count, and they are still there, mid-handshake, not reset.
-      await until('the four requests migrated (nstat TcpExtTCPMigrateReqSuccess)', () => migrated() - before >= 4, 5000, 50);
+      await until('the four requests migrated (nstat TcpExtTCPMigrateReqSuccess)', () => nstat(f.ns, 'TcpExtTCPMigrateReqSuccess') - before >= 4, 5000, 50);
       assert.equal(synRecv(f.ns), 4);
-      assert.equal(f.held(), false);
-    } finally {
-      undo();
-    }
+    });
   });
 });
 
