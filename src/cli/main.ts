@@ -4,14 +4,13 @@
  * document with --json); diagnostics go to stderr, one line per problem.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { constants as osConstants } from 'node:os';
 import { failpoint } from '../protect/hold/failpoint.js';
 import { ERROR_CODES, EXIT, isErrorCode, NotSetUpError, type KernelFeature, type SynholdError } from '../model/errors.js';
 import { requirePrograms } from '../host/programs.js';
 import { resolveNetns } from '../host/netns.js';
 import { ConfigError, MAX_DURATION_MS, normalizeConfig, parseAddress, parseDuration, parsePort, parseSize, type SetupConfig } from '../model/config.js';
 import type { StatusReport } from '../protect/setup.js';
-import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect } from '../protect/protect.js';
+import { DEFAULT_MAX_HOLD_MS, EXIT_FAILED, protect, signalNumber } from '../protect/protect.js';
 import { StateStore } from '../protect/state.js';
 import { appendFileSync, existsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -320,7 +319,7 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
 function keepSignalsCaught(): { protectReturned: () => void } {
   let returned = false;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (returned) process.exit(128 + (osConstants.signals[sig] ?? 0));
+    if (returned) process.exit(128 + signalNumber(sig));
   };
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
   return { protectReturned: () => (returned = true) };

@@ -145,7 +145,8 @@ export const DEFAULT_MAX_HOLD_MS = 5000;
 
 export { DEFAULT_SETTLE_WAIT_MS };
 
-function signalNumber(sig: NodeJS.Signals): number {
+/** A signal's number (0 if this system has none of that name): exit statuses are 128 + it. */
+export function signalNumber(sig: NodeJS.Signals): number {
   return (osConstants.signals as Record<string, number>)[sig] ?? 0;
 }
 
