@@ -33,7 +33,7 @@ import { writeJsonFile } from './protocol.js';
 import { fmtMs, renderKernelTables, writeReport, type BenchJson, type StrategyReport, type WrittenReport } from './report.js';
 import type { AbResult } from './ab.js';
 import type { WrkResult } from './load/wrk.js';
-import type { Attribution } from './attribution.js';
+import type { Attribution, SlowPlacement } from './attribution.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const LAB_MAIN = fileURLToPath(new URL('./lab-main.js', import.meta.url));
@@ -182,6 +182,8 @@ export function reportFromResult(r: WorkerResult, kernelLabel: string): Strategy
   };
   if (r.strategy === 'baseline') rep.baseline = true;
   if (r.attribution) rep.attribution = r.attribution;
+  if (r.slow) rep.slow = r.slow;
+  if (r.counters) rep.counters = r.counters;
   if (r.reloads) {
     rep.reloadFailures = r.reloads.failed;
     if (r.reloads.failures.length > 0) rep.notes = [...(rep.notes ?? []), ...r.reloads.failures.map((f) => `failed ${f}`)];
@@ -455,6 +457,12 @@ function renderHolds(reports: StrategyReport[]): string[] {
     if (!r.skipped && r.attribution && r.attribution.failedRequests > 0) out.push(attributionText(r.name, r.where ?? '', r.attribution, r.reloads));
   }
   for (const r of reports) {
+    if (!r.skipped && r.slow && r.slow.requests > 0) out.push(slowText(r.name, r.where ?? '', r.slow));
+  }
+  for (const r of reports) {
+    if (!r.skipped && r.counters) out.push(countersText(r.name, r.where ?? '', r.counters));
+  }
+  for (const r of reports) {
     if (!r.skipped && r.reloadFailures) {
       out.push(`reloads that failed: ${r.name} (${r.where}): ${r.reloadFailures} of ${r.reloads}`);
       for (const n of (r.notes ?? []).filter((x) => x.startsWith('failed reload')).slice(0, 3)) out.push(`  ${n}`);
@@ -476,6 +484,49 @@ export function attributionText(name: string, where: string, a: Attribution, rel
       .join('; ')}`;
   }
   return t;
+}
+
+const ms0 = (x: number): string => `${Math.round(x)}`;
+
+/** "slow nfqueue (host): 3 ok requests took >= 500 ms ...; the slowest: 1019 ms, started 12 ms after its hold's release, ..." */
+export function slowText(name: string, where: string, s: SlowPlacement): string {
+  const phases = s.byPhase
+    ? `; started ${Object.entries(s.byPhase)
+        .sort((x, y) => y[1] - x[1])
+        .map(([k, n]) => `${k}: ${n}`)
+        .join(', ')}`
+    : '';
+  const one = (q: SlowPlacement['slowest'][number]): string => {
+    if (q.sinceReloadMs === undefined) return `${ms0(q.latencyMs)} ms, before the first reload`;
+    const at = `${ms0(q.latencyMs)} ms, started ${ms0(q.sinceReloadMs)} ms into its reload`;
+    switch (q.phase) {
+      case 'during the hold':
+        return `${at}, ${ms0(q.phaseMs!)} ms into its hold`;
+      case 'after the release':
+        return `${at}, ${ms0(q.phaseMs!)} ms after its hold's release`;
+      case 'before the hold':
+        return `${at}, ${ms0(q.phaseMs!)} ms before its hold`;
+      case 'no hold':
+        return `${at}, a reload without a hold`;
+      default:
+        return at;
+    }
+  };
+  return (
+    `slow ${name}${where ? ` (${where})` : ''}: ${s.requests} ok requests took >= ${s.thresholdMs} ms, in ${s.reloadsWithSlow} reloads` +
+    (s.beforeFirstReload ? ` (${s.beforeFirstReload} before the first)` : '') +
+    phases +
+    `; the slowest: ${s.slowest.slice(0, 3).map(one).join('; ')}`
+  );
+}
+
+/** "kernel counters nfqueue (host): TcpExtTCPSynRetrans +3, ..." (none moved: says so). */
+export function countersText(name: string, where: string, c: Record<string, number>): string {
+  const moved = Object.entries(c);
+  return (
+    `kernel counters ${name}${where ? ` (${where})` : ''} during the load: ` +
+    (moved.length === 0 ? 'none of the watched counters moved' : moved.map(([k, v]) => `${k} ${v > 0 ? '+' : ''}${v}`).join(', '))
+  );
 }
 
 /** Write the JSON document somewhere else too (docs). */

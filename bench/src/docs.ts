@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url';
 import { histogramPoints } from './histogram.js';
 import { FAILURE_OUTCOMES } from './loadgen.js';
 import { fmtMs, fmtPct, kernelKey, reportsFromBenchJson, resultCells, summarize, type BenchJson, type StrategyReport, type SummaryRow } from './report.js';
-import { attributionText, type CrossCheck, type KernelInfo } from './bench.js';
+import { attributionText, countersText, slowText, type CrossCheck, type KernelInfo } from './bench.js';
 import { QUICK_CAP_MS, QUICK_DURATION_MS, QUICK_MIN_RELOADS } from './options.js';
 import { compareTable, type CompareArgs, type RunRecord as CompareRun } from './load/compare.js';
 
@@ -221,6 +221,24 @@ export function renderRun(run: Run, outDir: string, index: number): string {
   if (charged.length > 0) {
     out.push('Failed requests, charged to the reload they started during:', '');
     for (const r of charged) out.push(`- ${mdEscape(attributionText(r.name, r.where ?? '', r.attribution!, r.reloads))}.`);
+    out.push('');
+  }
+  const slow = run.reports.filter((r) => !r.skipped && r.slow && r.slow.requests > 0);
+  if (slow.length > 0) {
+    out.push(
+      `Slow ok requests (at least ${slow[0]!.slow!.thresholdMs} ms; a lost SYN costs 1 s), placed in the reload they started during and, for the holds, before, in or after the hold (protect's \`holdStartedAt\` and \`holdMs\`):`,
+      '',
+    );
+    for (const r of slow) out.push(`- ${mdEscape(slowText(r.name, r.where ?? '', r.slow!))}.`);
+    out.push('');
+  }
+  const counted = run.reports.filter((r) => !r.skipped && r.counters);
+  if (counted.length > 0) {
+    out.push(
+      "Kernel counters of each strategy's namespace that moved during its load (/proc/net/netstat and /proc/net/snmp, what `nstat` prints; drops, SYN retransmits, resets, migrated requests):",
+      '',
+    );
+    for (const r of counted) out.push(`- ${mdEscape(countersText(r.name, r.where ?? '', r.counters!))}.`);
     out.push('');
   }
   const failedReloads = run.reports.filter((r) => !r.skipped && (r.reloadFailures ?? 0) > 0);

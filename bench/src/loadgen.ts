@@ -141,8 +141,9 @@ export interface LoadOptions {
   expectBody?: string | null;
 
   /** Keep one TimelineRecord per request (true: up to 2,000,000; or give a limit;
-   * failuresOnly: only failed requests, to place failures in time on a long run). */
-  timeline?: boolean | { limit: number; failuresOnly?: boolean };
+   * failuresOnly: only failed requests, to place failures in time on a long run;
+   * with it, slowMs: ok requests that took at least this long too, to place the tail). */
+  timeline?: boolean | { limit: number; failuresOnly?: boolean; slowMs?: number };
 
   /** Threads running the requests: the JS engine's worker threads (0: on the
    * calling thread) or the native engine's epoll threads. Default:
@@ -265,6 +266,8 @@ class Tally {
   constructor(
     private readonly timelineLimit: number,
     private readonly failuresOnly: boolean,
+    /** with failuresOnly: ok requests at least this slow are kept too */
+    private readonly slowMs: number,
   ) {}
 
   /** `tag`: the failure's detail, or the note on an ok request. */
@@ -275,7 +278,7 @@ class Tally {
     if (outcome === 0) recordMs(this.latency, latencyMs);
     else recordMs(this.failedLatency, latencyMs);
     if (tag !== undefined) this.details[tag] = (this.details[tag] ?? 0) + 1;
-    if (this.timelineLimit > 0 && !(this.failuresOnly && outcome === 0)) {
+    if (this.timelineLimit > 0 && !(this.failuresOnly && outcome === 0 && latencyMs < this.slowMs)) {
       if (this.timeline.length < this.timelineLimit) {
         const rec: TimelineRecord = { startMs, latencyMs, outcome: name };
         if (outcome !== 0 && tag !== undefined) rec.detail = tag;
@@ -474,6 +477,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const deadlineMs = o.deadlineMs ?? (o.durationMs !== undefined ? o.durationMs + timeoutMs + 2000 : 600_000);
   const timelineLimit = o.timeline === undefined || o.timeline === false ? 0 : o.timeline === true ? 2_000_000 : o.timeline.limit;
   const timelineFailuresOnly = typeof o.timeline === 'object' && o.timeline.failuresOnly === true;
+  const timelineSlowMs = typeof o.timeline === 'object' ? (o.timeline.slowMs ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
   const transportOpt = o.transport ?? 'auto';
   const transport: Transport = transportOpt === 'auto' ? (handleBinding() ? 'handle' : 'socket') : transportOpt;
   if (transport === 'handle' && !handleBinding()) throw new Error('transport "handle": this Node.js has no tcp_wrap binding; use "socket"');
@@ -527,7 +531,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   }));
 
   const ctl = newControl(engines);
-  const tally = new Tally(timelineLimit, timelineFailuresOnly);
+  const tally = new Tally(timelineLimit, timelineFailuresOnly, timelineSlowMs);
   const offset = monoOffset();
   const mono = (): number => performance.now() + offset;
   const runners: EngineRunner[] =

@@ -17,7 +17,7 @@ import type { LoadResultJson } from './loadgen.js';
 import type { ReloadStopReason, Stats } from './reloader.js';
 import type { AbResult } from './ab.js';
 import type { WrkResult } from './load/wrk.js';
-import type { Attribution } from './attribution.js';
+import type { Attribution, SlowPlacement } from './attribution.js';
 
 /** Where a strategy ran: this machine's kernel, or the kernel lab (User-Mode Linux). */
 export type Where = 'host' | 'lab';
@@ -93,6 +93,10 @@ export interface WorkerResult {
   hold?: HoldSummary;
   /** failed requests charged to the reloads they started during */
   attribution?: Attribution;
+  /** the ok requests over SLOW_MS, placed in the reloads (and holds) they started during */
+  slow?: SlowPlacement;
+  /** the namespace's watched kernel counters that moved during the load (kernel-counters.ts) */
+  counters?: Record<string, number>;
   ab?: AbResult;
   wrk?: WrkResult;
   notes: string[];

@@ -20,7 +20,7 @@ import { release } from 'node:os';
 import { summarizeMs, histogramPoints, newLatencyHistogram, encodeHistogram, decodeHistogram, type Histogram, type LatencySummaryMs } from './histogram.js';
 import { FAILURE_OUTCOMES, type FailureOutcome, type LoadResult, type LoadResultJson } from './loadgen.js';
 import { stats, type ReloadLoopResult, type Stats } from './reloader.js';
-import type { Attribution } from './attribution.js';
+import type { Attribution, SlowPlacement } from './attribution.js';
 import type { DrainSummary } from './strategies/strategy.js';
 
 /** Everything the report needs about one strategy's run. */
@@ -64,6 +64,10 @@ export interface StrategyReport {
   notes?: string[];
   /** failed requests charged to the reloads they started during (attribution.ts) */
   attribution?: Attribution;
+  /** the slow ok requests, placed in their reloads and holds (attribution.ts) */
+  slow?: SlowPlacement;
+  /** the namespace's watched kernel counters that moved during the load (kernel-counters.ts) */
+  counters?: Record<string, number>;
 }
 
 /** Same kernel, same place: the only rows whose numbers compare. */
@@ -302,6 +306,8 @@ export interface BenchJsonStrategy {
   elapsedMs?: number;
   notes?: string[];
   failureAttribution?: Attribution;
+  slow?: SlowPlacement;
+  counters?: Record<string, number>;
 }
 
 export interface BenchJson {
@@ -342,6 +348,8 @@ export function toBenchJson(reports: StrategyReport[], extra: Record<string, unk
       if (rep.elapsedMs > 0) s.elapsedMs = Math.round(rep.elapsedMs);
       if (rep.notes !== undefined && rep.notes.length > 0) s.notes = rep.notes;
       if (rep.attribution !== undefined) s.failureAttribution = rep.attribution;
+      if (rep.slow !== undefined) s.slow = rep.slow;
+      if (rep.counters !== undefined) s.counters = rep.counters;
       if (row.skipped !== undefined) s.skipped = row.skipped;
       else s.latencyHdr = encodeHistogram(rep.latency);
       return s;
@@ -364,6 +372,8 @@ export function reportsFromBenchJson(doc: BenchJson): StrategyReport[] {
       if (s.notes !== undefined) r.notes = s.notes;
       if (s.elapsedMs !== undefined) r.elapsedMs = s.elapsedMs;
       if (s.failureAttribution !== undefined) r.attribution = s.failureAttribution;
+      if (s.slow !== undefined) r.slow = s.slow;
+      if (s.counters !== undefined) r.counters = s.counters;
       if (s.baseline) r.baseline = true;
       return r;
     };

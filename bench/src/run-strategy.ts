@@ -26,8 +26,15 @@ import { runAb } from './ab.js';
 import { runWrk } from './load/wrk.js';
 import { strategyFor, StrategyUnavailable } from './strategies/index.js';
 import type { HoldSummary, PreparedStrategy } from './strategies/strategy.js';
-import { attributeFailures, type Attribution } from './attribution.js';
+import { attributeFailures, placeSlow, type Attribution, type SlowPlacement } from './attribution.js';
+import { counterDeltas, readCounters } from './kernel-counters.js';
 import { emitProgress, type ReloadSummary, type WorkerResult, type WorkerSpec } from './protocol.js';
+
+/**
+ * An ok request at least this slow is placed in its reload (attribution.ts placeSlow). Half the
+ * first SYN retransmit (1 s): a request past it lost a packet, or waited for something as long.
+ */
+export const SLOW_MS = 500;
 
 export const BACKEND_PORT = 8001;
 export const FRONTEND_PORT = 16000;
@@ -164,6 +171,7 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
     const runFor = needReloads ? plan.capMs : Math.min(plan.durationMs ?? plan.capMs, plan.capMs);
     let lastEmit = -Infinity;
     let load: LoadResult;
+    const countersBefore = readCounters();
     try {
       load = await runLoad({
         host: HOST,
@@ -173,8 +181,8 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
         ...(plan.requests !== undefined && !needReloads ? { requests: plan.requests } : {}),
         deadlineMs: runFor + plan.requestTimeoutMs + 5000,
         requestTimeoutMs: plan.requestTimeoutMs,
-        // failed requests only, to charge each to its reload (attribution.ts)
-        timeline: { limit: 200_000, failuresOnly: true },
+        // failed and slow requests only, to charge each to its reload (attribution.ts)
+        timeline: { limit: 200_000, failuresOnly: true, slowMs: SLOW_MS },
         signal: stopLoad.signal,
         progressIntervalMs: needReloads ? 100 : 500,
         onProgress: (p) => {
@@ -189,6 +197,8 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
       stopLoop.abort();
     }
     const loop = loopPromise ? await loopPromise : undefined;
+    // After the loop: a reload's last packets are the load's too.
+    const counters = counterDeltas(countersBefore, readCounters());
     const loadJson = loadResultToJson(load);
     if (load.stoppedBy === 'deadline' || (load.stoppedBy === 'duration' && (needReloads || plan.durationMs === undefined))) {
       notes.push(
@@ -206,13 +216,24 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
       // One hold line per reload, in order, unless a reload failed before protect printed its line.
       const reasons = hold?.reasonByReload?.length === loop.count ? hold.reasonByReload : undefined;
       attribution = attributeFailures(
-        (load.timeline ?? []).map((t) => load.startedAt + t.startMs),
+        (load.timeline ?? []).filter((t) => t.outcome !== 'ok').map((t) => load.startedAt + t.startMs),
         loop.reloads.map((r, i) => ({ startedAt: r.startedAt, ...(reasons ? { reason: reasons[i]! } : {}) })),
       );
       if (hold?.reasonByReload && !reasons)
         notes.push(`${hold.reasonByReload.length} hold lines for ${loop.count} reloads: failures not charged to release reasons`);
     }
-    if (hold) delete hold.reasonByReload;
+    const slowOnes = (load.timeline ?? []).filter((t) => t.outcome === 'ok').map((t) => ({ startedAt: load.startedAt + t.startMs, latencyMs: t.latencyMs }));
+    let slow: SlowPlacement | undefined;
+    if (slowOnes.length > 0) {
+      // Hold windows only when every reload has one: otherwise a phase could be charged to the wrong hold.
+      const windows = hold?.windows?.length === loop?.count ? hold?.windows : undefined;
+      slow = placeSlow(slowOnes, loop?.reloads ?? [], windows, SLOW_MS);
+      if (hold?.windows && !windows) notes.push(`${hold.windows.length} hold windows for ${loop?.count ?? 0} reloads: slow requests not placed in their holds`);
+    }
+    if (hold) {
+      delete hold.reasonByReload;
+      delete hold.windows;
+    }
     let ab;
     if (spec.abRequests) {
       emitProgress(spec.progressFile, { t: 'phase', ...ev, phase: 'ab cross-check' });
@@ -231,6 +252,8 @@ export async function runStrategy(spec: WorkerSpec): Promise<WorkerResult> {
       ...(loop ? { reloads: reloadSummary(loop, spec.intervalMs) } : {}),
       ...(hold ? { hold } : {}),
       ...(attribution ? { attribution } : {}),
+      ...(slow ? { slow } : {}),
+      counters,
       ...(ab ? { ab } : {}),
       ...(wrk ? { wrk } : {}),
       ...(hv ? { haproxyVersion: hv } : {}),

@@ -9,7 +9,7 @@ import { Child, StartError } from '../host/child.js';
 import { netnsPath } from '../netlink/socket.js';
 import type { ListenerWatcher, Listener } from '../sockdiag/inet_diag.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
-import type { Released } from './hold/session.js';
+import type { Held, Released } from './hold/session.js';
 import type { ProtectResult } from './protect.js';
 
 export interface CommandEnd {
@@ -32,9 +32,10 @@ export function ownEnd(signal: AbortSignal, timeoutAt: number): ReleaseCause | u
   return undefined;
 }
 
-/** What protect's result says of the release. */
-export function releaseResult(r: Released): Partial<ProtectResult> {
+/** What protect's result says of the release; `held`: the hold it ends (its start, for holdStartedAt). */
+export function releaseResult(r: Released, held: Pick<Held, 'since'>): Partial<ProtectResult> {
   return {
+    holdStartedAt: new Date(held.since).toISOString(),
     holdMs: r.durationMs,
     released: r.released,
     drops: r.drops,

@@ -98,6 +98,11 @@ export interface ProtectResult {
   /** CMD's own outcome (null fields if it never ran). */
   command: { exitCode: number | null; signal: NodeJS.Signals | null; error?: string };
   timedOut: boolean;
+  /**
+   * When the hold began (wall clock, ISO 8601 with ms), so that a hold can be placed beside other
+   * logs: a client's slow connect, a load generator's record. With holdMs, the window SYNs waited in.
+   */
+  holdStartedAt?: string;
   holdMs?: number;
   released?: number;
   drops?: number;
@@ -317,7 +322,7 @@ async function holdWhileCommandRuns(
   const releaseSentMs = msSince(holdStart);
   const r = holdEnded ?? (await hold.release(cause!));
   log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
-  return { child, ended, holdStart, result: { timedOut: cause?.kind === 'timeout', ...releaseResult(r), timeline: { ...timeline, releaseSentMs } } };
+  return { child, ended, holdStart, result: { timedOut: cause?.kind === 'timeout', ...releaseResult(r, hold.held), timeline: { ...timeline, releaseSentMs } } };
 }
 
 /**

@@ -372,7 +372,7 @@ async function stopAndHold(
     log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
     const result: Partial<ProtectResult> = {
       timedOut: cause?.kind === 'timeout',
-      ...releaseResult(r),
+      ...releaseResult(r, hold.held),
       timeline,
       stopOld: report,
       ...(lease ? { priority: { realtime: lease.realtime, ...(lease.reason ? { reason: lease.reason } : {}) } } : {}),

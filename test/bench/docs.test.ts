@@ -289,3 +289,35 @@ test('the load generator against the C clients: the compare run on the page, wit
     /### Run 1\n\nCommand: `[^`]*load-compare\.json`[\s\S]*- loadgen: 92\.9% of the best C client[\s\S]*### Run 2\n\nCommand: `[^`]*load-compare-2\.json`[\s\S]*- loadgen: 89\.0% of the best C client \(wrk:t2, 10000 req\/s\)/,
   );
 });
+
+test('the slow requests and the kernel counters of each strategy survive bench.json and are written per run', () => {
+  const slowed: StrategyReport = {
+    ...rep('nfqueue', 'host', hist([[0.8, 4000]]), 0, 20, 40),
+    slow: {
+      thresholdMs: 500,
+      requests: 2,
+      beforeFirstReload: 0,
+      reloadsWithSlow: 2,
+      byPhase: { 'after the release': 1, 'before the hold': 1 },
+      slowest: [
+        { latencyMs: 1019.4, sinceReloadMs: 130, phase: 'after the release', phaseMs: 12 },
+        { latencyMs: 640, sinceReloadMs: 3, phase: 'before the hold', phaseMs: 20 },
+      ],
+    },
+    counters: { TcpExtTCPSynRetrans: 2, TcpExtListenDrops: 1 },
+  };
+  const quiet: StrategyReport = { ...rep('baseline', 'host', hist([[0.5, 5000]]), 0, 0), counters: {} };
+  const run = runFromDoc('docs/bench/x/bench.json', JSON.parse(JSON.stringify(doc([quiet, slowed]))));
+  assert.deepEqual(run.reports[1]!.slow, slowed.slow);
+  assert.deepEqual(run.reports[1]!.counters, slowed.counters);
+  const md = renderBenchmarksMd([run], 'docs/BENCHMARKS.md', 'node dist/bench/src/docs.js docs/bench/x/bench.json');
+  assert.match(
+    md,
+    /- slow nfqueue \(host\): 2 ok requests took >= 500 ms, in 2 reloads; started after the release: 1, before the hold: 1; the slowest: 1019 ms, started 130 ms into its reload, 12 ms after its hold's release; 640 ms, started 3 ms into its reload, 20 ms before its hold\./,
+  );
+  assert.match(md, /- kernel counters nfqueue \(host\) during the load: TcpExtTCPSynRetrans \+2, TcpExtListenDrops \+1\./);
+  assert.match(md, /- kernel counters baseline \(host\) during the load: none of the watched counters moved\./);
+  // A document from before these fields: no such sections.
+  const old = renderBenchmarksMd([runFromDoc('docs/bench/x/bench.json', JSON.parse(JSON.stringify(doc(good))))], 'docs/BENCHMARKS.md', 'x');
+  assert.doesNotMatch(old, /Slow ok requests|Kernel counters of each/);
+});

@@ -133,6 +133,24 @@ describe('against real nginx', () => {
     assert.equal(j.latencyMs.p99, s.p99);
   });
 
+  test('failures-only timeline: ok requests kept only at or over slowMs', async () => {
+    const base = { host: '127.0.0.1', port: ng.port, concurrency: 5, requests: 300 } as const;
+    const none = await runLoad({ ...base, timeline: { limit: 1000, failuresOnly: true } });
+    assert.equal(none.outcomes.ok, 300);
+    assert.deepEqual(none.timeline, []);
+    const all = await runLoad({ ...base, timeline: { limit: 1000, failuresOnly: true, slowMs: 0 } });
+    assert.equal(all.timeline!.length, 300);
+    // A threshold between the fastest and the slowest keeps exactly those at or over it (each engine feeds the same tally).
+    const lat = all.timeline!.map((t) => t.latencyMs).sort((a, b) => a - b);
+    const mid = await runLoad({ ...base, engine: 'native', timeline: { limit: 1000, failuresOnly: true, slowMs: lat[150]! } });
+    assert.ok(
+      mid.timeline!.every((t) => t.outcome === 'ok' && t.latencyMs >= lat[150]!),
+      JSON.stringify(mid.timeline!.slice(0, 3)),
+    );
+    const hist = summarizeMs(mid.latency);
+    assert.ok(mid.timeline!.length <= 300 && (hist.max < lat[150]! ? mid.timeline!.length === 0 : mid.timeline!.length > 0));
+  });
+
   test('worker threads: the request bound holds across them, records come back whole', async () => {
     const t0 = Date.now();
     const r = await runLoad({ host: '127.0.0.1', port: ng.port, concurrency: 7, requests: 3001, threads: 2, timeline: true });

@@ -90,6 +90,19 @@ describe('synhold strategies: holds from protect --report lines', () => {
     assert.equal(s.drain, undefined, 'no --stop-old hold, no drain');
   });
 
+  test("hold windows on the wall clock from protect's holdStartedAt: all or none", () => {
+    const at = (iso: string, holdMs: number) => line({ holdStartedAt: iso, holdMs, releaseReason: 'r', timeline: { releaseSentMs: holdMs } });
+    const both = holdSummary(parseProtectReports([at('2026-12-04T10:00:00.100Z', 12.5), at('2026-12-04T10:00:01.000Z', 8)].join('\n')), 'test');
+    const t0 = Date.parse('2026-12-04T10:00:00.100Z');
+    assert.deepEqual(both.windows, [
+      { startedAt: t0, endedAt: t0 + 12.5 },
+      { startedAt: t0 + 900, endedAt: t0 + 908 },
+    ]);
+    // One report without it (an older synhold): no windows at all, rather than windows charged to the wrong reloads.
+    const one = holdSummary(parseProtectReports([at('2026-12-04T10:00:00.100Z', 12.5), line({ holdMs: 3, releaseReason: 'r' })].join('\n')), 'test');
+    assert.equal(one.windows, undefined);
+  });
+
   test('--stop-old holds: the drain before each signal, and the signals sent with connections still on their way in', () => {
     const stopOld = (drainMs: number, queuedAtSignal: number, handshakingAtSignal: number) =>
       line({ holdMs: drainMs + 3, releaseReason: 'r', timeline: { releaseSentMs: drainMs + 3 }, stopOld: { drainMs, queuedAtSignal, handshakingAtSignal } });

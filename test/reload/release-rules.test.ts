@@ -87,6 +87,7 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
 
       // Closing late: CMD starts the new process without -sf and exits; the old one
       // is told to stop (SIGUSR1, what -sf sends) 400 ms after CMD's exit.
+      const called = Date.now();
       const late = synhold([
         '--netns',
         ns.name,
@@ -99,13 +100,22 @@ test('after CMD exits: an old listener closing 400 ms later is waited for; one t
         '-c',
         `${HAPROXY_BIN} -f ${h.cfg} -p ${h.pidFile('b')} -D && { (sleep 0.4; kill -USR1 ${oldPid}) >/dev/null 2>&1 & }`,
       ]);
+      const returned = Date.now();
       assert.equal(late.status, 0, late.stderr);
       const s1 = summary(late.stderr);
       assert.match(s1.reason, /replaced 1 old listener, after the command exited/);
       assert.ok(s1.ms >= 400, `released after ${s1.ms} ms, before the old listener closed`);
       assert.ok(s1.ms < 2000, `held ${s1.ms} ms: the settle rule should have fired at once`);
       // --json's timeline: the new listener first, the old one gone >= 400 ms later, the release right after.
-      const tl = (JSON.parse(late.stdout) as { timeline: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number } }).timeline;
+      const j = JSON.parse(late.stdout) as {
+        holdStartedAt?: string;
+        holdMs?: number;
+        timeline: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number };
+      };
+      const tl = j.timeline;
+      // The hold's window on the wall clock (to place it beside other logs): inside the call, as long as holdMs.
+      const began = Date.parse(j.holdStartedAt ?? '');
+      assert.ok(began >= called && began + j.holdMs! <= returned, `hold ${j.holdStartedAt} + ${j.holdMs} ms outside the call [${called}, ${returned}]`);
       assert.ok(tl.newListenerMs !== undefined && tl.oldGoneMs !== undefined, JSON.stringify(tl));
       assert.ok(tl.oldGoneMs - tl.newListenerMs >= 400, `old listener gone ${tl.oldGoneMs - tl.newListenerMs} ms after the new one appeared`);
       assert.ok(tl.releaseSentMs >= tl.oldGoneMs && tl.releaseSentMs - tl.oldGoneMs < 100, `release sent ${tl.releaseSentMs - tl.oldGoneMs} ms after the swap`);

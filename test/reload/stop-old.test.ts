@@ -171,9 +171,14 @@ test('--stop-old: the new server starts beside the old one, the old one is signa
   await withServer(async (f) => {
     const [old] = f.pids();
     const oldInode = f.listeners()[0]!.inode;
+    const called = Date.now();
     const { status, r, stderr } = protectJson(f.ns, ['--stop-old', 'USR1'], f.startCmd);
+    const returned = Date.now();
     assert.equal(status, 0, stderr);
     assert.equal(r.stopOld?.outcome, 'stopped');
+    // The hold's wall-clock window (to place it beside other logs) is inside the call.
+    const began = Date.parse(r.holdStartedAt ?? '');
+    assert.ok(began >= called && began + r.holdMs! <= returned, `hold ${r.holdStartedAt} + ${r.holdMs} ms, call [${called}, ${returned}]`);
     assert.deepEqual(r.stopOld?.pids, [old]);
     // Set up with --migrate-req off: said, once, as a warning.
     assert.match(r.stopOld?.warning ?? '', /^net\.ipv4\.tcp_migrate_req is 0: /);

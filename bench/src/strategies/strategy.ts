@@ -13,6 +13,7 @@
 import type { HaproxyMode, HaproxyServer } from '../servers.js';
 import type { ReloadLoopResult, ReloadWrap, Stats } from '../reloader.js';
 import type { Where } from '../protocol.js';
+import type { HoldWindow } from '../attribution.js';
 
 // `plug` and `nfqueue` are protect's default hold, which ends at the socket swap (the last old
 // listener gone, the new one up); `plug-exit` and `nfqueue-exit` are the conservative hold
@@ -82,6 +83,8 @@ export interface HoldSummary {
   reasons?: Record<string, number>;
   /** why each hold ended, one per reload in order (when the tool says so for every reload) */
   reasonByReload?: string[];
+  /** each hold's window on the wall clock, when the tool says when it began (not written out: it places the slow requests) */
+  windows?: HoldWindow[];
 }
 
 export interface RunRecord {

@@ -26,10 +26,13 @@ export interface ParsedHold {
   swapToReleaseMs?: number;
   /** --stop-old: the drain before the signal, and what it left on its way into the old listeners. */
   drain?: { ms: number; queued: number; handshaking: number };
+  /** When the hold began, epoch ms (protect's holdStartedAt). */
+  startedAt?: number;
 }
 
 /** The fields of protect's --json result the bench reads (see ProtectResult in src/protect/protect.ts). */
 interface ProtectReportLine {
+  holdStartedAt?: string;
   holdMs?: number;
   released?: number;
   drops?: number;
@@ -51,6 +54,7 @@ export function parseProtectReports(jsonl: string): ParsedHold[] {
     }
     if (typeof r.holdMs !== 'number') continue;
     const t = r.timeline;
+    const startedAt = r.holdStartedAt === undefined ? NaN : Date.parse(r.holdStartedAt);
     out.push({
       ms: r.holdMs,
       released: r.released ?? 0,
@@ -60,6 +64,7 @@ export function parseProtectReports(jsonl: string): ParsedHold[] {
       ...(r.stopOld?.drainMs !== undefined
         ? { drain: { ms: r.stopOld.drainMs, queued: r.stopOld.queuedAtSignal ?? 0, handshaking: r.stopOld.handshakingAtSignal ?? 0 } }
         : {}),
+      ...(Number.isFinite(startedAt) ? { startedAt } : {}),
     });
   }
   return out;
@@ -97,6 +102,9 @@ export function holdSummary(holds: ParsedHold[], source: string): HoldSummary {
     dropped: holds.reduce((a, h) => a + h.dropped, 0),
     reasons,
     reasonByReload: holds.map((h) => reasonKind(h.reason)),
+    ...(holds.length > 0 && holds.every((h) => h.startedAt !== undefined)
+      ? { windows: holds.map((h) => ({ startedAt: h.startedAt!, endedAt: h.startedAt! + h.ms })) }
+      : {}),
   };
 }
 
