@@ -198,6 +198,32 @@ export async function holdAroundStop(
   }
 }
 
+/** What the phases of one --stop-old reload share (stopAndHold and the steps it calls). */
+interface StopOldRun {
+  opts: ProtectOptions & { stopOld: NodeJS.Signals };
+  watcher: ListenerWatcher;
+  ports: readonly number[];
+  signal: AbortSignal;
+  log: (l: string) => void;
+  before: Listener[];
+  old: ProcessId[];
+  report: StopOldReport;
+  /** the start guard's, when it is on (steer.ts) */
+  steer?: ReloadSteer;
+  clock: LoopClock;
+  settleWaitMs: number;
+  timeoutAt: number;
+  /** net.ipv4.tcp_migrate_req in the namespace */
+  migrate: string | undefined;
+  /** CMD's end, once it has ended */
+  commandEnd: () => CommandEnd | undefined;
+}
+
+/** The new server is up: when protect first saw its listeners, and the listeners then. */
+type NewServerUp = { newSeen: bigint; upNow: Listener[] };
+/** Or the old server is left serving, nothing held: why, and whether by --timeout. */
+type LeftServing = { left: string; outcome: StopOldReport['outcome']; timedOut: boolean };
+
 async function stopAndHold(
   startHold: () => Promise<HoldHandle>,
   opts: ProtectOptions & { stopOld: NodeJS.Signals },
@@ -205,10 +231,9 @@ async function stopAndHold(
   ports: readonly number[],
   signal: AbortSignal,
   log: (l: string) => void,
-  /** steer: the start guard's, when it is on (steer.ts). */
   o: { before: Listener[]; old: ProcessId[]; report: StopOldReport; steer?: ReloadSteer },
 ): Promise<HoldOutcome> {
-  const { before, old, report } = o;
+  const { report } = o;
   const cmdStart = process.hrtime.bigint();
   const { child, ended } = runCommand(opts);
   const clock = new LoopClock();
@@ -218,82 +243,40 @@ async function stopAndHold(
     clock.poke();
   });
   signal.addEventListener('abort', () => clock.poke(), { once: true });
-  const settleWaitMs = opts.settleWaitMs ?? DEFAULT_SETTLE_WAIT_MS;
-  const timeoutAt = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
-  const unheld = (extra: Partial<ProtectResult>): HoldOutcome => ({ child, ended, holdStart: cmdStart, result: { ...extra, stopOld: report } });
-  if (before.length === 0) {
-    report.outcome = 'nothing-to-stop';
-    report.left = 'no listener on the protected ports before CMD: nothing to stop, nothing held';
-    log(report.left);
-    return unheld({ timedOut: false });
-  }
+  // `say`: log why (as before this was split: the interrupted cases leave it to the result).
+  const unheld = (left: LeftServing, say = left.outcome !== 'interrupted'): HoldOutcome => {
+    report.outcome = left.outcome;
+    report.left = left.left;
+    if (say) log(left.left);
+    return { child, ended, holdStart: cmdStart, result: { timedOut: left.timedOut, stopOld: report } };
+  };
+  if (o.before.length === 0)
+    return unheld({ outcome: 'nothing-to-stop', left: 'no listener on the protected ports before CMD: nothing to stop, nothing held', timedOut: false });
   log(`old server: pid ${report.pids.join(',')}; starting the new one beside it`);
   // What is still on its way into the old listener when it closes (queued, mid-handshake) is moved to
   // the new one only by the kernel's migration: without it a slow host lost requests (docs/PROTECT.md).
   const migrate = migrateReq(opts.netns);
   if (migrate !== '1')
     report.warning = `net.ipv4.tcp_migrate_req is ${migrate ?? 'missing (kernel before 5.14)'}: connections still entering the old listener when it closes are reset, not moved (synhold setup turns it on unless --migrate-req off)`;
+  const run: StopOldRun = {
+    ...o,
+    opts,
+    watcher,
+    ports,
+    signal,
+    log,
+    clock,
+    settleWaitMs: opts.settleWaitMs ?? DEFAULT_SETTLE_WAIT_MS,
+    timeoutAt: opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity,
+    migrate,
+    commandEnd: () => commandEnd,
+  };
 
   // 2. Until the new server is up (or the reload has failed): nothing held.
-  let readyOk = !opts.ready;
-  let newSeen: bigint | undefined;
-  const polling = o.steer ? new PollingWatch(before) : undefined;
-  let upAt: bigint | undefined;
-  let upNow: Listener[] = [];
-  for (;;) {
-    if (signal.aborted || Date.now() >= timeoutAt) {
-      report.outcome = 'interrupted';
-      report.left = `${signal.aborted ? `protect got ${String(signal.reason)}` : 'protect --timeout'} before the new server was up: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`;
-      return unheld({ timedOut: !signal.aborted });
-    }
-    clock.polling();
-    const now = await watcher.list(ports);
-    const c = commandEnd;
-    const command = commandState(c);
-    if (!readyOk && opts.ready) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
-    let serving: { now: boolean; upForMs: number } | undefined;
-    if (polling && replacementsUp(before, now, ports).up) {
-      upAt ??= process.hrtime.bigint();
-      serving = { now: polling.polled(now), upForMs: msSince(upAt) };
-    }
-    const d = decideStopOld({ before, now, readyOk, ...(command ? { command } : {}), ...(serving ? { serving } : {}) }, { ports, settleWaitMs });
-    if ('stop' in d) {
-      newSeen = upAt ?? process.hrtime.bigint();
-      if (upAt) report.pollWaitMs = msSince(upAt);
-      upNow = now;
-      log(`${d.stop}; holding, then ${opts.stopOld} to pid ${report.pids.join(',')}`);
-      break;
-    }
-    if ('leave' in d) {
-      report.outcome = d.commandFailed ? 'command-failed' : 'not-replaced';
-      report.left = `${d.leave}: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`;
-      log(report.left);
-      return unheld({ timedOut: false });
-    }
-    await clock.sleep(STARTING_POLL_MS);
-  }
-
-  const oldCookies = new Set(before.map((l) => l.cookie));
-  const queued = (ls: readonly Listener[]) => ls.filter((l) => oldCookies.has(l.cookie)).reduce((a, l) => a + l.backlog.queued, 0);
-  // 2b. The start guard's turn: the new server polls its listeners, so new connections go to it and
-  // the old server only empties its accept queue, with nothing held. What is still mid-handshake
-  // into the old listener is waited for under the hold (its count is the port's, which only shrinks
-  // while SYNs are held).
-  if (o.steer?.toNew(upNow)) {
-    const t0 = process.hrtime.bigint();
-    const left = await drainOld(
-      async () => ({ queued: queued(await watcher.list(ports)), handshaking: 0 }),
-      async () => {
-        await clock.sleep(opts.pollMs ?? 1);
-        clock.polling();
-      },
-      () => msSince(t0),
-      () => signal.aborted,
-      drainBounds(migrate, settleWaitMs),
-    );
-    report.unheldDrainMs = msSince(t0);
-    log(`new connections turned to the new server; the old one's queue drained unheld in ${report.unheldDrainMs.toFixed(1)} ms (${left.queued} left)`);
-  }
+  const up = await waitForNewServer(run);
+  if ('left' in up) return unheld(up);
+  // 2b. The start guard's turn: new connections go to the new server, the old one empties its queue unheld.
+  if (run.steer?.toNew(up.upNow)) await drainUnheld(run);
 
   // 3. Hold, let the old listeners' queues empty, signal the old server.
   let hold: HoldHandle;
@@ -302,84 +285,186 @@ async function stopAndHold(
   } catch (e) {
     if (!signal.aborted) throw e;
     // A signal while waiting for another hold's lock: nothing held, the old server left serving.
-    report.outcome = 'interrupted';
-    report.left = `protect got ${String(signal.reason)} while waiting to hold: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`;
-    return unheld({ timedOut: false });
+    return unheld({
+      outcome: 'interrupted',
+      left: `protect got ${String(signal.reason)} while waiting to hold: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`,
+      timedOut: false,
+    });
   }
+  report.unheldMs = Number(process.hrtime.bigint() - cmdStart) / 1e6;
+  const result = await holdThroughStop(run, hold, up.newSeen);
+  return { child, ended, holdStart: cmdStart, result };
+}
+
+/** Steps 3 and 4, from the hold's start to its release, at real-time priority unless told otherwise (as protect.ts's hold). */
+async function holdThroughStop(run: StopOldRun, hold: HoldHandle, newSeen: bigint): Promise<Partial<ProtectResult>> {
   const holdStart = process.hrtime.bigint();
-  report.unheldMs = Number(holdStart - cmdStart) / 1e6;
-  const lease = opts.priority === 'normal' ? undefined : raiseToRealtime();
-  if (lease?.reason) log(`holding at normal priority: ${lease.reason}`);
+  const lease = run.opts.priority === 'normal' ? undefined : raiseToRealtime();
+  if (lease?.reason) run.log(`holding at normal priority: ${lease.reason}`);
   let holdEnded: Released | undefined;
   void hold.done.then((r) => {
     holdEnded = r;
-    clock.poke();
+    run.clock.poke();
   });
   const timeline: NonNullable<ProtectResult['timeline']> = { releaseSentMs: 0, newListenerMs: -Number(holdStart - newSeen) / 1e6 };
-  const oldListeners = watchOldListeners(watcher, before, clock, opts.destroyEvents !== false);
-  let cause: ReleaseCause | undefined;
-  // Raised from the hold's start to its release, the release included (as protect.ts's hold).
+  const oldListeners = watchOldListeners(run.watcher, run.before, run.clock, run.opts.destroyEvents !== false);
+  // Raised from the hold's start to its release, the release included.
   try {
-    // Handshakes are counted only without migration: with it the kernel moves a request socket
-    // whose listener closed to the new one (at its final ACK, or its SYN-ACK's retransmit), and the
-    // count is a walk of the whole established hash (ms under load: most of this hold, measured).
-    const families = [...new Set(before.map((l) => l.family))];
-    const handshakes = migrate === '1' ? async () => 0 : () => watcher.handshaking(ports, families);
-    const left = await drainOld(
-      async () => ({ queued: queued(await watcher.list(ports)), handshaking: await handshakes() }),
-      async () => {
-        await clock.sleep(opts.pollMs ?? 1);
-        clock.polling();
-      },
-      () => msSince(holdStart),
-      () => signal.aborted || holdEnded !== undefined,
-      drainBounds(migrate, settleWaitMs),
-    );
-    report.drainMs = msSince(holdStart);
-    report.queuedAtSignal = left.queued;
-    report.handshakingAtSignal = left.handshaking;
-    if (!signal.aborted && !holdEnded) {
-      for (const p of old) signalProcess(p, opts.stopOld);
-      timeline.stopSentMs = msSince(holdStart);
-    }
+    const holdOver = () => holdEnded !== undefined;
+    await signalUnderHold(run, holdStart, timeline, holdOver);
     // 4. Until every old listener is freed (the kernel's word, or two dumps), --settle-wait at most.
-    let settledPolls = 0;
-    // The new listener was noted before the hold; this notes the moment the old ones are gone.
-    const noteSwap = swapNoter(timeline, before);
-    while (!cause && !holdEnded) {
-      cause = ownEnd(signal, timeoutAt);
-      if (!cause) {
-        clock.polling();
-        const now = await watcher.list(ports);
-        noteSwap(now, msSince(holdStart));
-        const d = decide({ before, now, settledPolls, readyOk: true, oldGoneConfirmed: oldListeners.allFreed() }, { releaseOn: 'swap', settleWaitMs, ports });
-        const sinceSignal = msSince(holdStart) - (timeline.stopSentMs ?? 0);
-        if ('release' in d) cause = { kind: 'reload-done', detail: `${describeCause(d.release)} after ${opts.stopOld} to pid ${report.pids.join(',')}` };
-        else if (sinceSignal >= settleWaitMs)
-          cause = {
-            kind: 'command-exited',
-            detail: `the old server (pid ${report.pids.join(',')}) still listens ${Math.round(sinceSignal)} ms after ${opts.stopOld} (--settle-wait): not closing`,
-          };
-        else {
-          settledPolls = d.settled ? settledPolls + 1 : 0;
-          // As protect's loop: a first settled dump without the kernel's word is dumped again at once.
-          if (settledPolls !== 1) await clock.sleep(opts.pollMs ?? 1);
-        }
-      }
-    }
+    const cause = await waitForOldGone(run, holdStart, timeline, () => oldListeners.allFreed(), holdOver);
     timeline.releaseSentMs = msSince(holdStart);
     const r = holdEnded ?? (await hold.release(cause!));
-    log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
-    const result: Partial<ProtectResult> = {
+    run.log(`released after ${r.durationMs.toFixed(1)} ms: ${describeCause(r.cause)}`);
+    return {
       timedOut: cause?.kind === 'timeout',
       ...releaseResult(r, hold.held),
       timeline,
-      stopOld: report,
+      stopOld: run.report,
       ...(lease ? { priority: { realtime: lease.realtime, ...(lease.reason ? { reason: lease.reason } : {}) } } : {}),
     };
-    return { child, ended, holdStart: cmdStart, result };
   } finally {
     oldListeners.close();
     lease?.restore();
   }
+}
+
+/** Step 2: polls (nothing held) until decideStopOld says the new server is up, or to leave the old one serving. */
+async function waitForNewServer(run: StopOldRun): Promise<NewServerUp | LeftServing> {
+  const { before, ports, report, opts, signal } = run;
+  let readyOk = !opts.ready;
+  const polling = run.steer ? new PollingWatch(before) : undefined;
+  let upAt: bigint | undefined;
+  for (;;) {
+    if (signal.aborted || Date.now() >= run.timeoutAt)
+      return {
+        outcome: 'interrupted',
+        left: `${signal.aborted ? `protect got ${String(signal.reason)}` : 'protect --timeout'} before the new server was up: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`,
+        timedOut: !signal.aborted,
+      };
+    run.clock.polling();
+    const now = await run.watcher.list(ports);
+    const command = commandState(run.commandEnd());
+    if (!readyOk && opts.ready) readyOk = await probeTcp(opts.ready.host, opts.ready.port, 50);
+    let serving: { now: boolean; upForMs: number } | undefined;
+    if (polling && replacementsUp(before, now, ports).up) {
+      upAt ??= process.hrtime.bigint();
+      serving = { now: polling.polled(now), upForMs: msSince(upAt) };
+    }
+    const d = decideStopOld(
+      { before, now, readyOk, ...(command ? { command } : {}), ...(serving ? { serving } : {}) },
+      { ports, settleWaitMs: run.settleWaitMs },
+    );
+    if ('stop' in d) {
+      if (upAt) report.pollWaitMs = msSince(upAt);
+      run.log(`${d.stop}; holding, then ${opts.stopOld} to pid ${report.pids.join(',')}`);
+      return { newSeen: upAt ?? process.hrtime.bigint(), upNow: now };
+    }
+    if ('leave' in d)
+      return {
+        outcome: d.commandFailed ? 'command-failed' : 'not-replaced',
+        left: `${d.leave}: the old server (pid ${report.pids.join(',')}) was left serving, nothing held`,
+        timedOut: false,
+      };
+    await run.clock.sleep(STARTING_POLL_MS);
+  }
+}
+
+/** Connections queued on the listeners from before the reload. */
+function queuedOnOld(run: StopOldRun): (ls: readonly Listener[]) => number {
+  const oldCookies = new Set(run.before.map((l) => l.cookie));
+  return (ls) => ls.filter((l) => oldCookies.has(l.cookie)).reduce((a, l) => a + l.backlog.queued, 0);
+}
+
+/** One drain of the old listeners at the loop's poll interval (drainOld), `elapsed` ms from `t0`. */
+function drainFrom(run: StopOldRun, t0: bigint, sample: () => Promise<DrainLeft>, stop: () => boolean): Promise<DrainLeft> {
+  return drainOld(
+    sample,
+    async () => {
+      await run.clock.sleep(run.opts.pollMs ?? 1);
+      run.clock.polling();
+    },
+    () => msSince(t0),
+    stop,
+    drainBounds(run.migrate, run.settleWaitMs),
+  );
+}
+
+/**
+ * Step 2b, with the start guard turned to the new server: the old server only empties its accept
+ * queue, with nothing held. What is still mid-handshake into the old listener is waited for under
+ * the hold (signalUnderHold: its count is the port's, which only shrinks while SYNs are held).
+ */
+async function drainUnheld(run: StopOldRun): Promise<void> {
+  const queued = queuedOnOld(run);
+  const t0 = process.hrtime.bigint();
+  const left = await drainFrom(
+    run,
+    t0,
+    async () => ({ queued: queued(await run.watcher.list(run.ports)), handshaking: 0 }),
+    () => run.signal.aborted,
+  );
+  run.report.unheldDrainMs = msSince(t0);
+  run.log(`new connections turned to the new server; the old one's queue drained unheld in ${run.report.unheldDrainMs.toFixed(1)} ms (${left.queued} left)`);
+}
+
+/** Step 3, under the hold: waits for what is on its way into the old listeners, then signals the old server (unless the hold is over). */
+async function signalUnderHold(run: StopOldRun, holdStart: bigint, timeline: NonNullable<ProtectResult['timeline']>, holdEnded: () => boolean): Promise<void> {
+  const { report, ports } = run;
+  const queued = queuedOnOld(run);
+  // Handshakes are counted only without migration: with it the kernel moves a request socket
+  // whose listener closed to the new one (at its final ACK, or its SYN-ACK's retransmit), and the
+  // count is a walk of the whole established hash (ms under load: most of this hold, measured).
+  const families = [...new Set(run.before.map((l) => l.family))];
+  const handshakes = run.migrate === '1' ? async () => 0 : () => run.watcher.handshaking(ports, families);
+  const left = await drainFrom(
+    run,
+    holdStart,
+    async () => ({ queued: queued(await run.watcher.list(ports)), handshaking: await handshakes() }),
+    () => run.signal.aborted || holdEnded(),
+  );
+  report.drainMs = msSince(holdStart);
+  report.queuedAtSignal = left.queued;
+  report.handshakingAtSignal = left.handshaking;
+  if (!run.signal.aborted && !holdEnded()) {
+    for (const p of run.old) signalProcess(p, run.opts.stopOld);
+    timeline.stopSentMs = msSince(holdStart);
+  }
+}
+
+/**
+ * Step 4, under the hold: why to release: every old listener freed (the kernel's word, or two
+ * dumps), --settle-wait after the signal, a signal or --timeout; undefined when the hold ended by itself.
+ */
+async function waitForOldGone(
+  run: StopOldRun,
+  holdStart: bigint,
+  timeline: NonNullable<ProtectResult['timeline']>,
+  oldGoneConfirmed: () => boolean,
+  holdEnded: () => boolean,
+): Promise<ReleaseCause | undefined> {
+  const { before, ports, report, settleWaitMs } = run;
+  let settledPolls = 0;
+  // The new listener was noted before the hold; this notes the moment the old ones are gone.
+  const noteSwap = swapNoter(timeline, before);
+  while (!holdEnded()) {
+    const own = ownEnd(run.signal, run.timeoutAt);
+    if (own) return own;
+    run.clock.polling();
+    const now = await run.watcher.list(ports);
+    noteSwap(now, msSince(holdStart));
+    const d = decide({ before, now, settledPolls, readyOk: true, oldGoneConfirmed: oldGoneConfirmed() }, { releaseOn: 'swap', settleWaitMs, ports });
+    const sinceSignal = msSince(holdStart) - (timeline.stopSentMs ?? 0);
+    if ('release' in d) return { kind: 'reload-done', detail: `${describeCause(d.release)} after ${run.opts.stopOld} to pid ${report.pids.join(',')}` };
+    if (sinceSignal >= settleWaitMs)
+      return {
+        kind: 'command-exited',
+        detail: `the old server (pid ${report.pids.join(',')}) still listens ${Math.round(sinceSignal)} ms after ${run.opts.stopOld} (--settle-wait): not closing`,
+      };
+    settledPolls = d.settled ? settledPolls + 1 : 0;
+    // As protect's loop: a first settled dump without the kernel's word is dumped again at once.
+    if (settledPolls !== 1) await run.clock.sleep(run.opts.pollMs ?? 1);
+  }
+  return undefined;
 }
