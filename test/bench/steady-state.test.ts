@@ -86,6 +86,14 @@ test('steady-state conditions: bare and setup defaults, or bare and one set-up p
     ['bare', 'set up (nfqueue, always)', 'set up (nfqueue, while-holding)'],
   );
   assert.deepEqual(st[2]!.setupArgs!.slice(-4), ['--backend', 'nfqueue', '--steering', 'while-holding']);
+  // --stand-ins: the plug topologies built by tc (no synhold setup: bare to synhold), beside bare
+  const si = conditionsFor([], false, [], ['clsact']);
+  assert.deepEqual(
+    si.map((x) => x.name),
+    ['bare', "plug's clsact topology, pfifo for the plug"],
+  );
+  assert.equal(si[1]!.setupArgs, undefined);
+  assert.ok(si[1]!.standIn!.install.some((a) => a.join(' ').startsWith('tc qdisc add dev lo clsact')));
   assert.deepEqual(
     [0, 1, 2, 3].map((r) => roundOrder(['a', 'b', 'c'], r).join('')),
     ['abc', 'bca', 'cab', 'abc'],

@@ -357,3 +357,48 @@ test('auto picks plug on this kernel, with the reason', async () => {
     await teardown({ netns: ns.name });
   });
 });
+
+test("the steady-state bench's stand-ins build synhold's plug topologies, a pfifo in the plug's place: tc's dumps are the same", async () => {
+  const { standIn, STAND_IN_IFB } = await import('../../bench/src/cost/plug-stand-in.js');
+  // tc's text, without what differs by construction: the IFB's name, filter handles' counters and times.
+  const dump = (ns: TestNetns, args: string[]) =>
+    ns
+      .exec('tc', args)
+      .replace(/synhold-ifb\w+/g, 'IFB')
+      .split('\n')
+      .filter((l) => !/installed|Sent|backlog|Action statistics|index \d+ ref/.test(l))
+      .join('\n');
+  for (const topology of ['prio', 'clsact'] as const) {
+    await withNetns(async (ns) => {
+      const filterArgs = topology === 'prio' ? ['filter', 'show', 'dev', 'lo'] : ['filter', 'show', 'dev', 'lo', 'egress'];
+      await setup(normalizeConfig({ ports: [8001], backend: 'plug', egressTopology: topology }), { netns: ns.name });
+      const real = { filters: dump(ns, filterArgs), lo: qdiscs(ns).map((q) => `${q.kind} ${q.handle}`) };
+      const ifb =
+        qdiscs(ns).length > 0 && topology === 'clsact'
+          ? (ns.ipJson(['link', 'show']) as { ifname: string }[]).find((l) => /^synhold-ifb/.test(l.ifname))!.ifname
+          : undefined;
+      const realIfb = ifb ? qdiscs(ns, ifb).map((q) => `${q.kind} ${q.handle}`) : [];
+      await teardown({ netns: ns.name });
+      const s = standIn(topology, 'lo', 8001);
+      for (const [cmd, ...args] of s.install) ns.exec(cmd!, args);
+      try {
+        assert.equal(dump(ns, filterArgs), real.filters, `${topology}: the filters`);
+        // The qdiscs: the same, but a pfifo where the plug is.
+        const plugAsPfifo = (xs: string[]) => xs.map((x) => x.replace(/^plug /, 'pfifo '));
+        assert.deepEqual(
+          qdiscs(ns).map((q) => `${q.kind} ${q.handle}`),
+          plugAsPfifo(real.lo),
+          `${topology}: lo's qdiscs`,
+        );
+        if (ifb)
+          assert.deepEqual(
+            qdiscs(ns, STAND_IN_IFB).map((q) => `${q.kind} ${q.handle}`),
+            plugAsPfifo(realIfb),
+            'the IFB',
+          );
+      } finally {
+        for (const [cmd, ...args] of s.remove) spawnSync('ip', ['netns', 'exec', ns.name, cmd!, ...args]);
+      }
+    });
+  }
+});

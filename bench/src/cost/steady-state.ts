@@ -12,7 +12,7 @@
  * rounds and the median of each round's set-up / bare ratio.
  *
  *   node dist/bench/src/cost/steady-state.js [--rounds N] [--seconds S] [--topologies prio,clsact]
- *        [--steerings always,while-holding] [--other-port] [--json]
+ *        [--steerings always,while-holding] [--stand-ins prio,clsact] [--other-port] [--json]
  *
  * --topologies: one set-up condition per plug egress topology (`setup
  * --egress-topology T`), each measured in every round beside bare; without it,
@@ -20,6 +20,9 @@
  * --steerings: one set-up condition per nfqueue steering (`setup --backend nfqueue
  * --steering S`): `always` keeps a rule in raw PREROUTING, `while-holding` installs
  * nothing until a hold, so its row is what being set up costs with no hold at all.
+ * --stand-ins prio,clsact: one condition per plug egress topology built with a pfifo where the
+ * plug would be (plug-stand-in.ts), for a kernel without sch_plug: while not holding, a released
+ * plug queues as a pfifo does, so these rows are what the topology costs on this kernel.
  * --other-port: one more condition, `set up (another port)`: setup's defaults for
  * a port no load uses (8009). The steering is in place (the hook, the rule's
  * match for every packet) but no SYN of the loads matches it, which tells the
@@ -40,6 +43,7 @@ import { exec } from '../exec.js';
 import { wrkArgv, wrkResult } from '../load/wrk.js';
 import { median, writeReportPage } from './page.js';
 import { medianInterval } from '../median.js';
+import { standIn, type StandIn, type StandInTopology } from './plug-stand-in.js';
 
 const HOST = '127.0.0.1';
 const PORT = 8001;
@@ -116,22 +120,40 @@ async function measure(seconds: number): Promise<Sample> {
   return { newConnRps: await wrkRps(seconds, false), keepAliveRps: await wrkRps(seconds, true), bulkBytesPerS: bulk(seconds) };
 }
 
-/** The conditions of a run, bare first, and the setup arguments of each set-up one. */
+/** One condition: bare, set up by synhold (setupArgs), or the plug topology's stand-in (plug-stand-in.ts). */
+export interface ConditionSpec {
+  name: Condition;
+  setupArgs?: string[];
+  standIn?: StandIn;
+}
+
+/** The conditions of a run, bare first, and how each set-up one is set up. */
 export function conditionsFor(
   topologies: readonly string[],
   otherPort = false,
   steerings: readonly string[] = [],
-): { name: Condition; setupArgs?: string[] }[] {
+  standIns: readonly StandInTopology[] = [],
+): ConditionSpec[] {
   const setup = (port: number) => ['setup', '--port', String(port), '--migrate-req', 'off'];
   const base = setup(PORT);
   const other = otherPort ? [{ name: 'set up (another port)', setupArgs: setup(OTHER_PORT) }] : [];
-  if (topologies.length === 0 && steerings.length === 0) return [{ name: BARE }, { name: 'set up', setupArgs: base }, ...other];
+  const stood = standIns.map((t) => ({ name: `plug's ${t} topology, pfifo for the plug`, standIn: standIn(t, 'lo', PORT) }));
+  if (topologies.length === 0 && steerings.length === 0 && standIns.length === 0) return [{ name: BARE }, { name: 'set up', setupArgs: base }, ...other];
   return [
     { name: BARE },
     ...topologies.map((t) => ({ name: `set up (${t})`, setupArgs: [...base, '--backend', 'plug', '--egress-topology', t] })),
     ...steerings.map((st) => ({ name: `set up (nfqueue, ${st})`, setupArgs: [...base, '--backend', 'nfqueue', '--steering', st] })),
+    ...stood,
     ...other,
   ];
+}
+
+/** Runs argv lists in order (in this process's namespace); `strict`: the first failure throws. */
+function runAll(cmds: readonly string[][], strict: boolean): void {
+  for (const [cmd, ...args] of cmds) {
+    const r = spawnSync(cmd!, args, { encoding: 'utf8', timeout: 30_000 });
+    if (strict && r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}: ${r.stderr.trim()}`);
+  }
 }
 
 /** Round r's order: the list rotated by r, so each condition goes first as often as any other. */
@@ -141,17 +163,28 @@ export function roundOrder<T>(items: readonly T[], r: number): T[] {
 }
 
 /** Inside the namespace: nginx, then the rounds. */
-async function inside(netns: string, rounds: number, seconds: number, topologies: string[], otherPort: boolean, steerings: string[]): Promise<SteadyRun> {
+async function inside(
+  netns: string,
+  rounds: number,
+  seconds: number,
+  topologies: string[],
+  otherPort: boolean,
+  steerings: string[],
+  standIns: StandInTopology[],
+): Promise<SteadyRun> {
   const nginx = await startNginx({ host: HOST, port: PORT, workers: 1 });
-  const conditions = conditionsFor(topologies, otherPort, steerings);
+  const conditions = conditionsFor(topologies, otherPort, steerings, standIns);
   const samples: Record<Condition, Sample[]> = Object.fromEntries(conditions.map((c) => [c.name, []]));
-  let backend = '';
+  // Without a synhold set-up condition, the heading names what the set-up rows are.
+  let backend = conditions.some((c) => c.setupArgs) ? '' : 'plug topologies built by tc, a pfifo for the plug';
   try {
     for (let r = 0; r < rounds; r++) {
       for (const c of roundOrder(conditions, r)) {
         // Bare rounds start and end with synhold too (status, exit 3: not set up; teardown, which has
         // nothing to remove), so that both conditions measure right after the same Node.js start:
         // only the steering differs.
+        // A stand-in is bare to synhold (status, teardown), with the topology built by tc beside it.
+        if (c.standIn) runAll(c.standIn.install, true);
         if (c.setupArgs) backend = (JSON.parse(synhold(netns, ['--json', ...c.setupArgs])) as { backend: string }).backend;
         else synhold(netns, ['--json', 'status'], [3]);
         try {
@@ -159,6 +192,7 @@ async function inside(netns: string, rounds: number, seconds: number, topologies
           samples[c.name]!.push(await measure(seconds));
         } finally {
           synhold(netns, ['teardown']);
+          if (c.standIn) runAll(c.standIn.remove, false);
         }
         process.stderr.write(`steady-state: round ${r + 1}/${rounds} ${c.name}: ${JSON.stringify(samples[c.name]!.at(-1))}\n`);
       }
@@ -245,6 +279,7 @@ async function main(): Promise<number> {
   const topologies = args.includes('--topologies') ? (args[args.indexOf('--topologies') + 1] ?? '').split(',') : [];
   const steerings = args.includes('--steerings') ? (args[args.indexOf('--steerings') + 1] ?? '').split(',') : [];
   const otherPort = args.includes('--other-port');
+  const standIns = (args.includes('--stand-ins') ? (args[args.indexOf('--stand-ins') + 1] ?? '').split(',') : []) as StandInTopology[];
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > MAX_ROUNDS || !(seconds >= 1 && seconds <= 60)) {
     process.stderr.write(`steady-state: --rounds 1..${MAX_ROUNDS}, --seconds 1..60\n`);
     return 2;
@@ -257,9 +292,13 @@ async function main(): Promise<number> {
     process.stderr.write('steady-state: --steerings is a list of always and while-holding, each at most once\n');
     return 2;
   }
+  if (standIns.some((t) => t !== 'prio' && t !== 'clsact') || new Set(standIns).size !== standIns.length) {
+    process.stderr.write('steady-state: --stand-ins is a list of prio and clsact, each at most once\n');
+    return 2;
+  }
   const insideAt = args.indexOf('--inside');
   if (insideAt >= 0) {
-    const run = await inside(args[insideAt + 1]!, rounds, seconds, topologies, otherPort, steerings);
+    const run = await inside(args[insideAt + 1]!, rounds, seconds, topologies, otherPort, steerings, standIns);
     process.stdout.write(
       args.includes('--json') ? `${JSON.stringify(run)}\n` : renderSteady(run, `node dist/bench/src/cost/steady-state.js ${args.slice(0, insideAt).join(' ')}`),
     );
@@ -269,7 +308,7 @@ async function main(): Promise<number> {
   await addNetns(netns);
   try {
     const child = spawn('ip', ['netns', 'exec', netns, process.execPath, fileURLToPath(import.meta.url), ...args, '--inside', netns], { stdio: 'inherit' });
-    const conditions = conditionsFor(topologies, otherPort, steerings).length;
+    const conditions = conditionsFor(topologies, otherPort, steerings, standIns).length;
     const budget = setTimeout(() => child.kill('SIGTERM'), rounds * conditions * (3 * seconds + 60) * 1000 + 60_000);
     const code = await new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 1)));
     clearTimeout(budget);
