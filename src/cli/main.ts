@@ -337,8 +337,16 @@ async function cmdDaemon(args: string[], g: Globals): Promise<number> {
   const log = (l: string) => process.stderr.write(`synhold daemon: ${l}\n`);
   const { runDaemon } = await import('../protect/daemon.js');
   const d = await runDaemon({ ...scopeOf(g), metrics, log });
+  // Caught for the daemon's whole life, not once: a second signal while it closes (a supervisor that
+  // sends two) would otherwise take the default action in the middle of a release.
   const sig = await new Promise<NodeJS.Signals>((resolve) => {
-    for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
+    let stopping = false;
+    const onSignal = (s: NodeJS.Signals) => {
+      if (stopping) log(`${s}: already releasing and stopping`);
+      else resolve(s);
+      stopping = true;
+    };
+    for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, onSignal);
   });
   log(`${sig}: releasing and stopping`);
   await d.close();

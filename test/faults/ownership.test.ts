@@ -183,6 +183,33 @@ test('SIGTERM after protect has released and before it has reported (failpoint r
   );
 });
 
+test('the daemon: a second SIGTERM while it releases its hold on the first (failpoint releasing) is not the default action; it finishes and exits 0', async () => {
+  await withNetns((ns) =>
+    withServer(ns, async () => {
+      const d = synholdAsync(['--netns', ns.name, 'daemon'], { SYNHOLD_FAILPOINT: 'releasing' });
+      const pids = [d.pid];
+      try {
+        await until('the daemon socket', () => existsSync(StateStore.for(ns.name).daemonSocketPath));
+        const p = synholdAsync(['--netns', ns.name, 'protect', '--max-hold', '20s', '--', 'sleep', '20']);
+        pids.push(p.pid);
+        await until('the hold, through the daemon', () => queueBound(ns));
+        kill(d.pid, 'SIGTERM');
+        await until('the daemon stopped in its release', () => stateOf(d.pid) === 'T');
+        kill(d.pid, 'SIGTERM');
+        kill(d.pid, 'SIGCONT');
+        const r = await d.done;
+        assert.equal(r.signal, null, `killed by ${r.signal}: the default action ran mid-release`);
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stderr, /SIGTERM: releasing and stopping/);
+        assert.match(r.stderr, /SIGTERM: already releasing and stopping/);
+        assert.equal(await queueBound(ns), false, 'released');
+      } finally {
+        reap(pids);
+      }
+    }),
+  );
+});
+
 test('SIGTERM after max-hold ended the hold, CMD still running: protect passes it to CMD and exits 143 at once', async () => {
   await withNetns((ns) =>
     withServer(ns, async () => {
