@@ -379,6 +379,9 @@ test("the steady-state bench's stand-ins build synhold's plug topologies, a pfif
           : undefined;
       const realIfb = ifb ? qdiscs(ns, ifb).map((q) => `${q.kind} ${q.handle}`) : [];
       await teardown({ netns: ns.name });
+      // What is compared is there: synhold's SYN keys in the filters, its plug where the stand-in puts a pfifo.
+      assert.match(real.filters, /match 00020000\/00120000 at 32/);
+      assert.ok([...real.lo, ...realIfb].includes('plug 5302:'), JSON.stringify({ real, realIfb }));
       const s = standIn(topology, 'lo', 8001);
       for (const [cmd, ...args] of s.install) ns.exec(cmd!, args);
       try {
