@@ -73,6 +73,24 @@ print("ok")`;
   });
 });
 
+test('the clsact stand-in without its filters: the hook, the IFB and its queue, and no packet redirected', async () => {
+  await withNetns(async (ns) => {
+    const s = standIn('clsact-idle', 'lo', PORT);
+    for (const [cmd, ...args] of s.install) ns.exec(cmd!, args);
+    try {
+      assert.ok((ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as { kind: string }[]).some((q) => q.kind === 'clsact'));
+      assert.equal(ns.exec('tc', ['filter', 'show', 'dev', 'lo', 'egress']).trim(), '');
+      const py = `import socket
+srv = socket.socket(); srv.bind(("127.0.0.1", ${PORT})); srv.listen(1)
+c = socket.create_connection(("127.0.0.1", ${PORT})); a, _ = srv.accept(); c.sendall(b"x"); print(a.recv(1).decode())`;
+      assert.equal(ns.exec('python3', ['-c', py]).trim(), 'x');
+      assert.equal(ifbPackets(ns), 0);
+    } finally {
+      for (const [cmd, ...args] of s.remove) ns.exec(cmd!, args);
+    }
+  });
+});
+
 test('both stand-ins carry the same matches, one filter per family, as synhold installs them', () => {
   for (const t of ['prio', 'clsact'] as const) {
     const filters = standIn(t, 'lo', PORT).install.filter((a) => a[1] === 'filter');

@@ -94,6 +94,13 @@ test('steady-state conditions: bare and setup defaults, or bare and one set-up p
   );
   assert.equal(si[1]!.setupArgs, undefined);
   assert.ok(si[1]!.standIn!.install.some((a) => a.join(' ').startsWith('tc qdisc add dev lo clsact')));
+  // clsact-idle: the same hook, IFB and queue, no filter
+  const idle = conditionsFor([], false, [], ['clsact', 'clsact-idle'])[2]!;
+  assert.equal(idle.name, "plug's clsact topology without its filters, pfifo for the plug");
+  assert.deepEqual(
+    idle.standIn!.install.map((a) => a.slice(0, 3).join(' ')),
+    ['ip link add', 'ip link set', 'tc qdisc add', 'tc qdisc add'],
+  );
   assert.deepEqual(
     [0, 1, 2, 3].map((r) => roundOrder(['a', 'b', 'c'], r).join('')),
     ['abc', 'bca', 'cab', 'abc'],

@@ -15,7 +15,13 @@
 import { DEFAULT_PRIOMAP } from '../../../src/rtnl/tc/sch_prio.js';
 import { HOOK_PRIO_V4, HOOK_PRIO_V6, PLUG_MAJOR, PRIO_MAJOR } from '../../../src/backends/plug.js';
 
-export type StandInTopology = 'prio' | 'clsact';
+/**
+ * prio, clsact: the topologies as `synhold setup` leaves them between holds. clsact-idle: the clsact
+ * topology without its two filters (the hook, the IFB and its queue only): what a plug steering that
+ * adds the filters only while holding, as nfqueue's `--steering while-holding` does, would cost.
+ */
+export type StandInTopology = 'prio' | 'clsact' | 'clsact-idle';
+export const STAND_IN_TOPOLOGIES: readonly StandInTopology[] = ['prio', 'clsact', 'clsact-idle'];
 
 export interface StandIn {
   /** argv lists, run in order in the namespace */
@@ -66,7 +72,7 @@ export function standIn(topology: StandInTopology, dev: string, port: number): S
       argv(`ip link set ${STAND_IN_IFB} up`),
       argv(`tc qdisc add dev ${STAND_IN_IFB} root handle ${plug} pfifo limit 10000`),
       argv(`tc qdisc add dev ${dev} clsact`),
-      ...filters('egress', [HOOK_PRIO_V4, HOOK_PRIO_V6], `action mirred egress redirect dev ${STAND_IN_IFB}`),
+      ...(topology === 'clsact' ? filters('egress', [HOOK_PRIO_V4, HOOK_PRIO_V6], `action mirred egress redirect dev ${STAND_IN_IFB}`) : []),
     ],
     remove: [argv(`tc qdisc del dev ${dev} clsact`), argv(`ip link del ${STAND_IN_IFB}`)],
   };

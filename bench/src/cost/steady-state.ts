@@ -12,7 +12,7 @@
  * rounds and the median of each round's set-up / bare ratio.
  *
  *   node dist/bench/src/cost/steady-state.js [--rounds N] [--seconds S] [--topologies prio,clsact]
- *        [--steerings always,while-holding] [--stand-ins prio,clsact] [--other-port] [--json]
+ *        [--steerings always,while-holding] [--stand-ins prio,clsact,clsact-idle] [--other-port] [--json]
  *
  * --topologies: one set-up condition per plug egress topology (`setup
  * --egress-topology T`), each measured in every round beside bare; without it,
@@ -20,7 +20,7 @@
  * --steerings: one set-up condition per nfqueue steering (`setup --backend nfqueue
  * --steering S`): `always` keeps a rule in raw PREROUTING, `while-holding` installs
  * nothing until a hold, so its row is what being set up costs with no hold at all.
- * --stand-ins prio,clsact: one condition per plug egress topology built with a pfifo where the
+ * --stand-ins prio,clsact,clsact-idle: one condition per plug egress topology built with a pfifo where the
  * plug would be (plug-stand-in.ts), for a kernel without sch_plug: while not holding, a released
  * plug queues as a pfifo does, so these rows are what the topology costs on this kernel.
  * --other-port: one more condition, `set up (another port)`: setup's defaults for
@@ -43,7 +43,7 @@ import { exec } from '../exec.js';
 import { wrkArgv, wrkResult } from '../load/wrk.js';
 import { median, writeReportPage } from './page.js';
 import { medianInterval } from '../median.js';
-import { standIn, type StandIn, type StandInTopology } from './plug-stand-in.js';
+import { standIn, STAND_IN_TOPOLOGIES, type StandIn, type StandInTopology } from './plug-stand-in.js';
 
 const HOST = '127.0.0.1';
 const PORT = 8001;
@@ -137,7 +137,9 @@ export function conditionsFor(
   const setup = (port: number) => ['setup', '--port', String(port), '--migrate-req', 'off'];
   const base = setup(PORT);
   const other = otherPort ? [{ name: 'set up (another port)', setupArgs: setup(OTHER_PORT) }] : [];
-  const stood = standIns.map((t) => ({ name: `plug's ${t} topology, pfifo for the plug`, standIn: standIn(t, 'lo', PORT) }));
+  const stoodName = (t: StandInTopology) =>
+    t === 'clsact-idle' ? "plug's clsact topology without its filters, pfifo for the plug" : `plug's ${t} topology, pfifo for the plug`;
+  const stood = standIns.map((t) => ({ name: stoodName(t), standIn: standIn(t, 'lo', PORT) }));
   if (topologies.length === 0 && steerings.length === 0 && standIns.length === 0) return [{ name: BARE }, { name: 'set up', setupArgs: base }, ...other];
   return [
     { name: BARE },
@@ -292,8 +294,8 @@ async function main(): Promise<number> {
     process.stderr.write('steady-state: --steerings is a list of always and while-holding, each at most once\n');
     return 2;
   }
-  if (standIns.some((t) => t !== 'prio' && t !== 'clsact') || new Set(standIns).size !== standIns.length) {
-    process.stderr.write('steady-state: --stand-ins is a list of prio and clsact, each at most once\n');
+  if (standIns.some((t) => !STAND_IN_TOPOLOGIES.includes(t)) || new Set(standIns).size !== standIns.length) {
+    process.stderr.write(`steady-state: --stand-ins is a list of ${STAND_IN_TOPOLOGIES.join(', ')}, each at most once\n`);
     return 2;
   }
   const insideAt = args.indexOf('--inside');
