@@ -51,7 +51,7 @@ import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
 import { ETH_P_IP, ETH_P_IPV6, RTM_NEWQDISC } from '../rtnl/tc/tcmsg.js';
 import { Plug, plugStatsFrom, type PlugRef } from '../plug/plug.js';
 import type { EgressTopology, SetupConfig } from '../model/config.js';
-import { synMatches } from '../model/syn-match.js';
+import { synMatches, type SynMatch } from '../model/syn-match.js';
 import { atomically, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
 
 export const PRIO_MAJOR = 0x5301;
@@ -82,6 +82,19 @@ export interface PlugState {
   };
   /** The root qdisc's kind before setup, for teardown's restore check. */
   previousRoot?: string;
+  /** Redirect topologies: when the filters are on the hook (absent in records made before the option: always). */
+  steering?: 'always' | 'while-holding';
+  /** With --steering auto: why setup chose this one. */
+  steeringReason?: string;
+  /** Steering while-holding: the filters each hold adds to the hook and its release deletes. */
+  holdFilters?: {
+    dev: string;
+    parent: number;
+    prios: { v4: number; v6: number };
+    matches: SynMatch[];
+    /** The hold adds the clsact hook itself too, and its release deletes it (setup made it: nobody else's). */
+    hook?: boolean;
+  };
 }
 
 function ifbName(ifindex: number): string {
@@ -94,14 +107,14 @@ function plugRef(s: PlugState): PlugRef {
 
 async function addSynFilters(
   ctx: BackendContext,
-  cfg: SetupConfig,
-  dev: string,
+  matches: readonly SynMatch[],
+  dev: string | number,
   parent: number,
   prios: { v4: number; v6: number },
   target: { classid: number } | { redirectTo: number },
 ): Promise<FilterRecord[]> {
   const records: FilterRecord[] = [];
-  for (const t of synMatches(cfg)) {
+  for (const t of matches) {
     const protocol = t.family === 4 ? ETH_P_IP : ETH_P_IPV6;
     const prio = t.family === 4 ? prios.v4 : prios.v6;
     const keys = synMatchKeys(t);
@@ -110,7 +123,7 @@ async function addSynFilters(
         ? { keys, classid: target.classid }
         : { keys, actions: [{ kind: 'mirred', options: { eaction: 'egress_redirect', ifindex: target.redirectTo } }] };
     await addFilter(ctx.rt, { dev, parent, prio, protocol, kind: 'u32', options });
-    if (!records.some((r) => r.prio === prio)) records.push({ dev, parent, prio, protocol });
+    if (!records.some((r) => r.prio === prio)) records.push({ dev: String(dev), parent, prio, protocol });
   }
   return records;
 }
@@ -145,7 +158,7 @@ async function installEgress(cfg: SetupConfig, ctx: BackendContext): Promise<Plu
     if (root) state.previousRoot = root.kind;
     // Deleting the root prio takes the plug and the filters with it.
     await new Plug(ctx.rt, plugRef(state)).attach(cfg.limit);
-    state.created.filters = await addSynFilters(ctx, cfg, cfg.dev, prioHandle, { v4: 1, v6: 2 }, { classid: makeHandle(PRIO_MAJOR, 4) });
+    state.created.filters = await addSynFilters(ctx, synMatches(cfg), cfg.dev, prioHandle, { v4: 1, v6: 2 }, { classid: makeHandle(PRIO_MAJOR, 4) });
     return state;
   });
 }
@@ -195,16 +208,58 @@ async function installRedirect(cfg: SetupConfig, ctx: BackendContext, side: 'ing
       }
     }
     const prios = { v4: HOOK_PRIO_V4, v6: HOOK_PRIO_V6 };
+    const matches = synMatches(cfg);
     try {
-      state.created.filters = await addSynFilters(ctx, cfg, cfg.dev, parent, prios, { redirectTo: ifbLink.index });
+      state.created.filters = await addSynFilters(ctx, matches, cfg.dev, parent, prios, { redirectTo: ifbLink.index });
     } catch (e) {
       if (!state.created.hook) {
         for (const prio of [prios.v4, prios.v6]) await deleteFilter(ctx.rt, { dev: cfg.dev, parent, prio }).catch(() => undefined);
       }
       throw e;
     }
+    if (cfg.steering !== 'always') {
+      // While holding: the filters just added proved this kernel takes them (cls_u32, act_mirred);
+      // they go now and come back for each hold only, with the clsact hook when setup made it (a hook
+      // somebody else had stays, with their filters). On this project's kernel the filters cost 5% of
+      // new connections on lo, and the hook alone about 1% (docs/STEADY-STATE.md); between holds the
+      // device then has exactly the qdiscs it had before setup.
+      const hookOwned = Boolean(state.created.hook);
+      if (hookOwned) await deleteQdisc(ctx.rt, { dev: cfg.dev, parent: TC_H_CLSACT });
+      else await deleteHookFilters(ctx, { dev: cfg.dev, parent, prios });
+      state.created.filters = [];
+      state.steering = 'while-holding';
+      state.holdFilters = { dev: cfg.dev, parent, prios, matches, ...(hookOwned ? { hook: true } : {}) };
+      if (cfg.steering === 'auto') state.steeringReason = 'redirect topology: the filters (and the hook setup made) are there only while holding';
+    } else state.steering = 'always';
     return state;
   });
+}
+
+/** Deletes synhold's two filters from a hook (either may be gone already). */
+async function deleteHookFilters(ctx: BackendContext, f: { dev: string | number; parent: number; prios: { v4: number; v6: number } }): Promise<void> {
+  for (const prio of [f.prios.v4, f.prios.v6]) await deleteFilter(ctx.rt, { dev: f.dev, parent: f.parent, prio }).catch(ignoreGone);
+}
+
+/** Steering while-holding, after a hold: its filters gone, and the hook with them when the hold adds it. */
+async function removeHoldSteering(ctx: BackendContext, f: NonNullable<PlugState['holdFilters']>, dev: string | number = f.dev): Promise<void> {
+  if (f.hook) await deleteQdisc(ctx.rt, { dev, parent: TC_H_CLSACT }).catch(ignoreGone);
+  else await deleteHookFilters(ctx, { dev, parent: f.parent, prios: f.prios });
+}
+
+/**
+ * Steering while-holding: the hold's hook and filters, on the device by index (resolved once, at
+ * prepare). add() first removes what a hold that died may have left (the watchdog releases the plug,
+ * not the steering), so that each hold starts from the device as setup left it.
+ */
+function holdFilterSteering(ctx: BackendContext, f: NonNullable<PlugState['holdFilters']>, devIndex: number, ifbIndex: number) {
+  return {
+    async add(): Promise<void> {
+      await removeHoldSteering(ctx, f, devIndex);
+      if (f.hook) await addQdisc(ctx.rt, { dev: devIndex, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' });
+      await addSynFilters(ctx, f.matches, devIndex, f.parent, f.prios, { redirectTo: ifbIndex });
+    },
+    remove: () => removeHoldSteering(ctx, f, devIndex),
+  };
 }
 
 export const plugBackend: HoldBackend<PlugState> = {
@@ -255,15 +310,26 @@ export const plugBackend: HoldBackend<PlugState> = {
       seq: spare.reserveSeq(),
       payload: encodeQdiscRequest(ifindex, { parent: s.plug.parent, handle: s.plug.handle, kind: 'plug', options: { action: 'release_indefinite' } }),
     });
+    const steer = s.holdFilters ? holdFilterSteering(ctx, s.holdFilters, await index(s.holdFilters.dev), ifindex) : undefined;
     return {
       fallback: { sockets: [spare.fd], messages: [{ socket: 0, bytes: release }], commands: [], relayAcks: (l) => spare.onReservedAck(l) },
       async start() {
         await plug.buffer();
+        // While holding: the plug holds first, then the filters send SYNs to it (the other way round,
+        // a SYN redirected before the buffer would pass). A failure lets go of the plug: nothing held.
+        if (steer)
+          await steer.add().catch(async (e: unknown) => {
+            await plug.releaseIndefinite().catch(() => undefined);
+            throw e;
+          });
         return {
           async release() {
             // Read what is held just before letting it go: that is what this hold delayed.
             const atRelease = await plug.stats().catch(() => undefined);
             await plug.releaseIndefinite();
+            // After the release (a SYN redirected in between passes the released plug): the hook empty again.
+            // A failed delete leaves only the filters' cost until the next hold or teardown removes them.
+            await steer?.remove().catch(() => undefined);
             return { released: atRelease?.heldPackets ?? 0, drops: (atRelease?.drops ?? before.drops) - before.drops };
           },
         };
@@ -276,6 +342,9 @@ export const plugBackend: HoldBackend<PlugState> = {
 
   async forceRelease(s, ctx) {
     await new Plug(ctx.rt, plugRef(s)).releaseIndefinite();
+    // Steering while-holding: the filters of the hold that ends here (the watchdog's own release,
+    // a message prepared in advance, lets go of the plug only; the next hold replaces what it leaves).
+    if (s.holdFilters) await removeHoldSteering(ctx, s.holdFilters);
   },
 
   async counters(s, ctx): Promise<HoldCounters> {

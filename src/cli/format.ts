@@ -5,10 +5,13 @@ function prefixes(ps: { address: string; prefixLength: number }[]): string {
   return ps.map((p) => `${p.address}/${p.prefixLength}`).join(', ');
 }
 
-/** The steering, when it is not the default (the seed's prio root for plug), and nfqueue's as installed (--steering auto resolved). */
+/** The steering, when it is not the default (the seed's prio root for plug), and as installed (--steering auto resolved). */
 function topology(s: StatusReport): string {
-  if (s.steering) return s.steering.installed === 'while-holding' ? ', steered only while holding' : ', steered always (iptables rule)';
-  return s.backend === 'plug' && s.config?.direction === 'egress' && s.config.egressTopology === 'clsact' ? ', clsact -> IFB' : '';
+  const redirect = s.backend === 'plug' && s.config?.direction === 'egress' && s.config.egressTopology === 'clsact' ? ', clsact -> IFB' : '';
+  if (!s.steering) return redirect;
+  const holding = s.steering.installed === 'while-holding';
+  if (s.backend === 'plug') return `${redirect}${holding ? ', its filters only while holding' : ', its filters always'}`;
+  return holding ? ', steered only while holding' : ', steered always (iptables rule)';
 }
 
 export function formatStatus(s: StatusReport): string {

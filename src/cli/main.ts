@@ -36,7 +36,9 @@ commands:
                                         steering (nfqueue): always, an iptables rule from setup to
                                         teardown, or while-holding, an nf_tables table that exists
                                         only during a hold (no cost between holds); auto (default):
-                                        while-holding unless another NFQUEUE user is bound here
+                                        while-holding unless another NFQUEUE user is bound here;
+                                        (plug, clsact or ingress) while-holding (auto): the redirect
+                                        filters only during a hold; always: from setup to teardown
   plug [--max-hold D]                   start holding by hand (released by 'release' or max-hold)
   release [--wait D]                    stop holding and let held connections through (through the hold's
                                         watchdog; after --wait (3s) for a stuck owner, directly)

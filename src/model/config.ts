@@ -17,12 +17,15 @@ export type Direction = 'egress' | 'ingress';
 export type EgressTopology = 'prio' | 'clsact';
 export const EGRESS_TOPOLOGIES: readonly EgressTopology[] = ['prio', 'clsact'];
 /**
- * When the nfqueue backend's steering is in the packet path (backends/nfqueue.ts): `always`, an
- * iptables rule in raw PREROUTING from setup to teardown, or `while-holding`, an nf_tables table of
+ * When the steering is in the packet path. nfqueue (backends/nfqueue.ts): `always`, an iptables
+ * rule in raw PREROUTING from setup to teardown, or `while-holding`, an nf_tables table of
  * synhold's own that exists only during a hold (netfilter/hold-table.ts), so between holds synhold
- * costs no packet anything. `auto` (the default) is while-holding unless setup finds another
- * NFQUEUE user bound in the namespace, or a kernel that refuses the table: then always. Setup
- * records which it chose, and why.
+ * costs no packet anything; `auto` (the default) is while-holding unless setup finds another
+ * NFQUEUE user bound in the namespace, or a kernel that refuses the table: then always. plug
+ * (backends/plug.ts), redirect topologies (egress clsact, ingress): `while-holding` (what `auto`
+ * picks) adds the two redirect filters to the hook at each hold's start and deletes them after its
+ * release, `always` keeps them from setup to teardown; the prio topology is `always` (its root is its
+ * cost). Setup records which it chose, and why.
  */
 export type Steering = 'auto' | 'always' | 'while-holding';
 export const STEERINGS: readonly Steering[] = ['auto', 'always', 'while-holding'];
@@ -37,7 +40,7 @@ export interface SetupConfig {
   direction: Direction;
   /** The plug backend's egress steering (ignored by the other backends and by ingress). */
   egressTopology: EgressTopology;
-  /** The nfqueue backend's steering (ignored by the other backends). */
+  /** The nfqueue backend's steering, and the plug backend's on its redirect topologies (ignored by drop). */
   steering: Steering;
   /** Plug byte limit / NFQUEUE length. */
   limit: number;
@@ -133,8 +136,13 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
   const steering = c.steering ?? 'auto';
   if (!STEERINGS.includes(steering))
     throw new ConfigError(`--steering must be ${STEERINGS.slice(0, -1).join(', ')} or ${STEERINGS.at(-1)!}, not "${String(steering)}"`);
-  if (c.steering !== undefined && (backend === 'plug' || backend === 'drop')) {
-    throw new ConfigError(`--steering applies to the nfqueue backend only (the ${backend} backend steers with tc or its own iptables chain)`);
+  if (c.steering !== undefined && backend === 'drop') {
+    throw new ConfigError('--steering applies to the nfqueue and plug backends (the drop backend steers with its own iptables chain)');
+  }
+  if (steering === 'while-holding' && backend === 'plug' && direction === 'egress' && egressTopology === 'prio') {
+    throw new ConfigError(
+      "--steering while-holding needs the plug backend's redirect topology (--egress-topology clsact, or --direction ingress): the prio topology's cost is lo's root qdisc, which stays between holds whatever its filters do",
+    );
   }
   const queueNum = c.queueNum ?? DEFAULT_QUEUE_NUM;
   if (!Number.isInteger(queueNum) || queueNum < 0 || queueNum > 65535) throw new ConfigError(`queue number ${queueNum} is not in 0..65535`);

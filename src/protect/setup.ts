@@ -5,6 +5,7 @@
 import { backendFor, chooseBackend } from '../backends/index.js';
 import type { BackendContext, HoldCounters } from '../backends/backend.js';
 import type { NfqueueState } from '../backends/nfqueue.js';
+import type { PlugState } from '../backends/plug.js';
 import { BusyError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
@@ -187,14 +188,20 @@ export async function teardown(scope: Scope = {}): Promise<TeardownResult> {
   });
 }
 
-/** The nfqueue backend's steering as installed (setup resolves --steering auto), and why when auto chose it. */
+/** The steering as installed (setup resolves --steering auto), and why when auto chose it: nfqueue's, and the plug's on a redirect topology. */
 export interface SteeringReport {
   installed: 'always' | 'while-holding';
   reason?: string;
 }
 
-/** What a setup record steers with (nfqueue only; undefined for the other backends). */
+/** What a setup record steers with (nfqueue, and plug's redirect topologies; undefined for the others). */
 export function steeringOf(record: SetupRecord): SteeringReport | undefined {
+  if (record.backend === 'plug') {
+    const p = record.backendState as PlugState;
+    // The prio topology: its filters are under lo's root from setup to teardown, by design.
+    if (p.direction === 'egress' && p.topology !== 'clsact') return undefined;
+    return { installed: p.steering ?? 'always', ...(p.steeringReason ? { reason: p.steeringReason } : {}) };
+  }
   if (record.backend !== 'nfqueue') return undefined;
   const s = record.backendState as NfqueueState;
   return { installed: s.steering ?? 'always', ...(s.steeringReason ? { reason: s.steeringReason } : {}) };
@@ -205,7 +212,7 @@ export interface StatusReport {
   netns?: string;
   backend?: BackendName;
   backendReason?: string;
-  /** nfqueue: the steering installed. */
+  /** nfqueue, and plug's redirect topologies: the steering installed. */
   steering?: SteeringReport;
   cost?: string;
   config?: SetupConfig;

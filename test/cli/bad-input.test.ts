@@ -43,10 +43,16 @@ const cases: [string, string[], number, RegExp][] = [
   ],
   ['bad steering', ['setup', '--port', '80', '--steering', 'sometimes'], 2, /--steering must be auto, always or while-holding, not "sometimes"/],
   [
-    'steering with the plug backend',
+    "steering while-holding with the plug's prio topology (its cost is the root, not the filters)",
     ['setup', '--port', '80', '--backend', 'plug', '--steering', 'while-holding'],
     2,
-    /--steering applies to the nfqueue backend only/,
+    /--steering while-holding needs the plug backend's redirect topology \(--egress-topology clsact, or --direction ingress\)/,
+  ],
+  [
+    'steering with the drop backend',
+    ['setup', '--port', '80', '--backend', 'drop', '--steering', 'always'],
+    2,
+    /--steering applies to the nfqueue and plug backends/,
   ],
   ['unknown option', ['setup', '--port', '80', '--colour'], 2, /Unknown option '--colour'/],
   ['unknown command', ['frobnicate'], 2, /unknown command "frobnicate"/],

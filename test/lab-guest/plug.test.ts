@@ -16,8 +16,9 @@ import { TC_H_ROOT, makeHandle } from '../../src/rtnl/tc/handle.js';
 import { normalizeConfig } from '../../src/model/config.js';
 import { setup, teardown } from '../../src/protect/setup.js';
 import { StateStore } from '../../src/protect/state.js';
-import type { PlugState } from '../../src/backends/plug.js';
+import { plugBackend, type PlugState } from '../../src/backends/plug.js';
 import { holdDirect } from '../helpers/plug-hold.js';
+import { synhold } from '../helpers/cli.js';
 
 interface TcQdisc {
   kind: string;
@@ -195,7 +196,7 @@ test('setup steers only new connections to the port into the plug; held connect 
   });
 });
 
-test('egress --egress-topology clsact: lo keeps its root, only new connections to the port go to a plug on an IFB; released without RST', async (t) => {
+test('egress --egress-topology clsact --steering always: lo keeps its root, only new connections to the port go to a plug on an IFB; released without RST', async (t) => {
   await withNetns(async (ns) => {
     const links = () => (ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname);
     const before = { q: qdiscs(ns), links: links() };
@@ -204,7 +205,7 @@ test('egress --egress-topology clsact: lo keeps its root, only new connections t
     const established = startClient(ns.name, '127.0.0.1', 16000, 40, 50);
     await established.connected;
     try {
-      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug', egressTopology: 'clsact' }), { netns: ns.name });
+      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug', egressTopology: 'clsact', steering: 'always' }), { netns: ns.name });
       assert.equal(r.backend, 'plug');
       // Oracle: tc sees lo's root as before (no prio, no plug on lo), a clsact hook, and the plug on the IFB.
       const q = qdiscs(ns);
@@ -269,6 +270,100 @@ test('egress --egress-topology clsact: lo keeps its root, only new connections t
   });
 });
 
+test("egress --egress-topology clsact, steering while holding (auto's choice): between holds lo has bare's qdiscs; each hold adds the hook and its filters, its release deletes them; a dead hold's leftovers are replaced", async () => {
+  await withNetns(async (ns) => {
+    const before = qdiscs(ns);
+    const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
+    try {
+      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug', egressTopology: 'clsact' }), { netns: ns.name });
+      const state = StateStore.for(ns.name).readSetup()!.backendState as PlugState;
+      assert.equal(state.steering, 'while-holding');
+      assert.match(state.steeringReason ?? '', /only while holding/);
+      assert.equal(r.backend, 'plug');
+      const ifb = (ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'))!;
+      const redirects = () =>
+        (ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[]).filter(
+          (x) => x.kind === 'u32' && x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb),
+        );
+      const loQdiscs = () => qdiscs(ns).map((q) => `${q.kind} ${q.handle}`);
+      const bare = before.map((q) => `${q.kind} ${q.handle}`);
+      assert.deepEqual(loQdiscs(), bare, "between holds lo's qdiscs are bare's: no clsact hook");
+      assert.deepEqual(redirects(), [], 'no filter between holds');
+      // Unheld, nothing redirected: the IFB's plug sees no more packets than setup left (its proof of
+      // the filters may have caught a SYN of the echo server's readiness check).
+      const ifbPackets = () => plugOf(ns, ifb)?.packets ?? 0;
+      const atSetup = ifbPackets();
+      const quick = await startClient(ns.name, '127.0.0.1', 16000).result;
+      assert.equal(quick.error, null);
+      assert.equal(ifbPackets(), atSetup, 'no SYN went through the IFB between holds');
+
+      const rt = Rtnl.open({ netns: ns.name });
+      try {
+        for (const round of ['first', 'second'] as const) {
+          const hold = await holdDirect(state, { rt, netns: ns.name });
+          assert.ok(
+            loQdiscs().some((q) => q.startsWith('clsact')),
+            `${round} hold: the hook`,
+          );
+          assert.equal(redirects().length, 2, `${round} hold: one filter per family`);
+          const held = startClient(ns.name, '127.0.0.1', 16000);
+          await until('the SYN to be held on the IFB', () => (plugOf(ns, ifb)?.qlen ?? 0) >= 1);
+          const releaseAt = Date.now();
+          await hold.release();
+          const res = await held.result;
+          assert.equal(res.error, null, 'no RST, no error');
+          assert.ok(res.connectedAt! >= releaseAt, `connected ${releaseAt - res.connectedAt!} ms before the release began`);
+          assert.deepEqual(redirects(), [], `${round} hold: the filters went with the release`);
+          assert.deepEqual(loQdiscs(), bare, `${round} hold: and the hook`);
+        }
+        // A hold whose owner died: the watchdog's release (its prepared message: the plug's
+        // release_indefinite, nothing else) lets the plug go, the filters stay (cost, not harm: they
+        // redirect through the released plug). The next hold starts from the hook as setup left it.
+        const watchdogsRelease = () => new Plug(rt, { dev: state.plug.dev, parent: state.plug.parent, handle: state.plug.handle }).releaseIndefinite();
+        const prepared = await plugBackend.prepare(state, { rt, netns: ns.name });
+        await prepared.start();
+        prepared.close();
+        await watchdogsRelease();
+        assert.equal(redirects().length, 2, 'left by the dead hold');
+        const after = await startClient(ns.name, '127.0.0.1', 16000).result;
+        assert.equal(after.error, null, 'the leftovers pass SYNs through the released plug');
+        const next = await holdDirect(state, { rt, netns: ns.name });
+        assert.equal(redirects().length, 2, 'replaced, not doubled');
+        await next.release();
+        assert.deepEqual(redirects(), []);
+        assert.deepEqual(loQdiscs(), bare);
+        // `synhold release` (forceRelease) removes the leftovers with the plug's release; teardown too.
+        const again = await plugBackend.prepare(state, { rt, netns: ns.name });
+        await again.start();
+        again.close();
+        await watchdogsRelease();
+        await plugBackend.forceRelease(state, { rt, netns: ns.name });
+        assert.deepEqual(redirects(), [], 'forceRelease deleted them');
+        assert.deepEqual(loQdiscs(), bare, 'and the hook');
+        const third = await plugBackend.prepare(state, { rt, netns: ns.name });
+        await third.start();
+        third.close();
+        await watchdogsRelease();
+      } finally {
+        rt.close();
+      }
+      // By hand: `synhold plug` leaves the hold to its watchdog; `synhold release` has the watchdog let
+      // go of the plug and then removes the filters, under the hold lock.
+      const plugged = synhold(['--netns', ns.name, 'plug', '--max-hold', '20s']);
+      assert.equal(plugged.status, 0, plugged.stderr);
+      assert.equal(redirects().length, 2, 'synhold plug: the filters');
+      const released = synhold(['--netns', ns.name, 'release']);
+      assert.equal(released.status, 0, released.stderr);
+      assert.deepEqual(redirects(), [], 'synhold release: the filters gone');
+      assert.deepEqual(loQdiscs(), bare, 'synhold release: and the hook');
+      await teardownRestores(ns, before);
+      assert.equal((ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as unknown[]).length, 0);
+    } finally {
+      server.kill();
+    }
+  });
+});
+
 test("egress --egress-topology clsact beside somebody's ingress qdisc: refused with the reason, nothing changed", async () => {
   await withNetns(async (ns) => {
     ns.exec('tc', ['qdisc', 'add', 'dev', 'lo', 'ingress']);
@@ -295,15 +390,20 @@ test('ingress: a client in another namespace is held at the server side via IFB,
     const before = { q: qdiscs(server, 'shs0'), links: (server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname) };
     const srv = await startEchoServer(server.name, '10.77.0.2', 16000);
     try {
+      // The default steering on a redirect topology: the filters only while holding.
       await setup(normalizeConfig({ ports: [16000], dev: 'shs0', direction: 'ingress', backend: 'plug' }), { netns: server.name });
       const ifb = (server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'));
       assert.ok(ifb, 'an IFB device was created');
-      assert.ok(qdiscs(server, 'shs0').some((q) => q.kind === 'clsact'));
-      const f = server.tcJson(['filter', 'show', 'dev', 'shs0', 'ingress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[];
-      assert.ok(
-        f.some((x) => x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb)),
-        JSON.stringify(f),
+      assert.deepEqual(
+        qdiscs(server, 'shs0').map((q) => q.kind),
+        before.q.map((q) => q.kind),
+        'between holds: the device as before, no hook',
       );
+      const redirects = () =>
+        (server.tcJson(['filter', 'show', 'dev', 'shs0', 'ingress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[]).filter(
+          (x) => x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb),
+        );
+      assert.deepEqual(redirects(), [], 'no filter between holds');
 
       // Unheld: connects at once.
       const quick = await startClient(client.name, '10.77.0.2', 16000).result;
@@ -313,12 +413,23 @@ test('ingress: a client in another namespace is held at the server side via IFB,
       const rt = Rtnl.open({ netns: server.name });
       try {
         const hold = await holdDirect(state, { rt, netns: server.name });
+        assert.ok(
+          qdiscs(server, 'shs0').some((q) => q.kind === 'clsact'),
+          'the hook while holding',
+        );
+        assert.ok(redirects().length >= 1, 'the redirect filters while holding');
         const c = startClient(client.name, '10.77.0.2', 16000);
         await until('the SYN to be held on the IFB', () => (plugOf(server, ifb)?.qlen ?? 0) >= 1);
         await sleep(1100);
         const releaseAt = Date.now();
         const rel = await hold.release();
         assert.ok(rel.released >= 1);
+        assert.deepEqual(redirects(), [], 'the filters gone with the release');
+        assert.deepEqual(
+          qdiscs(server, 'shs0').map((q) => q.kind),
+          before.q.map((q) => q.kind),
+          'and the hook',
+        );
         const res = await c.result;
         assert.equal(res.error, null);
         t.diagnostic(`held connect: ${res.connectMs} ms from the client's start; connected ${res.connectedAt! - releaseAt} ms after the release began`);
@@ -368,15 +479,15 @@ test("the steady-state bench's stand-ins build synhold's plug topologies, a pfif
       .split('\n')
       .filter((l) => !/installed|Sent|backlog|Action statistics|index \d+ ref/.test(l))
       .join('\n');
+  // clsact as `--steering always` leaves it (between holds, while-holding leaves lo as bare).
   for (const topology of ['prio', 'clsact'] as const) {
     await withNetns(async (ns) => {
       const filterArgs = topology === 'prio' ? ['filter', 'show', 'dev', 'lo'] : ['filter', 'show', 'dev', 'lo', 'egress'];
-      await setup(normalizeConfig({ ports: [8001], backend: 'plug', egressTopology: topology }), { netns: ns.name });
+      const egressTopology = topology;
+      await setup(normalizeConfig({ ports: [8001], backend: 'plug', egressTopology, steering: topology === 'clsact' ? 'always' : 'auto' }), { netns: ns.name });
       const real = { filters: dump(ns, filterArgs), lo: qdiscs(ns).map((q) => `${q.kind} ${q.handle}`) };
       const ifb =
-        qdiscs(ns).length > 0 && topology === 'clsact'
-          ? (ns.ipJson(['link', 'show']) as { ifname: string }[]).find((l) => /^synhold-ifb/.test(l.ifname))!.ifname
-          : undefined;
+        egressTopology === 'clsact' ? (ns.ipJson(['link', 'show']) as { ifname: string }[]).find((l) => /^synhold-ifb/.test(l.ifname))!.ifname : undefined;
       const realIfb = ifb ? qdiscs(ns, ifb).map((q) => `${q.kind} ${q.handle}`) : [];
       await teardown({ netns: ns.name });
       // What is compared is there: synhold's SYN keys in the filters, its plug where the stand-in puts a pfifo.

@@ -89,7 +89,12 @@ export async function releaseHere(
     // whatever the owner (maybe stopped, still keeping the lock) does next.
     if (!isAlive(rec.watchdog) && !store.readHold()) {
       const lock = await FileLock.acquire(store.holdLockPath, Math.min(200, opts.waitMs));
-      if (lock) return finish({ how, wasHolding: true }, lock);
+      if (lock) {
+        // The watchdog's release is prepared in advance and lets go of the plug only: the plug's
+        // filters of a steering while holding go here, under the lock (idempotent: the plug again too).
+        if (setup.backend === 'plug') await forceRelease(setup, netns).catch(() => undefined);
+        return finish({ how, wasHolding: true }, lock);
+      }
       return { how: `${how}; its owner still keeps the hold lock (stopped or finishing)`, wasHolding: true };
     }
   }
