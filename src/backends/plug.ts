@@ -43,7 +43,7 @@ import { NetlinkError } from '../netlink/errors.js';
 import { addIfb, deleteLink, getLink, linkIndex, setLinkUp } from '../rtnl/link.js';
 import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
 import { NETLINK_ROUTE, NetlinkSocket } from '../netlink/socket.js';
-import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
+import { addFilter, deleteFilter, listFilters, type FilterInfo } from '../rtnl/tc/filter.js';
 import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_EGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
 import { addQdisc, deleteQdisc, encodeQdiscRequest, listQdiscs, type QdiscInfo } from '../rtnl/tc/qdisc.js';
 import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
@@ -240,22 +240,35 @@ async function deleteHookFilters(ctx: BackendContext, f: { dev: string | number;
   for (const prio of [f.prios.v4, f.prios.v6]) await deleteFilter(ctx.rt, { dev: f.dev, parent: f.parent, prio }).catch(ignoreGone);
 }
 
-/** Steering while-holding, after a hold: its filters gone, and the hook with them when the hold adds it. */
+/** The filters on both sides of a device's clsact hook (none when it has no hook). */
+async function hookFilters(ctx: BackendContext, dev: string | number): Promise<FilterInfo[]> {
+  const sides = [makeHandle(0xffff, TC_H_MIN_INGRESS), makeHandle(0xffff, TC_H_MIN_EGRESS)];
+  const found = await Promise.all(sides.map((parent) => listFilters(ctx.rt, dev, parent).catch(() => [] as FilterInfo[])));
+  return found.flat();
+}
+
+/**
+ * Steering while-holding, after a hold: its filters gone, and the hook with them when setup made it,
+ * unless somebody has hung filters of their own on it since (then it is not ours alone to delete).
+ */
 async function removeHoldSteering(ctx: BackendContext, f: NonNullable<PlugState['holdFilters']>, dev: string | number = f.dev): Promise<void> {
-  if (f.hook) await deleteQdisc(ctx.rt, { dev, parent: TC_H_CLSACT }).catch(ignoreGone);
-  else await deleteHookFilters(ctx, { dev, parent: f.parent, prios: f.prios });
+  await deleteHookFilters(ctx, { dev, parent: f.parent, prios: f.prios });
+  if (f.hook && (await hookFilters(ctx, dev)).length === 0) await deleteQdisc(ctx.rt, { dev, parent: TC_H_CLSACT }).catch(ignoreGone);
 }
 
 /**
  * Steering while-holding: the hold's hook and filters, on the device by index (resolved once, at
- * prepare). add() first removes what a hold that died may have left (the watchdog releases the plug,
- * not the steering), so that each hold starts from the device as setup left it.
+ * prepare). add() first deletes the filters a hold that died may have left (the watchdog releases the
+ * plug, not the steering); a clsact hook already there (left so, or somebody's) is used as it is.
  */
 function holdFilterSteering(ctx: BackendContext, f: NonNullable<PlugState['holdFilters']>, devIndex: number, ifbIndex: number) {
   return {
     async add(): Promise<void> {
-      await removeHoldSteering(ctx, f, devIndex);
-      if (f.hook) await addQdisc(ctx.rt, { dev: devIndex, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' });
+      await deleteHookFilters(ctx, { dev: devIndex, parent: f.parent, prios: f.prios });
+      if (f.hook)
+        await addQdisc(ctx.rt, { dev: devIndex, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' }).catch((e: unknown) => {
+          if ((e as { errno?: number }).errno !== 17) throw e; // EEXIST: a hook is there; hang the filters on it
+        });
       await addSynFilters(ctx, f.matches, devIndex, f.parent, f.prios, { redirectTo: ifbIndex });
     },
     remove: () => removeHoldSteering(ctx, f, devIndex),

@@ -356,6 +356,23 @@ test("egress --egress-topology clsact, steering while holding (auto's choice): b
       assert.equal(released.status, 0, released.stderr);
       assert.deepEqual(redirects(), [], 'synhold release: the filters gone');
       assert.deepEqual(loQdiscs(), bare, 'synhold release: and the hook');
+      // Somebody hangs a filter of their own on the hook while a hold has it: the release deletes only
+      // synhold's filters and leaves the hook (not synhold's alone any more) with theirs.
+      const rt2 = Rtnl.open({ netns: ns.name });
+      try {
+        const hold = await holdDirect(state, { rt: rt2, netns: ns.name });
+        ns.exec('tc', ['filter', 'add', 'dev', 'lo', 'ingress', 'prio', '7', 'protocol', 'ip', 'u32', 'match', 'u32', '0', '0', 'action', 'pass']);
+        await hold.release();
+        assert.deepEqual(redirects(), [], "synhold's filters gone");
+        assert.ok(
+          loQdiscs().some((q) => q.startsWith('clsact')),
+          'the hook stays, with their filter',
+        );
+        assert.equal((ns.tcJson(['filter', 'show', 'dev', 'lo', 'ingress']) as { pref?: number }[]).filter((x) => x.pref === 7).length > 0, true);
+        ns.exec('tc', ['qdisc', 'del', 'dev', 'lo', 'clsact']);
+      } finally {
+        rt2.close();
+      }
       await teardownRestores(ns, before);
       assert.equal((ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as unknown[]).length, 0);
     } finally {
