@@ -5,7 +5,7 @@
  *
  * Two topologies:
  *
- * egress (default; clients on this host, e.g. SmartStack on lo) - the seed's:
+ * egress, `--egress-topology prio` (clients on this host, e.g. SmartStack on lo) - the seed's:
  *
  *     dev lo root  prio 5301: bands 4, default priomap -> bands 1..3 as before
  *                  └─ 5301:4  plug 5302:   (reached only through the filters)
@@ -17,7 +17,8 @@
  *   the queue drains at once, so nothing waits, but it is a root lock on a path
  *   that had none. The two topologies below touch nothing but matching SYNs.
  *
- * egress, `--egress-topology clsact` - the same clients, without touching the root:
+ * egress, `--egress-topology clsact` (what the default, auto, builds when it can) - the same
+ * clients, without touching the root:
  *
  *     dev lo  clsact (or an existing clsact qdisc is reused)
  *             egress filter u32 "SYN, not ACK, to a protected port" -> mirred egress redirect dev synhold-ifbN
@@ -38,7 +39,7 @@
  *   The IFB device sends held packets back into eth0's receive path on release.
  *   Only matching SYNs are redirected; all other traffic is untouched.
  */
-import { FilterPrioInUseError, RootQdiscInUseError, SteeringGoneError } from '../model/errors.js';
+import { BackendUnavailableError, FilterPrioInUseError, RootQdiscInUseError, SteeringGoneError } from '../model/errors.js';
 import { NetlinkError } from '../netlink/errors.js';
 import { addIfb, deleteLink, getLink, linkIndex, setLinkUp } from '../rtnl/link.js';
 import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
@@ -50,7 +51,7 @@ import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
 import { DEFAULT_PRIOMAP } from '../rtnl/tc/sch_prio.js';
 import { ETH_P_IP, ETH_P_IPV6, RTM_NEWQDISC } from '../rtnl/tc/tcmsg.js';
 import { Plug, plugStatsFrom, type PlugRef } from '../plug/plug.js';
-import type { EgressTopology, SetupConfig } from '../model/config.js';
+import type { SetupConfig } from '../model/config.js';
 import { synMatches, type SynMatch } from '../model/syn-match.js';
 import { atomically, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
 
@@ -59,6 +60,9 @@ export const PLUG_MAJOR = 0x5302;
 /** Filter priorities on a shared clsact/ingress hook: high numbers, out of the way of the user's own. */
 export const HOOK_PRIO_V4 = 0xc001;
 export const HOOK_PRIO_V6 = 0xc002;
+
+/** An egress topology as built (--egress-topology auto resolved). */
+export type BuiltTopology = 'prio' | 'clsact';
 
 export interface FilterRecord {
   dev: string;
@@ -70,7 +74,9 @@ export interface FilterRecord {
 export interface PlugState {
   direction: 'egress' | 'ingress';
   /** Egress only: how SYNs reach the plug (absent in records made before clsact existed: prio). */
-  topology?: EgressTopology;
+  topology?: BuiltTopology;
+  /** Egress, --egress-topology auto: why setup built this one. */
+  topologyReason?: string;
   dev: string;
   plug: { dev: string; parent: number; handle: number };
   /** Exactly what setup created, so teardown removes that and nothing else. */
@@ -155,6 +161,7 @@ async function installEgress(cfg: SetupConfig, ctx: BackendContext): Promise<Plu
       plug: { dev: cfg.dev, parent: makeHandle(PRIO_MAJOR, 4), handle: makeHandle(PLUG_MAJOR, 0) },
       created: { rootPrio: { dev: cfg.dev }, filters: [] },
     };
+    state.topology = 'prio';
     if (root) state.previousRoot = root.kind;
     // Deleting the root prio takes the plug and the filters with it.
     await new Plug(ctx.rt, plugRef(state)).attach(cfg.limit);
@@ -235,6 +242,50 @@ async function installRedirect(cfg: SetupConfig, ctx: BackendContext, side: 'ing
   });
 }
 
+/**
+ * --egress-topology auto: the clsact redirect, which leaves the device's root alone (and with its
+ * filters only while holding, the device as it was between holds), unless the device has an
+ * `ingress` qdisc (no egress hook to hang a filter on) or the kernel cannot build it (no IFB
+ * device type, no clsact qdisc, no mirred action): then the seed's prio root. A failed redirect
+ * attempt has undone itself (atomically) before prio is tried.
+ */
+async function installEgressAuto(cfg: SetupConfig, ctx: BackendContext): Promise<PlugState> {
+  const hook = (await listQdiscs(ctx.rt, cfg.dev)).find((q) => q.parent === TC_H_INGRESS);
+  let why: string;
+  if (hook && hook.kind !== 'clsact') {
+    why = `dev ${cfg.dev} has an ${hook.kind} qdisc, which has no egress hook for the clsact redirect`;
+  } else {
+    try {
+      const state = await installRedirect(cfg, ctx, 'egress');
+      state.topologyReason = `dev ${cfg.dev}'s root qdisc untouched, matching SYNs redirected to an IFB`;
+      return state;
+    } catch (e) {
+      const lacks = redirectUnsupported(e);
+      if (!lacks) throw e;
+      why = `this kernel cannot build the clsact redirect (${lacks})`;
+    }
+  }
+  if (cfg.steering === 'while-holding') {
+    throw new BackendUnavailableError(`--steering while-holding needs the clsact redirect, and ${why}; the prio topology steers always`);
+  }
+  const state = await installEgress(cfg, ctx);
+  state.topologyReason = `auto: ${why}`;
+  return state;
+}
+
+/**
+ * Whether an error building the redirect says the kernel lacks a piece of it (then the prio
+ * topology may still work), and which: what rtnetlink answers for a link type, qdisc or action
+ * kind it has no module for (EOPNOTSUPP "Unknown device type"; ENOENT "kind is unknown" /
+ * "Failed to load TC action module"). Anything else (permissions, a busy filter priority) is
+ * not a reason to build something else.
+ */
+export function redirectUnsupported(e: unknown): string | undefined {
+  if (!(e instanceof NetlinkError)) return undefined;
+  if (e.errno !== 95 && e.errno !== 2) return undefined;
+  return e.message;
+}
+
 /** Deletes synhold's two filters from a hook (either may be gone already). */
 async function deleteHookFilters(ctx: BackendContext, f: { dev: string | number; parent: number; prios: { v4: number; v6: number } }): Promise<void> {
   for (const prio of [f.prios.v4, f.prios.v6]) await deleteFilter(ctx.rt, { dev: f.dev, parent: f.parent, prio }).catch(ignoreGone);
@@ -282,6 +333,7 @@ export const plugBackend: HoldBackend<PlugState> = {
 
   install(cfg, ctx) {
     if (cfg.direction === 'ingress') return installRedirect(cfg, ctx, 'ingress');
+    if (cfg.egressTopology === 'auto') return installEgressAuto(cfg, ctx);
     return cfg.egressTopology === 'clsact' ? installRedirect(cfg, ctx, 'egress') : installEgress(cfg, ctx);
   },
 
@@ -404,11 +456,10 @@ function ignoreGone(e: unknown): void {
 }
 
 /**
- * The plug probe creates a root plug qdisc on a throwaway IFB device that
- * carries no traffic (never on lo: a new plug starts plugged, and deleting it
- * drops what it holds), then deletes the device and its qdiscs with it.
+ * Can this kernel build the plug topology `cfg` asks for? The probe creates its qdiscs on a
+ * throwaway IFB device that carries no traffic (never on lo: a new plug starts plugged, and
+ * deleting it drops what it holds), then deletes the device and its qdiscs with it.
  */
-/** Can this kernel build the plug topology `cfg` asks for? */
 async function probePlug(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeResult> {
   // Unique per process (one probe at a time each); node:crypto is not worth loading on every protect for this.
   const name = `shprobe${(process.pid & 0xffffff).toString(16)}`;
@@ -421,26 +472,36 @@ async function probePlug(cfg: SetupConfig, ctx: BackendContext): Promise<ProbeRe
     return { ok: false, missing: `a throwaway IFB device to probe on: ${(e as Error).message}` };
   }
   try {
-    const kinds = cfg.direction === 'egress' && cfg.egressTopology === 'prio' ? ['plug', 'prio'] : ['plug'];
-    for (const kind of kinds) {
-      try {
-        await addQdisc(ctx.rt, {
-          dev: name,
-          parent: TC_H_ROOT,
-          handle: makeHandle(1, 0),
-          kind,
-          options: kind === 'plug' ? { action: 'limit', limit: 1 } : { bands: 3 },
-        });
-        await deleteQdisc(ctx.rt, { dev: name, parent: TC_H_ROOT });
-      } catch (e) {
-        if (e instanceof NetlinkError && /kind is unknown/i.test(e.kernelMessage ?? '')) {
-          return { ok: false, missing: `sch_${kind} (CONFIG_NET_SCH_${kind.toUpperCase()}; \`modprobe sch_${kind}\`)` };
-        }
-        return { ok: false, missing: `sch_${kind}: ${(e as Error).message}` };
-      }
+    const missing = await probeQdisc(ctx, name, 'plug');
+    if (missing) return { ok: false, missing };
+    if (cfg.direction === 'egress' && cfg.egressTopology === 'prio') {
+      const noPrio = await probeQdisc(ctx, name, 'prio');
+      if (noPrio) return { ok: false, missing: noPrio };
+    }
+    if (cfg.direction === 'egress' && cfg.egressTopology === 'auto') {
+      // auto builds prio where it cannot redirect; its other reasons to (no act_mirred, an `ingress`
+      // qdisc on the device) are found by setup itself, which then falls back the same way.
+      const noClsact = await probeQdisc(ctx, name, 'clsact');
+      const noPrio = noClsact && (await probeQdisc(ctx, name, 'prio'));
+      if (noPrio) return { ok: false, missing: `${noClsact}, and ${noPrio}` };
     }
     return { ok: true };
   } finally {
     await deleteLink(ctx.rt, name).catch(() => undefined);
+  }
+}
+
+/** Adds a qdisc of `kind` to the probe device and deletes it: undefined if the kernel took it, else what is missing. */
+async function probeQdisc(ctx: BackendContext, dev: string, kind: 'plug' | 'prio' | 'clsact'): Promise<string | undefined> {
+  const parent = kind === 'clsact' ? TC_H_CLSACT : TC_H_ROOT;
+  const options = kind === 'plug' ? { action: 'limit', limit: 1 } : kind === 'prio' ? { bands: 3 } : undefined;
+  try {
+    await addQdisc(ctx.rt, { dev, parent, handle: makeHandle(kind === 'clsact' ? 0xffff : 1, 0), kind, ...(options ? { options } : {}) });
+    await deleteQdisc(ctx.rt, { dev, parent });
+    return undefined;
+  } catch (e) {
+    const config = kind === 'clsact' ? 'CONFIG_NET_SCH_INGRESS; `modprobe sch_ingress`' : `CONFIG_NET_SCH_${kind.toUpperCase()}; \`modprobe sch_${kind}\``;
+    if (e instanceof NetlinkError && /kind is unknown/i.test(e.kernelMessage ?? '')) return `sch_${kind} (${config})`;
+    return `sch_${kind}: ${(e as Error).message}`;
   }
 }

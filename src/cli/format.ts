@@ -5,9 +5,11 @@ function prefixes(ps: { address: string; prefixLength: number }[]): string {
   return ps.map((p) => `${p.address}/${p.prefixLength}`).join(', ');
 }
 
-/** The steering, when it is not the default (the seed's prio root for plug), and as installed (--steering auto resolved). */
+/** The plug's egress topology and the steering as built (--egress-topology and --steering auto resolved). */
 function topology(s: StatusReport): string {
-  const redirect = s.backend === 'plug' && s.config?.direction === 'egress' && s.config.egressTopology === 'clsact' ? ', clsact -> IFB' : '';
+  // auto's reason is news only when it fell back to the seed's prio root (it says why).
+  const t = s.topology;
+  const redirect = !t ? '' : t.installed === 'clsact' ? ', clsact -> IFB' : `, prio root${t.reason ? ` (${t.reason})` : ''}`;
   if (!s.steering) return redirect;
   const holding = s.steering.installed === 'while-holding';
   if (s.backend === 'plug') return `${redirect}${holding ? ', its filters only while holding' : ', its filters always'}`;

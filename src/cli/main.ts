@@ -27,12 +27,13 @@ Hold new TCP connections while a server reloads, so none is refused or reset.
 commands:
   setup --port P [--port P ...] [--address A ...] [--source A ...] [--dev DEV]
         [--direction egress|ingress] [--limit BYTES] [--backend auto|plug|nfqueue|drop]
-        [--queue-num N] [--migrate-req on|off] [--egress-topology prio|clsact]
+        [--queue-num N] [--migrate-req on|off] [--egress-topology auto|prio|clsact]
         [--steering auto|always|while-holding]
                                         install the steering (idempotent, atomic); migrate-req
                                         also sets net.ipv4.tcp_migrate_req=1 (restored by teardown);
-                                        egress-topology (plug): prio, the seed's root on DEV, or
-                                        clsact, DEV's root untouched and SYNs redirected to an IFB;
+                                        egress-topology (plug): clsact, DEV's root untouched and SYNs
+                                        redirected to an IFB; prio, the seed's root on DEV; auto
+                                        (default): clsact, or prio where DEV or the kernel cannot;
                                         steering (nfqueue): always, an iptables rule from setup to
                                         teardown, or while-holding, an nf_tables table that exists
                                         only during a hold (no cost between holds); auto (default):
@@ -159,14 +160,23 @@ async function cmdSetup(args: string[], g: Globals): Promise<number> {
     ...(v.backend ? { backend: v.backend as SetupConfig['backend'] } : {}),
     ...(v['queue-num'] ? { queueNum: Number(v['queue-num']) } : {}),
   });
-  const { setup, steeringOf } = await import('../protect/setup.js');
+  const { setup, steeringOf, topologyOf } = await import('../protect/setup.js');
   const r = await setup(cfg, scopeOf(g));
   const what = `${cfg.ports.join(',')} on dev ${cfg.dev} (${cfg.direction})`;
   const steering = steeringOf(r.record);
+  const topology = topologyOf(r.record);
   out(
     g,
-    { action: r.action, backend: r.backend, backendReason: r.backendReason, config: r.record.config, ...(steering ? { steering } : {}) },
+    {
+      action: r.action,
+      backend: r.backend,
+      backendReason: r.backendReason,
+      config: r.record.config,
+      ...(topology ? { topology } : {}),
+      ...(steering ? { steering } : {}),
+    },
     `synhold: ${r.action}: holding backend ${r.backend} for tcp port ${what} - ${r.backendReason}` +
+      (topology ? `; topology ${topology.installed}${topology.reason ? ` (${topology.reason})` : ''}` : '') +
       (steering ? `; steering ${steering.installed}${steering.reason ? ` (${steering.reason})` : ''}` : ''),
   );
   return EXIT.ok;

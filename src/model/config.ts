@@ -12,10 +12,14 @@ export type Direction = 'egress' | 'ingress';
  * How the plug backend steers egress SYNs (backends/plug.ts): `prio`, the seed's
  * (a prio root on the device, the plug in one of its bands), or `clsact` (the
  * device's root untouched; an egress filter redirects matching SYNs to a plug on
- * an IFB device, as the ingress path does).
+ * an IFB device, as the ingress path does). `auto` (the default) is clsact, with
+ * its filters only while holding unless --steering always, so that between holds the
+ * device has the qdiscs it had before setup; it falls back to prio when the device has
+ * an `ingress` qdisc (which has no egress hook) or the kernel cannot redirect (no
+ * IFB, clsact or act_mirred). Setup records which it built, and why.
  */
-export type EgressTopology = 'prio' | 'clsact';
-export const EGRESS_TOPOLOGIES: readonly EgressTopology[] = ['prio', 'clsact'];
+export type EgressTopology = 'auto' | 'prio' | 'clsact';
+export const EGRESS_TOPOLOGIES: readonly EgressTopology[] = ['auto', 'prio', 'clsact'];
 /**
  * When the steering is in the packet path. nfqueue (backends/nfqueue.ts): `always`, an iptables
  * rule in raw PREROUTING from setup to teardown, or `while-holding`, an nf_tables table of
@@ -124,9 +128,9 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
   const ports = [...new Set(c.ports.map(parsePort))].sort((a, b) => a - b);
   const direction = c.direction ?? 'egress';
   if (direction !== 'egress' && direction !== 'ingress') throw new ConfigError(`--direction must be egress or ingress, not "${String(direction)}"`);
-  const egressTopology = c.egressTopology ?? 'prio';
+  const egressTopology = c.egressTopology ?? 'auto';
   if (!EGRESS_TOPOLOGIES.includes(egressTopology)) {
-    throw new ConfigError(`--egress-topology must be ${EGRESS_TOPOLOGIES.join(' or ')}, not "${String(egressTopology)}"`);
+    throw new ConfigError(`--egress-topology must be ${EGRESS_TOPOLOGIES.slice(0, -1).join(', ')} or ${EGRESS_TOPOLOGIES.at(-1)!}, not "${String(egressTopology)}"`);
   }
   if (c.egressTopology !== undefined && direction === 'ingress') {
     throw new ConfigError('--egress-topology applies to --direction egress only (ingress always redirects to an IFB device)');

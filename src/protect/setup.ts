@@ -5,7 +5,7 @@
 import { backendFor, chooseBackend } from '../backends/index.js';
 import type { BackendContext, HoldCounters } from '../backends/backend.js';
 import type { NfqueueState } from '../backends/nfqueue.js';
-import type { PlugState } from '../backends/plug.js';
+import type { BuiltTopology, PlugState } from '../backends/plug.js';
 import { BusyError } from '../model/errors.js';
 import { Rtnl } from '../rtnl/rtnl.js';
 import type { BackendName, SetupConfig } from '../model/config.js';
@@ -207,6 +207,21 @@ export function steeringOf(record: SetupRecord): SteeringReport | undefined {
   return { installed: s.steering ?? 'always', ...(s.steeringReason ? { reason: s.steeringReason } : {}) };
 }
 
+/** The plug backend's egress topology as built (setup resolves --egress-topology auto), and why when auto chose it. */
+export interface TopologyReport {
+  installed: BuiltTopology;
+  reason?: string;
+}
+
+/** What a plug setup record's egress steering is built as (undefined for ingress and the other backends). */
+export function topologyOf(record: SetupRecord): TopologyReport | undefined {
+  if (record.backend !== 'plug') return undefined;
+  const p = record.backendState as PlugState;
+  if (p.direction !== 'egress') return undefined;
+  // Records made before clsact existed carry no topology: theirs was prio.
+  return { installed: p.topology ?? 'prio', ...(p.topologyReason ? { reason: p.topologyReason } : {}) };
+}
+
 export interface StatusReport {
   setUp: boolean;
   netns?: string;
@@ -214,6 +229,8 @@ export interface StatusReport {
   backendReason?: string;
   /** nfqueue, and plug's redirect topologies: the steering installed. */
   steering?: SteeringReport;
+  /** plug, egress: the topology built. */
+  topology?: TopologyReport;
   cost?: string;
   config?: SetupConfig;
   problem?: string;
@@ -242,6 +259,8 @@ export async function status(scope: Scope = {}): Promise<StatusReport> {
   report.backendReason = existing.backendReason;
   const steering = steeringOf(existing);
   if (steering) report.steering = steering;
+  const topology = topologyOf(existing);
+  if (topology) report.topology = topology;
   report.cost = backend.cost;
   report.config = existing.config;
   const mr = migrateReq(scope.netns);

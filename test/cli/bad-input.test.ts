@@ -34,7 +34,7 @@ const cases: [string, string[], number, RegExp][] = [
   ['bad direction', ['setup', '--port', '80', '--direction', 'sideways'], 2, /--direction must be egress or ingress/],
   ['bad backend', ['setup', '--port', '80', '--backend', 'magic'], 2, /--backend must be auto, plug, nfqueue or drop/],
   ['ingress on lo', ['setup', '--port', '80', '--direction', 'ingress'], 2, /needs a real interface/],
-  ['bad egress topology', ['setup', '--port', '80', '--egress-topology', 'tree'], 2, /--egress-topology must be prio or clsact, not "tree"/],
+  ['bad egress topology', ['setup', '--port', '80', '--egress-topology', 'tree'], 2, /--egress-topology must be auto, prio or clsact, not "tree"/],
   [
     'egress topology with ingress',
     ['setup', '--port', '80', '--direction', 'ingress', '--egress-topology', 'clsact'],
@@ -44,7 +44,7 @@ const cases: [string, string[], number, RegExp][] = [
   ['bad steering', ['setup', '--port', '80', '--steering', 'sometimes'], 2, /--steering must be auto, always or while-holding, not "sometimes"/],
   [
     "steering while-holding with the plug's prio topology (its cost is the root, not the filters)",
-    ['setup', '--port', '80', '--backend', 'plug', '--steering', 'while-holding'],
+    ['setup', '--port', '80', '--backend', 'plug', '--egress-topology', 'prio', '--steering', 'while-holding'],
     2,
     /--steering while-holding needs the plug backend's redirect topology \(--egress-topology clsact, or --direction ingress\)/,
   ],

@@ -159,15 +159,20 @@ interface TcQdisc {
   qlen?: number;
   backlog?: number;
   drops?: number;
+  packets?: number;
 }
 
-/** The plug qdisc on dev as `tc -s -j qdisc show` reports it (not synhold's own bookkeeping). */
-export function plugOf(ns: TestNetns, dev = 'lo'): TcQdisc | undefined {
-  return (ns.tcJson(['-s', 'qdisc', 'show', 'dev', dev]) as TcQdisc[]).find((q) => q.kind === 'plug');
+/**
+ * The plug qdisc as `tc -s -j qdisc show` reports it (not synhold's own bookkeeping): on `dev`, or
+ * by default on whichever device has it (lo's prio band for the seed's topology, the IFB's root for
+ * the clsact redirect the default builds).
+ */
+export function plugOf(ns: TestNetns, dev?: string): TcQdisc | undefined {
+  return (ns.tcJson(['-s', 'qdisc', 'show', ...(dev ? ['dev', dev] : [])]) as TcQdisc[]).find((q) => q.kind === 'plug');
 }
 
 /** Packets the plug holds now, from tc. */
-export function plugQlen(ns: TestNetns, dev = 'lo'): number {
+export function plugQlen(ns: TestNetns, dev?: string): number {
   return plugOf(ns, dev)?.qlen ?? 0;
 }
 

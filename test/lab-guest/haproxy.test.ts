@@ -141,18 +141,18 @@ test('concurrent protects under load: zero failures, every reload held', { timeo
 });
 
 /*
- * The egress steering that leaves lo's root alone (`setup --egress-topology
- * clsact`: a clsact egress filter redirects new SYNs to a plug on an IFB device)
- * must protect as the seed's prio root does. protect holds in-process here (no
+ * The seed's egress steering (`setup --egress-topology prio`: a prio root on lo,
+ * the plug in its fourth band) must protect as the default (the clsact redirect,
+ * its filters only while holding) does. protect holds in-process here (no
  * daemon), the other path than the first test's.
  */
-test(`HAProxy reloads under load with --egress-topology clsact: none of ${RELOADS} protected reloads fails a request`, { timeout: 12 * 60_000 }, async (t) => {
+test(`HAProxy reloads under load with --egress-topology prio: none of ${RELOADS} protected reloads fails a request`, { timeout: 12 * 60_000 }, async (t) => {
   await withNetns(async (ns) => {
     const r = runExperimentIn(
       ns.name,
       {
         protect: true,
-        setupArgs: ['--backend', 'plug', '--egress-topology', 'clsact'],
+        setupArgs: ['--backend', 'plug', '--egress-topology', 'prio'],
         protectArgs: ['--max-hold', '30s'],
         reloads: RELOADS,
         intervalMs: 100,
@@ -162,7 +162,7 @@ test(`HAProxy reloads under load with --egress-topology clsact: none of ${RELOAD
       RUN_DEADLINE_MS + 60_000,
     );
     const why = reasons(r);
-    t.diagnostic(`plug, clsact -> IFB, in-process: ${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
+    t.diagnostic(`plug, prio root, in-process: ${describeResult(r)}; release reasons ${JSON.stringify(why)}`);
     assert.equal(r.reloads, RELOADS);
     assert.equal(r.reloadFailures, 0, describeResult(r));
     assert.equal(r.holds.length, RELOADS);

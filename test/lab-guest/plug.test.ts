@@ -137,7 +137,7 @@ test('plug control: attach releases at once, buffer/release_one/release_indefini
   });
 });
 
-test('setup steers only new connections to the port into the plug; held connect completes after release with no RST', async () => {
+test("setup --egress-topology prio (the seed's) steers only new connections to the port into the plug; held connect completes after release with no RST", async () => {
   await withNetns(async (ns) => {
     const before = qdiscs(ns);
     const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
@@ -146,7 +146,7 @@ test('setup steers only new connections to the port into the plug; held connect 
     const established = startClient(ns.name, '127.0.0.1', 16000, 40, 50);
     await established.connected;
     try {
-      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug' }), { netns: ns.name });
+      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug', egressTopology: 'prio' }), { netns: ns.name });
       assert.equal(r.backend, 'plug');
       // Oracle: tc sees the seed's topology.
       const q = qdiscs(ns);
@@ -270,13 +270,15 @@ test('egress --egress-topology clsact --steering always: lo keeps its root, only
   });
 });
 
-test("egress --egress-topology clsact, steering while holding (auto's choice): between holds lo has bare's qdiscs; each hold adds the hook and its filters, its release deletes them; a dead hold's leftovers are replaced", async () => {
+test("egress, the default (auto: clsact, steering while holding): between holds lo has bare's qdiscs; each hold adds the hook and its filters, its release deletes them; a dead hold's leftovers are replaced", async () => {
   await withNetns(async (ns) => {
     const before = qdiscs(ns);
     const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
     try {
-      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug', egressTopology: 'clsact' }), { netns: ns.name });
+      const r = await setup(normalizeConfig({ ports: [16000], backend: 'plug' }), { netns: ns.name });
       const state = StateStore.for(ns.name).readSetup()!.backendState as PlugState;
+      assert.equal(state.topology, 'clsact', 'auto built the clsact redirect');
+      assert.match(state.topologyReason ?? '', /root qdisc untouched/);
       assert.equal(state.steering, 'while-holding');
       assert.match(state.steeringReason ?? '', /only while holding/);
       assert.equal(r.backend, 'plug');
@@ -395,6 +397,35 @@ test("egress --egress-topology clsact beside somebody's ingress qdisc: refused w
   });
 });
 
+test("egress, the default beside somebody's ingress qdisc (no egress hook): auto builds the seed's prio root and says why; --steering while-holding is refused, nothing changed", async () => {
+  await withNetns(async (ns) => {
+    ns.exec('tc', ['qdisc', 'add', 'dev', 'lo', 'ingress']);
+    const snap = () => JSON.stringify([ns.tcJson(['qdisc', 'show']), ns.ipJson(['link', 'show'])]);
+    const before = snap();
+    await assert.rejects(
+      setup(normalizeConfig({ ports: [16000], backend: 'plug', steering: 'while-holding' }), { netns: ns.name }),
+      /--steering while-holding needs the clsact redirect, and dev lo has an ingress qdisc, which has no egress hook/,
+    );
+    assert.equal(snap(), before, 'refused: nothing changed');
+    assert.equal(StateStore.for(ns.name).readSetup(), undefined);
+
+    const r = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--backend', 'plug']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /topology prio \(auto: dev lo has an ingress qdisc, which has no egress hook/);
+    const state = StateStore.for(ns.name).readSetup()!.backendState as PlugState;
+    assert.equal(state.topology, 'prio');
+    // Oracle: tc sees the seed's root, the plug in its fourth band, and the ingress qdisc untouched.
+    const q = qdiscs(ns);
+    assert.ok(q.some((x) => x.kind === 'prio' && x.handle === '5301:' && x.root), JSON.stringify(q));
+    assert.ok(q.some((x) => x.kind === 'plug' && x.parent === '5301:4'), JSON.stringify(q));
+    assert.ok(q.some((x) => x.kind === 'ingress'), JSON.stringify(q));
+    const st = synhold(['--netns', ns.name, 'status']);
+    assert.match(st.stdout, /\(egress, prio root \(auto: dev lo has an ingress qdisc/);
+    assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);
+    assert.equal(snap(), before, 'teardown: the ingress qdisc as it was, lo back to its default root');
+  });
+});
+
 test('ingress: a client in another namespace is held at the server side via IFB, released without RST', async (t) => {
   const client = createNetns('synhold-c');
   const server = createNetns('synhold-s');
@@ -482,6 +513,9 @@ test('auto picks plug on this kernel, with the reason', async () => {
     const r = await setup(normalizeConfig({ ports: [16000] }), { netns: ns.name });
     assert.equal(r.backend, 'plug');
     assert.match(r.backendReason, /auto/);
+    const state = r.record.backendState as PlugState;
+    assert.equal(state.topology, 'clsact', 'and the clsact redirect: this kernel has IFB, clsact and act_mirred');
+    assert.equal(state.steering, 'while-holding');
     await teardown({ netns: ns.name });
   });
 });
@@ -496,19 +530,24 @@ test("the steady-state bench's stand-ins build synhold's plug topologies, a pfif
       .split('\n')
       .filter((l) => !/installed|Sent|backlog|Action statistics|index \d+ ref/.test(l))
       .join('\n');
-  // clsact as `--steering always` leaves it (between holds, while-holding leaves lo as bare).
-  for (const topology of ['prio', 'clsact'] as const) {
+  // prio; clsact as `--steering always` leaves it; and the default (auto: clsact, steering while
+  // holding) between holds, which leaves lo as bare and only the IFB and its plug.
+  const cases = [
+    { topology: 'prio', cfg: { egressTopology: 'prio' }, filtered: true },
+    { topology: 'clsact', cfg: { egressTopology: 'clsact', steering: 'always' }, filtered: true },
+    { topology: 'clsact-between-holds', cfg: {}, filtered: false },
+  ] as const;
+  for (const { topology, cfg, filtered } of cases) {
     await withNetns(async (ns) => {
       const filterArgs = topology === 'prio' ? ['filter', 'show', 'dev', 'lo'] : ['filter', 'show', 'dev', 'lo', 'egress'];
-      const egressTopology = topology;
-      await setup(normalizeConfig({ ports: [8001], backend: 'plug', egressTopology, steering: topology === 'clsact' ? 'always' : 'auto' }), { netns: ns.name });
+      await setup(normalizeConfig({ ports: [8001], backend: 'plug', ...cfg }), { netns: ns.name });
       const real = { filters: dump(ns, filterArgs), lo: qdiscs(ns).map((q) => `${q.kind} ${q.handle}`) };
-      const ifb =
-        egressTopology === 'clsact' ? (ns.ipJson(['link', 'show']) as { ifname: string }[]).find((l) => /^synhold-ifb/.test(l.ifname))!.ifname : undefined;
+      const ifb = topology !== 'prio' ? (ns.ipJson(['link', 'show']) as { ifname: string }[]).find((l) => /^synhold-ifb/.test(l.ifname))!.ifname : undefined;
       const realIfb = ifb ? qdiscs(ns, ifb).map((q) => `${q.kind} ${q.handle}`) : [];
       await teardown({ netns: ns.name });
-      // What is compared is there: synhold's SYN keys in the filters, its plug where the stand-in puts a pfifo.
-      assert.match(real.filters, /match 00020000\/00120000 at 32/);
+      // What is compared is there: synhold's SYN keys in the filters (none between holds), its plug where the stand-in puts a pfifo.
+      if (filtered) assert.match(real.filters, /match 00020000\/00120000 at 32/);
+      else assert.equal(real.filters.trim(), '', 'between holds: no filter on lo');
       assert.ok([...real.lo, ...realIfb].includes('plug 5302:'), JSON.stringify({ real, realIfb }));
       const s = standIn(topology, 'lo', 8001);
       for (const [cmd, ...args] of s.install) ns.exec(cmd!, args);
