@@ -91,6 +91,26 @@ c = socket.create_connection(("127.0.0.1", ${PORT})); a, _ = srv.accept(); c.sen
   });
 });
 
+test("the default's stand-in between holds: the IFB and its queue; lo's qdiscs and filters bare's, no packet redirected", async () => {
+  await withNetns(async (ns) => {
+    const bare = JSON.stringify([ns.tcJson(['qdisc', 'show', 'dev', 'lo']), ns.tcJson(['filter', 'show', 'dev', 'lo'])]);
+    const s = standIn('clsact-between-holds', 'lo', PORT);
+    for (const [cmd, ...args] of s.install) ns.exec(cmd!, args);
+    try {
+      assert.equal(JSON.stringify([ns.tcJson(['qdisc', 'show', 'dev', 'lo']), ns.tcJson(['filter', 'show', 'dev', 'lo'])]), bare);
+      assert.ok((ns.tcJson(['qdisc', 'show', 'dev', STAND_IN_IFB]) as { kind: string }[]).some((q) => q.kind === 'pfifo'));
+      const py = `import socket
+srv = socket.socket(); srv.bind(("127.0.0.1", ${PORT})); srv.listen(1)
+c = socket.create_connection(("127.0.0.1", ${PORT})); a, _ = srv.accept(); c.sendall(b"x"); print(a.recv(1).decode())`;
+      assert.equal(ns.exec('python3', ['-c', py]).trim(), 'x');
+      assert.equal(ifbPackets(ns), 0);
+    } finally {
+      for (const [cmd, ...args] of s.remove) ns.exec(cmd!, args);
+    }
+    assert.equal((ns.ipJson(['link', 'show']) as { ifname: string }[]).some((l) => l.ifname === STAND_IN_IFB), false);
+  });
+});
+
 test('both stand-ins carry the same matches, one filter per family, as synhold installs them', () => {
   for (const t of ['prio', 'clsact'] as const) {
     const filters = standIn(t, 'lo', PORT).install.filter((a) => a[1] === 'filter');

@@ -16,12 +16,14 @@ import { DEFAULT_PRIOMAP } from '../../../src/rtnl/tc/sch_prio.js';
 import { HOOK_PRIO_V4, HOOK_PRIO_V6, PLUG_MAJOR, PRIO_MAJOR } from '../../../src/backends/plug.js';
 
 /**
- * prio, clsact: the topologies as `synhold setup` leaves them between holds. clsact-idle: the clsact
- * topology without its two filters (the hook, the IFB and its queue only): what a plug steering that
- * adds the filters only while holding, as nfqueue's `--steering while-holding` does, would cost.
+ * prio: the seed's topology (`--egress-topology prio`). clsact: the clsact redirect with its filters
+ * on lo's hook (`--steering always`). clsact-idle: the hook, the IFB and its queue, no filter.
+ * clsact-between-holds: the IFB and its queue only, lo untouched: what the default (`--egress-topology
+ * auto` building clsact, `--steering auto` picking while-holding) leaves between holds, since each hold
+ * adds the hook and the filters and its release deletes them.
  */
-export type StandInTopology = 'prio' | 'clsact' | 'clsact-idle';
-export const STAND_IN_TOPOLOGIES: readonly StandInTopology[] = ['prio', 'clsact', 'clsact-idle'];
+export type StandInTopology = 'prio' | 'clsact' | 'clsact-idle' | 'clsact-between-holds';
+export const STAND_IN_TOPOLOGIES: readonly StandInTopology[] = ['prio', 'clsact', 'clsact-idle', 'clsact-between-holds'];
 
 export interface StandIn {
   /** argv lists, run in order in the namespace */
@@ -66,11 +68,11 @@ export function standIn(topology: StandInTopology, dev: string, port: number): S
       ],
       remove: [argv(`tc qdisc del dev ${dev} root`)],
     };
+  const ifb = [argv(`ip link add ${STAND_IN_IFB} type ifb`), argv(`ip link set ${STAND_IN_IFB} up`), argv(`tc qdisc add dev ${STAND_IN_IFB} root handle ${plug} pfifo limit 10000`)];
+  if (topology === 'clsact-between-holds') return { install: ifb, remove: [argv(`ip link del ${STAND_IN_IFB}`)] };
   return {
     install: [
-      argv(`ip link add ${STAND_IN_IFB} type ifb`),
-      argv(`ip link set ${STAND_IN_IFB} up`),
-      argv(`tc qdisc add dev ${STAND_IN_IFB} root handle ${plug} pfifo limit 10000`),
+      ...ifb,
       argv(`tc qdisc add dev ${dev} clsact`),
       ...(topology === 'clsact' ? filters('egress', [HOOK_PRIO_V4, HOOK_PRIO_V6], `action mirred egress redirect dev ${STAND_IN_IFB}`) : []),
     ],

@@ -11,18 +11,19 @@
  * Rounds alternate which condition goes first; the table gives medians of the
  * rounds and the median of each round's set-up / bare ratio.
  *
- *   node dist/bench/src/cost/steady-state.js [--rounds N] [--seconds S] [--topologies prio,clsact]
- *        [--steerings always,while-holding] [--stand-ins prio,clsact,clsact-idle] [--other-port] [--json]
+ *   node dist/bench/src/cost/steady-state.js [--rounds N] [--seconds S] [--topologies auto,prio,clsact]
+ *        [--steerings always,while-holding] [--stand-ins prio,clsact,clsact-idle,clsact-between-holds] [--other-port] [--json]
  *
  * --topologies: one set-up condition per plug egress topology (`setup
- * --egress-topology T`), each measured in every round beside bare; without it,
+ * --egress-topology T`, with setup's default steering: for auto and clsact, the filters only
+ * while holding), each measured in every round beside bare; without it,
  * one condition, `set up`, with setup's defaults (the backend `auto` picks).
  * --steerings: one set-up condition per nfqueue steering (`setup --backend nfqueue
  * --steering S`): `always` keeps a rule in raw PREROUTING, `while-holding` installs
  * nothing until a hold, so its row is what being set up costs with no hold at all.
- * --stand-ins prio,clsact,clsact-idle: one condition per plug egress topology built with a pfifo where the
- * plug would be (plug-stand-in.ts), for a kernel without sch_plug: while not holding, a released
- * plug queues as a pfifo does, so these rows are what the topology costs on this kernel.
+ * --stand-ins prio,clsact,clsact-idle,clsact-between-holds: one condition per plug egress topology built
+ * with a pfifo where the plug would be (plug-stand-in.ts), for a kernel without sch_plug: while not
+ * holding, a released plug queues as a pfifo does, so these rows are what the topology costs on this kernel.
  * --other-port: one more condition, `set up (another port)`: setup's defaults for
  * a port no load uses (8009). The steering is in place (the hook, the rule's
  * match for every packet) but no SYN of the loads matches it, which tells the
@@ -44,6 +45,7 @@ import { wrkArgv, wrkResult } from '../load/wrk.js';
 import { median, writeReportPage } from './page.js';
 import { medianInterval } from '../median.js';
 import { standIn, STAND_IN_TOPOLOGIES, type StandIn, type StandInTopology } from './plug-stand-in.js';
+import { EGRESS_TOPOLOGIES, type EgressTopology } from '../../../src/model/config.js';
 
 const HOST = '127.0.0.1';
 const PORT = 8001;
@@ -138,7 +140,11 @@ export function conditionsFor(
   const base = setup(PORT);
   const other = otherPort ? [{ name: 'set up (another port)', setupArgs: setup(OTHER_PORT) }] : [];
   const stoodName = (t: StandInTopology) =>
-    t === 'clsact-idle' ? "plug's clsact topology without its filters, pfifo for the plug" : `plug's ${t} topology, pfifo for the plug`;
+    t === 'clsact-idle'
+      ? "plug's clsact topology without its filters, pfifo for the plug"
+      : t === 'clsact-between-holds'
+        ? "plug's default between holds (clsact, steering while holding), pfifo for the plug"
+        : `plug's ${t} topology, pfifo for the plug`;
   const stood = standIns.map((t) => ({ name: stoodName(t), standIn: standIn(t, 'lo', PORT) }));
   if (topologies.length === 0 && steerings.length === 0 && standIns.length === 0) return [{ name: BARE }, { name: 'set up', setupArgs: base }, ...other];
   return [
@@ -286,8 +292,8 @@ async function main(): Promise<number> {
     process.stderr.write(`steady-state: --rounds 1..${MAX_ROUNDS}, --seconds 1..60\n`);
     return 2;
   }
-  if (topologies.some((t) => t !== 'prio' && t !== 'clsact') || new Set(topologies).size !== topologies.length) {
-    process.stderr.write('steady-state: --topologies is a list of prio and clsact, each at most once\n');
+  if (topologies.some((t) => !EGRESS_TOPOLOGIES.includes(t as EgressTopology)) || new Set(topologies).size !== topologies.length) {
+    process.stderr.write(`steady-state: --topologies is a list of ${EGRESS_TOPOLOGIES.join(', ')}, each at most once\n`);
     return 2;
   }
   if (steerings.some((t) => t !== 'always' && t !== 'while-holding') || new Set(steerings).size !== steerings.length) {
