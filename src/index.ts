@@ -12,7 +12,17 @@ import { releaseHere, type ReleaseHereResult } from './protect/hold/recover.js';
 import { StateStore } from './protect/state.js';
 import { NotSetUpError } from './model/errors.js';
 
-export { setup, teardown, status, type Scope, type SetupResult, type TeardownResult, type StatusReport, type SteeringReport, type TopologyReport } from './protect/setup.js';
+export {
+  setup,
+  teardown,
+  status,
+  type Scope,
+  type SetupResult,
+  type TeardownResult,
+  type StatusReport,
+  type SteeringReport,
+  type TopologyReport,
+} from './protect/setup.js';
 export { protect, DEFAULT_MAX_HOLD_MS, DEFAULT_SETTLE_WAIT_MS, type ProtectOptions, type ProtectResult } from './protect/protect.js';
 export type { StopOldReport } from './protect/stop-old.js';
 export { runDaemon, type DaemonOptions } from './protect/daemon.js';

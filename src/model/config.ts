@@ -16,7 +16,7 @@ export type Direction = 'egress' | 'ingress';
  * its filters only while holding unless --steering always, so that between holds the
  * device has the qdiscs it had before setup; it falls back to prio when the device has
  * an `ingress` qdisc (which has no egress hook) or the kernel cannot redirect (no
- * IFB, clsact or act_mirred). Setup records which it built, and why.
+ * clsact or no act_mirred). Setup records which it built, and why.
  */
 export type EgressTopology = 'auto' | 'prio' | 'clsact';
 export const EGRESS_TOPOLOGIES: readonly EgressTopology[] = ['auto', 'prio', 'clsact'];
@@ -130,7 +130,9 @@ export function normalizeConfig(c: Partial<SetupConfig> & { ports: number[] }): 
   if (direction !== 'egress' && direction !== 'ingress') throw new ConfigError(`--direction must be egress or ingress, not "${String(direction)}"`);
   const egressTopology = c.egressTopology ?? 'auto';
   if (!EGRESS_TOPOLOGIES.includes(egressTopology)) {
-    throw new ConfigError(`--egress-topology must be ${EGRESS_TOPOLOGIES.slice(0, -1).join(', ')} or ${EGRESS_TOPOLOGIES.at(-1)!}, not "${String(egressTopology)}"`);
+    throw new ConfigError(
+      `--egress-topology must be ${EGRESS_TOPOLOGIES.slice(0, -1).join(', ')} or ${EGRESS_TOPOLOGIES.at(-1)!}, not "${String(egressTopology)}"`,
+    );
   }
   if (c.egressTopology !== undefined && direction === 'ingress') {
     throw new ConfigError('--egress-topology applies to --direction egress only (ingress always redirects to an IFB device)');

@@ -107,7 +107,10 @@ c = socket.create_connection(("127.0.0.1", ${PORT})); a, _ = srv.accept(); c.sen
     } finally {
       for (const [cmd, ...args] of s.remove) ns.exec(cmd!, args);
     }
-    assert.equal((ns.ipJson(['link', 'show']) as { ifname: string }[]).some((l) => l.ifname === STAND_IN_IFB), false);
+    assert.equal(
+      (ns.ipJson(['link', 'show']) as { ifname: string }[]).some((l) => l.ifname === STAND_IN_IFB),
+      false,
+    );
   });
 });
 

@@ -416,9 +416,18 @@ test("egress, the default beside somebody's ingress qdisc (no egress hook): auto
     assert.equal(state.topology, 'prio');
     // Oracle: tc sees the seed's root, the plug in its fourth band, and the ingress qdisc untouched.
     const q = qdiscs(ns);
-    assert.ok(q.some((x) => x.kind === 'prio' && x.handle === '5301:' && x.root), JSON.stringify(q));
-    assert.ok(q.some((x) => x.kind === 'plug' && x.parent === '5301:4'), JSON.stringify(q));
-    assert.ok(q.some((x) => x.kind === 'ingress'), JSON.stringify(q));
+    assert.ok(
+      q.some((x) => x.kind === 'prio' && x.handle === '5301:' && x.root),
+      JSON.stringify(q),
+    );
+    assert.ok(
+      q.some((x) => x.kind === 'plug' && x.parent === '5301:4'),
+      JSON.stringify(q),
+    );
+    assert.ok(
+      q.some((x) => x.kind === 'ingress'),
+      JSON.stringify(q),
+    );
     const st = synhold(['--netns', ns.name, 'status']);
     assert.match(st.stdout, /\(egress, prio root \(auto: dev lo has an ingress qdisc/);
     assert.equal(synhold(['--netns', ns.name, 'teardown']).status, 0);

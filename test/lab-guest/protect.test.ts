@@ -24,7 +24,19 @@ import { CLI, synhold, synholdAsync } from '../helpers/cli.js';
 import { pipe } from '../../src/host/child.js';
 import { StateStore } from '../../src/protect/state.js';
 import { isAlive, processId } from '../../src/protect/hold/process-id.js';
-import { armedClients, gate, holding, killBound, plugOf, plugQlen, releaseOverheadMs, status, synholdLive, until, type Calibration } from '../helpers/lab-faults.js';
+import {
+  armedClients,
+  gate,
+  holding,
+  killBound,
+  plugOf,
+  plugQlen,
+  releaseOverheadMs,
+  status,
+  synholdLive,
+  until,
+  type Calibration,
+} from '../helpers/lab-faults.js';
 
 /**
  * The lab's own release overhead, measured in the namespace (see releaseOverheadMs): a release
@@ -227,7 +239,7 @@ test('plug and release by hand; a manual hold ends at --max-hold by itself', asy
   });
 });
 
-test('setup --egress-topology prio (the seed\'s) is idempotent, updates on other ports, and teardown restores tc state', async () => {
+test("setup --egress-topology prio (the seed's) is idempotent, updates on other ports, and teardown restores tc state", async () => {
   await withNetns(async (ns) => {
     const before = JSON.stringify(ns.tcJson(['qdisc', 'show']));
     const a = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--egress-topology', 'prio']);
@@ -365,8 +377,7 @@ test("more SYNs than the plug limit: drops are counted in protect's summary and 
       await until('the hold', () => holding(ns));
       const clients = Array.from({ length: 5 }, () => startClient(ns.name, '127.0.0.1', 16000));
       // Oracle: tc counts the drops at the plug while the hold is still on.
-      const plugDrops = () =>
-        (ns.tcJson(['-s', 'qdisc', 'show']) as { kind: string; drops?: number }[]).find((q) => q.kind === 'plug')?.drops ?? 0;
+      const plugDrops = () => (ns.tcJson(['-s', 'qdisc', 'show']) as { kind: string; drops?: number }[]).find((q) => q.kind === 'plug')?.drops ?? 0;
       await until('a drop at the plug limit', () => plugDrops() >= 1);
       // Two SYNs fill the plug; the test waits for them too before ending the hold.
       await until('two SYNs held', () => plugQlen(ns) >= 2);

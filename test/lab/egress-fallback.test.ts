@@ -41,44 +41,54 @@ function steps(out: string): Map<string, { text: string; exit: number }> {
   return found;
 }
 
-test('a kernel without act_mirred: setup (default egress topology) builds the seed prio root, says why, leaves no IFB; teardown restores lo', { timeout: 180_000 }, async () => {
-  const avail = labAvailable();
-  assert.ok(avail.ok, `the kernel lab is unavailable: ${avail.ok ? '' : avail.reason}`);
-  const r = await runInLab({
-    command: ['sh', '-c', GUEST],
-    cwd: repo,
-    modules: DEFAULT_MODULES.filter((m) => m !== 'act_mirred'),
-    timeoutMs: 150_000,
-  });
-  assert.equal(r.exitCode, 0, JSON.stringify(r, null, 2));
-  const s = steps(r.stdout);
-  const get = (name: string) => {
-    const x = s.get(name);
-    assert.ok(x, `step ${name} missing in:\n${r.stdout}\n${r.stderr}`);
-    return x;
-  };
-  // The precondition, from tc: this kernel cannot redirect (no mirred action, none loadable).
-  assert.notEqual(get('mirred-by-tc').exit, 0, `tc added a mirred filter: the lab still has act_mirred\n${get('mirred-by-tc').text}`);
+test(
+  'a kernel without act_mirred: setup (default egress topology) builds the seed prio root, says why, leaves no IFB; teardown restores lo',
+  { timeout: 180_000 },
+  async () => {
+    const avail = labAvailable();
+    assert.ok(avail.ok, `the kernel lab is unavailable: ${avail.ok ? '' : avail.reason}`);
+    const r = await runInLab({
+      command: ['sh', '-c', GUEST],
+      cwd: repo,
+      modules: DEFAULT_MODULES.filter((m) => m !== 'act_mirred'),
+      timeoutMs: 150_000,
+    });
+    assert.equal(r.exitCode, 0, JSON.stringify(r, null, 2));
+    const s = steps(r.stdout);
+    const get = (name: string) => {
+      const x = s.get(name);
+      assert.ok(x, `step ${name} missing in:\n${r.stdout}\n${r.stderr}`);
+      return x;
+    };
+    // The precondition, from tc: this kernel cannot redirect (no mirred action, none loadable).
+    assert.notEqual(get('mirred-by-tc').exit, 0, `tc added a mirred filter: the lab still has act_mirred\n${get('mirred-by-tc').text}`);
 
-  const setup = get('setup');
-  assert.equal(setup.exit, 0, setup.text);
-  const report = JSON.parse(setup.text) as { backend: string; topology?: { installed: string; reason?: string } };
-  assert.equal(report.backend, 'plug');
-  assert.equal(report.topology?.installed, 'prio');
-  assert.match(report.topology?.reason ?? '', /^auto: this kernel cannot build the clsact redirect \(.*(action|mirred).*\)$/i);
+    const setup = get('setup');
+    assert.equal(setup.exit, 0, setup.text);
+    const report = JSON.parse(setup.text) as { backend: string; topology?: { installed: string; reason?: string } };
+    assert.equal(report.backend, 'plug');
+    assert.equal(report.topology?.installed, 'prio');
+    assert.match(report.topology?.reason ?? '', /^auto: this kernel cannot build the clsact redirect \(.*(action|mirred).*\)$/i);
 
-  const qdiscs = JSON.parse(get('lo-set-up').text) as { kind: string; handle: string; parent?: string; root?: boolean }[];
-  assert.ok(qdiscs.some((q) => q.kind === 'prio' && q.handle === '5301:' && q.root), JSON.stringify(qdiscs));
-  assert.ok(qdiscs.some((q) => q.kind === 'plug' && q.parent === '5301:4'), JSON.stringify(qdiscs));
-  assert.ok(!qdiscs.some((q) => q.kind === 'clsact'), 'the failed redirect left no clsact on lo');
-  const links = (JSON.parse(get('links-set-up').text) as { ifname: string }[]).map((l) => l.ifname);
-  assert.ok(!links.some((n) => n.startsWith('synhold-ifb')), `the failed redirect left no IFB device: ${links.join(' ')}`);
-  assert.match(get('status').text, /\(egress, prio root \(auto: this kernel cannot build the clsact redirect/);
+    const qdiscs = JSON.parse(get('lo-set-up').text) as { kind: string; handle: string; parent?: string; root?: boolean }[];
+    assert.ok(
+      qdiscs.some((q) => q.kind === 'prio' && q.handle === '5301:' && q.root),
+      JSON.stringify(qdiscs),
+    );
+    assert.ok(
+      qdiscs.some((q) => q.kind === 'plug' && q.parent === '5301:4'),
+      JSON.stringify(qdiscs),
+    );
+    assert.ok(!qdiscs.some((q) => q.kind === 'clsact'), 'the failed redirect left no clsact on lo');
+    const links = (JSON.parse(get('links-set-up').text) as { ifname: string }[]).map((l) => l.ifname);
+    assert.ok(!links.some((n) => n.startsWith('synhold-ifb')), `the failed redirect left no IFB device: ${links.join(' ')}`);
+    assert.match(get('status').text, /\(egress, prio root \(auto: this kernel cannot build the clsact redirect/);
 
-  assert.equal(get('teardown').exit, 0, get('teardown').text);
-  assert.deepEqual(JSON.parse(get('lo-after').text), JSON.parse(get('lo-before').text), 'lo as before setup');
-  assert.deepEqual(
-    (JSON.parse(get('links-after').text) as { ifname: string }[]).map((l) => l.ifname),
-    ['lo'],
-  );
-});
+    assert.equal(get('teardown').exit, 0, get('teardown').text);
+    assert.deepEqual(JSON.parse(get('lo-after').text), JSON.parse(get('lo-before').text), 'lo as before setup');
+    assert.deepEqual(
+      (JSON.parse(get('links-after').text) as { ifname: string }[]).map((l) => l.ifname),
+      ['lo'],
+    );
+  },
+);

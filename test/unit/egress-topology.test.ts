@@ -18,7 +18,10 @@ test('the default egress topology is auto; prio and clsact are taken as asked; w
   assert.equal(normalizeConfig({ ports: [80], egressTopology: 'prio' }).egressTopology, 'prio');
   assert.equal(normalizeConfig({ ports: [80], egressTopology: 'clsact' }).egressTopology, 'clsact');
   assert.equal(normalizeConfig({ ports: [80], backend: 'plug', steering: 'while-holding' }).steering, 'while-holding');
-  assert.throws(() => normalizeConfig({ ports: [80], backend: 'plug', egressTopology: 'prio', steering: 'while-holding' }), /needs the plug backend's redirect topology/);
+  assert.throws(
+    () => normalizeConfig({ ports: [80], backend: 'plug', egressTopology: 'prio', steering: 'while-holding' }),
+    /needs the plug backend's redirect topology/,
+  );
   assert.throws(() => normalizeConfig({ ports: [80], egressTopology: 'tree' as 'auto' }), /--egress-topology must be auto, prio or clsact, not "tree"/);
 });
 
@@ -50,7 +53,10 @@ test('status says which egress topology was built, and why only when auto fell b
     steering: { installed: 'while-holding' },
   });
   assert.match(clsact, /\(egress, clsact -> IFB, its filters only while holding\)/);
-  const prio = formatStatus({ ...base, topology: { installed: 'prio', reason: 'auto: dev lo has an ingress qdisc, which has no egress hook for the clsact redirect' } });
+  const prio = formatStatus({
+    ...base,
+    topology: { installed: 'prio', reason: 'auto: dev lo has an ingress qdisc, which has no egress hook for the clsact redirect' },
+  });
   assert.match(prio, /\(egress, prio root \(auto: dev lo has an ingress qdisc, which has no egress hook for the clsact redirect\)\)/);
   const asked = formatStatus({ ...base, config: normalizeConfig({ ports: [16000], egressTopology: 'prio' }), topology: { installed: 'prio' } });
   assert.match(asked, /\(egress, prio root\)/);

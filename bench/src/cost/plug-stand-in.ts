@@ -68,7 +68,11 @@ export function standIn(topology: StandInTopology, dev: string, port: number): S
       ],
       remove: [argv(`tc qdisc del dev ${dev} root`)],
     };
-  const ifb = [argv(`ip link add ${STAND_IN_IFB} type ifb`), argv(`ip link set ${STAND_IN_IFB} up`), argv(`tc qdisc add dev ${STAND_IN_IFB} root handle ${plug} pfifo limit 10000`)];
+  const ifb = [
+    argv(`ip link add ${STAND_IN_IFB} type ifb`),
+    argv(`ip link set ${STAND_IN_IFB} up`),
+    argv(`tc qdisc add dev ${STAND_IN_IFB} root handle ${plug} pfifo limit 10000`),
+  ];
   if (topology === 'clsact-between-holds') return { install: ifb, remove: [argv(`ip link del ${STAND_IN_IFB}`)] };
   return {
     install: [
