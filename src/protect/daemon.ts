@@ -250,7 +250,12 @@ async function serveMetrics(
 /** What a scrape reports: the setup and hold records, and the kernel's counters at the hold. */
 async function snapshot(store: StateStore, netns: string | undefined, active: HoldSession | undefined): Promise<Snapshot> {
   const setup = store.readSetup();
-  const s: Snapshot = { backend: setup?.backend, holdSince: active?.held.since, holdsTotal: store.readStats().holds, kernel: undefined };
+  const s: Snapshot = {
+    backend: setup?.backend,
+    holdSince: active?.holding ? active.held.since : undefined,
+    holdsTotal: store.readStats().holds,
+    kernel: undefined,
+  };
   if (!setup) return s;
   const rt = netns ? Rtnl.open({ netns }) : Rtnl.open();
   try {

@@ -78,6 +78,11 @@ export class HoldSession {
   /** Resolves once released, whoever released. */
   readonly done: Promise<Released>;
   private releasing?: Promise<Released>;
+  /**
+   * False once the traffic is let go and the hold record removed, before the watchdog has exited
+   * (up to 200 ms more): what a metrics scrape or a status in that gap must report.
+   */
+  holding = true;
   private resolveDone!: (r: Released) => void;
   private readonly t0 = process.hrtime.bigint();
   private readonly backup: NodeJS.Timeout;
@@ -219,6 +224,7 @@ export class HoldSession {
       wd.takeOver();
       const end = await Promise.race([wd.ended, sleep(3000, undefined, { ref: false })]);
       if (end?.kind === 'released') {
+        this.holding = false;
         this.close();
         const r: Released = { durationMs, released: 0, drops: 0, cause, by: 'watchdog' };
         this.resolveDone(r);
@@ -228,6 +234,7 @@ export class HoldSession {
       wd.kill();
     } else {
       try {
+        this.holding = false;
         this.store.removeHold();
         this.store.recordHold({
           startedAt: new Date(this.held.since).toISOString(),
@@ -271,6 +278,7 @@ export class HoldSession {
   }
 
   private watchdogReleased(end: Extract<WatchdogEnd, { kind: 'released' }>): Released {
+    this.holding = false;
     clearTimeout(this.backup);
     this.close();
     const r: Released = { durationMs: this.elapsedMs(), released: 0, drops: 0, cause: { kind: end.cause }, by: 'watchdog' };
