@@ -158,10 +158,10 @@ async function installEgress(cfg: SetupConfig, ctx: BackendContext): Promise<Plu
     const state: PlugState = {
       direction: 'egress',
       dev: cfg.dev,
+      topology: 'prio',
       plug: { dev: cfg.dev, parent: makeHandle(PRIO_MAJOR, 4), handle: makeHandle(PLUG_MAJOR, 0) },
       created: { rootPrio: { dev: cfg.dev }, filters: [] },
     };
-    state.topology = 'prio';
     if (root) state.previousRoot = root.kind;
     // Deleting the root prio takes the plug and the filters with it.
     await new Plug(ctx.rt, plugRef(state)).attach(cfg.limit);

@@ -28,6 +28,14 @@ function tcMatches(ns: TestNetns, args: string[]): Record<string, string[]> {
 
 const expected = (family: 4 | 6) => synMatchKeys({ family, port: PORT }).map((k) => `match ${hex8(k.val)}/${hex8(k.mask)} at ${k.off}`);
 
+/** One connection to the protected port on 127.0.0.1 and one byte across it; what arrived. */
+function oneByteToPort(ns: TestNetns): string {
+  const py = `import socket
+srv = socket.socket(); srv.bind(("127.0.0.1", ${PORT})); srv.listen(1)
+c = socket.create_connection(("127.0.0.1", ${PORT})); a, _ = srv.accept(); c.sendall(b"x"); print(a.recv(1).decode())`;
+  return ns.exec('python3', ['-c', py]).trim();
+}
+
 function ifbPackets(ns: TestNetns): number {
   const q = (ns.tcJson(['-s', 'qdisc', 'show', 'dev', STAND_IN_IFB]) as { kind: string; packets?: number }[]).find((x) => x.kind === 'pfifo');
   return q?.packets ?? -1;
@@ -80,10 +88,7 @@ test('the clsact stand-in without its filters: the hook, the IFB and its queue, 
     try {
       assert.ok((ns.tcJson(['qdisc', 'show', 'dev', 'lo']) as { kind: string }[]).some((q) => q.kind === 'clsact'));
       assert.equal(ns.exec('tc', ['filter', 'show', 'dev', 'lo', 'egress']).trim(), '');
-      const py = `import socket
-srv = socket.socket(); srv.bind(("127.0.0.1", ${PORT})); srv.listen(1)
-c = socket.create_connection(("127.0.0.1", ${PORT})); a, _ = srv.accept(); c.sendall(b"x"); print(a.recv(1).decode())`;
-      assert.equal(ns.exec('python3', ['-c', py]).trim(), 'x');
+      assert.equal(oneByteToPort(ns), 'x');
       assert.equal(ifbPackets(ns), 0);
     } finally {
       for (const [cmd, ...args] of s.remove) ns.exec(cmd!, args);
@@ -99,10 +104,7 @@ test("the default's stand-in between holds: the IFB and its queue; lo's qdiscs a
     try {
       assert.equal(JSON.stringify([ns.tcJson(['qdisc', 'show', 'dev', 'lo']), ns.tcJson(['filter', 'show', 'dev', 'lo'])]), bare);
       assert.ok((ns.tcJson(['qdisc', 'show', 'dev', STAND_IN_IFB]) as { kind: string }[]).some((q) => q.kind === 'pfifo'));
-      const py = `import socket
-srv = socket.socket(); srv.bind(("127.0.0.1", ${PORT})); srv.listen(1)
-c = socket.create_connection(("127.0.0.1", ${PORT})); a, _ = srv.accept(); c.sendall(b"x"); print(a.recv(1).decode())`;
-      assert.equal(ns.exec('python3', ['-c', py]).trim(), 'x');
+      assert.equal(oneByteToPort(ns), 'x');
       assert.equal(ifbPackets(ns), 0);
     } finally {
       for (const [cmd, ...args] of s.remove) ns.exec(cmd!, args);

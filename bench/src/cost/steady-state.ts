@@ -129,6 +129,14 @@ export interface ConditionSpec {
   standIn?: StandIn;
 }
 
+/** Each stand-in's condition name in the tables. */
+const STAND_IN_NAMES: Record<StandInTopology, string> = {
+  prio: "plug's prio topology, pfifo for the plug",
+  clsact: "plug's clsact topology, pfifo for the plug",
+  'clsact-idle': "plug's clsact topology without its filters, pfifo for the plug",
+  'clsact-between-holds': "plug's default between holds (clsact, steering while holding), pfifo for the plug",
+};
+
 /** The conditions of a run, bare first, and how each set-up one is set up. */
 export function conditionsFor(
   topologies: readonly string[],
@@ -139,13 +147,7 @@ export function conditionsFor(
   const setup = (port: number) => ['setup', '--port', String(port), '--migrate-req', 'off'];
   const base = setup(PORT);
   const other = otherPort ? [{ name: 'set up (another port)', setupArgs: setup(OTHER_PORT) }] : [];
-  const stoodName = (t: StandInTopology) =>
-    t === 'clsact-idle'
-      ? "plug's clsact topology without its filters, pfifo for the plug"
-      : t === 'clsact-between-holds'
-        ? "plug's default between holds (clsact, steering while holding), pfifo for the plug"
-        : `plug's ${t} topology, pfifo for the plug`;
-  const stood = standIns.map((t) => ({ name: stoodName(t), standIn: standIn(t, 'lo', PORT) }));
+  const stood = standIns.map((t) => ({ name: STAND_IN_NAMES[t], standIn: standIn(t, 'lo', PORT) }));
   if (topologies.length === 0 && steerings.length === 0 && standIns.length === 0) return [{ name: BARE }, { name: 'set up', setupArgs: base }, ...other];
   return [
     { name: BARE },

@@ -78,11 +78,7 @@ export class HoldSession {
   /** Resolves once released, whoever released. */
   readonly done: Promise<Released>;
   private releasing?: Promise<Released>;
-  /**
-   * False once the traffic is let go and the hold record removed, before the watchdog has exited
-   * (up to 200 ms more): what a metrics scrape or a status in that gap must report.
-   */
-  holding = true;
+  private letGo = false;
   private resolveDone!: (r: Released) => void;
   private readonly t0 = process.hrtime.bigint();
   private readonly backup: NodeJS.Timeout;
@@ -195,6 +191,14 @@ export class HoldSession {
     this.lock.release();
   }
 
+  /**
+   * False once the traffic is let go and the hold record removed, before the watchdog has exited
+   * (up to 200 ms more): what a metrics scrape or a status in that gap must report.
+   */
+  get holding(): boolean {
+    return !this.letGo;
+  }
+
   private elapsedMs(): number {
     return Number(process.hrtime.bigint() - this.t0) / 1e6;
   }
@@ -224,7 +228,7 @@ export class HoldSession {
       wd.takeOver();
       const end = await Promise.race([wd.ended, sleep(3000, undefined, { ref: false })]);
       if (end?.kind === 'released') {
-        this.holding = false;
+        this.letGo = true;
         this.close();
         const r: Released = { durationMs, released: 0, drops: 0, cause, by: 'watchdog' };
         this.resolveDone(r);
@@ -234,7 +238,7 @@ export class HoldSession {
       wd.kill();
     } else {
       try {
-        this.holding = false;
+        this.letGo = true;
         this.store.removeHold();
         this.store.recordHold({
           startedAt: new Date(this.held.since).toISOString(),
@@ -278,7 +282,7 @@ export class HoldSession {
   }
 
   private watchdogReleased(end: Extract<WatchdogEnd, { kind: 'released' }>): Released {
-    this.holding = false;
+    this.letGo = true;
     clearTimeout(this.backup);
     this.close();
     const r: Released = { durationMs: this.elapsedMs(), released: 0, drops: 0, cause: { kind: end.cause }, by: 'watchdog' };
