@@ -252,7 +252,9 @@ async function snapshot(store: StateStore, netns: string | undefined, active: Ho
   const setup = store.readSetup();
   const s: Snapshot = {
     backend: setup?.backend,
-    holdSince: active?.holding ? active.held.since : undefined,
+    // A watchdog's release removes the record before the watchdog exits, and the daemon hears of
+    // the release only at that exit (its code): the record gone is not holding, here as in status.
+    holdSince: active?.holding && store.readHold() ? active.held.since : undefined,
     holdsTotal: store.readStats().holds,
     kernel: undefined,
   };
