@@ -478,11 +478,21 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+let settled = false;
+// A command whose work waits on something that can no longer happen (nothing left to keep the event
+// loop alive) would otherwise end with status 0 and no word: say so, and fail.
+process.once('beforeExit', () => {
+  if (settled) return;
+  process.stderr.write('synhold: internal error: the command stopped before it finished (a wait that nothing could end)\n');
+  process.exitCode = EXIT_FAILED;
+});
 main(process.argv.slice(2)).then(
   (code) => {
+    settled = true;
     process.exitCode = code;
   },
   (e: unknown) => {
+    settled = true;
     process.stderr.write(`synhold: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
     process.exitCode = EXIT_FAILED;
   },

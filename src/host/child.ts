@@ -99,6 +99,11 @@ export class Child {
   unref(): void {
     if (!this.state.exited) native().setChildRef(this.pid, false);
   }
+
+  /** Undoes unref(): this process waits for the child again. */
+  ref(): void {
+    if (!this.state.exited) native().setChildRef(this.pid, true);
+  }
 }
 
 /** A close-on-exec pipe, [read end, write end], for a child's stdin. */

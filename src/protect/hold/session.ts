@@ -122,6 +122,7 @@ export class HoldSession {
     let prepared: PreparedHold | undefined;
     let watchdog: Watchdog | undefined;
     let active: ActiveHold | undefined;
+    let starting = false;
     try {
       await recoverUnderLock(store, setup, args.netns);
       prepared = await backendFor(setup.backend).prepare(setup.backendState, ctx);
@@ -135,6 +136,7 @@ export class HoldSession {
         journalPath: store.journalPath,
       });
       args.signal?.throwIfAborted();
+      starting = true;
       active = await prepared.start();
       failpoint('held');
       const since = Date.now();
@@ -160,6 +162,11 @@ export class HoldSession {
         );
         if (ok) watchdog.stand();
         else watchdog.takeOver();
+        await watchdog.ended;
+      } else if (watchdog && starting) {
+        // A start that failed part-way may have begun the hold, and its own undo may have failed
+        // too: the watchdog sends its release (harmless if nothing is held) before it goes.
+        watchdog.takeOver();
         await watchdog.ended;
       } else if (watchdog) {
         watchdog.stand();

@@ -172,7 +172,11 @@ export class Watchdog {
    * EOF: the pipe stays open to relay the acks our sockets read meanwhile.
    */
   takeOver(): void {
-    this.tell('T');
+    if (this.ownerFd >= 0) return this.tell('T');
+    // A manual hold's watchdog has no owner pipe to hear 'T' on: a signal is its only word (as
+    // `synhold release` sends), and this process, which unref'd it, now waits for its exit.
+    this.child.ref();
+    this.releaseNow();
   }
 
   /** Releases now, as `synhold release` does. */
