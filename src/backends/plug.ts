@@ -39,12 +39,12 @@
  *   The IFB device sends held packets back into eth0's receive path on release.
  *   Only matching SYNs are redirected; all other traffic is untouched.
  */
-import { BackendUnavailableError, FilterPrioInUseError, RootQdiscInUseError, SteeringGoneError } from '../model/errors.js';
+import { BackendUnavailableError, ConfigError, FilterPrioInUseError, RootQdiscInUseError, SteeringGoneError } from '../model/errors.js';
 import { NetlinkError } from '../netlink/errors.js';
 import { addIfb, deleteLink, getLink, linkIndex, setLinkUp } from '../rtnl/link.js';
 import { encodeMessage, NLM_F_ACK, NLM_F_REQUEST } from '../netlink/message.js';
 import { NETLINK_ROUTE, NetlinkSocket } from '../netlink/socket.js';
-import { addFilter, deleteFilter, listFilters, type FilterInfo } from '../rtnl/tc/filter.js';
+import { addFilter, deleteFilter, listFilters } from '../rtnl/tc/filter.js';
 import { TC_H_CLSACT, TC_H_INGRESS, TC_H_MIN_EGRESS, TC_H_MIN_INGRESS, TC_H_ROOT, formatHandle, makeHandle } from '../rtnl/tc/handle.js';
 import { addQdisc, deleteQdisc, encodeQdiscRequest, listQdiscs, type QdiscInfo } from '../rtnl/tc/qdisc.js';
 import { synMatchKeys } from '../rtnl/tc/cls_u32.js';
@@ -53,6 +53,7 @@ import { ETH_P_IP, ETH_P_IPV6, RTM_NEWQDISC } from '../rtnl/tc/tcmsg.js';
 import { Plug, plugStatsFrom, type PlugRef } from '../plug/plug.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches, type SynMatch } from '../model/syn-match.js';
+import { fault } from '../model/inject.js';
 import { atomically, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
 
 export const PRIO_MAJOR = 0x5301;
@@ -135,6 +136,12 @@ async function addSynFilters(
 }
 
 async function installEgress(cfg: SetupConfig, ctx: BackendContext): Promise<PlugState> {
+  // normalizeConfig refuses this for --backend plug; with --backend auto it is known only now that plug was chosen.
+  if (cfg.steering === 'while-holding') {
+    throw new ConfigError(
+      "--steering while-holding needs the plug backend's redirect topology (--egress-topology clsact or auto, or --direction ingress): the prio topology's cost is lo's root qdisc, which stays between holds whatever its filters do",
+    );
+  }
   const root = (await listQdiscs(ctx.rt, cfg.dev)).find((q) => q.parent === TC_H_ROOT);
   // A root with handle 0: is the kernel's default (noqueue, pfifo_fast, mq...):
   // replacing it loses nothing and deleting ours brings it back. A configured
@@ -224,6 +231,9 @@ async function installRedirect(cfg: SetupConfig, ctx: BackendContext, side: 'ing
       }
       throw e;
     }
+    // On somebody's hook the filters outlive the IFB's undo: if a later step fails they must go
+    // too, or they would redirect SYNs to a deleted device (mirred drops them).
+    if (!state.created.hook) undo.push('filters', async () => void (await deleteHookFilters(ctx, { dev: cfg.dev, parent, prios })));
     if (cfg.steering !== 'always') {
       // While holding: the filters just added proved this kernel takes them (cls_u32, act_mirred);
       // they go now and come back for each hold only, with the clsact hook when setup made it (a hook
@@ -233,6 +243,9 @@ async function installRedirect(cfg: SetupConfig, ctx: BackendContext, side: 'ing
       const hookOwned = Boolean(state.created.hook);
       if (hookOwned) await deleteQdisc(ctx.rt, { dev: cfg.dev, parent: TC_H_CLSACT });
       else await deleteHookFilters(ctx, { dev: cfg.dev, parent, prios });
+      // Gone now: a clsact hook on the device at teardown is somebody's (or a hold's leftover, which
+      // removeHoldSteering deletes only if it carries no filter but synhold's), never teardown's to delete.
+      delete state.created.hook;
       state.created.filters = [];
       state.steering = 'while-holding';
       state.holdFilters = { dev: cfg.dev, parent, prios, matches, ...(hookOwned ? { hook: true } : {}) };
@@ -286,25 +299,45 @@ export function redirectUnsupported(e: unknown): string | undefined {
   return e.message;
 }
 
-/** Deletes synhold's two filters from a hook (either may be gone already). */
-async function deleteHookFilters(ctx: BackendContext, f: { dev: string | number; parent: number; prios: { v4: number; v6: number } }): Promise<void> {
-  for (const prio of [f.prios.v4, f.prios.v6]) await deleteFilter(ctx.rt, { dev: f.dev, parent: f.parent, prio }).catch(ignoreGone);
-}
-
-/** The filters on both sides of a device's clsact hook (none when it has no hook). */
-async function hookFilters(ctx: BackendContext, dev: string | number): Promise<FilterInfo[]> {
-  const sides = [makeHandle(0xffff, TC_H_MIN_INGRESS), makeHandle(0xffff, TC_H_MIN_EGRESS)];
-  const found = await Promise.all(sides.map((parent) => listFilters(ctx.rt, dev, parent).catch(() => [] as FilterInfo[])));
-  return found.flat();
+/** Deletes synhold's two filters from a hook (either may be gone already); how many were there. */
+async function deleteHookFilters(ctx: BackendContext, f: { dev: string | number; parent: number; prios: { v4: number; v6: number } }): Promise<number> {
+  let deleted = 0;
+  for (const prio of [f.prios.v4, f.prios.v6]) {
+    await deleteFilter(ctx.rt, { dev: f.dev, parent: f.parent, prio }).then(
+      () => deleted++,
+      (e: unknown) => ignoreGone(e),
+    );
+  }
+  return deleted;
 }
 
 /**
- * Steering while-holding, after a hold: its filters gone, and the hook with them when setup made it,
- * unless somebody has hung filters of their own on it since (then it is not ours alone to delete).
+ * Whether a device's clsact hook carries no filter on either side. A dump that fails answers no:
+ * the hook may carry somebody's filters, and keeping it costs little where deleting it loses theirs.
  */
-async function removeHoldSteering(ctx: BackendContext, f: NonNullable<PlugState['holdFilters']>, dev: string | number = f.dev): Promise<void> {
+async function hookEmpty(ctx: BackendContext, dev: string | number): Promise<boolean> {
+  const sides = [makeHandle(0xffff, TC_H_MIN_INGRESS), makeHandle(0xffff, TC_H_MIN_EGRESS)];
+  try {
+    const found = await Promise.all(sides.map((parent) => listFilters(ctx.rt, dev, parent)));
+    return found.every((l) => l.length === 0);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Steering while-holding, after a hold: its filters gone, and the hook with them when setup did not
+ * find one there (f.hook) and `hookMade` (the hold that ends made it; undefined: not known, as for a
+ * dead hold's leftovers), unless somebody has hung filters of their own on it since.
+ */
+async function removeHoldSteering(
+  ctx: BackendContext,
+  f: NonNullable<PlugState['holdFilters']>,
+  dev: string | number = f.dev,
+  hookMade?: boolean,
+): Promise<void> {
   await deleteHookFilters(ctx, { dev, parent: f.parent, prios: f.prios });
-  if (f.hook && (await hookFilters(ctx, dev)).length === 0) await deleteQdisc(ctx.rt, { dev, parent: TC_H_CLSACT }).catch(ignoreGone);
+  if (f.hook && hookMade !== false && (await hookEmpty(ctx, dev))) await deleteQdisc(ctx.rt, { dev, parent: TC_H_CLSACT }).catch(ignoreGone);
 }
 
 /**
@@ -313,16 +346,26 @@ async function removeHoldSteering(ctx: BackendContext, f: NonNullable<PlugState[
  * plug, not the steering); a clsact hook already there (left so, or somebody's) is used as it is.
  */
 function holdFilterSteering(ctx: BackendContext, f: NonNullable<PlugState['holdFilters']>, devIndex: number, ifbIndex: number) {
+  // Whether the hook is this hold's to delete at its release: it made it, or found it with a dead
+  // hold's filters on it (setup found no hook, so a hook carrying synhold's filters is synhold's
+  // leftover). Any other hook there (somebody's, added since setup, even empty) is not.
+  let hookMade = false;
   return {
     async add(): Promise<void> {
-      await deleteHookFilters(ctx, { dev: devIndex, parent: f.parent, prios: f.prios });
-      if (f.hook)
-        await addQdisc(ctx.rt, { dev: devIndex, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' }).catch((e: unknown) => {
-          if ((e as { errno?: number }).errno !== 17) throw e; // EEXIST: a hook is there; hang the filters on it
-        });
+      const leftovers = await deleteHookFilters(ctx, { dev: devIndex, parent: f.parent, prios: f.prios });
+      if (f.hook) {
+        hookMade = await addQdisc(ctx.rt, { dev: devIndex, parent: TC_H_CLSACT, handle: makeHandle(0xffff, 0), kind: 'clsact' }).then(
+          () => true,
+          (e: unknown) => {
+            if ((e as { errno?: number }).errno !== 17) throw e; // EEXIST: a hook is there; hang the filters on it
+            return leftovers > 0;
+          },
+        );
+      }
       await addSynFilters(ctx, f.matches, devIndex, f.parent, f.prios, { redirectTo: ifbIndex });
+      fault('steering-added');
     },
-    remove: () => removeHoldSteering(ctx, f, devIndex),
+    remove: () => removeHoldSteering(ctx, f, devIndex, hookMade),
   };
 }
 
@@ -344,7 +387,12 @@ export const plugBackend: HoldBackend<PlugState> = {
     for (const f of c.filters) {
       if (!c.rootPrio && !c.hook) await deleteFilter(ctx.rt, f).catch(ignoreGone);
     }
-    if (c.hook) await deleteQdisc(ctx.rt, { dev: c.hook.dev, parent: TC_H_CLSACT }).catch(ignoreGone);
+    // While-holding filters on a device's hook redirect to the IFB deleted below, where mirred drops
+    // them: once more before the IFB goes, in case forceRelease failed before it got to them.
+    if (s.holdFilters) await deleteHookFilters(ctx, s.holdFilters).catch(() => undefined);
+    // A hook setup made and kept (steering always). A record written before the while-holding setup
+    // forgot its own hook still names it there: that hook is removeHoldSteering's, not this.
+    if (c.hook && !s.holdFilters) await deleteQdisc(ctx.rt, { dev: c.hook.dev, parent: TC_H_CLSACT }).catch(ignoreGone);
     if (c.rootPrio) await deleteQdisc(ctx.rt, { dev: c.rootPrio.dev, parent: TC_H_ROOT }).catch(ignoreGone);
     if (c.ifb) await deleteLink(ctx.rt, c.ifb).catch(ignoreGone);
   },
@@ -366,6 +414,11 @@ export const plugBackend: HoldBackend<PlugState> = {
     const plug = new Plug(ctx.rt, { ...plugRef(s), dev: ifindex });
     // The counters as the check's dump found them: what the release's reading is compared with.
     const before = plugStatsFrom(found.plug.stats);
+    const steerDev = s.holdFilters
+      ? await index(s.holdFilters.dev).catch((e: unknown) => {
+          throw new SteeringGoneError(`dev ${s.holdFilters!.dev} is gone (${(e as Error).message}); run synhold setup again`);
+        })
+      : undefined;
     // The watchdog gets a socket of its own in the same namespace: a release it
     // sends must not race ours for acknowledgements on one socket.
     const spare = NetlinkSocket.open(NETLINK_ROUTE, ctx.netns ? { netns: ctx.netns } : {});
@@ -375,26 +428,43 @@ export const plugBackend: HoldBackend<PlugState> = {
       seq: spare.reserveSeq(),
       payload: encodeQdiscRequest(ifindex, { parent: s.plug.parent, handle: s.plug.handle, kind: 'plug', options: { action: 'release_indefinite' } }),
     });
-    const steer = s.holdFilters ? holdFilterSteering(ctx, s.holdFilters, await index(s.holdFilters.dev), ifindex) : undefined;
+    const steer = s.holdFilters ? holdFilterSteering(ctx, s.holdFilters, steerDev!, ifindex) : undefined;
     return {
       fallback: { sockets: [spare.fd], messages: [{ socket: 0, bytes: release }], commands: [], relayAcks: (l) => spare.onReservedAck(l) },
       async start() {
         await plug.buffer();
         // While holding: the plug holds first, then the filters send SYNs to it (the other way round,
         // a SYN redirected before the buffer would pass). A failure lets go of the plug: nothing held.
-        if (steer)
-          await steer.add().catch(async (e: unknown) => {
-            await plug.releaseIndefinite().catch(() => undefined);
+        // What add() put in place goes too (a filter left on the device would redirect SYNs through a
+        // released plug); a release that fails throws, and the hold's starter has its watchdog send its own.
+        if (steer) {
+          try {
+            await steer.add();
+          } catch (e) {
+            await steer.remove().catch(() => undefined);
+            // The error said is the start's; a release that fails too is added to it (the hold's
+            // starter has its watchdog release the plug whatever this one did).
+            await (async () => {
+              fault('start-release');
+              await plug.releaseIndefinite();
+            })().catch((e2: unknown) => {
+              if (e instanceof Error) e.message += `; releasing the plug after it failed too (${(e2 as Error).message})`;
+            });
             throw e;
-          });
+          }
+        }
         return {
           async release() {
             // Read what is held just before letting it go: that is what this hold delayed.
             const atRelease = await plug.stats().catch(() => undefined);
-            await plug.releaseIndefinite();
-            // After the release (a SYN redirected in between passes the released plug): the hook empty again.
-            // A failed delete leaves only the filters' cost until the next hold or teardown removes them.
-            await steer?.remove().catch(() => undefined);
+            try {
+              await plug.releaseIndefinite();
+            } finally {
+              // After the release (a SYN redirected in between passes the released plug), and also when the
+              // release failed (the watchdog's then lets go of the plug, and nothing else): the hook empty
+              // again. A failed delete leaves the filters' cost until the next hold or teardown removes them.
+              await steer?.remove().catch(() => undefined);
+            }
             return { released: atRelease?.heldPackets ?? 0, drops: (atRelease?.drops ?? before.drops) - before.drops };
           },
         };
@@ -406,10 +476,13 @@ export const plugBackend: HoldBackend<PlugState> = {
   },
 
   async forceRelease(s, ctx) {
-    await new Plug(ctx.rt, plugRef(s)).releaseIndefinite();
-    // Steering while-holding: the filters of the hold that ends here (the watchdog's own release,
-    // a message prepared in advance, lets go of the plug only; the next hold replaces what it leaves).
-    if (s.holdFilters) await removeHoldSteering(ctx, s.holdFilters);
+    try {
+      await new Plug(ctx.rt, plugRef(s)).releaseIndefinite();
+    } finally {
+      // Steering while-holding: the filters of the hold that ends here (the watchdog's own release,
+      // a message prepared in advance, lets go of the plug only; the next hold replaces what it leaves).
+      if (s.holdFilters) await removeHoldSteering(ctx, s.holdFilters);
+    }
   },
 
   async counters(s, ctx): Promise<HoldCounters> {

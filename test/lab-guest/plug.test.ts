@@ -19,6 +19,7 @@ import { StateStore } from '../../src/protect/state.js';
 import { plugBackend, type PlugState } from '../../src/backends/plug.js';
 import { holdDirect } from '../helpers/plug-hold.js';
 import { synhold } from '../helpers/cli.js';
+import { status } from '../helpers/lab-faults.js';
 
 interface TcQdisc {
   kind: string;
@@ -289,6 +290,9 @@ test("egress, the default (auto: clsact, steering while holding): between holds 
         );
       const loQdiscs = () => qdiscs(ns).map((q) => `${q.kind} ${q.handle}`);
       const bare = before.map((q) => `${q.kind} ${q.handle}`);
+      // Somebody's filter at priority 7 on lo's ingress side (tc lists a u32 filter with its hash table: 1 or more entries).
+      const theirs = () =>
+        (ns.tcJson(['filter', 'show', 'dev', 'lo', 'ingress']) as { pref?: number; kind?: string }[]).some((x) => x.pref === 7 && x.kind === 'u32');
       assert.deepEqual(loQdiscs(), bare, "between holds lo's qdiscs are bare's: no clsact hook");
       assert.deepEqual(redirects(), [], 'no filter between holds');
       // Unheld, nothing redirected: the IFB's plug sees no more packets than setup left (its proof of
@@ -370,16 +374,117 @@ test("egress, the default (auto: clsact, steering while holding): between holds 
           loQdiscs().some((q) => q.startsWith('clsact')),
           'the hook stays, with their filter',
         );
-        assert.equal((ns.tcJson(['filter', 'show', 'dev', 'lo', 'ingress']) as { pref?: number }[]).filter((x) => x.pref === 7).length > 0, true);
-        ns.exec('tc', ['qdisc', 'del', 'dev', 'lo', 'clsact']);
+        assert.ok(theirs(), 'their filter stays');
+        // Their filter gone, the hook is somebody's empty one: a hold that found it there (EEXIST) uses
+        // it and leaves it, empty or not.
+        ns.exec('tc', ['filter', 'del', 'dev', 'lo', 'ingress', 'prio', '7']);
+        const onTheirs = await holdDirect(state, { rt: rt2, netns: ns.name });
+        assert.equal(redirects().length, 2, 'a hold on their empty hook: its filters');
+        await onTheirs.release();
+        assert.deepEqual(redirects(), []);
+        assert.ok(
+          loQdiscs().some((q) => q.startsWith('clsact')),
+          'the hook this hold did not make stays, empty',
+        );
       } finally {
         rt2.close();
       }
-      await teardownRestores(ns, before);
-      assert.equal((ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as unknown[]).length, 0);
+      // Teardown: synhold's filters and IFB go; a hook with somebody's filter on it is theirs and stays.
+      ns.exec('tc', ['filter', 'add', 'dev', 'lo', 'ingress', 'prio', '7', 'protocol', 'ip', 'u32', 'match', 'u32', '0', '0', 'action', 'pass']);
+      await teardown({ netns: ns.name });
+      assert.ok(
+        loQdiscs().some((q) => q.startsWith('clsact')),
+        'teardown left their hook',
+      );
+      assert.ok(theirs(), 'and their filter');
+      assert.deepEqual(redirects(), []);
+      ns.exec('tc', ['qdisc', 'del', 'dev', 'lo', 'clsact']);
+      assert.deepEqual(loQdiscs(), bare, 'teardown restored lo (their hook removed by hand)');
     } finally {
       server.kill();
     }
+  });
+});
+
+test("while holding, a hold's start that fails after its hook and filters are in: they go, and the plug lets go, by the start's own undo or (that failing too) by the watchdog", async () => {
+  await withNetns(async (ns) => {
+    const before = qdiscs(ns);
+    const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
+    try {
+      const set = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--backend', 'plug']);
+      assert.equal(set.status, 0, set.stderr);
+      const ifb = (ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'))!;
+      const bare = before.map((q) => `${q.kind} ${q.handle}`);
+      const loQdiscs = () => qdiscs(ns).map((q) => `${q.kind} ${q.handle}`);
+      /**
+       * Whether the IFB's plug lets a SYN through: the oracle is tc's, not synhold's. A redirect of our own
+       * (tc, priority 9) sends one client's SYN to the IFB; a plug still buffering holds it (qlen 1).
+       */
+      const plugPasses = async (): Promise<boolean> => {
+        ns.exec('tc', ['qdisc', 'add', 'dev', 'lo', 'clsact']);
+        ns.exec('tc', [
+          'filter',
+          'add',
+          'dev',
+          'lo',
+          'egress',
+          'prio',
+          '9',
+          'protocol',
+          'ip',
+          'u32',
+          'match',
+          'ip',
+          'dport',
+          '16000',
+          '0xffff',
+          'action',
+          'mirred',
+          'egress',
+          'redirect',
+          'dev',
+          ifb,
+        ]);
+        const c = startClient(ns.name, '127.0.0.1', 16000);
+        const passed = await Promise.race([c.result.then((r) => r.error === null), sleep(3000).then(() => false)]);
+        if (!passed) {
+          assert.ok((plugOf(ns, ifb)?.qlen ?? 0) >= 1, 'a client that did not connect is held in the plug');
+          synhold(['--netns', ns.name, 'release']);
+          await c.result;
+        }
+        ns.exec('tc', ['qdisc', 'del', 'dev', 'lo', 'clsact']);
+        return passed;
+      };
+      assert.ok(await plugPasses(), 'the plug passes between holds');
+      for (const faults of ['steering-added', 'steering-added,start-release']) {
+        const r = synhold(['--netns', ns.name, 'plug', '--max-hold', '30s'], { SYNHOLD_INJECT: faults });
+        assert.notEqual(r.status, 0, `${faults}: the hold failed`);
+        assert.match(r.stderr, /injected fault at steering-added/, faults);
+        if (faults.includes('start-release')) assert.match(r.stderr, /releasing the plug after it failed too \(injected fault at start-release/);
+        assert.equal(r.stderr.trim().split('\n').length, 1, `${faults}: one line: ${r.stderr}`);
+        assert.deepEqual(loQdiscs(), bare, `${faults}: no hook left on lo`);
+        assert.equal((ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as unknown[]).length, 0, `${faults}: no filter left`);
+        assert.equal(status(ns).hold, undefined, `${faults}: no hold recorded`);
+        assert.ok(await plugPasses(), `${faults}: the plug let go (start-release: by the watchdog's release)`);
+      }
+      await teardownRestores(ns, before);
+    } finally {
+      server.kill();
+    }
+  });
+});
+
+test('--egress-topology prio --steering while-holding with --backend auto: refused once plug is chosen, nothing changed', async () => {
+  await withNetns(async (ns) => {
+    const before = qdiscs(ns);
+    const r = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--egress-topology', 'prio', '--steering', 'while-holding']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--steering while-holding needs the plug backend's redirect topology/);
+    assert.deepEqual(qdiscs(ns), before);
+    assert.equal((ns.ipJson(['link', 'show']) as { ifname: string }[]).filter((l) => l.ifname.startsWith('synhold-ifb')).length, 0);
+    const st = synhold(['--netns', ns.name, 'status']);
+    assert.equal(st.status, 3, 'status: not set up');
+    assert.match(st.stdout + st.stderr, /not set up/);
   });
 });
 
