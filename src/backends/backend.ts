@@ -71,10 +71,27 @@ export interface Fallback {
 /** One hold, ready to start: its sockets open, its devices resolved, its steering checked. */
 export interface PreparedHold {
   readonly fallback: Fallback;
-  /** Turns the hold on. */
+  /**
+   * Turns the hold on. A start that fails undoes what it did; one whose undo failed too (so the hold
+   * may be on) says so with markHoldMayBeOn, and its caller has the watchdog send its release. Not
+   * otherwise: a fallback release can touch objects of the same name that are not the hold's (an
+   * nfqueue hold's watchdog deletes its tables by name, and one in the way is what a start may fail on).
+   */
   start(): Promise<ActiveHold>;
   /** Closes what prepare opened (after release, or when start never ran or failed). */
   close(): void;
+}
+
+const HOLD_MAY_BE_ON = Symbol('synhold.holdMayBeOn');
+
+/** Marks a start()'s error: its undo failed, and the hold may be on. */
+export function markHoldMayBeOn(e: unknown): void {
+  if (e !== null && typeof e === 'object') (e as { [HOLD_MAY_BE_ON]?: true })[HOLD_MAY_BE_ON] = true;
+}
+
+/** Whether a start()'s error says the hold may be on (markHoldMayBeOn). */
+export function holdMayBeOn(e: unknown): boolean {
+  return e !== null && typeof e === 'object' && (e as { [HOLD_MAY_BE_ON]?: true })[HOLD_MAY_BE_ON] === true;
 }
 
 /** Whether a backend can work on this kernel (`--backend auto` asks each in turn). */

@@ -54,7 +54,7 @@ import { Plug, plugStatsFrom, type PlugRef } from '../plug/plug.js';
 import type { SetupConfig } from '../model/config.js';
 import { synMatches, type SynMatch } from '../model/syn-match.js';
 import { fault } from '../model/inject.js';
-import { atomically, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
+import { atomically, markHoldMayBeOn, type BackendContext, type HoldBackend, type HoldCounters, type ProbeResult } from './backend.js';
 
 export const PRIO_MAJOR = 0x5301;
 export const PLUG_MAJOR = 0x5302;
@@ -449,6 +449,7 @@ export const plugBackend: HoldBackend<PlugState> = {
               await plug.releaseIndefinite();
             })().catch((e2: unknown) => {
               if (e instanceof Error) e.message += `; releasing the plug after it failed too (${(e2 as Error).message})`;
+              markHoldMayBeOn(e);
             });
             throw e;
           }

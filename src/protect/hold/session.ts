@@ -18,6 +18,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backendFor } from '../../backends/index.js';
 import type { ActiveHold, BackendContext, PreparedHold, ReleaseResult } from '../../backends/backend.js';
+import { holdMayBeOn } from '../../backends/backend.js';
 import type { BackendName } from '../../model/config.js';
 import { BusyError, NotSetUpError, ReleaseError, StateError } from '../../model/errors.js';
 import { Rtnl } from '../../rtnl/rtnl.js';
@@ -122,7 +123,6 @@ export class HoldSession {
     let prepared: PreparedHold | undefined;
     let watchdog: Watchdog | undefined;
     let active: ActiveHold | undefined;
-    let starting = false;
     try {
       await recoverUnderLock(store, setup, args.netns);
       prepared = await backendFor(setup.backend).prepare(setup.backendState, ctx);
@@ -136,7 +136,6 @@ export class HoldSession {
         journalPath: store.journalPath,
       });
       args.signal?.throwIfAborted();
-      starting = true;
       active = await prepared.start();
       failpoint('held');
       const since = Date.now();
@@ -163,9 +162,9 @@ export class HoldSession {
         if (ok) watchdog.stand();
         else watchdog.takeOver();
         await watchdog.ended;
-      } else if (watchdog && starting) {
-        // A start that failed part-way may have begun the hold, and its own undo may have failed
-        // too: the watchdog sends its release (harmless if nothing is held) before it goes.
+      } else if (watchdog && holdMayBeOn(e)) {
+        // A start that failed part-way and whose own undo failed too: the hold may be on, and the
+        // watchdog sends its release before it goes.
         watchdog.takeOver();
         await watchdog.ended;
       } else if (watchdog) {
