@@ -163,6 +163,8 @@ export class Watchdog {
     this.tell('X');
     this.closeOwner();
     if (this.endedWith) return;
+    // A manual hold's watchdog was unref'd: waiting for its end must keep this process alive.
+    this.child.ref();
     const t = setTimeout(() => this.child.kill('SIGKILL'), 200);
     void this.ended.then(() => clearTimeout(t));
   }
