@@ -388,7 +388,7 @@ export const plugBackend: HoldBackend<PlugState> = {
       if (!c.rootPrio && !c.hook) await deleteFilter(ctx.rt, f).catch(ignoreGone);
     }
     // While-holding filters on a device's hook redirect to the IFB deleted below, where mirred drops
-    // them: once more before the IFB goes, in case forceRelease failed before it got to them.
+    // them: a second attempt before the IFB goes, as forceRelease's (its error ignored above) may have failed.
     if (s.holdFilters) await deleteHookFilters(ctx, s.holdFilters).catch(() => undefined);
     // A hook setup made and kept (steering always). A record written before the while-holding setup
     // forgot its own hook still names it there: that hook is removeHoldSteering's, not this.
@@ -414,10 +414,17 @@ export const plugBackend: HoldBackend<PlugState> = {
     const plug = new Plug(ctx.rt, { ...plugRef(s), dev: ifindex });
     // The counters as the check's dump found them: what the release's reading is compared with.
     const before = plugStatsFrom(found.plug.stats);
-    const steerDev = s.holdFilters
-      ? await index(s.holdFilters.dev).catch((e: unknown) => {
-          throw new SteeringGoneError(`dev ${s.holdFilters!.dev} is gone (${(e as Error).message}); run synhold setup again`);
-        })
+    // Before the watchdog's socket is opened: a device gone must not leave it open.
+    const hf = s.holdFilters;
+    const steer = hf
+      ? holdFilterSteering(
+          ctx,
+          hf,
+          await index(hf.dev).catch((e: unknown) => {
+            throw new SteeringGoneError(`dev ${hf.dev} is gone (${(e as Error).message}); run synhold setup again`);
+          }),
+          ifindex,
+        )
       : undefined;
     // The watchdog gets a socket of its own in the same namespace: a release it
     // sends must not race ours for acknowledgements on one socket.
@@ -428,7 +435,6 @@ export const plugBackend: HoldBackend<PlugState> = {
       seq: spare.reserveSeq(),
       payload: encodeQdiscRequest(ifindex, { parent: s.plug.parent, handle: s.plug.handle, kind: 'plug', options: { action: 'release_indefinite' } }),
     });
-    const steer = s.holdFilters ? holdFilterSteering(ctx, s.holdFilters, steerDev!, ifindex) : undefined;
     return {
       fallback: { sockets: [spare.fd], messages: [{ socket: 0, bytes: release }], commands: [], relayAcks: (l) => spare.onReservedAck(l) },
       async start() {
@@ -436,21 +442,20 @@ export const plugBackend: HoldBackend<PlugState> = {
         // While holding: the plug holds first, then the filters send SYNs to it (the other way round,
         // a SYN redirected before the buffer would pass). A failure lets go of the plug: nothing held.
         // What add() put in place goes too (a filter left on the device would redirect SYNs through a
-        // released plug); a release that fails throws, and the hold's starter has its watchdog send its own.
+        // released plug). The error said is the start's; a release that fails too is added to it, and
+        // marked so that the hold's starter has its watchdog release the plug.
         if (steer) {
           try {
             await steer.add();
           } catch (e) {
             await steer.remove().catch(() => undefined);
-            // The error said is the start's; a release that fails too is added to it (the hold's
-            // starter has its watchdog release the plug whatever this one did).
-            await (async () => {
+            try {
               fault('start-release');
               await plug.releaseIndefinite();
-            })().catch((e2: unknown) => {
+            } catch (e2) {
               if (e instanceof Error) e.message += `; releasing the plug after it failed too (${(e2 as Error).message})`;
               markHoldMayBeOn(e);
-            });
+            }
             throw e;
           }
         }

@@ -17,8 +17,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backendFor } from '../../backends/index.js';
-import type { ActiveHold, BackendContext, PreparedHold, ReleaseResult } from '../../backends/backend.js';
-import { holdMayBeOn } from '../../backends/backend.js';
+import { holdMayBeOn, type ActiveHold, type BackendContext, type PreparedHold, type ReleaseResult } from '../../backends/backend.js';
 import type { BackendName } from '../../model/config.js';
 import { BusyError, NotSetUpError, ReleaseError, StateError } from '../../model/errors.js';
 import { Rtnl } from '../../rtnl/rtnl.js';
@@ -162,13 +161,11 @@ export class HoldSession {
         if (ok) watchdog.stand();
         else watchdog.takeOver();
         await watchdog.ended;
-      } else if (watchdog && holdMayBeOn(e)) {
+      } else if (watchdog) {
         // A start that failed part-way and whose own undo failed too: the hold may be on, and the
         // watchdog sends its release before it goes.
-        watchdog.takeOver();
-        await watchdog.ended;
-      } else if (watchdog) {
-        watchdog.stand();
+        if (holdMayBeOn(e)) watchdog.takeOver();
+        else watchdog.stand();
         await watchdog.ended;
       }
       prepared?.close();
