@@ -45,6 +45,13 @@ export interface ReleaseResult {
 
 export interface ActiveHold {
   release(): Promise<ReleaseResult>;
+  /**
+   * What release() undoes besides letting the traffic go, for a hold the watchdog let go of on its own
+   * (max-hold, `synhold release`, the client gone) while its owner lives: the watchdog sends only what
+   * was encoded before the hold began, so what the start decided (a hook it made) is the owner's to
+   * remove. Called under the hold lock, after the watchdog has exited; never lets traffic be held.
+   */
+  afterWatchdogRelease?(): Promise<void>;
 }
 
 /**

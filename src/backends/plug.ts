@@ -473,6 +473,9 @@ export const plugBackend: HoldBackend<PlugState> = {
             }
             return { released: atRelease?.heldPackets ?? 0, drops: (atRelease?.drops ?? before.drops) - before.drops };
           },
+          // The watchdog's release lets go of the plug only: the filters (and the hook this hold made) go
+          // here rather than stay on every packet's path until the next hold or teardown.
+          ...(steer ? { afterWatchdogRelease: () => steer.remove() } : {}),
         };
       },
       close() {

@@ -18,6 +18,7 @@ import { setup, teardown } from '../../src/protect/setup.js';
 import { StateStore } from '../../src/protect/state.js';
 import { plugBackend, type PlugState } from '../../src/backends/plug.js';
 import { holdDirect } from '../helpers/plug-hold.js';
+import { HoldSession } from '../../src/protect/hold/session.js';
 import { synhold } from '../helpers/cli.js';
 import { status } from '../helpers/lab-faults.js';
 
@@ -38,6 +39,23 @@ function qdiscs(ns: TestNetns, dev = 'lo'): TcQdisc[] {
 
 function plugOf(ns: TestNetns, dev = 'lo'): TcQdisc | undefined {
   return qdiscs(ns, dev).find((q) => q.kind === 'plug');
+}
+
+/** A device's qdiscs as `kind handle`: what a before/after comparison needs. */
+function qdiscNames(ns: TestNetns, dev = 'lo'): string[] {
+  return qdiscs(ns, dev).map((q) => `${q.kind} ${q.handle}`);
+}
+
+/** The IFB device synhold's setup made in the namespace (undefined: none). */
+function ifbOf(ns: TestNetns): string | undefined {
+  return (ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'));
+}
+
+/** The u32 filters on lo's egress hook that redirect to `ifb` (synhold's, as tc lists them). */
+function redirectsTo(ns: TestNetns, ifb: string): unknown[] {
+  return (ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[]).filter(
+    (x) => x.kind === 'u32' && x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb),
+  );
 }
 
 // 60 s: generous on purpose. Every hold here is the test's own (released when the test says), so
@@ -283,12 +301,9 @@ test("egress, the default (auto: clsact, steering while holding): between holds 
       assert.equal(state.steering, 'while-holding');
       assert.match(state.steeringReason ?? '', /only while holding/);
       assert.equal(r.backend, 'plug');
-      const ifb = (ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'))!;
-      const redirects = () =>
-        (ns.tcJson(['filter', 'show', 'dev', 'lo', 'egress']) as { kind: string; options?: { actions?: { kind: string; to_dev?: string }[] } }[]).filter(
-          (x) => x.kind === 'u32' && x.options?.actions?.some((a) => a.kind === 'mirred' && a.to_dev === ifb),
-        );
-      const loQdiscs = () => qdiscs(ns).map((q) => `${q.kind} ${q.handle}`);
+      const ifb = ifbOf(ns)!;
+      const redirects = () => redirectsTo(ns, ifb);
+      const loQdiscs = () => qdiscNames(ns);
       const bare = before.map((q) => `${q.kind} ${q.handle}`);
       // Somebody's filter at priority 7 on lo's ingress side (tc lists a u32 filter with its hash table: 1 or more entries).
       const theirs = () =>
@@ -406,6 +421,40 @@ test("egress, the default (auto: clsact, steering while holding): between holds 
   });
 });
 
+test('while holding, a hold its watchdog let go of (max-hold, synhold release) while its owner lives: the owner deletes the hook and filters under the hold lock', async () => {
+  await withNetns(async (ns) => {
+    const before = qdiscNames(ns);
+    const server = await startEchoServer(ns.name, '127.0.0.1', 16000);
+    try {
+      await setup(normalizeConfig({ ports: [16000], backend: 'plug' }), { netns: ns.name });
+      const ifb = ifbOf(ns)!;
+      for (const end of ['max-hold', 'synhold release'] as const) {
+        const session = await HoldSession.start({ netns: ns.name, maxHoldMs: end === 'max-hold' ? 1500 : 60_000, lockWaitMs: 5000, via: 'protect' });
+        assert.equal(redirectsTo(ns, ifb).length, 2, `${end}: the hold's filters`);
+        const held = startClient(ns.name, '127.0.0.1', 16000);
+        await until('the SYN to be held on the IFB', () => (plugOf(ns, ifb)?.qlen ?? 0) >= 1);
+        if (end === 'synhold release') {
+          // The CLI's release waits for the hold lock, which the living owner keeps until its clean-up is done.
+          const r = synhold(['--netns', ns.name, 'release']);
+          assert.equal(r.status, 0, r.stderr);
+        }
+        const done = await session.done;
+        assert.equal(done.by, 'watchdog', `${end}: the watchdog let go`);
+        assert.equal(done.cause.kind, end === 'max-hold' ? 'max-hold' : 'manual', JSON.stringify(done));
+        assert.equal((await held.result).error, null, `${end}: the held client connected, no RST`);
+        // Oracle: tc. Before this, the two filters stayed until the next hold or teardown (a cost on every packet).
+        assert.deepEqual(redirectsTo(ns, ifb), [], `${end}: the filters went`);
+        assert.deepEqual(qdiscNames(ns), before, `${end}: and the hook the hold made: lo is bare again`);
+        assert.equal(status(ns).hold, undefined, `${end}: no hold recorded`);
+      }
+      await teardown({ netns: ns.name });
+      assert.deepEqual(qdiscNames(ns), before);
+    } finally {
+      server.kill();
+    }
+  });
+});
+
 test("while holding, a hold's start that fails after its hook and filters are in: they go, and the plug lets go, by the start's own undo or (that failing too) by the watchdog", async () => {
   await withNetns(async (ns) => {
     const before = qdiscs(ns);
@@ -413,9 +462,9 @@ test("while holding, a hold's start that fails after its hook and filters are in
     try {
       const set = synhold(['--netns', ns.name, 'setup', '--port', '16000', '--backend', 'plug']);
       assert.equal(set.status, 0, set.stderr);
-      const ifb = (ns.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'))!;
+      const ifb = ifbOf(ns)!;
       const bare = before.map((q) => `${q.kind} ${q.handle}`);
-      const loQdiscs = () => qdiscs(ns).map((q) => `${q.kind} ${q.handle}`);
+      const loQdiscs = () => qdiscNames(ns);
       /**
        * Whether the IFB's plug lets a SYN through: the oracle is tc's, not synhold's. A redirect of our own
        * (tc, priority 9) sends one client's SYN to the IFB; a plug still buffering holds it (qlen 1).
@@ -554,7 +603,7 @@ test('ingress: a client in another namespace is held at the server side via IFB,
     try {
       // The default steering on a redirect topology: the filters only while holding.
       await setup(normalizeConfig({ ports: [16000], dev: 'shs0', direction: 'ingress', backend: 'plug' }), { netns: server.name });
-      const ifb = (server.ipJson(['link', 'show']) as { ifname: string }[]).map((l) => l.ifname).find((n) => n.startsWith('synhold-ifb'));
+      const ifb = ifbOf(server);
       assert.ok(ifb, 'an IFB device was created');
       assert.deepEqual(
         qdiscs(server, 'shs0').map((q) => q.kind),
@@ -655,9 +704,9 @@ test("the steady-state bench's stand-ins build synhold's plug topologies, a pfif
     await withNetns(async (ns) => {
       const filterArgs = topology === 'prio' ? ['filter', 'show', 'dev', 'lo'] : ['filter', 'show', 'dev', 'lo', 'egress'];
       await setup(normalizeConfig({ ports: [8001], backend: 'plug', ...cfg }), { netns: ns.name });
-      const real = { filters: dump(ns, filterArgs), lo: qdiscs(ns).map((q) => `${q.kind} ${q.handle}`) };
-      const ifb = topology !== 'prio' ? (ns.ipJson(['link', 'show']) as { ifname: string }[]).find((l) => /^synhold-ifb/.test(l.ifname))!.ifname : undefined;
-      const realIfb = ifb ? qdiscs(ns, ifb).map((q) => `${q.kind} ${q.handle}`) : [];
+      const real = { filters: dump(ns, filterArgs), lo: qdiscNames(ns) };
+      const ifb = topology !== 'prio' ? ifbOf(ns)! : undefined;
+      const realIfb = ifb ? qdiscNames(ns, ifb) : [];
       await teardown({ netns: ns.name });
       // What is compared is there: synhold's SYN keys in the filters (none between holds), its plug where the stand-in puts a pfifo.
       if (filtered) assert.match(real.filters, /match 00020000\/00120000 at 32/);
@@ -669,17 +718,8 @@ test("the steady-state bench's stand-ins build synhold's plug topologies, a pfif
         assert.equal(dump(ns, filterArgs), real.filters, `${topology}: the filters`);
         // The qdiscs: the same, but a pfifo where the plug is.
         const plugAsPfifo = (xs: string[]) => xs.map((x) => x.replace(/^plug /, 'pfifo '));
-        assert.deepEqual(
-          qdiscs(ns).map((q) => `${q.kind} ${q.handle}`),
-          plugAsPfifo(real.lo),
-          `${topology}: lo's qdiscs`,
-        );
-        if (ifb)
-          assert.deepEqual(
-            qdiscs(ns, STAND_IN_IFB).map((q) => `${q.kind} ${q.handle}`),
-            plugAsPfifo(realIfb),
-            'the IFB',
-          );
+        assert.deepEqual(qdiscNames(ns), plugAsPfifo(real.lo), `${topology}: lo's qdiscs`);
+        if (ifb) assert.deepEqual(qdiscNames(ns, STAND_IN_IFB), plugAsPfifo(realIfb), 'the IFB');
       } finally {
         for (const [cmd, ...args] of s.remove) spawnSync('ip', ['netns', 'exec', ns.name, cmd!, ...args]);
       }

@@ -13,7 +13,9 @@
  * Release: tell the watchdog we release ('B'), release in-process (retried),
  * record, tell it we are done ('X'), close, unlock. If our release fails, the
  * watchdog finishes it with its own copy; if that fails too, closing the
- * sockets is the last resort (an unbound queue lets SYNs through).
+ * sockets is the last resort (an unbound queue lets SYNs through). If the
+ * watchdog lets go on its own (max-hold, `synhold release`) while we live, we
+ * undo under the lock what its prepared release cannot (afterWatchdogRelease).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backendFor } from '../../backends/index.js';
@@ -284,9 +286,13 @@ export class HoldSession {
     this.lock.release();
   }
 
-  private watchdogReleased(end: Extract<WatchdogEnd, { kind: 'released' }>): Released {
+  private async watchdogReleased(end: Extract<WatchdogEnd, { kind: 'released' }>): Promise<Released> {
     this.letGo = true;
     clearTimeout(this.backup);
+    // Still under our lock (the watchdog's copy of it is closed): what its release does not undo, the
+    // backend's steering added for this hold, goes before another hold may start. A failure leaves a
+    // cost, not a hold (the next hold or teardown removes it).
+    await this.active.afterWatchdogRelease?.().catch(() => undefined);
     this.close();
     const r: Released = { durationMs: this.elapsedMs(), released: 0, drops: 0, cause: { kind: end.cause }, by: 'watchdog' };
     this.resolveDone(r);
@@ -296,7 +302,7 @@ export class HoldSession {
   private onWatchdogEnd(end: WatchdogEnd): void {
     if (this.releasing) return; // our own release (or detach) ended it
     if (end.kind === 'released') {
-      this.releasing = Promise.resolve(this.watchdogReleased(end));
+      this.releasing = this.watchdogReleased(end);
       return;
     }
     // Killed, or its own release failed: no dead-man's switch any more. Release now
