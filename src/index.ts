@@ -24,7 +24,7 @@ export {
   type TopologyReport,
 } from './protect/setup.js';
 export { protect, DEFAULT_MAX_HOLD_MS, DEFAULT_SETTLE_WAIT_MS, type ProtectOptions, type ProtectResult } from './protect/protect.js';
-export type { StopOldReport } from './protect/stop-old.js';
+export type { StopOldReport } from './protect/report.js';
 export { runDaemon, type DaemonOptions } from './protect/daemon.js';
 export {
   normalizeConfig,

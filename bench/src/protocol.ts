@@ -11,16 +11,15 @@
 //   worker-<where>-<strategy>.log  the worker's own stdout/stderr
 
 import { appendFileSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
-import type { StrategyName } from './strategies/strategy.js';
-import type { HoldSummary } from './strategies/strategy.js';
+import type { HoldSummary, StrategyName, Where } from './strategies/strategy.js';
 import type { LoadResultJson } from './loadgen.js';
 import type { ReloadStopReason, Stats } from './reloader.js';
 import type { AbResult } from './ab.js';
 import type { WrkResult } from './load/wrk.js';
 import type { Attribution, SlowPlacement } from './attribution.js';
 
-/** Where a strategy ran: this machine's kernel, or the kernel lab (User-Mode Linux). */
-export type Where = 'host' | 'lab';
+/** Where a strategy ran (defined with the strategies, which take it too). */
+export type { Where };
 
 export interface LoadPlan {
   concurrency: number;

@@ -31,7 +31,7 @@ import { describeFilter, type BufferFilter } from './filter.js';
 import { BufferPaths } from './paths.js';
 import { planBuffer, type BufferOptions, type BufferPlan } from './plan.js';
 import { serveControl, type BufferInfo, type ControlServer } from './control.js';
-import type { BufferBackend, BufferEngine, BufferHeld, StepOptions, StepResult } from './engine.js';
+import type { BufferBackend, BufferEndCause, BufferEngine, BufferHeld, BufferReleased, StepOptions, StepResult } from './engine.js';
 import { prepareNfqueue } from './engine-nfqueue.js';
 import { preparePlug } from './engine-plug.js';
 
@@ -39,21 +39,7 @@ import { preparePlug } from './engine-plug.js';
 const BACKUP_MS = 300;
 
 export type { BufferOptions } from './plan.js';
-export type { BufferBackend, BufferHeld, StepOptions, StepResult } from './engine.js';
-
-export type BufferEndCause = 'release' | 'max-hold' | 'signal' | 'owner-gone' | 'watchdog-gone';
-
-export interface BufferReleased {
-  /** Packets let go at the end (not counting earlier steps). */
-  released: number;
-  /** Over the buffer's life: packets let go by steps, and dropped by steps. */
-  stepped: number;
-  dropped: number;
-  durationMs: number;
-  cause: BufferEndCause;
-  /** Who let go: this process, or the watchdog on its own (max-hold, SIGTERM). */
-  by: 'owner' | 'watchdog';
-}
+export type { BufferBackend, BufferEndCause, BufferHeld, BufferReleased, StepOptions, StepResult } from './engine.js';
 
 /** A buffer this process owns. */
 export interface PacketBuffer extends AsyncDisposable {

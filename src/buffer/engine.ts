@@ -17,6 +17,21 @@ import type { HeldPacket } from './held.js';
 
 export type BufferBackend = 'nfqueue' | 'plug';
 
+/** How a buffer ended, and what it let go: what the owner, the control socket and the CLI report. */
+export type BufferEndCause = 'release' | 'max-hold' | 'signal' | 'owner-gone' | 'watchdog-gone';
+
+export interface BufferReleased {
+  /** Packets let go at the end (not counting earlier steps). */
+  released: number;
+  /** Over the buffer's life: packets let go by steps, and dropped by steps. */
+  stepped: number;
+  dropped: number;
+  durationMs: number;
+  cause: BufferEndCause;
+  /** Who let go: this process, or the watchdog on its own (max-hold, SIGTERM). */
+  by: 'owner' | 'watchdog';
+}
+
 export interface StepOptions {
   /** Release (or drop) only the oldest N held packets (default: the whole epoch; with drop, 1). nfqueue only. */
   count?: number;

@@ -10,7 +10,7 @@ import { netnsPath } from '../netlink/socket.js';
 import type { ListenerWatcher, Listener } from '../sockdiag/inet_diag.js';
 import { describeCause, type ReleaseCause } from './hold/cause.js';
 import type { Held, Released } from './hold/session.js';
-import type { ProtectResult } from './protect.js';
+import type { ProtectResult } from './report.js';
 
 export interface CommandEnd {
   code: number | null;
@@ -178,4 +178,12 @@ export function swapNoter(t: { newListenerMs?: number; oldGoneMs?: number }, bef
     // Old gone: no listener of now is one of before's (cookies are unique, so counting is enough).
     if (t.oldGoneMs === undefined && before.length > 0 && !now.some((l) => old.has(l.cookie))) t.oldGoneMs = ms;
   };
+}
+
+/** What running CMD under a hold leaves for the caller: its part of the result, CMD itself and its end. */
+export interface HoldOutcome {
+  result: Partial<ProtectResult>;
+  child: Child | undefined;
+  ended: Promise<CommandEnd>;
+  holdStart: bigint;
 }

@@ -17,7 +17,6 @@
  * gets it too, after the release; during the lock wait CMD never starts).
  */
 import { constants as osConstants } from 'node:os';
-import type { Child } from '../host/child.js';
 import { checkReadyTarget, probeTcp } from './ready.js';
 import { ConfigError, NotSetUpError } from '../model/errors.js';
 import { ListenerWatcher, type Listener } from '../sockdiag/inet_diag.js';
@@ -26,9 +25,10 @@ import { describeCause, type ReleaseCause } from './hold/cause.js';
 import type { HoldHandle, Released } from './hold/session.js';
 import { decide, DEFAULT_SETTLE_WAIT_MS, type PolicyOptions } from './release-policy.js';
 import { StateStore } from './state.js';
+import type { ProtectOptions, ProtectResult } from './report.js';
+import type { HoldOutcome } from './observe.js';
 import { MAX_DURATION_MS } from '../model/config.js';
 import { raiseToRealtime } from '../host/sched.js';
-import type { StopOldReport } from './stop-old.js';
 import {
   commandState,
   LoopClock,
@@ -48,107 +48,11 @@ export const EXIT_FAILED = 125;
 export const EXIT_CANNOT_RUN = 126;
 export const EXIT_NOT_FOUND = 127;
 
-export interface ProtectOptions {
-  command: string[];
-  netns?: string;
-  /** Kill CMD and exit 124 after this long (the hold is released first). */
-  timeoutMs?: number;
-  /** No hold lasts longer than this, whatever happens. */
-  maxHoldMs: number;
-  /** How long to wait for another hold to end. */
-  lockWaitMs: number;
-  /** Release only once this address accepts a connection (one that does not pass through the hold). */
-  ready?: { host: string; port: number };
-  /** Socket poll interval while holding. */
-  pollMs?: number;
-  /** Wake on the kernel's notification that an old listener was freed (default true; false: polling alone, for measuring). */
-  destroyEvents?: boolean;
-  /** 'sockets' (default): the socket rules or CMD's exit; 'exit': only CMD's exit; 'swap': only the socket swap (a CMD that returns early). See release-policy.ts. */
-  releaseOn?: 'sockets' | 'exit' | 'swap';
-  /** After CMD exits, how long to keep holding while a new listener is up and an old one is still open. */
-  settleWaitMs?: number;
-  /**
-   * 'realtime' (default): while holding, protect's loop runs at real-time priority (SCHED_FIFO 1,
-   * its thread only; CMD and the watchdog stay normal), so a busy CPU does not delay the release
-   * (host/sched.ts); without the privilege, or on one CPU, it holds at normal priority and says why in the result.
-   * 'normal': leave the priority alone.
-   */
-  priority?: 'realtime' | 'normal';
-  /**
-   * Hold only around the old server's stop (stop-old.ts): CMD starts the new server beside the old
-   * one (`haproxy ... -D` without -sf), and once it listens protect holds, sends this signal to the
-   * processes that held the listeners before CMD (SIGUSR1: HAProxy's soft stop), and releases when
-   * their listeners are freed. Not with releaseOn exit or swap.
-   */
-  stopOld?: NodeJS.Signals;
-  /**
-   * With stopOld (default true): while the new server starts, new connections are steered to the
-   * old listener (still accepting), and the old server is stopped once the new one polls its
-   * listeners (steer.ts). false: stopped as soon as the new listeners are up.
-   */
-  startGuard?: boolean;
-  /** Ends protect like SIGTERM does (the library's cancellation). */
-  signal?: AbortSignal;
-  /** Called with progress lines (for --verbose). */
-  log?: (line: string) => void;
-}
-
-export interface ProtectResult {
-  exitCode: number;
-  /** CMD's own outcome (null fields if it never ran). */
-  command: { exitCode: number | null; signal: NodeJS.Signals | null; error?: string };
-  timedOut: boolean;
-  /**
-   * When the hold began (wall clock, ISO 8601 with ms), so that a hold can be placed beside other
-   * logs: a client's slow connect, a load generator's record. With holdMs, the window SYNs waited in.
-   */
-  holdStartedAt?: string;
-  holdMs?: number;
-  released?: number;
-  drops?: number;
-  /** Why the hold ended, for people. */
-  releaseReason?: string;
-  /** Why the hold ended, typed. */
-  releaseCause?: ReleaseCause['kind'];
-  /** Who let go: protect's side, or the watchdog on its own (max-hold, synhold release). */
-  releasedBy?: 'owner' | 'watchdog';
-  /**
-   * Packets other NFQUEUE users of the namespace still held when this hold's steering went, after
-   * waiting for them (steering while-holding: OTHERS_IDLE_WAIT_MS); the kernel dropped them and
-   * their senders retransmit. Absent: none.
-   */
-  othersCut?: number;
-  /** How long the release waited for other NFQUEUE users to hold nothing, ms: included in holdMs, though every held SYN had its verdict before it. */
-  othersWaitMs?: number;
-  /** From hold start to CMD's exit. */
-  commandMs?: number;
-  /**
-   * What protect saw of the reload, in ms from the hold's start (absent: not seen while holding): the
-   * first listener of a protected port that was not there before, the moment none of the old ones was
-   * left, and when the release was sent. Seen by polls, so each is up to one poll late.
-   */
-  timeline?: { newListenerMs?: number; oldGoneMs?: number; releaseSentMs: number; handover?: Handover; stopSentMs?: number };
-  /** --stop-old: whom it signalled, when, and what was not held (stop-old.ts). */
-  stopOld?: StopOldReport;
-  /** The priority protect's loop held at (ProtectOptions.priority): real-time or not, and why not when it was asked. */
-  priority?: { realtime: boolean; reason?: string };
-}
-
-/**
- * --release-on swap: the same listening socket(s) passed from one process to another
- * (HAProxy master-worker's `-x sockpair@N`), seen in /proc/PID/fd. `ms` from the hold's
- * start, when first seen; `from`/`to` the pids holding the sockets then and at the start.
- */
-export interface Handover {
-  ms: number;
-  from: number[];
-  to: number[];
-}
-
 /** Default max-hold: long enough for a slow full restart, short enough that a stuck hold is noticed. */
 export const DEFAULT_MAX_HOLD_MS = 5000;
 
 export { DEFAULT_SETTLE_WAIT_MS };
+export type { Handover, ProtectOptions, ProtectResult, StopOldReport } from './report.js';
 
 /** A signal's number (0 if this system has none of that name): exit statuses are 128 + it. */
 export function signalNumber(sig: NodeJS.Signals): number {
@@ -244,13 +148,6 @@ export async function protect(opts: ProtectOptions): Promise<ProtectResult> {
     untrap();
     watcher.close();
   }
-}
-
-export interface HoldOutcome {
-  result: Partial<ProtectResult>;
-  child: Child | undefined;
-  ended: Promise<CommandEnd>;
-  holdStart: bigint;
 }
 
 /** Runs CMD under the hold, polls the sockets, and releases when the policy (or a signal, the timeout, the hold's own end) says so. */

@@ -23,16 +23,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { native } from '../native/addon.js';
 import type { Listener } from '../sockdiag/inet_diag.js';
 import { socketHandles, type SocketHandle } from './observe.js';
-
-/** What the steer did, for protect's report. */
-export interface SteerReport {
-  /** Groups steered to their oldest socket (the old server's) before CMD, as `family address port N`. */
-  steered: string[];
-  /** Of those, the groups turned to the new socket once the new server polled it. */
-  toNew: string[];
-  /** Why a group was not steered, not turned, or the steer not undone (one line each). */
-  notes: string[];
-}
+import type { SteerReport } from './report.js';
 
 const groupKey = (l: Listener) => `${l.family} ${l.address} port ${l.port}${l.ifindex ? ` dev ${l.ifindex}` : ''}`;
 

@@ -41,12 +41,13 @@ import {
   swapNoter,
   watchOldListeners,
   type CommandEnd,
+  type HoldOutcome,
 } from './observe.js';
 import { probeTcp } from './ready.js';
 import { migrateReq } from './sysctl.js';
 import { decide, decideStopOld, DEFAULT_SETTLE_WAIT_MS, replacementsUp } from './release-policy.js';
-import { ReloadSteer, PollingWatch, type SteerReport } from './steer.js';
-import type { HoldOutcome, ProtectOptions, ProtectResult } from './protect.js';
+import { ReloadSteer, PollingWatch } from './steer.js';
+import type { ProtectOptions, ProtectResult, StopOldReport } from './report.js';
 
 /** While nothing is held, a slower poll: only the reload's own length depends on it, no client does. */
 const STARTING_POLL_MS = 5;
@@ -113,38 +114,6 @@ export async function drainOld(
     sum = n;
   }
   return left;
-}
-
-/** What --stop-old did: whom it signalled, and what the hold was spared. */
-export interface StopOldReport {
-  signal: NodeJS.Signals;
-  /** The old server: the processes that held the protected listeners before CMD. */
-  pids: number[];
-  /** From CMD's start to the hold's start: the new server's start-up, not held. */
-  unheldMs?: number;
-  /** From the hold's start to the signal: the old listeners' queues and the port's handshakes emptying. */
-  drainMs?: number;
-  /** Connections queued on the old listeners when the signal went (0 unless the drain gave up: drainBounds). */
-  queuedAtSignal?: number;
-  /** Connections to the protected ports mid-handshake (SYN_RECV) when the signal went (0 unless the drain gave up; not counted, 0, with tcp_migrate_req=1). */
-  handshakingAtSignal?: number;
-  /**
-   * stopped: signalled and held around its stop; nothing-to-stop: no listener before CMD (nothing
-   * held); command-failed: CMD failed, the old server left serving (nothing held); not-replaced: CMD
-   * succeeded but no new server listened by --settle-wait after it, the old one left serving
-   * (nothing held; protect exits 125); interrupted: a signal or --timeout before the new server was up.
-   */
-  outcome: 'stopped' | 'nothing-to-stop' | 'command-failed' | 'not-replaced' | 'interrupted';
-  /** Why the old server was left running, when it was. */
-  left?: string;
-  /** The start guard (steer.ts): the groups steered to the old listener while the new server started, and notes. */
-  steer?: SteerReport;
-  /** From the new listeners up to the new server polling them (the start guard's wait; not held). */
-  pollWaitMs?: number;
-  /** With the steer turned to the new server: the old listeners' queues emptying before the hold (not held). */
-  unheldDrainMs?: number;
-  /** Said before CMD ran: net.ipv4.tcp_migrate_req is not 1 here (docs/PROTECT.md: the kernel lab lost requests so). */
-  warning?: string;
 }
 
 /**

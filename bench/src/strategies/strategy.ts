@@ -12,8 +12,10 @@
 
 import type { HaproxyMode, HaproxyServer } from '../servers.js';
 import type { ReloadLoopResult, ReloadWrap, Stats } from '../reloader.js';
-import type { Where } from '../protocol.js';
 import type { HoldWindow } from '../attribution.js';
+
+/** Where a strategy ran: this machine's kernel, or the kernel lab (User-Mode Linux). */
+export type Where = 'host' | 'lab';
 
 // `plug` and `nfqueue` are protect's default hold, which ends at the socket swap (the last old
 // listener gone, the new one up); `plug-exit` and `nfqueue-exit` are the conservative hold
