@@ -16,7 +16,7 @@ host="node dist/bench/src/cost/steady-state.js --rounds 40 --seconds 2 --other-p
 steering="node dist/bench/src/cost/steady-state.js --rounds 40 --seconds 2 --steerings always,while-holding --json"
 standin="node dist/bench/src/cost/steady-state.js --rounds 80 --seconds 2 --stand-ins clsact --json"
 standin2="node dist/bench/src/cost/steady-state.js --rounds 60 --seconds 2 --stand-ins clsact,clsact-idle --json"
-standin3="node dist/bench/src/cost/steady-state.js --rounds 30 --seconds 2 --stand-ins clsact-between-holds,clsact-idle --json"
+standin3="node dist/bench/src/cost/steady-state.js --rounds 60 --seconds 2 --stand-ins clsact-between-holds,clsact-idle --json"
 lab="node dist/bench/src/cost/steady-state.js --rounds 20 --seconds 2 --topologies auto,prio --json"
 $default >"$out/host-default.json"
 $steering >"$out/host-steering.json"
