@@ -475,7 +475,14 @@ export const plugBackend: HoldBackend<PlugState> = {
           },
           // The watchdog's release lets go of the plug only: the filters (and the hook this hold made) go
           // here rather than stay on every packet's path until the next hold or teardown.
-          ...(steer ? { afterWatchdogRelease: () => steer.remove() } : {}),
+          ...(steer
+            ? {
+                async afterWatchdogRelease() {
+                  fault('steering-cleanup');
+                  await steer.remove();
+                },
+              }
+            : {}),
         };
       },
       close() {

@@ -17,9 +17,10 @@ import type { HeldPacket } from './held.js';
 
 export type BufferBackend = 'nfqueue' | 'plug';
 
-/** How a buffer ended, and what it let go: what the owner, the control socket and the CLI report. */
+/** Why a buffer ended. */
 export type BufferEndCause = 'release' | 'max-hold' | 'signal' | 'owner-gone' | 'watchdog-gone';
 
+/** How a buffer ended, and what it let go: what the owner, the control socket and the CLI report. */
 export interface BufferReleased {
   /** Packets let go at the end (not counting earlier steps). */
   released: number;

@@ -303,6 +303,8 @@ async function cmdProtect(args: string[], g: Globals): Promise<number> {
       : `held ${r.holdMs?.toFixed(1) ?? '?'} ms (${r.released ?? 0} SYNs released, ${r.drops ?? 0} dropped; ${r.releaseReason ?? 'released'})`;
   const summary = `synhold: ${held}; command ${cmd}${r.timedOut ? ' after timeout' : ''}`;
   if (r.stopOld?.warning) write(2, `synhold: warning: ${r.stopOld.warning}\n`);
+  if (r.steeringLeft)
+    write(2, `synhold: warning: the hold's steering is still on the path (${r.steeringLeft}); the next hold, synhold release or teardown removes it\n`);
   if (r.othersCut)
     write(
       2,

@@ -6,8 +6,10 @@
  *
  *   steering-added  plug, steering while holding: the hold's hook and filters are in place
  *   start-release   plug: the plug's release after a hold's start failed
+ *   steering-cleanup  plug, steering while holding: the owner's removal of the steering after its
+ *                   watchdog let go on its own (ActiveHold.afterWatchdogRelease)
  */
-export type Fault = 'steering-added' | 'start-release';
+export type Fault = 'steering-added' | 'start-release' | 'steering-cleanup';
 
 export class InjectedFault extends Error {
   constructor(readonly fault: Fault) {

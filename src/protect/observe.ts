@@ -44,6 +44,7 @@ export function releaseResult(r: Released, held: Pick<Held, 'since'>): Partial<P
     releasedBy: r.by,
     ...(r.othersCut ? { othersCut: r.othersCut } : {}),
     ...(r.othersWaitMs ? { othersWaitMs: r.othersWaitMs } : {}),
+    ...(r.steeringLeft ? { steeringLeft: r.steeringLeft } : {}),
   };
 }
 

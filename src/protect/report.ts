@@ -77,6 +77,8 @@ export interface ProtectResult {
   othersCut?: number;
   /** How long the release waited for other NFQUEUE users to hold nothing, ms: included in holdMs, though every held SYN had its verdict before it. */
   othersWaitMs?: number;
+  /** The hold's steering still in place after the watchdog ended the hold, and why (Released.steeringLeft). Absent: removed. */
+  steeringLeft?: string;
   /** From hold start to CMD's exit. */
   commandMs?: number;
   /**

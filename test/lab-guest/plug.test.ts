@@ -19,7 +19,7 @@ import { StateStore } from '../../src/protect/state.js';
 import { plugBackend, type PlugState } from '../../src/backends/plug.js';
 import { holdDirect } from '../helpers/plug-hold.js';
 import { HoldSession } from '../../src/protect/hold/session.js';
-import { synhold } from '../helpers/cli.js';
+import { synhold, synholdAsync } from '../helpers/cli.js';
 import { status } from '../helpers/lab-faults.js';
 
 interface TcQdisc {
@@ -429,24 +429,50 @@ test('while holding, a hold its watchdog let go of (max-hold, synhold release) w
       await setup(normalizeConfig({ ports: [16000], backend: 'plug' }), { netns: ns.name });
       const ifb = ifbOf(ns)!;
       for (const end of ['max-hold', 'synhold release'] as const) {
-        const session = await HoldSession.start({ netns: ns.name, maxHoldMs: end === 'max-hold' ? 1500 : 60_000, lockWaitMs: 5000, via: 'protect' });
+        // A long max-hold, ended on cue once the SYN is held: the watchdog takes SIGUSR1 as its deadline
+        // (what the daemon's reaper sends), so the lab's speed cannot end the hold before the client's SYN.
+        const session = await HoldSession.start({ netns: ns.name, maxHoldMs: 60_000, lockWaitMs: 5000, via: 'protect' });
         assert.equal(redirectsTo(ns, ifb).length, 2, `${end}: the hold's filters`);
         const held = startClient(ns.name, '127.0.0.1', 16000);
         await until('the SYN to be held on the IFB', () => (plugOf(ns, ifb)?.qlen ?? 0) >= 1);
-        if (end === 'synhold release') {
-          // The CLI's release waits for the hold lock, which the living owner keeps until its clean-up is done.
-          const r = synhold(['--netns', ns.name, 'release']);
-          assert.equal(r.status, 0, r.stderr);
-        }
+        // The CLI runs beside this process (the owner, whose event loop must go on to hear the watchdog):
+        // its release signals the watchdog, then takes the lock once the owner's clean-up is done, or says the owner keeps it.
+        const cli = end === 'synhold release' ? synholdAsync(['--netns', ns.name, 'release']).done : undefined;
+        if (end === 'max-hold') process.kill(session.held.watchdogPid, 'SIGUSR1');
         const done = await session.done;
         assert.equal(done.by, 'watchdog', `${end}: the watchdog let go`);
         assert.equal(done.cause.kind, end === 'max-hold' ? 'max-hold' : 'manual', JSON.stringify(done));
+        assert.equal(done.steeringLeft, undefined, `${end}: the owner's clean-up reported no failure`);
+        if (cli) {
+          const r = await cli;
+          assert.equal(r.status, 0, r.stderr);
+        }
         assert.equal((await held.result).error, null, `${end}: the held client connected, no RST`);
         // Oracle: tc. Before this, the two filters stayed until the next hold or teardown (a cost on every packet).
         assert.deepEqual(redirectsTo(ns, ifb), [], `${end}: the filters went`);
         assert.deepEqual(qdiscNames(ns), before, `${end}: and the hook the hold made: lo is bare again`);
         assert.equal(status(ns).hold, undefined, `${end}: no hold recorded`);
       }
+      // The clean-up failing (injected in this process, the owner): the hold is over all the same, the
+      // owner says what is left, and the next hold replaces the leftovers and removes them at its release.
+      process.env.SYNHOLD_INJECT = 'steering-cleanup';
+      try {
+        const session = await HoldSession.start({ netns: ns.name, maxHoldMs: 60_000, lockWaitMs: 5000, via: 'protect' });
+        process.kill(session.held.watchdogPid, 'SIGUSR1');
+        const done = await session.done;
+        assert.equal(done.by, 'watchdog');
+        assert.match(done.steeringLeft ?? '', /injected fault at steering-cleanup/, JSON.stringify(done));
+      } finally {
+        delete process.env.SYNHOLD_INJECT;
+      }
+      assert.equal(redirectsTo(ns, ifb).length, 2, 'the clean-up failed: the filters are left');
+      assert.equal(status(ns).hold, undefined, 'and no hold is recorded: the plug was let go');
+      assert.equal((await startClient(ns.name, '127.0.0.1', 16000).result).error, null, 'SYNs pass the released plug');
+      const next = await HoldSession.start({ netns: ns.name, maxHoldMs: 60_000, lockWaitMs: 5000, via: 'protect' });
+      assert.equal(redirectsTo(ns, ifb).length, 2, 'the next hold: replaced, not doubled');
+      await next.release({ kind: 'manual' });
+      assert.deepEqual(redirectsTo(ns, ifb), []);
+      assert.deepEqual(qdiscNames(ns), before, 'the next hold removed them, and the hook');
       await teardown({ netns: ns.name });
       assert.deepEqual(qdiscNames(ns), before);
     } finally {

@@ -62,6 +62,12 @@ export interface Released {
   othersCut?: number;
   /** The release's wait for them, included in durationMs (ReleaseResult.othersWaitMs). */
   othersWaitMs?: number;
+  /**
+   * Why the hold's steering is still in place after the watchdog let go on its own (afterWatchdogRelease
+   * failed or took longer than AFTER_WATCHDOG_MS). A cost on the path, not a hold: the next hold,
+   * `synhold release` or teardown removes it. Absent: removed, or none to remove.
+   */
+  steeringLeft?: string;
 }
 
 /** What protect holds through: a session of its own, or the daemon's (daemon-client.ts). */
@@ -74,6 +80,12 @@ export interface HoldHandle {
 /** How long past the deadline the owner waits for a stopped watchdog before releasing itself. */
 const BACKUP_MS = 300;
 const RELEASE_ATTEMPTS = 3;
+/**
+ * How long the owner spends, under the hold lock, removing what the watchdog's release left (a few
+ * netlink round trips: milliseconds, even in the kernel lab). Bounded so that a kernel that does not
+ * answer (each request may wait 5 s) keeps neither the lock nor `done` for long.
+ */
+const AFTER_WATCHDOG_MS = 2000;
 
 export class HoldSession {
   readonly held: Held;
@@ -289,14 +301,43 @@ export class HoldSession {
   private async watchdogReleased(end: Extract<WatchdogEnd, { kind: 'released' }>): Promise<Released> {
     this.letGo = true;
     clearTimeout(this.backup);
-    // Still under our lock (the watchdog's copy of it is closed): what its release does not undo, the
-    // backend's steering added for this hold, goes before another hold may start. A failure leaves a
-    // cost, not a hold (the next hold or teardown removes it).
-    await this.active.afterWatchdogRelease?.().catch(() => undefined);
+    // The hold ended with the watchdog's release: the clean-up below is not part of it.
+    const durationMs = this.elapsedMs();
+    const steeringLeft = await this.afterWatchdog();
     this.close();
-    const r: Released = { durationMs: this.elapsedMs(), released: 0, drops: 0, cause: { kind: end.cause }, by: 'watchdog' };
+    const r: Released = {
+      durationMs,
+      released: 0,
+      drops: 0,
+      cause: { kind: end.cause },
+      by: 'watchdog',
+      ...(steeringLeft ? { steeringLeft } : {}),
+    };
     this.resolveDone(r);
     return r;
+  }
+
+  /**
+   * Still under our lock (the watchdog's copy of it is closed): what its release does not undo, the
+   * backend's steering added for this hold, goes before another hold may start. Returns why it did not
+   * (a failure or AFTER_WATCHDOG_MS passed), which leaves a cost, not a hold.
+   */
+  private async afterWatchdog(): Promise<string | undefined> {
+    const active = this.active;
+    if (!active.afterWatchdogRelease) return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<string>((r) => (timer = setTimeout(() => r(`not removed within ${AFTER_WATCHDOG_MS} ms`), AFTER_WATCHDOG_MS)));
+    try {
+      return await Promise.race([
+        active.afterWatchdogRelease().then(
+          () => undefined,
+          (e: unknown) => (e as Error).message,
+        ),
+        late,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private onWatchdogEnd(end: WatchdogEnd): void {
