@@ -11,8 +11,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { BufferGoneError, BufferTimeoutError, SynholdError } from '../model/errors.js';
 import { connectUnix, onJsonLines } from '../protect/unix-json.js';
-import type { BufferReleased } from './engine.js';
-import type { BufferBackend, BufferHeld, StepOptions, StepResult } from './engine.js';
+import type { BufferBackend, BufferHeld, BufferReleased, StepOptions, StepResult } from './engine.js';
 
 export type ControlRequest = { op: 'list' } | { op: 'info' } | ({ op: 'step' } & StepOptions) | { op: 'release' };
 
